@@ -1,0 +1,1 @@
+"""The ``forecast`` command line: the composition root that wires library pieces together."""

@@ -1,0 +1,65 @@
+"""Per-channel normalisation of model states."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import xarray as xr
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Mean/std normalisation per channel, and the std of one-step tendencies.
+
+    Attributes
+    ----------
+    channels : tuple of str
+        Channel ids, in tensor order.
+    mean, std, diff_std : numpy.ndarray
+        Shape ``(channel,)``, float64, in each channel's physical units.
+    """
+
+    channels: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    diff_std: np.ndarray
+
+    @classmethod
+    def from_store(cls, ds: xr.Dataset, channels: list[str] | None = None) -> Normalizer:
+        """Read the statistics of ``channels`` (default: all) from a training store."""
+        channels = list(channels) if channels is not None else [str(c) for c in ds["channel"].values]
+        sel = {"channel": channels}
+        return cls(
+            tuple(channels),
+            ds["mean"].sel(sel).values.astype(np.float64),
+            ds["std"].sel(sel).values.astype(np.float64),
+            ds["diff_std"].sel(sel).values.astype(np.float64),
+        )
+
+    def to_dict(self) -> dict[str, list]:
+        """Plain lists, for a checkpoint."""
+        return {"channels": list(self.channels), "mean": self.mean.tolist(), "std": self.std.tolist(), "diff_std": self.diff_std.tolist()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Normalizer:
+        """Inverse of :meth:`to_dict`."""
+        return cls(tuple(values["channels"]), np.asarray(values["mean"]), np.asarray(values["std"]), np.asarray(values["diff_std"]))
+
+    def _shaped(self, values: np.ndarray, like: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        shape = [1] * like.ndim
+        shape[channel_dim] = len(values)
+        return torch.as_tensor(values, dtype=like.dtype, device=like.device).reshape(shape)
+
+    def normalize(self, state: torch.Tensor, channel_dim: int = -3) -> torch.Tensor:
+        """``(state - mean) / std``; channels along ``channel_dim`` (default ``-3`` of ``(..., channel, lat, lon)``)."""
+        return (state - self._shaped(self.mean, state, channel_dim)) / self._shaped(self.std, state, channel_dim)
+
+    def denormalize(self, state: torch.Tensor, channel_dim: int = -3) -> torch.Tensor:
+        """Inverse of :meth:`normalize`."""
+        return state * self._shaped(self.std, state, channel_dim) + self._shaped(self.mean, state, channel_dim)
+
+    def tendency_scale(self, like: torch.Tensor, channel_dim: int = -3) -> torch.Tensor:
+        """``diff_std / std`` per channel: a normalised tendency's scale, broadcastable to ``like``."""
+        return self._shaped(self.diff_std / self.std, like, channel_dim)

@@ -1,0 +1,140 @@
+"""The training store: layout, opening and validation.
+
+A store is a Zarr (v3) group written by ``forecast ingest`` that
+``xarray.open_zarr(path)`` opens directly:
+
+- ``data(time, channel, latitude, longitude)`` float32, one chunk per time step;
+- ``time`` CF-encoded in the source calendar; ``channel`` string ids;
+  ``latitude`` descending 90 -> -90; ``longitude`` ascending in [0, 360);
+- ``mean(channel)``, ``std(channel)``: area-weighted over the statistics period;
+- ``diff_std(channel)``: area-weighted std of one-step tendencies;
+- ``climatology(dayofyear, hour, channel, latitude, longitude)`` float32: the
+  mean by day of year and hour of day, smoothed over a window of days
+  (NaN where no data fall in the window);
+- attributes: see :data:`REQUIRED_ATTRS`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from forecast.errors import DataError
+from forecast.grid import Grid
+from forecast.time import canonical_calendar, parse_step, time_calendar
+
+#: Version of the store layout written by this software.
+STORE_FORMAT_VERSION = 1
+
+REQUIRED_VARIABLES = ("data", "mean", "std", "diff_std", "climatology")
+REQUIRED_ATTRS = (
+    "store_format_version",
+    "grid_kind",
+    "time_step",
+    "calendar",
+    "statistics_start",
+    "statistics_end",
+    "sources",
+    "software_version",
+)
+
+
+def open_store(path: str | Path) -> xr.Dataset:
+    """Open and validate a training store lazily (Dask-backed).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.zarr`` directory written by ``forecast ingest``.
+
+    Returns
+    -------
+    xarray.Dataset
+        The store, with ``time`` decoded in its own calendar.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the path does not exist.
+    DataError
+        If it is not a store of a version this software reads.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    try:
+        ds = xr.open_zarr(path, consolidated=None, use_cftime=None, decode_timedelta=False)
+    except Exception as err:  # zarr raises many types for a non-store directory
+        raise DataError(f"not a readable Zarr store ({type(err).__name__}: {err})", path=path, hint="point at a store written by 'forecast ingest'") from None
+    missing = [v for v in REQUIRED_VARIABLES if v not in ds.variables]
+    missing += [a for a in REQUIRED_ATTRS if a not in ds.attrs]
+    if missing:
+        raise DataError(f"not a training store: missing {', '.join(missing)}", path=path, hint="write the store with 'forecast ingest'")
+    version = int(ds.attrs["store_format_version"])
+    if version > STORE_FORMAT_VERSION:
+        raise DataError(
+            f"store format version {version} is newer than this software reads ({STORE_FORMAT_VERSION})",
+            path=path,
+            hint="upgrade forecast or re-ingest the data",
+        )
+    if ds["data"].dims != ("time", "channel", "latitude", "longitude"):
+        raise DataError(f"data has dims {ds['data'].dims}, expected (time, channel, latitude, longitude)", path=path)
+    return ds
+
+
+def store_grid(ds: xr.Dataset) -> Grid:
+    """The grid of a store (kind from its attributes, coordinates from the store)."""
+    return Grid(ds.attrs["grid_kind"], ds["latitude"].values, ds["longitude"].values)
+
+
+def store_step(ds: xr.Dataset) -> dt.timedelta:
+    """The time step of a store."""
+    return parse_step(ds.attrs["time_step"])
+
+
+def store_channels(ds: xr.Dataset) -> list[str]:
+    """The channel ids of a store, in store order."""
+    return [str(c) for c in ds["channel"].values]
+
+
+def store_calendar(ds: xr.Dataset) -> str:
+    """The calendar of a store's time coordinate."""
+    if "calendar" in ds.attrs:
+        return canonical_calendar(ds.attrs["calendar"])
+    return time_calendar(ds["time"].values)
+
+
+def require_channels(ds: xr.Dataset, channels: list[str], path: str | Path | None = None) -> None:
+    """Raise a DataError naming the channels of ``channels`` that the store lacks."""
+    have = store_channels(ds)
+    missing = [c for c in channels if c not in have]
+    if missing:
+        raise DataError(
+            f"store lacks channel(s) {', '.join(missing)}",
+            path=path,
+            hint=f"it has {', '.join(have)}; re-ingest with --channels including them",
+        )
+
+
+def climatology_at(ds: xr.Dataset, times) -> xr.DataArray:
+    """Climatology matched to each of ``times``: dims (time, channel, latitude, longitude).
+
+    Looks up the store's ``climatology`` by the day of year and hour of each
+    time (in the store's calendar). Hours absent from the climatology take
+    the nearest hour present.
+    """
+    from forecast.time import day_of_year_and_hour, time_index
+
+    index = time_index(times)
+    doy, hour = day_of_year_and_hour(index)
+    clim = ds["climatology"]
+    hours = clim["hour"].values
+    nearest = hours[np.abs(hours[None, :] - hour[:, None]).argmin(axis=1)]
+    doy = np.minimum(doy, clim.sizes["dayofyear"])
+    out = clim.sel(
+        dayofyear=xr.DataArray(doy, dims="time"), hour=xr.DataArray(nearest, dims="time")
+    ).drop_vars(["dayofyear", "hour"])
+    return out.assign_coords(time=("time", np.asarray(index)))
