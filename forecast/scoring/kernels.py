@@ -1,0 +1,115 @@
+"""NumPy kernels that reduce one block of forecast fields to area-weighted statistics.
+
+Every score of :mod:`forecast.scoring.metrics` is a function of a few
+per-sample statistics (a sample is one initialisation at one lead time),
+each an area-weighted mean over a region. :func:`block_statistics` computes
+all of them in one pass over a block of members, so that a forecast is read
+once. The formulas (WeatherBench2's) are in ``docs/metrics.md``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Per-sample statistics, in the order of the last axis of :func:`block_statistics`.
+#: ``error``: weighted mean of (ensemble mean - truth); ``abs_error``: of its absolute
+#: value; ``squared_error``: of its square; ``acc``: anomaly correlation of the ensemble
+#: mean (NaN without climatology); ``ensemble_variance``: weighted mean of the unbiased
+#: ensemble variance (0 for one member); ``crps``: weighted mean of the fair CRPS.
+STATISTICS: tuple[str, ...] = ("error", "abs_error", "squared_error", "acc", "ensemble_variance", "crps")
+
+
+def fair_crps(forecast: np.ndarray, truth: np.ndarray, member_axis: int = 0) -> np.ndarray:
+    """Pointwise fair (unbiased) ensemble CRPS in O(M log M) per point.
+
+    ``CRPS_fair = mean_i |x_i - y| - 1 / (2 M (M - 1)) * sum_ij |x_i - x_j|``;
+    with the members sorted, ``sum_ij |x_i - x_j| = 2 sum_i (2 i - M - 1) x_(i)``
+    (i from 1), so a sort replaces the double sum (Zamo & Naveau 2018,
+    WeatherBench2's ``_pointwise_crps_spread``). One member gives ``|x - y|``.
+
+    Parameters
+    ----------
+    forecast : numpy.ndarray
+        Members along ``member_axis``, any other shape.
+    truth : numpy.ndarray
+        ``forecast``'s shape without ``member_axis`` (or broadcastable to it).
+    member_axis : int
+        Axis of the members in ``forecast``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The CRPS at each point, shape of ``truth`` broadcast, in the units of the data.
+    """
+    members = np.moveaxis(np.asarray(forecast), member_axis, 0)
+    truth = np.asarray(truth)
+    count = members.shape[0]
+    skill = np.abs(members - truth[None]).mean(axis=0)
+    if count < 2:
+        return skill
+    ordered = np.sort(members, axis=0)
+    coefficients = (2.0 * np.arange(1, count + 1) - count - 1).astype(ordered.dtype)
+    spread = np.tensordot(coefficients, ordered, axes=(0, 0)) / (count * (count - 1))
+    return skill - spread
+
+
+def block_statistics(
+    forecast: np.ndarray,
+    truth: np.ndarray,
+    climatology: np.ndarray,
+    weights: np.ndarray,
+) -> np.ndarray:
+    """All per-sample statistics and the rank histogram of a block of fields.
+
+    Parameters
+    ----------
+    forecast : numpy.ndarray
+        ``(..., member, latitude, longitude)``; one member for a deterministic forecast.
+    truth : numpy.ndarray
+        ``(..., latitude, longitude)``, the verifying analysis at each valid time
+        (NaN where missing).
+    climatology : numpy.ndarray
+        ``(..., latitude, longitude)``, the climatology at each valid time (for ACC).
+    weights : numpy.ndarray
+        ``(region, latitude, longitude)``, each region's area weights summing to 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., region, len(STATISTICS) + member + 1)`` float64: the statistics of
+        :data:`STATISTICS`, then the area fraction of each rank of the truth
+        among the members (0: truth below all members, M: above all).
+    """
+    lead_shape = truth.shape[:-2]
+    count = forecast.shape[-3]
+    cells = truth.shape[-2] * truth.shape[-1]
+    members = forecast.reshape((-1, count, cells))
+    samples = members.shape[0]
+    truth_flat = truth.reshape((samples, cells))
+    clim_flat = climatology.reshape((samples, cells)).astype(np.float64)
+    w = weights.reshape((weights.shape[0], cells)).T  # (cells, region)
+
+    def wmean(field: np.ndarray) -> np.ndarray:  # (samples, cells) -> (samples, region)
+        return np.asarray(field, dtype=np.float64) @ w
+
+    ensemble_mean = members.mean(axis=1, dtype=np.float64)
+    error = ensemble_mean - truth_flat
+    forecast_anomaly = ensemble_mean - clim_flat
+    truth_anomaly = truth_flat - clim_flat
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = wmean(forecast_anomaly * truth_anomaly) / np.sqrt(
+            wmean(forecast_anomaly**2) * wmean(truth_anomaly**2)
+        )
+    if count > 1:
+        variance = members.var(axis=1, ddof=1, dtype=np.float64)
+    else:
+        variance = np.zeros((samples, cells))
+    crps = fair_crps(members, truth_flat, member_axis=1)
+    stats = [wmean(error), wmean(np.abs(error)), wmean(error**2), acc, wmean(variance), wmean(crps)]
+
+    ranks = (members < truth_flat[:, None, :]).sum(axis=1)
+    histogram = [wmean(ranks == rank) for rank in range(count + 1)]
+    out = np.stack(stats + histogram, axis=-1)  # (samples, region, quantity)
+    missing = ~np.isfinite(truth_flat).all(axis=1)
+    out[missing] = np.nan
+    return out.reshape((*lead_shape, weights.shape[0], out.shape[-1]))

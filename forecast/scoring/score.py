@@ -1,0 +1,297 @@
+"""Score a forecast against the store: metrics, baselines, spectra, scores file, table.
+
+:func:`score_forecast` is the one call that scores a forecast Dataset (the
+output layout of ``forecast run``) against a training store and returns
+the scores Dataset of ``docs/metrics.md``; :func:`format_table` prints it;
+:func:`write_scores` writes it atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import dask
+import numpy as np
+import xarray as xr
+
+from forecast import __version__
+from forecast.channels import channel_info
+from forecast.errors import DataError
+from forecast.scoring.matching import INIT_DIM, LEAD_DIM, MEMBER_DIM, Matched, lead_label, match
+from forecast.scoring.metrics import METRICS, finish_metrics, sample_statistics
+from forecast.scoring.regions import REGIONS, Region, region_weights
+from forecast.scoring.spectra import power_spectrum_xr
+
+#: Baseline forecasts scored alongside the forecast (the ``model`` dim).
+BASELINES: tuple[str, ...] = ("persistence", "climatology")
+FORECAST_MODEL = "forecast"
+DEFAULT_REGIONS: tuple[str, ...] = ("global", "tropics", "extratropics_north", "extratropics_south")
+
+#: Bytes of forecast per Dask block handed to the scoring kernel.
+_BLOCK_BYTES = 256 * 2**20
+
+
+def open_forecast(path: str | Path) -> xr.Dataset:
+    """Open a forecast (``.zarr`` directory or NetCDF file) lazily with Dask.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the path does not exist.
+    DataError
+        If it cannot be read as a dataset.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    try:
+        if path.is_dir():
+            return xr.open_zarr(path, consolidated=None, decode_timedelta=True)
+        return xr.open_dataset(path, chunks={}, decode_timedelta=True)
+    except Exception as err:  # readers raise many types on a foreign file
+        raise DataError(f"cannot read the forecast ({type(err).__name__}: {err})", path=path, hint="pass a .zarr or .nc written by 'forecast run'") from None
+
+
+def _block_chunks(forecast: xr.Dataset) -> dict[str, int]:
+    members = forecast.sizes[MEMBER_DIM]
+    field_bytes = forecast.sizes["latitude"] * forecast.sizes["longitude"] * 4
+    leads = max(1, min(forecast.sizes[LEAD_DIM], _BLOCK_BYTES // max(1, members * field_bytes)))
+    return {INIT_DIM: 1, LEAD_DIM: leads, MEMBER_DIM: -1, "latitude": -1, "longitude": -1}
+
+
+def _model_statistics(model_forecast: xr.Dataset, matched: Matched, weights: xr.DataArray):
+    stats, hists = {}, {}
+    for channel in matched.channels:
+        stat, hist = sample_statistics(
+            model_forecast[channel], matched.truth[channel], weights, matched.climatology[channel]
+        )
+        stats[channel], hists[channel] = stat, hist
+    return (
+        xr.concat(list(stats.values()), dim="channel").assign_coords(channel=matched.channels),
+        xr.concat(list(hists.values()), dim="channel").assign_coords(channel=matched.channels),
+    )
+
+
+def score_forecast(
+    forecast: xr.Dataset,
+    store: xr.Dataset,
+    regions: Sequence[Region] | None = None,
+    baselines: Sequence[str] = BASELINES,
+    spectra: bool = True,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Score a forecast against the store the WeatherBench2 way.
+
+    Parameters
+    ----------
+    forecast : xarray.Dataset
+        Forecast output layout: dims ``time`` (init), ``lead_time``,
+        [``member``], ``latitude``, ``longitude``; coordinate
+        ``valid_time(time, lead_time)``; one variable per channel.
+    store : xarray.Dataset
+        A training store (:func:`forecast.store.open_store`): the truth,
+        its climatology and the persistence baseline.
+    regions : sequence of Region, optional
+        Default: global, tropics, northern and southern extratropics.
+    baselines : sequence of str
+        Baselines to score alongside, from :data:`BASELINES`.
+    spectra : bool
+        Whether to compute power spectra (global-mean, by wavenumber).
+    progress : bool
+        Show a progress bar (tqdm) while computing.
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per metric of :data:`~forecast.scoring.metrics.METRICS`
+        over ``(model, channel, lead_time, region)``; ``rank_histogram``
+        ``(channel, lead_time, region, rank)``; ``n_init(lead_time)``;
+        with ``spectra``, ``power_spectrum(model, channel, lead_time,
+        wavenumber)`` and ``truth_power_spectrum(channel, lead_time,
+        wavenumber)``. Attribute ``leads_without_truth`` lists the leads no
+        initialisation could be verified at.
+
+    Raises
+    ------
+    DataError, GridError
+        Missing channels, other grid, no overlapping valid times.
+    """
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise DataError(f"unknown baseline(s) {', '.join(unknown)}", hint=f"use {', '.join(BASELINES)}")
+    regions = [REGIONS[name] for name in DEFAULT_REGIONS] if regions is None else list(regions)
+    matched = match(forecast, store)
+    weights = region_weights(matched.grid, regions)
+    members = matched.forecast.sizes[MEMBER_DIM]
+    model_forecasts = {FORECAST_MODEL: matched.forecast.chunk(_block_chunks(matched.forecast))}
+    baseline_sources = {"persistence": matched.persistence, "climatology": matched.climatology}
+    for name in baselines:
+        model_forecasts[name] = baseline_sources[name]
+
+    lazy_stats, lazy_hist = {}, None
+    for name, model_forecast in model_forecasts.items():
+        stats, hist = _model_statistics(model_forecast, matched, weights)
+        lazy_stats[name] = stats
+        if name == FORECAST_MODEL:
+            lazy_hist = hist.mean(INIT_DIM, skipna=True)
+    lazy = {"stats": lazy_stats, "hist": lazy_hist}
+    if spectra:
+        lazy["spectra"] = {
+            name: _mean_spectrum(model_forecasts[name], matched, member=name == FORECAST_MODEL)
+            for name in model_forecasts
+        }
+        lazy["truth_spectrum"] = _mean_spectrum(matched.truth, matched, member=False)
+
+    if progress:
+        from tqdm.dask import TqdmCallback
+
+        with TqdmCallback(desc="scoring", unit="task"):
+            (computed,) = dask.compute(lazy)
+    else:
+        (computed,) = dask.compute(lazy)
+
+    model_names = list(model_forecasts)
+    finished = [
+        finish_metrics(computed["stats"][name], members if name == FORECAST_MODEL else 1) for name in model_names
+    ]
+    scores = xr.concat(finished, dim="model").assign_coords(model=model_names)
+    scores = scores.transpose("model", "channel", LEAD_DIM, "region")
+    scores["rank_histogram"] = computed["hist"].transpose("channel", LEAD_DIM, "region", "rank")
+    scores["n_init"] = matched.available.sum(INIT_DIM).astype(np.int32)
+    if spectra:
+        spectra_models = xr.concat([computed["spectra"][n] for n in model_names], dim="model")
+        scores["power_spectrum"] = spectra_models.assign_coords(model=model_names).transpose(
+            "model", "channel", LEAD_DIM, "wavenumber"
+        )
+        scores["truth_power_spectrum"] = computed["truth_spectrum"].transpose("channel", LEAD_DIM, "wavenumber")
+    return _annotate(scores, matched, regions, forecast)
+
+
+def _mean_spectrum(fields: xr.Dataset, matched: Matched, member: bool) -> xr.DataArray:
+    """Init-mean power spectrum (member 0 of an ensemble) per channel and lead."""
+    out = []
+    for channel in matched.channels:
+        field = fields[channel]
+        if member:
+            field = field.isel({MEMBER_DIM: 0}, drop=True)
+        if LEAD_DIM not in field.dims:
+            field = field.expand_dims({LEAD_DIM: matched.available[LEAD_DIM].values}, axis=1)
+        field = field.where(matched.available)
+        out.append(power_spectrum_xr(field, matched.grid).mean(INIT_DIM, skipna=True))
+    return xr.concat(out, dim="channel").assign_coords(channel=matched.channels)
+
+
+def _annotate(scores: xr.Dataset, matched: Matched, regions: Sequence[Region], forecast: xr.Dataset) -> xr.Dataset:
+    for name, metric in METRICS.items():
+        scores[name].attrs = {"long_name": metric.long_name, "units": metric.units}
+    scores["rank_histogram"].attrs = {
+        "long_name": "area fraction of each rank of the truth among the ensemble members (0: below all)",
+        "units": "1",
+    }
+    scores["n_init"].attrs = {"long_name": "number of initialisations with truth at this lead", "units": "1"}
+    if "power_spectrum" in scores:
+        kind = "total spherical-harmonic" if matched.grid.is_global else "zonal"
+        scores["power_spectrum"].attrs = {"long_name": f"init-mean power spectrum by {kind} wavenumber (member 0)", "units": "data**2"}
+        scores["truth_power_spectrum"].attrs = {"long_name": f"init-mean power spectrum of the truth by {kind} wavenumber", "units": "data**2"}
+    scores["channel_units"] = ("channel", [_units(c) for c in matched.channels])
+    scores["channel_units"].attrs = {"long_name": "units of each channel (of metrics with units 'data')"}
+    scores["region_bounds"] = (
+        ("region", "bound"),
+        np.array([[r.lat_min, r.lat_max, r.lon_min, r.lon_max] for r in regions]),
+    )
+    scores = scores.assign_coords(bound=["lat_min", "lat_max", "lon_min", "lon_max"])
+    scores["region_bounds"].attrs = {"long_name": "region boxes", "units": "degrees"}
+    missing = matched.leads_without_truth()
+    scores.attrs = {
+        "title": "forecast skill scores (WeatherBench2 definitions)",
+        "ensemble_size": int(matched.forecast.sizes[MEMBER_DIM]),
+        "grid": matched.grid.describe(),
+        "forecast_model": str(forecast.attrs.get("model", "")),
+        "n_init_total": int(matched.available.sizes[INIT_DIM]),
+        "leads_without_truth": ", ".join(lead_label(lead) for lead in missing),
+        "software_version": __version__,
+        "creation_time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "references": "Rasp et al. 2024, WeatherBench 2, doi:10.1029/2023MS004019; docs/metrics.md",
+    }
+    return scores
+
+
+def _units(channel: str) -> str:
+    try:
+        return channel_info(channel).units
+    except DataError:
+        return ""
+
+
+def write_scores(scores: xr.Dataset, path: str | Path) -> Path:
+    """Write the scores NetCDF atomically (temporary name, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        encoding = {name: {"zlib": True, "complevel": 4} for name in scores.data_vars if scores[name].dtype.kind == "f"}
+        scores.to_netcdf(temporary, encoding=encoding)
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return path
+
+
+def format_table(
+    scores: xr.Dataset,
+    metrics: Sequence[str] = ("rmse", "acc", "crps", "ssr"),
+    region: str = "global",
+    max_leads: int = 10,
+) -> str:
+    """A text table per metric: rows channel x model, columns lead times.
+
+    Parameters
+    ----------
+    scores : xarray.Dataset
+        From :func:`score_forecast`.
+    metrics : sequence of str
+        Metrics to show (those absent are skipped; ensemble metrics only for ensembles).
+    region : str
+        The region to show.
+    max_leads : int
+        At most this many lead columns (evenly thinned, always with the last).
+    """
+    leads = scores[LEAD_DIM].values
+    if leads.size > max_leads:
+        chosen = np.unique(np.linspace(0, leads.size - 1, max_leads).round().astype(int))
+        leads = leads[chosen]
+    ensemble = int(scores.attrs.get("ensemble_size", 1)) > 1
+    lines = []
+    label_width = max(len(f"{c} [{u}]") for c, u in zip(scores["channel"].values, scores["channel_units"].values, strict=True))
+    label_width = max(label_width, 12)
+    model_width = max(len(str(m)) for m in scores["model"].values)
+    for name in metrics:
+        if name not in scores or (METRICS[name].ensemble and not ensemble):
+            continue
+        models = [FORECAST_MODEL] if name in ("spread", "ssr") else list(scores["model"].values)
+        header = f"{name.upper()} ({region})".ljust(label_width + model_width + 2)
+        lines.append(header + "".join(f"{lead_label(lead):>11}" for lead in leads))
+        for channel, units in zip(scores["channel"].values, scores["channel_units"].values, strict=True):
+            label = f"{channel} [{units}]" if METRICS[name].units == "data" else str(channel)
+            for index, model in enumerate(models):
+                values = scores[name].sel(model=model, channel=channel, region=region, lead_time=leads).values
+                cells = "".join(f"{_number(v):>11}" for v in values)
+                lines.append(f"{(label if index == 0 else ''):<{label_width}}  {model:<{model_width}}{cells}")
+        lines.append("")
+    missing = scores.attrs.get("leads_without_truth", "")
+    if missing:
+        lines.append(f"no truth in the store at lead(s): {missing} (scores NaN there)")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _number(value: float) -> str:
+    if not np.isfinite(value):
+        return "-"
+    magnitude = abs(value)
+    if magnitude != 0 and (magnitude >= 1e5 or magnitude < 1e-3):
+        return f"{value:.3e}"
+    return f"{value:.4g}"
