@@ -1,0 +1,267 @@
+"""Adaptive Fourier neural operator (Guibas et al. 2021) as in FourCastNet v1 (Pathak et al. 2022).
+
+Layout::
+
+    pad          to a multiple of the patch (circular in longitude on a global grid)
+    patch_embed  convolution with kernel = stride = patch_size -> embed_dim tokens on an h x w grid
+    pos_embed    learned, one vector per token
+    depth x      LayerNorm -> AFNO filter -> + skip -> LayerNorm -> MLP -> + skip
+    head         linear embed_dim -> out_channels * patch area, then unpatchify and crop
+
+The AFNO filter takes the 2-D real FFT of the token grid, splits the channels
+into ``num_blocks`` blocks and applies a two-layer complex MLP with
+block-diagonal weights to each kept mode (ReLU, then soft-shrinkage with
+``sparsity_threshold`` for sparsity), zeroes the modes beyond
+``hard_thresholding_fraction`` (hard mode truncation), and transforms back.
+It runs on any rectangular grid, global or regional.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, PositiveInt, field_validator
+from torch import nn
+
+from forecast.grid import Grid
+from forecast.models.registry import HParams, ModelSpec
+
+
+class AFNOHParams(HParams):
+    """Hyperparameters of :class:`AFNO` (names as in FourCastNet).
+
+    Attributes
+    ----------
+    patch_size : int or (int, int)
+        Patch height and width in grid points.
+    embed_dim : int
+        Token width; must be divisible by ``num_blocks``.
+    depth : int
+        Number of AFNO blocks.
+    num_blocks : int
+        Diagonal blocks of the complex MLP in each filter.
+    mlp_ratio : float
+        Hidden size of each block's MLP relative to ``embed_dim``.
+    sparsity_threshold : float
+        Soft-shrinkage threshold ``lambda`` in the filter.
+    hard_thresholding_fraction : float
+        Fraction of the Fourier modes kept, in (0, 1].
+    hidden_size_factor : int
+        Width of the filter's complex MLP relative to the block size.
+    """
+
+    patch_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 8
+    embed_dim: PositiveInt = 256
+    depth: PositiveInt = 4
+    num_blocks: PositiveInt = 8
+    mlp_ratio: Annotated[float, Field(gt=0.0)] = 4.0
+    sparsity_threshold: Annotated[float, Field(ge=0.0)] = 0.01
+    hard_thresholding_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    hidden_size_factor: PositiveInt = 1
+    activation: Literal["gelu", "relu", "silu"] = "gelu"
+
+    @field_validator("patch_size")
+    @classmethod
+    def _pair(cls, value: int | tuple[int, int]) -> tuple[int, int]:
+        return (value, value) if isinstance(value, int) else tuple(value)
+
+    @field_validator("num_blocks")
+    @classmethod
+    def _divides(cls, value: int, info) -> int:
+        embed_dim = info.data.get("embed_dim")
+        if embed_dim is not None and embed_dim % value:
+            raise ValueError(f"must divide embed_dim={embed_dim}")
+        return value
+
+
+class AFNOFilter(nn.Module):
+    """The AFNO token mixer: FFT, block-diagonal complex MLP, soft-shrinkage, inverse FFT.
+
+    Parameters
+    ----------
+    dim : int
+        Channels (``embed_dim``).
+    num_blocks : int
+        Diagonal blocks.
+    sparsity_threshold : float
+        Soft-shrinkage ``lambda``.
+    hard_thresholding_fraction : float
+        Fraction of modes kept.
+    hidden_size_factor : int
+        Hidden width factor of the complex MLP.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_blocks: int,
+        sparsity_threshold: float,
+        hard_thresholding_fraction: float,
+        hidden_size_factor: int,
+    ):
+        super().__init__()
+        self.num_blocks = num_blocks
+        self.block_size = dim // num_blocks
+        self.sparsity_threshold = sparsity_threshold
+        self.hard_thresholding_fraction = hard_thresholding_fraction
+        hidden = self.block_size * hidden_size_factor
+        scale = 0.02
+        # first index: real and imaginary parts
+        self.w1 = nn.Parameter(scale * torch.randn(2, num_blocks, self.block_size, hidden))
+        self.b1 = nn.Parameter(scale * torch.randn(2, num_blocks, hidden))
+        self.w2 = nn.Parameter(scale * torch.randn(2, num_blocks, hidden, self.block_size))
+        self.b2 = nn.Parameter(scale * torch.randn(2, num_blocks, self.block_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, h, w, dim) -> (batch, h, w, dim)``; the filter output plus its input (bias path)."""
+        dtype = x.dtype
+        _, height, width, dim = x.shape
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.float()
+            spectrum = torch.fft.rfft2(x, dim=(1, 2), norm="ortho")  # (batch, h, w//2+1, dim)
+            total = width // 2 + 1
+            kept_w = max(int(total * self.hard_thresholding_fraction), 1)
+            kept_h = max(int((height // 2 + 1) * self.hard_thresholding_fraction), 1)
+            # latitude wavenumbers are two-sided: keep the lowest at both ends
+            rows = (
+                sorted(set(range(kept_h)) | set(range(height - kept_h + 1, height)))
+                if kept_h < height // 2 + 1
+                else None
+            )
+            modes = spectrum[:, :, :kept_w] if rows is None else spectrum[:, rows, :kept_w]
+            modes = modes.reshape(*modes.shape[:3], self.num_blocks, self.block_size)
+            w1, b1, w2, b2 = self.w1.float(), self.b1.float(), self.w2.float(), self.b2.float()
+            re, im = modes.real, modes.imag
+            h_re = F.relu(
+                torch.einsum("...bi,bio->...bo", re, w1[0])
+                - torch.einsum("...bi,bio->...bo", im, w1[1])
+                + b1[0]
+            )
+            h_im = F.relu(
+                torch.einsum("...bi,bio->...bo", im, w1[0])
+                + torch.einsum("...bi,bio->...bo", re, w1[1])
+                + b1[1]
+            )
+            o_re = (
+                torch.einsum("...bi,bio->...bo", h_re, w2[0])
+                - torch.einsum("...bi,bio->...bo", h_im, w2[1])
+                + b2[0]
+            )
+            o_im = (
+                torch.einsum("...bi,bio->...bo", h_im, w2[0])
+                + torch.einsum("...bi,bio->...bo", h_re, w2[1])
+                + b2[1]
+            )
+            filtered = torch.complex(
+                F.softshrink(o_re, self.sparsity_threshold),
+                F.softshrink(o_im, self.sparsity_threshold),
+            )
+            filtered = filtered.reshape(*filtered.shape[:3], dim)
+            out = torch.zeros_like(spectrum)
+            if rows is None:
+                out[:, :, :kept_w] = filtered
+            else:
+                out[:, rows, :kept_w] = filtered
+            y = torch.fft.irfft2(out, s=(height, width), dim=(1, 2), norm="ortho")
+        return (y + x).to(dtype)
+
+
+class AFNOBlock(nn.Module):
+    """``x + MLP(LN(x + AFNO(LN(x))))`` in FourCastNet's double-skip form, on ``(batch, h, w, dim)`` tokens."""
+
+    def __init__(self, dim: int, hparams: AFNOHParams):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.filter = AFNOFilter(
+            dim,
+            hparams.num_blocks,
+            hparams.sparsity_threshold,
+            hparams.hard_thresholding_fraction,
+            hparams.hidden_size_factor,
+        )
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        hidden = max(int(dim * hparams.mlp_ratio), 1)
+        activation = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}[hparams.activation]
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), activation(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, h, w, dim) -> (batch, h, w, dim)``."""
+        x = x + self.filter(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class AFNO(nn.Module):
+    """FourCastNet's AFNO backbone.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channel counts.
+    grid : Grid
+        Any rectangular grid; it is padded to whole patches (circularly in
+        longitude when global, by edge replication otherwise) and cropped back.
+    hparams : AFNOHParams
+        Hyperparameters.
+
+    Input ``(batch, in_channels, nlat, nlon)``, output ``(batch, out_channels, nlat, nlon)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, grid: Grid, hparams: AFNOHParams):
+        super().__init__()
+        self.grid, self.hparams, self.out_channels = grid, hparams, out_channels
+        patch_h, patch_w = hparams.patch_size
+        self.patch = (patch_h, patch_w)
+        self.padded = (
+            math.ceil(grid.nlat / patch_h) * patch_h,
+            math.ceil(grid.nlon / patch_w) * patch_w,
+        )
+        self.tokens = (self.padded[0] // patch_h, self.padded[1] // patch_w)
+        dim = hparams.embed_dim
+        self.patch_embed = nn.Conv2d(in_channels, dim, kernel_size=self.patch, stride=self.patch)
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, *self.tokens, dim))
+        self.blocks = nn.ModuleList(AFNOBlock(dim, hparams) for _ in range(hparams.depth))
+        self.head = nn.Linear(dim, out_channels * patch_h * patch_w, bias=False)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        pad_lat = self.padded[0] - self.grid.nlat
+        pad_lon = self.padded[1] - self.grid.nlon
+        if pad_lon:
+            mode = "circular" if self.grid.is_global else "replicate"
+            x = F.pad(x, (0, pad_lon, 0, 0), mode=mode)
+        if pad_lat:
+            x = F.pad(x, (0, 0, 0, pad_lat), mode="replicate")
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, in_channels, nlat, nlon) -> (batch, out_channels, nlat, nlon)``."""
+        if x.shape[-2:] != self.grid.shape:
+            raise ValueError(
+                f"AFNO built for {self.grid.describe()} got a field of shape {tuple(x.shape[-2:])}"
+            )
+        batch = x.shape[0]
+        x = self.patch_embed(self._pad(x)).permute(0, 2, 3, 1)  # (batch, h, w, dim)
+        x = x + self.pos_embed.to(x.dtype)
+        for block in self.blocks:
+            x = block(x)
+        x = self.head(x)  # (batch, h, w, out * ph * pw)
+        (h, w), (ph, pw) = self.tokens, self.patch
+        x = x.reshape(batch, h, w, self.out_channels, ph, pw).permute(0, 3, 1, 4, 2, 5)
+        x = x.reshape(batch, self.out_channels, h * ph, w * pw)
+        return x[..., : self.grid.nlat, : self.grid.nlon]
+
+
+def build(in_channels: int, out_channels: int, grid: Grid, hparams: AFNOHParams) -> AFNO:
+    """Registry builder of :class:`AFNO`."""
+    return AFNO(in_channels, out_channels, grid, hparams)
+
+
+SPEC = ModelSpec(
+    "afno",
+    AFNOHParams,
+    build,
+    "adaptive Fourier neural operator (FourCastNet v1); global or regional grids",
+)
