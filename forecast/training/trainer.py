@@ -1,0 +1,466 @@
+"""The training loop: from a store to checkpoints that beat persistence.
+
+:func:`train` is the entry point. It builds (or resumes) a
+:class:`forecast.stepper.Stepper`, reads windows from the store with worker
+processes, minimises the area-weighted MSE over K autoregressive steps (K
+raised by a :class:`~forecast.training.losses.RolloutCurriculum`) or the fair
+CRPS of a noise-perturbed ensemble, validates every ``val_every`` steps
+against persistence, and keeps ``latest.ckpt`` and ``best.ckpt`` in the run
+directory together with ``latest.state.pt`` (optimiser, RNG, position) and
+``metrics.jsonl``. Under ``torchrun`` it trains with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from forecast.errors import ConfigError, ForecastError
+from forecast.training.data import StepBatchSampler, WindowDataset, make_loader, validation_batches
+from forecast.training.distributed import DistributedContext
+from forecast.training.evaluate import RolloutScores, score_rollouts
+from forecast.training.losses import (
+    RolloutCurriculum,
+    per_channel_fair_crps,
+    per_channel_mse,
+    reduce_channels,
+)
+from forecast.training.optim import build_optimizer, cosine_warmup_factor, set_learning_rate
+from forecast.training.rollout import Rollout, normalize, rollout_forcings
+from forecast.training.state import capture_rng, restore_rng, save_training_state
+
+__all__ = ["TrainingDivergedError", "TrainingLoop", "TrainingResult"]
+
+LATEST = "latest.ckpt"
+BEST = "best.ckpt"
+STATE = "latest.state.pt"
+METRICS = "metrics.jsonl"
+
+
+class TrainingDivergedError(ForecastError, RuntimeError):
+    """The loss or the gradients became NaN or infinite; training stopped."""
+
+
+@dataclass
+class TrainingResult:
+    """What a finished (or stopped) run produced.
+
+    Attributes
+    ----------
+    steps : int
+        Optimiser steps completed.
+    latest, best : Path or None
+        Checkpoint paths (``best`` is None without validation).
+    last_validation : RolloutScores or None
+    best_score : float or None
+        Mean over channels of RMSE / persistence RMSE at the longest lead (lower is better).
+    step_seconds : list of float
+        Wall-clock seconds of each optimiser step of this process (validation excluded).
+    """
+
+    steps: int
+    latest: Path | None
+    best: Path | None
+    last_validation: RolloutScores | None
+    best_score: float | None
+    step_seconds: list[float] = field(default_factory=list)
+
+
+class TrainingLoop:
+    """Optimise a stepper on windows of a store (one process of a possibly distributed run).
+
+    Parameters
+    ----------
+    stepper : Stepper
+        The model to train (``forward_normalized``, ``make_forcing``,
+        ``normalizer``, ``channels``, ``grid``, ``history``).
+    store_path : str or Path
+        The training store.
+    times : numpy.ndarray
+        Its time coordinate.
+    channel_indices : sequence of int
+        Store positions of ``stepper.channels``.
+    train_starts, val_starts : numpy.ndarray
+        Window start indices (see :func:`forecast.training.data.split_windows`).
+    out_dir : Path
+        Run directory.
+    context : DistributedContext
+    max_steps : int
+        Optimiser steps of the whole run (the schedules span them).
+    curriculum : RolloutCurriculum
+        Rollout length K per step.
+    batch_size : int
+        Global samples per micro-step (split over ranks).
+    accumulation : int
+        Micro-steps per optimiser step.
+    lr, weight_decay, warmup_steps, min_lr_factor, grad_clip : float/int
+        AdamW and its cosine-with-warm-up schedule; ``grad_clip`` is the max
+        global gradient norm (None: no clipping).
+    precision : str
+        ``"fp32"`` or ``"bf16"`` (autocast).
+    channel_weights : torch.Tensor or None
+        ``(channel,)`` loss weights.
+    ensemble_size : int
+        Members per sample; above 1 the loss is the fair CRPS of an ensemble
+        made by adding Gaussian noise of std ``ensemble_noise`` (normalised
+        units) to the initial state.
+    val_every, val_samples, val_batch_size, log_every : int
+    workers, prefetch : int
+        Data-loader worker processes and batches prefetched per worker.
+    seed : int
+        Seeds the data order and the ensemble noise.
+    provenance : dict
+        Recorded in every checkpoint.
+    progress : bool
+        Show a progress bar (rank 0 only).
+    """
+
+    def __init__(
+        self,
+        stepper: nn.Module,
+        store_path: str | Path,
+        times: np.ndarray,
+        channel_indices: Sequence[int],
+        train_starts: np.ndarray,
+        val_starts: np.ndarray,
+        out_dir: Path,
+        context: DistributedContext,
+        *,
+        max_steps: int,
+        curriculum: RolloutCurriculum,
+        batch_size: int,
+        accumulation: int = 1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 0,
+        min_lr_factor: float = 0.01,
+        grad_clip: float | None = 1.0,
+        precision: str = "fp32",
+        channel_weights: torch.Tensor | None = None,
+        ensemble_size: int = 1,
+        ensemble_noise: float = 0.05,
+        val_every: int = 100,
+        val_samples: int | None = 32,
+        val_batch_size: int | None = None,
+        log_every: int = 10,
+        workers: int = 2,
+        prefetch: int = 4,
+        seed: int = 0,
+        provenance: dict | None = None,
+        progress: bool = True,
+    ):
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"unknown precision {precision!r}", hint="use fp32 or bf16")
+        if ensemble_size < 1:
+            raise ConfigError(f"--ensemble-size must be at least 1, got {ensemble_size}")
+        if accumulation < 1 or batch_size < 1 or max_steps < 1:
+            raise ConfigError("--batch-size, --accumulation and --max-steps must be at least 1")
+        if batch_size % context.world_size:
+            raise ConfigError(f"--batch-size {batch_size} must be a multiple of the {context.world_size} processes")
+        self.context = context
+        self.device = context.device
+        self.stepper = stepper.to(self.device)
+        self.store_path = Path(store_path)
+        self.times = np.asarray(times)
+        self.dataset = WindowDataset(store_path, channel_indices, int(getattr(stepper, "history", 1)))
+        self.train_starts = np.asarray(train_starts)
+        self.val_starts = np.asarray(val_starts)
+        self.out_dir = Path(out_dir)
+        self.max_steps = max_steps
+        self.curriculum = curriculum
+        self.batch_size = batch_size
+        self.accumulation = accumulation
+        self.lr = lr
+        self.warmup_steps = warmup_steps
+        self.min_lr_factor = min_lr_factor
+        self.grad_clip = grad_clip
+        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        self.channel_weights = None if channel_weights is None else channel_weights.to(self.device)
+        self.ensemble_size = ensemble_size
+        self.ensemble_noise = ensemble_noise
+        self.val_every = val_every
+        self.val_samples = val_samples
+        self.val_batch_size = val_batch_size or max(batch_size // context.world_size, 1)
+        self.log_every = max(log_every, 1)
+        self.workers = workers
+        self.prefetch = prefetch
+        self.seed = seed
+        self.provenance = dict(provenance or {})
+        self.progress = progress and context.is_main
+        self.channels = tuple(stepper.normalizer.channels)
+        self.latitude_weights = torch.as_tensor(stepper.grid.area_weights(), dtype=torch.float32, device=self.device)
+        self.rollout = Rollout(self.stepper)
+        if context.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.rollout = nn.parallel.DistributedDataParallel(self.rollout, device_ids=ids)
+        self.optimizer = build_optimizer(self.stepper.parameters(), lr=lr, weight_decay=weight_decay)
+        self.noise = torch.Generator(device=self.device)
+        self.noise.manual_seed(seed * 1000 + context.rank)
+        self.step = 0
+        self.best_score: float | None = None
+        self.last_validation: RolloutScores | None = None
+        self._pending: list[tuple[int, torch.Tensor, torch.Tensor, int, float]] = []
+        self._last_loss: float | None = None
+
+    # -- state ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything beyond the weights that a resumed run needs (safe to load with weights_only)."""
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "rng": capture_rng(self.device, self.noise),
+            "best_score": self.best_score,
+            "seed": self.seed,
+            "max_steps": self.max_steps,
+            "batch_size": self.batch_size,
+            "accumulation": self.accumulation,
+            "world_size": self.context.world_size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (weights come from the checkpoint)."""
+        for key in ("seed", "max_steps", "batch_size", "accumulation"):
+            if state[key] != getattr(self, key):
+                raise ConfigError(
+                    f"cannot resume: the run was started with {key.replace('_', '-')} {state[key]}, now {getattr(self, key)}",
+                    path=self.out_dir,
+                    hint="resume with the original settings, or start a new --out",
+                )
+        self.optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"], self.device, self.noise)
+        self.step = int(state["step"])
+        self.best_score = state["best_score"]
+
+    # -- one optimiser step -----------------------------------------------------------
+    def _loss_per_channel(self, batch: dict, n_steps: int) -> torch.Tensor:
+        history = normalize(self.stepper, batch["history"].to(self.device, non_blocking=True))
+        targets = normalize(self.stepper, batch["targets"].to(self.device, non_blocking=True))
+        forcings = rollout_forcings(self.stepper, self.times, batch["start"].numpy(), n_steps, self.device)
+        members = self.ensemble_size
+        if members > 1:
+            history = history.repeat(members, 1, 1, 1, 1)
+            noise = torch.randn(history.shape, generator=self.noise, device=self.device, dtype=history.dtype)
+            history = history + self.ensemble_noise * noise
+            if forcings is not None:
+                forcings = forcings.repeat(1, members, 1, 1, 1)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16, enabled=self.autocast_dtype is not None):
+            predictions = self.rollout(history, forcings, n_steps)
+        predictions = predictions.float()  # (step, [member x] batch, channel, lat, lon)
+        losses = []
+        for k in range(n_steps):
+            if members > 1:
+                ensemble = predictions[k].reshape(members, -1, *predictions.shape[2:])
+                losses.append(per_channel_fair_crps(ensemble, targets[:, k], self.latitude_weights))
+            else:
+                losses.append(per_channel_mse(predictions[k], targets[:, k], self.latitude_weights))
+        return torch.stack(losses).mean(dim=0)
+
+    def _optimizer_step(self, batches, n_steps: int) -> None:
+        factor = cosine_warmup_factor(self.step, self.max_steps, self.warmup_steps, self.min_lr_factor)
+        lr = self.lr * factor
+        set_learning_rate(self.optimizer, lr)
+        channel_loss = torch.zeros(len(self.channels), device=self.device)
+        for micro in range(self.accumulation):
+            batch = next(batches)
+            last = micro == self.accumulation - 1
+            sync = contextlib.nullcontext() if last or not self.context.distributed else self.rollout.no_sync()
+            with sync:
+                per_channel = self._loss_per_channel(batch, n_steps)
+                loss = reduce_channels(per_channel, self.channel_weights) / self.accumulation
+                loss.backward()
+            channel_loss += per_channel.detach() / self.accumulation
+        parameters = [p for p in self.stepper.parameters() if p.grad is not None]
+        if self.grad_clip:
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.grad_clip)
+        else:
+            grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters]))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self._pending.append((self.step, channel_loss, grad_norm.detach().float().reshape(1), n_steps, lr))
+
+    # -- logging and checks -----------------------------------------------------------
+    def _flush(self) -> None:
+        """Synchronise pending step losses, stop on NaN, and log the mean loss."""
+        if not self._pending:
+            return
+        losses = torch.stack([entry[1] for entry in self._pending])
+        norms = torch.cat([entry[2] for entry in self._pending])
+        combined = torch.cat([losses, norms[:, None]], dim=1)
+        self.context.all_reduce_sum(combined)
+        combined = (combined / self.context.world_size).cpu().numpy()
+        losses, norms = combined[:, :-1], combined[:, -1]
+        pending, self._pending = self._pending, []
+        bad_rows = np.flatnonzero(~np.isfinite(losses).all(axis=1) | ~np.isfinite(norms))
+        if len(bad_rows):
+            row = bad_rows[0]
+            step = pending[row][0]
+            bad_channels = [self.channels[i] for i in np.flatnonzero(~np.isfinite(losses[row]))]
+            what = (
+                f"the loss became {_nonfinite_word(losses[row])} at step {step} in channel(s) {', '.join(bad_channels)}"
+                if bad_channels
+                else f"the gradients became non-finite at step {step} (the loss was finite)"
+            )
+            latest = self.out_dir / LATEST
+            kept = f"the last good checkpoint is {latest}" if latest.exists() else "no checkpoint was written yet"
+            self._log({"step": step, "kind": "diverged", "channels": bad_channels})
+            raise TrainingDivergedError(
+                f"{what}; training stopped and {kept}",
+                hint="lower --lr, tighten --grad-clip or check the store for NaNs in those channels",
+            )
+        mean = losses.mean(axis=0)
+        weights = None if self.channel_weights is None else self.channel_weights.cpu()
+        self._last_loss = float(reduce_channels(torch.as_tensor(mean), weights))
+        last_step, _, _, n_steps, lr = pending[-1]
+        self._log(
+            {
+                "step": last_step,
+                "kind": "train",
+                "loss": self._last_loss,
+                "loss_per_channel": dict(zip(self.channels, mean.tolist(), strict=True)),
+                "grad_norm": float(norms.mean()),
+                "rollout_steps": n_steps,
+                "lr": lr,
+                "steps_averaged": len(pending),
+            }
+        )
+
+    def _log(self, record: dict) -> None:
+        if self.context.is_main:
+            with open(self.out_dir / METRICS, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    # -- validation and checkpoints ---------------------------------------------------
+    def validate(self) -> RolloutScores | None:
+        """Score the model at every lead up to the final rollout length, against persistence."""
+        if len(self.val_starts) == 0:
+            return None
+        n_leads = self.curriculum.rollout_steps
+        batches = validation_batches(self.val_starts, n_leads, self.val_batch_size, self.val_samples)
+        mine = batches[self.context.rank :: self.context.world_size]
+        loader = make_loader(self.dataset, mine, workers=min(self.workers, len(mine)), prefetch=self.prefetch, pin_memory=self.device.type == "cuda")
+        scores = score_rollouts(
+            self.stepper, loader, self.times, self.stepper.grid.area_weights(), self.device,
+            context=self.context, autocast_dtype=self.autocast_dtype, n_leads=n_leads,
+        )
+        self.last_validation = scores
+        record = {"step": self.step, "kind": "validation", "samples": scores.samples, "skill": scores.skill(n_leads)}
+        for lead in sorted({1, n_leads}):
+            values = scores.at_lead(lead)
+            record[f"rmse_{lead}"] = values["model"]
+            record[f"persistence_{lead}"] = values["persistence"]
+        self._log(record)
+        return scores
+
+    def save(self, best: bool) -> None:
+        """Write latest.ckpt and the resume state (and best.ckpt when ``best``), atomically."""
+        if not self.context.is_main:
+            return
+        from forecast.checkpoint import save_checkpoint
+
+        provenance = {**self.provenance, "step": self.step, "best_score": self.best_score}
+        save_training_state(self.out_dir / STATE, self.state_dict())
+        save_checkpoint(self.out_dir / LATEST, self.stepper, provenance=provenance)  # atomic itself
+        if best:
+            save_checkpoint(self.out_dir / BEST, self.stepper, provenance=provenance)
+
+    def _validate_and_save(self) -> None:
+        scores = self.validate()
+        improved = False
+        if scores is not None:
+            score = scores.skill(scores.n_leads)
+            improved = math.isfinite(score) and (self.best_score is None or score < self.best_score)
+            if improved:
+                self.best_score = score
+        self.save(best=improved)
+        self.context.barrier()
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self, stop_after: int | None = None) -> TrainingResult:
+        """Train from :attr:`step` to ``max_steps`` (or to ``stop_after`` steps, for a time-boxed run).
+
+        Raises
+        ------
+        TrainingDivergedError
+            If the loss or gradients become NaN/inf; no checkpoint is written after that step.
+        """
+        end = self.max_steps if stop_after is None else min(stop_after, self.max_steps)
+        first = self.step
+        accumulation = self.accumulation
+        sampler = StepBatchSampler(
+            self.train_starts,
+            self.batch_size,
+            self.seed,
+            first_micro_step=first * accumulation,
+            n_micro_steps=max(end - first, 0) * accumulation,
+            targets_of_micro_step=lambda micro: self.curriculum(micro // accumulation),
+            rank=self.context.rank,
+            world_size=self.context.world_size,
+        )
+        loader = make_loader(self.dataset, sampler, self.workers, self.prefetch, pin_memory=self.device.type == "cuda")
+        batches = iter(loader)
+        bar = _progress_bar(self.progress, first, self.max_steps)
+        seconds: list[float] = []
+        self.stepper.train()
+        try:
+            while self.step < end:
+                started = time.perf_counter()
+                self._optimizer_step(batches, self.curriculum(self.step))
+                seconds.append(time.perf_counter() - started)
+                validate_now = self.val_every > 0 and self.step % self.val_every == 0
+                if self.step % self.log_every == 0 or validate_now or self.step == end:
+                    self._flush()
+                if validate_now:
+                    self._validate_and_save()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(_postfix(self._last_loss, self.curriculum(self.step - 1), self.last_validation), refresh=False)
+            self._flush()
+            just_saved = self.step > first and self.val_every > 0 and self.step % self.val_every == 0
+            if not just_saved:
+                if self.step >= self.max_steps:
+                    self._validate_and_save()
+                else:
+                    self.save(best=False)
+        finally:
+            if bar is not None:
+                bar.close()
+            del batches
+        best = self.out_dir / BEST
+        return TrainingResult(
+            self.step, self.out_dir / LATEST, best if best.exists() else None, self.last_validation, self.best_score, seconds
+        )
+
+
+def _nonfinite_word(values: np.ndarray) -> str:
+    return "NaN" if np.isnan(values).any() else "infinite"
+
+
+def _progress_bar(enabled: bool, initial: int, total: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _postfix(loss: float | None, n_steps: int, scores: RolloutScores | None) -> dict[str, str]:
+    out = {}
+    if loss is not None:
+        out["loss"] = f"{loss:.4g}"
+    out["K"] = str(n_steps)
+    if scores is not None:
+        lead = scores.n_leads
+        channel = scores.channels[0]
+        out[f"rmse{lead}_{channel}"] = f"{scores.model[lead - 1, 0]:.4g}"
+        out["vs_persist"] = f"{scores.skill(lead):.3f}"
+    return out
