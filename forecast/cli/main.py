@@ -21,6 +21,7 @@ from forecast.errors import ConfigError, ForecastError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("forecast.cli.synth", "write built-in ERA5-style synthetic NetCDF data"),
     "ingest": ("forecast.cli.ingest", "turn ERA5-style sources into a training store (Zarr)"),
+    "score": ("forecast.cli.score", "score forecasts against the store the WeatherBench2 way"),
 }
 
 

@@ -61,8 +61,6 @@ def write_store(path: Path, truth: xr.DataArray, grid: Grid, calendar: str = "st
         },
         coords={"dayofyear": np.arange(1, days + 1), "hour": [0, 6, 12, 18]},
     )
-    for c in channels:
-        pass
     ds.attrs = {
         "store_format_version": 1,
         "grid_kind": grid.kind,
@@ -96,7 +94,7 @@ def make_forecast(
     """
     rng = np.random.default_rng(seed)
     times = truth["time"].values
-    step = pd.Timedelta(times[1] - times[0]) if np.issubdtype(times.dtype, np.datetime64) else pd.Timedelta(times[1] - times[0])
+    step = pd.Timedelta(times[1] - times[0])
     leads = np.array([pd.Timedelta(step * lead_step * k).to_timedelta64() for k in range(n_leads)], dtype="timedelta64[ns]")
     n_members = members or 1
     data_vars = {}
