@@ -1,0 +1,200 @@
+"""Work plan of a run: which (init, member) pairs go through the model together.
+
+The batch size comes from a memory budget: a probe measures what one more
+member costs in one model step (peak GPU memory on CUDA, peak resident memory
+on CPU), so that a 1,000-member run needs no hand tuning.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from forecast.errors import ConfigError
+
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+#: Share of free memory used when no budget is given.
+DEFAULT_SHARE = {"cpu": 0.5, "cuda": 0.8}
+
+
+def parse_memory(text: str | int | float) -> int:
+    """Parse a memory size: ``"8GB"``, ``"512MiB"``, ``"2e9"`` (bytes).
+
+    Returns
+    -------
+    int
+        Bytes, positive.
+    """
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ConfigError(f"cannot parse memory size {text!r}", hint="write e.g. 8GB, 512MiB or a number of bytes")
+        value = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if value <= 0:
+        raise ConfigError(f"memory size {text!r} must be positive")
+    return int(value)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device``: GPU memory on CUDA, ``MemAvailable`` on CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30
+
+
+def default_budget(device: torch.device) -> int:
+    """A safe share of the free memory of ``device``."""
+    return int(free_memory(device) * DEFAULT_SHARE.get(device.type, 0.5))
+
+
+def _peak_rss() -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _current_rss() -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _probe_bytes(step_fn, state: torch.Tensor, times: np.ndarray) -> int | None:
+    """Peak extra memory of one call of ``step_fn(state, times)``."""
+    device = state.device
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step_fn(state, times)
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    if not _reset_peak_rss():
+        return None
+    base = _current_rss()
+    step_fn(state, times)
+    peak = _peak_rss()
+    if base is None or peak is None:
+        return None
+    return max(peak - base, 0)
+
+
+def member_bytes(step_fn, state: torch.Tensor, times: np.ndarray, queued_states: int = 4) -> int:
+    """Memory one member costs: model activations per member plus the states it keeps.
+
+    Parameters
+    ----------
+    step_fn : callable
+        ``step_fn(state, times) -> next state`` (one model step under inference mode).
+    state : torch.Tensor
+        A representative state of one member, shape ``(1, history, channel, lat, lon)``.
+    times : numpy.ndarray
+        Shape ``(1,)``.
+    queued_states : int
+        States per member held besides the model's working memory (history
+        window, perturbation, the output waiting for the writer).
+
+    Returns
+    -------
+    int
+        Bytes per member. Measured as the difference between batches of 4 and
+        2 members where the platform allows (falls back to 64 state sizes).
+    """
+    state_bytes = state[:, -1].numel() * state.element_size()
+    kept = state_bytes * (state.shape[1] + queued_states)
+    small = _probe_bytes(step_fn, state.expand(2, *state.shape[1:]).contiguous(), np.repeat(times, 2))
+    large = _probe_bytes(step_fn, state.expand(4, *state.shape[1:]).contiguous(), np.repeat(times, 4))
+    if small is None or large is None or large <= small:
+        activations = 64 * state_bytes
+    else:
+        activations = (large - small) // 2
+    return int(activations + kept)
+
+
+def choose_batch_size(budget: int, per_member: int, total: int, fixed_bytes: int = 0) -> int:
+    """How many members fit in ``budget`` bytes (at least 1, at most ``total``)."""
+    usable = budget - fixed_bytes
+    return int(max(1, min(total, usable // max(per_member, 1))))
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Members that go through the model together.
+
+    Attributes
+    ----------
+    index : int
+        Position of the batch in the run's plan.
+    init_index : numpy.ndarray
+        Shape ``(batch,)``: index of each item's init time in the run.
+    member : numpy.ndarray
+        Shape ``(batch,)``: member index of each item.
+    """
+
+    index: int
+    init_index: np.ndarray
+    member: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.member)
+
+    def regions(self) -> list[tuple[int, int, int, int]]:
+        """Contiguous pieces ``(init_index, member_start, member_stop, batch_start)`` for writing."""
+        pieces = []
+        start = 0
+        for k in range(1, len(self) + 1):
+            if k == len(self) or self.init_index[k] != self.init_index[start] or self.member[k] != self.member[k - 1] + 1:
+                pieces.append((int(self.init_index[start]), int(self.member[start]), int(self.member[k - 1]) + 1, start))
+                start = k
+        return pieces
+
+
+def plan_batches(n_init: int, n_members: int, batch_size: int) -> list[Batch]:
+    """Split all ``(init, member)`` pairs, init-major, into batches of ``batch_size``."""
+    if batch_size < 1:
+        raise ValueError("batch size must be at least 1")
+    init_index = np.repeat(np.arange(n_init), n_members)
+    member = np.tile(np.arange(n_members), n_init)
+    return [Batch(i, init_index[s : s + batch_size], member[s : s + batch_size]) for i, s in enumerate(range(0, len(member), batch_size))]
+
+
+def batches_for_rank(batches: list[Batch], rank: int, world_size: int) -> list[Batch]:
+    """The contiguous share of ``batches`` that rank ``rank`` of ``world_size`` runs."""
+    bounds = np.linspace(0, len(batches), world_size + 1).round().astype(int)
+    return batches[bounds[rank] : bounds[rank + 1]]

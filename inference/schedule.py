@@ -1,0 +1,219 @@
+"""Scheduled runs: ``latest`` init time, locks, manifests and resume progress.
+
+Next to an output ``OUT`` (``.zarr`` or ``.nc``) a run keeps
+
+- ``OUT.lock``: held (``fcntl.flock``) while a run writes ``OUT``; the kernel
+  releases it when the process ends, however it ends, so there are no stale
+  locks;
+- ``OUT.manifest.json``: what was run (checkpoint digest, store, init times,
+  members, perturbation, seed, batch size), timings, software version and
+  ``status`` (``running``, ``finished``, ``failed``);
+- ``OUT.progress/``: per batch, the last lead time completely written
+  (removed when the run finishes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from forecast.errors import ConfigError, ForecastError
+from forecast.time import format_time, time_index
+
+#: Statuses of a manifest.
+RUNNING, FINISHED, FAILED = "running", "finished", "failed"
+
+#: Manifest keys that must agree for a run to resume or skip an existing output.
+REQUEST_KEYS = ("checkpoint_digest", "store", "init_times", "steps", "members", "perturbation", "amplitude", "seed", "channels", "output_grid")
+
+
+class LockedError(ForecastError, RuntimeError):
+    """Another run holds the lock of this output."""
+
+
+def manifest_path(out: Path) -> Path:
+    """``OUT.manifest.json``."""
+    return out.with_name(out.name + ".manifest.json")
+
+
+def lock_path(out: Path) -> Path:
+    """``OUT.lock``."""
+    return out.with_name(out.name + ".lock")
+
+
+def progress_dir(out: Path) -> Path:
+    """``OUT.progress/``."""
+    return out.with_name(out.name + ".progress")
+
+
+def init_label(value) -> str:
+    """Text of an init time used in file names: ``2020-01-01T06``."""
+    return format_time(value)[:13]
+
+
+def output_for(out_template: str | Path, init_time) -> Path:
+    """Fill ``{init}`` in an output path with an init time (``20200101T06``)."""
+    text = str(out_template)
+    if "{init}" not in text:
+        return Path(text)
+    return Path(text.replace("{init}", init_label(init_time).replace("-", "")))
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on an output, held for the life of a run.
+
+    Parameters
+    ----------
+    out : Path
+        The output path; the lock file is ``OUT.lock``.
+
+    Raises
+    ------
+    LockedError
+        On entry, naming the process that holds the lock.
+    """
+
+    def __init__(self, out: Path):
+        self.path = lock_path(Path(out))
+        self._file = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise LockedError(
+                f"another forecast run is writing this output ({holder})",
+                path=self.path.with_name(self.path.name[: -len(".lock")]),
+                hint="wait for it to finish; the lock frees itself when that process ends",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.seek(0)
+            self._file.truncate()
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(content, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest of an output, or None when there is none (or it is unreadable)."""
+    path = manifest_path(Path(out))
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def same_request(manifest: dict[str, Any], request: dict[str, Any]) -> list[str]:
+    """Keys of :data:`REQUEST_KEYS` on which a manifest and a request differ."""
+    return [k for k in REQUEST_KEYS if json.loads(json.dumps(manifest.get(k), default=str)) != json.loads(json.dumps(request.get(k), default=str))]
+
+
+def is_finished(out: Path, init_times: list[str] | None = None) -> bool:
+    """Whether ``out`` holds a finished forecast (for these init times, when given)."""
+    manifest = read_manifest(Path(out))
+    if not manifest or manifest.get("status") != FINISHED or not Path(out).exists():
+        return False
+    return init_times is None or manifest.get("init_times") == init_times
+
+
+class Progress:
+    """Per-batch record of the last lead time completely written.
+
+    Parameters
+    ----------
+    out : Path
+        The output; records live in ``OUT.progress/batch-NNNNNN.json``.
+    """
+
+    def __init__(self, out: Path):
+        self.directory = progress_dir(Path(out))
+
+    def reset(self) -> None:
+        """Forget all progress (a fresh run)."""
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True)
+
+    def ensure(self) -> None:
+        """Create the directory if needed (a resumed run)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def completed(self, batch: int) -> int:
+        """Last lead index written completely for ``batch``; -1 if none."""
+        try:
+            return int(json.loads((self.directory / f"batch-{batch:06d}.json").read_text())["lead"])
+        except (OSError, ValueError, KeyError):
+            return -1
+
+    def mark(self, batch: int, lead: int) -> None:
+        """Record that ``batch`` is written up to and including ``lead``."""
+        write_json_atomic(self.directory / f"batch-{batch:06d}.json", {"lead": int(lead)})
+
+    def remove(self) -> None:
+        """Delete the records (the run finished)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def resolve_latest(available: np.ndarray, out_template: str | Path) -> tuple[np.ndarray, Path, bool]:
+    """The newest init time for a scheduled run, and whether it is already done.
+
+    Parameters
+    ----------
+    available : numpy.ndarray
+        Init times the store can serve (with enough history), ascending.
+    out_template : str or Path
+        ``--out``, possibly with ``{init}``.
+
+    Returns
+    -------
+    init_times : numpy.ndarray
+        Shape ``(1,)``: the newest available time.
+    out : Path
+        The output path for it.
+    finished : bool
+        True when that output holds a finished forecast from that time:
+        a scheduled run then has nothing to do.
+
+    Notes
+    -----
+    Older times without a forecast are not back-filled: an operational run
+    forecasts from the newest analysis. Run them with an explicit ``--init``.
+    """
+    if len(available) == 0:
+        raise ConfigError("--init latest: the store has no time with enough history to start a forecast")
+    newest = np.asarray(available)[-1:]
+    out = output_for(out_template, newest[0])
+    return newest, out, is_finished(out, [format_time(t) for t in newest])
+
+
+def describe_times(times: np.ndarray) -> list[str]:
+    """ISO text of each time (to the minute), for manifests."""
+    return [format_time(t) for t in time_index(times)]

@@ -1,0 +1,97 @@
+"""Tiny training stores (standard and 360_day calendars) and a tiny model for the inference tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from forecast.grid import Grid
+from forecast.normalize import Normalizer
+from forecast.stepper import Stepper
+from forecast.store import STORE_FORMAT_VERSION, open_store
+
+CHANNELS = ["z500", "t850", "u10m", "t2m"]
+MEANS = np.array([54000.0, 275.0, 0.0, 285.0])
+STDS = np.array([3000.0, 15.0, 5.0, 20.0])
+NLAT, NLON = 16, 32
+STEP = dt.timedelta(hours=6)
+
+
+def write_store(path: Path, calendar: str = "standard", start: str = "2020-01-01", periods: int = 12, channels=CHANNELS, nlat: int = NLAT, nlon: int = NLON) -> Path:
+    """A store with the layout of forecast.store: smooth fields drifting eastwards."""
+    grid = Grid.equiangular(nlat, nlon)
+    if calendar == "standard":
+        times = pd.date_range(start, periods=periods, freq="6h").values
+    else:
+        times = xr.date_range(start, periods=periods, freq="6h", calendar=calendar, use_cftime=True).values
+    lat = np.deg2rad(grid.latitude)[:, None]
+    lon = np.deg2rad(grid.longitude)[None, :]
+    index = [CHANNELS.index(c) for c in channels]
+    data = np.empty((periods, len(channels), nlat, nlon), dtype=np.float32)
+    for t in range(periods):
+        for k, c in enumerate(index):
+            pattern = np.cos(lat) * np.sin(2 * lon - 0.3 * t + c) + 0.3 * np.sin(3 * lat) * np.cos(lon + 0.1 * t)
+            data[t, k] = MEANS[c] + STDS[c] * pattern
+    ds = xr.Dataset(
+        {
+            "data": (("time", "channel", "latitude", "longitude"), data),
+            "mean": ("channel", MEANS[index]),
+            "std": ("channel", STDS[index]),
+            "diff_std": ("channel", STDS[index] * 0.2),
+            "climatology": (("dayofyear", "hour", "channel", "latitude", "longitude"), np.zeros((2, 1, len(channels), nlat, nlon), np.float32)),
+        },
+        coords={"time": times, "channel": channels, "latitude": grid.latitude, "longitude": grid.longitude, "dayofyear": [1, 2], "hour": [0]},
+        attrs={
+            "store_format_version": STORE_FORMAT_VERSION,
+            "grid_kind": grid.kind,
+            "time_step": "6h",
+            "calendar": calendar,
+            "statistics_start": str(times[0]),
+            "statistics_end": str(times[-1]),
+            "sources": "tests",
+            "software_version": "test",
+        },
+    )
+    ds["data"].encoding = {"chunks": (1, len(channels), nlat, nlon)}
+    if calendar != "standard":
+        ds["time"].encoding = {"units": "hours since 2000-01-01", "calendar": calendar}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.to_zarr(path, mode="w", consolidated=True, zarr_format=3)
+    return path
+
+
+def make_stepper(history: int = 1, seed: int = 0, channels=CHANNELS, nlat: int = NLAT, nlon: int = NLON) -> Stepper:
+    """A tiny SFNO stepper with reproducible random weights."""
+    torch.manual_seed(seed)
+    index = [CHANNELS.index(c) for c in channels]
+    normalizer = Normalizer(tuple(channels), MEANS[index], STDS[index], STDS[index] * 0.2)
+    stepper = Stepper("sfno", {"embed_dim": 8, "num_layers": 1}, list(channels), Grid.equiangular(nlat, nlon), STEP, normalizer, history=history)
+    return stepper.eval()
+
+
+@pytest.fixture(scope="session")
+def store_path(tmp_path_factory) -> Path:
+    return write_store(tmp_path_factory.mktemp("store") / "store.zarr")
+
+
+@pytest.fixture(scope="session")
+def store_360_path(tmp_path_factory) -> Path:
+    return write_store(tmp_path_factory.mktemp("store360") / "store360.zarr", calendar="360_day", start="2000-02-29")
+
+
+@pytest.fixture()
+def store(store_path) -> xr.Dataset:
+    return open_store(store_path)
+
+
+@pytest.fixture(scope="session")
+def stepper() -> Stepper:
+    return make_stepper()
