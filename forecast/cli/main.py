@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("forecast.cli.synth", "write built-in ERA5-style synthetic NetCDF data"),
     "ingest": ("forecast.cli.ingest", "turn ERA5-style sources into a training store (Zarr)"),
     "score": ("forecast.cli.score", "score forecasts against the store the WeatherBench2 way"),
+    "run": ("forecast.cli.run", "run deterministic or ensemble forecasts from a checkpoint"),
 }
 
 
