@@ -104,6 +104,34 @@ def spectral_truncation(grid: Grid, hparams: SFNOHParams) -> int:
     return max(int(min(nlat, nlon // 2) * hparams.hard_thresholding_fraction), 1)
 
 
+class _ShapeOnlyTransform(nn.Module):
+    """Stand-in for a spherical-harmonic transform when building on the meta device.
+
+    Only the sizes are known; there is nothing to compute on meta tensors, and
+    precomputing Legendre weights at 0.25 degrees would take many seconds.
+    """
+
+    def __init__(self, nlat: int, nlon: int, lmax: int, mmax: int):
+        super().__init__()
+        self.nlat, self.nlon, self.lmax, self.mmax = nlat, nlon, lmax, mmax
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError(
+            "this SFNO was built on the meta device: build it on a real device to run it"
+        )
+
+
+def _transforms(nlat: int, nlon: int, kind: str, lmax: int) -> tuple[nn.Module, nn.Module]:
+    """Forward and inverse real SHT of a grid (shape-only stand-ins on the meta device)."""
+    if torch.empty(0).device.type == "meta":
+        return _ShapeOnlyTransform(nlat, nlon, lmax, lmax), _ShapeOnlyTransform(
+            nlat, nlon, lmax, lmax
+        )
+    forward = RealSHT(nlat, nlon, lmax=lmax, mmax=lmax, grid=kind).float()
+    inverse = InverseRealSHT(nlat, nlon, lmax=lmax, mmax=lmax, grid=kind).float()
+    return forward, inverse
+
+
 def _mlp(
     in_channels: int, hidden: int, out_channels: int, layers: int, activation: str
 ) -> nn.Module:
@@ -246,7 +274,8 @@ class SphericalHarmonicEmbedding(nn.Module):
             for order in range(degree_l + 1):
                 for part in ((1.0, 0.0), (0.0, 1.0)) if order > 0 else ((1.0, 0.0),):
                     c = torch.zeros(modes, modes, dtype=torch.complex64)
-                    c[degree_l, order] = complex(*part)
+                    # the real transform doubles orders m > 0: halve their power for unit mean square
+                    c[degree_l, order] = complex(*part) * (math.sqrt(0.5) if order > 0 else 1.0)
                     coefficients.append(c)
         functions = isht(torch.stack(coefficients)) * math.sqrt(4.0 * math.pi)
         self.register_buffer(
@@ -323,14 +352,11 @@ class SFNO(nn.Module):
         if inner_kind == "auto":
             inner_kind = grid.kind if hparams.scale_factor == 1 else "legendre-gauss"
         dim = hparams.embed_dim
-        modes = {"lmax": self.lmax, "mmax": self.lmax}
-        outer_sht = RealSHT(*grid.shape, grid=grid.kind, **modes).float()
-        outer_isht = InverseRealSHT(*grid.shape, grid=grid.kind, **modes).float()
+        outer_sht, outer_isht = _transforms(*grid.shape, grid.kind, self.lmax)
         if self.inner_shape == grid.shape and inner_kind == grid.kind:
             inner_sht, inner_isht = outer_sht, outer_isht
         else:
-            inner_sht = RealSHT(*self.inner_shape, grid=inner_kind, **modes).float()
-            inner_isht = InverseRealSHT(*self.inner_shape, grid=inner_kind, **modes).float()
+            inner_sht, inner_isht = _transforms(*self.inner_shape, inner_kind, self.lmax)
 
         self.encoder = _mlp(in_channels, dim, dim, hparams.encoder_layers, hparams.activation)
         if hparams.pos_embed == "learned":

@@ -1,0 +1,204 @@
+"""Stepper: normalisation, residual step, forcings, history, and the checks at entry."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import cftime
+import numpy as np
+import pytest
+import torch
+
+from forecast.errors import ConfigError, DataError, GridError
+from forecast.grid import Grid
+from forecast.normalize import Normalizer
+from forecast.stepper import FORCING_NAMES, Stepper
+
+CHANNELS = ["z500", "t850"]
+GRID = Grid.equiangular(8, 16)
+NORMALIZER = Normalizer(
+    ("t850", "z500", "q700"),
+    np.array([270.0, 5.4e4, 0.003]),
+    np.array([12.0, 3.0e3, 0.002]),
+    np.array([1.5, 250.0, 0.001]),
+)
+SIX_HOURS = dt.timedelta(hours=6)
+
+
+class Constant(torch.nn.Module):
+    """A backbone that always predicts ``value`` in every output channel."""
+
+    def __init__(self, out_channels: int, value: float):
+        super().__init__()
+        self.out_channels, self.value = out_channels, value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], self.out_channels, *x.shape[-2:]), self.value)
+
+
+def make_stepper(**kwargs) -> Stepper:
+    options = {"history": 1, "forcings": True, "residual": True} | kwargs
+    return Stepper(
+        "fno", {"embed_dim": 4, "num_layers": 1}, CHANNELS, GRID, SIX_HOURS, NORMALIZER, **options
+    )
+
+
+def physical_state(batch: int = 2, history: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(batch, history, 2, *GRID.shape, generator=generator)
+    return torch.stack([5.4e4 + 3e3 * noise[:, :, 0], 270.0 + 12.0 * noise[:, :, 1]], dim=2)
+
+
+def test_attributes_and_normaliser_selection():
+    stepper = make_stepper(history=2)
+    assert stepper.channels == CHANNELS and stepper.grid == GRID and stepper.history == 2
+    assert stepper.step == SIX_HOURS and stepper.step.total_seconds() == 21600
+    assert stepper.normalizer.channels == ("z500", "t850")
+    np.testing.assert_allclose(stepper.normalizer.mean, [5.4e4, 270.0])
+    # backbone input: 2 states x 2 channels + 4 forcings
+    assert stepper.model.lift.in_channels == 8
+    assert stepper.forcing_names == FORCING_NAMES
+
+
+def test_residual_step_adds_scaled_tendency():
+    stepper = make_stepper()
+    stepper.model = Constant(2, 1.0)  # one unit of normalised tendency
+    state = physical_state()
+    times = np.array(["2020-01-01T00", "2020-01-01T06"], dtype="datetime64[ns]")
+    out = stepper.step(state, times)
+    assert out.shape == (2, 2, *GRID.shape)
+    # one normalised tendency unit is diff_std in physical units
+    torch.testing.assert_close(
+        out - state[:, -1],
+        torch.tensor([250.0, 1.5]).reshape(1, 2, 1, 1).expand_as(out),
+        rtol=0,
+        atol=0.02,
+    )
+
+
+def test_full_state_mode_predicts_the_state():
+    stepper = make_stepper(residual=False)
+    stepper.model = Constant(2, 0.0)
+    out = stepper.step(physical_state(), np.array(["2020-01-01"] * 2, dtype="datetime64[ns]"))
+    torch.testing.assert_close(out, torch.tensor([5.4e4, 270.0]).reshape(1, 2, 1, 1).expand_as(out))
+
+
+def test_forward_normalized_history_and_gradients():
+    stepper = make_stepper(history=3)
+    x = torch.randn(2, 3, 2, *GRID.shape, requires_grad=True)
+    forcing = stepper.make_forcing(
+        np.array(["2020-03-01T12", "2020-09-01T18"], dtype="datetime64[ns]")
+    )
+    y = stepper.forward_normalized(x, forcing)
+    assert y.shape == (2, 2, *GRID.shape)
+    y.sum().backward()
+    assert (
+        x.grad[:, -1].abs().sum() > x.grad[:, 0].abs().sum() > 0
+    )  # residual path goes through the last state
+    with pytest.raises(DataError, match="uses time forcings but none were given"):
+        stepper.forward_normalized(x)
+
+
+def test_forcing_values_local_time_and_year():
+    stepper = make_stepper()
+    forcing = stepper.make_forcing(
+        np.array(["2021-01-01T00:00", "2021-01-01T12:00"], dtype="datetime64[ns]")
+    )
+    assert forcing.shape == (2, 4, *GRID.shape)
+    lon = torch.as_tensor(GRID.longitude, dtype=torch.float32)
+    # midnight UTC: local solar time is longitude / 360 of a day
+    torch.testing.assert_close(forcing[0, 0, 3], torch.cos(torch.deg2rad(lon)), atol=1e-6, rtol=0)
+    torch.testing.assert_close(forcing[0, 1, 3], torch.sin(torch.deg2rad(lon)), atol=1e-6, rtol=0)
+    # noon UTC at longitude 0: cos = -1
+    assert forcing[1, 0, 0, 0].item() == pytest.approx(-1.0)
+    # 1 January 00:00: start of the year
+    assert forcing[0, 2].unique().tolist() == [1.0] and forcing[0, 3].abs().max() < 1e-6
+
+
+def test_forcing_cftime_360_day_calendar():
+    stepper = make_stepper()
+    times = [cftime.datetime(2001, 7, 1, 0, calendar="360_day")]  # day 181 of 360: half the year
+    forcing = stepper.make_forcing(times)
+    assert forcing[0, 2, 0, 0].item() == pytest.approx(-1.0, abs=1e-6)
+    assert forcing[0, 3, 0, 0].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_without_forcings():
+    stepper = make_stepper(forcings=False)
+    assert stepper.make_forcing(np.array(["2020-01-01"], dtype="datetime64[ns]")) is None
+    assert stepper.model.lift.in_channels == 2
+    out = stepper.step(
+        physical_state(1)[:, 0], np.array(["2020-01-01"], dtype="datetime64[ns]")
+    )  # 4-D with history 1
+    assert out.shape == (1, 2, *GRID.shape)
+
+
+@pytest.mark.parametrize(
+    ("state", "pattern"),
+    [
+        (
+            torch.zeros(1, 1, 3, 8, 16),
+            r"expected \(batch, history, channel, lat, lon\) = \(batch, 1, 2, 8, 16\)",
+        ),
+        (torch.zeros(1, 1, 2, 16, 8), r"shape \(1, 1, 2, 16, 8\)"),
+        (torch.zeros(1, 2, 8, 16, 1), r"expected"),
+    ],
+)
+def test_step_checks_shape(state, pattern):
+    with pytest.raises(DataError, match=pattern):
+        make_stepper().step(state, np.array(["2020-01-01"], dtype="datetime64[ns]"))
+
+
+def test_step_checks_coordinates_times_and_values():
+    stepper = make_stepper()
+    state = physical_state(2)
+    times = np.array(["2020-01-01", "2020-01-02"], dtype="datetime64[ns]")
+    with pytest.raises(DataError, match=r"missing z500"):
+        stepper.step(state, times, channels=["t850", "q700"])
+    with pytest.raises(DataError, match=r"another order"):
+        stepper.step(state, times, channels=["t850", "z500"])
+    with pytest.raises(
+        GridError, match=r"state is on legendre-gauss 8x16, the model on equiangular 8x16"
+    ):
+        stepper.step(state, times, grid=Grid.legendre_gauss(8, 16))
+    with pytest.raises(DataError, match=r"got 3 valid times for a batch of 2"):
+        stepper.step(state, np.array(["2020-01-01"] * 3, dtype="datetime64[ns]"))
+    state[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(DataError, match="NaN"):
+        stepper.step(state, times)
+    # the right coordinates pass, and one time serves the whole batch
+    assert stepper.step(physical_state(2), times[:1], channels=CHANNELS, grid=GRID).shape == (
+        2,
+        2,
+        8,
+        16,
+    )
+
+
+def test_constructor_errors():
+    with pytest.raises(DataError, match="no statistics for msl"):
+        Stepper("fno", {}, ["z500", "msl"], GRID, SIX_HOURS, NORMALIZER)
+    with pytest.raises(ConfigError, match="unknown model"):
+        Stepper("transformer", {}, CHANNELS, GRID, SIX_HOURS, NORMALIZER)
+    with pytest.raises(DataError, match="history must be at least 1"):
+        make_stepper(history=0)
+
+
+def test_sfno_stepper_on_regional_grid_is_an_error_and_afno_works():
+    regional = Grid("regional", 50.0 - np.arange(12), np.arange(20.0))
+    with pytest.raises(GridError, match="afno or fno"):
+        Stepper("sfno", {}, CHANNELS, regional, SIX_HOURS, NORMALIZER)
+    stepper = Stepper(
+        "afno",
+        {"embed_dim": 8, "depth": 1, "num_blocks": 2, "patch_size": 4},
+        CHANNELS,
+        regional,
+        SIX_HOURS,
+        NORMALIZER,
+    )
+    state = torch.stack(
+        [torch.full((1, 1, 12, 20), 5.4e4), torch.full((1, 1, 12, 20), 270.0)], dim=2
+    )
+    out = stepper.step(state, np.array(["2020-05-05T06"], dtype="datetime64[ns]"))
+    assert out.shape == (1, 2, 12, 20) and torch.isfinite(out).all()
+    assert abs(out[:, 1].mean().item() - 270.0) < 12.0  # residual: within a few tendency scales
