@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -55,7 +54,7 @@ def forecast_template(
     calendar: str,
     attrs: dict[str, str | int | float],
 ) -> xr.Dataset:
-    """An empty forecast dataset (lazy NaN data, one chunk per member, lead time and init).
+    """An empty forecast dataset: coordinates, attributes and NaN placeholders for the data.
 
     Parameters
     ----------
@@ -88,12 +87,10 @@ def forecast_template(
     leads = lead_times(steps, step)
     valid = np.stack([shift_times(init_times, (lead * step)) for lead in range(steps + 1)], axis=1)
     shape = (len(init_times), steps + 1, members, grid.nlat, grid.nlon)
-    chunks = (1, 1, 1, grid.nlat, grid.nlon)
     dims = ("time", "lead_time", "member", "latitude", "longitude")
-    data_vars = {
-        c: xr.Variable(dims, da.full(shape, np.nan, dtype=np.float32, chunks=chunks), attrs=channel_attrs(c))
-        for c in channels
-    }
+    # Placeholders that take no memory (a broadcast NaN): writers create the variables natively.
+    empty = np.broadcast_to(np.float32(np.nan), shape)
+    data_vars = {c: xr.Variable(dims, empty, attrs=channel_attrs(c)) for c in channels}
     coords = {
         "time": xr.Variable("time", init_times, attrs={"standard_name": "forecast_reference_time", "long_name": "initialisation time"}),
         "lead_time": xr.Variable("lead_time", leads, attrs={"standard_name": "forecast_period", "long_name": "time since initialisation"}),
@@ -117,5 +114,5 @@ def forecast_template(
         ds[name].encoding = {"units": since, "calendar": calendar, "dtype": "int64"}
     ds["lead_time"].encoding = {"units": unit, "dtype": "int64"}
     for c in channels:
-        ds[c].encoding = {"_FillValue": np.float32(np.nan), "dtype": "float32"}
+        ds[c].encoding = {"_FillValue": np.float32(np.nan), "dtype": "float32", "chunks": (1, 1, 1, grid.nlat, grid.nlon)}
     return ds

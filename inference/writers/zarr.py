@@ -28,9 +28,23 @@ class ZarrWriter(ForecastWriter):
     def create(self, template: xr.Dataset) -> None:
         if self.path.exists():
             shutil.rmtree(self.path)
+        channels = [str(c) for c in template.data_vars]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr: consolidated metadata is not in the v3 spec yet
-            template.to_zarr(self.path, mode="w", compute=False, consolidated=True, zarr_format=3)
+            template.drop_vars(channels).to_zarr(self.path, mode="w", consolidated=False, zarr_format=3)
+            group = zarr.open_group(self.path, mode="r+")
+            for c in channels:
+                variable = template[c]
+                group.create_array(
+                    c,
+                    shape=variable.shape,
+                    chunks=variable.encoding["chunks"],
+                    dtype="float32",
+                    fill_value=np.float32(np.nan),
+                    dimension_names=variable.dims,
+                    attributes={**variable.attrs, "coordinates": "valid_time"},
+                )
+            zarr.consolidate_metadata(self.path)
         self._open(template)
 
     def resume(self, template: xr.Dataset) -> None:

@@ -24,13 +24,13 @@ NLAT, NLON = 16, 32
 STEP = dt.timedelta(hours=6)
 
 
-def write_store(path: Path, calendar: str = "standard", start: str = "2020-01-01", periods: int = 12, channels=CHANNELS, nlat: int = NLAT, nlon: int = NLON) -> Path:
+def write_store(path: Path, calendar: str = "standard", start: str = "2020-01-01", periods: int = 12, channels=CHANNELS, nlat: int = NLAT, nlon: int = NLON, step_hours: int = 6, mean_factor: float = 1.0) -> Path:
     """A store with the layout of forecast.store: smooth fields drifting eastwards."""
     grid = Grid.equiangular(nlat, nlon)
     if calendar == "standard":
-        times = pd.date_range(start, periods=periods, freq="6h").values
+        times = pd.date_range(start, periods=periods, freq=f"{step_hours}h").values
     else:
-        times = xr.date_range(start, periods=periods, freq="6h", calendar=calendar, use_cftime=True).values
+        times = xr.date_range(start, periods=periods, freq=f"{step_hours}h", calendar=calendar, use_cftime=True).values
     lat = np.deg2rad(grid.latitude)[:, None]
     lon = np.deg2rad(grid.longitude)[None, :]
     index = [CHANNELS.index(c) for c in channels]
@@ -38,11 +38,11 @@ def write_store(path: Path, calendar: str = "standard", start: str = "2020-01-01
     for t in range(periods):
         for k, c in enumerate(index):
             pattern = np.cos(lat) * np.sin(2 * lon - 0.3 * t + c) + 0.3 * np.sin(3 * lat) * np.cos(lon + 0.1 * t)
-            data[t, k] = MEANS[c] + STDS[c] * pattern
+            data[t, k] = mean_factor * (MEANS[c] + STDS[c] * pattern)
     ds = xr.Dataset(
         {
             "data": (("time", "channel", "latitude", "longitude"), data),
-            "mean": ("channel", MEANS[index]),
+            "mean": ("channel", mean_factor * MEANS[index]),
             "std": ("channel", STDS[index]),
             "diff_std": ("channel", STDS[index] * 0.2),
             "climatology": (("dayofyear", "hour", "channel", "latitude", "longitude"), np.zeros((2, 1, len(channels), nlat, nlon), np.float32)),
@@ -51,7 +51,7 @@ def write_store(path: Path, calendar: str = "standard", start: str = "2020-01-01
         attrs={
             "store_format_version": STORE_FORMAT_VERSION,
             "grid_kind": grid.kind,
-            "time_step": "6h",
+            "time_step": f"{step_hours}h",
             "calendar": calendar,
             "statistics_start": str(times[0]),
             "statistics_end": str(times[-1]),
@@ -95,3 +95,12 @@ def store(store_path) -> xr.Dataset:
 @pytest.fixture(scope="session")
 def stepper() -> Stepper:
     return make_stepper()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and the machine is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,51 @@
+"""Batch plans and the batch size chosen from a memory budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forecast.errors import ConfigError
+from inference.batching import (
+    batches_for_rank,
+    choose_batch_size,
+    member_bytes,
+    parse_memory,
+    plan_batches,
+)
+from inference.initial import load_initial_state, parse_init_spec
+from inference.rollout import model_step
+from tests.inference.conftest import CHANNELS
+
+
+def test_parse_memory():
+    assert parse_memory("8GB") == 8_000_000_000
+    assert parse_memory("512MiB") == 512 * 2**20
+    assert parse_memory(1000) == 1000
+    with pytest.raises(ConfigError, match="cannot parse memory size 'lots'"):
+        parse_memory("lots")
+
+
+def test_plan_regions_and_ranks():
+    batches = plan_batches(n_init=3, n_members=4, batch_size=5)
+    assert [len(b) for b in batches] == [5, 5, 2]
+    # batch 1 holds member 1..3 of init 1 and members 0..1 of init 2
+    assert batches[1].regions() == [(1, 1, 4, 0), (2, 0, 2, 3)]
+    split = [batches_for_rank(batches, r, 2) for r in range(2)]
+    assert [[b.index for b in part] for part in split] == [[0, 1], [2]]
+
+
+def test_choose_batch_size_from_budget():
+    assert choose_batch_size(budget=10_000, per_member=1_000, total=1000) == 10
+    assert choose_batch_size(budget=10_000, per_member=1_000, total=4) == 4
+    assert choose_batch_size(budget=500, per_member=1_000, total=1000) == 1
+    assert choose_batch_size(budget=10_000, per_member=1_000, total=1000, fixed_bytes=5_000) == 5
+
+
+def test_member_bytes_measures_more_than_the_state(store, stepper):
+    init = parse_init_spec("2020-01-01T06", "standard")
+    state = load_initial_state(store, CHANNELS, init, 1)
+    per_member = member_bytes(lambda s, t: model_step(stepper, s, t), state, np.asarray(init))
+    state_bytes = 4 * 16 * 32 * 4
+    assert per_member >= 5 * state_bytes
+    assert per_member < 2**30
