@@ -132,6 +132,11 @@ def known_single_level() -> list[str]:
     return sorted(_SINGLE_LEVEL)
 
 
+def known_single_level_order() -> list[str]:
+    """Ids of the single-level channels in the lexicon's order (t2m, u10m, v10m, msl, ...)."""
+    return list(_SINGLE_LEVEL)
+
+
 def pressure_level_bases() -> list[str]:
     """Base letters of the pressure-level variables the lexicon knows."""
     return sorted(_PRESSURE_LEVEL)

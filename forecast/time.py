@@ -140,6 +140,8 @@ def time_index(times) -> pd.Index:
     values = np.asarray(times)
     if np.issubdtype(values.dtype, np.datetime64):
         return pd.DatetimeIndex(values)
+    if values.size and not isinstance(values.flat[0], cftime.datetime):
+        return pd.DatetimeIndex(values)
     return xr.CFTimeIndex(values)
 
 
@@ -180,7 +182,13 @@ def check_regular(times, step: dt.timedelta) -> None:
 def day_of_year_and_hour(times) -> tuple[np.ndarray, np.ndarray]:
     """Day of year (1-based) and hour of each time, in its own calendar."""
     index = time_index(times)
-    return np.asarray(index.dayofyear), np.asarray(index.hour)
+    return np.asarray(_day_of_year(index)), np.asarray(index.hour)
+
+
+def _day_of_year(index: pd.Index) -> np.ndarray:
+    if isinstance(index, pd.DatetimeIndex):
+        return np.asarray(index.day_of_year)
+    return np.asarray(index.dayofyear)
 
 
 def fraction_of_day_and_year(times) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +202,7 @@ def fraction_of_day_and_year(times) -> tuple[np.ndarray, np.ndarray]:
         days_in_year = np.where(index.is_leap_year, 366.0, 365.0)
     else:
         days_in_year = np.asarray([t.daysinyear if hasattr(t, "daysinyear") else _days_in_year(t) for t in index])
-    year = (np.asarray(index.dayofyear) - 1 + day) / days_in_year
+    year = (_day_of_year(index) - 1 + day) / days_in_year
     return day, year
 
 

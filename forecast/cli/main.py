@@ -21,6 +21,7 @@ from forecast.errors import ConfigError, ForecastError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("forecast.cli.synth", "write built-in ERA5-style synthetic NetCDF data"),
     "ingest": ("forecast.cli.ingest", "turn ERA5-style sources into a training store (Zarr)"),
+    "train": ("forecast.cli.train", "train an SFNO/AFNO/FNO model on a store"),
     "score": ("forecast.cli.score", "score forecasts against the store the WeatherBench2 way"),
     "run": ("forecast.cli.run", "run deterministic or ensemble forecasts from a checkpoint"),
 }
@@ -38,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"forecast {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue  # a command whose module is not part of this installation
         doc = (module.__doc__ or help_text).strip()
         cmd = sub.add_parser(name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
         cmd.add_argument("--config", metavar="FILE.yaml", help="YAML file whose keys mirror the flags; flags given on the command line win")
@@ -48,11 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _apply_config(parser: argparse.ArgumentParser, argv: list[str], args: argparse.Namespace) -> argparse.Namespace:
-    """Re-parse with the YAML config's values as defaults (flags override the file)."""
+def _peek(argv: list[str]) -> tuple[str | None, str | None]:
+    """The subcommand and the ``--config`` value in ``argv``, before full parsing."""
+    command = next((a for a in argv if a in COMMANDS), None)
+    config = None
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            config = argv[i + 1]
+        elif arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+    return command, config
+
+
+def _apply_config(parser: argparse.ArgumentParser, command: str, config: str) -> None:
+    """Make the YAML config's values the subcommand's defaults (flags given on the command line win)."""
     import yaml
 
-    path = Path(args.config)
+    path = Path(config)
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except OSError as err:
@@ -61,26 +79,29 @@ def _apply_config(parser: argparse.ArgumentParser, argv: list[str], args: argpar
         raise ConfigError(f"not valid YAML ({str(err).splitlines()[0]})", path=path) from None
     if not isinstance(loaded, dict):
         raise ConfigError("a config file must be a mapping of option names to values", path=path)
-    subparser = _subparser(parser, args.command)
-    known = {action.dest: action for action in subparser._actions if action.dest not in ("help", "config")}
+    subparser = _subparser(parser, command)
+    known = {a.dest: a for a in subparser._actions if a.dest not in ("help", "config") and not a.dest.startswith("_")}
     defaults = {}
     for key, value in loaded.items():
         dest = str(key).replace("-", "_")
         if dest not in known:
-            allowed = ", ".join(sorted(d.replace("_", "-") for d in known if not d.startswith("_")))
-            raise ConfigError(f"unknown key {key!r} for 'forecast {args.command}'", path=path, hint=f"allowed keys: {allowed}")
+            allowed = ", ".join(sorted(d.replace("_", "-") for d in known))
+            raise ConfigError(f"unknown key {key!r} for 'forecast {command}'", path=path, hint=f"allowed keys: {allowed}")
         action = known[dest]
         if isinstance(value, list) and action.nargs not in ("+", "*"):
             value = ",".join(str(v) for v in value)
+        elif not isinstance(value, list) and action.nargs in ("+", "*"):
+            value = [value]
         if action.type is not None and isinstance(value, str):
-            value = action.type(value)
+            try:
+                value = action.type(value)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"bad value {value!r} for key {key!r} ({err})", path=path) from None
         defaults[dest] = value
-    positional = [a.dest for a in subparser._actions if not a.option_strings and a.dest in defaults]
+        action.required = False
+        if not action.option_strings:
+            action.nargs = "*" if action.nargs in ("+", "*") else "?"
     subparser.set_defaults(**defaults)
-    for action in subparser._actions:
-        if action.dest in positional:
-            action.nargs = "?" if action.nargs in (None, "?") else "*"
-    return parser.parse_args(argv)
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
@@ -94,14 +115,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``forecast`` command; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    command, config = _peek(argv)
+    if command is not None and config is not None:
+        try:
+            _apply_config(parser, command, config)
+        except ForecastError as err:
+            if "--debug" in argv:
+                traceback.print_exc()
+            print(f"forecast {command}: error: {_one_line(err)}", file=sys.stderr)
+            return 1
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
     debug = getattr(args, "debug", False)
     try:
-        if args.config:
-            args = _apply_config(parser, argv, args)
         module = importlib.import_module(args._module)
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
