@@ -161,7 +161,7 @@ def test_blowup_is_reported_and_continues_or_stops(tmp_path, store, stepper, mod
 
 
 def test_bad_requests_fail_before_compute(tmp_path, store, stepper):
-    with pytest.raises(ConfigError, match="cannot tell the output format of 'fc.txt'; end --out with one of .zarr, .nc"):
+    with pytest.raises(ConfigError, match=r"cannot tell the output format of 'fc\.txt'; end --out with one of \.zarr, \.nc"):
         _run(stepper, store, tmp_path / "fc.txt")
     with pytest.raises(ConfigError, match="--channels names channel\\(s\\) q700 the model does not forecast"):
         _run(stepper, store, tmp_path / "fc.zarr", channels=["q700"])
