@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from forecast.channels import STANDARD_GRAVITY, channel_info, lookup_source_variable, unit_conversion
+from forecast.channels import (
+    STANDARD_GRAVITY,
+    channel_info,
+    lookup_source_variable,
+    unit_conversion,
+)
 from forecast.errors import DataError
 from pipelines.lexicon import canonical_order
 
