@@ -137,7 +137,9 @@ def train(
     from forecast.stepper import Stepper
 
     if history < 1 or rollout_steps < 1:
-        raise ConfigError(f"--history and --rollout-steps must be at least 1, got {history} and {rollout_steps}")
+        raise ConfigError(
+            f"--history and --rollout-steps must be at least 1, got {history} and {rollout_steps}"
+        )
     context = init_distributed(device)
     try:
         path = Path(data)
@@ -149,14 +151,26 @@ def train(
         times = np.asarray(ds["time"].values)
         calendar = str(ds.attrs.get("calendar", "standard"))
         train_starts, val_starts = split_windows(
-            times, history + rollout_steps, val_start, val_end, val_fraction, calendar=calendar, path=path
+            times,
+            history + rollout_steps,
+            val_start,
+            val_end,
+            val_fraction,
+            calendar=calendar,
+            path=path,
         )
         out_dir = Path(out)
         has_run = (out_dir / LATEST).exists()
         if has_run and not resume:
-            raise ConfigError("the run directory already holds a run", path=out_dir, hint="pass --resume to continue it or choose another --out")
+            raise ConfigError(
+                "the run directory already holds a run",
+                path=out_dir,
+                hint="pass --resume to continue it or choose another --out",
+            )
         if resume and not has_run:
-            raise ConfigError("nothing to resume: no latest.ckpt", path=out_dir, hint="start without --resume")
+            raise ConfigError(
+                "nothing to resume: no latest.ckpt", path=out_dir, hint="start without --resume"
+            )
         if context.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
         context.barrier()
@@ -164,15 +178,33 @@ def train(
             stepper, state = _resume(out_dir, channels, grid, step)
         else:
             torch.manual_seed(seed)
-            stepper = Stepper(model, dict(hparams or {}), channels, grid, step, Normalizer.from_store(ds, channels), history=history, forcings=forcings, residual=residual)
+            stepper = Stepper(
+                model,
+                dict(hparams or {}),
+                channels,
+                grid,
+                step,
+                Normalizer.from_store(ds, channels),
+                history=history,
+                forcings=forcings,
+                residual=residual,
+            )
             state = None
         store_index = store_channels(ds)
         channel_indices = [store_index.index(c) for c in stepper.channels]
         if list(stepper.channels) != channels:
-            raise DataError(f"the run was trained on channels {list(stepper.channels)}, not {channels}", path=out_dir, hint="resume with the original --channels")
+            raise DataError(
+                f"the run was trained on channels {list(stepper.channels)}, not {channels}",
+                path=out_dir,
+                hint="resume with the original --channels",
+            )
         if precision == "auto":
             precision = "bf16" if context.device.type == "cuda" else "fp32"
-        curriculum = RolloutCurriculum(max_steps, rollout_steps, milestones=tuple(rollout_schedule) if rollout_schedule else None)
+        curriculum = RolloutCurriculum(
+            max_steps,
+            rollout_steps,
+            milestones=tuple(rollout_schedule) if rollout_schedule else None,
+        )
         provenance = {
             "store": str(path.resolve()),
             "model": getattr(stepper, "model_name", model),
@@ -201,7 +233,9 @@ def train(
         context.close()
 
 
-def _channel_weights(channels: Sequence[str], weights: dict[str, float] | None) -> torch.Tensor | None:
+def _channel_weights(
+    channels: Sequence[str], weights: dict[str, float] | None
+) -> torch.Tensor | None:
     try:
         return channel_weight_tensor(list(channels), weights)
     except ValueError as err:
@@ -231,5 +265,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
     path.write_text("".join(line + "\n" for line in kept))

@@ -87,7 +87,9 @@ def split_windows(
         first = parse_time(val_start, calendar) if val_start is not None else index[0]
         last = parse_time(val_end, calendar) if val_end is not None else index[-1]
         if last < first:
-            raise DataError(f"validation period {val_start} .. {val_end} ends before it starts", path=path)
+            raise DataError(
+                f"validation period {val_start} .. {val_end} ends before it starts", path=path
+            )
         if first > index[-1] or last < index[0]:
             raise DataError(
                 f"validation period {format_time(first)} .. {format_time(last)} lies outside the store "
@@ -148,7 +150,9 @@ class WindowDataset(Dataset):
         self.channel_indices = np.asarray(channel_indices, dtype=np.int64)
         self.history = int(history)
         self._array = None  # opened in each worker on first use
-        self._contiguous = bool(np.array_equal(self.channel_indices, np.arange(len(self.channel_indices))))
+        self._contiguous = bool(
+            np.array_equal(self.channel_indices, np.arange(len(self.channel_indices)))
+        )
 
     def _data(self):
         if self._array is None:
@@ -208,7 +212,9 @@ class StepBatchSampler(Sampler):
         world_size: int = 1,
     ):
         if global_batch % world_size:
-            raise ValueError(f"global batch {global_batch} is not divisible by {world_size} processes")
+            raise ValueError(
+                f"global batch {global_batch} is not divisible by {world_size} processes"
+            )
         if len(starts) < global_batch:
             raise DataError(
                 f"only {len(starts)} training window(s) for a global batch of {global_batch}",
@@ -232,7 +238,9 @@ class StepBatchSampler(Sampler):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for micro_step in range(self.first, self.first + self.count):
-            chosen = self.global_indices(micro_step)[self.rank * self.local_batch : (self.rank + 1) * self.local_batch]
+            chosen = self.global_indices(micro_step)[
+                self.rank * self.local_batch : (self.rank + 1) * self.local_batch
+            ]
             n_targets = int(self.targets_of_micro_step(micro_step))
             yield [(int(start), n_targets) for start in chosen]
 
@@ -240,7 +248,13 @@ class StepBatchSampler(Sampler):
         return self.count
 
 
-def make_loader(dataset: Dataset, batch_sampler: Sampler | Sequence, workers: int = 2, prefetch: int = 4, pin_memory: bool = False) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_sampler: Sampler | Sequence,
+    workers: int = 2,
+    prefetch: int = 4,
+    pin_memory: bool = False,
+) -> DataLoader:
     """A DataLoader with worker processes and prefetch over ``batch_sampler``.
 
     Parameters
@@ -260,7 +274,9 @@ def make_loader(dataset: Dataset, batch_sampler: Sampler | Sequence, workers: in
     return DataLoader(dataset, batch_sampler=batch_sampler, **options)
 
 
-def validation_batches(starts: np.ndarray, n_targets: int, batch_size: int, max_samples: int | None = None) -> list[list[tuple[int, int]]]:
+def validation_batches(
+    starts: np.ndarray, n_targets: int, batch_size: int, max_samples: int | None = None
+) -> list[list[tuple[int, int]]]:
     """Batches of validation windows, evenly thinned to at most ``max_samples``."""
     starts = np.asarray(starts)
     if max_samples is not None and len(starts) > max_samples:
@@ -272,4 +288,3 @@ def validation_batches(starts: np.ndarray, n_targets: int, batch_size: int, max_
 def store_times(ds: xr.Dataset) -> np.ndarray:
     """The decoded time coordinate of a store as a numpy array."""
     return np.asarray(ds["time"].values)
-

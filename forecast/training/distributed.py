@@ -75,7 +75,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+            raise ValueError(
+                "--device cuda was asked for but no CUDA device is available; use --device cpu or auto"
+            )
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
 
@@ -99,4 +101,6 @@ def init_distributed(device: str = "auto") -> DistributedContext:
             torch.cuda.set_device(torch_device)
         dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
         created = True
-    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, torch_device, created)
+    return DistributedContext(
+        dist.get_rank(), dist.get_world_size(), local_rank, torch_device, created
+    )

@@ -48,10 +48,14 @@ class RolloutScores:
         """``{"model": {channel: rmse}, "persistence": {...}[, "climatology": {...}]}`` at ``lead`` steps (1-based)."""
         out = {
             "model": dict(zip(self.channels, self.model[lead - 1].tolist(), strict=True)),
-            "persistence": dict(zip(self.channels, self.persistence[lead - 1].tolist(), strict=True)),
+            "persistence": dict(
+                zip(self.channels, self.persistence[lead - 1].tolist(), strict=True)
+            ),
         }
         if self.climatology is not None:
-            out["climatology"] = dict(zip(self.channels, self.climatology[lead - 1].tolist(), strict=True))
+            out["climatology"] = dict(
+                zip(self.channels, self.climatology[lead - 1].tolist(), strict=True)
+            )
         return out
 
     def skill(self, lead: int) -> float:
@@ -109,7 +113,11 @@ def score_rollouts(
     weights = torch.as_tensor(latitude_weights, dtype=torch.float64, device=device).reshape(-1, 1)
     n_rows = 3 if climatology is not None else 2
     n_channels = len(normalizer.channels)
-    sums = None if n_leads is None else torch.zeros(n_rows, n_leads, n_channels, dtype=torch.float64, device=device)
+    sums = (
+        None
+        if n_leads is None
+        else torch.zeros(n_rows, n_leads, n_channels, dtype=torch.float64, device=device)
+    )
     samples = torch.zeros(1, dtype=torch.float64, device=device)
     try:
         for batch in batches:
@@ -118,9 +126,15 @@ def score_rollouts(
             starts = np.asarray(batch["start"])
             n_leads = targets.shape[1]
             forcings = rollout_forcings(stepper, times, starts, n_leads, device)
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+            with torch.autocast(
+                device.type,
+                dtype=autocast_dtype or torch.bfloat16,
+                enabled=autocast_dtype is not None,
+            ):
                 predictions = rollout(normalize(stepper, history), forcings, n_leads)
-            predictions = denormalize(stepper, predictions.float()).transpose(0, 1)  # (batch, lead, channel, lat, lon)
+            predictions = denormalize(stepper, predictions.float()).transpose(
+                0, 1
+            )  # (batch, lead, channel, lat, lon)
             truth = targets.double()
             rows = [
                 _weighted_squared_error(predictions.double(), truth, weights),
@@ -128,7 +142,9 @@ def score_rollouts(
             ]
             if climatology is not None:
                 valid = times[starts[:, None] + history_length + np.arange(n_leads)[None, :]]
-                clim = torch.as_tensor(np.asarray(climatology(valid.reshape(-1)), dtype=np.float64), device=device)
+                clim = torch.as_tensor(
+                    np.asarray(climatology(valid.reshape(-1)), dtype=np.float64), device=device
+                )
                 rows.append(_weighted_squared_error(clim.reshape(truth.shape), truth, weights))
             batch_sums = torch.stack(rows)  # (baseline, lead, channel)
             sums = batch_sums if sums is None else sums + batch_sums
@@ -152,7 +168,8 @@ def score_rollouts(
     )
 
 
-def _weighted_squared_error(forecast: torch.Tensor, truth: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _weighted_squared_error(
+    forecast: torch.Tensor, truth: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     """Sum over the batch of area-weighted MSE: ``(lead, channel)`` from ``(batch, lead, channel, lat, lon)``."""
     return (((forecast - truth) ** 2) * weights).mean(dim=(-2, -1)).sum(dim=0)
-

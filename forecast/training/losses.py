@@ -28,7 +28,9 @@ def _weights(latitude_weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor
     return latitude_weights.to(device=like.device, dtype=like.dtype).reshape(-1, 1)
 
 
-def per_channel_mse(prediction: torch.Tensor, target: torch.Tensor, latitude_weights: torch.Tensor) -> torch.Tensor:
+def per_channel_mse(
+    prediction: torch.Tensor, target: torch.Tensor, latitude_weights: torch.Tensor
+) -> torch.Tensor:
     """Area-weighted mean squared error of each channel.
 
     Parameters
@@ -68,7 +70,9 @@ def area_weighted_mse(
     return reduce_channels(per_channel_mse(prediction, target, latitude_weights), channel_weights)
 
 
-def per_channel_fair_crps(ensemble: torch.Tensor, target: torch.Tensor, latitude_weights: torch.Tensor) -> torch.Tensor:
+def per_channel_fair_crps(
+    ensemble: torch.Tensor, target: torch.Tensor, latitude_weights: torch.Tensor
+) -> torch.Tensor:
     """The fair (unbiased) ensemble CRPS of each channel, area-weighted.
 
     ``CRPS = mean_i |X_i - y| - sum_{i,j} |X_i - X_j| / (2 M (M - 1))`` per grid
@@ -120,10 +124,14 @@ def fair_crps(
     channel_weights : torch.Tensor, optional
         ``(channel,)`` relative channel weights.
     """
-    return reduce_channels(per_channel_fair_crps(ensemble, target, latitude_weights), channel_weights)
+    return reduce_channels(
+        per_channel_fair_crps(ensemble, target, latitude_weights), channel_weights
+    )
 
 
-def reduce_channels(per_channel: torch.Tensor, channel_weights: torch.Tensor | None = None) -> torch.Tensor:
+def reduce_channels(
+    per_channel: torch.Tensor, channel_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Weighted mean of per-channel losses (equal weights by default)."""
     if channel_weights is None:
         return per_channel.mean()
@@ -131,7 +139,9 @@ def reduce_channels(per_channel: torch.Tensor, channel_weights: torch.Tensor | N
     return (per_channel * channel_weights).sum() / channel_weights.sum()
 
 
-def channel_weight_tensor(channels: Sequence[str], weights: dict[str, float] | None) -> torch.Tensor | None:
+def channel_weight_tensor(
+    channels: Sequence[str], weights: dict[str, float] | None
+) -> torch.Tensor | None:
     """``(channel,)`` weights from a mapping of channel id to weight (missing ids weigh 1).
 
     Raises
@@ -143,7 +153,9 @@ def channel_weight_tensor(channels: Sequence[str], weights: dict[str, float] | N
         return None
     unknown = [name for name in weights if name not in channels]
     if unknown:
-        raise ValueError(f"channel weights name unknown channel(s) {', '.join(unknown)}; the model has {', '.join(channels)}")
+        raise ValueError(
+            f"channel weights name unknown channel(s) {', '.join(unknown)}; the model has {', '.join(channels)}"
+        )
     values = np.array([float(weights.get(name, 1.0)) for name in channels])
     if (values < 0).any() or values.sum() <= 0:
         raise ValueError("channel weights must be non-negative and not all zero")
@@ -183,8 +195,12 @@ class RolloutCurriculum:
             raise ValueError(f"rollout steps must be at least 1, got {self.rollout_steps}")
         if self.milestones:
             steps = [step for step, _ in self.milestones]
-            if steps != sorted(steps) or any(k < 1 or k > self.rollout_steps for _, k in self.milestones):
-                raise ValueError(f"rollout milestones {self.milestones} must ascend in step with 1 <= K <= {self.rollout_steps}")
+            if steps != sorted(steps) or any(
+                k < 1 or k > self.rollout_steps for _, k in self.milestones
+            ):
+                raise ValueError(
+                    f"rollout milestones {self.milestones} must ascend in step with 1 <= K <= {self.rollout_steps}"
+                )
 
     def __call__(self, step: int) -> int:
         """The rollout length K at optimiser step ``step`` (0-based)."""
@@ -212,5 +228,7 @@ class RolloutCurriculum:
             try:
                 pairs.append((int(step), int(k)))
             except ValueError:
-                raise ValueError(f"cannot parse rollout schedule {text!r}; write step:K pairs such as 0:1,500:2,1000:4") from None
+                raise ValueError(
+                    f"cannot parse rollout schedule {text!r}; write step:K pairs such as 0:1,500:2,1000:4"
+                ) from None
         return tuple(pairs)

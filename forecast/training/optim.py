@@ -10,7 +10,12 @@ import torch
 __all__ = ["build_optimizer", "cosine_warmup_factor", "set_learning_rate"]
 
 
-def build_optimizer(parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
+def build_optimizer(
+    parameters: Iterable[torch.nn.Parameter],
+    lr: float,
+    weight_decay: float = 0.01,
+    betas: tuple[float, float] = (0.9, 0.95),
+) -> torch.optim.AdamW:
     """AdamW over ``parameters``; biases and 1-D (norm) parameters get no weight decay.
 
     Parameters
@@ -28,11 +33,16 @@ def build_optimizer(parameters: Iterable[torch.nn.Parameter], lr: float, weight_
         if not parameter.requires_grad:
             continue
         (decay if parameter.ndim >= 2 else no_decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
 
 
-def cosine_warmup_factor(step: int, max_steps: int, warmup_steps: int, min_factor: float = 0.01) -> float:
+def cosine_warmup_factor(
+    step: int, max_steps: int, warmup_steps: int, min_factor: float = 0.01
+) -> float:
     """Learning-rate multiplier: linear warm-up, then cosine decay to ``min_factor``.
 
     Parameters

@@ -30,7 +30,9 @@ def denormalize(stepper: nn.Module, state: torch.Tensor) -> torch.Tensor:
     return stepper.normalizer.denormalize(state)
 
 
-def rollout_forcings(stepper: nn.Module, times: np.ndarray, starts: Sequence[int], n_steps: int, device: torch.device) -> torch.Tensor | None:
+def rollout_forcings(
+    stepper: nn.Module, times: np.ndarray, starts: Sequence[int], n_steps: int, device: torch.device
+) -> torch.Tensor | None:
     """Forcings of each rollout step: ``(n_steps, batch, n_forcing, lat, lon)`` or None.
 
     Step ``k`` (0-based) advances the state valid at
@@ -79,7 +81,9 @@ class Rollout(nn.Module):
         super().__init__()
         self.stepper = stepper
 
-    def forward(self, history: torch.Tensor, forcings: torch.Tensor | None, n_steps: int) -> torch.Tensor:
+    def forward(
+        self, history: torch.Tensor, forcings: torch.Tensor | None, n_steps: int
+    ) -> torch.Tensor:
         """Roll out in normalised units.
 
         Parameters

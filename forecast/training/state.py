@@ -17,7 +17,13 @@ import torch
 
 from forecast.errors import CheckpointError
 
-__all__ = ["atomic_write", "capture_rng", "load_training_state", "restore_rng", "save_training_state"]
+__all__ = [
+    "atomic_write",
+    "capture_rng",
+    "load_training_state",
+    "restore_rng",
+    "save_training_state",
+]
 
 #: Version of the training-state layout.
 STATE_FORMAT_VERSION = 1
@@ -40,7 +46,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
-def capture_rng(device: torch.device, noise_generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def capture_rng(
+    device: torch.device, noise_generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
     """The random-number states a resumed run must restore (CPU, CUDA device, noise)."""
     states = {"torch_cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -50,7 +58,11 @@ def capture_rng(device: torch.device, noise_generator: torch.Generator | None = 
     return states
 
 
-def restore_rng(states: dict[str, torch.Tensor], device: torch.device, noise_generator: torch.Generator | None = None) -> None:
+def restore_rng(
+    states: dict[str, torch.Tensor],
+    device: torch.device,
+    noise_generator: torch.Generator | None = None,
+) -> None:
     """Inverse of :func:`capture_rng`."""
     torch.set_rng_state(states["torch_cpu"])
     if device.type == "cuda" and "torch_cuda" in states:
@@ -75,12 +87,22 @@ def load_training_state(path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.exists():
-        raise CheckpointError("no training state to resume from", path=path, hint="start without --resume")
+        raise CheckpointError(
+            "no training state to resume from", path=path, hint="start without --resume"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"cannot read training state ({type(err).__name__}: {err})", path=path, hint="start a new run without --resume") from None
+        raise CheckpointError(
+            f"cannot read training state ({type(err).__name__}: {err})",
+            path=path,
+            hint="start a new run without --resume",
+        ) from None
     version = state.get("state_format_version") if isinstance(state, dict) else None
     if version != STATE_FORMAT_VERSION:
-        raise CheckpointError(f"training state format version {version} is not {STATE_FORMAT_VERSION}", path=path, hint="start a new run without --resume")
+        raise CheckpointError(
+            f"training state format version {version} is not {STATE_FORMAT_VERSION}",
+            path=path,
+            hint="start a new run without --resume",
+        )
     return state

@@ -65,6 +65,8 @@ class TrainingResult:
         Mean over channels of RMSE / persistence RMSE at the longest lead (lower is better).
     step_seconds : list of float
         Wall-clock seconds of each optimiser step of this process (validation excluded).
+    stepper : torch.nn.Module or None
+        The trained stepper (this process's copy).
     """
 
     steps: int
@@ -73,6 +75,7 @@ class TrainingResult:
     last_validation: RolloutScores | None
     best_score: float | None
     step_seconds: list[float] = field(default_factory=list)
+    stepper: nn.Module | None = None
 
 
 class TrainingLoop:
@@ -165,13 +168,17 @@ class TrainingLoop:
         if accumulation < 1 or batch_size < 1 or max_steps < 1:
             raise ConfigError("--batch-size, --accumulation and --max-steps must be at least 1")
         if batch_size % context.world_size:
-            raise ConfigError(f"--batch-size {batch_size} must be a multiple of the {context.world_size} processes")
+            raise ConfigError(
+                f"--batch-size {batch_size} must be a multiple of the {context.world_size} processes"
+            )
         self.context = context
         self.device = context.device
         self.stepper = stepper.to(self.device)
         self.store_path = Path(store_path)
         self.times = np.asarray(times)
-        self.dataset = WindowDataset(store_path, channel_indices, int(getattr(stepper, "history", 1)))
+        self.dataset = WindowDataset(
+            store_path, channel_indices, int(getattr(stepper, "history", 1))
+        )
         self.train_starts = np.asarray(train_starts)
         self.val_starts = np.asarray(val_starts)
         self.out_dir = Path(out_dir)
@@ -197,12 +204,16 @@ class TrainingLoop:
         self.provenance = dict(provenance or {})
         self.progress = progress and context.is_main
         self.channels = tuple(stepper.normalizer.channels)
-        self.latitude_weights = torch.as_tensor(stepper.grid.area_weights(), dtype=torch.float32, device=self.device)
+        self.latitude_weights = torch.as_tensor(
+            stepper.grid.area_weights(), dtype=torch.float32, device=self.device
+        )
         self.rollout = Rollout(self.stepper)
         if context.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.rollout = nn.parallel.DistributedDataParallel(self.rollout, device_ids=ids)
-        self.optimizer = build_optimizer(self.stepper.parameters(), lr=lr, weight_decay=weight_decay)
+        self.optimizer = build_optimizer(
+            self.stepper.parameters(), lr=lr, weight_decay=weight_decay
+        )
         self.noise = torch.Generator(device=self.device)
         self.noise.manual_seed(seed * 1000 + context.rank)
         self.step = 0
@@ -244,15 +255,23 @@ class TrainingLoop:
     def _loss_per_channel(self, batch: dict, n_steps: int) -> torch.Tensor:
         history = normalize(self.stepper, batch["history"].to(self.device, non_blocking=True))
         targets = normalize(self.stepper, batch["targets"].to(self.device, non_blocking=True))
-        forcings = rollout_forcings(self.stepper, self.times, batch["start"].numpy(), n_steps, self.device)
+        forcings = rollout_forcings(
+            self.stepper, self.times, batch["start"].numpy(), n_steps, self.device
+        )
         members = self.ensemble_size
         if members > 1:
             history = history.repeat(members, 1, 1, 1, 1)
-            noise = torch.randn(history.shape, generator=self.noise, device=self.device, dtype=history.dtype)
+            noise = torch.randn(
+                history.shape, generator=self.noise, device=self.device, dtype=history.dtype
+            )
             history = history + self.ensemble_noise * noise
             if forcings is not None:
                 forcings = forcings.repeat(1, members, 1, 1, 1)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16, enabled=self.autocast_dtype is not None):
+        with torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.bfloat16,
+            enabled=self.autocast_dtype is not None,
+        ):
             predictions = self.rollout(history, forcings, n_steps)
         predictions = predictions.float()  # (step, [member x] batch, channel, lat, lon)
         losses = []
@@ -265,14 +284,20 @@ class TrainingLoop:
         return torch.stack(losses).mean(dim=0)
 
     def _optimizer_step(self, batches, n_steps: int) -> None:
-        factor = cosine_warmup_factor(self.step, self.max_steps, self.warmup_steps, self.min_lr_factor)
+        factor = cosine_warmup_factor(
+            self.step, self.max_steps, self.warmup_steps, self.min_lr_factor
+        )
         lr = self.lr * factor
         set_learning_rate(self.optimizer, lr)
         channel_loss = torch.zeros(len(self.channels), device=self.device)
         for micro in range(self.accumulation):
             batch = next(batches)
             last = micro == self.accumulation - 1
-            sync = contextlib.nullcontext() if last or not self.context.distributed else self.rollout.no_sync()
+            sync = (
+                contextlib.nullcontext()
+                if last or not self.context.distributed
+                else self.rollout.no_sync()
+            )
             with sync:
                 per_channel = self._loss_per_channel(batch, n_steps)
                 loss = reduce_channels(per_channel, self.channel_weights) / self.accumulation
@@ -282,11 +307,15 @@ class TrainingLoop:
         if self.grad_clip:
             grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.grad_clip)
         else:
-            grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters]))
+            grad_norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters])
+            )
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self._pending.append((self.step, channel_loss, grad_norm.detach().float().reshape(1), n_steps, lr))
+        self._pending.append(
+            (self.step, channel_loss, grad_norm.detach().float().reshape(1), n_steps, lr)
+        )
 
     # -- logging and checks -----------------------------------------------------------
     def _flush(self) -> None:
@@ -311,7 +340,11 @@ class TrainingLoop:
                 else f"the gradients became non-finite at step {step} (the loss was finite)"
             )
             latest = self.out_dir / LATEST
-            kept = f"the last good checkpoint is {latest}" if latest.exists() else "no checkpoint was written yet"
+            kept = (
+                f"the last good checkpoint is {latest}"
+                if latest.exists()
+                else "no checkpoint was written yet"
+            )
             self._log({"step": step, "kind": "diverged", "channels": bad_channels})
             raise TrainingDivergedError(
                 f"{what}; training stopped and {kept}",
@@ -345,15 +378,34 @@ class TrainingLoop:
         if len(self.val_starts) == 0:
             return None
         n_leads = self.curriculum.rollout_steps
-        batches = validation_batches(self.val_starts, n_leads, self.val_batch_size, self.val_samples)
+        batches = validation_batches(
+            self.val_starts, n_leads, self.val_batch_size, self.val_samples
+        )
         mine = batches[self.context.rank :: self.context.world_size]
-        loader = make_loader(self.dataset, mine, workers=min(self.workers, len(mine)), prefetch=self.prefetch, pin_memory=self.device.type == "cuda")
+        loader = make_loader(
+            self.dataset,
+            mine,
+            workers=min(self.workers, len(mine)),
+            prefetch=self.prefetch,
+            pin_memory=self.device.type == "cuda",
+        )
         scores = score_rollouts(
-            self.stepper, loader, self.times, self.stepper.grid.area_weights(), self.device,
-            context=self.context, autocast_dtype=self.autocast_dtype, n_leads=n_leads,
+            self.stepper,
+            loader,
+            self.times,
+            self.stepper.grid.area_weights(),
+            self.device,
+            context=self.context,
+            autocast_dtype=self.autocast_dtype,
+            n_leads=n_leads,
         )
         self.last_validation = scores
-        record = {"step": self.step, "kind": "validation", "samples": scores.samples, "skill": scores.skill(n_leads)}
+        record = {
+            "step": self.step,
+            "kind": "validation",
+            "samples": scores.samples,
+            "skill": scores.skill(n_leads),
+        }
         for lead in sorted({1, n_leads}):
             values = scores.at_lead(lead)
             record[f"rmse_{lead}"] = values["model"]
@@ -406,7 +458,13 @@ class TrainingLoop:
             rank=self.context.rank,
             world_size=self.context.world_size,
         )
-        loader = make_loader(self.dataset, sampler, self.workers, self.prefetch, pin_memory=self.device.type == "cuda")
+        loader = make_loader(
+            self.dataset,
+            sampler,
+            self.workers,
+            self.prefetch,
+            pin_memory=self.device.type == "cuda",
+        )
         batches = iter(loader)
         bar = _progress_bar(self.progress, first, self.max_steps)
         seconds: list[float] = []
@@ -423,9 +481,16 @@ class TrainingLoop:
                     self._validate_and_save()
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(_postfix(self._last_loss, self.curriculum(self.step - 1), self.last_validation), refresh=False)
+                    bar.set_postfix(
+                        _postfix(
+                            self._last_loss, self.curriculum(self.step - 1), self.last_validation
+                        ),
+                        refresh=False,
+                    )
             self._flush()
-            just_saved = self.step > first and self.val_every > 0 and self.step % self.val_every == 0
+            just_saved = (
+                self.step > first and self.val_every > 0 and self.step % self.val_every == 0
+            )
             if not just_saved:
                 if self.step >= self.max_steps:
                     self._validate_and_save()
@@ -437,7 +502,13 @@ class TrainingLoop:
             del batches
         best = self.out_dir / BEST
         return TrainingResult(
-            self.step, self.out_dir / LATEST, best if best.exists() else None, self.last_validation, self.best_score, seconds
+            self.step,
+            self.out_dir / LATEST,
+            best if best.exists() else None,
+            self.last_validation,
+            self.best_score,
+            seconds,
+            self.stepper,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,9 @@ def write_toy_store(
         omega = 2 * np.pi / (period_days * 24.0) * (1.0 + 0.3 * i)
         for t, hour in enumerate(hours):
             shifted = lon - omega * hour - 0.7 * i
-            pattern = np.cos(lat) ** 2 * np.cos(2 * shifted) + 0.6 * np.sin(lat) * np.cos(lat) * np.sin(shifted)
+            pattern = np.cos(lat) ** 2 * np.cos(2 * shifted) + 0.6 * np.sin(lat) * np.cos(
+                lat
+            ) * np.sin(shifted)
             data[t, i] = means.get(channel, 0.0) + amps.get(channel, 1.0) * pattern
     weights = grid.area_weights()[None, :, None]
     mean = (data * weights).mean(axis=(0, 2, 3))
@@ -61,7 +64,7 @@ def write_toy_store(
         },
         coords={
             "time": times,
-            "channel": list(channels),
+            "channel": np.array(channels, dtype=object),
             "latitude": grid.latitude,
             "longitude": grid.longitude,
             "dayofyear": np.arange(1, 367),
@@ -79,7 +82,9 @@ def write_toy_store(
         },
     )
     ds = ds.chunk({"time": 1, "dayofyear": 61})
-    ds.to_zarr(path, mode="w", consolidated=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # consolidated metadata is not (yet) in the Zarr v3 spec
+        ds.to_zarr(path, mode="w", consolidated=True)
     return path
 
 

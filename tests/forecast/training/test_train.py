@@ -1,0 +1,181 @@
+"""The training loop end to end on tiny stores: learning, checkpoints, resume, NaN, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from forecast.checkpoint import load_checkpoint
+from forecast.cli.main import main
+from forecast.training import TrainingDivergedError, train
+from forecast.training.data import StepBatchSampler, split_windows
+
+from .conftest import write_toy_store
+
+TINY = {"embed_dim": 8, "num_layers": 1}
+
+
+def _records(run_dir, kind):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_sfno_learns_and_beats_persistence(toy_store, tmp_path):
+    run_dir = tmp_path / "run"
+    result = train(
+        toy_store, "sfno", run_dir, hparams={"embed_dim": 16, "num_layers": 2}, max_steps=40, rollout_steps=2,
+        batch_size=4, lr=3e-3, warmup_steps=5, val_every=20, val_samples=8, log_every=5, workers=0, device="cpu", progress=False,
+    )  # fmt: skip
+    losses = [r["loss"] for r in _records(run_dir, "train")]
+    assert losses[-1] < 0.5 * losses[0]
+    validation = _records(run_dir, "validation")
+    assert [r["step"] for r in validation] == [20, 40]
+    last = validation[-1]
+    for channel in ("z500", "t850"):
+        assert last["rmse_1"][channel] < 0.6 * last["persistence_1"][channel]
+        assert last["rmse_2"][channel] < last["persistence_2"][channel]
+    assert result.best_score == pytest.approx(min(r["skill"] for r in validation))
+    stepper, metadata = load_checkpoint(run_dir / "best.ckpt")
+    assert stepper.channels == ["z500", "t850"] and metadata["provenance"]["step"] in (20, 40)
+    _, latest_meta = load_checkpoint(run_dir / "latest.ckpt")
+    assert latest_meta["provenance"]["step"] == 40
+    state = torch.load(run_dir / "latest.state.pt", weights_only=True)
+    assert state["step"] == 40
+
+
+def _weights(path):
+    return load_checkpoint(path)[0].model.state_dict()
+
+
+def test_resume_matches_uninterrupted_bit_for_bit(toy_store, tmp_path):
+    options = dict(
+        hparams=TINY, max_steps=8, rollout_steps=2, batch_size=4, lr=1e-2, warmup_steps=2, val_every=4,
+        val_samples=4, log_every=1, device="cpu", progress=False, ensemble_size=2, ensemble_noise=0.1,
+    )  # fmt: skip
+    train(toy_store, "sfno", tmp_path / "whole", workers=0, **options)
+    first = train(toy_store, "sfno", tmp_path / "split", workers=1, stop_after=3, **options)
+    assert first.steps == 3
+    second = train(toy_store, "sfno", tmp_path / "split", workers=1, resume=True, **options)
+    assert second.steps == 8
+    whole, split = (
+        _weights(tmp_path / "whole" / "latest.ckpt"),
+        _weights(tmp_path / "split" / "latest.ckpt"),
+    )
+    for name in whole:
+        assert torch.equal(whole[name], split[name]), name
+    assert _records(tmp_path / "whole", "train") == _records(tmp_path / "split", "train")
+    assert _records(tmp_path / "whole", "validation") == _records(tmp_path / "split", "validation")
+
+
+def test_nan_loss_stops_with_step_and_channel(tmp_path):
+    store = write_toy_store(tmp_path / "nan.zarr", n_time=60)
+    train_starts, _ = split_windows(np.arange(60).astype("datetime64[h]"), 2, val_fraction=0.1)
+    sampler = StepBatchSampler(
+        train_starts,
+        4,
+        seed=0,
+        first_micro_step=0,
+        n_micro_steps=30,
+        targets_of_micro_step=lambda m: 1,
+    )
+    hits = {}
+    for index in range(2, 50):  # a NaN at time `index` poisons the first step whose batch covers it
+        hits[index] = next(
+            step for step, batch in enumerate(sampler) if any(s <= index <= s + 1 for s, _ in batch)
+        )
+    index = next(i for i, step in hits.items() if 4 <= step <= 12)
+    bad_step = hits[index] + 1  # steps are counted from 1
+    array = zarr.open_array(str(store), path="data", mode="r+")
+    values = array[index]
+    values[1, 3, 5] = np.nan  # one grid point of t850
+    array[index] = values
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError) as caught:
+        train(
+            store,
+            "sfno",
+            run_dir,
+            hparams=TINY,
+            max_steps=30,
+            batch_size=4,
+            val_every=2,
+            val_samples=2,
+            log_every=5,
+            workers=0,
+            device="cpu",
+            progress=False,
+        )
+    message = str(caught.value)
+    assert f"the loss became NaN at step {bad_step} in channel(s)" in message and "t850" in message
+    assert f"the last good checkpoint is {run_dir / 'latest.ckpt'}" in message
+    stepper, metadata = load_checkpoint(run_dir / "latest.ckpt")
+    assert metadata["provenance"]["step"] < bad_step
+    assert all(torch.isfinite(t).all() for t in stepper.model.state_dict().values())
+    assert _records(run_dir, "diverged")[0]["step"] == bad_step
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--channels", "z500,q700"], "store lacks channel(s) q700"),
+        (
+            ["--rollout-steps", "4"],
+            "store has 3 time step(s) but one sample needs 5 (history plus rollout steps)",
+        ),
+        (
+            ["--val-start", "2030-01-01", "--val-end", "2030-02-01"],
+            "validation period 2030-01-01T00:00 .. 2030-02-01T00:00 lies outside the store",
+        ),
+        (["--hparams", "embed_dim"], "cannot parse --hparams 'embed_dim'"),
+        (["--model", "resnet"], "unknown model 'resnet'"),
+    ],
+)
+def test_bad_input_gives_one_line_errors(short_store, toy_store, tmp_path, capsys, extra, message):
+    store = short_store if "--rollout-steps" in extra else toy_store
+    argv = [
+        "train",
+        "--data",
+        str(store),
+        "--model",
+        "sfno",
+        "--out",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("forecast train: error:") and message in err and "\n" not in err
+
+
+def test_cli_trains_resumes_and_refuses_to_overwrite(toy_store, tmp_path, capsys):
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        "model: fno\nhparams: {embed_dim: 8, num_layers: 1}\nmax-steps: 4\nbatch-size: 2\nval-every: 2\nval-samples: 2\nworkers: 0\ndevice: cpu\nprogress: false\n"
+    )
+    run_dir = tmp_path / "run"
+    argv = ["train", "--config", str(config), "--data", str(toy_store), "--out", str(run_dir)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "trained 4 steps" in out and "persistence" in out
+    assert (run_dir / "config.yaml").read_text().startswith("data: ")
+    assert main(argv) == 1
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert (
+        main([*argv, "--resume", "--max-steps", "6"]) == 1
+    )  # the schedule spans max-steps: it must not change
+    assert "started with max-steps 4, now 6" in capsys.readouterr().err
