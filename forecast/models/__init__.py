@@ -207,7 +207,9 @@ def build_preset(name: str, device: str | torch.device = "meta") -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable scalars (a complex weight stored as a real pair counts twice)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return sum(
+        p.numel() * (2 if p.is_complex() else 1) for p in model.parameters() if p.requires_grad
+    )
 
 
 def preset_parameter_count(name: str) -> int:

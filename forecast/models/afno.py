@@ -27,6 +27,7 @@ from pydantic import Field, PositiveInt, field_validator
 from torch import nn
 
 from forecast.grid import Grid
+from forecast.models.layers import TokenMLP
 from forecast.models.registry import HParams, ModelSpec
 
 
@@ -160,11 +161,14 @@ class AFNOFilter(nn.Module):
                 F.softshrink(o_im, self.sparsity_threshold),
             )
             filtered = filtered.reshape(*filtered.shape[:3], dim)
-            out = torch.zeros_like(spectrum)
-            if rows is None:
-                out[:, :, :kept_w] = filtered
+            if rows is None and kept_w == total:
+                out = filtered  # all modes kept: no scatter into a zero spectrum
             else:
-                out[:, rows, :kept_w] = filtered
+                out = torch.zeros_like(spectrum)
+                if rows is None:
+                    out[:, :, :kept_w] = filtered
+                else:
+                    out[:, rows, :kept_w] = filtered
             y = torch.fft.irfft2(out, s=(height, width), dim=(1, 2), norm="ortho")
         return (y + x).to(dtype)
 
@@ -184,8 +188,7 @@ class AFNOBlock(nn.Module):
         )
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         hidden = max(int(dim * hparams.mlp_ratio), 1)
-        activation = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}[hparams.activation]
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), activation(), nn.Linear(hidden, dim))
+        self.mlp = TokenMLP(dim, hidden, dim, hparams.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, h, w, dim) -> (batch, h, w, dim)``."""

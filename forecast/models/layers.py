@@ -47,6 +47,137 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown normalisation {kind!r}; use one of {', '.join(NORMS)}")
 
 
+class _ChannelMLP(torch.autograd.Function):
+    """``W2 @ act(W1 @ x + b1)`` over the channels of ``(batch, channel, points)`` tensors.
+
+    Saves only the input and the pre-activation for the backward pass and
+    recomputes the activation there: one hidden-size tensor less per MLP than
+    two convolutions and an activation module, for an elementwise recompute.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, activation: str):
+        z = torch.baddbmm(
+            b1.to(x.dtype)[None, :, None].expand(x.shape[0], -1, -1),
+            w1.to(x.dtype).expand(x.shape[0], -1, -1),
+            x,
+        )
+        h = _activate(z, activation)
+        ctx.save_for_backward(x, z, w1, w2)
+        ctx.activation = activation
+        return torch.bmm(w2.to(h.dtype).expand(x.shape[0], -1, -1), h)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, z, w1, w2 = ctx.saved_tensors
+        dtype = z.dtype
+        grad = grad.to(dtype)
+        h = _activate(z, ctx.activation)
+        batch = x.shape[0]
+        grad_w2 = torch.bmm(grad, h.transpose(1, 2)).sum(0)
+        grad_h = torch.bmm(w2.to(dtype).t().expand(batch, -1, -1), grad)
+        del h
+        grad_z = _activate_backward(grad_h, z, ctx.activation)
+        del grad_h
+        grad_w1 = torch.bmm(grad_z, x.to(dtype).transpose(1, 2)).sum(0)
+        grad_b1 = grad_z.sum(dim=(0, 2))
+        grad_x = torch.bmm(w1.to(dtype).t().expand(batch, -1, -1), grad_z)
+        return (
+            grad_x.to(x.dtype),
+            grad_w1.to(w1.dtype),
+            grad_b1.to(w1.dtype),
+            grad_w2.to(w2.dtype),
+            None,
+        )
+
+
+class _RowMLP(torch.autograd.Function):
+    """``act(x @ W1.T + b1) @ W2.T + b2`` on ``(rows, channel)`` tensors, recomputing the activation in backward."""
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, activation: str):
+        z = torch.addmm(b1.to(x.dtype), x, w1.to(x.dtype).t())
+        h = _activate(z, activation)
+        ctx.save_for_backward(x, z, w1, w2)
+        ctx.activation = activation
+        return torch.addmm(b2.to(h.dtype), h, w2.to(h.dtype).t())
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, z, w1, w2 = ctx.saved_tensors
+        dtype = z.dtype
+        grad = grad.to(dtype)
+        h = _activate(z, ctx.activation)
+        grad_w2 = grad.t() @ h
+        grad_b2 = grad.sum(0)
+        del h
+        grad_z = _activate_backward(grad @ w2.to(dtype), z, ctx.activation)
+        grad_w1 = grad_z.t() @ x.to(dtype)
+        grad_b1 = grad_z.sum(0)
+        grad_x = grad_z @ w1.to(dtype)
+        cast = w1.dtype
+        return (
+            grad_x.to(x.dtype),
+            grad_w1.to(cast),
+            grad_b1.to(cast),
+            grad_w2.to(cast),
+            grad_b2.to(cast),
+            None,
+        )
+
+
+class TokenMLP(nn.Module):
+    """Two linear layers with an activation on the last axis of ``(..., channel)`` tokens.
+
+    Same parameters as ``nn.Sequential(nn.Linear, activation, nn.Linear)``;
+    the backward pass recomputes the activation instead of storing it.
+    """
+
+    def __init__(
+        self, in_features: int, hidden_features: int, out_features: int, activation: str = "gelu"
+    ):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., in_features) -> (..., out_features)``."""
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        shape = x.shape
+        y = _RowMLP.apply(
+            x.reshape(-1, shape[-1]),
+            self.fc1.weight,
+            self.fc1.bias,
+            self.fc2.weight,
+            self.fc2.bias,
+            self.activation,
+        )
+        return y.reshape(*shape[:-1], -1)
+
+
+def _activate(z: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation == "gelu":
+        return torch.nn.functional.gelu(z)
+    if activation == "relu":
+        return torch.relu(z)
+    if activation == "silu":
+        return torch.nn.functional.silu(z)
+    return z
+
+
+def _activate_backward(grad: torch.Tensor, z: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation == "gelu":
+        return torch.ops.aten.gelu_backward(grad, z)
+    if activation == "relu":
+        return grad * (z > 0)
+    if activation == "silu":
+        sig = torch.sigmoid(z)
+        return grad * sig * (1 + z * (1 - sig))
+    return grad
+
+
 class PointwiseMLP(nn.Module):
     """Two 1x1 convolutions with an activation between: a per-grid-point MLP over channels.
 
@@ -71,7 +202,7 @@ class PointwiseMLP(nn.Module):
     ):
         super().__init__()
         self.fc1 = nn.Conv2d(in_channels, hidden_channels, 1, bias=True)
-        self.act = ACTIVATIONS[activation]()
+        self.activation = activation
         self.fc2 = nn.Conv2d(hidden_channels, out_channels, 1, bias=False)
         nn.init.normal_(self.fc1.weight, std=math.sqrt(2.0 / in_channels))
         nn.init.zeros_(self.fc1.bias)
@@ -79,7 +210,14 @@ class PointwiseMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, in_channels, lat, lon) -> (batch, out_channels, lat, lon)``."""
-        return self.fc2(self.act(self.fc1(x)))
+        batch, _, nlat, nlon = x.shape
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        w1 = self.fc1.weight.flatten(1)
+        w2 = self.fc2.weight.flatten(1)
+        flat = x.reshape(batch, x.shape[1], nlat * nlon)
+        y = _ChannelMLP.apply(flat, w1, self.fc1.bias, w2, self.activation)
+        return y.reshape(batch, -1, nlat, nlon)
 
 
 def pointwise_linear(

@@ -204,11 +204,8 @@ class SpectralConvS2(nn.Module):
             coefficients = self.forward_transform(x)  # (batch, in, lmax, mmax) complex
             weight = torch.view_as_complex(self.weight.float())
             mixed = torch.einsum("bilm,oil->bolm", coefficients, weight)
-            if self.resamples:
-                both = self.inverse_transform(torch.cat([mixed, coefficients], dim=1))
-                y, skip = both.split([mixed.shape[1], coefficients.shape[1]], dim=1)
-            else:
-                y, skip = self.inverse_transform(mixed), x
+            y = self.inverse_transform(mixed)
+            skip = self.inverse_transform(coefficients) if self.resamples else x
         return y, skip
 
 
