@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 from forecast.training.distributed import DistributedContext
 from forecast.training.rollout import Rollout, denormalize, normalize, rollout_forcings
 
-__all__ = ["RolloutScores", "score_rollouts"]
+__all__ = ["RolloutScores", "evaluate_checkpoint", "score_rollouts"]
 
 
 @dataclass(frozen=True)
@@ -173,3 +174,76 @@ def _weighted_squared_error(
 ) -> torch.Tensor:
     """Sum over the batch of area-weighted MSE: ``(lead, channel)`` from ``(batch, lead, channel, lat, lon)``."""
     return (((forecast - truth) ** 2) * weights).mean(dim=(-2, -1)).sum(dim=0)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    store: str | Path,
+    n_steps: int,
+    start: str | None = None,
+    end: str | None = None,
+    max_samples: int | None = 64,
+    batch_size: int = 8,
+    device: str = "cpu",
+    with_climatology: bool = True,
+) -> RolloutScores:
+    """RMSE of a checkpoint's rollouts against persistence and climatology on a store.
+
+    Parameters
+    ----------
+    checkpoint : str or Path
+        A ``.ckpt`` written by training.
+    store : str or Path
+        A training store with the checkpoint's channels, grid and step.
+    n_steps : int
+        Rollout length; leads ``1 .. n_steps`` steps are scored.
+    start, end : str, optional
+        Only initial times whose whole rollout lies in this period (default: the whole store).
+    max_samples : int, optional
+        Evenly spaced initial times scored, at most.
+    batch_size : int
+        Rollouts run together.
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    with_climatology : bool
+        Also score the store's climatology (by day of year and hour).
+
+    Returns
+    -------
+    RolloutScores
+    """
+    from forecast.checkpoint import check_compatible, load_checkpoint
+    from forecast.store import climatology_at, open_store, store_channels, store_grid, store_step
+    from forecast.training.data import WindowDataset, make_loader, split_windows, validation_batches
+    from forecast.training.distributed import resolve_device
+
+    torch_device = resolve_device(device)
+    ds = open_store(store)
+    stepper, metadata = load_checkpoint(checkpoint, map_location=torch_device)
+    check_compatible(metadata, store_channels(ds), store_grid(ds), store_step(ds))
+    channels = list(stepper.channels)
+    times = np.asarray(ds["time"].values)
+    window = stepper.history + n_steps
+    if start is None and end is None:
+        starts, _ = split_windows(times, window, val_fraction=None, path=store)
+    else:
+        calendar = str(ds.attrs.get("calendar", "standard"))
+        _, starts = split_windows(times, window, start, end, calendar=calendar, path=store)
+    index = store_channels(ds)
+    dataset = WindowDataset(store, [index.index(c) for c in channels], stepper.history)
+    batches = validation_batches(starts, n_steps, batch_size, max_samples)
+    climatology = None
+    if with_climatology:
+
+        def climatology(valid: np.ndarray) -> np.ndarray:
+            return climatology_at(ds, valid).sel(channel=channels).values
+
+    return score_rollouts(
+        stepper,
+        make_loader(dataset, batches, workers=0),
+        times,
+        stepper.grid.area_weights(),
+        torch_device,
+        climatology=climatology,
+        n_leads=n_steps,
+    )

@@ -64,7 +64,8 @@ class TrainingResult:
     best_score : float or None
         Mean over channels of RMSE / persistence RMSE at the longest lead (lower is better).
     step_seconds : list of float
-        Wall-clock seconds of each optimiser step of this process (validation excluded).
+        Wall-clock seconds of each optimiser step of this process, with data
+        waiting, loss and logging, without validation and checkpoints.
     stepper : torch.nn.Module or None
         The trained stepper (this process's copy).
     """
@@ -473,10 +474,10 @@ class TrainingLoop:
             while self.step < end:
                 started = time.perf_counter()
                 self._optimizer_step(batches, self.curriculum(self.step))
-                seconds.append(time.perf_counter() - started)
                 validate_now = self.val_every > 0 and self.step % self.val_every == 0
                 if self.step % self.log_every == 0 or validate_now or self.step == end:
                     self._flush()
+                seconds.append(time.perf_counter() - started)
                 if validate_now:
                     self._validate_and_save()
                 if bar is not None:
