@@ -73,6 +73,8 @@ _GRIB = {
     "v10": (166, "heightAboveGround", "v10m"),
     "msl": (151, "meanSea", "msl"),
 }
+#: GRIB short names where they differ from the CDS NetCDF names.
+_GRIB_SHORT_NAMES = {"t2m": "2t", "u10": "10u", "v10": "10v"}
 
 
 def variable_attrs(name: str, grid: Grid) -> dict[str, str | int]:
@@ -86,9 +88,7 @@ def variable_attrs(name: str, grid: Grid) -> dict[str, str | int]:
         "GRIB_gridType": "regular_gg" if grid.kind == "legendre-gauss" else "regular_ll",
         "GRIB_typeOfLevel": level_type,
         "GRIB_stepType": "instant",
-        "GRIB_shortName": "2t"
-        if name == "t2m"
-        else ("10u" if name == "u10" else ("10v" if name == "v10" else name)),
+        "GRIB_shortName": _GRIB_SHORT_NAMES.get(name, name),
         "GRIB_name": long_name,
         "GRIB_units": info.units,
         "long_name": long_name,
@@ -255,9 +255,7 @@ def synthesize(
                 model.set_season(float(year_fraction[index]))
                 model.update_stirring(step_seconds)
                 state = model.advance(state, step_seconds)
-                if not torch.isfinite(
-                    state
-                ).all():  # pragma: no cover - a numerical failure, not user input
+                if not bool(torch.isfinite(state).all()):  # a numerical failure, not user input
                     raise RuntimeError(f"synthetic model became unstable at {format_time(time)}")
                 bar.set_description("synth" if index + 1 >= n_spin else "synth spin-up")
                 bar.update(1)
@@ -375,7 +373,7 @@ def _write_month(
         },
     }
     for name in (*PRESSURE_VARIABLES, *SINGLE_VARIABLES):
-        values = np.stack(fields[name])
+        values = np.stack(fields.pop(name))  # frees the per-time arrays as it goes
         dims = (
             ("valid_time", "pressure_level", "latitude", "longitude")
             if name in PRESSURE_VARIABLES
