@@ -41,16 +41,40 @@ def fair_crps(forecast: np.ndarray, truth: np.ndarray, member_axis: int = 0) -> 
     numpy.ndarray
         The CRPS at each point, shape of ``truth`` broadcast, in the units of the data.
     """
-    members = np.moveaxis(np.asarray(forecast), member_axis, 0)
-    truth = np.asarray(truth)
+    ordered = sorted_members(forecast, member_axis)
+    return fair_crps_sorted(ordered, np.asarray(truth), member_axis)
+
+
+def sorted_members(forecast: np.ndarray, member_axis: int) -> np.ndarray:
+    """A C-contiguous copy of ``forecast`` with its members sorted along ``member_axis``.
+
+    NumPy sorts a contiguous last axis several times faster than a strided
+    one, so the members are moved last for the sort and moved back after,
+    which keeps later reductions over members vectorised along the cells.
+    """
+    values = np.asarray(forecast)
+    moved = np.moveaxis(values, member_axis, -1).copy()
+    moved.sort(axis=-1)
+    return np.ascontiguousarray(np.moveaxis(moved, -1, member_axis))
+
+
+def fair_crps_sorted(ordered: np.ndarray, truth: np.ndarray, member_axis: int = 0) -> np.ndarray:
+    """Fair CRPS from members sorted along ``member_axis``; ``truth`` without that axis.
+
+    The spread term is computed from deviations from the ensemble mean (it is
+    unchanged by a common shift because the coefficients sum to zero), which
+    keeps float32 fields with a large offset, such as geopotential, accurate.
+    """
+    members = np.moveaxis(ordered, member_axis, 0)
     count = members.shape[0]
     skill = np.abs(members - truth[None]).mean(axis=0)
     if count < 2:
         return skill
-    ordered = np.sort(members, axis=0)
-    coefficients = (2.0 * np.arange(1, count + 1) - count - 1).astype(ordered.dtype)
-    spread = np.tensordot(coefficients, ordered, axes=(0, 0)) / (count * (count - 1))
-    return skill - spread
+    center = members.mean(axis=0)
+    coefficients = (2.0 * np.arange(1, count + 1) - count - 1).astype(members.dtype)
+    coefficients = coefficients.reshape((count,) + (1,) * (members.ndim - 1))
+    spread = (coefficients * (members - center[None])).sum(axis=0)
+    return skill - spread / (count * (count - 1))
 
 
 def block_statistics(
@@ -83,8 +107,9 @@ def block_statistics(
     lead_shape = truth.shape[:-2]
     count = forecast.shape[-3]
     cells = truth.shape[-2] * truth.shape[-1]
-    members = forecast.reshape((-1, count, cells))
-    samples = members.shape[0]
+    samples = int(np.prod(lead_shape, dtype=np.int64))
+    # (samples, member, cells) with the members sorted: one copy serves every statistic
+    ordered = sorted_members(forecast.reshape((samples, count, cells)), member_axis=1)
     truth_flat = truth.reshape((samples, cells))
     clim_flat = climatology.reshape((samples, cells)).astype(np.float64)
     w = weights.reshape((weights.shape[0], cells)).T  # (cells, region)
@@ -92,7 +117,7 @@ def block_statistics(
     def wmean(field: np.ndarray) -> np.ndarray:  # (samples, cells) -> (samples, region)
         return np.asarray(field, dtype=np.float64) @ w
 
-    ensemble_mean = members.mean(axis=1, dtype=np.float64)
+    ensemble_mean = ordered.mean(axis=1, dtype=np.float64)
     error = ensemble_mean - truth_flat
     forecast_anomaly = ensemble_mean - clim_flat
     truth_anomaly = truth_flat - clim_flat
@@ -100,16 +125,28 @@ def block_statistics(
         acc = wmean(forecast_anomaly * truth_anomaly) / np.sqrt(
             wmean(forecast_anomaly**2) * wmean(truth_anomaly**2)
         )
+    # per-point quantities in the data's precision, about the ensemble mean
+    deviation = ordered - ensemble_mean.astype(ordered.dtype)[:, None, :]
+    variance = np.square(deviation).sum(axis=1) / max(count - 1, 1)
+    skill = np.abs(ordered - truth_flat[:, None, :]).mean(axis=1)
     if count > 1:
-        variance = members.var(axis=1, ddof=1, dtype=np.float64)
+        coefficients = (2.0 * np.arange(1, count + 1) - count - 1).astype(ordered.dtype)
+        crps = skill - (coefficients[None, :, None] * deviation).sum(axis=1) / (count * (count - 1))
     else:
-        variance = np.zeros((samples, cells))
-    crps = fair_crps(members, truth_flat, member_axis=1)
+        crps = skill
+    ranks = (ordered < truth_flat[:, None, :]).sum(axis=1)
     stats = [wmean(error), wmean(np.abs(error)), wmean(error**2), acc, wmean(variance), wmean(crps)]
 
-    ranks = (members < truth_flat[:, None, :]).sum(axis=1)
-    histogram = [wmean(ranks == rank) for rank in range(count + 1)]
-    out = np.stack(stats + histogram, axis=-1)  # (samples, region, quantity)
+    # area-weighted rank counts per sample and region: one bincount per region
+    keys = (np.arange(samples)[:, None] * (count + 1) + ranks).ravel()
+    histogram = np.stack(
+        [
+            np.bincount(keys, weights=np.broadcast_to(w[:, region], (samples, cells)).ravel(), minlength=samples * (count + 1))
+            for region in range(w.shape[1])
+        ],
+        axis=-1,
+    ).reshape((samples, count + 1, w.shape[1]))
+    out = np.concatenate([np.stack(stats, axis=-1), histogram.transpose(0, 2, 1)], axis=-1)  # (samples, region, quantity)
     missing = ~np.isfinite(truth_flat).all(axis=1)
     out[missing] = np.nan
     return out.reshape((*lead_shape, weights.shape[0], out.shape[-1]))

@@ -48,6 +48,16 @@ class Matched:
         (persistence without ``lead_time``); truth is NaN where missing.
     available : xarray.DataArray
         bool ``(time, lead_time)``: whether the store has the valid time.
+    positions : numpy.ndarray
+        int ``(time, lead_time)``: index of each valid time in the store (-1: absent).
+    init_positions : numpy.ndarray
+        int ``(time,)``: index of each initialisation time in the store (-1: absent).
+    fields : xarray.DataArray
+        The store's ``data`` restricted to ``channels`` (lazy).
+    climatology_fields : xarray.DataArray
+        The climatology at each distinct valid time, dims
+        ``(valid, channel, latitude, longitude)`` (lazy);
+        ``climatology_index(time, lead_time)`` points into it.
     """
 
     channels: list[str]
@@ -57,6 +67,11 @@ class Matched:
     climatology: xr.Dataset
     persistence: xr.Dataset
     available: xr.DataArray
+    positions: np.ndarray
+    init_positions: np.ndarray
+    fields: xr.DataArray
+    climatology_fields: xr.DataArray
+    climatology_index: np.ndarray
 
     def leads_without_truth(self) -> list[np.timedelta64]:
         """Lead times at which no initialisation has truth."""
@@ -194,6 +209,11 @@ def match(forecast: xr.Dataset, store: xr.Dataset) -> Matched:
         climatology=by_channel(climatology),
         persistence=by_channel(persistence),
         available=available_da,
+        positions=np.where(available, positions, -1),
+        init_positions=init_positions,
+        fields=data,
+        climatology_fields=clim.rename({INIT_DIM: "valid"}),
+        climatology_index=inverse.reshape(valid.shape),
     )
 
 

@@ -135,7 +135,7 @@ def plot_spectra(scores: xr.Dataset, path: Path) -> Path:
         truth = scores["truth_power_spectrum"].sel(channel=channel).mean(LEAD_DIM).values
         axis.loglog(wavenumber[keep], truth[keep], color="k", linewidth=2, label="truth")
         for index, lead in enumerate(leads):
-            values = scores["power_spectrum"].sel(model="forecast", channel=channel, lead_time=lead).values
+            values = scores["power_spectrum"].sel(channel=channel, lead_time=lead).values
             axis.loglog(wavenumber[keep], values[keep], color=colors[index % len(colors)], label=f"forecast {lead_label(lead)}")
         axis.set_xlabel(f"{kind} wavenumber")
         axis.set_ylabel(f"power [({units})²]")

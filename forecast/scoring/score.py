@@ -13,26 +13,22 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import dask
 import numpy as np
 import xarray as xr
 
 from forecast import __version__
 from forecast.channels import channel_info
 from forecast.errors import DataError
+from forecast.scoring.blocks import score_blocks
+from forecast.scoring.kernels import STATISTICS
 from forecast.scoring.matching import INIT_DIM, LEAD_DIM, MEMBER_DIM, Matched, lead_label, match
-from forecast.scoring.metrics import METRICS, finish_metrics, sample_statistics
+from forecast.scoring.metrics import METRICS, finish_metrics
 from forecast.scoring.regions import REGIONS, Region, region_weights
-from forecast.scoring.spectra import power_spectrum_xr
 
 #: Baseline forecasts scored alongside the forecast (the ``model`` dim).
 BASELINES: tuple[str, ...] = ("persistence", "climatology")
 FORECAST_MODEL = "forecast"
 DEFAULT_REGIONS: tuple[str, ...] = ("global", "tropics", "extratropics_north", "extratropics_south")
-
-#: Bytes of forecast per Dask block handed to the scoring kernel.
-_BLOCK_BYTES = 256 * 2**20
-
 
 def open_forecast(path: str | Path) -> xr.Dataset:
     """Open a forecast (``.zarr`` directory or NetCDF file) lazily with Dask.
@@ -53,26 +49,6 @@ def open_forecast(path: str | Path) -> xr.Dataset:
         return xr.open_dataset(path, chunks={}, decode_timedelta=True)
     except Exception as err:  # readers raise many types on a foreign file
         raise DataError(f"cannot read the forecast ({type(err).__name__}: {err})", path=path, hint="pass a .zarr or .nc written by 'forecast run'") from None
-
-
-def _block_chunks(forecast: xr.Dataset) -> dict[str, int]:
-    members = forecast.sizes[MEMBER_DIM]
-    field_bytes = forecast.sizes["latitude"] * forecast.sizes["longitude"] * 4
-    leads = max(1, min(forecast.sizes[LEAD_DIM], _BLOCK_BYTES // max(1, members * field_bytes)))
-    return {INIT_DIM: 1, LEAD_DIM: leads, MEMBER_DIM: -1, "latitude": -1, "longitude": -1}
-
-
-def _model_statistics(model_forecast: xr.Dataset, matched: Matched, weights: xr.DataArray):
-    stats, hists = {}, {}
-    for channel in matched.channels:
-        stat, hist = sample_statistics(
-            model_forecast[channel], matched.truth[channel], weights, matched.climatology[channel]
-        )
-        stats[channel], hists[channel] = stat, hist
-    return (
-        xr.concat(list(stats.values()), dim="channel").assign_coords(channel=matched.channels),
-        xr.concat(list(hists.values()), dim="channel").assign_coords(channel=matched.channels),
-    )
 
 
 def score_forecast(
@@ -109,8 +85,8 @@ def score_forecast(
         One variable per metric of :data:`~forecast.scoring.metrics.METRICS`
         over ``(model, channel, lead_time, region)``; ``rank_histogram``
         ``(channel, lead_time, region, rank)``; ``n_init(lead_time)``;
-        with ``spectra``, ``power_spectrum(model, channel, lead_time,
-        wavenumber)`` and ``truth_power_spectrum(channel, lead_time,
+        with ``spectra``, ``power_spectrum(channel, lead_time, wavenumber)``
+        (forecast member 0) and ``truth_power_spectrum(channel, lead_time,
         wavenumber)``. Attribute ``leads_without_truth`` lists the leads no
         initialisation could be verified at.
 
@@ -126,62 +102,43 @@ def score_forecast(
     matched = match(forecast, store)
     weights = region_weights(matched.grid, regions)
     members = matched.forecast.sizes[MEMBER_DIM]
-    model_forecasts = {FORECAST_MODEL: matched.forecast.chunk(_block_chunks(matched.forecast))}
-    baseline_sources = {"persistence": matched.persistence, "climatology": matched.climatology}
-    for name in baselines:
-        model_forecasts[name] = baseline_sources[name]
+    models = (FORECAST_MODEL, *baselines)
+    results = score_blocks(matched, weights, models, spectra=spectra, progress=progress)
 
-    lazy_stats, lazy_hist = {}, None
-    for name, model_forecast in model_forecasts.items():
-        stats, hist = _model_statistics(model_forecast, matched, weights)
-        lazy_stats[name] = stats
-        if name == FORECAST_MODEL:
-            lazy_hist = hist.mean(INIT_DIM, skipna=True)
-    lazy = {"stats": lazy_stats, "hist": lazy_hist}
-    if spectra:
-        lazy["spectra"] = {
-            name: _mean_spectrum(model_forecasts[name], matched, member=name == FORECAST_MODEL)
-            for name in model_forecasts
-        }
-        lazy["truth_spectrum"] = _mean_spectrum(matched.truth, matched, member=False)
-
-    if progress:
-        from tqdm.dask import TqdmCallback
-
-        with TqdmCallback(desc="scoring", unit="task"):
-            (computed,) = dask.compute(lazy)
-    else:
-        (computed,) = dask.compute(lazy)
-
-    model_names = list(model_forecasts)
-    finished = [
-        finish_metrics(computed["stats"][name], members if name == FORECAST_MODEL else 1) for name in model_names
-    ]
-    scores = xr.concat(finished, dim="model").assign_coords(model=model_names)
+    dims = (INIT_DIM, LEAD_DIM, "channel", "region")
+    coords = {
+        INIT_DIM: matched.forecast[INIT_DIM].values,
+        LEAD_DIM: matched.forecast[LEAD_DIM].values,
+        "channel": matched.channels,
+        "region": [r.name for r in regions],
+    }
+    finished = []
+    for model in models:
+        values = results.statistics[model]
+        statistics = xr.Dataset(
+            {name: (dims, values[..., index]) for index, name in enumerate(STATISTICS)}, coords=coords
+        )
+        finished.append(finish_metrics(statistics, members if model == FORECAST_MODEL else 1))
+    scores = xr.concat(finished, dim="model").assign_coords(model=list(models))
     scores = scores.transpose("model", "channel", LEAD_DIM, "region")
-    scores["rank_histogram"] = computed["hist"].transpose("channel", LEAD_DIM, "region", "rank")
+    histogram = xr.DataArray(
+        results.statistics[FORECAST_MODEL][..., len(STATISTICS) :],
+        dims=(*dims, "rank"),
+        coords={**coords, "rank": np.arange(members + 1)},
+    )
+    scores["rank_histogram"] = histogram.mean(INIT_DIM, skipna=True).transpose("channel", LEAD_DIM, "region", "rank")
     scores["n_init"] = matched.available.sum(INIT_DIM).astype(np.int32)
     if spectra:
-        spectra_models = xr.concat([computed["spectra"][n] for n in model_names], dim="model")
-        scores["power_spectrum"] = spectra_models.assign_coords(model=model_names).transpose(
-            "model", "channel", LEAD_DIM, "wavenumber"
-        )
-        scores["truth_power_spectrum"] = computed["truth_spectrum"].transpose("channel", LEAD_DIM, "wavenumber")
+        spectrum_dims = (INIT_DIM, LEAD_DIM, "channel", "wavenumber")
+        spectrum_coords = {k: coords[k] for k in (INIT_DIM, LEAD_DIM, "channel")}
+        spectrum_coords["wavenumber"] = np.arange(results.spectra["truth"].shape[-1])
+
+        def init_mean(values: np.ndarray) -> xr.DataArray:
+            return xr.DataArray(values, dims=spectrum_dims, coords=spectrum_coords).mean(INIT_DIM, skipna=True)
+
+        scores["power_spectrum"] = init_mean(results.spectra[FORECAST_MODEL]).transpose("channel", LEAD_DIM, "wavenumber")
+        scores["truth_power_spectrum"] = init_mean(results.spectra["truth"]).transpose("channel", LEAD_DIM, "wavenumber")
     return _annotate(scores, matched, regions, forecast)
-
-
-def _mean_spectrum(fields: xr.Dataset, matched: Matched, member: bool) -> xr.DataArray:
-    """Init-mean power spectrum (member 0 of an ensemble) per channel and lead."""
-    out = []
-    for channel in matched.channels:
-        field = fields[channel]
-        if member:
-            field = field.isel({MEMBER_DIM: 0}, drop=True)
-        if LEAD_DIM not in field.dims:
-            field = field.expand_dims({LEAD_DIM: matched.available[LEAD_DIM].values}, axis=1)
-        field = field.where(matched.available)
-        out.append(power_spectrum_xr(field, matched.grid).mean(INIT_DIM, skipna=True))
-    return xr.concat(out, dim="channel").assign_coords(channel=matched.channels)
 
 
 def _annotate(scores: xr.Dataset, matched: Matched, regions: Sequence[Region], forecast: xr.Dataset) -> xr.Dataset:

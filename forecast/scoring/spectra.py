@@ -28,7 +28,7 @@ def _sht(nlat: int, nlon: int, kind: str):
     # torch-harmonics' own truncation (explicit, so that it does not warn):
     # Gaussian grids resolve l < nlat, equiangular grids l < (nlat + 1) // 2.
     lmax = nlat if kind == "legendre-gauss" else (nlat + 1) // 2
-    return RealSHT(nlat, nlon, lmax=lmax, mmax=min(lmax, nlon // 2 + 1), grid=kind, norm="ortho").double()
+    return RealSHT(nlat, nlon, lmax=lmax, mmax=min(lmax, nlon // 2 + 1), grid=kind, norm="ortho")
 
 
 def spectrum_size(grid: Grid) -> int:
@@ -58,12 +58,17 @@ def power_spectrum(fields: np.ndarray, grid: Grid, area_weights: np.ndarray | No
     numpy.ndarray
         ``(..., wavenumber)`` float64, in the squared units of the fields.
     """
-    values = np.asarray(fields, dtype=np.float64)
+    values = np.asarray(fields)
     lead_shape = values.shape[:-2]
     flat = values.reshape((-1, grid.nlat, grid.nlon))
     if grid.is_global:
+        # float32 transform of the anomaly from the global mean (added back to l = 0 exactly)
+        mean = flat.mean(axis=(-2, -1), dtype=np.float64)
+        anomaly = np.array(flat - mean[:, None, None], dtype=np.float32)
         with torch.no_grad():
-            coefficients = _sht(grid.nlat, grid.nlon, grid.kind)(torch.from_numpy(np.ascontiguousarray(flat).copy())).numpy()
+            coefficients = _sht(grid.nlat, grid.nlon, grid.kind)(torch.from_numpy(anomaly)).numpy()
+        coefficients = coefficients.astype(np.complex128)
+        coefficients[:, 0, 0] += mean * np.sqrt(4.0 * np.pi)  # the constant is Y_00 * sqrt(4 pi)
         power = np.abs(coefficients) ** 2  # (sample, l, m)
         power[..., 1:] *= 2.0
         spectrum = power.sum(axis=-1) / (4.0 * np.pi)

@@ -15,8 +15,8 @@ from forecast.grid import Grid
 from forecast.time import day_of_year_and_hour, time_range
 
 CHANNELS = ("z500", "t850")
-BASE = {"z500": 54000.0, "t850": 270.0}
-AMPLITUDE = {"z500": 800.0, "t850": 8.0}
+BASE = {"z500": 54000.0, "t850": 270.0, "u250": 15.0, "v250": 0.0, "t2m": 285.0, "msl": 101000.0}
+AMPLITUDE = {"z500": 800.0, "t850": 8.0, "u250": 12.0, "v250": 10.0, "t2m": 10.0, "msl": 900.0}
 
 
 def truth_fields(grid: Grid, times: np.ndarray, channels=CHANNELS, seed: int = 0) -> xr.DataArray:

@@ -106,7 +106,10 @@ def test_scores_file_layout_and_atomic_write(tiny_store, tmp_path):
         assert reread[name].dims == ("model", "channel", "lead_time", "region")
     assert reread["rank_histogram"].dims == ("channel", "lead_time", "region", "rank")
     assert np.allclose(reread["rank_histogram"].sum("rank"), 1.0)
-    assert reread["power_spectrum"].dims == ("model", "channel", "lead_time", "wavenumber")
+    assert reread["power_spectrum"].dims == ("channel", "lead_time", "wavenumber")
+    assert reread["truth_power_spectrum"].dims == ("channel", "lead_time", "wavenumber")
+    # noise of 10% on every member lifts the forecast's small scales above the truth's
+    assert float(reread["power_spectrum"].isel(wavenumber=-1).mean()) > float(reread["truth_power_spectrum"].isel(wavenumber=-1).mean())
     assert reread["lead_time"].dtype.kind == "m"
     assert reread["channel_units"].sel(channel="z500").item() == "m**2 s**-2"
     assert np.allclose(reread["rmse"], scores["rmse"], equal_nan=True)
