@@ -273,3 +273,37 @@ def test_cli_bad_arguments_give_one_line_errors(tmp_path, capsys, option, value,
     assert err.startswith("forecast synth: error:") and words in err
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.slow
+def test_a_year_is_steady_with_a_seasonal_cycle(tmp_path):
+    """365 days (noleap): kinetic energy steady month by month, seasons in t2m and the jet."""
+    paths = synthesize(
+        tmp_path,
+        GRID,
+        start="2001-01-01",
+        days=365,
+        calendar="noleap",
+        spinup_days=20,
+        progress=False,
+    )
+    assert len(paths) == 12
+    ds = xr.open_mfdataset(paths, combine="by_coords", decode_times=CFTIME).load()
+    months = ds.valid_time.dt.month
+    wind = ds.sel(pressure_level=500)
+    energy = _area_mean(0.5 * (wind.u**2 + wind.v**2)).groupby(months).mean().values
+    eddy = (
+        _area_mean(0.5 * ((wind.u - wind.u.mean("longitude")) ** 2 + wind.v**2))
+        .groupby(months)
+        .mean()
+        .values
+    )
+    assert energy.max() / energy.min() < 1.6
+    assert eddy.max() / eddy.min() < 2.0 and eddy.min() > 5.0
+    north = (
+        ds.t2m.sel(latitude=slice(70, 40)).mean(("latitude", "longitude")).groupby(months).mean()
+    )
+    assert float(north.sel(month=7) - north.sel(month=1)) > 10.0
+    jet = wind.u.sel(latitude=slice(80, 10)).mean("longitude").groupby(months).mean()
+    jet_latitude = jet.latitude.values[jet.argmax("latitude").values]
+    assert jet_latitude[6] > jet_latitude[0] + 3.0  # July jet further north than January's
