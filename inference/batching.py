@@ -7,7 +7,6 @@ on CPU), so that a 1,000-member run needs no hand tuning.
 
 from __future__ import annotations
 
-import gc
 import re
 from dataclasses import dataclass
 
@@ -97,7 +96,6 @@ def _reset_peak_rss() -> bool:
 def _probe_bytes(step_fn, state: torch.Tensor, times: np.ndarray) -> int | None:
     """Peak extra memory of one call of ``step_fn(state, times)``."""
     device = state.device
-    gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

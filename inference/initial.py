@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from forecast.channels import channel_info
 from forecast.errors import CalendarError, CheckpointError, DataError
 from forecast.grid import Grid
 from forecast.normalize import Normalizer
@@ -93,9 +94,9 @@ def check_store_matches(ds: xr.Dataset, channels: Sequence[str], grid: Grid, ste
         than 5 standard deviations points to other units (e.g. geopotential
         height in m against geopotential in m**2 s**-2).
     units : dict, optional
-        Units per channel recorded by the checkpoint, compared with the
-        store's ``units`` (a ``units(channel)`` variable or attribute) when it
-        has them.
+        Units per channel the model was trained in (default: the canonical
+        units of :mod:`forecast.channels`), compared with the store's
+        ``channel_units`` when it has them.
 
     Raises
     ------
@@ -115,10 +116,10 @@ def check_store_matches(ds: xr.Dataset, channels: Sequence[str], grid: Grid, ste
         problems.append(f"store step is {format_step(sstep)}, checkpoint step is {format_step(step)}")
     present = [c for c in channels if c in have]
     store_units = _store_units(ds)
-    if units and store_units:
-        bad = [f"{c} ({store_units[c]} vs {units[c]})" for c in present if c in units and c in store_units and store_units[c] != units[c]]
-        if bad:
-            problems.append(f"units differ for {', '.join(bad)}")
+    expected = {c: (units or {}).get(c) or _canonical_units(c) for c in present}
+    bad = [f"{c} (store {store_units[c]}, model {expected[c]})" for c in present if c in store_units and expected[c] and store_units[c] != expected[c]]
+    if bad:
+        problems.append(f"units differ for {', '.join(bad)}")
     if normalizer is not None and present and not missing:
         smean = ds["mean"].sel(channel=list(channels)).values.astype(np.float64)
         index = [normalizer.channels.index(c) for c in channels]
@@ -131,13 +132,18 @@ def check_store_matches(ds: xr.Dataset, channels: Sequence[str], grid: Grid, ste
 
 
 def _store_units(ds: xr.Dataset) -> dict[str, str]:
-    channels = store_channels(ds)
-    if "units" in ds.variables and ds["units"].dims == ("channel",):
-        return {c: str(u) for c, u in zip(channels, ds["units"].values, strict=True)}
-    attr = ds["data"].attrs.get("channel_units") or ds.attrs.get("channel_units")
-    if isinstance(attr, dict):
-        return {str(k): str(v) for k, v in attr.items()}
+    """Units per channel as the store records them (``channel_units(channel)``), if it does."""
+    for name in ("channel_units", "units"):
+        if name in ds.variables and ds[name].dims == ("channel",):
+            return {c: str(u) for c, u in zip(store_channels(ds), ds[name].values, strict=True)}
     return {}
+
+
+def _canonical_units(channel: str) -> str | None:
+    try:
+        return channel_info(channel).units
+    except DataError:
+        return None
 
 
 def check_init_times(ds: xr.Dataset, init_times: np.ndarray, history: int) -> None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 import xarray as xr
 
+from forecast.channels import channel_info
 from forecast.grid import Grid
 from forecast.normalize import Normalizer
 from forecast.stepper import Stepper
@@ -24,9 +25,10 @@ NLAT, NLON = 16, 32
 STEP = dt.timedelta(hours=6)
 
 
-def write_store(path: Path, calendar: str = "standard", start: str = "2020-01-01", periods: int = 12, channels=CHANNELS, nlat: int = NLAT, nlon: int = NLON, step_hours: int = 6, mean_factor: float = 1.0) -> Path:
+def write_store(path: Path, calendar: str = "standard", start: str = "2020-01-01", periods: int = 12, channels=CHANNELS, nlat: int = NLAT, nlon: int = NLON, step_hours: int = 6, mean_factor: float = 1.0, units: dict | None = None) -> Path:
     """A store with the layout of forecast.store: smooth fields drifting eastwards."""
     grid = Grid.equiangular(nlat, nlon)
+    units = units or {}
     if calendar == "standard":
         times = pd.date_range(start, periods=periods, freq=f"{step_hours}h").values
     else:
@@ -45,6 +47,7 @@ def write_store(path: Path, calendar: str = "standard", start: str = "2020-01-01
             "mean": ("channel", mean_factor * MEANS[index]),
             "std": ("channel", STDS[index]),
             "diff_std": ("channel", STDS[index] * 0.2),
+            "channel_units": ("channel", np.asarray([units.get(c, channel_info(c).units) for c in channels], dtype=object)),
             "climatology": (("dayofyear", "hour", "channel", "latitude", "longitude"), np.zeros((2, 1, len(channels), nlat, nlon), np.float32)),
         },
         coords={"time": times, "channel": channels, "latitude": grid.latitude, "longitude": grid.longitude, "dayofyear": [1, 2], "hour": [0]},

@@ -87,6 +87,12 @@ def test_store_checkpoint_mismatches_are_all_listed(tmp_path, stepper):
     assert "store step is 12h, checkpoint step is 6h" in message
 
 
+def test_units_mismatch_recorded_in_store(tmp_path, stepper):
+    ds = open_store(write_store(tmp_path / "units.zarr", units={"z500": "m"}))
+    with pytest.raises(CheckpointError, match=r"units differ for z500 \(store m, model m\*\*2 s\*\*-2\)"):
+        check_store_matches(ds, stepper.channels, stepper.grid, stepper.step, stepper.normalizer)
+
+
 def test_units_mismatch_is_caught_by_statistics(tmp_path, stepper):
     ds = open_store(write_store(tmp_path / "units.zarr", mean_factor=1 / 9.80665))
     with pytest.raises(CheckpointError, match=r"statistics disagree for z500 .*t850 .*are the units the same"):

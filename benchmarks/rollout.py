@@ -1,0 +1,237 @@
+"""Benchmark of the rollout engine: overhead over bare model calls, memory over lead times, earth2studio.
+
+Run by hand (results go in docs/performance.md, "## Rollout")::
+
+    .venv/bin/python benchmarks/rollout.py                       # 64x128, 4 channels, 16 members, 20 steps
+    .venv/bin/python benchmarks/rollout.py --e2s-python /path/to/venv-with-earth2studio/bin/python
+
+What it measures, on CPU:
+
+1. ``overhead``: a 16-member, 20-step ensemble (gaussian perturbation)
+   written to Zarr by :func:`inference.ensemble.run_forecast`, against the
+   bare model forward passes for the same batches (same batch size, same
+   number of steps, no perturbation, no checks, no writing). Each is timed
+   ``--repeats`` times, alternating, and the fastest of each is kept (the
+   machine is shared).
+2. ``memory``: peak resident memory of the same run at 10 and at 40 steps,
+   each in a fresh process.
+3. ``earth2studio``: members per second of earth2studio's ``run.ensemble``
+   (its Gaussian perturbation and Zarr backend) wrapping the same model, when
+   a Python with earth2studio is given (benchmark environment only; it is not
+   a dependency of this project).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from forecast.grid import Grid  # noqa: E402
+from forecast.normalize import Normalizer  # noqa: E402
+from forecast.stepper import Stepper  # noqa: E402
+from forecast.store import STORE_FORMAT_VERSION, open_store  # noqa: E402
+from inference.ensemble import run_forecast  # noqa: E402
+from inference.initial import load_initial_state, parse_init_spec  # noqa: E402
+from inference.rollout import model_step  # noqa: E402
+
+CHANNELS = ["z500", "t850", "u10m", "t2m"]
+MEANS = np.array([54000.0, 275.0, 0.0, 285.0])
+STDS = np.array([3000.0, 15.0, 5.0, 20.0])
+HPARAMS = {"embed_dim": 16, "num_layers": 2}
+INIT = "2020-01-02T00"
+
+
+def write_store(path: Path, nlat: int, nlon: int, periods: int = 8) -> Path:
+    """A small synthetic training store (smooth fields drifting eastwards)."""
+    grid = Grid.equiangular(nlat, nlon)
+    times = pd.date_range("2020-01-01", periods=periods, freq="6h").values
+    lat = np.deg2rad(grid.latitude)[:, None]
+    lon = np.deg2rad(grid.longitude)[None, :]
+    data = np.stack([
+        np.stack([MEANS[c] + STDS[c] * (np.cos(lat) * np.sin(2 * lon - 0.3 * t + c) + 0.3 * np.sin(3 * lat) * np.cos(lon + 0.1 * t)) for c in range(4)])
+        for t in range(periods)
+    ]).astype(np.float32)
+    ds = xr.Dataset(
+        {
+            "data": (("time", "channel", "latitude", "longitude"), data),
+            "mean": ("channel", MEANS),
+            "std": ("channel", STDS),
+            "diff_std": ("channel", STDS * 0.2),
+            "climatology": (("dayofyear", "hour", "channel", "latitude", "longitude"), np.zeros((1, 1, 4, nlat, nlon), np.float32)),
+        },
+        coords={"time": times, "channel": CHANNELS, "latitude": grid.latitude, "longitude": grid.longitude, "dayofyear": [1], "hour": [0]},
+        attrs={"store_format_version": STORE_FORMAT_VERSION, "grid_kind": grid.kind, "time_step": "6h", "calendar": "standard",
+               "statistics_start": "2020-01-01", "statistics_end": "2020-01-02", "sources": "benchmark", "software_version": "benchmark"},
+    )
+    ds["data"].encoding = {"chunks": (1, 4, nlat, nlon)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.to_zarr(path, mode="w", consolidated=True, zarr_format=3)
+    return path
+
+
+def make_stepper(nlat: int, nlon: int) -> Stepper:
+    torch.manual_seed(0)
+    normalizer = Normalizer(tuple(CHANNELS), MEANS, STDS, STDS * 0.2)
+    return Stepper("sfno", HPARAMS, CHANNELS, Grid.equiangular(nlat, nlon), dt.timedelta(hours=6), normalizer).eval()
+
+
+def bare_forward(stepper: Stepper, store: xr.Dataset, members: int, steps: int, batch_size: int) -> float:
+    """Seconds of the model forward passes alone, for the batches the engine runs."""
+    init = parse_init_spec(INIT, "standard")
+    state = load_initial_state(store, CHANNELS, init, 1)
+    start = time.perf_counter()
+    for first in range(0, members, batch_size):
+        size = min(batch_size, members - first)
+        x = state.expand(size, -1, -1, -1, -1).contiguous()
+        times = np.repeat(init, size)
+        for _ in range(steps):
+            new = model_step(stepper, x, times)
+            x = new[:, None]
+            times = times + np.timedelta64(6, "h")
+    return time.perf_counter() - start
+
+
+def engine_run(stepper: Stepper, store: xr.Dataset, out: Path, members: int, steps: int, batch_size: int | None) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = run_forecast(stepper, store, parse_init_spec(INIT, "standard"), steps, out, members=members, perturbation="gaussian",
+                          seed=0, batch_size=batch_size, overwrite=True, show_progress=False, log=lambda m: None)
+    return time.perf_counter() - start, result
+
+
+def peak_rss_bytes() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grid", default="64x128")
+    parser.add_argument("--members", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the writer thread uses another core)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--e2s-python", default=None, help="a Python with earth2studio installed")
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--only", choices=("all", "peak", "e2s"), default="all", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    nlat, nlon = (int(v) for v in args.grid.split("x"))
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rollout-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    store_path = workdir / "store.zarr"
+    if not store_path.exists():
+        write_store(store_path, nlat, nlon)
+    store = open_store(store_path)
+    stepper = make_stepper(nlat, nlon)
+
+    if args.only == "peak":  # child process: one engine run, then its peak memory
+        engine_run(stepper, store, workdir / f"peak-{args.steps}.zarr", args.members, args.steps, None)
+        print(json.dumps({"steps": args.steps, "peak_rss": peak_rss_bytes()}))
+        return 0
+    if args.only == "e2s":
+        print(json.dumps(run_earth2studio(stepper, store_path, workdir, args.members, args.steps, int(os.environ.get("E2S_BATCH", args.members)))))
+        return 0
+
+    # warm up both paths once (SHT precomputation, allocator, zarr imports)
+    engine_run(stepper, store, workdir / "warm.zarr", 2, 1, None)
+    _, result = engine_run(stepper, store, workdir / "auto.zarr", args.members, 1, None)
+    batch_size = result.batch_size
+    bare_times, engine_times, timings = [], [], []
+    for _ in range(args.repeats):
+        bare_times.append(bare_forward(stepper, store, args.members, args.steps, batch_size))
+        seconds, result = engine_run(stepper, store, workdir / "engine.zarr", args.members, args.steps, None)
+        engine_times.append(seconds)
+        timings.append(result.timings)
+    bare, engine = min(bare_times), min(engine_times)
+    report = {
+        "grid": args.grid, "channels": len(CHANNELS), "members": args.members, "steps": args.steps, "threads": args.threads,
+        "model": f"sfno {HPARAMS}", "batch_size": batch_size,
+        "bare_forward_s": round(bare, 3), "engine_s": round(engine, 3), "ratio": round(engine / bare, 3),
+        "bare_all_s": [round(t, 3) for t in bare_times], "engine_all_s": [round(t, 3) for t in engine_times],
+        "engine_timings_fastest": {k: round(v, 3) for k, v in timings[int(np.argmin(engine_times))].items()},
+        "members_per_s": round(args.members / engine, 3),
+    }
+    peaks = {}
+    for steps in (10, 40):
+        out = subprocess.run([sys.executable, __file__, "--only", "peak", "--steps", str(steps), "--grid", args.grid, "--members", str(args.members),
+                              "--threads", str(args.threads), "--workdir", str(workdir)], capture_output=True, text=True, check=True)
+        peaks[steps] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss"]
+    report["peak_rss_mb"] = {k: round(v / 2**20, 1) for k, v in peaks.items()}
+    report["peak_ratio_40_vs_10"] = round(peaks[40] / peaks[10], 3)
+    if args.e2s_python:
+        env = {**os.environ, "E2S_BATCH": str(batch_size)}
+        out = subprocess.run([args.e2s_python, __file__, "--only", "e2s", "--steps", str(args.steps), "--grid", args.grid, "--members", str(args.members),
+                              "--threads", str(args.threads), "--workdir", str(workdir)], capture_output=True, text=True, env=env)
+        if out.returncode == 0:
+            report["earth2studio"] = json.loads(out.stdout.strip().splitlines()[-1])
+        else:
+            report["earth2studio"] = {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def run_earth2studio(stepper: Stepper, store_path: Path, workdir: Path, members: int, steps: int, batch_size: int) -> dict:
+    """earth2studio's ensemble workflow (Gaussian perturbation, Zarr backend) around the same model."""
+    from collections import OrderedDict
+
+    from earth2studio.io import ZarrBackend
+    from earth2studio.models.px.persistence import Persistence
+    from earth2studio.perturbation import Gaussian
+    from earth2studio.run import ensemble
+
+    store = xr.open_zarr(store_path)
+    lat, lon = store["latitude"].values, store["longitude"].values
+
+    class StoreSource:
+        """earth2studio data source over the training store."""
+
+        def __call__(self, time, variable):
+            times = np.asarray(time, dtype="datetime64[ns]")
+            da = store["data"].sel(time=times, channel=list(variable)).rename({"channel": "variable", "latitude": "lat", "longitude": "lon"})
+            return da.load()
+
+    class Wrapped(Persistence):
+        """earth2studio prognostic model: the same stepper."""
+
+        def __init__(self):
+            super().__init__(CHANNELS, OrderedDict({"lat": lat, "lon": lon}))
+            self.stepper = stepper
+
+        @torch.inference_mode()
+        def _forward(self, x, coords):
+            output_coords = self.output_coords(coords)
+            batch = x.shape[0]
+            times = np.repeat(np.datetime64(INIT, "ns"), batch)  # valid times only feed the forcings
+            new = model_step(self.stepper, x[:, -1:], times)
+            return new[:, None], output_coords
+
+    io = ZarrBackend(file_name=str(workdir / "e2s.zarr"), backend_kwargs={"overwrite": True})
+    amplitude = torch.as_tensor(0.05 * STDS, dtype=torch.float32).view(-1, 1, 1)
+    start = time.perf_counter()
+    ensemble([INIT], steps, members, Wrapped(), StoreSource(), io, Gaussian(noise_amplitude=amplitude), batch_size=batch_size, device=torch.device("cpu"), verbose=False)
+    seconds = time.perf_counter() - start
+    return {"seconds": round(seconds, 3), "members_per_s": round(members / seconds, 3), "batch_size": batch_size}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
