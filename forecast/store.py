@@ -124,7 +124,9 @@ def climatology_at(ds: xr.Dataset, times) -> xr.DataArray:
 
     Looks up the store's ``climatology`` by the day of year and hour of each
     time (in the store's calendar). Hours absent from the climatology take
-    the nearest hour present.
+    the nearest hour present; days of year without a climatology (the store
+    fills only the days its data cover) take the nearest day that has one,
+    cyclically over the year.
     """
     from forecast.time import day_of_year_and_hour, time_index
 
@@ -132,9 +134,23 @@ def climatology_at(ds: xr.Dataset, times) -> xr.DataArray:
     doy, hour = day_of_year_and_hour(index)
     clim = ds["climatology"]
     hours = clim["hour"].values
-    nearest = hours[np.abs(hours[None, :] - hour[:, None]).argmin(axis=1)]
-    doy = np.minimum(doy, clim.sizes["dayofyear"])
+    nearest_hour = hours[np.abs(hours[None, :] - hour[:, None]).argmin(axis=1)]
+    ndays = clim.sizes["dayofyear"]
+    available = _climatology_days(ds)
+    if available.size == 0:
+        raise DataError("the store's climatology is empty", hint="re-ingest the data")
+    distance = np.abs(available[None, :] - np.minimum(doy, ndays)[:, None])
+    distance = np.minimum(distance, ndays - distance)
+    nearest_day = available[distance.argmin(axis=1)]
     out = clim.sel(
-        dayofyear=xr.DataArray(doy, dims="time"), hour=xr.DataArray(nearest, dims="time")
+        dayofyear=xr.DataArray(nearest_day, dims="time"), hour=xr.DataArray(nearest_hour, dims="time")
     ).drop_vars(["dayofyear", "hour"])
     return out.assign_coords(time=("time", np.asarray(index)))
+
+
+def _climatology_days(ds: xr.Dataset) -> np.ndarray:
+    """Days of year at which the store's climatology has values."""
+    if "climatology_days" in ds.attrs:
+        return np.asarray(ds.attrs["climatology_days"], dtype=np.int64)
+    first = ds["climatology"].isel(hour=0, channel=0, latitude=0, longitude=0).values
+    return ds["dayofyear"].values[np.isfinite(first)]

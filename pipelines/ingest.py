@@ -49,7 +49,7 @@ from pipelines.statistics import (
 )
 
 #: Target size in bytes of one block of time steps computed at once.
-BLOCK_BYTES = 128 * 2**20
+BLOCK_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -272,15 +272,27 @@ def _provenance(opened, regridder: Regridder) -> dict:
 
 
 def _stream(data: xr.DataArray, times, channels, spans, progress: bool, description: str, consumers) -> None:
-    """Compute ``data`` block by block, check it, and hand each block to ``consumers(start, values, times)``."""
+    """Compute ``data`` block by block, check it, and hand each block to ``consumers(start, values, times)``.
+
+    The consumer (writing, statistics) runs on a background thread while Dask
+    computes the next block, so reading overlaps writing; at most two blocks
+    are in memory.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     nblock = _block_steps(Grid("regional", data["latitude"].values, data["longitude"].values), len(channels))
-    with tqdm(total=len(times), unit="step", desc=description, disable=not progress, leave=False) as bar:
+    pending = None
+    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=len(times), unit="step", desc=description, disable=not progress, leave=False) as bar:
         for start in range(0, len(times), nblock):
             stop = min(start + nblock, len(times))
             values = np.ascontiguousarray(data.isel(time=slice(start, stop)).values, dtype=np.float32)
             _check_finite(values, times[start:stop], channels, spans)
-            consumers(start, values, times[start:stop])
-            bar.update(stop - start)
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(consumers, start, values, times[start:stop])
+            pending.add_done_callback(lambda _, n=stop - start: bar.update(n))
+        if pending is not None:
+            pending.result()
 
 
 def _accumulate_pass(path: Path, data, times, channels, grid: Grid, calendar: str, spans, progress: bool, write: bool, offset: int = 0):
@@ -311,6 +323,7 @@ def _finish_statistics(path: Path, moments, tendencies, climatology, window: int
         "statistics_start": format_time(index[0]),
         "statistics_end": format_time(index[-1]),
         "climatology_window_days": int(window),
+        "climatology_days": [int(d) for d in np.flatnonzero(climatology.counts.any(axis=1)) + 1],
     })
 
 

@@ -19,6 +19,13 @@ import xarray as xr
 import zarr
 
 from forecast.channels import channel_info
+
+#: Chunk files named ``c.0.0.0.0`` in one directory rather than nested folders: far fewer
+#: directories to create, list and delete.
+FLAT_KEYS = {"name": "default", "separator": "."}
+
+#: Blosc LZ4 with bit-shuffle: compresses smooth float32 fields well at GB/s.
+FAST_COMPRESSOR = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
 from forecast.grid import Grid
 from forecast.time import format_time, uses_cftime
 
@@ -75,8 +82,8 @@ def create_store(
     )
     encoding = {
         "time": time_encoding(times[0], step, calendar),
-        "data": {"chunks": (1, nchan, nlat, nlon)},
-        "climatology": {"chunks": (1, 1, nchan, nlat, nlon), "_FillValue": np.float32(np.nan)},
+        "data": {"chunks": (1, nchan, nlat, nlon), "compressors": [FAST_COMPRESSOR], "chunk_key_encoding": FLAT_KEYS},
+        "climatology": {"chunks": (1, 1, nchan, nlat, nlon), "_FillValue": np.float32(np.nan), "compressors": [FAST_COMPRESSOR], "chunk_key_encoding": FLAT_KEYS},
     }
     ds.to_zarr(path, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=encoding)
 

@@ -1,0 +1,98 @@
+"""Benchmark: ``forecast ingest`` against the floor of just reading the same files.
+
+Writes (once, cached) about ``--gigabytes`` of ``forecast synth`` NetCDF at
+1 degree, then in one run, each in a fresh subprocess so that peak memory is
+its own:
+
+1. floor: open the files with xarray + Dask (threads) and read every variable
+   into memory, chunk by chunk (nothing kept);
+2. ingest: ``pipelines.ingest.ingest`` into a store at the source grid
+   (statistics, tendency statistics and climatology included);
+3. ingest of the first half of the files, to show that peak memory follows
+   the chunk size, not the dataset size.
+
+Usage::
+
+    .venv/bin/python benchmarks/ingest.py [--gigabytes 1.0] [--workdir /tmp/forecast-bench-ingest]
+
+Prints a table and the ratios; docs/performance.md records a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+FLOOR = """
+import json, resource, sys, time, glob
+import dask, xarray as xr
+files = sorted(glob.glob(sys.argv[1]))
+start = time.perf_counter()
+with dask.config.set(scheduler="threads"):
+    ds = xr.open_mfdataset(files, chunks={"valid_time": 8}, combine="by_coords", decode_timedelta=False)
+    total = 0
+    for name in ds.data_vars:
+        for block in ds[name].data.to_delayed().ravel():
+            total += block.compute().nbytes
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "bytes": total}))
+"""
+
+INGEST = """
+import json, resource, sys, time, glob
+sys.path.insert(0, sys.argv[3])
+from pipelines.ingest import ingest
+files = sorted(glob.glob(sys.argv[1]))
+if sys.argv[4] == "half":
+    files = files[: max(1, len(files) // 2)]
+start = time.perf_counter()
+report = ingest(files, sys.argv[2], grid="source", progress=False, overwrite=True)
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "times": report.times, "channels": len(report.channels)}))
+"""
+
+
+def _run(code: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gigabytes", type=float, default=1.0, help="size of the synthetic NetCDF to ingest (default 1.0)")
+    parser.add_argument("--workdir", default="/tmp/forecast-bench-ingest")
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    source = work / f"synth-{args.gigabytes:g}GB"
+    # 12 float32 fields of 181 x 360 per 6-hourly step: 3.1 MB a step, 12.5 MB a day.
+    days = max(1, round(args.gigabytes * 1e9 / (12 * 181 * 360 * 4 * 4)))
+    if not source.exists():
+        print(f"writing {days} days of 1-degree synthetic data to {source} (once) ...", flush=True)
+        tmp = source.with_suffix(".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run([str(Path(sys.executable).parent / "forecast"), "synth", str(tmp), "--grid", "1.0deg", "--days", str(days), "--start", "2020-01-01"], check=True)
+        tmp.rename(source)
+    pattern = str(source / "*.nc")
+    size = sum(p.stat().st_size for p in source.glob("*.nc")) / 1e9
+    store = work / "store.zarr"
+    floor = _run(FLOOR, pattern)
+    full = _run(INGEST, pattern, str(store), str(REPO), "all")
+    half = _run(INGEST, pattern, str(work / "half.zarr"), str(REPO), "half")
+    print(f"\nsource: {size:.2f} GB of NetCDF, {days} days, 1.0deg, {full['channels']} channels, {full['times']} times")
+    print(f"{'run':<28}{'seconds':>10}{'peak RSS (MB)':>16}")
+    print(f"{'floor: read with xarray':<28}{floor['seconds']:>10.1f}{floor['peak_rss_mb']:>16.0f}")
+    print(f"{'ingest (all files)':<28}{full['seconds']:>10.1f}{full['peak_rss_mb']:>16.0f}")
+    print(f"{'ingest (first half)':<28}{half['seconds']:>10.1f}{half['peak_rss_mb']:>16.0f}")
+    print(f"\ningest / floor time: {full['seconds'] / floor['seconds']:.2f}x (goal <= 2x)")
+    print(f"peak memory, all / half of the data: {full['peak_rss_mb'] / half['peak_rss_mb']:.2f}x (bounded by chunks: ~1x)")
+
+
+if __name__ == "__main__":
+    main()
