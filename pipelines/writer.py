@@ -19,6 +19,8 @@ import xarray as xr
 import zarr
 
 from forecast.channels import channel_info
+from forecast.grid import Grid
+from forecast.time import format_time, uses_cftime
 
 #: Chunk files named ``c.0.0.0.0`` in one directory rather than nested folders: far fewer
 #: directories to create, list and delete.
@@ -26,8 +28,6 @@ FLAT_KEYS = {"name": "default", "separator": "."}
 
 #: Blosc LZ4 with bit-shuffle: compresses smooth float32 fields well at GB/s.
 FAST_COMPRESSOR = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
-from forecast.grid import Grid
-from forecast.time import format_time, uses_cftime
 
 
 def time_encoding(first_time, step: dt.timedelta, calendar: str) -> dict:
