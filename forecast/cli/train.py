@@ -51,6 +51,7 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(1.0, gt=0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channel_weights: dict[str, float] | None = None
+    tendency_loss: bool = True
     ensemble_size: int = Field(1, ge=1)
     ensemble_noise: float = Field(0.05, ge=0)
     val_start: str | None = None
@@ -171,6 +172,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     optim.add_argument(
         "--channel-weights", help="loss weight per channel as id=weight,... (others 1)"
+    )
+    optim.add_argument(
+        "--state-loss",
+        dest="tendency_loss",
+        action="store_false",
+        default=None,
+        help="measure errors in state std units, not in one-step tendency std units",
     )
     optim.add_argument(
         "--ensemble-size",

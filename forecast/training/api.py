@@ -44,6 +44,7 @@ def train(
     grad_clip: float | None = 1.0,
     precision: str = "auto",
     channel_weights: dict[str, float] | None = None,
+    tendency_loss: bool = True,
     ensemble_size: int = 1,
     ensemble_noise: float = 0.05,
     val_start: str | None = None,
@@ -97,6 +98,11 @@ def train(
         ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"fp32"`` or ``"bf16"``.
     channel_weights : dict, optional
         Loss weight per channel id (others 1).
+    tendency_loss : bool
+        Measure each channel's error in units of its one-step tendency std
+        (``diff_std``) rather than its state std, so that slowly changing
+        channels are not drowned by fast ones (persistence scores about 1
+        everywhere).
     ensemble_size : int
         Above 1: train on the fair CRPS of that many members made with
         Gaussian initial-state noise of std ``ensemble_noise`` (normalised units).
@@ -220,6 +226,7 @@ def train(
             lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_factor=min_lr_factor,
             grad_clip=grad_clip, precision=precision,
             channel_weights=_channel_weights(stepper.channels, channel_weights),
+            tendency_loss=tendency_loss,
             ensemble_size=ensemble_size, ensemble_noise=ensemble_noise, val_every=val_every,
             val_samples=val_samples, log_every=log_every, workers=workers, prefetch=prefetch, seed=seed,
             provenance=provenance, progress=progress,

@@ -113,6 +113,11 @@ class TrainingLoop:
         ``"fp32"`` or ``"bf16"`` (autocast).
     channel_weights : torch.Tensor or None
         ``(channel,)`` loss weights.
+    tendency_loss : bool
+        Divide each channel's error by its normalised tendency scale
+        ``diff_std / std`` (so the loss is in units of one step's typical
+        change and persistence scores about 1 in every channel); otherwise
+        the loss is in normalised state units.
     ensemble_size : int
         Members per sample; above 1 the loss is the fair CRPS of an ensemble
         made by adding Gaussian noise of std ``ensemble_noise`` (normalised
@@ -150,6 +155,7 @@ class TrainingLoop:
         grad_clip: float | None = 1.0,
         precision: str = "fp32",
         channel_weights: torch.Tensor | None = None,
+        tendency_loss: bool = True,
         ensemble_size: int = 1,
         ensemble_noise: float = 0.05,
         val_every: int = 100,
@@ -193,6 +199,10 @@ class TrainingLoop:
         self.grad_clip = grad_clip
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         self.channel_weights = None if channel_weights is None else channel_weights.to(self.device)
+        self.tendency_loss = tendency_loss
+        normalizer = stepper.normalizer
+        scale = np.asarray(normalizer.diff_std, dtype=np.float64) / np.asarray(normalizer.std, dtype=np.float64)
+        self.error_scale = torch.as_tensor(1.0 / scale**2 if tendency_loss else np.ones_like(scale), dtype=torch.float32, device=self.device)
         self.ensemble_size = ensemble_size
         self.ensemble_noise = ensemble_noise
         self.val_every = val_every
@@ -282,7 +292,8 @@ class TrainingLoop:
                 losses.append(per_channel_fair_crps(ensemble, targets[:, k], self.latitude_weights))
             else:
                 losses.append(per_channel_mse(predictions[k], targets[:, k], self.latitude_weights))
-        return torch.stack(losses).mean(dim=0)
+        scale = self.error_scale if members == 1 else self.error_scale.sqrt()  # CRPS is linear in the error
+        return torch.stack(losses).mean(dim=0) * scale
 
     def _optimizer_step(self, batches, n_steps: int) -> None:
         factor = cosine_warmup_factor(
