@@ -14,9 +14,13 @@ Run by hand, from the repository root, with an interpreter that has both
 
 Each measurement runs in a fresh subprocess. Time: median of ``--repeats``
 forward+backward passes after one warm-up, ours and the reference alternating
-so that load on a shared machine hits both alike. Memory on CPU: growth of the
-process's peak resident set (``ru_maxrss``) over the first forward+backward,
-i.e. activations, gradients and temporaries; on CUDA: ``max_memory_allocated``.
+so that load on a shared machine hits both alike; on CPU with one thread it is
+the CPU time of the computing thread (``time.thread_time``), which other
+processes on the machine do not inflate, otherwise wall time. Memory on CPU:
+growth of the process's peak resident set (``ru_maxrss``) over the first
+forward+backward (activations, gradients, temporaries), with glibc's mmap
+threshold fixed at 128 KiB so that freed tensors leave the resident set at
+once; on CUDA: ``max_memory_allocated``.
 Prints a Markdown table (paste it into docs/performance.md).
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -160,6 +165,8 @@ def measure_time(
     models = {kind: build(kind, nlat, nlon).to(device) for kind in kinds}
     x = torch.randn(BATCH, CHANNELS, nlat, nlon, device=device)
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    # one intra-op thread computes on this thread: its CPU time ignores other load on a shared machine
+    clock = time.thread_time if device == "cpu" and threads == 1 else time.perf_counter
     for kind in kinds:  # warm-up
         _step(models[kind], x)
     for _ in range(repeats):
@@ -167,17 +174,22 @@ def measure_time(
             models[kind].zero_grad(set_to_none=True)
             if device == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start = clock()
             _step(models[kind], x)
             if device == "cuda":
                 torch.cuda.synchronize()
-            times[kind].append(time.perf_counter() - start)
+            times[kind].append(clock() - start)
     return {kind: statistics.median(values) for kind, values in times.items()}
 
 
 def _child(task: dict) -> dict:
     command = [sys.executable, __file__, "--child", json.dumps(task)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
+    # a fixed mmap threshold makes every tensor above 128 KiB its own mapping, returned on free,
+    # so the peak resident set follows the peak of live tensors (glibc otherwise raises it dynamically)
+    environment = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
+    done = subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO, check=False, env=environment
+    )
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])

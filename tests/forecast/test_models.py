@@ -272,3 +272,21 @@ def test_count_parameters_small():
     )
     # lift 2*4+4, spectral 2*4*4*2*3*2, skip 4*4+4, projection 4*8+8 + 8*2
     assert count_parameters(model) == 12 + 384 + 20 + 40 + 16
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["sfno", "sfno-scaled", "afno", "fno"])
+def test_cuda_float32_and_bf16(name):
+    torch.manual_seed(0)
+    grid = Grid.equiangular(16, 32)
+    model = _build(name, grid).cuda()
+    x = torch.randn(2, 5, *grid.shape, device="cuda", requires_grad=True)
+    reference = model.cpu()(x.detach().cpu())
+    model.cuda()
+    y = model(x)
+    torch.testing.assert_close(y.cpu(), reference, atol=1e-3, rtol=1e-3)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        z = model(x)
+    z.float().square().mean().backward()
+    assert torch.isfinite(z).all() and torch.isfinite(x.grad).all()
