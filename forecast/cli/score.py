@@ -41,8 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score, print the table, write the file and plots."""
+    if args.plots:
+        # cartopy/pyproj must load before any NetCDF I/O (see forecast.scoring.plots)
+        from forecast.scoring import plots  # noqa: F401
     from forecast.errors import ConfigError
-    from forecast.scoring.matching import parse_lead
+    from forecast.scoring.matching import lead_label, parse_lead
     from forecast.scoring.regions import parse_region
     from forecast.scoring.score import (
         BASELINES,
@@ -67,6 +70,13 @@ def run(args: argparse.Namespace) -> int:
 
     store = open_store(args.truth)
     forecast = open_forecast(args.forecast)
+    if args.plots and "lead_time" in forecast.coords:
+        leads = forecast["lead_time"].values.astype("timedelta64[ns]")
+        if lead_for_maps not in leads:
+            raise ConfigError(
+                f"the forecast has no lead time {lead_label(lead_for_maps)} for the maps",
+                hint=f"choose --lead-for-maps among {', '.join(lead_label(x) for x in leads[:12])}",
+            )
     scores = score_forecast(
         forecast,
         store,

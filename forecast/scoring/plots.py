@@ -3,12 +3,18 @@
 Figures are built with :class:`matplotlib.figure.Figure` (no pyplot state)
 and maps with cartopy (coastlines from ``CARTOPY_DATA_DIR`` offline). Every
 axis names its quantity and units.
+
+Import this module (it imports cartopy, hence pyproj) *before* any NetCDF
+input or output in a process: with the netCDF4 1.7.5 and pyproj 3.7.2
+wheels, loading pyproj after netCDF4 has done I/O corrupts the heap and the
+interpreter aborts at exit (``free(): invalid pointer``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import cartopy.crs as ccrs
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
@@ -155,8 +161,6 @@ def plot_maps(forecast: xr.Dataset, store: xr.Dataset, lead: np.timedelta64, dir
     ConfigError
         If the forecast has no such lead, or no init has truth at it.
     """
-    import cartopy.crs as ccrs
-
     matched = match(forecast, store)
     leads = matched.forecast[LEAD_DIM].values
     if lead not in leads:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+# cartopy (pyproj) is imported before any test does NetCDF I/O: loading pyproj after
+# netCDF4 has written a file aborts the interpreter at exit (see forecast.scoring.plots)
+import cartopy.crs  # noqa: F401
 import numpy as np
 import pandas as pd
 import pytest
