@@ -258,6 +258,7 @@ def synthesize(
                 if not bool(torch.isfinite(state).all()):  # a numerical failure, not user input
                     raise RuntimeError(f"synthetic model became unstable at {format_time(time)}")
                 bar.set_description("synth" if index + 1 >= n_spin else "synth spin-up")
+                bar.set_postfix_str(format_time(all_times[index + 1]), refresh=False)
                 bar.update(1)
         bar.close()
         written.append(
