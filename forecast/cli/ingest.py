@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
     parser.add_argument("--scheduler", default="threads", help="Dask scheduler: threads (default), processes, synchronous or tcp://HOST:PORT")
     parser.add_argument("--climatology-window", type=int, default=31, metavar="DAYS", help="days in the smoothing window of the climatology (default 31)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         scheduler=args.scheduler,
         climatology_window_days=args.climatology_window,
-        progress=not args.quiet,
+        progress=not args.no_progress,
     )
     verb = "appended to" if report.appended else "wrote"
     print(

@@ -283,10 +283,10 @@ def test_existing_store_is_not_overwritten(tmp_path: Path, two_months: list[Path
 
 def test_cli_config_file_and_one_line_error(tmp_path: Path, two_months: list[Path], capsys: pytest.CaptureFixture) -> None:
     config = tmp_path / "ingest.yaml"
-    config.write_text(f"sources: ['{two_months[0]}']\nout: {tmp_path / 'c.zarr'}\nchannels: [z500, t2m]\nquiet: true\n")
+    config.write_text(f"sources: ['{two_months[0]}']\nout: {tmp_path / 'c.zarr'}\nchannels: [z500, t2m]\nno-progress: true\n")
     assert main(["ingest", "--config", str(config)]) == 0
     assert open_store(tmp_path / "c.zarr")["channel"].values.tolist() == ["z500", "t2m"]
-    code = main(["ingest", str(two_months[0]), "--out", str(tmp_path / "d.zarr"), "--channels", "q700", "--quiet"])
+    code = main(["ingest", str(two_months[0]), "--out", str(tmp_path / "d.zarr"), "--channels", "q700", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
     assert "q700 not in the sources" in err and "Traceback" not in err
