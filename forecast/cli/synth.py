@@ -74,6 +74,6 @@ def run(args: argparse.Namespace) -> int:
         spinup_days=float(args.spinup_days),
     )
     print(
-        f"wrote {len(paths)} file(s) on a {grid.describe()} grid to {args.out_dir}: {', '.join(p.name for p in paths)}"
+        f"wrote {len(paths)} file(s) ({grid.describe()}) to {args.out_dir}: {', '.join(p.name for p in paths)}"
     )
     return 0
