@@ -59,7 +59,9 @@ def best_of(repeats: int, function: Callable[[], object]) -> tuple[float, object
     return min(times), result
 
 
-def crps_benchmark(grid: Grid, members: int, samples: int, repeats: int) -> list[tuple[str, float, float]]:
+def crps_benchmark(
+    grid: Grid, members: int, samples: int, repeats: int
+) -> list[tuple[str, float, float]]:
     """Time fair CRPS (ours, scores) and xskillscore's CRPS on random data."""
     import scores
     import xskillscore
@@ -77,45 +79,100 @@ def crps_benchmark(grid: Grid, members: int, samples: int, repeats: int) -> list
         coords=coords,
     )
     weights = region_weights(grid, [REGIONS["global"]])
-    lat_weights = xr.DataArray(grid.area_weights(), dims="latitude", coords={"latitude": grid.latitude})
+    lat_weights = xr.DataArray(
+        grid.area_weights(), dims="latitude", coords={"latitude": grid.latitude}
+    )
 
     def ours_crps() -> float:
-        pointwise = fair_crps(forecast.values, truth.values, member_axis=2)  # (time, lead, lat, lon)
+        pointwise = fair_crps(
+            forecast.values, truth.values, member_axis=2
+        )  # (time, lead, lat, lon)
         return float((pointwise * weights.values[0]).sum(axis=(-2, -1)).mean())
 
     def ours_all_crps() -> float:
         return float(metrics.crps(forecast, truth, weights).squeeze())
 
     def scores_crps() -> float:
-        return float(scores.probability.crps_for_ensemble(forecast, truth, "member", method="fair", weights=lat_weights))
+        return float(
+            scores.probability.crps_for_ensemble(
+                forecast, truth, "member", method="fair", weights=lat_weights
+            )
+        )
 
     def xskillscore_crps() -> float:
-        return float(xskillscore.crps_ensemble(truth, forecast, member_dim="member", weights=lat_weights.broadcast_like(truth)).values)
+        return float(
+            xskillscore.crps_ensemble(
+                truth, forecast, member_dim="member", weights=lat_weights.broadcast_like(truth)
+            ).values
+        )
 
     ours_time, ours = best_of(repeats, ours_crps)
     all_time, ours_all = best_of(repeats, ours_all_crps)
     scores_time, reference = best_of(repeats, scores_crps)
     xs_time, xs_value = best_of(repeats, xskillscore_crps)
-    cpu = {name: CPU_TIMES[id(f)] for name, f in (("ours", ours_crps), ("all", ours_all_crps), ("scores", scores_crps), ("xs", xskillscore_crps))}
-    print(f"fair CRPS ours {ours:.9f}  scores(fair) {reference:.9f}  |diff| {abs(ours - reference):.2e}")
+    cpu = {
+        name: CPU_TIMES[id(f)]
+        for name, f in (
+            ("ours", ours_crps),
+            ("all", ours_all_crps),
+            ("scores", scores_crps),
+            ("xs", xskillscore_crps),
+        )
+    }
+    print(
+        f"fair CRPS ours {ours:.9f}  scores(fair) {reference:.9f}  |diff| {abs(ours - reference):.2e}"
+    )
     print(f"xskillscore (ecdf CRPS, not fair) {xs_value:.9f}")
-    assert abs(ours - reference) < 1e-6 and abs(ours_all - reference) < 1e-6, "fair CRPS differs from scores"
+    assert abs(ours - reference) < 1e-6 and abs(ours_all - reference) < 1e-6, (
+        "fair CRPS differs from scores"
+    )
     return [
-        ("ours: kernels.fair_crps + area mean (sort, O(M log M))", ours_time, 1.0, cpu["ours"], 1.0),
-        ("ours: metrics.crps (one pass: all statistics + rank histogram)", all_time, all_time / ours_time, cpu["all"], cpu["all"] / cpu["ours"]),
-        ("scores.crps_for_ensemble(method='fair')", scores_time, scores_time / ours_time, cpu["scores"], cpu["scores"] / cpu["ours"]),
-        ("xskillscore.crps_ensemble (ecdf)", xs_time, xs_time / ours_time, cpu["xs"], cpu["xs"] / cpu["ours"]),
+        (
+            "ours: kernels.fair_crps + area mean (sort, O(M log M))",
+            ours_time,
+            1.0,
+            cpu["ours"],
+            1.0,
+        ),
+        (
+            "ours: metrics.crps (one pass: all statistics + rank histogram)",
+            all_time,
+            all_time / ours_time,
+            cpu["all"],
+            cpu["all"] / cpu["ours"],
+        ),
+        (
+            "scores.crps_for_ensemble(method='fair')",
+            scores_time,
+            scores_time / ours_time,
+            cpu["scores"],
+            cpu["scores"] / cpu["ours"],
+        ),
+        (
+            "xskillscore.crps_ensemble (ecdf)",
+            xs_time,
+            xs_time / ours_time,
+            cpu["xs"],
+            cpu["xs"] / cpu["ours"],
+        ),
     ]
 
 
-def write_benchmark_data(workdir: Path, grid: Grid, inits: int, leads: int, members: int, channels: list[str]) -> tuple[Path, Path]:
+def write_benchmark_data(
+    workdir: Path, grid: Grid, inits: int, leads: int, members: int, channels: list[str]
+) -> tuple[Path, Path]:
     """A store covering the valid times and a forecast Zarr (one chunk per init and lead)."""
     from forecast.time import time_range
     from tests.forecast.scoring.conftest import make_forecast, truth_fields, write_store
 
     n_times = inits + leads
     start = pd.Timestamp("2020-01-01")
-    times = time_range(start, start + pd.Timedelta(hours=6 * (n_times - 1)), pd.Timedelta(hours=6).to_pytimedelta(), "standard")
+    times = time_range(
+        start,
+        start + pd.Timedelta(hours=6 * (n_times - 1)),
+        pd.Timedelta(hours=6).to_pytimedelta(),
+        "standard",
+    )
     truth = truth_fields(grid, times, channels=channels)
     store_path = write_store(workdir / "store.zarr", truth, grid)
     forecast = make_forecast(truth, list(range(inits)), n_leads=leads, members=members, noise=0.05)
@@ -131,7 +188,9 @@ def scoring_benchmark(grid: Grid, repeats: int, workdir: Path) -> list[tuple[str
     channels = ["z500", "t850", "u250", "v250"]
     store_path, forecast_path = write_benchmark_data(workdir, grid, inits, leads, members, channels)
     size = inits * leads * members * len(channels) * grid.nlat * grid.nlon * 4 / 2**20
-    print(f"forecast: {inits} inits x {leads} leads x {members} members x {len(channels)} channels on {grid.describe()} = {size:.0f} MiB")
+    print(
+        f"forecast: {inits} inits x {leads} leads x {members} members x {len(channels)} channels on {grid.describe()} = {size:.0f} MiB"
+    )
 
     store = open_store(store_path)
 

@@ -21,10 +21,25 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``forecast score``."""
-    parser.add_argument("forecast", metavar="FORECAST", help="forecast .zarr or .nc in the output layout of 'forecast run'")
-    parser.add_argument("--truth", metavar="STORE.zarr", required=True, help="training store that holds the truth and its climatology")
-    parser.add_argument("--out", metavar="SCORES.nc", help="write the scores NetCDF here (atomically)")
-    parser.add_argument("--plots", metavar="DIR", help="draw skill, spread-skill, rank histogram, spectra and map plots into DIR")
+    parser.add_argument(
+        "forecast",
+        metavar="FORECAST",
+        help="forecast .zarr or .nc in the output layout of 'forecast run'",
+    )
+    parser.add_argument(
+        "--truth",
+        metavar="STORE.zarr",
+        required=True,
+        help="training store that holds the truth and its climatology",
+    )
+    parser.add_argument(
+        "--out", metavar="SCORES.nc", help="write the scores NetCDF here (atomically)"
+    )
+    parser.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="draw skill, spread-skill, rank histogram, spectra and map plots into DIR",
+    )
     parser.add_argument(
         "--region",
         nargs="+",
@@ -32,9 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="regions: global, tropics, extratropics_north, extratropics_south, or a box "
         "NAME=LAT_MIN,LAT_MAX,LON_MIN,LON_MAX (degrees east); default the four standard regions",
     )
-    parser.add_argument("--lead-for-maps", default="24h", metavar="LEAD", help="lead time of the maps (default 24h)")
-    parser.add_argument("--table-region", default=None, metavar="REGION", help="region shown in the printed table (default the first)")
-    parser.add_argument("--no-baselines", action="store_true", help="score only the forecast, not persistence and climatology")
+    parser.add_argument(
+        "--lead-for-maps", default="24h", metavar="LEAD", help="lead time of the maps (default 24h)"
+    )
+    parser.add_argument(
+        "--table-region",
+        default=None,
+        metavar="REGION",
+        help="region shown in the printed table (default the first)",
+    )
+    parser.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="score only the forecast, not persistence and climatology",
+    )
     parser.add_argument("--no-spectra", action="store_true", help="skip the power spectra")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -62,11 +88,16 @@ def run(args: argparse.Namespace) -> int:
         specs = [specs]
     regions = [parse_region(spec) for spec in specs]
     if len({r.name for r in regions}) != len(regions):
-        raise ConfigError("two regions have the same name", hint="name boxes NAME=LAT_MIN,LAT_MAX,LON_MIN,LON_MAX")
+        raise ConfigError(
+            "two regions have the same name", hint="name boxes NAME=LAT_MIN,LAT_MAX,LON_MIN,LON_MAX"
+        )
     lead_for_maps = parse_lead(args.lead_for_maps)
     table_region = args.table_region or regions[0].name
     if table_region not in {r.name for r in regions}:
-        raise ConfigError(f"--table-region {table_region!r} is not among the scored regions", hint=f"use one of {', '.join(r.name for r in regions)}")
+        raise ConfigError(
+            f"--table-region {table_region!r} is not among the scored regions",
+            hint=f"use one of {', '.join(r.name for r in regions)}",
+        )
 
     store = open_store(args.truth)
     forecast = open_forecast(args.forecast)
@@ -92,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     if args.plots:
         from forecast.scoring.plots import draw_all
 
-        written = draw_all(scores, forecast, store, args.plots, lead_for_maps=lead_for_maps, region=table_region)
+        written = draw_all(
+            scores, forecast, store, args.plots, lead_for_maps=lead_for_maps, region=table_region
+        )
         print(f"{len(written)} plots written to {args.plots}", file=sys.stderr)
     return 0

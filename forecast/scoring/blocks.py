@@ -143,7 +143,9 @@ def score_blocks(
     starts = list(range(0, n_lead, lead_block))
 
     store_chunks = matched.fields.data.rechunk({0: 1, 1: -1, 2: -1, 3: -1}).to_delayed()[:, 0, 0, 0]
-    clim_chunks = matched.climatology_fields.data.rechunk({0: 1, 1: -1, 2: -1, 3: -1}).to_delayed()[:, 0, 0, 0]
+    clim_chunks = matched.climatology_fields.data.rechunk({0: 1, 1: -1, 2: -1, 3: -1}).to_delayed()[
+        :, 0, 0, 0
+    ]
     weight_values = np.asarray(weights.transpose("region", "latitude", "longitude").values)
     shared_weights = dask.delayed(weight_values, name="scoring-weights")
     grid = matched.grid if spectra else None
@@ -159,11 +161,20 @@ def score_blocks(
             init_chunk = store_chunks[init_position] if init_position >= 0 else None
             for block, start in enumerate(starts):
                 leads = range(start, min(start + lead_block, n_lead))
-                truth = [store_chunks[p] if p >= 0 else None for p in matched.positions[init, leads]]
+                truth = [
+                    store_chunks[p] if p >= 0 else None for p in matched.positions[init, leads]
+                ]
                 climatology = [clim_chunks[c] for c in matched.climatology_index[init, leads]]
                 forecast_block = dask.delayed(np.squeeze)(blocks[init, block, 0, 0, 0], axis=0)
                 task = dask.delayed(score_block, pure=True)(
-                    forecast_block, truth, climatology, init_chunk, index, shared_weights, models, grid
+                    forecast_block,
+                    truth,
+                    climatology,
+                    init_chunk,
+                    index,
+                    shared_weights,
+                    models,
+                    grid,
                 )
                 tasks.append(task)
                 where.append((init, slice(start, start + len(leads)), index))
@@ -185,7 +196,10 @@ def score_blocks(
     spectra_out = {}
     if spectra:
         size = spectrum_size(matched.grid)
-        spectra_out = {name: np.full((n_init, n_lead, n_channel, size), np.nan) for name in ("forecast", "truth")}
+        spectra_out = {
+            name: np.full((n_init, n_lead, n_channel, size), np.nan)
+            for name in ("forecast", "truth")
+        }
     for (init, leads, channel), (block_stats, block_spectra) in zip(where, results, strict=True):
         for model, values in block_stats.items():
             statistics[model][init, leads, channel] = values

@@ -16,7 +16,14 @@ import numpy as np
 #: value; ``squared_error``: of its square; ``acc``: anomaly correlation of the ensemble
 #: mean (NaN without climatology); ``ensemble_variance``: weighted mean of the unbiased
 #: ensemble variance (0 for one member); ``crps``: weighted mean of the fair CRPS.
-STATISTICS: tuple[str, ...] = ("error", "abs_error", "squared_error", "acc", "ensemble_variance", "crps")
+STATISTICS: tuple[str, ...] = (
+    "error",
+    "abs_error",
+    "squared_error",
+    "acc",
+    "ensemble_variance",
+    "crps",
+)
 
 
 def fair_crps(forecast: np.ndarray, truth: np.ndarray, member_axis: int = 0) -> np.ndarray:
@@ -141,12 +148,18 @@ def block_statistics(
     keys = (np.arange(samples)[:, None] * (count + 1) + ranks).ravel()
     histogram = np.stack(
         [
-            np.bincount(keys, weights=np.broadcast_to(w[:, region], (samples, cells)).ravel(), minlength=samples * (count + 1))
+            np.bincount(
+                keys,
+                weights=np.broadcast_to(w[:, region], (samples, cells)).ravel(),
+                minlength=samples * (count + 1),
+            )
             for region in range(w.shape[1])
         ],
         axis=-1,
     ).reshape((samples, count + 1, w.shape[1]))
-    out = np.concatenate([np.stack(stats, axis=-1), histogram.transpose(0, 2, 1)], axis=-1)  # (samples, region, quantity)
+    out = np.concatenate(
+        [np.stack(stats, axis=-1), histogram.transpose(0, 2, 1)], axis=-1
+    )  # (samples, region, quantity)
     missing = ~np.isfinite(truth_flat).all(axis=1)
     out[missing] = np.nan
     return out.reshape((*lead_shape, weights.shape[0], out.shape[-1]))

@@ -81,7 +81,11 @@ class Matched:
 
 def forecast_channels(forecast: xr.Dataset) -> list[str]:
     """The channel variables of a forecast: data variables with latitude and longitude dims."""
-    return [str(name) for name, var in forecast.data_vars.items() if {"latitude", "longitude"} <= set(var.dims)]
+    return [
+        str(name)
+        for name, var in forecast.data_vars.items()
+        if {"latitude", "longitude"} <= set(var.dims)
+    ]
 
 
 def valid_times(forecast: xr.Dataset) -> xr.DataArray:
@@ -95,7 +99,11 @@ def valid_times(forecast: xr.Dataset) -> xr.DataArray:
     else:
         steps = [pd.Timedelta(lead).to_pytimedelta() for lead in leads]
         values = np.array([[init + step for step in steps] for init in inits], dtype=object)
-    return xr.DataArray(values, dims=(INIT_DIM, LEAD_DIM), coords={INIT_DIM: forecast[INIT_DIM], LEAD_DIM: forecast[LEAD_DIM]})
+    return xr.DataArray(
+        values,
+        dims=(INIT_DIM, LEAD_DIM),
+        coords={INIT_DIM: forecast[INIT_DIM], LEAD_DIM: forecast[LEAD_DIM]},
+    )
 
 
 def _positions(store_times, times: np.ndarray) -> np.ndarray:
@@ -118,7 +126,11 @@ def check_grid(forecast: xr.Dataset, store: xr.Dataset) -> Grid:
     grid = store_grid(store)
     lat = np.asarray(forecast["latitude"].values, dtype=np.float64)
     lon = np.asarray(forecast["longitude"].values, dtype=np.float64)
-    if lat.shape == grid.latitude.shape and np.allclose(lat[::-1], grid.latitude, atol=1e-4) and lat.size > 1:
+    if (
+        lat.shape == grid.latitude.shape
+        and np.allclose(lat[::-1], grid.latitude, atol=1e-4)
+        and lat.size > 1
+    ):
         raise GridError(
             "forecast latitudes are ascending but the store's descend (90 -> -90)",
             hint="flip the forecast with ds.isel(latitude=slice(None, None, -1))",
@@ -158,10 +170,16 @@ def match(forecast: xr.Dataset, store: xr.Dataset) -> Matched:
     """
     channels = forecast_channels(forecast)
     if not channels:
-        raise DataError("the forecast has no variable with latitude and longitude dims", hint="pass a file written by 'forecast run'")
+        raise DataError(
+            "the forecast has no variable with latitude and longitude dims",
+            hint="pass a file written by 'forecast run'",
+        )
     for dim in (INIT_DIM, LEAD_DIM):
         if dim not in forecast.dims:
-            raise DataError(f"the forecast has no {dim!r} dimension", hint="pass a file in the forecast output layout (time, lead_time, member, latitude, longitude)")
+            raise DataError(
+                f"the forecast has no {dim!r} dimension",
+                hint="pass a file in the forecast output layout (time, lead_time, member, latitude, longitude)",
+            )
     require_channels(store, channels)
     grid = check_grid(forecast, store)
     if MEMBER_DIM not in forecast.dims:
@@ -191,7 +209,9 @@ def match(forecast: xr.Dataset, store: xr.Dataset) -> Matched:
     climatology = clim.isel({INIT_DIM: clim_index}).assign_coords(coords)
 
     init_positions = _positions(store[INIT_DIM].values, forecast[INIT_DIM].values)
-    init_ok = xr.DataArray(init_positions >= 0, dims=INIT_DIM, coords={INIT_DIM: forecast[INIT_DIM]})
+    init_ok = xr.DataArray(
+        init_positions >= 0, dims=INIT_DIM, coords={INIT_DIM: forecast[INIT_DIM]}
+    )
     persistence = (
         data.isel({INIT_DIM: np.where(init_positions >= 0, init_positions, 0)})
         .assign_coords({INIT_DIM: forecast[INIT_DIM]})
@@ -231,4 +251,6 @@ def parse_lead(text: str) -> np.timedelta64:
 
     if text.strip() in ("0", "0h", "0d", "0min"):
         return np.timedelta64(0, "ns")
-    return np.timedelta64(pd.Timedelta(parse_step(text) if not isinstance(text, dt.timedelta) else text), "ns")
+    return np.timedelta64(
+        pd.Timedelta(parse_step(text) if not isinstance(text, dt.timedelta) else text), "ns"
+    )

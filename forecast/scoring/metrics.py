@@ -84,16 +84,42 @@ METRICS: dict[str, Metric] = {
     metric.name: metric
     for metric in (
         Metric("rmse", "root mean squared error of the ensemble mean", "data", False, _rmse),
-        Metric("bias", "mean error (forecast - truth) of the ensemble mean", "data", False,
-               lambda s, m: _init_mean(s, "error")),
-        Metric("mae", "mean absolute error of the ensemble mean", "data", False,
-               lambda s, m: _init_mean(s, "abs_error")),
-        Metric("acc", "anomaly correlation coefficient of the ensemble mean", "1", False,
-               lambda s, m: _init_mean(s, "acc")),
-        Metric("spread", "ensemble spread (root mean unbiased ensemble variance)", "data", True, _spread),
+        Metric(
+            "bias",
+            "mean error (forecast - truth) of the ensemble mean",
+            "data",
+            False,
+            lambda s, m: _init_mean(s, "error"),
+        ),
+        Metric(
+            "mae",
+            "mean absolute error of the ensemble mean",
+            "data",
+            False,
+            lambda s, m: _init_mean(s, "abs_error"),
+        ),
+        Metric(
+            "acc",
+            "anomaly correlation coefficient of the ensemble mean",
+            "1",
+            False,
+            lambda s, m: _init_mean(s, "acc"),
+        ),
+        Metric(
+            "spread",
+            "ensemble spread (root mean unbiased ensemble variance)",
+            "data",
+            True,
+            _spread,
+        ),
         Metric("ssr", "spread-skill ratio with finite-ensemble correction", "1", True, _ssr),
-        Metric("crps", "fair continuous ranked probability score", "data", True,
-               lambda s, m: _init_mean(s, "crps")),
+        Metric(
+            "crps",
+            "fair continuous ranked probability score",
+            "data",
+            True,
+            lambda s, m: _init_mean(s, "crps"),
+        ),
     )
 }
 
@@ -135,7 +161,9 @@ def sample_statistics(
         forecast = forecast.expand_dims({MEMBER_DIM: 1})
     for dim in truth.dims:  # e.g. persistence has no lead_time: broadcast it
         if dim not in forecast.dims:
-            forecast = forecast.expand_dims({dim: truth[dim].values if dim in truth.coords else truth.sizes[dim]})
+            forecast = forecast.expand_dims(
+                {dim: truth[dim].values if dim in truth.coords else truth.sizes[dim]}
+            )
     truth = truth.transpose(..., *SPACE_DIMS)
     loop_dims = [d for d in truth.dims if d not in SPACE_DIMS]
     forecast = forecast.transpose(*loop_dims, MEMBER_DIM, *SPACE_DIMS)
@@ -155,7 +183,9 @@ def sample_statistics(
         output_core_dims=[["region", "quantity"]],
         dask="parallelized",
         output_dtypes=[np.float64],
-        dask_gufunc_kwargs={"output_sizes": {"region": weights.sizes["region"], "quantity": quantities}},
+        dask_gufunc_kwargs={
+            "output_sizes": {"region": weights.sizes["region"], "quantity": quantities}
+        },
     ).assign_coords(region=weights["region"].values)
     statistics = xr.Dataset(
         {name: combined.isel(quantity=index, drop=True) for index, name in enumerate(STATISTICS)}
@@ -165,7 +195,9 @@ def sample_statistics(
     return statistics, histogram
 
 
-def finish_metrics(statistics: xr.Dataset, members: int, names: list[str] | None = None) -> xr.Dataset:
+def finish_metrics(
+    statistics: xr.Dataset, members: int, names: list[str] | None = None
+) -> xr.Dataset:
     """Average per-sample statistics over initialisations and finish each metric.
 
     Parameters
@@ -233,7 +265,9 @@ def crps(forecast: xr.DataArray, truth: xr.DataArray, weights: xr.DataArray) -> 
     return _one_metric("crps", forecast, truth, weights)
 
 
-def rank_histogram(forecast: xr.DataArray, truth: xr.DataArray, weights: xr.DataArray) -> xr.DataArray:
+def rank_histogram(
+    forecast: xr.DataArray, truth: xr.DataArray, weights: xr.DataArray
+) -> xr.DataArray:
     """Rank histogram: the init-mean area fraction of each rank of the truth (sums to 1)."""
     _, histogram = sample_statistics(forecast, truth, weights)
     return histogram.mean(INIT_DIM, skipna=True).rename("rank_histogram")

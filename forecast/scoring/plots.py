@@ -29,7 +29,15 @@ MODEL_STYLE = {
     "persistence": {"color": "tab:gray", "linestyle": "--", "marker": ""},
     "climatology": {"color": "tab:green", "linestyle": ":", "marker": ""},
 }
-METRIC_LABEL = {"rmse": "RMSE", "bias": "Bias", "mae": "MAE", "acc": "ACC", "crps": "CRPS", "spread": "Spread", "ssr": "SSR"}
+METRIC_LABEL = {
+    "rmse": "RMSE",
+    "bias": "Bias",
+    "mae": "MAE",
+    "acc": "ACC",
+    "crps": "CRPS",
+    "spread": "Spread",
+    "ssr": "SSR",
+}
 
 
 def _hours(leads: np.ndarray) -> np.ndarray:
@@ -82,8 +90,16 @@ def plot_spread_skill(scores: xr.Dataset, region: str, path: Path) -> Path:
         bottom = figure.add_subplot(2, len(channels), len(channels) + index + 1, sharex=top)
         units = _units_of(scores, channel, "rmse")
         selected = {"model": "forecast", "channel": channel, "region": region}
-        top.plot(hours, scores["rmse"].sel(selected), label="RMSE of ensemble mean", color="tab:blue", marker="o")
-        top.plot(hours, scores["spread"].sel(selected), label="spread", color="tab:orange", marker="s")
+        top.plot(
+            hours,
+            scores["rmse"].sel(selected),
+            label="RMSE of ensemble mean",
+            color="tab:blue",
+            marker="o",
+        )
+        top.plot(
+            hours, scores["spread"].sel(selected), label="spread", color="tab:orange", marker="s"
+        )
         top.set_ylabel(f"[{units}]")
         top.set_title(f"{channel} — {region}")
         top.legend(fontsize="small")
@@ -115,8 +131,16 @@ def plot_rank_histograms(scores: xr.Dataset, region: str, path: Path) -> Path:
     width = 0.8 / len(leads)
     for axis, channel in zip(axes, channels, strict=True):
         for index, lead in enumerate(leads):
-            values = scores["rank_histogram"].sel(channel=channel, region=region, lead_time=lead).values * ranks.size
-            axis.bar(ranks + (index - (len(leads) - 1) / 2) * width, values, width=width, label=f"lead {lead_label(lead)}")
+            values = (
+                scores["rank_histogram"].sel(channel=channel, region=region, lead_time=lead).values
+                * ranks.size
+            )
+            axis.bar(
+                ranks + (index - (len(leads) - 1) / 2) * width,
+                values,
+                width=width,
+                label=f"lead {lead_label(lead)}",
+            )
         axis.axhline(1.0, color="k", linewidth=0.8, linestyle="--")
         axis.set_xlabel("rank of the truth among the members")
         axis.set_ylabel("relative frequency × (members + 1) [1]")
@@ -142,7 +166,12 @@ def plot_spectra(scores: xr.Dataset, path: Path) -> Path:
         axis.loglog(wavenumber[keep], truth[keep], color="k", linewidth=2, label="truth")
         for index, lead in enumerate(leads):
             values = scores["power_spectrum"].sel(channel=channel, lead_time=lead).values
-            axis.loglog(wavenumber[keep], values[keep], color=colors[index % len(colors)], label=f"forecast {lead_label(lead)}")
+            axis.loglog(
+                wavenumber[keep],
+                values[keep],
+                color=colors[index % len(colors)],
+                label=f"forecast {lead_label(lead)}",
+            )
         axis.set_xlabel(f"{kind} wavenumber")
         axis.set_ylabel(f"power [({units})²]")
         axis.set_title(channel)
@@ -153,7 +182,9 @@ def plot_spectra(scores: xr.Dataset, path: Path) -> Path:
     return path
 
 
-def plot_maps(forecast: xr.Dataset, store: xr.Dataset, lead: np.timedelta64, directory: Path) -> list[Path]:
+def plot_maps(
+    forecast: xr.Dataset, store: xr.Dataset, lead: np.timedelta64, directory: Path
+) -> list[Path]:
     """Maps of truth, ensemble mean, error and spread at ``lead`` for the first verifiable init.
 
     Raises
@@ -170,10 +201,15 @@ def plot_maps(forecast: xr.Dataset, store: xr.Dataset, lead: np.timedelta64, dir
         )
     available = matched.available.sel(lead_time=lead).values
     if not available.any():
-        raise ConfigError(f"no initialisation has truth at lead {lead_label(lead)}", hint="choose a shorter --lead-for-maps")
+        raise ConfigError(
+            f"no initialisation has truth at lead {lead_label(lead)}",
+            hint="choose a shorter --lead-for-maps",
+        )
     init_index = int(np.argmax(available))
     init = matched.forecast[INIT_DIM].values[init_index]
-    valid = valid_times(matched.forecast).isel({INIT_DIM: init_index}).sel(lead_time=lead).values[()]
+    valid = (
+        valid_times(matched.forecast).isel({INIT_DIM: init_index}).sel(lead_time=lead).values[()]
+    )
     members = matched.forecast.sizes[MEMBER_DIM]
     written = []
     lat = matched.grid.latitude
@@ -185,24 +221,46 @@ def plot_maps(forecast: xr.Dataset, store: xr.Dataset, lead: np.timedelta64, dir
         ensemble_mean = fields.mean(MEMBER_DIM).values
         truth = matched.truth[channel].isel({INIT_DIM: init_index}).sel(lead_time=lead).values
         error = ensemble_mean - truth
-        panels = [("truth", truth, "viridis", None), ("ensemble mean" if members > 1 else "forecast", ensemble_mean, "viridis", None)]
+        panels = [
+            ("truth", truth, "viridis", None),
+            ("ensemble mean" if members > 1 else "forecast", ensemble_mean, "viridis", None),
+        ]
         limit = float(np.nanmax(np.abs(error))) or 1.0
         panels.append(("error (forecast − truth)", error, "RdBu_r", (-limit, limit)))
         if members > 1:
-            panels.append(("ensemble spread (std)", fields.std(MEMBER_DIM, ddof=1).values, "magma_r", None))
+            panels.append(
+                ("ensemble spread (std)", fields.std(MEMBER_DIM, ddof=1).values, "magma_r", None)
+            )
         vmin = float(np.nanmin([truth.min(), ensemble_mean.min()]))
         vmax = float(np.nanmax([truth.max(), ensemble_mean.max()]))
         figure = Figure(figsize=(11, 2.9 * int(np.ceil(len(panels) / 2))), layout="constrained")
         for index, (title, values, cmap, limits) in enumerate(panels):
-            axis = figure.add_subplot(int(np.ceil(len(panels) / 2)), 2, index + 1, projection=projection)
-            low, high = limits if limits else ((vmin, vmax) if index < 2 else (0.0, float(np.nanmax(values)) or 1.0))
-            mesh = axis.pcolormesh(lon, lat, values, transform=ccrs.PlateCarree(), cmap=cmap, vmin=low, vmax=high, shading="nearest")
+            axis = figure.add_subplot(
+                int(np.ceil(len(panels) / 2)), 2, index + 1, projection=projection
+            )
+            low, high = (
+                limits
+                if limits
+                else ((vmin, vmax) if index < 2 else (0.0, float(np.nanmax(values)) or 1.0))
+            )
+            mesh = axis.pcolormesh(
+                lon,
+                lat,
+                values,
+                transform=ccrs.PlateCarree(),
+                cmap=cmap,
+                vmin=low,
+                vmax=high,
+                shading="nearest",
+            )
             axis.coastlines(linewidth=0.6)
             if matched.grid.is_global:
                 axis.set_global()
             axis.set_title(title)
             figure.colorbar(mesh, ax=axis, shrink=0.85, label=f"{channel} [{units}]")
-        figure.suptitle(f"{channel}: init {format_time(init)} + {lead_label(lead)} = valid {format_time(valid)}")
+        figure.suptitle(
+            f"{channel}: init {format_time(init)} + {lead_label(lead)} = valid {format_time(valid)}"
+        )
         path = directory / f"maps_{channel}_{lead_label(lead)}.png"
         figure.savefig(path, dpi=110)
         written.append(path)

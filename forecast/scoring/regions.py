@@ -46,7 +46,10 @@ class Region:
                 f"region {self.name!r}: latitudes {self.lat_min}..{self.lat_max} are not an increasing range in [-90, 90]"
             )
         if not (0.0 <= self.lon_min <= 360.0 and 0.0 <= self.lon_max <= 360.0):
-            raise ConfigError(f"region {self.name!r}: longitudes must lie in [0, 360]", hint="write e.g. 350 for 10°W")
+            raise ConfigError(
+                f"region {self.name!r}: longitudes must lie in [0, 360]",
+                hint="write e.g. 350 for 10°W",
+            )
 
     def mask(self, latitude: np.ndarray, longitude: np.ndarray) -> np.ndarray:
         """Boolean mask of the cells inside the region, shape ``(nlat, nlon)``."""
@@ -142,5 +145,9 @@ def region_weights(grid: Grid, regions: list[Region]) -> xr.DataArray:
     return xr.DataArray(
         out,
         dims=("region", "latitude", "longitude"),
-        coords={"region": [r.name for r in regions], "latitude": grid.latitude, "longitude": grid.longitude},
+        coords={
+            "region": [r.name for r in regions],
+            "latitude": grid.latitude,
+            "longitude": grid.longitude,
+        },
     )

@@ -30,6 +30,7 @@ BASELINES: tuple[str, ...] = ("persistence", "climatology")
 FORECAST_MODEL = "forecast"
 DEFAULT_REGIONS: tuple[str, ...] = ("global", "tropics", "extratropics_north", "extratropics_south")
 
+
 def open_forecast(path: str | Path) -> xr.Dataset:
     """Open a forecast (``.zarr`` directory or NetCDF file) lazily with Dask.
 
@@ -48,7 +49,11 @@ def open_forecast(path: str | Path) -> xr.Dataset:
             return xr.open_zarr(path, consolidated=None, decode_timedelta=True)
         return xr.open_dataset(path, chunks={}, decode_timedelta=True)
     except Exception as err:  # readers raise many types on a foreign file
-        raise DataError(f"cannot read the forecast ({type(err).__name__}: {err})", path=path, hint="pass a .zarr or .nc written by 'forecast run'") from None
+        raise DataError(
+            f"cannot read the forecast ({type(err).__name__}: {err})",
+            path=path,
+            hint="pass a .zarr or .nc written by 'forecast run'",
+        ) from None
 
 
 def score_forecast(
@@ -97,7 +102,9 @@ def score_forecast(
     """
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
-        raise DataError(f"unknown baseline(s) {', '.join(unknown)}", hint=f"use {', '.join(BASELINES)}")
+        raise DataError(
+            f"unknown baseline(s) {', '.join(unknown)}", hint=f"use {', '.join(BASELINES)}"
+        )
     regions = [REGIONS[name] for name in DEFAULT_REGIONS] if regions is None else list(regions)
     matched = match(forecast, store)
     weights = region_weights(matched.grid, regions)
@@ -116,7 +123,8 @@ def score_forecast(
     for model in models:
         values = results.statistics[model]
         statistics = xr.Dataset(
-            {name: (dims, values[..., index]) for index, name in enumerate(STATISTICS)}, coords=coords
+            {name: (dims, values[..., index]) for index, name in enumerate(STATISTICS)},
+            coords=coords,
         )
         finished.append(finish_metrics(statistics, members if model == FORECAST_MODEL else 1))
     scores = xr.concat(finished, dim="model").assign_coords(model=list(models))
@@ -126,7 +134,9 @@ def score_forecast(
         dims=(*dims, "rank"),
         coords={**coords, "rank": np.arange(members + 1)},
     )
-    scores["rank_histogram"] = histogram.mean(INIT_DIM, skipna=True).transpose("channel", LEAD_DIM, "region", "rank")
+    scores["rank_histogram"] = histogram.mean(INIT_DIM, skipna=True).transpose(
+        "channel", LEAD_DIM, "region", "rank"
+    )
     scores["n_init"] = matched.available.sum(INIT_DIM).astype(np.int32)
     if spectra:
         spectrum_dims = (INIT_DIM, LEAD_DIM, "channel", "wavenumber")
@@ -134,27 +144,46 @@ def score_forecast(
         spectrum_coords["wavenumber"] = np.arange(results.spectra["truth"].shape[-1])
 
         def init_mean(values: np.ndarray) -> xr.DataArray:
-            return xr.DataArray(values, dims=spectrum_dims, coords=spectrum_coords).mean(INIT_DIM, skipna=True)
+            return xr.DataArray(values, dims=spectrum_dims, coords=spectrum_coords).mean(
+                INIT_DIM, skipna=True
+            )
 
-        scores["power_spectrum"] = init_mean(results.spectra[FORECAST_MODEL]).transpose("channel", LEAD_DIM, "wavenumber")
-        scores["truth_power_spectrum"] = init_mean(results.spectra["truth"]).transpose("channel", LEAD_DIM, "wavenumber")
+        scores["power_spectrum"] = init_mean(results.spectra[FORECAST_MODEL]).transpose(
+            "channel", LEAD_DIM, "wavenumber"
+        )
+        scores["truth_power_spectrum"] = init_mean(results.spectra["truth"]).transpose(
+            "channel", LEAD_DIM, "wavenumber"
+        )
     return _annotate(scores, matched, regions, forecast)
 
 
-def _annotate(scores: xr.Dataset, matched: Matched, regions: Sequence[Region], forecast: xr.Dataset) -> xr.Dataset:
+def _annotate(
+    scores: xr.Dataset, matched: Matched, regions: Sequence[Region], forecast: xr.Dataset
+) -> xr.Dataset:
     for name, metric in METRICS.items():
         scores[name].attrs = {"long_name": metric.long_name, "units": metric.units}
     scores["rank_histogram"].attrs = {
         "long_name": "area fraction of each rank of the truth among the ensemble members (0: below all)",
         "units": "1",
     }
-    scores["n_init"].attrs = {"long_name": "number of initialisations with truth at this lead", "units": "1"}
+    scores["n_init"].attrs = {
+        "long_name": "number of initialisations with truth at this lead",
+        "units": "1",
+    }
     if "power_spectrum" in scores:
         kind = "total spherical-harmonic" if matched.grid.is_global else "zonal"
-        scores["power_spectrum"].attrs = {"long_name": f"init-mean power spectrum by {kind} wavenumber (member 0)", "units": "data**2"}
-        scores["truth_power_spectrum"].attrs = {"long_name": f"init-mean power spectrum of the truth by {kind} wavenumber", "units": "data**2"}
+        scores["power_spectrum"].attrs = {
+            "long_name": f"init-mean power spectrum by {kind} wavenumber (member 0)",
+            "units": "data**2",
+        }
+        scores["truth_power_spectrum"].attrs = {
+            "long_name": f"init-mean power spectrum of the truth by {kind} wavenumber",
+            "units": "data**2",
+        }
     scores["channel_units"] = ("channel", [_units(c) for c in matched.channels])
-    scores["channel_units"].attrs = {"long_name": "units of each channel (of metrics with units 'data')"}
+    scores["channel_units"].attrs = {
+        "long_name": "units of each channel (of metrics with units 'data')"
+    }
     scores["region_bounds"] = (
         ("region", "bound"),
         np.array([[r.lat_min, r.lat_max, r.lon_min, r.lon_max] for r in regions]),
@@ -189,7 +218,11 @@ def write_scores(scores: xr.Dataset, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        encoding = {name: {"zlib": True, "complevel": 4} for name in scores.data_vars if scores[name].dtype.kind == "f"}
+        encoding = {
+            name: {"zlib": True, "complevel": 4}
+            for name in scores.data_vars
+            if scores[name].dtype.kind == "f"
+        }
         scores.to_netcdf(temporary, encoding=encoding)
         os.replace(temporary, path)
     finally:
@@ -223,7 +256,10 @@ def format_table(
         leads = leads[chosen]
     ensemble = int(scores.attrs.get("ensemble_size", 1)) > 1
     lines = []
-    label_width = max(len(f"{c} [{u}]") for c, u in zip(scores["channel"].values, scores["channel_units"].values, strict=True))
+    label_width = max(
+        len(f"{c} [{u}]")
+        for c, u in zip(scores["channel"].values, scores["channel_units"].values, strict=True)
+    )
     label_width = max(label_width, 12)
     model_width = max(len(str(m)) for m in scores["model"].values)
     for name in metrics:
@@ -232,12 +268,20 @@ def format_table(
         models = [FORECAST_MODEL] if name in ("spread", "ssr") else list(scores["model"].values)
         header = f"{name.upper()} ({region})".ljust(label_width + model_width + 2)
         lines.append(header + "".join(f"{lead_label(lead):>11}" for lead in leads))
-        for channel, units in zip(scores["channel"].values, scores["channel_units"].values, strict=True):
+        for channel, units in zip(
+            scores["channel"].values, scores["channel_units"].values, strict=True
+        ):
             label = f"{channel} [{units}]" if METRICS[name].units == "data" else str(channel)
             for index, model in enumerate(models):
-                values = scores[name].sel(model=model, channel=channel, region=region, lead_time=leads).values
+                values = (
+                    scores[name]
+                    .sel(model=model, channel=channel, region=region, lead_time=leads)
+                    .values
+                )
                 cells = "".join(f"{_number(v):>11}" for v in values)
-                lines.append(f"{(label if index == 0 else ''):<{label_width}}  {model:<{model_width}}{cells}")
+                lines.append(
+                    f"{(label if index == 0 else ''):<{label_width}}  {model:<{model_width}}{cells}"
+                )
         lines.append("")
     missing = scores.attrs.get("leads_without_truth", "")
     if missing:

@@ -38,7 +38,9 @@ def spectrum_size(grid: Grid) -> int:
     return grid.nlon // 2 + 1
 
 
-def power_spectrum(fields: np.ndarray, grid: Grid, area_weights: np.ndarray | None = None) -> np.ndarray:
+def power_spectrum(
+    fields: np.ndarray, grid: Grid, area_weights: np.ndarray | None = None
+) -> np.ndarray:
     """Power of ``fields`` by wavenumber; the powers sum to the area-mean square.
 
     Parameters

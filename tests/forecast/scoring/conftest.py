@@ -32,18 +32,27 @@ def truth_fields(grid: Grid, times: np.ndarray, channels=CHANNELS, seed: int = 0
     for c, name in enumerate(channels):
         phase = rng.uniform(0, 2 * np.pi)
         for t in range(len(times)):
-            wave = np.cos(lat) ** 2 * np.sin(3 * lon + phase + 0.3 * t) + 0.5 * np.sin(2 * lat) * np.cos(lon - 0.1 * t)
+            wave = np.cos(lat) ** 2 * np.sin(3 * lon + phase + 0.3 * t) + 0.5 * np.sin(
+                2 * lat
+            ) * np.cos(lon - 0.1 * t)
             cycle = 0.2 * np.cos(2 * np.pi * hour[t] / 24.0 + lon)
             noise = 0.05 * rng.standard_normal((grid.nlat, grid.nlon))
             data[t, c] = BASE[name] + AMPLITUDE[name] * (wave + cycle + noise)
     return xr.DataArray(
         data,
         dims=("time", "channel", "latitude", "longitude"),
-        coords={"time": times, "channel": list(channels), "latitude": grid.latitude, "longitude": grid.longitude},
+        coords={
+            "time": times,
+            "channel": list(channels),
+            "latitude": grid.latitude,
+            "longitude": grid.longitude,
+        },
     )
 
 
-def write_store(path: Path, truth: xr.DataArray, grid: Grid, calendar: str = "standard", step: str = "6h") -> Path:
+def write_store(
+    path: Path, truth: xr.DataArray, grid: Grid, calendar: str = "standard", step: str = "6h"
+) -> Path:
     """Write ``truth`` as a training store (exact layout of forecast/store.py)."""
     channels = [str(c) for c in truth["channel"].values]
     mean = truth.mean(("time", "latitude", "longitude")).astype(np.float32)
@@ -52,7 +61,9 @@ def write_store(path: Path, truth: xr.DataArray, grid: Grid, calendar: str = "st
     days = 360 if calendar == "360_day" else 366
     # climatology: the mean over all times, minus a smooth offset (so anomalies are not zero)
     lat = np.deg2rad(grid.latitude)[:, None]
-    base = truth.mean("time").values - 0.3 * np.array([AMPLITUDE[c] for c in channels])[:, None, None] * np.cos(lat)
+    base = truth.mean("time").values - 0.3 * np.array([AMPLITUDE[c] for c in channels])[
+        :, None, None
+    ] * np.cos(lat)
     clim = np.broadcast_to(base, (days, 4, len(channels), grid.nlat, grid.nlon)).astype(np.float32)
     ds = xr.Dataset(
         {
@@ -98,25 +109,46 @@ def make_forecast(
     rng = np.random.default_rng(seed)
     times = truth["time"].values
     step = pd.Timedelta(times[1] - times[0])
-    leads = np.array([pd.Timedelta(step * lead_step * k).to_timedelta64() for k in range(n_leads)], dtype="timedelta64[ns]")
+    leads = np.array(
+        [pd.Timedelta(step * lead_step * k).to_timedelta64() for k in range(n_leads)],
+        dtype="timedelta64[ns]",
+    )
     n_members = members or 1
     data_vars = {}
     for channel in truth["channel"].values:
-        values = np.empty((len(init_indices), n_leads, n_members, truth.sizes["latitude"], truth.sizes["longitude"]), np.float32)
+        values = np.empty(
+            (
+                len(init_indices),
+                n_leads,
+                n_members,
+                truth.sizes["latitude"],
+                truth.sizes["longitude"],
+            ),
+            np.float32,
+        )
         for i, t0 in enumerate(init_indices):
             for k in range(n_leads):
                 source = min(t0 + k * lead_step, len(times) - 1)
                 field = truth.sel(channel=channel).values[source]
                 scale = AMPLITUDE[str(channel)]
-                values[i, k] = field + offset * scale + noise * scale * rng.standard_normal(values.shape[2:])
+                values[i, k] = (
+                    field + offset * scale + noise * scale * rng.standard_normal(values.shape[2:])
+                )
         dims = ("time", "lead_time", "member", "latitude", "longitude")
         array = values if members else values[:, :, 0]
-        data_vars[str(channel)] = (dims if members else dims[:2] + dims[3:], array, channel_info(str(channel)).attrs())
+        data_vars[str(channel)] = (
+            dims if members else dims[:2] + dims[3:],
+            array,
+            channel_info(str(channel)).attrs(),
+        )
     init_times = times[init_indices]
     if np.issubdtype(times.dtype, np.datetime64):
         valid = init_times[:, None] + leads[None, :]
     else:
-        valid = np.array([[t + pd.Timedelta(lead).to_pytimedelta() for lead in leads] for t in init_times], dtype=object)
+        valid = np.array(
+            [[t + pd.Timedelta(lead).to_pytimedelta() for lead in leads] for t in init_times],
+            dtype=object,
+        )
     coords = {
         "time": init_times,
         "lead_time": leads,
@@ -133,18 +165,34 @@ def make_forecast(
 def tiny_store(tmp_path) -> Callable[..., tuple[Path, xr.DataArray, Grid]]:
     """Factory: ``tiny_store(kind="equiangular", calendar="standard", n_times=12)`` -> (path, truth, grid)."""
 
-    def build(kind: str = "equiangular", calendar: str = "standard", n_times: int = 12, shape=(9, 16), channels=CHANNELS):
+    def build(
+        kind: str = "equiangular",
+        calendar: str = "standard",
+        n_times: int = 12,
+        shape=(9, 16),
+        channels=CHANNELS,
+    ):
         grid = Grid.from_kind(kind, *shape)
         start = "2020-01-01" if calendar == "standard" else "2001-02-27"
         import cftime
 
         if calendar == "standard":
-            times = time_range(pd.Timestamp(start), pd.Timestamp(start) + pd.Timedelta(hours=6 * (n_times - 1)), pd.Timedelta(hours=6).to_pytimedelta(), calendar)
+            times = time_range(
+                pd.Timestamp(start),
+                pd.Timestamp(start) + pd.Timedelta(hours=6 * (n_times - 1)),
+                pd.Timedelta(hours=6).to_pytimedelta(),
+                calendar,
+            )
         else:
             first = cftime.datetime(2001, 2, 27, calendar=calendar)
-            times = np.array([first + pd.Timedelta(hours=6 * k).to_pytimedelta() for k in range(n_times)], dtype=object)
+            times = np.array(
+                [first + pd.Timedelta(hours=6 * k).to_pytimedelta() for k in range(n_times)],
+                dtype=object,
+            )
         truth = truth_fields(grid, times, channels)
-        path = write_store(tmp_path / f"store-{kind}-{calendar}.zarr", truth, grid, calendar=calendar)
+        path = write_store(
+            tmp_path / f"store-{kind}-{calendar}.zarr", truth, grid, calendar=calendar
+        )
         return path, truth, grid
 
     return build

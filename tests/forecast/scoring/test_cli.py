@@ -18,8 +18,20 @@ def test_score_command_writes_scores_table_and_plots(tiny_store, tmp_path, capsy
     plots = tmp_path / "plots"
     code = main(
         [
-            "score", str(forecast_path), "--truth", str(path), "--out", str(out), "--plots", str(plots),
-            "--lead-for-maps", "12h", "--region", "global", "europe=30,75,340,40", "--no-progress",
+            "score",
+            str(forecast_path),
+            "--truth",
+            str(path),
+            "--out",
+            str(out),
+            "--plots",
+            str(plots),
+            "--lead-for-maps",
+            "12h",
+            "--region",
+            "global",
+            "europe=30,75,340,40",
+            "--no-progress",
         ]
     )
     assert code == 0
@@ -32,8 +44,15 @@ def test_score_command_writes_scores_table_and_plots(tiny_store, tmp_path, capsy
     names = sorted(p.name for p in plots.iterdir())
     assert names == sorted(
         [
-            "rmse_vs_lead.png", "acc_vs_lead.png", "bias_vs_lead.png", "crps_vs_lead.png", "spread_skill.png",
-            "rank_histograms.png", "spectra.png", "maps_z500_12h.png", "maps_t850_12h.png",
+            "rmse_vs_lead.png",
+            "acc_vs_lead.png",
+            "bias_vs_lead.png",
+            "crps_vs_lead.png",
+            "spread_skill.png",
+            "rank_histograms.png",
+            "spectra.png",
+            "maps_z500_12h.png",
+            "maps_t850_12h.png",
         ]
     )
     assert all((plots / n).stat().st_size > 10_000 for n in names)

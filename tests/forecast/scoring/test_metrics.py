@@ -22,8 +22,12 @@ def _coords():
 
 def _ensemble(shape=(3, 2, 5), seed=0, scale=1.0):
     rng = np.random.default_rng(seed)
-    forecast = xr.DataArray(rng.normal(scale=scale, size=(*shape, *GRID.shape)), dims=DIMS, coords=_coords())
-    truth = xr.DataArray(rng.normal(size=(*shape[:2], *GRID.shape)), dims=DIMS[:2] + DIMS[3:], coords=_coords())
+    forecast = xr.DataArray(
+        rng.normal(scale=scale, size=(*shape, *GRID.shape)), dims=DIMS, coords=_coords()
+    )
+    truth = xr.DataArray(
+        rng.normal(size=(*shape[:2], *GRID.shape)), dims=DIMS[:2] + DIMS[3:], coords=_coords()
+    )
     return forecast, truth
 
 
@@ -43,9 +47,15 @@ def test_constant_error_gives_that_rmse_bias_mae(global_weights):
 
 def test_rmse_is_sqrt_of_init_mean_of_mse(global_weights):
     # init 0 has error 1 everywhere, init 1 has error 3: RMSE = sqrt((1 + 9) / 2), not (1 + 3) / 2
-    truth = xr.DataArray(np.zeros((2, 1, *GRID.shape)), dims=("time", "lead_time", "latitude", "longitude"), coords=_coords())
+    truth = xr.DataArray(
+        np.zeros((2, 1, *GRID.shape)),
+        dims=("time", "lead_time", "latitude", "longitude"),
+        coords=_coords(),
+    )
     forecast = truth.copy(data=np.stack([np.ones((1, *GRID.shape)), 3 * np.ones((1, *GRID.shape))]))
-    assert float(metrics.rmse(forecast, truth, global_weights).squeeze()) == pytest.approx(np.sqrt(5.0), abs=1e-12)
+    assert float(metrics.rmse(forecast, truth, global_weights).squeeze()) == pytest.approx(
+        np.sqrt(5.0), abs=1e-12
+    )
 
 
 def test_perfect_forecast_rmse_zero_acc_one(global_weights):
@@ -60,13 +70,21 @@ def test_perfect_forecast_rmse_zero_acc_one(global_weights):
 
 def test_area_weighting_of_a_latitude_dependent_error(global_weights):
     # error 1 north of the equator, 0 elsewhere: MSE = area fraction of the northern cells
-    truth = xr.DataArray(np.zeros((1, 1, *GRID.shape)), dims=("time", "lead_time", "latitude", "longitude"), coords=_coords())
+    truth = xr.DataArray(
+        np.zeros((1, 1, *GRID.shape)),
+        dims=("time", "lead_time", "latitude", "longitude"),
+        coords=_coords(),
+    )
     error = np.where(GRID.latitude[:, None] > 0, 1.0, 0.0) * np.ones(GRID.shape)
     forecast = truth + error
     areas = GRID.cell_area_fractions()
     expected = areas[GRID.latitude > 0].sum() / areas.sum()
-    assert float(metrics.mae(forecast, truth, global_weights).squeeze()) == pytest.approx(expected, rel=1e-12)
-    assert float(metrics.rmse(forecast, truth, global_weights).squeeze()) == pytest.approx(np.sqrt(expected), rel=1e-12)
+    assert float(metrics.mae(forecast, truth, global_weights).squeeze()) == pytest.approx(
+        expected, rel=1e-12
+    )
+    assert float(metrics.rmse(forecast, truth, global_weights).squeeze()) == pytest.approx(
+        np.sqrt(expected), rel=1e-12
+    )
 
 
 def test_crps_of_one_member_is_mae(global_weights):
@@ -81,7 +99,9 @@ def test_fair_crps_pointwise_matches_the_double_sum():
     rng = np.random.default_rng(3)
     members = rng.normal(size=(7, 50))
     truth = rng.normal(size=50)
-    brute = np.abs(members - truth).mean(0) - np.abs(members[:, None] - members[None]).sum((0, 1)) / (2 * 7 * 6)
+    brute = np.abs(members - truth).mean(0) - np.abs(members[:, None] - members[None]).sum(
+        (0, 1)
+    ) / (2 * 7 * 6)
     assert np.allclose(fair_crps(members, truth), brute, atol=1e-13)
 
 
@@ -122,9 +142,16 @@ def test_spread_and_ssr_match_xskillscore(global_weights):
     weights2d = weights.broadcast_like(truth.isel(time=0, lead_time=0))
     m = forecast.sizes["member"]
     ensemble_mean = forecast.mean("member")
-    mse = xs.mse(ensemble_mean, truth, dim=["latitude", "longitude"], weights=weights2d).mean("time")
+    mse = xs.mse(ensemble_mean, truth, dim=["latitude", "longitude"], weights=weights2d).mean(
+        "time"
+    )
     variance = (
-        xs.mse(forecast, ensemble_mean.broadcast_like(forecast), dim=["member", "latitude", "longitude"], weights=weights2d.broadcast_like(forecast.isel(time=0, lead_time=0)))
+        xs.mse(
+            forecast,
+            ensemble_mean.broadcast_like(forecast),
+            dim=["member", "latitude", "longitude"],
+            weights=weights2d.broadcast_like(forecast.isel(time=0, lead_time=0)),
+        )
         * m
         / (m - 1)
     ).mean("time")
@@ -152,7 +179,9 @@ def test_rank_histogram_hand_cases(global_weights):
     histogram = metrics.rank_histogram(forecast, above, global_weights).squeeze()
     assert histogram.values.tolist() == pytest.approx([0, 0, 0, 0, 1])
     below = forecast.min("member") - 1.0
-    assert metrics.rank_histogram(forecast, below, global_weights).squeeze().values[0] == pytest.approx(1.0)
+    assert metrics.rank_histogram(forecast, below, global_weights).squeeze().values[
+        0
+    ] == pytest.approx(1.0)
     random = metrics.rank_histogram(forecast, truth, global_weights)
     assert np.allclose(random.sum("rank"), 1.0)
 
@@ -163,7 +192,9 @@ def test_metrics_are_lazy_with_dask(global_weights):
     lazy_truth = truth.chunk({"time": 1, "lead_time": 1})
     result = metrics.crps(lazy_forecast, lazy_truth, global_weights)
     assert isinstance(result.data, da.Array)
-    assert np.allclose(result.values, metrics.crps(forecast, truth, global_weights).values, atol=1e-12)
+    assert np.allclose(
+        result.values, metrics.crps(forecast, truth, global_weights).values, atol=1e-12
+    )
 
 
 def test_registry_holds_every_metric_by_name():

@@ -37,7 +37,13 @@ def test_legendre_gauss_weights_are_close_to_quadrature_weights():
 def test_parse_region_names_and_boxes():
     assert parse_region("tropics") == REGIONS["tropics"]
     box = parse_region("europe=35,72,-15,45")
-    assert (box.name, box.lat_min, box.lat_max, box.lon_min, box.lon_max) == ("europe", 35.0, 72.0, 345.0, 45.0)
+    assert (box.name, box.lat_min, box.lat_max, box.lon_min, box.lon_max) == (
+        "europe",
+        35.0,
+        72.0,
+        345.0,
+        45.0,
+    )
     grid = Grid.equiangular(19, 36)
     mask = box.mask(grid.latitude, grid.longitude)
     lons = grid.longitude[mask.any(axis=0)]
@@ -67,7 +73,9 @@ def test_sht_spectrum_of_a_single_harmonic(kind):
 
 def test_zonal_spectrum_on_a_regional_grid():
     grid = Grid("regional", np.linspace(60, 30, 7), np.arange(0, 40, 2.5))
-    field = 2.0 + 3.0 * np.cos(2 * np.pi * 3 * np.arange(grid.nlon) / grid.nlon)[None, :] * np.ones((grid.nlat, 1))
+    field = 2.0 + 3.0 * np.cos(2 * np.pi * 3 * np.arange(grid.nlon) / grid.nlon)[None, :] * np.ones(
+        (grid.nlat, 1)
+    )
     spectrum = power_spectrum(field, grid)
     assert spectrum[0] == pytest.approx(4.0)
     assert spectrum[3] == pytest.approx(4.5)  # mean square of 3 cos

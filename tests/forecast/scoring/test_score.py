@@ -31,13 +31,19 @@ def test_perfect_forecast_and_baselines_by_hand(tiny_store):
     assert np.allclose(perfect["spread"], 0.0)
     # persistence at lead 2 (12 h): init 0 -> truth[0] vs truth[2], init 3 -> truth[3] vs truth[5]
     z = truth.sel(channel="z500").values
-    expected = np.sqrt(np.mean([_hand_rmse(z[0], z[2], grid) ** 2, _hand_rmse(z[3], z[5], grid) ** 2]))
+    expected = np.sqrt(
+        np.mean([_hand_rmse(z[0], z[2], grid) ** 2, _hand_rmse(z[3], z[5], grid) ** 2])
+    )
     got = scores["rmse"].sel(model="persistence", channel="z500", region="global").isel(lead_time=2)
     assert float(got) == pytest.approx(expected, rel=1e-5)
-    assert float(scores["rmse"].sel(model="persistence").isel(lead_time=0).max()) == pytest.approx(0.0, abs=1e-3)
+    assert float(scores["rmse"].sel(model="persistence").isel(lead_time=0).max()) == pytest.approx(
+        0.0, abs=1e-3
+    )
     # climatology baseline at lead 1 against the store's climatology (hour 6, constant over days)
     clim = store["climatology"].sel(channel="z500", hour=6, dayofyear=1).values
-    expected = np.sqrt(np.mean([_hand_rmse(clim, z[1], grid) ** 2, _hand_rmse(clim, z[4], grid) ** 2]))
+    expected = np.sqrt(
+        np.mean([_hand_rmse(clim, z[1], grid) ** 2, _hand_rmse(clim, z[4], grid) ** 2])
+    )
     got = scores["rmse"].sel(model="climatology", channel="z500", region="global").isel(lead_time=1)
     assert float(got) == pytest.approx(expected, rel=1e-5)
     assert scores["n_init"].values.tolist() == [2, 2, 2, 2]
@@ -69,7 +75,9 @@ def test_cftime_calendars(tiny_store, calendar):
 
 def test_missing_truth_is_reported_not_dropped(tiny_store):
     path, truth, _ = tiny_store(n_times=8)
-    forecast = make_forecast(truth, [4, 6], n_leads=5, members=2)  # valid up to index 10; store ends at 7
+    forecast = make_forecast(
+        truth, [4, 6], n_leads=5, members=2
+    )  # valid up to index 10; store ends at 7
     scores = score_forecast(forecast, open_store(path), spectra=False)
     assert scores["n_init"].values.tolist() == [2, 2, 1, 1, 0]
     assert scores.attrs["leads_without_truth"] == "24h"
@@ -88,7 +96,9 @@ def test_errors_are_one_line_and_actionable(tiny_store):
     with pytest.raises(GridError, match="latitudes are ascending"):
         score_forecast(forecast.isel(latitude=slice(None, None, -1)), store)
     other = forecast.isel(latitude=slice(0, 5))
-    with pytest.raises(GridError, match="forecast grid 5x16 does not match the store's equiangular 9x16 grid"):
+    with pytest.raises(
+        GridError, match="forecast grid 5x16 does not match the store's equiangular 9x16 grid"
+    ):
         score_forecast(other, store)
     shifted = forecast.assign_coords(valid_time=forecast["valid_time"] + np.timedelta64(365, "D"))
     with pytest.raises(DataError, match=r"no valid time of the forecast .* is in the store"):
@@ -109,7 +119,9 @@ def test_scores_file_layout_and_atomic_write(tiny_store, tmp_path):
     assert reread["power_spectrum"].dims == ("channel", "lead_time", "wavenumber")
     assert reread["truth_power_spectrum"].dims == ("channel", "lead_time", "wavenumber")
     # noise of 10% on every member lifts the forecast's small scales above the truth's
-    assert float(reread["power_spectrum"].isel(wavenumber=-1).mean()) > float(reread["truth_power_spectrum"].isel(wavenumber=-1).mean())
+    assert float(reread["power_spectrum"].isel(wavenumber=-1).mean()) > float(
+        reread["truth_power_spectrum"].isel(wavenumber=-1).mean()
+    )
     assert reread["lead_time"].dtype.kind == "m"
     assert reread["channel_units"].sel(channel="z500").item() == "m**2 s**-2"
     assert np.allclose(reread["rmse"], scores["rmse"], equal_nan=True)
