@@ -221,6 +221,18 @@ def test_int16_packing_round_trip(tmp_path):
         assert int(raw[name].max()) <= 32766 and int(raw[name].min()) >= -32766
 
 
+def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    def broken_write(self, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", broken_write)
+    with pytest.raises(OSError, match="No space"):
+        _run(tmp_path, spinup_days=0)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_library_rejects_bad_arguments(tmp_path):
     regional = Grid("regional", np.array([60.0, 50.0]), np.array([0.0, 10.0]))
     with pytest.raises(GridError, match="global grid"):
