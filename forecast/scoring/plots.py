@@ -214,7 +214,12 @@ def plot_maps(
     written = []
     lat = matched.grid.latitude
     lon = matched.grid.longitude
-    projection = ccrs.PlateCarree(central_longitude=180.0)
+    if matched.grid.is_global:
+        projection, extent = ccrs.PlateCarree(central_longitude=180.0), None
+    else:  # a limited area: centred on it, zoomed to it
+        lon_range = (float(lon.min()), float(lon.max()))
+        projection = ccrs.PlateCarree(central_longitude=0.5 * sum(lon_range))
+        extent = [*lon_range, float(lat.min()), float(lat.max())]
     for channel in matched.channels:
         units = str(forecast[channel].attrs.get("units", ""))
         fields = matched.forecast[channel].isel({INIT_DIM: init_index}).sel(lead_time=lead)
@@ -254,8 +259,10 @@ def plot_maps(
                 shading="nearest",
             )
             axis.coastlines(linewidth=0.6)
-            if matched.grid.is_global:
+            if extent is None:
                 axis.set_global()
+            else:
+                axis.set_extent(extent, crs=ccrs.PlateCarree())
             axis.set_title(title)
             figure.colorbar(mesh, ax=axis, shrink=0.85, label=f"{channel} [{units}]")
         figure.suptitle(

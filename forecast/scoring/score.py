@@ -90,6 +90,7 @@ def score_forecast(
         One variable per metric of :data:`~forecast.scoring.metrics.METRICS`
         over ``(model, channel, lead_time, region)``; ``rank_histogram``
         ``(channel, lead_time, region, rank)``; ``n_init(lead_time)``;
+        ``n_nan_forecast(channel, lead_time)``;
         with ``spectra``, ``power_spectrum(channel, lead_time, wavenumber)``
         (forecast member 0) and ``truth_power_spectrum(channel, lead_time,
         wavenumber)``. Attribute ``leads_without_truth`` lists the leads no
@@ -138,6 +139,14 @@ def score_forecast(
         "channel", LEAD_DIM, "region", "rank"
     )
     scores["n_init"] = matched.available.sum(INIT_DIM).astype(np.int32)
+    # forecast values that are NaN (an unfinished run, a blow-up) where truth exists
+    squared_error = results.statistics[FORECAST_MODEL][..., STATISTICS.index("squared_error")]
+    nan_forecast = np.isnan(squared_error).any(axis=-1) & matched.available.values[:, :, None]
+    scores["n_nan_forecast"] = xr.DataArray(
+        nan_forecast.sum(axis=0).astype(np.int32),
+        dims=(LEAD_DIM, "channel"),
+        coords={LEAD_DIM: coords[LEAD_DIM], "channel": matched.channels},
+    ).transpose("channel", LEAD_DIM)
     if spectra:
         spectrum_dims = (INIT_DIM, LEAD_DIM, "channel", "wavenumber")
         spectrum_coords = {k: coords[k] for k in (INIT_DIM, LEAD_DIM, "channel")}
@@ -164,6 +173,10 @@ def _annotate(
         scores[name].attrs = {"long_name": metric.long_name, "units": metric.units}
     scores["rank_histogram"].attrs = {
         "long_name": "area fraction of each rank of the truth among the ensemble members (0: below all)",
+        "units": "1",
+    }
+    scores["n_nan_forecast"].attrs = {
+        "long_name": "initialisations whose forecast has NaN where truth exists (left out of the means)",
         "units": "1",
     }
     scores["n_init"].attrs = {
@@ -286,6 +299,13 @@ def format_table(
     missing = scores.attrs.get("leads_without_truth", "")
     if missing:
         lines.append(f"no truth in the store at lead(s): {missing} (scores NaN there)")
+    if "n_nan_forecast" in scores and int(scores["n_nan_forecast"].sum()) > 0:
+        bad = scores["n_nan_forecast"].sum("channel")
+        leads = ", ".join(lead_label(lead) for lead in bad[LEAD_DIM].values[bad.values > 0])
+        lines.append(
+            f"the forecast has NaN values at lead(s) {leads}: {int(bad.sum())} (init, channel) "
+            "field(s) left out of the means (see n_nan_forecast)"
+        )
     return "\n".join(lines).rstrip() + "\n"
 
 

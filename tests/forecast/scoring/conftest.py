@@ -172,7 +172,12 @@ def tiny_store(tmp_path) -> Callable[..., tuple[Path, xr.DataArray, Grid]]:
         shape=(9, 16),
         channels=CHANNELS,
     ):
-        grid = Grid.from_kind(kind, *shape)
+        if kind == "regional":  # a limited area: 60N-30N, 0-40E
+            grid = Grid(
+                "regional", np.linspace(60.0, 30.0, shape[0]), np.linspace(0.0, 40.0, shape[1])
+            )
+        else:
+            grid = Grid.from_kind(kind, *shape)
         start = "2020-01-01" if calendar == "standard" else "2001-02-27"
         import cftime
 

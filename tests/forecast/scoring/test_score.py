@@ -7,6 +7,7 @@ import pytest
 import xarray as xr
 
 from forecast.errors import DataError, GridError
+from forecast.scoring.regions import parse_region
 from forecast.scoring.score import format_table, score_forecast, write_scores
 from forecast.store import open_store
 from tests.forecast.scoring.conftest import make_forecast
@@ -128,3 +129,52 @@ def test_scores_file_layout_and_atomic_write(tiny_store, tmp_path):
     table = format_table(scores)
     assert "RMSE (global)" in table and "z500 [m**2 s**-2]" in table and "12h" in table
     reread.close()
+
+
+def test_nan_forecast_values_are_counted_and_reported(tiny_store):
+    path, truth, _ = tiny_store()
+    forecast = make_forecast(truth, [0, 1, 2], n_leads=3, members=2)
+    forecast["t850"][1, 2, 0, 3, 4] = np.nan  # one unwritten value at init 1, lead 12 h
+    scores = score_forecast(forecast, open_store(path), spectra=False)
+    assert scores["n_nan_forecast"].sel(channel="t850").values.tolist() == [0, 0, 1]
+    assert int(scores["n_nan_forecast"].sel(channel="z500").sum()) == 0
+    assert np.isfinite(scores["rmse"].sel(model="forecast")).all()
+    assert "NaN values at lead(s) 12h: 1 (init, channel)" in format_table(scores)
+
+
+def test_cftime_forecast_file_round_trip(tiny_store, tmp_path):
+    from forecast.scoring.score import open_forecast
+
+    path, truth, _ = tiny_store(calendar="noleap", n_times=10)
+    forecast = make_forecast(truth, [0, 3], n_leads=4, members=2)
+    forecast.to_netcdf(tmp_path / "fc.nc")
+    reopened = open_forecast(tmp_path / "fc.nc")
+    assert reopened["valid_time"].values[0, 0].calendar == "noleap"
+    scores = score_forecast(reopened, open_store(path), spectra=False, baselines=())
+    assert np.allclose(scores["rmse"], 0.0, atol=1e-2)
+
+
+def test_regional_deterministic_forecast_with_zonal_spectra_and_plots(tiny_store, tmp_path):
+    from forecast.scoring.plots import draw_all
+
+    path, truth, grid = tiny_store(kind="regional", shape=(7, 17), n_times=8)
+    store = open_store(path)
+    forecast = make_forecast(truth, [0, 2], n_leads=3, members=None, noise=0.02)
+    scores = score_forecast(forecast, store, regions=[parse_region("box=40,60,0,20")])
+    assert list(scores["region"].values) == ["box"]
+    assert scores["power_spectrum"].sizes["wavenumber"] == grid.nlon // 2 + 1
+    assert "zonal" in scores["power_spectrum"].attrs["long_name"]
+    assert np.all(scores["rmse"].sel(model="forecast") < 0.05 * 800)
+    written = draw_all(
+        scores, forecast, store, tmp_path / "plots", np.timedelta64(6, "h"), region="box"
+    )
+    assert sorted(p.name for p in written) == sorted(
+        [
+            "rmse_vs_lead.png",
+            "acc_vs_lead.png",
+            "bias_vs_lead.png",
+            "spectra.png",
+            "maps_z500_6h.png",
+            "maps_t850_6h.png",
+        ]
+    )
