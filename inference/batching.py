@@ -131,17 +131,17 @@ def member_bytes(step_fn, state: torch.Tensor, times: np.ndarray, queued_states:
     Returns
     -------
     int
-        Bytes per member. Measured as the difference between batches of 4 and
-        2 members where the platform allows (falls back to 64 state sizes).
+        Bytes per member. Measured as the difference between batches of 2 and
+        1 members where the platform allows (falls back to 64 state sizes).
     """
     state_bytes = state[:, -1].numel() * state.element_size()
     kept = state_bytes * (state.shape[1] + queued_states)
-    small = _probe_bytes(step_fn, state.expand(2, *state.shape[1:]).contiguous(), np.repeat(times, 2))
-    large = _probe_bytes(step_fn, state.expand(4, *state.shape[1:]).contiguous(), np.repeat(times, 4))
+    small = _probe_bytes(step_fn, state.expand(1, *state.shape[1:]).contiguous(), np.repeat(times, 1))
+    large = _probe_bytes(step_fn, state.expand(2, *state.shape[1:]).contiguous(), np.repeat(times, 2))
     if small is None or large is None or large <= small:
         activations = 64 * state_bytes
     else:
-        activations = (large - small) // 2
+        activations = large - small
     return int(activations + kept)
 
 
@@ -183,13 +183,48 @@ class Batch:
         return pieces
 
 
-def plan_batches(n_init: int, n_members: int, batch_size: int) -> list[Batch]:
-    """Split all ``(init, member)`` pairs, init-major, into batches of ``batch_size``."""
-    if batch_size < 1:
-        raise ValueError("batch size must be at least 1")
-    init_index = np.repeat(np.arange(n_init), n_members)
-    member = np.tile(np.arange(n_members), n_init)
-    return [Batch(i, init_index[s : s + batch_size], member[s : s + batch_size]) for i, s in enumerate(range(0, len(member), batch_size))]
+def member_chunk(batch_size: int, members: int, field_bytes: int, max_chunk_bytes: int = 64 * 2**20) -> int:
+    """Members per output chunk: the batch (so each lead time of a batch is one write per channel), capped in bytes.
+
+    Parameters
+    ----------
+    batch_size : int
+        Members per model call.
+    members : int
+        Ensemble size.
+    field_bytes : int
+        Bytes of one member's field of one channel on the output grid.
+    max_chunk_bytes : int
+        Largest chunk wanted.
+    """
+    cap = max(1, max_chunk_bytes // max(field_bytes, 1))
+    return int(max(1, min(batch_size, members, cap)))
+
+
+def plan_batches(n_init: int, n_members: int, batch_size: int, chunk: int = 1) -> list[Batch]:
+    """Split all ``(init, member)`` pairs, init-major, into batches of at most ``batch_size``.
+
+    Batches never share an output chunk of ``chunk`` members: a batch smaller
+    than the ensemble covers a multiple of ``chunk`` consecutive members of one
+    init (the last one of an init may be shorter); a larger batch covers whole
+    inits. So ranks and batches write disjoint chunks, and a resumed run
+    redoes whole chunks.
+    """
+    if batch_size < 1 or chunk < 1:
+        raise ValueError("batch size and chunk must be at least 1")
+    batches: list[Batch] = []
+    if batch_size >= n_members:
+        per = batch_size // n_members
+        for first in range(0, n_init, per):
+            inits = np.arange(first, min(first + per, n_init))
+            batches.append(Batch(len(batches), np.repeat(inits, n_members), np.tile(np.arange(n_members), len(inits))))
+        return batches
+    size = max(chunk, (batch_size // chunk) * chunk)
+    for init in range(n_init):
+        for start in range(0, n_members, size):
+            members = np.arange(start, min(start + size, n_members))
+            batches.append(Batch(len(batches), np.full(len(members), init), members))
+    return batches
 
 
 def batches_for_rank(batches: list[Batch], rank: int, world_size: int) -> list[Batch]:

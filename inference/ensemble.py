@@ -10,6 +10,7 @@ complete lead time.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from forecast import __version__
-from forecast.errors import ConfigError, DataError
+from forecast.errors import ConfigError, DataError, ForecastError
 from forecast.grid import Grid
 from forecast.store import store_calendar
 from forecast.time import format_step, format_time
@@ -34,6 +35,7 @@ from inference.batching import (
     choose_batch_size,
     default_budget,
     member_bytes,
+    member_chunk,
     parse_memory,
     plan_batches,
 )
@@ -227,10 +229,18 @@ def run_forecast(
         "output_grid": grid_out.describe(),
     }
 
-    with RunLock(out) if rank == 0 else _NoLock():
-        # Rank 0 decides: skip, resume or start afresh; the others follow.
-        decision = _decide(out, writer, request, overwrite) if rank == 0 else None
+    with contextlib.ExitStack() as stack:
+        # Rank 0 takes the lock and decides: skip, resume or start afresh; the others follow.
+        decision, failure = None, None
+        if rank == 0:
+            try:
+                stack.enter_context(RunLock(out))
+                decision = _decide(out, writer, request, overwrite)
+            except ForecastError as err:
+                failure, decision = err, {"action": "error", "message": str(err)}
         decision = distributed.broadcast(decision)
+        if decision["action"] == "error":
+            raise failure or ForecastError(f"rank 0 stopped: {decision['message']}")
         if decision["action"] == "skip":
             if rank == 0:
                 log(f"{out}: the forecast from {_short(init_text)} is already finished; nothing to do")
@@ -257,7 +267,8 @@ def run_forecast(
             "source_store": str(store_path) if store_path is not None else "",
             "time_step": format_step(dt.timedelta(seconds=stepper.step.total_seconds())),
         }
-        template = forecast_template(write_channels, grid_out, init_times, steps, dt.timedelta(seconds=stepper.step.total_seconds()), members, calendar, attrs)
+        chunk = member_chunk(size, members, grid_out.nlat * grid_out.nlon * 4)
+        template = forecast_template(write_channels, grid_out, init_times, steps, dt.timedelta(seconds=stepper.step.total_seconds()), members, calendar, attrs, chunk)
         progress = Progress(out)
         manifest = {
             **request,
@@ -287,7 +298,7 @@ def run_forecast(
         if rank != 0:
             writer.resume(template)
 
-        batches = batches_for_rank(plan_batches(len(init_times), members, size), rank, world_size)
+        batches = batches_for_rank(plan_batches(len(init_times), members, size, chunk), rank, world_size)
         guard = BlowUpGuard.from_normalizer(stepper.normalizer, model_channels, blowup_sigmas)
         write_index = [model_channels.index(c) for c in write_channels]
         can_restart_from_output = regridder is None and write_channels == model_channels and writer.resumable
@@ -342,14 +353,6 @@ def run_forecast(
         else:
             writer.close()
         return RunResult(out, FINISHED, size, all_blowups, timings, manifest)
-
-
-class _NoLock:
-    def __enter__(self) -> _NoLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _short(texts: list[str]) -> str:

@@ -53,6 +53,7 @@ def forecast_template(
     members: int,
     calendar: str,
     attrs: dict[str, str | int | float],
+    member_chunk: int = 1,
 ) -> xr.Dataset:
     """An empty forecast dataset: coordinates, attributes and NaN placeholders for the data.
 
@@ -75,6 +76,8 @@ def forecast_template(
     attrs : dict
         Global attributes (model, checkpoint digest, perturbation, store ...),
         to which ``Conventions``, ``software_version`` and ``creation_time`` are added.
+    member_chunk : int
+        Members per chunk (chunks are ``(1, 1, member_chunk, lat, lon)``).
 
     Returns
     -------
@@ -114,5 +117,5 @@ def forecast_template(
         ds[name].encoding = {"units": since, "calendar": calendar, "dtype": "int64"}
     ds["lead_time"].encoding = {"units": unit, "dtype": "int64"}
     for c in channels:
-        ds[c].encoding = {"_FillValue": np.float32(np.nan), "dtype": "float32", "chunks": (1, 1, 1, grid.nlat, grid.nlon)}
+        ds[c].encoding = {"_FillValue": np.float32(np.nan), "dtype": "float32", "chunks": (1, 1, member_chunk, grid.nlat, grid.nlon)}
     return ds

@@ -34,11 +34,10 @@ class NetCDFWriter(ForecastWriter):
         coords_only = template.drop_vars(self.channels)
         coords_only.to_netcdf(tmp, format="NETCDF4", engine="netcdf4")
         self._nc = netCDF4.Dataset(tmp, "a")
-        nlat, nlon = template.sizes["latitude"], template.sizes["longitude"]
         self._variables = []
         for c in self.channels:
             variable = self._nc.createVariable(
-                c, "f4", template[c].dims, fill_value=np.float32(np.nan), chunksizes=(1, 1, 1, nlat, nlon)
+                c, "f4", template[c].dims, fill_value=np.float32(np.nan), chunksizes=template[c].encoding["chunks"]
             )
             variable.setncatts({**template[c].attrs, "coordinates": "valid_time"})
             self._variables.append(variable)

@@ -1,6 +1,7 @@
 """Zarr (v3) output: metadata first, then each block into its own chunks.
 
-Chunks hold one member, one lead time and one init (``(1, 1, 1, lat, lon)``),
+Chunks hold one lead time and one init of a run of members
+(``(1, 1, member_chunk, lat, lon)``, see :func:`inference.batching.plan_batches`),
 so ranks and batches never share a chunk: several processes can write their
 own regions of the same store, and an interrupted run can continue into it.
 """

@@ -10,6 +10,7 @@ from inference.batching import (
     batches_for_rank,
     choose_batch_size,
     member_bytes,
+    member_chunk,
     parse_memory,
     plan_batches,
 )
@@ -26,13 +27,18 @@ def test_parse_memory():
         parse_memory("lots")
 
 
-def test_plan_regions_and_ranks():
-    batches = plan_batches(n_init=3, n_members=4, batch_size=5)
-    assert [len(b) for b in batches] == [5, 5, 2]
-    # batch 1 holds member 1..3 of init 1 and members 0..1 of init 2
-    assert batches[1].regions() == [(1, 1, 4, 0), (2, 0, 2, 3)]
-    split = [batches_for_rank(batches, r, 2) for r in range(2)]
-    assert [[b.index for b in part] for part in split] == [[0, 1], [2]]
+def test_plan_never_shares_a_chunk_between_batches():
+    # batches larger than the ensemble hold whole init times
+    batches = plan_batches(n_init=3, n_members=4, batch_size=9)
+    assert [len(b) for b in batches] == [8, 4]
+    assert batches[0].regions() == [(0, 0, 4, 0), (1, 0, 4, 4)]
+    # smaller ones hold a multiple of the chunk, within one init time
+    batches = plan_batches(n_init=2, n_members=5, batch_size=5 - 2, chunk=2)
+    assert [(int(b.init_index[0]), b.regions()[0][1:3]) for b in batches] == [(0, (0, 2)), (0, (2, 4)), (0, (4, 5)), (1, (0, 2)), (1, (2, 4)), (1, (4, 5))]
+    split = [batches_for_rank(batches, r, 4) for r in range(4)]
+    assert [[b.index for b in part] for part in split] == [[0, 1], [2], [3], [4, 5]]
+    assert member_chunk(batch_size=16, members=1000, field_bytes=721 * 1440 * 4) == 16
+    assert member_chunk(batch_size=64, members=1000, field_bytes=721 * 1440 * 4) == 16  # 64 MB cap
 
 
 def test_choose_batch_size_from_budget():

@@ -152,3 +152,20 @@ def test_cli_config_file(tmp_path, store_path, checkpoint):
     config.write_text(f"checkpoint: {checkpoint}\ndata: {store_path}\ninit: 2020-01-01T06\nsteps: 1\nmembers: 2\nperturbation: gaussian\nout: {tmp_path / 'c.zarr'}\nno_progress: true\n")
     assert main(["run", "--config", str(config), "--seed", "3"]) == 0
     assert json.loads(manifest_path(tmp_path / "c.zarr").read_text())["seed"] == 3
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_write_one_store(tmp_path, store_path, store, checkpoint):
+    out = tmp_path / "dist.zarr"
+    command = [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node", "2", "--master-port", "29611", "-m", "forecast.cli.main",
+               "run", "--checkpoint", str(checkpoint), "--data", str(store_path), "--init", INITS, "--steps", "2",
+               "--members", "3", "--batch-size", "2", "--perturbation", "gaussian", "--seed", "5", "--out", str(out), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = json.loads(manifest_path(out).read_text())
+    assert manifest["status"] == "finished" and manifest["ranks"] == 2
+    reference = run_forecast(make_stepper(), store, parse_init_spec(INITS, "standard"), 2, tmp_path / "one.zarr", **{**RUN, "batch_size": 2})
+    a, b = xr.open_zarr(out), xr.open_zarr(reference.out)
+    for channel in CHANNELS:
+        np.testing.assert_allclose(a[channel].values, b[channel].values, rtol=1e-6, atol=1e-3)
