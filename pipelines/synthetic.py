@@ -39,7 +39,7 @@ from torch_harmonics import InverseRealSHT, InverseRealVectorSHT
 
 from forecast import __version__
 from forecast.channels import channel_info
-from forecast.errors import ConfigError, GridError
+from forecast.errors import CalendarError, ConfigError, GridError
 from forecast.grid import Grid
 from forecast.time import (
     canonical_calendar,
@@ -131,10 +131,13 @@ def _validate(grid: Grid, days: float, calendar: str, spinup_days: float) -> str
         raise ConfigError(f"--days must be positive, got {days}", hint="e.g. --days 30")
     if not spinup_days >= 0:
         raise ConfigError(f"spin-up must be zero or positive days, got {spinup_days}")
-    name = canonical_calendar(calendar)
+    try:
+        name = canonical_calendar(calendar)
+    except CalendarError:
+        name = None
     if name not in SUPPORTED_CALENDARS:
-        raise ConfigError(
-            f"synthetic data cannot be written in the {name} calendar",
+        raise CalendarError(
+            f"synthetic data cannot be written in calendar {calendar!r}",
             hint=f"use --calendar {'|'.join(SUPPORTED_CALENDARS)}",
         )
     return name

@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from forecast.cli.main import main
-from forecast.errors import ConfigError, GridError
+from forecast.errors import CalendarError, ConfigError, GridError
 from forecast.grid import Grid
 from pipelines.synthetic import synthesize
 from pipelines.synthetic_fields import derive_fields
@@ -239,7 +239,7 @@ def test_library_rejects_bad_arguments(tmp_path):
         synthesize(tmp_path, regional, progress=False)
     with pytest.raises(ConfigError, match="positive"):
         synthesize(tmp_path, GRID, days=0, progress=False)
-    with pytest.raises(ConfigError, match="360_day"):
+    with pytest.raises(CalendarError, match="360_day"):
         synthesize(tmp_path, GRID, calendar="julian", progress=False)
     assert list(tmp_path.iterdir()) == []
 
