@@ -67,64 +67,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score, print the table, write the file and plots."""
-    if args.plots:
-        # cartopy/pyproj must load before any NetCDF I/O (see forecast.scoring.plots)
-        from forecast.scoring import plots  # noqa: F401
-    from forecast.errors import ConfigError
-    from forecast.scoring.matching import lead_label, parse_lead
-    from forecast.scoring.regions import parse_region
-    from forecast.scoring.score import (
-        BASELINES,
-        DEFAULT_REGIONS,
-        format_table,
-        open_forecast,
-        score_forecast,
-        write_scores,
-    )
-    from forecast.store import open_store
+    from forecast.scoring.score import BASELINES, score_files
 
-    specs = args.region or list(DEFAULT_REGIONS)
-    if isinstance(specs, str):
-        specs = [specs]
-    regions = [parse_region(spec) for spec in specs]
-    if len({r.name for r in regions}) != len(regions):
-        raise ConfigError(
-            "two regions have the same name", hint="name boxes NAME=LAT_MIN,LAT_MAX,LON_MIN,LON_MAX"
-        )
-    lead_for_maps = parse_lead(args.lead_for_maps)
-    table_region = args.table_region or regions[0].name
-    if table_region not in {r.name for r in regions}:
-        raise ConfigError(
-            f"--table-region {table_region!r} is not among the scored regions",
-            hint=f"use one of {', '.join(r.name for r in regions)}",
-        )
-
-    store = open_store(args.truth)
-    forecast = open_forecast(args.forecast)
-    if args.plots and "lead_time" in forecast.coords:
-        leads = forecast["lead_time"].values.astype("timedelta64[ns]")
-        if lead_for_maps not in leads:
-            raise ConfigError(
-                f"the forecast has no lead time {lead_label(lead_for_maps)} for the maps",
-                hint=f"choose --lead-for-maps among {', '.join(lead_label(x) for x in leads[:12])}",
-            )
-    scores = score_forecast(
-        forecast,
-        store,
+    regions = [args.region] if isinstance(args.region, str) else args.region
+    _, table, written = score_files(
+        args.forecast,
+        args.truth,
+        out=args.out,
+        plots=args.plots,
         regions=regions,
+        lead_for_maps=args.lead_for_maps,
+        table_region=args.table_region,
         baselines=() if args.no_baselines else BASELINES,
         spectra=not args.no_spectra,
         progress=not args.no_progress,
     )
-    print(format_table(scores, region=table_region))
+    print(table)
     if args.out:
-        path = write_scores(scores, args.out)
-        print(f"scores written to {path}", file=sys.stderr)
+        print(f"scores written to {written[0]}", file=sys.stderr)
     if args.plots:
-        from forecast.scoring.plots import draw_all
-
-        written = draw_all(
-            scores, forecast, store, args.plots, lead_for_maps=lead_for_maps, region=table_region
-        )
-        print(f"{len(written)} plots written to {args.plots}", file=sys.stderr)
+        print(f"{len(written) - bool(args.out)} plots written to {args.plots}", file=sys.stderr)
     return 0

@@ -18,12 +18,21 @@ import xarray as xr
 
 from forecast import __version__
 from forecast.channels import channel_info
-from forecast.errors import DataError
+from forecast.errors import ConfigError, DataError
 from forecast.scoring.blocks import score_blocks
 from forecast.scoring.kernels import STATISTICS
-from forecast.scoring.matching import INIT_DIM, LEAD_DIM, MEMBER_DIM, Matched, lead_label, match
+from forecast.scoring.matching import (
+    INIT_DIM,
+    LEAD_DIM,
+    MEMBER_DIM,
+    Matched,
+    lead_label,
+    match,
+    parse_lead,
+)
 from forecast.scoring.metrics import METRICS, finish_metrics
-from forecast.scoring.regions import REGIONS, Region, region_weights
+from forecast.scoring.regions import REGIONS, Region, parse_region, region_weights
+from forecast.store import open_store
 
 #: Baseline forecasts scored alongside the forecast (the ``model`` dim).
 BASELINES: tuple[str, ...] = ("persistence", "climatology")
@@ -164,6 +173,97 @@ def score_forecast(
             "channel", LEAD_DIM, "wavenumber"
         )
     return _annotate(scores, matched, regions, forecast)
+
+
+def score_files(
+    forecast_path: str | Path,
+    truth_path: str | Path,
+    out: str | Path | None = None,
+    plots: str | Path | None = None,
+    regions: Sequence[str] | None = None,
+    lead_for_maps: str = "24h",
+    table_region: str | None = None,
+    baselines: Sequence[str] = BASELINES,
+    spectra: bool = True,
+    progress: bool = False,
+) -> tuple[xr.Dataset, str, list[Path]]:
+    """Score a forecast file against a store file: the whole of ``forecast score``.
+
+    Parameters
+    ----------
+    forecast_path : str or Path
+        Forecast ``.zarr`` or ``.nc`` in the output layout.
+    truth_path : str or Path
+        Training store (``.zarr``).
+    out : str or Path, optional
+        Write the scores NetCDF here (atomically).
+    plots : str or Path, optional
+        Draw every plot into this directory.
+    regions : sequence of str, optional
+        Region names or boxes for :func:`~forecast.scoring.regions.parse_region`;
+        default :data:`DEFAULT_REGIONS`.
+    lead_for_maps : str
+        Lead time of the maps, e.g. ``"24h"``.
+    table_region : str, optional
+        Region of the table and plots (default the first).
+    baselines, spectra, progress
+        As :func:`score_forecast`.
+
+    Returns
+    -------
+    scores : xarray.Dataset
+        As :func:`score_forecast`.
+    table : str
+        The text table (:func:`format_table`).
+    written : list of Path
+        The scores file (if any) and the plots.
+
+    Raises
+    ------
+    ConfigError
+        Bad region, duplicate region names, a map lead the forecast lacks.
+    DataError, GridError, FileNotFoundError
+        As :func:`score_forecast` and the readers.
+    """
+    if plots:
+        # cartopy/pyproj must load before any NetCDF I/O (see forecast.scoring.plots)
+        from forecast.scoring import plots as plotting
+    parsed = [parse_region(spec) for spec in (regions or DEFAULT_REGIONS)]
+    names = [r.name for r in parsed]
+    if len(set(names)) != len(names):
+        raise ConfigError(
+            "two regions have the same name", hint="name boxes NAME=LAT_MIN,LAT_MAX,LON_MIN,LON_MAX"
+        )
+    table_region = table_region or names[0]
+    if table_region not in names:
+        raise ConfigError(
+            f"table region {table_region!r} is not among the scored regions",
+            hint=f"use one of {', '.join(names)}",
+        )
+    map_lead = parse_lead(lead_for_maps)
+
+    store = open_store(truth_path)
+    forecast = open_forecast(forecast_path)
+    if plots and LEAD_DIM in forecast.coords:
+        leads = forecast[LEAD_DIM].values.astype("timedelta64[ns]")
+        if map_lead not in leads:
+            raise ConfigError(
+                f"the forecast has no lead time {lead_label(map_lead)} for the maps",
+                hint=f"choose --lead-for-maps among {', '.join(lead_label(x) for x in leads[:12])}",
+            )
+    scores = score_forecast(
+        forecast, store, regions=parsed, baselines=baselines, spectra=spectra, progress=progress
+    )
+    written = []
+    if out:
+        written.append(write_scores(scores, out))
+    if plots:
+        written.extend(
+            plotting.draw_all(
+                scores, forecast, store, plots, lead_for_maps=map_lead, region=table_region
+            )
+        )
+    return scores, format_table(scores, region=table_region), written
 
 
 def _annotate(
