@@ -17,7 +17,7 @@ that keep it *statistically steady* and give it a seasonal cycle:
 Time stepping is semi-implicit: third-order Adams-Bashforth for advection
 and forcing, Crank-Nicolson for the gravity-wave terms, which allows steps of
 3600 s at T15 and 1200 s at T31 (the explicit scheme of the stock solver
-needs about a quarter of that).
+blows up at 1800 s at T15).
 
 Everything runs in float64 on the CPU with a fixed thread count so that a
 seed reproduces a run bit for bit. The state is a tensor of spectral
