@@ -130,8 +130,14 @@ def _select_times(data: xr.DataArray, start, end, step: dt.timedelta | None, cal
     return data, step
 
 
-def _block_steps(grid: Grid, nchan: int) -> int:
-    return max(1, int(BLOCK_BYTES // (4 * nchan * grid.nlat * grid.nlon)))
+def _block_steps(data: xr.DataArray) -> int:
+    """Time steps per block: about BLOCK_BYTES, rounded to whole source chunks when they are smaller."""
+    step_bytes = 4 * int(np.prod(data.shape[1:]))
+    steps = max(1, int(BLOCK_BYTES // step_bytes))
+    chunks = data.chunks[0] if data.chunks else None
+    if chunks and 1 < chunks[0] <= steps:
+        steps = (steps // chunks[0]) * chunks[0]
+    return steps
 
 
 def _check_finite(values: np.ndarray, times, channels: list[str], spans) -> None:
@@ -272,27 +278,32 @@ def _provenance(opened, regridder: Regridder) -> dict:
 
 
 def _stream(data: xr.DataArray, times, channels, spans, progress: bool, description: str, consumers) -> None:
-    """Compute ``data`` block by block, check it, and hand each block to ``consumers(start, values, times)``.
+    """Compute ``data`` block by block, check it, and hand each block to every consumer.
 
-    The consumer (writing, statistics) runs on a background thread while Dask
-    computes the next block, so reading overlaps writing; at most two blocks
-    are in memory.
+    Each consumer is called as ``consumer(start, values, times)`` on a thread
+    of its own while Dask computes the next block, so reading overlaps
+    writing and the statistics; blocks reach each consumer in time order, and
+    at most two blocks are in memory.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    nblock = _block_steps(Grid("regional", data["latitude"].values, data["longitude"].values), len(channels))
-    pending = None
-    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=len(times), unit="step", desc=description, disable=not progress, leave=False) as bar:
+    nblock = _block_steps(data)
+    pending: list = []
+    with ThreadPoolExecutor(max_workers=len(consumers)) as pool, tqdm(total=len(times), unit="step", desc=description, disable=not progress, leave=False) as bar:
         for start in range(0, len(times), nblock):
             stop = min(start + nblock, len(times))
             values = np.ascontiguousarray(data.isel(time=slice(start, stop)).values, dtype=np.float32)
             _check_finite(values, times[start:stop], channels, spans)
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(consumers, start, values, times[start:stop])
-            pending.add_done_callback(lambda _, n=stop - start: bar.update(n))
-        if pending is not None:
-            pending.result()
+            for future in pending:
+                future.result()
+            if pending:
+                bar.update(pending_steps)
+            pending = [pool.submit(consumer, start, values, times[start:stop]) for consumer in consumers]
+            pending_steps = stop - start
+        for future in pending:
+            future.result()
+        if pending:
+            bar.update(pending_steps)
 
 
 def _accumulate_pass(path: Path, data, times, channels, grid: Grid, calendar: str, spans, progress: bool, write: bool, offset: int = 0):
@@ -303,14 +314,16 @@ def _accumulate_pass(path: Path, data, times, channels, grid: Grid, calendar: st
     hours = group["hour"][:]
     climatology = ClimatologyAccumulator(group, hours, group["dayofyear"].shape[0], (len(channels), grid.nlat, grid.nlon))
 
-    def consume(start: int, values: np.ndarray, block_times) -> None:
+    def store_and_climatology(start: int, values: np.ndarray, block_times) -> None:
         if write:
             writer.write_block(path, offset + start, values)
-        moments.update(values)
-        tendencies.update(values)
         climatology.update(values, block_times)
 
-    _stream(data, times, channels, spans, progress, "ingest" if write else "statistics", consume)
+    def moments_and_tendencies(start: int, values: np.ndarray, block_times) -> None:
+        moments.update(values)
+        tendencies.update(values)
+
+    _stream(data, times, channels, spans, progress, "ingest" if write else "statistics", [store_and_climatology, moments_and_tendencies])
     return moments, tendencies, climatology
 
 
@@ -390,7 +403,7 @@ def _append(out, data, times, channels, grid, spans, recompute, window, opened, 
         def consume(start: int, values: np.ndarray, block_times) -> None:
             writer.write_block(out, old_length + start, values)
 
-        _stream(data, times, channels, spans, progress, "append", consume)
+        _stream(data, times, channels, spans, progress, "append", [consume])
         if recompute:
             store = xr.open_zarr(out, consolidated=False, decode_timedelta=False)
             all_times = store["time"].values

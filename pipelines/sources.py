@@ -38,8 +38,8 @@ _DIM_ALIASES = {
 _GRIB_SUFFIXES = (".grib", ".grb", ".grib1", ".grib2", ".grb2")
 _NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5")
 
-#: Target bytes of one Dask chunk when opening a source.
-CHUNK_BYTES = 64 * 2**20
+#: Target bytes of one Dask chunk (per variable) when opening a NetCDF or GRIB source.
+CHUNK_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ def open_file(path: str) -> xr.Dataset:
     try:
         if engine == "zarr":
             return xr.open_zarr(path, chunks={}, decode_timedelta=False)
+        kwargs["chunks"] = _time_chunks(path, engine, kwargs.get("backend_kwargs"))
         return xr.open_dataset(path, engine=engine, decode_timedelta=False, **kwargs)
     except ValueError as err:
         text = str(err)
@@ -107,6 +108,25 @@ def open_file(path: str) -> xr.Dataset:
     except Exception as err:  # readers raise OSError, KeyError, RuntimeError ... for corrupt files
         reason = " ".join(str(err).split()) or type(err).__name__
         raise DataError(f"cannot read the file ({reason})", path=path, hint="check that it is a complete NetCDF, Zarr or GRIB file") from None
+
+
+def _time_chunks(path: str, engine: str, backend_kwargs: dict | None) -> dict:
+    """Dask chunks of about :data:`CHUNK_BYTES` along time for a file without chunking of its own.
+
+    NetCDF files written without chunking are one Dask chunk per variable if
+    opened with ``chunks={}``; every block of times would then read the whole
+    variable again. Chunking along time lets each block read only its times.
+    """
+    extra = {"backend_kwargs": backend_kwargs} if backend_kwargs else {}
+    with xr.open_dataset(path, engine=engine, decode_times=False, decode_timedelta=False, **extra) as ds:
+        time_dim = next((d for d in ("valid_time", "time") if d in ds.dims), None)
+        if time_dim is None:
+            return {}
+        per_step = max(
+            (ds[name].dtype.itemsize * ds[name].size // max(ds.sizes[time_dim], 1) for name in ds.data_vars if time_dim in ds[name].dims),
+            default=1,
+        )
+    return {time_dim: max(1, int(CHUNK_BYTES // max(per_step, 1)))}
 
 
 def standardise(ds: xr.Dataset, path: str, member: int | None = None) -> xr.Dataset:
