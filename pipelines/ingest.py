@@ -289,6 +289,7 @@ def _stream(data: xr.DataArray, times, channels, spans, progress: bool, descript
 
     nblock = _block_steps(data)
     pending: list = []
+    pending_steps = 0
     with ThreadPoolExecutor(max_workers=len(consumers)) as pool, tqdm(total=len(times), unit="step", desc=description, disable=not progress, leave=False) as bar:
         for start in range(0, len(times), nblock):
             stop = min(start + nblock, len(times))
