@@ -19,7 +19,8 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from forecast.errors import ConfigError
+from forecast.channels import channel_info
+from forecast.errors import ConfigError, DataError
 from forecast.scoring.matching import INIT_DIM, LEAD_DIM, MEMBER_DIM, lead_label, match, valid_times
 from forecast.scoring.metrics import METRICS
 from forecast.time import format_time
@@ -56,6 +57,14 @@ def _units_of(scores: xr.Dataset, channel: str, metric: str) -> str:
     if METRICS[metric].units == "1":
         return "1"
     return str(scores["channel_units"].sel(channel=channel).values)
+
+
+def _channel_units(channel: str, fallback: str = "") -> str:
+    """Canonical units of a channel (those of the store), else ``fallback``."""
+    try:
+        return channel_info(channel).units
+    except DataError:
+        return str(fallback)
 
 
 def plot_skill(scores: xr.Dataset, metric: str, region: str, path: Path) -> Path:
@@ -221,7 +230,7 @@ def plot_maps(
         projection = ccrs.PlateCarree(central_longitude=0.5 * sum(lon_range))
         extent = [*lon_range, float(lat.min()), float(lat.max())]
     for channel in matched.channels:
-        units = str(forecast[channel].attrs.get("units", ""))
+        units = _channel_units(channel, forecast[channel].attrs.get("units", ""))
         fields = matched.forecast[channel].isel({INIT_DIM: init_index}).sel(lead_time=lead)
         ensemble_mean = fields.mean(MEMBER_DIM).values
         truth = matched.truth[channel].isel({INIT_DIM: init_index}).sel(lead_time=lead).values

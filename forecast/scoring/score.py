@@ -399,6 +399,16 @@ def format_table(
     missing = scores.attrs.get("leads_without_truth", "")
     if missing:
         lines.append(f"no truth in the store at lead(s): {missing} (scores NaN there)")
+    total = int(scores.attrs.get("n_init_total", 0))
+    partial = scores["n_init"].where((scores["n_init"] > 0) & (scores["n_init"] < total), drop=True)
+    if partial.size:
+        counts = ", ".join(
+            f"{lead_label(lead)}: {int(n)}"
+            for lead, n in zip(partial[LEAD_DIM].values, partial.values, strict=True)
+        )
+        lines.append(
+            f"truth for only some of the {total} initialisations at lead(s) {counts} (see n_init)"
+        )
     if "n_nan_forecast" in scores and int(scores["n_nan_forecast"].sum()) > 0:
         bad = scores["n_nan_forecast"].sum("channel")
         leads = ", ".join(lead_label(lead) for lead in bad[LEAD_DIM].values[bad.values > 0])

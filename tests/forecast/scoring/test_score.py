@@ -86,6 +86,7 @@ def test_missing_truth_is_reported_not_dropped(tiny_store):
     assert np.isfinite(scores["rmse"].sel(model="forecast").isel(lead_time=3)).all()
     table = format_table(scores)
     assert "no truth in the store at lead(s): 24h" in table
+    assert "truth for only some of the 2 initialisations at lead(s) 12h: 1, 18h: 1" in table
 
 
 def test_errors_are_one_line_and_actionable(tiny_store):
