@@ -137,8 +137,8 @@ def sample_statistics(
     forecast : xarray.DataArray
         dims ``(..., [member], latitude, longitude)``, e.g.
         ``(time, lead_time, member, latitude, longitude)``; without a
-        ``member`` dim it is a deterministic forecast. Core dims
-        (member, latitude, longitude) must each be a single Dask chunk.
+        ``member`` dim it is a deterministic forecast. Dask chunks along
+        member, latitude and longitude are merged (the kernel needs them whole).
     truth : xarray.DataArray
         The verifying fields at each valid time, dims ``forecast``'s without
         ``member``; NaN where missing.
@@ -170,6 +170,11 @@ def sample_statistics(
     if climatology is None:
         climatology = xr.full_like(truth, np.nan)
     climatology = climatology.transpose(..., *SPACE_DIMS)
+    whole = {dim: -1 for dim in (MEMBER_DIM, *SPACE_DIMS)}
+    if forecast.chunks:  # the kernel needs members and space in one block
+        forecast = forecast.chunk(whole)
+    truth = truth.chunk({d: -1 for d in SPACE_DIMS}) if truth.chunks else truth
+    climatology = climatology.chunk({d: -1 for d in SPACE_DIMS}) if climatology.chunks else climatology
     members = forecast.sizes[MEMBER_DIM]
     quantities = len(STATISTICS) + members + 1
     core = list(SPACE_DIMS)

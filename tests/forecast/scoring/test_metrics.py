@@ -188,7 +188,7 @@ def test_rank_histogram_hand_cases(global_weights):
 
 def test_metrics_are_lazy_with_dask(global_weights):
     forecast, truth = _ensemble()
-    lazy_forecast = forecast.chunk({"time": 1, "lead_time": 1})
+    lazy_forecast = forecast.chunk({"time": 1, "lead_time": 1, "member": 2})
     lazy_truth = truth.chunk({"time": 1, "lead_time": 1})
     result = metrics.crps(lazy_forecast, lazy_truth, global_weights)
     assert isinstance(result.data, da.Array)
