@@ -174,7 +174,9 @@ def sample_statistics(
     if forecast.chunks:  # the kernel needs members and space in one block
         forecast = forecast.chunk(whole)
     truth = truth.chunk({d: -1 for d in SPACE_DIMS}) if truth.chunks else truth
-    climatology = climatology.chunk({d: -1 for d in SPACE_DIMS}) if climatology.chunks else climatology
+    climatology = (
+        climatology.chunk({d: -1 for d in SPACE_DIMS}) if climatology.chunks else climatology
+    )
     members = forecast.sizes[MEMBER_DIM]
     quantities = len(STATISTICS) + members + 1
     core = list(SPACE_DIMS)
