@@ -201,8 +201,14 @@ class TrainingLoop:
         self.channel_weights = None if channel_weights is None else channel_weights.to(self.device)
         self.tendency_loss = tendency_loss
         normalizer = stepper.normalizer
-        scale = np.asarray(normalizer.diff_std, dtype=np.float64) / np.asarray(normalizer.std, dtype=np.float64)
-        self.error_scale = torch.as_tensor(1.0 / scale**2 if tendency_loss else np.ones_like(scale), dtype=torch.float32, device=self.device)
+        scale = np.asarray(normalizer.diff_std, dtype=np.float64) / np.asarray(
+            normalizer.std, dtype=np.float64
+        )
+        self.error_scale = torch.as_tensor(
+            1.0 / scale**2 if tendency_loss else np.ones_like(scale),
+            dtype=torch.float32,
+            device=self.device,
+        )
         self.ensemble_size = ensemble_size
         self.ensemble_noise = ensemble_noise
         self.val_every = val_every
@@ -292,7 +298,9 @@ class TrainingLoop:
                 losses.append(per_channel_fair_crps(ensemble, targets[:, k], self.latitude_weights))
             else:
                 losses.append(per_channel_mse(predictions[k], targets[:, k], self.latitude_weights))
-        scale = self.error_scale if members == 1 else self.error_scale.sqrt()  # CRPS is linear in the error
+        scale = (
+            self.error_scale if members == 1 else self.error_scale.sqrt()
+        )  # CRPS is linear in the error
         return torch.stack(losses).mean(dim=0) * scale
 
     def _optimizer_step(self, batches, n_steps: int) -> None:
