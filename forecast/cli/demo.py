@@ -54,6 +54,11 @@ def _stage(title: str, argv: list[str], done: Path | None = None) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``forecast demo``."""
+    # With the netCDF4 and pyproj wheels of this release, importing pyproj (through cartopy)
+    # after NetCDF I/O in the same process aborts the interpreter at exit; the demo writes
+    # NetCDF before it draws maps, so cartopy is loaded first.
+    import cartopy.crs  # noqa: F401
+
     configs = Path(args.configs)
     needed = ["synth.yaml", "ingest.yaml", "train.yaml", "run.yaml", "score.yaml"] + (["train_afno.yaml"] if args.all else [])
     missing = [name for name in needed if not (configs / name).exists()]
