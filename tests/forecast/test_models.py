@@ -173,7 +173,7 @@ def test_sfno_discretisation_agnostic():
         y_fine = fine_model(_smooth_field(fine, 3))
     shared = y_fine[..., ::2, ::2]
     relative = ((shared - y_coarse).norm() / y_coarse.norm()).item()
-    assert relative < 0.1, relative
+    assert relative < 0.01, relative  # measured 5e-4
     # smooth: neighbouring fine points differ little compared with the field's range
     jumps = (y_fine[..., 1:, :] - y_fine[..., :-1, :]).abs().max()
     assert jumps < 0.25 * (y_fine.max() - y_fine.min())
