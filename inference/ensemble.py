@@ -285,15 +285,23 @@ def run_forecast(
         }
         if rank == 0:
             if resuming:
-                writer.resume(template)
-                progress.ensure()
                 manifest["started"] = decision["manifest"].get("started", manifest["started"])
                 manifest["resumed_at"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                log(f"{out}: resuming an interrupted run")
-            else:
+                try:
+                    writer.resume(template)
+                    progress.ensure()
+                    log(f"{out}: resuming an interrupted run")
+                except (ForecastError, OSError, ValueError, KeyError) as err:
+                    # killed while the output was being created: start it again
+                    log(f"{out}: cannot resume ({' '.join(str(err).split())}); starting again")
+                    resuming = False
+                    manifest["resumed"] = False
+            # the manifest comes first, so that an output is never left without one
+            write_json_atomic(manifest_path(out), manifest)
+            if not resuming:
                 writer.create(template)
                 progress.reset()
-            write_json_atomic(manifest_path(out), manifest)
+        resuming = distributed.broadcast(resuming)
         distributed.barrier()
         if rank != 0:
             writer.resume(template)
