@@ -69,7 +69,7 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.ensemble_size == 2 and self.ensemble_noise == 0:
+        if self.ensemble_size > 1 and self.ensemble_noise == 0:
             raise ValueError("an ensemble needs --ensemble-noise > 0")
         return self
 
@@ -311,13 +311,16 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from forecast.training import train
+    from forecast.training.state import atomic_write
 
     config = resolve_config(args)
     rank = int(os.environ.get("RANK", "0"))
-    if rank == 0:
+    existing_run = (config.out / "latest.ckpt").exists() and not config.resume
+    if rank == 0 and not existing_run:  # train() refuses an existing run: keep its config
         config.out.mkdir(parents=True, exist_ok=True)
         resolved = json.loads(config.model_dump_json())
-        (config.out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        text = yaml.safe_dump(resolved, sort_keys=False)
+        atomic_write(config.out / "config.yaml", lambda path: path.write_text(text))
     options = config.model_dump(exclude={"data", "model", "out"})
     result = train(config.data, config.model, config.out, **options)
     if rank == 0:

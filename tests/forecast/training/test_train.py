@@ -172,8 +172,10 @@ def test_cli_trains_resumes_and_refuses_to_overwrite(toy_store, tmp_path, capsys
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "trained 4 steps" in out and "persistence" in out
-    assert (run_dir / "config.yaml").read_text().startswith("data: ")
-    assert main(argv) == 1
+    config_text = (run_dir / "config.yaml").read_text()
+    assert config_text.startswith("data: ") and "max_steps: 4" in config_text
+    assert main([*argv, "--max-steps", "9"]) == 1
+    assert (run_dir / "config.yaml").read_text() == config_text  # the refused run left it alone
     assert "already holds a run; pass --resume" in capsys.readouterr().err
     assert (
         main([*argv, "--resume", "--max-steps", "6"]) == 1
