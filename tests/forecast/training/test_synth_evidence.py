@@ -8,7 +8,6 @@ climatology); this test runs the same chain at 16x32 for a few steps.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from forecast.cli.main import main
@@ -16,7 +15,6 @@ from forecast.training import train
 from forecast.training.evaluate import evaluate_checkpoint
 
 
-@pytest.mark.slow
 def test_synth_ingest_train_beats_persistence(tmp_path, capsys):
     torch.set_num_threads(1)
     synth, store = tmp_path / "synth", tmp_path / "store.zarr"
