@@ -168,6 +168,7 @@ def main() -> int:
         "model": f"sfno {HPARAMS}", "batch_size": batch_size,
         "bare_forward_s": round(bare, 3), "engine_s": round(engine, 3), "ratio": round(engine / bare, 3),
         "bare_all_s": [round(t, 3) for t in bare_times], "engine_all_s": [round(t, 3) for t in engine_times],
+        "ratio_per_pair": [round(e / b, 3) for b, e in zip(bare_times, engine_times, strict=True)],
         "engine_timings_fastest": {k: round(v, 3) for k, v in timings[int(np.argmin(engine_times))].items()},
         "members_per_s": round(args.members / engine, 3),
     }

@@ -42,6 +42,7 @@ class ZarrWriter(ForecastWriter):
                     chunks=variable.encoding["chunks"],
                     dtype="float32",
                     fill_value=np.float32(np.nan),
+                    compressors=None,  # zstd saves ~12% on float32 fields and costs the writer thread CPU
                     dimension_names=variable.dims,
                     attributes={**variable.attrs, "coordinates": "valid_time"},
                 )
