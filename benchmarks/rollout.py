@@ -63,21 +63,51 @@ def write_store(path: Path, nlat: int, nlon: int, periods: int = 8) -> Path:
     times = pd.date_range("2020-01-01", periods=periods, freq="6h").values
     lat = np.deg2rad(grid.latitude)[:, None]
     lon = np.deg2rad(grid.longitude)[None, :]
-    data = np.stack([
-        np.stack([MEANS[c] + STDS[c] * (np.cos(lat) * np.sin(2 * lon - 0.3 * t + c) + 0.3 * np.sin(3 * lat) * np.cos(lon + 0.1 * t)) for c in range(4)])
-        for t in range(periods)
-    ]).astype(np.float32)
+    data = np.stack(
+        [
+            np.stack(
+                [
+                    MEANS[c]
+                    + STDS[c]
+                    * (
+                        np.cos(lat) * np.sin(2 * lon - 0.3 * t + c)
+                        + 0.3 * np.sin(3 * lat) * np.cos(lon + 0.1 * t)
+                    )
+                    for c in range(4)
+                ]
+            )
+            for t in range(periods)
+        ]
+    ).astype(np.float32)
     ds = xr.Dataset(
         {
             "data": (("time", "channel", "latitude", "longitude"), data),
             "mean": ("channel", MEANS),
             "std": ("channel", STDS),
             "diff_std": ("channel", STDS * 0.2),
-            "climatology": (("dayofyear", "hour", "channel", "latitude", "longitude"), np.zeros((1, 1, 4, nlat, nlon), np.float32)),
+            "climatology": (
+                ("dayofyear", "hour", "channel", "latitude", "longitude"),
+                np.zeros((1, 1, 4, nlat, nlon), np.float32),
+            ),
         },
-        coords={"time": times, "channel": CHANNELS, "latitude": grid.latitude, "longitude": grid.longitude, "dayofyear": [1], "hour": [0]},
-        attrs={"store_format_version": STORE_FORMAT_VERSION, "grid_kind": grid.kind, "time_step": "6h", "calendar": "standard",
-               "statistics_start": "2020-01-01", "statistics_end": "2020-01-02", "sources": "benchmark", "software_version": "benchmark"},
+        coords={
+            "time": times,
+            "channel": CHANNELS,
+            "latitude": grid.latitude,
+            "longitude": grid.longitude,
+            "dayofyear": [1],
+            "hour": [0],
+        },
+        attrs={
+            "store_format_version": STORE_FORMAT_VERSION,
+            "grid_kind": grid.kind,
+            "time_step": "6h",
+            "calendar": "standard",
+            "statistics_start": "2020-01-01",
+            "statistics_end": "2020-01-02",
+            "sources": "benchmark",
+            "software_version": "benchmark",
+        },
     )
     ds["data"].encoding = {"chunks": (1, 4, nlat, nlon)}
     with warnings.catch_warnings():
@@ -89,10 +119,14 @@ def write_store(path: Path, nlat: int, nlon: int, periods: int = 8) -> Path:
 def make_stepper(nlat: int, nlon: int) -> Stepper:
     torch.manual_seed(0)
     normalizer = Normalizer(tuple(CHANNELS), MEANS, STDS, STDS * 0.2)
-    return Stepper("sfno", HPARAMS, CHANNELS, Grid.equiangular(nlat, nlon), dt.timedelta(hours=6), normalizer).eval()
+    return Stepper(
+        "sfno", HPARAMS, CHANNELS, Grid.equiangular(nlat, nlon), dt.timedelta(hours=6), normalizer
+    ).eval()
 
 
-def bare_forward(stepper: Stepper, store: xr.Dataset, members: int, steps: int, batch_size: int) -> float:
+def bare_forward(
+    stepper: Stepper, store: xr.Dataset, members: int, steps: int, batch_size: int
+) -> float:
     """Seconds of the model forward passes alone, for the batches the engine runs."""
     init = parse_init_spec(INIT, "standard")
     state = load_initial_state(store, CHANNELS, init, 1)
@@ -108,10 +142,24 @@ def bare_forward(stepper: Stepper, store: xr.Dataset, members: int, steps: int, 
     return time.perf_counter() - start
 
 
-def engine_run(stepper: Stepper, store: xr.Dataset, out: Path, members: int, steps: int, batch_size: int | None) -> tuple[float, object]:
+def engine_run(
+    stepper: Stepper, store: xr.Dataset, out: Path, members: int, steps: int, batch_size: int | None
+) -> tuple[float, object]:
     start = time.perf_counter()
-    result = run_forecast(stepper, store, parse_init_spec(INIT, "standard"), steps, out, members=members, perturbation="gaussian",
-                          seed=0, batch_size=batch_size, overwrite=True, show_progress=False, log=lambda m: None)
+    result = run_forecast(
+        stepper,
+        store,
+        parse_init_spec(INIT, "standard"),
+        steps,
+        out,
+        members=members,
+        perturbation="gaussian",
+        seed=0,
+        batch_size=batch_size,
+        overwrite=True,
+        show_progress=False,
+        log=lambda m: None,
+    )
     return time.perf_counter() - start, result
 
 
@@ -124,15 +172,24 @@ def peak_rss_bytes() -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--grid", default="64x128")
     parser.add_argument("--members", type=int, default=16)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the writer thread uses another core)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (the writer thread uses another core)",
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--e2s-python", default=None, help="a Python with earth2studio installed")
     parser.add_argument("--workdir", default=None)
-    parser.add_argument("--only", choices=("all", "peak", "e2s"), default="all", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only", choices=("all", "peak", "e2s"), default="all", help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     nlat, nlon = (int(v) for v in args.grid.split("x"))
@@ -145,11 +202,24 @@ def main() -> int:
     stepper = make_stepper(nlat, nlon)
 
     if args.only == "peak":  # child process: one engine run, then its peak memory
-        engine_run(stepper, store, workdir / f"peak-{args.steps}.zarr", args.members, args.steps, None)
+        engine_run(
+            stepper, store, workdir / f"peak-{args.steps}.zarr", args.members, args.steps, None
+        )
         print(json.dumps({"steps": args.steps, "peak_rss": peak_rss_bytes()}))
         return 0
     if args.only == "e2s":
-        print(json.dumps(run_earth2studio(stepper, store_path, workdir, args.members, args.steps, int(os.environ.get("E2S_BATCH", args.members)))))
+        print(
+            json.dumps(
+                run_earth2studio(
+                    stepper,
+                    store_path,
+                    workdir,
+                    args.members,
+                    args.steps,
+                    int(os.environ.get("E2S_BATCH", args.members)),
+                )
+            )
+        )
         return 0
 
     # warm up both paths once (SHT precomputation, allocator, zarr imports)
@@ -159,39 +229,95 @@ def main() -> int:
     bare_times, engine_times, timings = [], [], []
     for _ in range(args.repeats):
         bare_times.append(bare_forward(stepper, store, args.members, args.steps, batch_size))
-        seconds, result = engine_run(stepper, store, workdir / "engine.zarr", args.members, args.steps, None)
+        seconds, result = engine_run(
+            stepper, store, workdir / "engine.zarr", args.members, args.steps, None
+        )
         engine_times.append(seconds)
         timings.append(result.timings)
     bare, engine = min(bare_times), min(engine_times)
     report = {
-        "grid": args.grid, "channels": len(CHANNELS), "members": args.members, "steps": args.steps, "threads": args.threads,
-        "model": f"sfno {HPARAMS}", "batch_size": batch_size,
-        "bare_forward_s": round(bare, 3), "engine_s": round(engine, 3), "ratio": round(engine / bare, 3),
-        "bare_all_s": [round(t, 3) for t in bare_times], "engine_all_s": [round(t, 3) for t in engine_times],
+        "grid": args.grid,
+        "channels": len(CHANNELS),
+        "members": args.members,
+        "steps": args.steps,
+        "threads": args.threads,
+        "model": f"sfno {HPARAMS}",
+        "batch_size": batch_size,
+        "bare_forward_s": round(bare, 3),
+        "engine_s": round(engine, 3),
+        "ratio": round(engine / bare, 3),
+        "bare_all_s": [round(t, 3) for t in bare_times],
+        "engine_all_s": [round(t, 3) for t in engine_times],
         "ratio_per_pair": [round(e / b, 3) for b, e in zip(bare_times, engine_times, strict=True)],
-        "engine_timings_fastest": {k: round(v, 3) for k, v in timings[int(np.argmin(engine_times))].items()},
+        "engine_timings_fastest": {
+            k: round(v, 3) for k, v in timings[int(np.argmin(engine_times))].items()
+        },
         "members_per_s": round(args.members / engine, 3),
     }
     peaks = {}
     for steps in (10, 40):
-        out = subprocess.run([sys.executable, __file__, "--only", "peak", "--steps", str(steps), "--grid", args.grid, "--members", str(args.members),
-                              "--threads", str(args.threads), "--workdir", str(workdir)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--only",
+                "peak",
+                "--steps",
+                str(steps),
+                "--grid",
+                args.grid,
+                "--members",
+                str(args.members),
+                "--threads",
+                str(args.threads),
+                "--workdir",
+                str(workdir),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         peaks[steps] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss"]
     report["peak_rss_mb"] = {k: round(v / 2**20, 1) for k, v in peaks.items()}
     report["peak_ratio_40_vs_10"] = round(peaks[40] / peaks[10], 3)
     if args.e2s_python:
         env = {**os.environ, "E2S_BATCH": str(batch_size)}
-        out = subprocess.run([args.e2s_python, __file__, "--only", "e2s", "--steps", str(args.steps), "--grid", args.grid, "--members", str(args.members),
-                              "--threads", str(args.threads), "--workdir", str(workdir)], capture_output=True, text=True, env=env)
+        out = subprocess.run(
+            [
+                args.e2s_python,
+                __file__,
+                "--only",
+                "e2s",
+                "--steps",
+                str(args.steps),
+                "--grid",
+                args.grid,
+                "--members",
+                str(args.members),
+                "--threads",
+                str(args.threads),
+                "--workdir",
+                str(workdir),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if out.returncode == 0:
             report["earth2studio"] = json.loads(out.stdout.strip().splitlines()[-1])
         else:
-            report["earth2studio"] = {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
+            report["earth2studio"] = {
+                "error": out.stderr.strip().splitlines()[-1]
+                if out.stderr.strip()
+                else f"exit {out.returncode}"
+            }
     print(json.dumps(report, indent=2))
     return 0
 
 
-def run_earth2studio(stepper: Stepper, store_path: Path, workdir: Path, members: int, steps: int, batch_size: int) -> dict:
+def run_earth2studio(
+    stepper: Stepper, store_path: Path, workdir: Path, members: int, steps: int, batch_size: int
+) -> dict:
     """earth2studio's ensemble workflow (Gaussian perturbation, Zarr backend) around the same model."""
     from collections import OrderedDict
 
@@ -208,7 +334,11 @@ def run_earth2studio(stepper: Stepper, store_path: Path, workdir: Path, members:
 
         def __call__(self, time, variable):
             times = np.asarray(time, dtype="datetime64[ns]")
-            da = store["data"].sel(time=times, channel=list(variable)).rename({"channel": "variable", "latitude": "lat", "longitude": "lon"})
+            da = (
+                store["data"]
+                .sel(time=times, channel=list(variable))
+                .rename({"channel": "variable", "latitude": "lat", "longitude": "lon"})
+            )
             return da.load()
 
     class Wrapped(Persistence):
@@ -222,16 +352,33 @@ def run_earth2studio(stepper: Stepper, store_path: Path, workdir: Path, members:
         def _forward(self, x, coords):
             output_coords = self.output_coords(coords)
             batch = x.shape[0]
-            times = np.repeat(np.datetime64(INIT, "ns"), batch)  # valid times only feed the forcings
+            times = np.repeat(
+                np.datetime64(INIT, "ns"), batch
+            )  # valid times only feed the forcings
             new = model_step(self.stepper, x[:, -1:], times)
             return new[:, None], output_coords
 
     io = ZarrBackend(file_name=str(workdir / "e2s.zarr"), backend_kwargs={"overwrite": True})
     amplitude = torch.as_tensor(0.05 * STDS, dtype=torch.float32).view(-1, 1, 1)
     start = time.perf_counter()
-    ensemble([INIT], steps, members, Wrapped(), StoreSource(), io, Gaussian(noise_amplitude=amplitude), batch_size=batch_size, device=torch.device("cpu"), verbose=False)
+    ensemble(
+        [INIT],
+        steps,
+        members,
+        Wrapped(),
+        StoreSource(),
+        io,
+        Gaussian(noise_amplitude=amplitude),
+        batch_size=batch_size,
+        device=torch.device("cpu"),
+        verbose=False,
+    )
     seconds = time.perf_counter() - start
-    return {"seconds": round(seconds, 3), "members_per_s": round(members / seconds, 3), "batch_size": batch_size}
+    return {
+        "seconds": round(seconds, 3),
+        "members_per_s": round(members / seconds, 3),
+        "batch_size": batch_size,
+    }
 
 
 if __name__ == "__main__":

@@ -15,8 +15,22 @@ import torch
 
 from forecast.errors import ConfigError
 
-_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1e3,
+    "kb": 1e3,
+    "m": 1e6,
+    "mb": 1e6,
+    "g": 1e9,
+    "gb": 1e9,
+    "t": 1e12,
+    "tb": 1e12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 #: Share of free memory used when no budget is given.
 DEFAULT_SHARE = {"cpu": 0.5, "cuda": 0.8}
@@ -35,7 +49,10 @@ def parse_memory(text: str | int | float) -> int:
     else:
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
         if not match or match.group(2).lower() not in _UNITS:
-            raise ConfigError(f"cannot parse memory size {text!r}", hint="write e.g. 8GB, 512MiB or a number of bytes")
+            raise ConfigError(
+                f"cannot parse memory size {text!r}",
+                hint="write e.g. 8GB, 512MiB or a number of bytes",
+            )
         value = float(match.group(1)) * _UNITS[match.group(2).lower()]
     if value <= 0:
         raise ConfigError(f"memory size {text!r} must be positive")
@@ -136,8 +153,12 @@ def member_bytes(step_fn, state: torch.Tensor, times: np.ndarray, queued_states:
     """
     state_bytes = state[:, -1].numel() * state.element_size()
     kept = state_bytes * (state.shape[1] + queued_states)
-    small = _probe_bytes(step_fn, state.expand(1, *state.shape[1:]).contiguous(), np.repeat(times, 1))
-    large = _probe_bytes(step_fn, state.expand(2, *state.shape[1:]).contiguous(), np.repeat(times, 2))
+    small = _probe_bytes(
+        step_fn, state.expand(1, *state.shape[1:]).contiguous(), np.repeat(times, 1)
+    )
+    large = _probe_bytes(
+        step_fn, state.expand(2, *state.shape[1:]).contiguous(), np.repeat(times, 2)
+    )
     if small is None or large is None or large <= small:
         activations = 64 * state_bytes
     else:
@@ -177,13 +198,26 @@ class Batch:
         pieces = []
         start = 0
         for k in range(1, len(self) + 1):
-            if k == len(self) or self.init_index[k] != self.init_index[start] or self.member[k] != self.member[k - 1] + 1:
-                pieces.append((int(self.init_index[start]), int(self.member[start]), int(self.member[k - 1]) + 1, start))
+            if (
+                k == len(self)
+                or self.init_index[k] != self.init_index[start]
+                or self.member[k] != self.member[k - 1] + 1
+            ):
+                pieces.append(
+                    (
+                        int(self.init_index[start]),
+                        int(self.member[start]),
+                        int(self.member[k - 1]) + 1,
+                        start,
+                    )
+                )
                 start = k
         return pieces
 
 
-def member_chunk(batch_size: int, members: int, field_bytes: int, max_chunk_bytes: int = 64 * 2**20) -> int:
+def member_chunk(
+    batch_size: int, members: int, field_bytes: int, max_chunk_bytes: int = 64 * 2**20
+) -> int:
     """Members per output chunk: the batch (so each lead time of a batch is one write per channel), capped in bytes.
 
     Parameters
@@ -217,7 +251,13 @@ def plan_batches(n_init: int, n_members: int, batch_size: int, chunk: int = 1) -
         per = batch_size // n_members
         for first in range(0, n_init, per):
             inits = np.arange(first, min(first + per, n_init))
-            batches.append(Batch(len(batches), np.repeat(inits, n_members), np.tile(np.arange(n_members), len(inits))))
+            batches.append(
+                Batch(
+                    len(batches),
+                    np.repeat(inits, n_members),
+                    np.tile(np.arange(n_members), len(inits)),
+                )
+            )
         return batches
     size = max(chunk, (batch_size // chunk) * chunk)
     for init in range(n_init):

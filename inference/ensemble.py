@@ -199,19 +199,33 @@ def run_forecast(
     write_channels = list(channels) if channels else model_channels
     unknown = [c for c in write_channels if c not in model_channels]
     if unknown:
-        raise ConfigError(f"--channels names channel(s) {', '.join(unknown)} the model does not forecast", hint=f"it forecasts {', '.join(model_channels)}")
+        raise ConfigError(
+            f"--channels names channel(s) {', '.join(unknown)} the model does not forecast",
+            hint=f"it forecasts {', '.join(model_channels)}",
+        )
     writer = writer_for(out)
     if world_size > 1 and not writer.parallel:
-        raise ConfigError(f"{writer.suffix} output cannot be written by {world_size} ranks", hint="write .zarr when running under torchrun")
+        raise ConfigError(
+            f"{writer.suffix} output cannot be written by {world_size} ranks",
+            hint="write .zarr when running under torchrun",
+        )
     check_store_matches(store, model_channels, stepper.grid, stepper.step, stepper.normalizer)
     check_init_times(store, init_times, stepper.history)
-    std = np.asarray(stepper.normalizer.std)[[list(stepper.normalizer.channels).index(c) for c in model_channels]]
+    std = np.asarray(stepper.normalizer.std)[
+        [list(stepper.normalizer.channels).index(c) for c in model_channels]
+    ]
     if isinstance(amplitude, str) or np.ndim(amplitude) == 0:
         amplitude_std = parse_amplitude(amplitude, model_channels)
     else:
         amplitude_std = np.asarray(amplitude, dtype=np.float64)
-    perturber = create_perturbation(perturbation, amplitude_std * std, stepper.grid, seed, **(perturbation_options or {}))
-    regridder = OutputRegridder(stepper.grid, output_grid) if output_grid is not None and not output_grid.same_as(stepper.grid) else None
+    perturber = create_perturbation(
+        perturbation, amplitude_std * std, stepper.grid, seed, **(perturbation_options or {})
+    )
+    regridder = (
+        OutputRegridder(stepper.grid, output_grid)
+        if output_grid is not None and not output_grid.same_as(stepper.grid)
+        else None
+    )
     grid_out = output_grid if regridder is not None else stepper.grid
     device = _stepper_device(stepper)
     calendar = store_calendar(store)
@@ -243,8 +257,15 @@ def run_forecast(
             raise failure or ForecastError(f"rank 0 stopped: {decision['message']}")
         if decision["action"] == "skip":
             if rank == 0:
-                log(f"{out}: the forecast from {_short(init_text)} is already finished; nothing to do")
-            return RunResult(out, "skipped", int(decision["manifest"].get("batch_size", 0)), manifest=decision["manifest"])
+                log(
+                    f"{out}: the forecast from {_short(init_text)} is already finished; nothing to do"
+                )
+            return RunResult(
+                out,
+                "skipped",
+                int(decision["manifest"].get("batch_size", 0)),
+                manifest=decision["manifest"],
+            )
         resuming = decision["action"] == "resume"
 
         # Batch size: recorded one when resuming (identical batches give identical output).
@@ -253,7 +274,13 @@ def run_forecast(
         elif batch_size is not None:
             size = int(batch_size)
         else:
-            size = _auto_batch_size(stepper, store, init_times, members * len(init_times), max_memory, device) if rank == 0 else 0
+            size = (
+                _auto_batch_size(
+                    stepper, store, init_times, members * len(init_times), max_memory, device
+                )
+                if rank == 0
+                else 0
+            )
             size = distributed.broadcast(size)
         if size < 1:
             raise ConfigError(f"batch size must be at least 1, not {size}")
@@ -268,7 +295,17 @@ def run_forecast(
             "time_step": format_step(dt.timedelta(seconds=stepper.step.total_seconds())),
         }
         chunk = member_chunk(size, members, grid_out.nlat * grid_out.nlon * 4)
-        template = forecast_template(write_channels, grid_out, init_times, steps, dt.timedelta(seconds=stepper.step.total_seconds()), members, calendar, attrs, chunk)
+        template = forecast_template(
+            write_channels,
+            grid_out,
+            init_times,
+            steps,
+            dt.timedelta(seconds=stepper.step.total_seconds()),
+            members,
+            calendar,
+            attrs,
+            chunk,
+        )
         progress = Progress(out)
         manifest = {
             **request,
@@ -306,23 +343,55 @@ def run_forecast(
         if rank != 0:
             writer.resume(template)
 
-        batches = batches_for_rank(plan_batches(len(init_times), members, size, chunk), rank, world_size)
+        batches = batches_for_rank(
+            plan_batches(len(init_times), members, size, chunk), rank, world_size
+        )
         guard = BlowUpGuard.from_normalizer(stepper.normalizer, model_channels, blowup_sigmas)
         write_index = [model_channels.index(c) for c in write_channels]
-        can_restart_from_output = regridder is None and write_channels == model_channels and writer.resumable
-        timings = {"setup": time.perf_counter() - started, "perturbation": 0.0, "compute": 0.0, "wait": 0.0}
+        can_restart_from_output = (
+            regridder is None and write_channels == model_channels and writer.resumable
+        )
+        timings = {
+            "setup": time.perf_counter() - started,
+            "perturbation": 0.0,
+            "compute": 0.0,
+            "wait": 0.0,
+        }
         background = BackgroundWriter(max_pending=2)
         blowups: list[BlowUp] = []
         todo = sum(steps - max(progress.completed(b.index) if resuming else 0, 0) for b in batches)
-        bar = tqdm(total=todo, desc="forecast steps", unit="step", disable=not show_progress or rank != 0, leave=False)
+        bar = tqdm(
+            total=todo,
+            desc="forecast steps",
+            unit="step",
+            disable=not show_progress or rank != 0,
+            leave=False,
+        )
         try:
             for batch in batches:
                 done = progress.completed(batch.index) if resuming else -1
                 if done >= steps:
                     continue
                 batch_blowups = _run_batch(
-                    stepper, store, batch, init_times, init_text, steps, done, perturber, guard, regridder,
-                    write_index, writer, background, progress, can_restart_from_output, timings, bar, on_blowup, log,
+                    stepper,
+                    store,
+                    batch,
+                    init_times,
+                    init_text,
+                    steps,
+                    done,
+                    perturber,
+                    guard,
+                    regridder,
+                    write_index,
+                    writer,
+                    background,
+                    progress,
+                    can_restart_from_output,
+                    timings,
+                    bar,
+                    on_blowup,
+                    log,
                 )
                 blowups.extend(batch_blowups)
             wait = time.perf_counter()
@@ -336,9 +405,15 @@ def run_forecast(
                 pass
             writer.close()
             if rank == 0:
-                failed = {**manifest, "status": FAILED, "error": " ".join(str(err).split()) or type(err).__name__}
+                failed = {
+                    **manifest,
+                    "status": FAILED,
+                    "error": " ".join(str(err).split()) or type(err).__name__,
+                }
                 if isinstance(err, BlowUpError):
-                    failed["blowups"] = [vars(b) for b in blowups + list(getattr(err, "blowups", []))]
+                    failed["blowups"] = [
+                        vars(b) for b in blowups + list(getattr(err, "blowups", []))
+                    ]
                 write_json_atomic(manifest_path(out), failed)
             raise
         bar.close()
@@ -373,7 +448,11 @@ def _decide(out: Path, writer, request: dict[str, Any], overwrite: bool) -> dict
     exists = out.exists() or (manifest is not None and manifest.get("status") != FINISHED)
     if manifest is None or overwrite:
         if out.exists() and not overwrite and manifest is None:
-            raise DataError("output exists but was not written by 'forecast run' (no manifest)", path=out, hint="choose another --out, or pass --overwrite to replace it")
+            raise DataError(
+                "output exists but was not written by 'forecast run' (no manifest)",
+                path=out,
+                hint="choose another --out, or pass --overwrite to replace it",
+            )
         return {"action": "create", "manifest": manifest or {}}
     differ = same_request(manifest, request)
     if differ:
@@ -390,18 +469,39 @@ def _decide(out: Path, writer, request: dict[str, Any], overwrite: bool) -> dict
     return {"action": "create", "manifest": manifest}
 
 
-def _auto_batch_size(stepper, store: xr.Dataset, init_times: np.ndarray, total: int, max_memory, device: torch.device) -> int:
+def _auto_batch_size(
+    stepper, store: xr.Dataset, init_times: np.ndarray, total: int, max_memory, device: torch.device
+) -> int:
     """Members per model call that fit the memory budget."""
     budget = parse_memory(max_memory) if max_memory is not None else default_budget(device)
-    state = load_initial_state(store, list(stepper.channels), init_times[:1], stepper.history).to(device)
+    state = load_initial_state(store, list(stepper.channels), init_times[:1], stepper.history).to(
+        device
+    )
     per_member = member_bytes(lambda s, t: model_step(stepper, s, t), state, init_times[:1])
     fixed = sum(p.numel() * p.element_size() for p in stepper.parameters())
     return choose_batch_size(budget, per_member, total, fixed)
 
 
 def _run_batch(
-    stepper, store, batch: Batch, init_times, init_text, steps, done, perturber, guard, regridder,
-    write_index, writer, background, progress, can_restart_from_output, timings, bar, on_blowup, log,
+    stepper,
+    store,
+    batch: Batch,
+    init_times,
+    init_text,
+    steps,
+    done,
+    perturber,
+    guard,
+    regridder,
+    write_index,
+    writer,
+    background,
+    progress,
+    can_restart_from_output,
+    timings,
+    bar,
+    on_blowup,
+    log,
 ) -> list[BlowUp]:
     """Roll one batch out from lead ``done + 1`` (or from the start) and queue its writes."""
     device = _stepper_device(stepper)
@@ -418,7 +518,9 @@ def _run_batch(
         for lead in needed:
             if lead < 0:
                 if initial is None:
-                    initial = _perturbed_initial(stepper, store, batch, init_times, labels, perturber, device)
+                    initial = _perturbed_initial(
+                        stepper, store, batch, init_times, labels, perturber, device
+                    )
                 slices.append(initial[:, history - 1 + lead])
             else:
                 slices.append(torch.from_numpy(_read_batch(writer, batch, lead)).to(device))
@@ -437,7 +539,11 @@ def _run_batch(
         for blowup in new:
             log(f"warning: {blowup.describe()}")
         found.extend(new)
-        fields = lead_state.state[:, write_index] if len(write_index) != lead_state.state.shape[1] else lead_state.state
+        fields = (
+            lead_state.state[:, write_index]
+            if len(write_index) != lead_state.state.shape[1]
+            else lead_state.state
+        )
         if regridder is not None:
             with torch.inference_mode():
                 fields = regridder(fields)
@@ -445,7 +551,13 @@ def _run_batch(
         timings["compute"] += time.perf_counter() - tick
         tick = time.perf_counter()
         for init_index, member_start, member_stop, offset in batch.regions():
-            background.submit(writer.write, init_index, member_start, lead, block[offset : offset + member_stop - member_start])
+            background.submit(
+                writer.write,
+                init_index,
+                member_start,
+                lead,
+                block[offset : offset + member_stop - member_start],
+            )
         background.submit(progress.mark, batch.index, lead)
         timings["wait"] += time.perf_counter() - tick
         if lead > 0:
@@ -454,21 +566,32 @@ def _run_batch(
             wait = time.perf_counter()
             background.close()
             timings["wait"] += time.perf_counter() - wait
-            error = BlowUpError("; ".join(b.describe() for b in new), hint="the run stopped (--on-blowup stop); use --on-blowup continue to carry on")
+            error = BlowUpError(
+                "; ".join(b.describe() for b in new),
+                hint="the run stopped (--on-blowup stop); use --on-blowup continue to carry on",
+            )
             error.blowups = new
             raise error
         tick = time.perf_counter()
     return found
 
 
-def _perturbed_initial(stepper, store, batch: Batch, init_times, labels, perturber, device) -> torch.Tensor:
+def _perturbed_initial(
+    stepper, store, batch: Batch, init_times, labels, perturber, device
+) -> torch.Tensor:
     """Initial states of a batch, perturbed: ``(batch, history, channel, lat, lon)``."""
     unique, inverse = np.unique(batch.init_index, return_inverse=True)
-    states = load_initial_state(store, list(stepper.channels), init_times[unique], stepper.history).to(device)
+    states = load_initial_state(
+        store, list(stepper.channels), init_times[unique], stepper.history
+    ).to(device)
     state = states[torch.as_tensor(inverse, device=device)]
-    return perturber(state, labels, batch.member, stepper=stepper, times=init_times[batch.init_index])
+    return perturber(
+        state, labels, batch.member, stepper=stepper, times=init_times[batch.init_index]
+    )
 
 
 def _read_batch(writer, batch: Batch, lead: int) -> np.ndarray:
     """A batch's state at ``lead`` read back from the output: ``(batch, channel, lat, lon)``."""
-    return np.concatenate([writer.read(i, m0, m1, lead) for i, m0, m1, _ in batch.regions()], axis=0)
+    return np.concatenate(
+        [writer.read(i, m0, m1, lead) for i, m0, m1, _ in batch.regions()], axis=0
+    )

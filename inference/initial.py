@@ -62,7 +62,10 @@ def parse_init_spec(spec: str, calendar: str) -> np.ndarray:
     if len(parts) == 1:
         return np.asarray([parse_time(parts[0], calendar)])
     if len(parts) != 3:
-        raise CalendarError(f"cannot parse --init {spec!r}", hint="write TIME, START/END/STEP (e.g. 2020-01-01T00/2020-03-01T00/12h) or latest")
+        raise CalendarError(
+            f"cannot parse --init {spec!r}",
+            hint="write TIME, START/END/STEP (e.g. 2020-01-01T00/2020-03-01T00/12h) or latest",
+        )
     start, end = parse_time(parts[0], calendar), parse_time(parts[1], calendar)
     if end < start:
         raise CalendarError(f"--init {spec!r} ends before it starts")
@@ -80,7 +83,14 @@ def available_init_times(ds: xr.Dataset, history: int) -> np.ndarray:
     return values[usable]
 
 
-def check_store_matches(ds: xr.Dataset, channels: Sequence[str], grid: Grid, step: dt.timedelta, normalizer: Normalizer | None = None, units: dict[str, str] | None = None) -> None:
+def check_store_matches(
+    ds: xr.Dataset,
+    channels: Sequence[str],
+    grid: Grid,
+    step: dt.timedelta,
+    normalizer: Normalizer | None = None,
+    units: dict[str, str] | None = None,
+) -> None:
     """Check that a store can feed a model of these channels, grid, step and units.
 
     Parameters
@@ -113,22 +123,37 @@ def check_store_matches(ds: xr.Dataset, channels: Sequence[str], grid: Grid, ste
         problems.append(f"store grid is {sgrid.describe()}, checkpoint grid is {grid.describe()}")
     sstep = store_step(ds)
     if sstep != step:
-        problems.append(f"store step is {format_step(sstep)}, checkpoint step is {format_step(step)}")
+        problems.append(
+            f"store step is {format_step(sstep)}, checkpoint step is {format_step(step)}"
+        )
     present = [c for c in channels if c in have]
     store_units = _store_units(ds)
     expected = {c: (units or {}).get(c) or _canonical_units(c) for c in present}
-    bad = [f"{c} (store {store_units[c]}, model {expected[c]})" for c in present if c in store_units and expected[c] and store_units[c] != expected[c]]
+    bad = [
+        f"{c} (store {store_units[c]}, model {expected[c]})"
+        for c in present
+        if c in store_units and expected[c] and store_units[c] != expected[c]
+    ]
     if bad:
         problems.append(f"units differ for {', '.join(bad)}")
     if normalizer is not None and present and not missing:
         smean = ds["mean"].sel(channel=list(channels)).values.astype(np.float64)
         index = [normalizer.channels.index(c) for c in channels]
         offset = np.abs(smean - normalizer.mean[index]) / normalizer.std[index]
-        bad = [f"{c} (store mean {m:.4g}, checkpoint mean {normalizer.mean[i]:.4g})" for c, m, o, i in zip(channels, smean, offset, index, strict=True) if o > 5]
+        bad = [
+            f"{c} (store mean {m:.4g}, checkpoint mean {normalizer.mean[i]:.4g})"
+            for c, m, o, i in zip(channels, smean, offset, index, strict=True)
+            if o > 5
+        ]
         if bad:
-            problems.append(f"store and checkpoint statistics disagree for {', '.join(bad)}; are the units the same?")
+            problems.append(
+                f"store and checkpoint statistics disagree for {', '.join(bad)}; are the units the same?"
+            )
     if problems:
-        raise CheckpointError("checkpoint does not match the store: " + "; ".join(problems), hint="use a store ingested like the training data, or the checkpoint trained on this store")
+        raise CheckpointError(
+            "checkpoint does not match the store: " + "; ".join(problems),
+            hint="use a store ingested like the training data, or the checkpoint trained on this store",
+        )
 
 
 def _store_units(ds: xr.Dataset) -> dict[str, str]:
@@ -161,18 +186,30 @@ def check_init_times(ds: xr.Dataset, init_times: np.ndarray, history: int) -> No
     earlier = [shift_times(init_times, -k * step) for k in range(1, history)]
     needed = np.concatenate(earlier) if earlier else init_times[:0]
     missing_history = list(needed[index.get_indexer(time_index(needed)) < 0]) if len(needed) else []
-    missing_history = [t for i, t in enumerate(missing_history) if t not in missing_history[:i] and t not in missing_init]
+    missing_history = [
+        t
+        for i, t in enumerate(missing_history)
+        if t not in missing_history[:i] and t not in missing_init
+    ]
     problems = []
     if missing_init:
         problems.append(f"initial time(s) {_list_times(missing_init)} not in the store")
     if missing_history:
-        problems.append(f"history time(s) {_list_times(missing_history)} not in the store (the model needs {history} consecutive step(s))")
+        problems.append(
+            f"history time(s) {_list_times(missing_history)} not in the store (the model needs {history} consecutive step(s))"
+        )
     if problems:
-        span = f"{format_time(index[0])} to {format_time(index[-1])} every {format_step(step)}" if len(index) else "no times"
+        span = (
+            f"{format_time(index[0])} to {format_time(index[-1])} every {format_step(step)}"
+            if len(index)
+            else "no times"
+        )
         raise DataError("; ".join(problems), hint=f"the store covers {span}")
 
 
-def load_initial_state(ds: xr.Dataset, channels: Sequence[str], init_times: np.ndarray, history: int) -> torch.Tensor:
+def load_initial_state(
+    ds: xr.Dataset, channels: Sequence[str], init_times: np.ndarray, history: int
+) -> torch.Tensor:
     """Read the states that start forecasts at ``init_times``.
 
     Returns
@@ -188,11 +225,20 @@ def load_initial_state(ds: xr.Dataset, channels: Sequence[str], init_times: np.n
     positions = index.get_indexer(time_index(times))
     if (positions < 0).any():
         check_init_times(ds, init_times, history)
-    values = ds["data"].sel(channel=list(channels)).isel(time=xr.DataArray(positions, dims="sample")).values
+    values = (
+        ds["data"]
+        .sel(channel=list(channels))
+        .isel(time=xr.DataArray(positions, dims="sample"))
+        .values
+    )
     values = values.reshape(len(init_times), history, len(channels), *values.shape[-2:])
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
 
 
 def store_description(ds: xr.Dataset) -> dict[str, str]:
     """Calendar, step and grid of a store, for manifests and messages."""
-    return {"calendar": store_calendar(ds), "time_step": format_step(store_step(ds)), "grid": store_grid(ds).describe()}
+    return {
+        "calendar": store_calendar(ds),
+        "time_step": format_step(store_step(ds)),
+        "grid": store_grid(ds).describe(),
+    }

@@ -24,7 +24,14 @@ class OutputRegridder(torch.nn.Module):
             if not grid.is_global:
                 raise GridError(f"--output-grid needs global grids, got {grid.describe()}")
         self.source, self.target = source, target
-        self.resample = ResampleS2(source.nlat, source.nlon, target.nlat, target.nlon, grid_in=source.kind, grid_out=target.kind)
+        self.resample = ResampleS2(
+            source.nlat,
+            source.nlon,
+            target.nlat,
+            target.nlon,
+            grid_in=source.kind,
+            grid_out=target.kind,
+        )
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         """``(batch, channel, nlat_in, nlon_in)`` -> ``(batch, channel, nlat_out, nlon_out)``."""

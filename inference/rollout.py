@@ -66,7 +66,9 @@ def model_step(stepper, state: torch.Tensor, times: np.ndarray) -> torch.Tensor:
         return new.to(state.dtype)
 
 
-def rollout(stepper, initial: torch.Tensor, init_times: np.ndarray, steps: int, start_lead: int = 0) -> Iterator[LeadState]:
+def rollout(
+    stepper, initial: torch.Tensor, init_times: np.ndarray, steps: int, start_lead: int = 0
+) -> Iterator[LeadState]:
     """Step a model ``steps`` times from an initial condition.
 
     Parameters
@@ -91,7 +93,9 @@ def rollout(stepper, initial: torch.Tensor, init_times: np.ndarray, steps: int, 
         Lead ``start_lead`` (the state passed in), then ``start_lead + 1`` ... ``steps``.
     """
     if initial.ndim != 5 or initial.shape[1] != stepper.history:
-        raise ValueError(f"initial state must be (batch, history={stepper.history}, channel, lat, lon), got {tuple(initial.shape)}")
+        raise ValueError(
+            f"initial state must be (batch, history={stepper.history}, channel, lat, lon), got {tuple(initial.shape)}"
+        )
     if len(init_times) != initial.shape[0]:
         raise ValueError(f"{len(init_times)} init times for a batch of {initial.shape[0]}")
     history = initial
@@ -100,7 +104,11 @@ def rollout(stepper, initial: torch.Tensor, init_times: np.ndarray, steps: int, 
     for lead in range(start_lead + 1, steps + 1):
         new = model_step(stepper, history, times)
         times = shift_times(times, stepper.step)
-        history = torch.cat([history[:, 1:], new[:, None]], dim=1) if history.shape[1] > 1 else new[:, None]
+        history = (
+            torch.cat([history[:, 1:], new[:, None]], dim=1)
+            if history.shape[1] > 1
+            else new[:, None]
+        )
         yield LeadState(lead, times, new)
 
 
@@ -155,13 +163,17 @@ class BlowUpGuard:
         self.reported: set[tuple[str, int]] = set()
 
     @classmethod
-    def from_normalizer(cls, normalizer, channels: Sequence[str], sigmas: float = 50.0) -> BlowUpGuard:
+    def from_normalizer(
+        cls, normalizer, channels: Sequence[str], sigmas: float = 50.0
+    ) -> BlowUpGuard:
         """Bounds ``mean +- sigmas * std`` of each channel (a broken model, not a strong storm)."""
         index = [list(normalizer.channels).index(c) for c in channels]
         mean, std = np.asarray(normalizer.mean)[index], np.asarray(normalizer.std)[index]
         return cls(channels, mean - sigmas * std, mean + sigmas * std)
 
-    def check(self, state: torch.Tensor, init_labels: Sequence[str], members: Sequence[int], lead: int) -> list[BlowUp]:
+    def check(
+        self, state: torch.Tensor, init_labels: Sequence[str], members: Sequence[int], lead: int
+    ) -> list[BlowUp]:
         """Find members of ``state`` that are newly bad.
 
         Parameters

@@ -32,7 +32,18 @@ from forecast.time import format_time, time_index
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
 
 #: Manifest keys that must agree for a run to resume or skip an existing output.
-REQUEST_KEYS = ("checkpoint_digest", "store", "init_times", "steps", "members", "perturbation", "amplitude", "seed", "channels", "output_grid")
+REQUEST_KEYS = (
+    "checkpoint_digest",
+    "store",
+    "init_times",
+    "steps",
+    "members",
+    "perturbation",
+    "amplitude",
+    "seed",
+    "channels",
+    "output_grid",
+)
 
 
 class LockedError(ForecastError, RuntimeError):
@@ -101,7 +112,9 @@ class RunLock:
             ) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}")
+        handle.write(
+            f"pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}"
+        )
         handle.flush()
         self._file = handle
         return self
@@ -133,7 +146,12 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
 
 def same_request(manifest: dict[str, Any], request: dict[str, Any]) -> list[str]:
     """Keys of :data:`REQUEST_KEYS` on which a manifest and a request differ."""
-    return [k for k in REQUEST_KEYS if json.loads(json.dumps(manifest.get(k), default=str)) != json.loads(json.dumps(request.get(k), default=str))]
+    return [
+        k
+        for k in REQUEST_KEYS
+        if json.loads(json.dumps(manifest.get(k), default=str))
+        != json.loads(json.dumps(request.get(k), default=str))
+    ]
 
 
 def is_finished(out: Path, init_times: list[str] | None = None) -> bool:
@@ -182,7 +200,9 @@ class Progress:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def resolve_latest(available: np.ndarray, out_template: str | Path) -> tuple[np.ndarray, Path, bool]:
+def resolve_latest(
+    available: np.ndarray, out_template: str | Path
+) -> tuple[np.ndarray, Path, bool]:
     """The newest init time for a scheduled run, and whether it is already done.
 
     Parameters
@@ -208,7 +228,9 @@ def resolve_latest(available: np.ndarray, out_template: str | Path) -> tuple[np.
     forecasts from the newest analysis. Run them with an explicit ``--init``.
     """
     if len(available) == 0:
-        raise ConfigError("--init latest: the store has no time with enough history to start a forecast")
+        raise ConfigError(
+            "--init latest: the store has no time with enough history to start a forecast"
+        )
     newest = np.asarray(available)[-1:]
     out = output_for(out_template, newest[0])
     return newest, out, is_finished(out, [format_time(t) for t in newest])

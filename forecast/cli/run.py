@@ -25,24 +25,110 @@ from forecast.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``forecast run``."""
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint written by 'forecast train'")
-    parser.add_argument("--data", required=True, metavar="STORE.zarr", help="training store with the initial conditions")
-    parser.add_argument("--init", required=True, metavar="TIME|START/END/STEP|latest", help="initial time(s): one time, a range with a step (2020-01-01T00/2020-03-01T00/12h), or latest")
-    parser.add_argument("--steps", required=True, type=int, metavar="N", help="model steps per forecast")
-    parser.add_argument("--out", required=True, metavar="OUT.zarr|OUT.nc", help="output; the suffix picks the format; {init} is replaced by the (first) init time, e.g. fc/{init}.zarr")
-    parser.add_argument("--members", type=int, default=1, metavar="M", help="ensemble members per init time (default 1)")
-    parser.add_argument("--perturbation", default="none", help="initial-condition perturbation: none, gaussian, grf or bred (default none)")
-    parser.add_argument("--amplitude", default="0.05", metavar="A|CH=A,...", help="perturbation amplitude in units of each channel's std: 0.05, or z500=0.02,t850=0.1 (default 0.05)")
-    parser.add_argument("--length-scale", type=float, default=None, metavar="KM", help="correlation length of grf perturbations in km (default 1000)")
-    parser.add_argument("--bred-cycles", type=int, default=None, metavar="N", help="breeding cycles of bred perturbations (default 3)")
-    parser.add_argument("--seed", type=int, default=0, help="ensemble seed: the same seed gives the same ensemble whatever the batch size (default 0)")
-    parser.add_argument("--max-memory", default=None, metavar="SIZE", help="memory budget for a batch of members, e.g. 8GB (default: half the free RAM, or 80%% of free GPU memory)")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="members per model call (default: chosen from --max-memory)")
-    parser.add_argument("--channels", default=None, metavar="CH,...", help="write only these channels (default: all the model's)")
-    parser.add_argument("--output-grid", default=None, metavar="GRID", help="regrid members at write time, e.g. 32x64 or 1.0deg")
-    parser.add_argument("--on-blowup", default="continue", choices=("continue", "stop"), help="when a member turns NaN/inf or leaves physical bounds: report and continue, or stop (default continue)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs (default: cuda when available)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an output that holds another or a finished forecast")
+    parser.add_argument(
+        "--checkpoint", required=True, metavar="CKPT", help="checkpoint written by 'forecast train'"
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="STORE.zarr",
+        help="training store with the initial conditions",
+    )
+    parser.add_argument(
+        "--init",
+        required=True,
+        metavar="TIME|START/END/STEP|latest",
+        help="initial time(s): one time, a range with a step (2020-01-01T00/2020-03-01T00/12h), or latest",
+    )
+    parser.add_argument(
+        "--steps", required=True, type=int, metavar="N", help="model steps per forecast"
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="OUT.zarr|OUT.nc",
+        help="output; the suffix picks the format; {init} is replaced by the (first) init time, e.g. fc/{init}.zarr",
+    )
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        metavar="M",
+        help="ensemble members per init time (default 1)",
+    )
+    parser.add_argument(
+        "--perturbation",
+        default="none",
+        help="initial-condition perturbation: none, gaussian, grf or bred (default none)",
+    )
+    parser.add_argument(
+        "--amplitude",
+        default="0.05",
+        metavar="A|CH=A,...",
+        help="perturbation amplitude in units of each channel's std: 0.05, or z500=0.02,t850=0.1 (default 0.05)",
+    )
+    parser.add_argument(
+        "--length-scale",
+        type=float,
+        default=None,
+        metavar="KM",
+        help="correlation length of grf perturbations in km (default 1000)",
+    )
+    parser.add_argument(
+        "--bred-cycles",
+        type=int,
+        default=None,
+        metavar="N",
+        help="breeding cycles of bred perturbations (default 3)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="ensemble seed: the same seed gives the same ensemble whatever the batch size (default 0)",
+    )
+    parser.add_argument(
+        "--max-memory",
+        default=None,
+        metavar="SIZE",
+        help="memory budget for a batch of members, e.g. 8GB (default: half the free RAM, or 80%% of free GPU memory)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="B",
+        help="members per model call (default: chosen from --max-memory)",
+    )
+    parser.add_argument(
+        "--channels",
+        default=None,
+        metavar="CH,...",
+        help="write only these channels (default: all the model's)",
+    )
+    parser.add_argument(
+        "--output-grid",
+        default=None,
+        metavar="GRID",
+        help="regrid members at write time, e.g. 32x64 or 1.0deg",
+    )
+    parser.add_argument(
+        "--on-blowup",
+        default="continue",
+        choices=("continue", "stop"),
+        help="when a member turns NaN/inf or leaves physical bounds: report and continue, or stop (default continue)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where the model runs (default: cuda when available)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an output that holds another or a finished forecast",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -52,7 +138,9 @@ def _device(name: str):
     import torch
 
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but no CUDA device is available", hint="use --device cpu or auto")
+        raise ConfigError(
+            "--device cuda but no CUDA device is available", hint="use --device cpu or auto"
+        )
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -82,10 +170,14 @@ def run(args: argparse.Namespace) -> int:
     stepper, metadata = load_checkpoint(args.checkpoint, map_location=device)
     digest = checkpoint_digest(args.checkpoint)
     if str(args.init).strip().lower() == "latest":
-        init_times, out, finished = resolve_latest(available_init_times(store, stepper.history), args.out)
+        init_times, out, finished = resolve_latest(
+            available_init_times(store, stepper.history), args.out
+        )
         if finished:
             if rank == 0:
-                print(f"forecast run: {out}: the forecast from {format_time(init_times[0])} is already finished; nothing to do")
+                print(
+                    f"forecast run: {out}: the forecast from {format_time(init_times[0])} is already finished; nothing to do"
+                )
             return 0
     else:
         init_times = parse_init_spec(args.init, store_calendar(store))
@@ -121,7 +213,11 @@ def run(args: argparse.Namespace) -> int:
         log=log,
     )
     if rank == 0 and result.status == "finished":
-        blowups = f"; {len(result.blowups)} member(s) blew up (see the manifest)" if result.blowups else ""
+        blowups = (
+            f"; {len(result.blowups)} member(s) blew up (see the manifest)"
+            if result.blowups
+            else ""
+        )
         print(
             f"forecast run: wrote {result.out}: {len(init_times)} init time(s) x {args.members} member(s) x "
             f"{args.steps} step(s) in {time.perf_counter() - started:.1f} s (batch size {result.batch_size}){blowups}"

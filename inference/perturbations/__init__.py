@@ -22,7 +22,9 @@ PERTURBATIONS: dict[str, type[Perturbation]] = {
 }
 
 
-def create_perturbation(name: str, amplitude: np.ndarray, grid: Grid, seed: int = 0, **options: Any) -> Perturbation:
+def create_perturbation(
+    name: str, amplitude: np.ndarray, grid: Grid, seed: int = 0, **options: Any
+) -> Perturbation:
     """Build the perturbation called ``name``.
 
     Parameters
@@ -40,7 +42,9 @@ def create_perturbation(name: str, amplitude: np.ndarray, grid: Grid, seed: int 
         ``cycles`` for bred); ``None`` values are left at their defaults.
     """
     if name not in PERTURBATIONS:
-        raise ConfigError(f"unknown perturbation {name!r}", hint=f"use one of {', '.join(PERTURBATIONS)}")
+        raise ConfigError(
+            f"unknown perturbation {name!r}", hint=f"use one of {', '.join(PERTURBATIONS)}"
+        )
     cls = PERTURBATIONS[name]
     import inspect
 

@@ -31,7 +31,9 @@ def member_generator(seed: int, init_label: str, member: int) -> torch.Generator
     return generator
 
 
-def parse_amplitude(text: str | float | None, channels: Sequence[str], default: float = 0.05) -> np.ndarray:
+def parse_amplitude(
+    text: str | float | None, channels: Sequence[str], default: float = 0.05
+) -> np.ndarray:
     """Amplitudes per channel in units of the channel's std.
 
     Parameters
@@ -61,10 +63,16 @@ def parse_amplitude(text: str | float | None, channels: Sequence[str], default: 
             elif part:
                 default = float(part)
     except ValueError:
-        raise ConfigError(f"cannot parse --amplitude {text!r}", hint="write a number (0.05) or channel=number pairs (z500=0.02,t850=0.1)") from None
+        raise ConfigError(
+            f"cannot parse --amplitude {text!r}",
+            hint="write a number (0.05) or channel=number pairs (z500=0.02,t850=0.1)",
+        ) from None
     unknown = [c for c in per_channel if c not in channels]
     if unknown:
-        raise ConfigError(f"--amplitude names unknown channel(s) {', '.join(unknown)}", hint=f"the model's channels are {', '.join(channels)}")
+        raise ConfigError(
+            f"--amplitude names unknown channel(s) {', '.join(unknown)}",
+            hint=f"the model's channels are {', '.join(channels)}",
+        )
     values = np.asarray([per_channel.get(c, default) for c in channels], dtype=np.float64)
     if (values < 0).any():
         raise ConfigError(f"--amplitude {text!r} must not be negative")
@@ -109,11 +117,20 @@ class Perturbation:
         self.grid = grid
         self.seed = int(seed)
 
-    def noise(self, init_labels: Sequence[str], members: Sequence[int], channels: int) -> torch.Tensor:
+    def noise(
+        self, init_labels: Sequence[str], members: Sequence[int], channels: int
+    ) -> torch.Tensor:
         """Noise of unit scale per member: shape ``(batch, channel, lat, lon)`` float32 on CPU."""
         raise NotImplementedError
 
-    def __call__(self, state: torch.Tensor, init_labels: Sequence[str], members: Sequence[int], stepper=None, times: np.ndarray | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        state: torch.Tensor,
+        init_labels: Sequence[str],
+        members: Sequence[int],
+        stepper=None,
+        times: np.ndarray | None = None,
+    ) -> torch.Tensor:
         """Perturb initial states.
 
         Parameters
@@ -134,5 +151,7 @@ class Perturbation:
             Same shape; every history slice gets the same perturbation.
         """
         noise = self.noise(init_labels, members, state.shape[2]).to(state.device, state.dtype)
-        scale = torch.as_tensor(self.amplitude, dtype=state.dtype, device=state.device).view(1, -1, 1, 1)
+        scale = torch.as_tensor(self.amplitude, dtype=state.dtype, device=state.device).view(
+            1, -1, 1, 1
+        )
         return state + (noise * scale)[:, None]

@@ -47,12 +47,26 @@ class BredPerturbation(Perturbation):
         self.seed_noise = GaussianPerturbation(amplitude, grid, seed)
         self.weights = torch.as_tensor(grid.area_weights(), dtype=torch.float32)
 
-    def __call__(self, state: torch.Tensor, init_labels: Sequence[str], members: Sequence[int], stepper=None, times: np.ndarray | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        state: torch.Tensor,
+        init_labels: Sequence[str],
+        members: Sequence[int],
+        stepper=None,
+        times: np.ndarray | None = None,
+    ) -> torch.Tensor:
         if stepper is None or times is None:
             raise ValueError("bred vectors need the stepper and the valid times of the state")
-        amplitude = torch.as_tensor(self.amplitude, dtype=state.dtype, device=state.device).view(1, -1, 1, 1)
+        amplitude = torch.as_tensor(self.amplitude, dtype=state.dtype, device=state.device).view(
+            1, -1, 1, 1
+        )
         weights = self.weights.to(state.device, state.dtype)
-        delta = self.seed_noise.noise(init_labels, members, state.shape[2]).to(state.device, state.dtype) * amplitude
+        delta = (
+            self.seed_noise.noise(init_labels, members, state.shape[2]).to(
+                state.device, state.dtype
+            )
+            * amplitude
+        )
         control = model_step(stepper, state, times)
         for _ in range(self.cycles):
             grown = model_step(stepper, state + delta[:, None], times) - control

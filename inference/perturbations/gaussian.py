@@ -14,7 +14,14 @@ class NoPerturbation(Perturbation):
 
     name = "none"
 
-    def __call__(self, state: torch.Tensor, init_labels: Sequence[str], members: Sequence[int], stepper=None, times=None) -> torch.Tensor:
+    def __call__(
+        self,
+        state: torch.Tensor,
+        init_labels: Sequence[str],
+        members: Sequence[int],
+        stepper=None,
+        times=None,
+    ) -> torch.Tensor:
         return state
 
 
@@ -23,6 +30,13 @@ class GaussianPerturbation(Perturbation):
 
     name = "gaussian"
 
-    def noise(self, init_labels: Sequence[str], members: Sequence[int], channels: int) -> torch.Tensor:
+    def noise(
+        self, init_labels: Sequence[str], members: Sequence[int], channels: int
+    ) -> torch.Tensor:
         shape = (channels, *self.grid.shape)
-        return torch.stack([torch.randn(shape, generator=member_generator(self.seed, label, m)) for label, m in zip(init_labels, members, strict=True)])
+        return torch.stack(
+            [
+                torch.randn(shape, generator=member_generator(self.seed, label, m))
+                for label, m in zip(init_labels, members, strict=True)
+            ]
+        )

@@ -44,27 +44,58 @@ class GRFPerturbation(Perturbation):
 
     name = "grf"
 
-    def __init__(self, amplitude: np.ndarray, grid: Grid, seed: int = 0, length_scale_km: float = 1000.0, alpha: float = 2.0):
+    def __init__(
+        self,
+        amplitude: np.ndarray,
+        grid: Grid,
+        seed: int = 0,
+        length_scale_km: float = 1000.0,
+        alpha: float = 2.0,
+    ):
         super().__init__(amplitude, grid, seed)
         if not grid.is_global:
-            raise GridError(f"grf perturbations need a global grid, not {grid.describe()}", hint="use --perturbation gaussian")
+            raise GridError(
+                f"grf perturbations need a global grid, not {grid.describe()}",
+                hint="use --perturbation gaussian",
+            )
         if length_scale_km <= 0:
             raise ConfigError(f"length scale {length_scale_km} km must be positive")
         self.length_scale_km = float(length_scale_km)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # torch-harmonics' note on its default truncation
-            field = GaussianRandomFieldS2(grid.nlat, alpha=alpha, tau=EARTH_RADIUS_KM / length_scale_km, grid=grid.kind, dtype=torch.float32)
+            warnings.simplefilter(
+                "ignore", UserWarning
+            )  # torch-harmonics' note on its default truncation
+            field = GaussianRandomFieldS2(
+                grid.nlat,
+                alpha=alpha,
+                tau=EARTH_RADIUS_KM / length_scale_km,
+                grid=grid.kind,
+                dtype=torch.float32,
+            )
             if grid.nlon != 2 * grid.nlat:
                 lmax = field.isht.lmax
                 mmax = min(field.isht.mmax, grid.nlon // 2 + 1)
-                field.isht = InverseRealSHT(grid.nlat, grid.nlon, lmax=lmax, mmax=mmax, grid=grid.kind, norm="backward")
+                field.isht = InverseRealSHT(
+                    grid.nlat, grid.nlon, lmax=lmax, mmax=mmax, grid=grid.kind, norm="backward"
+                )
                 field.sqrt_eig = field.sqrt_eig[..., :mmax].contiguous()
         self.field = field
         self.weights = torch.as_tensor(grid.area_weights(), dtype=torch.float32)
 
-    def noise(self, init_labels: Sequence[str], members: Sequence[int], channels: int) -> torch.Tensor:
+    def noise(
+        self, init_labels: Sequence[str], members: Sequence[int], channels: int
+    ) -> torch.Tensor:
         lmax, mmax = self.field.isht.lmax, self.field.isht.mmax
-        xi = torch.stack([torch.randn((channels, lmax, mmax, 2), generator=member_generator(self.seed, label, m)) for label, m in zip(init_labels, members, strict=True)])
+        xi = torch.stack(
+            [
+                torch.randn(
+                    (channels, lmax, mmax, 2), generator=member_generator(self.seed, label, m)
+                )
+                for label, m in zip(init_labels, members, strict=True)
+            ]
+        )
         with torch.no_grad():
-            fields = self.field(len(members), xi=torch.view_as_complex(xi))  # (batch, channel, lat, lon)
+            fields = self.field(
+                len(members), xi=torch.view_as_complex(xi)
+            )  # (batch, channel, lat, lon)
         return fields / area_rms(fields, self.weights)[..., None, None].clamp_min(1e-12)

@@ -22,7 +22,10 @@ def writer_for(path: str | Path) -> ForecastWriter:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in WRITERS:
-        raise ConfigError(f"cannot tell the output format of {path.name!r}", hint=f"end --out with one of {', '.join(WRITERS)}")
+        raise ConfigError(
+            f"cannot tell the output format of {path.name!r}",
+            hint=f"end --out with one of {', '.join(WRITERS)}",
+        )
     return WRITERS[suffix](path)
 
 

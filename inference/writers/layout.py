@@ -37,7 +37,9 @@ def channel_attrs(channel: str) -> dict[str, str]:
 
 def lead_times(steps: int, step: dt.timedelta) -> np.ndarray:
     """Lead times ``0, step, ..., steps * step`` as ``timedelta64[ns]``, shape ``(steps + 1,)``."""
-    return np.arange(steps + 1) * np.timedelta64(int(step.total_seconds()), "s").astype("timedelta64[ns]")
+    return np.arange(steps + 1) * np.timedelta64(int(step.total_seconds()), "s").astype(
+        "timedelta64[ns]"
+    )
 
 
 def _time_unit(step: dt.timedelta) -> str:
@@ -95,12 +97,36 @@ def forecast_template(
     empty = np.broadcast_to(np.float32(np.nan), shape)
     data_vars = {c: xr.Variable(dims, empty, attrs=channel_attrs(c)) for c in channels}
     coords = {
-        "time": xr.Variable("time", init_times, attrs={"standard_name": "forecast_reference_time", "long_name": "initialisation time"}),
-        "lead_time": xr.Variable("lead_time", leads, attrs={"standard_name": "forecast_period", "long_name": "time since initialisation"}),
-        "member": xr.Variable("member", np.arange(members, dtype=np.int32), attrs={"standard_name": "realization", "long_name": "ensemble member"}),
-        "latitude": xr.Variable("latitude", grid.latitude, attrs={"standard_name": "latitude", "units": "degrees_north", "long_name": "latitude"}),
-        "longitude": xr.Variable("longitude", grid.longitude, attrs={"standard_name": "longitude", "units": "degrees_east", "long_name": "longitude"}),
-        "valid_time": xr.Variable(("time", "lead_time"), valid, attrs={"standard_name": "time", "long_name": "time at which the forecast is valid"}),
+        "time": xr.Variable(
+            "time",
+            init_times,
+            attrs={"standard_name": "forecast_reference_time", "long_name": "initialisation time"},
+        ),
+        "lead_time": xr.Variable(
+            "lead_time",
+            leads,
+            attrs={"standard_name": "forecast_period", "long_name": "time since initialisation"},
+        ),
+        "member": xr.Variable(
+            "member",
+            np.arange(members, dtype=np.int32),
+            attrs={"standard_name": "realization", "long_name": "ensemble member"},
+        ),
+        "latitude": xr.Variable(
+            "latitude",
+            grid.latitude,
+            attrs={"standard_name": "latitude", "units": "degrees_north", "long_name": "latitude"},
+        ),
+        "longitude": xr.Variable(
+            "longitude",
+            grid.longitude,
+            attrs={"standard_name": "longitude", "units": "degrees_east", "long_name": "longitude"},
+        ),
+        "valid_time": xr.Variable(
+            ("time", "lead_time"),
+            valid,
+            attrs={"standard_name": "time", "long_name": "time at which the forecast is valid"},
+        ),
     }
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs = {
@@ -117,5 +143,9 @@ def forecast_template(
         ds[name].encoding = {"units": since, "calendar": calendar, "dtype": "int64"}
     ds["lead_time"].encoding = {"units": unit, "dtype": "int64"}
     for c in channels:
-        ds[c].encoding = {"_FillValue": np.float32(np.nan), "dtype": "float32", "chunks": (1, 1, member_chunk, grid.nlat, grid.nlon)}
+        ds[c].encoding = {
+            "_FillValue": np.float32(np.nan),
+            "dtype": "float32",
+            "chunks": (1, 1, member_chunk, grid.nlat, grid.nlon),
+        }
     return ds

@@ -37,7 +37,11 @@ class NetCDFWriter(ForecastWriter):
         self._variables = []
         for c in self.channels:
             variable = self._nc.createVariable(
-                c, "f4", template[c].dims, fill_value=np.float32(np.nan), chunksizes=template[c].encoding["chunks"]
+                c,
+                "f4",
+                template[c].dims,
+                fill_value=np.float32(np.nan),
+                chunksizes=template[c].encoding["chunks"],
             )
             variable.setncatts({**template[c].attrs, "coordinates": "valid_time"})
             self._variables.append(variable)
@@ -50,7 +54,10 @@ class NetCDFWriter(ForecastWriter):
             variable[init_index, lead, member_start:stop] = block[:, k]
 
     def read(self, init_index: int, member_start: int, member_stop: int, lead: int) -> np.ndarray:
-        return np.stack([np.asarray(v[init_index, lead, member_start:member_stop]) for v in self._variables], axis=1)
+        return np.stack(
+            [np.asarray(v[init_index, lead, member_start:member_stop]) for v in self._variables],
+            axis=1,
+        )
 
     def close(self) -> None:
         nc = getattr(self, "_nc", None)

@@ -32,7 +32,9 @@ class ZarrWriter(ForecastWriter):
         channels = [str(c) for c in template.data_vars]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr: consolidated metadata is not in the v3 spec yet
-            template.drop_vars(channels).to_zarr(self.path, mode="w", consolidated=False, zarr_format=3)
+            template.drop_vars(channels).to_zarr(
+                self.path, mode="w", consolidated=False, zarr_format=3
+            )
             group = zarr.open_group(self.path, mode="r+")
             for c in channels:
                 variable = template[c]
@@ -53,10 +55,18 @@ class ZarrWriter(ForecastWriter):
         existing = xr.open_zarr(self.path, consolidated=True, decode_timedelta=True)
         for name in ("time", "lead_time", "member", "latitude", "longitude"):
             if existing.sizes.get(name) != template.sizes[name]:
-                raise DataError(f"existing output has {existing.sizes.get(name)} {name}, this run writes {template.sizes[name]}", path=self.path, hint="use another --out or --overwrite")
+                raise DataError(
+                    f"existing output has {existing.sizes.get(name)} {name}, this run writes {template.sizes[name]}",
+                    path=self.path,
+                    hint="use another --out or --overwrite",
+                )
         missing = [c for c in template.data_vars if c not in existing.data_vars]
         if missing:
-            raise DataError(f"existing output lacks variable(s) {', '.join(missing)}", path=self.path, hint="use another --out or --overwrite")
+            raise DataError(
+                f"existing output lacks variable(s) {', '.join(missing)}",
+                path=self.path,
+                hint="use another --out or --overwrite",
+            )
         self._open(template)
 
     def _open(self, template: xr.Dataset) -> None:
@@ -70,7 +80,9 @@ class ZarrWriter(ForecastWriter):
             array[init_index, lead, member_start:stop] = block[:, k]
 
     def read(self, init_index: int, member_start: int, member_stop: int, lead: int) -> np.ndarray:
-        return np.stack([array[init_index, lead, member_start:member_stop] for array in self._arrays], axis=1)
+        return np.stack(
+            [array[init_index, lead, member_start:member_stop] for array in self._arrays], axis=1
+        )
 
     def close(self) -> None:
         self._arrays = []

@@ -25,21 +25,36 @@ NLAT, NLON = 16, 32
 STEP = dt.timedelta(hours=6)
 
 
-def write_store(path: Path, calendar: str = "standard", start: str = "2020-01-01", periods: int = 12, channels=CHANNELS, nlat: int = NLAT, nlon: int = NLON, step_hours: int = 6, mean_factor: float = 1.0, units: dict | None = None) -> Path:
+def write_store(
+    path: Path,
+    calendar: str = "standard",
+    start: str = "2020-01-01",
+    periods: int = 12,
+    channels=CHANNELS,
+    nlat: int = NLAT,
+    nlon: int = NLON,
+    step_hours: int = 6,
+    mean_factor: float = 1.0,
+    units: dict | None = None,
+) -> Path:
     """A store with the layout of forecast.store: smooth fields drifting eastwards."""
     grid = Grid.equiangular(nlat, nlon)
     units = units or {}
     if calendar == "standard":
         times = pd.date_range(start, periods=periods, freq=f"{step_hours}h").values
     else:
-        times = xr.date_range(start, periods=periods, freq=f"{step_hours}h", calendar=calendar, use_cftime=True).values
+        times = xr.date_range(
+            start, periods=periods, freq=f"{step_hours}h", calendar=calendar, use_cftime=True
+        ).values
     lat = np.deg2rad(grid.latitude)[:, None]
     lon = np.deg2rad(grid.longitude)[None, :]
     index = [CHANNELS.index(c) for c in channels]
     data = np.empty((periods, len(channels), nlat, nlon), dtype=np.float32)
     for t in range(periods):
         for k, c in enumerate(index):
-            pattern = np.cos(lat) * np.sin(2 * lon - 0.3 * t + c) + 0.3 * np.sin(3 * lat) * np.cos(lon + 0.1 * t)
+            pattern = np.cos(lat) * np.sin(2 * lon - 0.3 * t + c) + 0.3 * np.sin(3 * lat) * np.cos(
+                lon + 0.1 * t
+            )
             data[t, k] = mean_factor * (MEANS[c] + STDS[c] * pattern)
     ds = xr.Dataset(
         {
@@ -47,10 +62,23 @@ def write_store(path: Path, calendar: str = "standard", start: str = "2020-01-01
             "mean": ("channel", mean_factor * MEANS[index]),
             "std": ("channel", STDS[index]),
             "diff_std": ("channel", STDS[index] * 0.2),
-            "channel_units": ("channel", np.asarray([units.get(c, channel_info(c).units) for c in channels], dtype=object)),
-            "climatology": (("dayofyear", "hour", "channel", "latitude", "longitude"), np.zeros((2, 1, len(channels), nlat, nlon), np.float32)),
+            "channel_units": (
+                "channel",
+                np.asarray([units.get(c, channel_info(c).units) for c in channels], dtype=object),
+            ),
+            "climatology": (
+                ("dayofyear", "hour", "channel", "latitude", "longitude"),
+                np.zeros((2, 1, len(channels), nlat, nlon), np.float32),
+            ),
         },
-        coords={"time": times, "channel": channels, "latitude": grid.latitude, "longitude": grid.longitude, "dayofyear": [1, 2], "hour": [0]},
+        coords={
+            "time": times,
+            "channel": channels,
+            "latitude": grid.latitude,
+            "longitude": grid.longitude,
+            "dayofyear": [1, 2],
+            "hour": [0],
+        },
         attrs={
             "store_format_version": STORE_FORMAT_VERSION,
             "grid_kind": grid.kind,
@@ -71,12 +99,22 @@ def write_store(path: Path, calendar: str = "standard", start: str = "2020-01-01
     return path
 
 
-def make_stepper(history: int = 1, seed: int = 0, channels=CHANNELS, nlat: int = NLAT, nlon: int = NLON) -> Stepper:
+def make_stepper(
+    history: int = 1, seed: int = 0, channels=CHANNELS, nlat: int = NLAT, nlon: int = NLON
+) -> Stepper:
     """A tiny SFNO stepper with reproducible random weights."""
     torch.manual_seed(seed)
     index = [CHANNELS.index(c) for c in channels]
     normalizer = Normalizer(tuple(channels), MEANS[index], STDS[index], STDS[index] * 0.2)
-    stepper = Stepper("sfno", {"embed_dim": 8, "num_layers": 1}, list(channels), Grid.equiangular(nlat, nlon), STEP, normalizer, history=history)
+    stepper = Stepper(
+        "sfno",
+        {"embed_dim": 8, "num_layers": 1},
+        list(channels),
+        Grid.equiangular(nlat, nlon),
+        STEP,
+        normalizer,
+        history=history,
+    )
     return stepper.eval()
 
 
@@ -87,7 +125,11 @@ def store_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def store_360_path(tmp_path_factory) -> Path:
-    return write_store(tmp_path_factory.mktemp("store360") / "store360.zarr", calendar="360_day", start="2000-02-29")
+    return write_store(
+        tmp_path_factory.mktemp("store360") / "store360.zarr",
+        calendar="360_day",
+        start="2000-02-29",
+    )
 
 
 @pytest.fixture()

@@ -34,7 +34,14 @@ def test_plan_never_shares_a_chunk_between_batches():
     assert batches[0].regions() == [(0, 0, 4, 0), (1, 0, 4, 4)]
     # smaller ones hold a multiple of the chunk, within one init time
     batches = plan_batches(n_init=2, n_members=5, batch_size=5 - 2, chunk=2)
-    assert [(int(b.init_index[0]), b.regions()[0][1:3]) for b in batches] == [(0, (0, 2)), (0, (2, 4)), (0, (4, 5)), (1, (0, 2)), (1, (2, 4)), (1, (4, 5))]
+    assert [(int(b.init_index[0]), b.regions()[0][1:3]) for b in batches] == [
+        (0, (0, 2)),
+        (0, (2, 4)),
+        (0, (4, 5)),
+        (1, (0, 2)),
+        (1, (2, 4)),
+        (1, (4, 5)),
+    ]
     split = [batches_for_rank(batches, r, 4) for r in range(4)]
     assert [[b.index for b in part] for part in split] == [[0, 1], [2], [3], [4, 5]]
     assert member_chunk(batch_size=16, members=1000, field_bytes=721 * 1440 * 4) == 16

@@ -24,10 +24,20 @@ INITS = "2020-01-01T06/2020-01-01T12/6h"
 
 
 def _run(stepper, store, out, **kwargs):
-    options = {"members": 3, "batch_size": 2, "show_progress": False, "log": lambda m: None, "checkpoint_digest": "abc123", "model_name": "sfno", "store_path": "store.zarr"}
+    options = {
+        "members": 3,
+        "batch_size": 2,
+        "show_progress": False,
+        "log": lambda m: None,
+        "checkpoint_digest": "abc123",
+        "model_name": "sfno",
+        "store_path": "store.zarr",
+    }
     options.update(kwargs)
     inits = options.pop("inits", INITS)
-    return run_forecast(stepper, store, parse_init_spec(inits, "standard"), options.pop("steps", 3), out, **options)
+    return run_forecast(
+        stepper, store, parse_init_spec(inits, "standard"), options.pop("steps", 3), out, **options
+    )
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".nc"])
@@ -36,7 +46,13 @@ def test_layout_and_attributes_opened_by_plain_xarray(tmp_path, store, stepper, 
     result = _run(stepper, store, out, perturbation="gaussian")
     assert result.status == "finished"
     ds = xr.open_zarr(out) if suffix == ".zarr" else xr.open_dataset(out)
-    assert dict(ds.sizes) == {"time": 2, "lead_time": 4, "member": 3, "latitude": 16, "longitude": 32}
+    assert dict(ds.sizes) == {
+        "time": 2,
+        "lead_time": 4,
+        "member": 3,
+        "latitude": 16,
+        "longitude": 32,
+    }
     assert sorted(ds.data_vars) == sorted(CHANNELS)
     assert ds["z500"].dims == ("time", "lead_time", "member", "latitude", "longitude")
     assert ds["z500"].dtype == np.float32
@@ -47,9 +63,21 @@ def test_layout_and_attributes_opened_by_plain_xarray(tmp_path, store, stepper, 
     assert ds["time"].attrs["standard_name"] == "forecast_reference_time"
     assert ds["lead_time"].attrs["standard_name"] == "forecast_period"
     assert ds["member"].attrs["standard_name"] == "realization"
-    assert ds["z500"].attrs == {"long_name": "Geopotential at 500 hPa", "units": "m**2 s**-2", "standard_name": "geopotential"}
+    assert ds["z500"].attrs == {
+        "long_name": "Geopotential at 500 hPa",
+        "units": "m**2 s**-2",
+        "standard_name": "geopotential",
+    }
     assert ds["u10m"].attrs["units"] == "m s**-1"
-    for key, value in {"Conventions": "CF-1.8", "model": "sfno", "checkpoint_digest": "abc123", "perturbation": "gaussian", "source_store": "store.zarr", "software_version": "forecast 0.1.0", "calendar": "standard"}.items():
+    for key, value in {
+        "Conventions": "CF-1.8",
+        "model": "sfno",
+        "checkpoint_digest": "abc123",
+        "perturbation": "gaussian",
+        "source_store": "store.zarr",
+        "software_version": "forecast 0.1.0",
+        "calendar": "standard",
+    }.items():
         assert ds.attrs[key] == value
     assert ds.attrs["creation_time"].endswith("Z")
     # every value written, and lead 0 is the (perturbed) store state at the init time
@@ -58,7 +86,11 @@ def test_layout_and_attributes_opened_by_plain_xarray(tmp_path, store, stepper, 
     spread = ds["t850"].isel(time=1, lead_time=0).values - truth
     assert 0.5 * 0.05 * STDS[1] < spread.std() < 1.5 * 0.05 * STDS[1]
     manifest = json.loads(manifest_path(out).read_text())
-    assert manifest["status"] == "finished" and manifest["members"] == 3 and manifest["batch_size"] == 2
+    assert (
+        manifest["status"] == "finished"
+        and manifest["members"] == 3
+        and manifest["batch_size"] == 2
+    )
     assert manifest["init_times"] == ["2020-01-01T06:00", "2020-01-01T12:00"]
     assert not (tmp_path / "fc.nc.partial").exists()
     ds.close()
@@ -72,7 +104,11 @@ def test_members_identical_without_perturbation_and_differ_with_each(tmp_path, s
     truth = store["data"].sel(time="2020-01-01T06", channel="z500").values
     np.testing.assert_array_equal(z[0, 0, 0], truth)
     for name in ("gaussian", "grf", "bred"):
-        ds = xr.open_zarr(_run(stepper, store, tmp_path / f"{name}.zarr", perturbation=name, members=2, steps=2).out)
+        ds = xr.open_zarr(
+            _run(
+                stepper, store, tmp_path / f"{name}.zarr", perturbation=name, members=2, steps=2
+            ).out
+        )
         values = ds["z500"].values
         assert np.abs(values[:, :, 0] - values[:, :, 1]).max() > 1.0, name
         # perturbations of about 0.05 std around the analysis
@@ -82,20 +118,40 @@ def test_members_identical_without_perturbation_and_differ_with_each(tmp_path, s
 
 @pytest.mark.parametrize("perturbation", ["gaussian", "grf", "bred"])
 def test_same_seed_same_ensemble_whatever_the_batch_size(tmp_path, store, stepper, perturbation):
-    outs = [_run(stepper, store, tmp_path / f"b{size}.zarr", perturbation=perturbation, batch_size=size, seed=7, members=3).out for size in (1, 4)]
+    outs = [
+        _run(
+            stepper,
+            store,
+            tmp_path / f"b{size}.zarr",
+            perturbation=perturbation,
+            batch_size=size,
+            seed=7,
+            members=3,
+        ).out
+        for size in (1, 4)
+    ]
     a, b = (xr.open_zarr(o)["t2m"].values for o in outs)
     if perturbation == "bred":  # the model runs on other batch shapes: equal to float rounding
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3)
     else:
         np.testing.assert_array_equal(a[:, 0], b[:, 0])
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3)
-    other = xr.open_zarr(_run(stepper, store, tmp_path / "other.zarr", perturbation=perturbation, seed=8).out)["t2m"].values
+    other = xr.open_zarr(
+        _run(stepper, store, tmp_path / "other.zarr", perturbation=perturbation, seed=8).out
+    )["t2m"].values
     assert np.abs(other[:, 0] - a[:, 0]).max() > 0.01
 
 
 def test_channel_subset_and_output_grid(tmp_path, store, stepper):
     full = xr.open_zarr(_run(stepper, store, tmp_path / "full.zarr", members=1).out)
-    out = _run(stepper, store, tmp_path / "sub.nc", members=1, channels=["t2m", "z500"], output_grid=Grid.parse("8x16"))
+    out = _run(
+        stepper,
+        store,
+        tmp_path / "sub.nc",
+        members=1,
+        channels=["t2m", "z500"],
+        output_grid=Grid.parse("8x16"),
+    )
     ds = xr.open_dataset(out.out)
     assert sorted(ds.data_vars) == ["t2m", "z500"]
     assert ds.sizes["latitude"] == 8 and ds.sizes["longitude"] == 16
@@ -110,14 +166,24 @@ def test_channel_subset_and_output_grid(tmp_path, store, stepper):
 def test_360_day_calendar_survives_into_valid_time(tmp_path, store_360_path, stepper):
     store = open_store(store_360_path)
     for suffix in (".zarr", ".nc"):
-        out = run_forecast(stepper, store, parse_init_spec("2000-02-30T00", "360_day"), 4, tmp_path / f"c{suffix}", show_progress=False, log=lambda m: None).out
+        out = run_forecast(
+            stepper,
+            store,
+            parse_init_spec("2000-02-30T00", "360_day"),
+            4,
+            tmp_path / f"c{suffix}",
+            show_progress=False,
+            log=lambda m: None,
+        ).out
         ds = xr.open_zarr(out) if suffix == ".zarr" else xr.open_dataset(out)
         valid = ds["valid_time"].values
         assert isinstance(valid[0, 0], cftime.Datetime360Day)
         assert valid[0, 4] == cftime.Datetime360Day(2000, 3, 1, 0)
         assert ds["time"].values[0] == cftime.Datetime360Day(2000, 2, 30, 0)
         assert ds.attrs["calendar"] == "360_day"
-        np.testing.assert_array_equal(ds["z500"].isel(lead_time=0).values[0, 0], store["data"].sel(channel="z500").values[4])
+        np.testing.assert_array_equal(
+            ds["z500"].isel(lead_time=0).values[0, 0], store["data"].sel(channel="z500").values[4]
+        )
 
 
 class _Exploding(torch.nn.Module):
@@ -126,7 +192,12 @@ class _Exploding(torch.nn.Module):
     def __init__(self, inner):
         super().__init__()
         self.inner = inner
-        self.channels, self.grid, self.history, self.normalizer = inner.channels, inner.grid, inner.history, inner.normalizer
+        self.channels, self.grid, self.history, self.normalizer = (
+            inner.channels,
+            inner.grid,
+            inner.history,
+            inner.normalizer,
+        )
         self.calls = 0
 
     @property
@@ -145,15 +216,26 @@ class _Exploding(torch.nn.Module):
 def test_blowup_is_reported_and_continues_or_stops(tmp_path, store, stepper, mode):
     out = tmp_path / f"blow-{mode}.zarr"
     messages = []
-    kwargs = {"inits": "2020-01-01T06", "members": 3, "batch_size": 3, "on_blowup": mode, "log": messages.append}
+    kwargs = {
+        "inits": "2020-01-01T06",
+        "members": 3,
+        "batch_size": 3,
+        "on_blowup": mode,
+        "log": messages.append,
+    }
     if mode == "stop":
-        with pytest.raises(BlowUpError, match=r"member 1 of the forecast from 2020-01-01T06:00 blew up at lead 2 in z500 \(non-finite\)"):
+        with pytest.raises(
+            BlowUpError,
+            match=r"member 1 of the forecast from 2020-01-01T06:00 blew up at lead 2 in z500 \(non-finite\)",
+        ):
             _run(_Exploding(stepper), store, out, **kwargs)
         assert json.loads(manifest_path(out).read_text())["status"] == "failed"
         return
     result = _run(_Exploding(stepper), store, out, **kwargs)
     assert [(b.member, b.lead, b.channel) for b in result.blowups] == [(1, 2, "z500")]
-    assert messages == ["warning: member 1 of the forecast from 2020-01-01T06:00 blew up at lead 2 in z500 (non-finite)"]
+    assert messages == [
+        "warning: member 1 of the forecast from 2020-01-01T06:00 blew up at lead 2 in z500 (non-finite)"
+    ]
     ds = xr.open_zarr(out)
     assert np.isfinite(ds["z500"].sel(member=[0, 2]).values).all()
     assert np.isnan(ds["z500"].sel(member=1, lead_time=ds.lead_time[2]).values).all()
@@ -161,9 +243,14 @@ def test_blowup_is_reported_and_continues_or_stops(tmp_path, store, stepper, mod
 
 
 def test_bad_requests_fail_before_compute(tmp_path, store, stepper):
-    with pytest.raises(ConfigError, match=r"cannot tell the output format of 'fc\.txt'; end --out with one of \.zarr, \.nc"):
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot tell the output format of 'fc\.txt'; end --out with one of \.zarr, \.nc",
+    ):
         _run(stepper, store, tmp_path / "fc.txt")
-    with pytest.raises(ConfigError, match="--channels names channel\\(s\\) q700 the model does not forecast"):
+    with pytest.raises(
+        ConfigError, match="--channels names channel\\(s\\) q700 the model does not forecast"
+    ):
         _run(stepper, store, tmp_path / "fc.zarr", channels=["q700"])
     with pytest.raises(ConfigError, match="--steps must be at least 1"):
         _run(stepper, store, tmp_path / "fc.zarr", steps=0)
@@ -174,18 +261,35 @@ def test_bad_requests_fail_before_compute(tmp_path, store, stepper):
 
 def test_lock_and_conflicting_outputs(tmp_path, store, stepper):
     out = tmp_path / "fc.zarr"
-    with RunLock(out), pytest.raises(LockedError, match=r"fc.zarr: another forecast run is writing this output \(pid \d+"):
+    with (
+        RunLock(out),
+        pytest.raises(
+            LockedError, match=r"fc.zarr: another forecast run is writing this output \(pid \d+"
+        ),
+    ):
         _run(stepper, store, out)
     _run(stepper, store, out, members=1)
-    with pytest.raises(DataError, match=r"output holds a finished forecast with other settings \(members\); choose another --out, or pass --overwrite"):
+    with pytest.raises(
+        DataError,
+        match=r"output holds a finished forecast with other settings \(members\); choose another --out, or pass --overwrite",
+    ):
         _run(stepper, store, out, members=2)
     assert _run(stepper, store, out, members=1).status == "skipped"
     assert _run(stepper, store, out, members=2, overwrite=True).status == "finished"
 
 
 def test_batch_size_from_memory_budget(tmp_path, store, stepper):
-    small = _run(stepper, store, tmp_path / "small.zarr", batch_size=None, max_memory="1MB", members=4)
-    large = _run(stepper, store, tmp_path / "large.zarr", batch_size=None, max_memory="8GB", members=4)
+    small = _run(
+        stepper, store, tmp_path / "small.zarr", batch_size=None, max_memory="1MB", members=4
+    )
+    large = _run(
+        stepper, store, tmp_path / "large.zarr", batch_size=None, max_memory="8GB", members=4
+    )
     assert small.batch_size == 1
     assert large.batch_size == 8
-    np.testing.assert_allclose(xr.open_zarr(small.out)["z500"].values, xr.open_zarr(large.out)["z500"].values, rtol=1e-5, atol=1e-2)
+    np.testing.assert_allclose(
+        xr.open_zarr(small.out)["z500"].values,
+        xr.open_zarr(large.out)["z500"].values,
+        rtol=1e-5,
+        atol=1e-2,
+    )

@@ -24,7 +24,9 @@ def _neighbour_correlation(field: torch.Tensor) -> float:
 
 def test_registry_names():
     assert list(PERTURBATIONS) == ["none", "gaussian", "grf", "bred"]
-    with pytest.raises(ConfigError, match="unknown perturbation 'spray'; use one of none, gaussian, grf, bred"):
+    with pytest.raises(
+        ConfigError, match="unknown perturbation 'spray'; use one of none, gaussian, grf, bred"
+    ):
         create_perturbation("spray", np.ones(4), GRID)
 
 
@@ -40,7 +42,9 @@ def test_gaussian_amplitude_per_channel_and_member_seeds():
     alone = perturb(state[:1], ["2020-01-01T00:00"], [1])
     assert torch.equal(alone[0], out[1])
     assert not torch.equal(out[0], out[1])
-    other_seed = create_perturbation("gaussian", amplitude, GRID, seed=4)(state[:1], ["2020-01-01T00:00"], [1])
+    other_seed = create_perturbation("gaussian", amplitude, GRID, seed=4)(
+        state[:1], ["2020-01-01T00:00"], [1]
+    )
     assert not torch.equal(other_seed[0], out[1])
 
 
@@ -75,7 +79,9 @@ def test_bred_vectors_have_the_amplitude_and_differ_from_white_noise(store, step
     rms = area_rms(delta, weights).numpy()
     np.testing.assert_allclose(rms, np.broadcast_to(amplitude, (3, 4)), rtol=1e-4)
     # the cycles changed the seed noise (the model's response was added), and members differ
-    seed_delta = bred.seed_noise.noise(["x"] * 3, [0, 1, 2], 4) * torch.as_tensor(amplitude, dtype=torch.float32).view(1, 4, 1, 1)
+    seed_delta = bred.seed_noise.noise(["x"] * 3, [0, 1, 2], 4) * torch.as_tensor(
+        amplitude, dtype=torch.float32
+    ).view(1, 4, 1, 1)
     assert (delta - seed_delta).abs().amax() > 1e-3 * float(amplitude.min())
     assert not torch.allclose(delta[0], delta[1])
     with pytest.raises(ValueError, match="need the stepper"):

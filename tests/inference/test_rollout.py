@@ -42,7 +42,9 @@ def test_rollout_keeps_history_window_and_360_day_calendar(store_360_path):
     state = load_initial_state(ds, CHANNELS, init, 2)
     assert state.shape == (1, 2, 4, 16, 32)
     # oldest first: the history slice 6 h before the init
-    np.testing.assert_array_equal(state[0, 0].numpy(), ds["data"].sel(time=cftime.Datetime360Day(2000, 2, 29, 18)).values)
+    np.testing.assert_array_equal(
+        state[0, 0].numpy(), ds["data"].sel(time=cftime.Datetime360Day(2000, 2, 29, 18)).values
+    )
     leads = list(rollout(stepper, state, init, 4))
     assert leads[-1].valid_time[0] == cftime.Datetime360Day(2000, 3, 1, 0)
     assert all(torch.isfinite(s.state).all() for s in leads)
@@ -57,7 +59,9 @@ def test_shift_times_both_kinds():
 
 def test_parse_init_spec_range_and_errors():
     times = parse_init_spec("2020-01-01T00/2020-01-02T00/12h", "standard")
-    assert list(times) == list(np.array(["2020-01-01T00", "2020-01-01T12", "2020-01-02T00"], dtype="datetime64[ns]"))
+    assert list(times) == list(
+        np.array(["2020-01-01T00", "2020-01-01T12", "2020-01-02T00"], dtype="datetime64[ns]")
+    )
     with pytest.raises(CalendarError, match="ends before it starts"):
         parse_init_spec("2020-01-02/2020-01-01/6h", "standard")
     with pytest.raises(CalendarError, match="cannot parse --init"):
@@ -71,14 +75,23 @@ def test_available_init_times_need_history(store):
 
 
 def test_missing_init_and_history_times_are_listed(store):
-    with pytest.raises(DataError, match=r"initial time\(s\) 2020-02-01T00:00 not in the store.*covers 2020-01-01T00:00 to 2020-01-03T18:00 every 6h"):
+    with pytest.raises(
+        DataError,
+        match=r"initial time\(s\) 2020-02-01T00:00 not in the store.*covers 2020-01-01T00:00 to 2020-01-03T18:00 every 6h",
+    ):
         check_init_times(store, parse_init_spec("2020-02-01", "standard"), 1)
-    with pytest.raises(DataError, match=r"history time\(s\) 2019-12-31T18:00 not in the store \(the model needs 2"):
+    with pytest.raises(
+        DataError, match=r"history time\(s\) 2019-12-31T18:00 not in the store \(the model needs 2"
+    ):
         check_init_times(store, parse_init_spec("2020-01-01T00", "standard"), 2)
 
 
 def test_store_checkpoint_mismatches_are_all_listed(tmp_path, stepper):
-    ds = open_store(write_store(tmp_path / "bad.zarr", channels=["t850", "u10m", "t2m"], nlat=8, nlon=16, step_hours=12))
+    ds = open_store(
+        write_store(
+            tmp_path / "bad.zarr", channels=["t850", "u10m", "t2m"], nlat=8, nlon=16, step_hours=12
+        )
+    )
     with pytest.raises(CheckpointError) as info:
         check_store_matches(ds, stepper.channels, stepper.grid, stepper.step, stepper.normalizer)
     message = str(info.value)
@@ -89,13 +102,17 @@ def test_store_checkpoint_mismatches_are_all_listed(tmp_path, stepper):
 
 def test_units_mismatch_recorded_in_store(tmp_path, stepper):
     ds = open_store(write_store(tmp_path / "units.zarr", units={"z500": "m"}))
-    with pytest.raises(CheckpointError, match=r"units differ for z500 \(store m, model m\*\*2 s\*\*-2\)"):
+    with pytest.raises(
+        CheckpointError, match=r"units differ for z500 \(store m, model m\*\*2 s\*\*-2\)"
+    ):
         check_store_matches(ds, stepper.channels, stepper.grid, stepper.step, stepper.normalizer)
 
 
 def test_units_mismatch_is_caught_by_statistics(tmp_path, stepper):
     ds = open_store(write_store(tmp_path / "units.zarr", mean_factor=1 / 9.80665))
-    with pytest.raises(CheckpointError, match=r"statistics disagree for z500 .*t850 .*are the units the same"):
+    with pytest.raises(
+        CheckpointError, match=r"statistics disagree for z500 .*t850 .*are the units the same"
+    ):
         check_store_matches(ds, stepper.channels, stepper.grid, stepper.step, stepper.normalizer)
 
 

@@ -23,7 +23,14 @@ from inference.schedule import manifest_path, output_for, progress_dir, resolve_
 from tests.inference.conftest import CHANNELS, make_stepper
 
 REPO = Path(__file__).resolve().parents[2]
-RUN = dict(members=3, batch_size=2, perturbation="gaussian", seed=5, show_progress=False, log=lambda m: None)
+RUN = dict(
+    members=3,
+    batch_size=2,
+    perturbation="gaussian",
+    seed=5,
+    show_progress=False,
+    log=lambda m: None,
+)
 INITS = "2020-01-01T06/2020-01-01T12/6h"
 STEPS = 6
 
@@ -51,8 +58,16 @@ run_forecast(stepper, open_store({store!r}), parse_init_spec({inits!r}, "standar
 def test_killed_run_resumes_and_equals_uninterrupted_run(tmp_path, store_path, store, stepper):
     out = tmp_path / "killed.zarr"
     script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(SCRIPT.format(repo=str(REPO), store=str(store_path), inits=INITS, steps=STEPS, out=str(out))))
-    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    script.write_text(
+        textwrap.dedent(
+            SCRIPT.format(
+                repo=str(REPO), store=str(store_path), inits=INITS, steps=STEPS, out=str(out)
+            )
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     marker = progress_dir(out) / "batch-000001.json"
     deadline = time.monotonic() + 120
     try:
@@ -71,17 +86,34 @@ def test_killed_run_resumes_and_equals_uninterrupted_run(tmp_path, store_path, s
     assert manifest["status"] == "running"
     done = json.loads(marker.read_text())["lead"]
     assert 2 <= done < STEPS
-    assert not (progress_dir(out) / "batch-000002.json").exists() or json.loads((progress_dir(out) / "batch-000002.json").read_text())["lead"] < STEPS
+    assert (
+        not (progress_dir(out) / "batch-000002.json").exists()
+        or json.loads((progress_dir(out) / "batch-000002.json").read_text())["lead"] < STEPS
+    )
 
     messages = []
-    resumed = run_forecast(stepper, store, parse_init_spec(INITS, "standard"), STEPS, out, **{**RUN, "log": messages.append})
+    resumed = run_forecast(
+        stepper,
+        store,
+        parse_init_spec(INITS, "standard"),
+        STEPS,
+        out,
+        **{**RUN, "log": messages.append},
+    )
     assert resumed.status == "finished"
     assert any("resuming an interrupted run" in m for m in messages)
     manifest = json.loads(manifest_path(out).read_text())
     assert manifest["status"] == "finished" and manifest["resumed"] is True
     assert not progress_dir(out).exists()
 
-    reference = run_forecast(stepper, store, parse_init_spec(INITS, "standard"), STEPS, tmp_path / "reference.zarr", **RUN)
+    reference = run_forecast(
+        stepper,
+        store,
+        parse_init_spec(INITS, "standard"),
+        STEPS,
+        tmp_path / "reference.zarr",
+        **RUN,
+    )
     a, b = xr.open_zarr(out), xr.open_zarr(reference.out)
     for channel in CHANNELS:
         np.testing.assert_array_equal(a[channel].values, b[channel].values)
@@ -95,7 +127,9 @@ def test_latest_picks_newest_time_and_skips_finished_runs(tmp_path, store, stepp
     assert init_times[0] == np.datetime64("2020-01-03T18:00")
     assert out == tmp_path / "fc" / "20200103T18.zarr"
     assert not finished
-    result = run_forecast(stepper, store, init_times, 2, out, show_progress=False, log=lambda m: None)
+    result = run_forecast(
+        stepper, store, init_times, 2, out, show_progress=False, log=lambda m: None
+    )
     assert result.status == "finished"
     assert resolve_latest(available, template)[2] is True
     # with history 2 the newest time is the same; an earlier store end moves it
@@ -127,29 +161,77 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def test_cli_run_latest_twice_and_errors(tmp_path, store_path, checkpoint, capsys):
     out = str(tmp_path / "{init}.nc")
-    args = ["run", "--checkpoint", str(checkpoint), "--data", str(store_path), "--init", "latest", "--steps", "2", "--members", "2", "--perturbation", "grf", "--out", out, "--no-progress"]
+    args = [
+        "run",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(store_path),
+        "--init",
+        "latest",
+        "--steps",
+        "2",
+        "--members",
+        "2",
+        "--perturbation",
+        "grf",
+        "--out",
+        out,
+        "--no-progress",
+    ]
     assert main(args) == 0
     written = tmp_path / "20200103T18.nc"
     assert "wrote" in capsys.readouterr().out
     ds = xr.open_dataset(written)
-    assert ds.sizes["member"] == 2 and len(ds.attrs["checkpoint_digest"]) == 64 and ds.attrs["model"] == "sfno"
+    assert (
+        ds.sizes["member"] == 2
+        and len(ds.attrs["checkpoint_digest"]) == 64
+        and ds.attrs["model"] == "sfno"
+    )
     ds.close()
     assert main(args) == 0
     assert "already finished; nothing to do" in capsys.readouterr().out
     manifest = json.loads(manifest_path(written).read_text())
-    assert {"checkpoint_digest", "store", "init_times", "members", "perturbation", "seed", "timings", "software_version", "status"} <= set(manifest)
+    assert {
+        "checkpoint_digest",
+        "store",
+        "init_times",
+        "members",
+        "perturbation",
+        "seed",
+        "timings",
+        "software_version",
+        "status",
+    } <= set(manifest)
 
-    bad = ["run", "--checkpoint", str(checkpoint), "--data", str(store_path), "--init", "2030-01-01", "--steps", "2", "--out", str(tmp_path / "x.zarr")]
+    bad = [
+        "run",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(store_path),
+        "--init",
+        "2030-01-01",
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / "x.zarr"),
+    ]
     assert main(bad) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("forecast run: error: initial time(s) 2030-01-01T00:00 not in the store") and "\n" not in err
+    assert (
+        err.startswith("forecast run: error: initial time(s) 2030-01-01T00:00 not in the store")
+        and "\n" not in err
+    )
     assert main([*bad[:-1], str(tmp_path / "x.grib")]) == 1
     assert "cannot tell the output format" in capsys.readouterr().err
 
 
 def test_cli_config_file(tmp_path, store_path, checkpoint):
     config = tmp_path / "run.yaml"
-    config.write_text(f"checkpoint: {checkpoint}\ndata: {store_path}\ninit: 2020-01-01T06\nsteps: 1\nmembers: 2\nperturbation: gaussian\nout: {tmp_path / 'c.zarr'}\nno_progress: true\n")
+    config.write_text(
+        f"checkpoint: {checkpoint}\ndata: {store_path}\ninit: 2020-01-01T06\nsteps: 1\nmembers: 2\nperturbation: gaussian\nout: {tmp_path / 'c.zarr'}\nno_progress: true\n"
+    )
     assert main(["run", "--config", str(config), "--seed", "3"]) == 0
     assert json.loads(manifest_path(tmp_path / "c.zarr").read_text())["seed"] == 3
 
@@ -157,15 +239,48 @@ def test_cli_config_file(tmp_path, store_path, checkpoint):
 @pytest.mark.slow
 def test_torchrun_two_ranks_write_one_store(tmp_path, store_path, store, checkpoint):
     out = tmp_path / "dist.zarr"
-    command = [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node", "2", "--master-port", "29611", "-m", "forecast.cli.main",
-               "run", "--checkpoint", str(checkpoint), "--data", str(store_path), "--init", INITS, "--steps", "2",
-               "--members", "3", "--batch-size", "2", "--perturbation", "gaussian", "--seed", "5", "--out", str(out), "--no-progress"]
+    command = [
+        str(Path(sys.executable).with_name("torchrun")),
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29611",
+        "-m",
+        "forecast.cli.main",
+        "run",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(store_path),
+        "--init",
+        INITS,
+        "--steps",
+        "2",
+        "--members",
+        "3",
+        "--batch-size",
+        "2",
+        "--perturbation",
+        "gaussian",
+        "--seed",
+        "5",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     manifest = json.loads(manifest_path(out).read_text())
     assert manifest["status"] == "finished" and manifest["ranks"] == 2
-    reference = run_forecast(make_stepper(), store, parse_init_spec(INITS, "standard"), 2, tmp_path / "one.zarr", **{**RUN, "batch_size": 2})
+    reference = run_forecast(
+        make_stepper(),
+        store,
+        parse_init_spec(INITS, "standard"),
+        2,
+        tmp_path / "one.zarr",
+        **{**RUN, "batch_size": 2},
+    )
     a, b = xr.open_zarr(out), xr.open_zarr(reference.out)
     for channel in CHANNELS:
         np.testing.assert_allclose(a[channel].values, b[channel].values, rtol=1e-6, atol=1e-3)
