@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import shutil
 import sys
 import time as wallclock
@@ -26,6 +27,7 @@ from pathlib import Path
 from forecast.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
+SHARED_CARTOPY = Path(__file__).resolve().parents[3] / "shared" / "data" / "cartopy"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,17 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", default=str(CONFIG_DIR), help="directory of the stage configs (default configs/demo of this checkout)")
 
 
-def _stage(title: str, argv: list[str], done: Path | None = None) -> float:
+def _stage(title: str, argv: list[str], done: Path) -> float:
+    """Run one subcommand unless it finished before; ``done`` is its product."""
     from forecast.cli.main import main
 
+    marker = done.parent / f".{done.name}.done"
     print(f"\n== {title}\n$ forecast {' '.join(argv)}", flush=True)
-    if done is not None and done.exists():
+    if marker.exists() and done.exists():
         print(f"   (already there: {done})")
         return 0.0
     began = wallclock.perf_counter()
     code = main(argv)
     if code != 0:
         raise SystemExit(code)
+    marker.touch()
     seconds = wallclock.perf_counter() - began
     print(f"   {seconds:.0f} s", flush=True)
     return seconds
@@ -54,6 +59,10 @@ def _stage(title: str, argv: list[str], done: Path | None = None) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``forecast demo``."""
+    # Offline checkouts carry Natural Earth coastlines beside the repository (../shared/data/cartopy);
+    # cartopy reads CARTOPY_DATA_DIR when it is imported.
+    if "CARTOPY_DATA_DIR" not in os.environ and SHARED_CARTOPY.is_dir():
+        os.environ["CARTOPY_DATA_DIR"] = str(SHARED_CARTOPY)
     # With the netCDF4 and pyproj wheels of this release, importing pyproj (through cartopy)
     # after NetCDF I/O in the same process aborts the interpreter at exit; the demo writes
     # NetCDF before it draws maps, so cartopy is loaded first.

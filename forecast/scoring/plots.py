@@ -12,6 +12,7 @@ interpreter aborts at exit (``free(): invalid pointer``).
 
 from __future__ import annotations
 
+import urllib.error
 from pathlib import Path
 
 import cartopy.crs as ccrs
@@ -303,5 +304,11 @@ def draw_all(
         written.append(plot_rank_histograms(scores, region, directory / "rank_histograms.png"))
     if "power_spectrum" in scores:
         written.append(plot_spectra(scores, directory / "spectra.png"))
-    written.extend(plot_maps(forecast, store, lead_for_maps, directory))
+    try:
+        written.extend(plot_maps(forecast, store, lead_for_maps, directory))
+    except (urllib.error.URLError, ConnectionError) as err:
+        raise DataError(
+            f"cannot draw the maps: cartopy could not download the Natural Earth coastlines ({err})",
+            hint="run once with internet, or set CARTOPY_DATA_DIR to a folder that holds them",
+        ) from None
     return written
