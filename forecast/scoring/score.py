@@ -19,6 +19,7 @@ import xarray as xr
 from forecast import __version__
 from forecast.channels import channel_info
 from forecast.errors import ConfigError, DataError
+from forecast.grid import Grid
 from forecast.scoring.blocks import score_blocks
 from forecast.scoring.kernels import STATISTICS
 from forecast.scoring.matching import (
@@ -32,7 +33,7 @@ from forecast.scoring.matching import (
 )
 from forecast.scoring.metrics import METRICS, finish_metrics
 from forecast.scoring.regions import REGIONS, Region, parse_region, region_weights
-from forecast.store import open_store
+from forecast.store import open_store, store_grid
 
 #: Baseline forecasts scored alongside the forecast (the ``model`` dim).
 BASELINES: tuple[str, ...] = ("persistence", "climatology")
@@ -115,8 +116,10 @@ def score_forecast(
         raise DataError(
             f"unknown baseline(s) {', '.join(unknown)}", hint=f"use {', '.join(BASELINES)}"
         )
-    regions = [REGIONS[name] for name in DEFAULT_REGIONS] if regions is None else list(regions)
     matched = match(forecast, store)
+    if regions is None:
+        regions = default_regions(matched.grid)
+    regions = list(regions)
     weights = region_weights(matched.grid, regions)
     members = matched.forecast.sizes[MEMBER_DIM]
     models = (FORECAST_MODEL, *baselines)
@@ -243,6 +246,8 @@ def score_files(
     map_lead = parse_lead(lead_for_maps)
 
     store = open_store(truth_path)
+    if not regions:  # the default regions that the grid reaches (a limited area may miss some)
+        parsed = default_regions(store_grid(store))
     forecast = open_forecast(forecast_path)
     if plots and LEAD_DIM in forecast.coords:
         leads = forecast[LEAD_DIM].values.astype("timedelta64[ns]")
@@ -264,6 +269,12 @@ def score_files(
             )
         )
     return scores, format_table(scores, region=table_region), written
+
+
+def default_regions(grid: Grid) -> list[Region]:
+    """The regions of :data:`DEFAULT_REGIONS` that hold at least one cell of ``grid``."""
+    regions = [REGIONS[name] for name in DEFAULT_REGIONS]
+    return [r for r in regions if r.mask(grid.latitude, grid.longitude).any()]
 
 
 def _annotate(

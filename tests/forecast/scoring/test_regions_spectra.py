@@ -80,3 +80,14 @@ def test_zonal_spectrum_on_a_regional_grid():
     assert spectrum[0] == pytest.approx(4.0)
     assert spectrum[3] == pytest.approx(4.5)  # mean square of 3 cos
     assert spectrum.sum() == pytest.approx((field**2).mean())
+
+
+def test_default_regions_keep_only_those_a_limited_area_reaches() -> None:
+    import numpy as np
+
+    from forecast.grid import Grid
+    from forecast.scoring.score import default_regions
+
+    europe = Grid("regional", np.linspace(70.0, 35.0, 15), np.linspace(350.0, 390.0, 17))
+    assert [r.name for r in default_regions(europe)] == ["global", "extratropics_north"]
+    assert [r.name for r in default_regions(Grid.equiangular(17, 32))] == ["global", "tropics", "extratropics_north", "extratropics_south"]
