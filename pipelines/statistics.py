@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import zarr
 
@@ -171,30 +173,35 @@ class ClimatologyAccumulator:
         """
         half = min(max(window_days, 1) // 2, (self.ndays - 1) // 2)
         batch = max(1, batch_bytes // (4 * int(np.prod(self.field_shape))))
-        for h in range(self.hours.size):
-            present = self.counts[:, h] > 0
-            if not present.any():
-                continue
-            running = np.zeros(self.field_shape, dtype=np.float64)
-            count = 0
-            for offset in range(-half, half + 1):
-                d = offset % self.ndays
-                if present[d]:
-                    running += self.sums[d, h]
-                    count += self.counts[d, h]
-            pending: list[np.ndarray] = []
-            for d in range(self.ndays):
-                if present[d]:
-                    pending.append((running / count).astype(np.float32))
-                if pending and (not present[d] or d == self.ndays - 1 or len(pending) == batch):
-                    last = d if present[d] else d - 1
-                    out[last - len(pending) + 1 : last + 1, h] = np.stack(pending)
-                    pending = []
-                leaving, entering = (d - half) % self.ndays, (d + half + 1) % self.ndays
-                if present[leaving]:
-                    running -= self.sums[leaving, h]
-                    count -= self.counts[leaving, h]
-                if present[entering]:
-                    running += self.sums[entering, h]
-                    count += self.counts[entering, h]
+        with ThreadPoolExecutor(max_workers=min(2, self.hours.size)) as pool:  # hours are independent
+            for future in [pool.submit(self._smooth_hour, out, h, half, batch) for h in range(self.hours.size)]:
+                future.result()
         del self.group[self.name]
+
+    def _smooth_hour(self, out: zarr.Array, h: int, half: int, batch: int) -> None:
+        """Write the window means of hour index ``h`` at the days that have data."""
+        present = self.counts[:, h] > 0
+        if not present.any():
+            return
+        running = np.zeros(self.field_shape, dtype=np.float64)
+        count = 0
+        for offset in range(-half, half + 1):
+            d = offset % self.ndays
+            if present[d]:
+                running += self.sums[d, h]
+                count += self.counts[d, h]
+        pending: list[np.ndarray] = []
+        for d in range(self.ndays):
+            if present[d]:
+                pending.append((running / count).astype(np.float32))
+            if pending and (not present[d] or d == self.ndays - 1 or len(pending) == batch):
+                last = d if present[d] else d - 1
+                out[last - len(pending) + 1 : last + 1, h] = np.stack(pending)
+                pending = []
+            leaving, entering = (d - half) % self.ndays, (d + half + 1) % self.ndays
+            if present[leaving]:
+                running -= self.sums[leaving, h]
+                count -= self.counts[leaving, h]
+            if present[entering]:
+                running += self.sums[entering, h]
+                count += self.counts[entering, h]
