@@ -137,7 +137,7 @@ class Stepper(nn.Module):
             _as_buffer(self.normalizer.diff_std / self.normalizer.std),
             persistent=False,
         )
-        longitude = torch.as_tensor(grid.longitude, dtype=torch.float64)
+        longitude = torch.tensor(grid.longitude, dtype=torch.float64)  # a copy: store coordinates are read-only
         self.register_buffer(
             "longitude_fraction", (longitude / 360.0).reshape(1, 1, -1), persistent=False
         )
