@@ -22,8 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("forecast.cli.synth", "write built-in ERA5-style synthetic NetCDF data"),
     "ingest": ("forecast.cli.ingest", "turn ERA5-style sources into a training store (Zarr)"),
     "train": ("forecast.cli.train", "train an SFNO/AFNO/FNO model on a store"),
-    "score": ("forecast.cli.score", "score forecasts against the store the WeatherBench2 way"),
     "run": ("forecast.cli.run", "run deterministic or ensemble forecasts from a checkpoint"),
+    "score": ("forecast.cli.score", "score forecasts against the store the WeatherBench2 way"),
     "demo": ("forecast.cli.demo", "run the whole chain on built-in synthetic data"),
 }
 
