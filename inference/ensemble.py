@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from forecast import __version__
 from forecast.errors import ConfigError, DataError, ForecastError
 from forecast.grid import Grid
+from forecast.regrid import Regridder
 from forecast.store import store_calendar
 from forecast.time import format_step, format_time
 from inference import distributed
@@ -41,7 +42,6 @@ from inference.batching import (
 )
 from inference.initial import check_init_times, check_store_matches, load_initial_state
 from inference.perturbations import create_perturbation, parse_amplitude
-from inference.regrid import OutputRegridder
 from inference.rollout import BlowUp, BlowUpError, BlowUpGuard, model_step, rollout
 from inference.schedule import (
     FAILED,
@@ -222,7 +222,7 @@ def run_forecast(
         perturbation, amplitude_std * std, stepper.grid, seed, **(perturbation_options or {})
     )
     regridder = (
-        OutputRegridder(stepper.grid, output_grid)
+        Regridder(stepper.grid, output_grid, path="--output-grid")
         if output_grid is not None and not output_grid.same_as(stepper.grid)
         else None
     )
@@ -546,7 +546,7 @@ def _run_batch(
         )
         if regridder is not None:
             with torch.inference_mode():
-                fields = regridder(fields)
+                fields = regridder.regrid_tensor(fields)
         block = fields.detach().to("cpu", torch.float32).numpy()
         timings["compute"] += time.perf_counter() - tick
         tick = time.perf_counter()

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from forecast import __version__
 from forecast.errors import CalendarError, DataError, GridError
 from forecast.grid import Grid
+from forecast.regrid import Regridder, regrid_dataarray
 from forecast.store import STORE_FORMAT_VERSION, open_store, store_channels, store_grid, store_step
 from forecast.time import (
     canonical_calendar,
@@ -39,7 +40,6 @@ from forecast.time import (
 )
 from pipelines import writer
 from pipelines.lexicon import select_channels
-from pipelines.regrid import Regridder, regrid_dataarray
 from pipelines.sources import combine, file_for_time, open_sources
 from pipelines.statistics import (
     ClimatologyAccumulator,

@@ -1,4 +1,5 @@
-"""Regridding between lat/lon grids.
+"""Regridding between lat/lon grids, shared by ingestion (numpy blocks, lazily over
+Dask) and inference (``--output-grid``, torch tensors on the model's device).
 
 Method: bilinear interpolation in latitude and longitude, periodic in
 longitude, with the pole values taken as the mean of the nearest ring.
@@ -62,14 +63,14 @@ class Regridder:
             raise GridError(
                 f"cannot regrid to a regional grid ({target.describe()})",
                 path=path,
-                hint="use --grid source to keep the source grid, or a global grid such as 1.0deg",
+                hint="keep the source grid (ingest: --grid source; run: no --output-grid), or choose a global grid such as 1.0deg",
             )
         if not (source.is_global or covers_globe(source)):
             raise GridError(
                 f"the source grid is regional (lat {source.latitude[-1]:g}..{source.latitude[0]:g}, "
                 f"lon {source.longitude[0]:g}..{source.longitude[-1]:g}) and cannot become the global grid {target.describe()}",
                 path=path,
-                hint="use --grid source to keep the regional grid",
+                hint="keep the regional grid (ingest: --grid source; run: no --output-grid)",
             )
 
     @property
@@ -93,15 +94,31 @@ class Regridder:
             return self._resample(values)
         return self._interp(values)
 
-    def _resample(self, values: np.ndarray) -> np.ndarray:
+    def _resampler(self, device: torch.device | str = "cpu") -> ResampleS2:
         if self._module is None:
             self._module = ResampleS2(
                 self.source.nlat, self.source.nlon, self.target.nlat, self.target.nlon,
                 grid_in=self.source.kind, grid_out=self.target.kind,
             )
+        return self._module.to(device)
+
+    def _resample(self, values: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            out = self._module(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)))
+            out = self._resampler()(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)))
         return out.numpy()
+
+    def regrid_tensor(self, values: torch.Tensor) -> torch.Tensor:
+        """Regrid a tensor ``(..., nlat_source, nlon_source)`` on its own device.
+
+        Only between torch-harmonics grids (equiangular, legendre-gauss), as the
+        model's grid always is.
+        """
+        if self.identity:
+            return values
+        if not self.source.is_global:
+            raise GridError(f"tensor regridding needs a global source grid, got {self.source.describe()}")
+        with torch.no_grad():
+            return self._resampler(values.device)(values)
 
     def _interp(self, values: np.ndarray) -> np.ndarray:
         lead = values.shape[:-2]
