@@ -127,9 +127,6 @@ def channel_info(channel_id: str) -> ChannelInfo:
     )
 
 
-def known_single_level() -> list[str]:
-    """Ids of the single-level channels the lexicon knows."""
-    return sorted(_SINGLE_LEVEL)
 
 
 def known_single_level_order() -> list[str]:
@@ -137,9 +134,6 @@ def known_single_level_order() -> list[str]:
     return list(_SINGLE_LEVEL)
 
 
-def pressure_level_bases() -> list[str]:
-    """Base letters of the pressure-level variables the lexicon knows."""
-    return sorted(_PRESSURE_LEVEL)
 
 
 def lookup_source_variable(name: str, has_level: bool) -> str | None:
