@@ -127,13 +127,9 @@ def channel_info(channel_id: str) -> ChannelInfo:
     )
 
 
-
-
 def known_single_level_order() -> list[str]:
     """Ids of the single-level channels in the lexicon's order (t2m, u10m, v10m, msl, ...)."""
     return list(_SINGLE_LEVEL)
-
-
 
 
 def lookup_source_variable(name: str, has_level: bool) -> str | None:
