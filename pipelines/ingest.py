@@ -307,7 +307,8 @@ def _stream(data: xr.DataArray, times, channels, spans, progress: bool, descript
             bar.update(pending_steps)
 
 
-def _accumulate_pass(path: Path, data, times, channels, grid: Grid, calendar: str, spans, progress: bool, write: bool, offset: int = 0):
+def _accumulate_pass(path: Path, data, times, channels, grid: Grid, spans, progress: bool, write: bool):
+    """One pass over ``data``: optionally write it to the store, and feed every accumulator."""
     weights = grid.area_weights()
     moments = MomentAccumulator(weights, grid.nlon)
     tendencies = TendencyAccumulator(weights, grid.nlon)
@@ -317,7 +318,7 @@ def _accumulate_pass(path: Path, data, times, channels, grid: Grid, calendar: st
 
     def store_and_climatology(start: int, values: np.ndarray, block_times) -> None:
         if write:
-            writer.write_block(path, offset + start, values)
+            writer.write_block(path, start, values)
         climatology.update(values, block_times)
 
     def moments_and_tendencies(start: int, values: np.ndarray, block_times) -> None:
@@ -358,7 +359,7 @@ def _write_new(out, data, times, channels, grid, step, calendar, opened, regridd
     attrs.update(_source_flags(opened))
     try:
         writer.create_store(tmp, times, channels, grid, step, calendar, days_in_calendar_year(calendar), hours, attrs)
-        moments, tendencies, climatology = _accumulate_pass(tmp, data, times, channels, grid, calendar, spans, progress, write=True)
+        moments, tendencies, climatology = _accumulate_pass(tmp, data, times, channels, grid, spans, progress, write=True)
         _finish_statistics(tmp, moments, tendencies, climatology, window, times)
         writer.publish(tmp, out, overwrite)
     except BaseException:
@@ -408,7 +409,7 @@ def _append(out, data, times, channels, grid, spans, recompute, window, opened, 
         if recompute:
             store = xr.open_zarr(out, consolidated=False, decode_timedelta=False)
             all_times = store["time"].values
-            moments, tendencies, climatology = _accumulate_pass(out, store["data"], all_times, channels, grid, time_calendar(all_times), spans, progress, write=False)
+            moments, tendencies, climatology = _accumulate_pass(out, store["data"], all_times, channels, grid, spans, progress, write=False)
             _finish_statistics(out, moments, tendencies, climatology, window, all_times)
         group = zarr.open_group(str(out), mode="r+")
         previous = json.loads(group.attrs.get("sources", "[]"))
