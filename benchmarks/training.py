@@ -49,31 +49,35 @@ HPARAMS = {
 }
 
 
-def write_store(path: Path, grid: Grid, n_time: int) -> Path:
-    """A store of smooth random fields in the training-store layout (content is irrelevant here)."""
+def write_store(path: Path, grid: Grid, n_time: int, n_channels: int = len(CHANNELS)) -> Path:
+    """A store of smooth random fields in the training-store layout (content is irrelevant here).
+
+    ``n_channels`` beyond the four named ones are called ``c4``, ``c5``, ...
+    """
+    names = [*CHANNELS, *(f"c{i}" for i in range(len(CHANNELS), n_channels))][:n_channels]
     rng = np.random.default_rng(0)
     lat = np.deg2rad(grid.latitude)[None, None, :, None]
     lon = np.deg2rad(grid.longitude)[None, None, None, :]
-    phase = rng.uniform(0, 2 * np.pi, size=(n_time, len(CHANNELS), 1, 1))
+    phase = rng.uniform(0, 2 * np.pi, size=(n_time, n_channels, 1, 1))
     data = (
         np.cos(lat) ** 2 * np.cos(2 * lon + phase)
-        + 0.1 * rng.standard_normal((n_time, len(CHANNELS), grid.nlat, grid.nlon))
+        + 0.1 * rng.standard_normal((n_time, n_channels, grid.nlat, grid.nlon), dtype=np.float32)
     ).astype(np.float32)
     times = pd.date_range("2020-01-01", periods=n_time, freq="6h")
     ds = xr.Dataset(
         {
             "data": (("time", "channel", "latitude", "longitude"), data),
-            "mean": (("channel",), np.zeros(len(CHANNELS))),
-            "std": (("channel",), np.ones(len(CHANNELS))),
-            "diff_std": (("channel",), np.full(len(CHANNELS), 0.5)),
+            "mean": (("channel",), np.zeros(n_channels)),
+            "std": (("channel",), np.ones(n_channels)),
+            "diff_std": (("channel",), np.full(n_channels, 0.5)),
             "climatology": (
                 ("dayofyear", "hour", "channel", "latitude", "longitude"),
-                np.zeros((1, 1, len(CHANNELS), grid.nlat, grid.nlon), np.float32),
+                np.zeros((1, 1, n_channels, grid.nlat, grid.nlon), np.float32),
             ),
         },
         coords={
             "time": times,
-            "channel": np.array(CHANNELS, dtype=object),
+            "channel": np.array(names, dtype=object),
             "latitude": grid.latitude,
             "longitude": grid.longitude,
             "dayofyear": [1],
@@ -109,7 +113,10 @@ def loader_rate(store: Path, batch_size: int, batches: int, workers: int) -> flo
     )
     iterator = iter(
         make_loader(
-            WindowDataset(store, range(len(CHANNELS)), 1), sampler, workers=workers, prefetch=4
+            WindowDataset(store, range(open_store(store).sizes["channel"]), 1),
+            sampler,
+            workers=workers,
+            prefetch=4,
         )
     )
     next(iterator)
@@ -118,27 +125,49 @@ def loader_rate(store: Path, batch_size: int, batches: int, workers: int) -> flo
     return count / (time.perf_counter() - started)
 
 
-def bare_step_seconds(store: Path, model: str, batch_size: int, steps: int) -> list[float]:
-    """Wall time of forward + loss + backward + AdamW on one batch held in memory."""
+def bare_step_seconds(
+    store: Path,
+    model: str,
+    batch_size: int,
+    steps: int,
+    device: str = "cpu",
+    hparams: dict | None = None,
+    precision: str = "fp32",
+) -> list[float]:
+    """Wall time of forward + loss + backward + AdamW on one batch held in memory.
+
+    On CUDA each step is synchronised, so that its time is the GPU's work.
+    """
     ds = open_store(store)
     grid = store_grid(ds)
     torch.manual_seed(0)
     stepper = Stepper(
-        model, HPARAMS[model], CHANNELS, grid, store_step(ds), Normalizer.from_store(ds)
-    )
+        model,
+        HPARAMS[model] if hparams is None else hparams,
+        [str(c) for c in ds["channel"].values],
+        grid,
+        store_step(ds),
+        Normalizer.from_store(ds),
+    ).to(device)
     optimizer = build_optimizer(stepper.parameters(), lr=1e-4)
-    data = torch.as_tensor(ds["data"].isel(time=slice(0, batch_size + 1)).values)
+    data = torch.as_tensor(ds["data"].isel(time=slice(0, batch_size + 1)).values, device=device)
     x = stepper.normalize(data[:batch_size]).unsqueeze(1)
     y = stepper.normalize(data[1 : batch_size + 1])
     forcing = stepper.make_forcing(ds["time"].values[:batch_size])
-    weights = torch.as_tensor(grid.area_weights(), dtype=torch.float32)
+    weights = torch.as_tensor(grid.area_weights(), dtype=torch.float32, device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
     seconds = []
     for _ in range(steps):
         started = time.perf_counter()
-        loss = area_weighted_mse(stepper.forward_normalized(x, forcing), y, weights)
+        with torch.autocast(
+            torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"
+        ):
+            prediction = stepper.forward_normalized(x, forcing)
+        loss = area_weighted_mse(prediction.float(), y, weights)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        sync()
         seconds.append(time.perf_counter() - started)
     return seconds
 

@@ -199,6 +199,13 @@ def build_preset(name: str, device: str | torch.device = "meta") -> nn.Module:
         )
     preset = PRESETS[name]
     grid = _preset_grid(preset)  # outside the device context: grids are built with numpy
+    if torch.device(device).type != "meta":
+        # some transform tables are made from numpy arrays, which a device context does not
+        # move; built on the CPU and moved, every buffer lands on the device
+        model = build_model(
+            preset.model, preset.in_channels, preset.out_channels, grid, **preset.hparams
+        )
+        return model.to(device)
     with torch.device(device):
         return build_model(
             preset.model, preset.in_channels, preset.out_channels, grid, **preset.hparams

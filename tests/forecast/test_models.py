@@ -12,6 +12,7 @@ from forecast.models import (
     MODELS,
     PRESETS,
     build_model,
+    build_preset,
     count_parameters,
     model_names,
     preset_parameter_count,
@@ -290,3 +291,11 @@ def test_cuda_float32_and_bf16(name):
         z = model(x)
     z.float().square().mean().backward()
     assert torch.isfinite(z).all() and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_build_preset_on_cuda_places_every_tensor():
+    model = build_preset("fourcastnet-v2-sfno", "cuda")
+    tensors = [*model.parameters(), *model.buffers()]
+    assert {t.device.type for t in tensors} == {"cuda"}
