@@ -8,7 +8,8 @@ A checkpoint is one ``torch.save`` file holding only plain types and tensors::
       "metadata": {model, hparams, channels, grid, step_seconds, step, history,
                    forcings, residual, normalizer, provenance},   # JSON-able
       "state_dict": {name: tensor},                                # backbone weights
-    }
+      "diurnal_table": tensor,   # only with metadata["diurnal_hours"]: (hour, channel, lat, lon),
+    }                            # normalised hour-of-day anomalies of the diurnal baseline
 
 It is written atomically (temporary file in the same folder, then
 ``os.replace``) and read with ``torch.load(..., weights_only=True)``, which
@@ -86,6 +87,8 @@ def save_checkpoint(
         "metadata": metadata,
         "state_dict": state_dict,
     }
+    if stepper.diurnal_hours is not None:
+        payload["diurnal_table"] = stepper.diurnal_table.detach().to("cpu").clone()
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
@@ -198,6 +201,17 @@ def load_checkpoint(
             path=path,
             hint="the file was edited or is from another model",
         ) from None
+    if stepper.diurnal_hours is not None:
+        table = payload.get("diurnal_table")
+        if not isinstance(table, torch.Tensor) or tuple(table.shape) != tuple(
+            stepper.diurnal_table.shape
+        ):
+            raise CheckpointError(
+                "the checkpoint describes a diurnal baseline but its table is missing or misshapen",
+                path=path,
+                hint="the file was edited or truncated; re-save it with save_checkpoint",
+            )
+        stepper.diurnal_table.copy_(table)
     stepper.to(map_location)
     stepper.eval()
     return stepper, metadata

@@ -12,6 +12,15 @@ Input to the backbone, per batch item: the ``history`` most recent states
 ``cos/sin`` of the fraction of the year (calendar aware). In residual mode the
 backbone predicts the normalised tendency divided by ``diff_std / std``; the
 next state is the last state plus the rescaled tendency.
+
+Optionally (``diurnal=``) the residual starts from the climatological diurnal
+cycle: the next state is the last state plus the change of the mean
+hour-of-day anomaly between the two valid times (a table from the store's
+climatology, interpolated cyclically between its hours) plus the backbone's
+rescaled tendency. The backbone then learns the weather, not the sun's
+clockwork, which a 6-hourly autoregressive model otherwise has to add back,
+step after step, to within a fraction of its amplitude. The change is carried
+in the forcing tensor, after the four time forcings (see :meth:`make_forcing`).
 """
 
 from __future__ import annotations
@@ -81,6 +90,12 @@ class Stepper(nn.Module):
         Whether to feed the cos/sin time-of-day and time-of-year forcings.
     residual : bool
         Predict the tendency (scaled by ``diff_std``) rather than the full state.
+    diurnal : (hours, table), optional
+        Climatological diurnal cycle added to the residual: ``hours`` the
+        hours of day (UTC, ascending, in [0, 24)) of ``table``, shape
+        ``(hour, channel, lat, lon)``, anomalies from the daily mean in physical
+        units of ``channels`` (:func:`forecast.store.diurnal_cycle`). Needs
+        ``forcings`` and ``residual``.
     """
 
     def __init__(
@@ -94,6 +109,7 @@ class Stepper(nn.Module):
         history: int = 1,
         forcings: bool = True,
         residual: bool = True,
+        diurnal: tuple[Sequence[float], np.ndarray] | None = None,
     ):
         super().__init__()
         channels = [str(c) for c in channels]
@@ -137,10 +153,74 @@ class Stepper(nn.Module):
             _as_buffer(self.normalizer.diff_std / self.normalizer.std),
             persistent=False,
         )
-        longitude = torch.tensor(grid.longitude, dtype=torch.float64)  # a copy: store coordinates are read-only
+        self.diurnal_hours: tuple[float, ...] | None = None
+        if diurnal is not None:
+            self._set_diurnal(*diurnal)
+        longitude = torch.tensor(
+            grid.longitude, dtype=torch.float64
+        )  # a copy: store coordinates are read-only
         self.register_buffer(
             "longitude_fraction", (longitude / 360.0).reshape(1, 1, -1), persistent=False
         )
+
+    def _set_diurnal(self, hours: Sequence[float], table: np.ndarray) -> None:
+        if not (self.use_forcings and self.residual):
+            raise DataError(
+                "the diurnal baseline needs time forcings and residual mode",
+                hint="drop --no-forcings/--no-residual or the diurnal baseline",
+            )
+        hours = np.asarray(hours, dtype=np.float64).ravel()
+        table = np.asarray(table, dtype=np.float64)
+        expected = (len(hours), len(self.channels), *self.grid.shape)
+        if table.shape != expected:
+            raise DataError(f"diurnal table has shape {table.shape}, expected {expected}")
+        if len(hours) < 2 or np.any(np.diff(hours) <= 0) or hours[0] < 0 or hours[-1] >= 24:
+            raise DataError(
+                f"diurnal hours must be at least two ascending hours in [0, 24), got {hours.tolist()}"
+            )
+        if not np.isfinite(table).all():
+            raise DataError(
+                "the diurnal table has NaN values",
+                hint="the store's climatology must cover every grid point at every hour",
+            )
+        self.diurnal_hours = tuple(float(h) for h in hours)
+        scaled = table / self.normalizer.std[None, :, None, None]  # normalised units
+        table_tensor = torch.as_tensor(scaled, dtype=torch.float32)
+        self.register_buffer("diurnal_table", table_tensor, persistent=False)
+
+    @property
+    def n_baseline(self) -> int:
+        """Channels of the diurnal-baseline change carried after the time forcings (0 or C)."""
+        return len(self.channels) if self.diurnal_hours is not None else 0
+
+    def diurnal_anomaly(self, times: Sequence | np.ndarray) -> torch.Tensor:
+        """Normalised climatological hour-of-day anomaly at ``times``: ``(batch, channel, lat, lon)``.
+
+        Linear in the hour of day between the table's hours, cyclic over midnight.
+        """
+        day, _ = fraction_of_day_and_year(np.atleast_1d(np.asarray(times)))
+        return self._diurnal_at(np.asarray(day, dtype=np.float64) * 24.0)
+
+    def _diurnal_at(self, hour: np.ndarray) -> torch.Tensor:
+        hour = np.mod(hour, 24.0)
+        hours = np.asarray(self.diurnal_hours)
+        extended = np.concatenate([hours, [hours[0] + 24.0]])
+        upper = np.searchsorted(extended, hour, side="right")
+        upper = np.clip(upper, 1, len(hours))
+        lower = upper - 1
+        span = extended[upper] - extended[lower]
+        weight = (hour - extended[lower]) / span
+        # below the first table hour: between the last hour (of the day before) and the first
+        early = hour < hours[0]
+        if early.any():
+            lower[early] = len(hours) - 1
+            upper[early] = len(hours)
+            weight[early] = (hour[early] + 24.0 - hours[-1]) / (hours[0] + 24.0 - hours[-1])
+        table = self.diurnal_table
+        low = table[torch.as_tensor(lower, device=table.device)]
+        high = table[torch.as_tensor(upper % len(hours), device=table.device)]
+        w = torch.as_tensor(weight, dtype=table.dtype, device=table.device).reshape(-1, 1, 1, 1)
+        return low + w * (high - low)
 
     # -- descriptive ------------------------------------------------------------------------------
     @property
@@ -158,7 +238,7 @@ class Stepper(nn.Module):
         return FORCING_NAMES if self.use_forcings else ()
 
     def extra_repr(self) -> str:
-        return f"model={self.model_name}, channels={len(self.channels)}, grid={self.grid.describe()}, step={self.step_size}, history={self.history}, residual={self.residual}"
+        return f"model={self.model_name}, channels={len(self.channels)}, grid={self.grid.describe()}, step={self.step_size}, history={self.history}, residual={self.residual}, diurnal={self.diurnal_hours is not None}"
 
     # -- forcings ---------------------------------------------------------------------------------
     def make_forcing(self, times: Sequence | np.ndarray) -> torch.Tensor | None:
@@ -175,11 +255,15 @@ class Stepper(nn.Module):
             ``(batch, 4, lat, lon)`` float32 on the stepper's device: cos/sin of
             local solar time (UTC fraction of day plus longitude / 360) and
             cos/sin of the fraction of the calendar year; None without forcings.
+            With a diurnal baseline, ``(batch, 4 + channel, lat, lon)``: then the
+            change of the normalised diurnal anomaly from ``times`` to
+            ``times + step`` (:meth:`diurnal_anomaly`).
         """
         if not self.use_forcings:
             return None
         values = np.atleast_1d(np.asarray(times))
         day, year = fraction_of_day_and_year(values)
+        hour = np.asarray(day, dtype=np.float64).ravel() * 24.0
         day = torch.as_tensor(
             np.asarray(day, dtype=np.float64), device=self.longitude_fraction.device
         ).reshape(-1, 1, 1)
@@ -192,8 +276,12 @@ class Stepper(nn.Module):
         annual = (2.0 * np.pi * year).expand(-1, nlat, self.grid.nlon)
         fields = torch.stack(
             [torch.cos(local), torch.sin(local), torch.cos(annual), torch.sin(annual)], dim=1
-        )
-        return fields.to(torch.float32)
+        ).to(torch.float32)
+        if self.diurnal_hours is None:
+            return fields
+        later = hour + self.step_size.total_seconds() / 3600.0
+        change = self._diurnal_at(later) - self._diurnal_at(hour)
+        return torch.cat([fields, change.to(fields.device)], dim=1)
 
     def forcing(self, times: Sequence | np.ndarray) -> torch.Tensor | None:
         """Alias of :meth:`make_forcing`."""
@@ -227,13 +315,16 @@ class Stepper(nn.Module):
                     "this stepper uses time forcings but none were given",
                     hint="pass stepper.make_forcing(times)",
                 )
-            expected = (batch, self.n_forcing, *self.grid.shape)
+            expected = (batch, self.n_forcing + self.n_baseline, *self.grid.shape)
             if tuple(forcing.shape) != expected:
                 raise DataError(f"forcing has shape {tuple(forcing.shape)}, expected {expected}")
-            inputs = torch.cat([inputs, forcing.to(inputs.dtype)], dim=1)
+            inputs = torch.cat([inputs, forcing[:, : self.n_forcing].to(inputs.dtype)], dim=1)
         output = self.model(inputs)
         if self.residual:
-            return x[:, -1] + output.to(x.dtype) * self.tendency_scale.to(x.dtype)
+            last = x[:, -1]
+            if self.n_baseline:
+                last = last + forcing[:, self.n_forcing :].to(x.dtype)
+            return last + output.to(x.dtype) * self.tendency_scale.to(x.dtype)
         return output.to(x.dtype)
 
     def forward(self, x: torch.Tensor, forcing: torch.Tensor | None = None) -> torch.Tensor:
@@ -344,21 +435,28 @@ class Stepper(nn.Module):
             "forcings": self.use_forcings,
             "residual": self.residual,
             "normalizer": self.normalizer.to_dict(),
+            "diurnal_hours": None if self.diurnal_hours is None else list(self.diurnal_hours),
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Stepper:
-        """Inverse of :meth:`config` (weights freshly initialised)."""
+        """Inverse of :meth:`config` (weights freshly initialised; a diurnal table of zeros)."""
+        grid = grid_from_dict(config["grid"])
+        hours = config.get("diurnal_hours")  # absent from checkpoints of earlier versions
+        diurnal = None
+        if hours:
+            diurnal = (hours, np.zeros((len(hours), len(config["channels"]), *grid.shape)))
         return cls(
             config["model"],
             config["hparams"],
             config["channels"],
-            grid_from_dict(config["grid"]),
+            grid,
             dt.timedelta(seconds=config["step_seconds"]),
             Normalizer.from_dict(config["normalizer"]),
             history=config["history"],
             forcings=config["forcings"],
             residual=config["residual"],
+            diurnal=diurnal,
         )
 
 

@@ -68,11 +68,19 @@ def open_store(path: str | Path) -> xr.Dataset:
     try:
         ds = xr.open_zarr(path, consolidated=None, use_cftime=None, decode_timedelta=False)
     except Exception as err:  # zarr raises many types for a non-store directory
-        raise DataError(f"not a readable Zarr store ({type(err).__name__}: {err})", path=path, hint="point at a store written by 'forecast ingest'") from None
+        raise DataError(
+            f"not a readable Zarr store ({type(err).__name__}: {err})",
+            path=path,
+            hint="point at a store written by 'forecast ingest'",
+        ) from None
     missing = [v for v in REQUIRED_VARIABLES if v not in ds.variables]
     missing += [a for a in REQUIRED_ATTRS if a not in ds.attrs]
     if missing:
-        raise DataError(f"not a training store: missing {', '.join(missing)}", path=path, hint="write the store with 'forecast ingest'")
+        raise DataError(
+            f"not a training store: missing {', '.join(missing)}",
+            path=path,
+            hint="write the store with 'forecast ingest'",
+        )
     version = int(ds.attrs["store_format_version"])
     if version > STORE_FORMAT_VERSION:
         raise DataError(
@@ -81,7 +89,10 @@ def open_store(path: str | Path) -> xr.Dataset:
             hint="upgrade forecast or re-ingest the data",
         )
     if ds["data"].dims != ("time", "channel", "latitude", "longitude"):
-        raise DataError(f"data has dims {ds['data'].dims}, expected (time, channel, latitude, longitude)", path=path)
+        raise DataError(
+            f"data has dims {ds['data'].dims}, expected (time, channel, latitude, longitude)",
+            path=path,
+        )
     return ds
 
 
@@ -143,7 +154,8 @@ def climatology_at(ds: xr.Dataset, times) -> xr.DataArray:
     distance = np.minimum(distance, ndays - distance)
     nearest_day = available[distance.argmin(axis=1)]
     out = clim.sel(
-        dayofyear=xr.DataArray(nearest_day, dims="time"), hour=xr.DataArray(nearest_hour, dims="time")
+        dayofyear=xr.DataArray(nearest_day, dims="time"),
+        hour=xr.DataArray(nearest_hour, dims="time"),
     ).drop_vars(["dayofyear", "hour"])
     return out.assign_coords(time=("time", np.asarray(index)))
 
@@ -154,3 +166,55 @@ def _climatology_days(ds: xr.Dataset) -> np.ndarray:
         return np.asarray(ds.attrs["climatology_days"], dtype=np.int64)
     first = ds["climatology"].isel(hour=0, channel=0, latitude=0, longitude=0).values
     return ds["dayofyear"].values[np.isfinite(first)]
+
+
+def diurnal_cycle(ds: xr.Dataset, channels: list[str], times=None) -> tuple[np.ndarray, np.ndarray]:
+    """The climatological diurnal cycle of ``channels``: mean hour-of-day anomalies.
+
+    The store's climatology (day of year x hour), averaged over the days of
+    year of ``times`` (default: every day it covers), minus its mean over the
+    hours; what :class:`forecast.stepper.Stepper` adds to its residual with
+    ``diurnal=``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A training store (:func:`open_store`).
+    channels : list of str
+        Channels, in the order wanted.
+    times : array of datetime64 or cftime, optional
+        Restrict the average to these times' days of year (e.g. the training period).
+
+    Returns
+    -------
+    hours : numpy.ndarray
+        ``(hour,)`` hours of day of the climatology, float64.
+    table : numpy.ndarray
+        ``(hour, channel, latitude, longitude)`` float64, physical units.
+
+    Raises
+    ------
+    DataError
+        If the climatology has fewer than two hours of day, or no values on those days.
+    """
+    from forecast.time import day_of_year_and_hour, time_index
+
+    clim = ds["climatology"].sel(channel=channels)
+    if clim.sizes["hour"] < 2:
+        raise DataError(
+            f"the store's climatology has {clim.sizes['hour']} hour of day; a diurnal cycle needs two or more",
+            hint="ingest at a sub-daily step, or train without the diurnal baseline",
+        )
+    days = _climatology_days(ds)
+    if times is not None:
+        wanted = np.unique(day_of_year_and_hour(time_index(times))[0])
+        days = np.intersect1d(days, wanted)
+    if days.size == 0:
+        raise DataError(
+            "the store's climatology has no values on the days of year asked for",
+            hint="re-ingest the data",
+        )
+    by_hour = clim.sel(dayofyear=days).mean("dayofyear").transpose("hour", "channel", ...)
+    table = np.asarray(by_hour.values, dtype=np.float64)
+    table = table - table.mean(axis=0, keepdims=True)
+    return np.asarray(clim["hour"].values, dtype=np.float64), table

@@ -39,6 +39,7 @@ class TrainConfig(BaseModel):
     history: int = Field(1, ge=1)
     forcings: bool = True
     residual: bool = True
+    diurnal_baseline: bool = False
     max_steps: int = Field(1000, ge=1)
     rollout_steps: int = Field(1, ge=1)
     rollout_schedule: list[tuple[int, int]] | None = None
@@ -120,6 +121,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         default=None,
         help="predict the full state, not the tendency",
+    )
+    model.add_argument(
+        "--diurnal-baseline",
+        action="store_true",
+        default=None,
+        help="start each step from the store's climatological diurnal cycle (grids up to ~1 degree)",
     )
 
     optim = parser.add_argument_group("optimisation")

@@ -12,7 +12,14 @@ import torch
 from forecast.errors import ConfigError, DataError
 from forecast.grid import Grid
 from forecast.normalize import Normalizer
-from forecast.store import open_store, require_channels, store_channels, store_grid, store_step
+from forecast.store import (
+    diurnal_cycle,
+    open_store,
+    require_channels,
+    store_channels,
+    store_grid,
+    store_step,
+)
 from forecast.training.data import split_windows
 from forecast.training.distributed import init_distributed
 from forecast.training.losses import RolloutCurriculum, channel_weight_tensor
@@ -32,6 +39,7 @@ def train(
     history: int = 1,
     forcings: bool = True,
     residual: bool = True,
+    diurnal_baseline: bool = False,
     max_steps: int = 1000,
     rollout_steps: int = 1,
     rollout_schedule: Sequence[tuple[int, int]] | None = None,
@@ -94,6 +102,11 @@ def train(
     lr, weight_decay, warmup_steps, min_lr_factor, grad_clip
         AdamW with linear warm-up and cosine decay to ``lr * min_lr_factor``;
         gradient-norm clipping (None: off).
+    diurnal_baseline : bool
+        Start the residual from the climatological diurnal cycle of the
+        training period (:func:`forecast.store.diurnal_cycle`), stored in the
+        checkpoint: ``hour x channel x lat x lon`` numbers, so meant for grids
+        up to about 1 degree.
     precision : str
         ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"fp32"`` or ``"bf16"``.
     channel_weights : dict, optional
@@ -184,6 +197,10 @@ def train(
             stepper, state = _resume(out_dir, channels, grid, step)
         else:
             torch.manual_seed(seed)
+            diurnal = None
+            if diurnal_baseline:
+                start_times = times[np.asarray(train_starts, dtype=np.int64)]
+                diurnal = diurnal_cycle(ds, channels, start_times)
             stepper = Stepper(
                 model,
                 dict(hparams or {}),
@@ -194,6 +211,7 @@ def train(
                 history=history,
                 forcings=forcings,
                 residual=residual,
+                diurnal=diurnal,
             )
             state = None
         store_index = store_channels(ds)

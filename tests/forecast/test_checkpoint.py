@@ -234,3 +234,25 @@ def test_check_compatible(saved):
             {"kind": "legendre-gauss", "nlat": 16, "nlon": 32},
             dt.timedelta(hours=6),
         )
+
+
+def test_diurnal_baseline_round_trip_and_missing_table(tmp_path):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(3)
+    hours = [0.0, 6.0, 12.0, 18.0]
+    table = rng.normal(size=(4, 3, *GRID.shape)) * np.array([50.0, 2.0, 0.5])[None, :, None, None]
+    stepper = Stepper(
+        "fno", {"embed_dim": 4, "num_layers": 1}, CHANNELS, GRID, dt.timedelta(hours=6),
+        NORMALIZER, history=2, diurnal=(hours, table),
+    )  # fmt: skip
+    path = tmp_path / "diurnal.ckpt"
+    save_checkpoint(path, stepper)
+    loaded, metadata = load_checkpoint(path)
+    assert metadata["diurnal_hours"] == hours
+    torch.testing.assert_close(loaded.diurnal_table, stepper.diurnal_table, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.step(state(), TIMES), stepper.eval().step(state(), TIMES))
+    payload = torch.load(path, weights_only=True)
+    del payload["diurnal_table"]
+    torch.save(payload, tmp_path / "no_table.ckpt")
+    with pytest.raises(CheckpointError, match="diurnal baseline but its table is missing"):
+        load_checkpoint(tmp_path / "no_table.ckpt")

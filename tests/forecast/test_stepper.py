@@ -202,3 +202,81 @@ def test_sfno_stepper_on_regional_grid_is_an_error_and_afno_works():
     out = stepper.step(state, np.array(["2020-05-05T06"], dtype="datetime64[ns]"))
     assert out.shape == (1, 2, 12, 20) and torch.isfinite(out).all()
     assert abs(out[:, 1].mean().item() - 270.0) < 12.0  # residual: within a few tendency scales
+
+
+# -- the diurnal baseline ---------------------------------------------------------------------
+
+HOURS = [0.0, 6.0, 12.0, 18.0]
+
+
+def diurnal_table() -> np.ndarray:
+    """Hour-of-day anomalies (hour, channel, lat, lon): a sine in local hour for t850, zero for z500."""
+    table = np.zeros((4, 2, *GRID.shape))
+    for i, hour in enumerate(HOURS):
+        local = hour + GRID.longitude / 15.0
+        table[i, 1] = 3.0 * np.cos(2 * np.pi * (local - 14.0) / 24.0)[None, :]
+    return table
+
+
+def test_diurnal_anomaly_interpolates_cyclically():
+    table = diurnal_table()
+    stepper = make_stepper(diurnal=(HOURS, table))
+    std = np.array([3.0e3, 12.0])[None, :, None, None]
+    times = np.array(
+        ["2020-03-01T00", "2020-03-01T03", "2020-03-01T18", "2020-03-01T21"], "datetime64[ns]"
+    )
+    got = stepper.diurnal_anomaly(times).numpy() * std
+    np.testing.assert_allclose(got[0], table[0], atol=1e-5)
+    np.testing.assert_allclose(got[1], 0.5 * (table[0] + table[1]), atol=1e-5)
+    np.testing.assert_allclose(got[2], table[3], atol=1e-5)
+    np.testing.assert_allclose(got[3], 0.5 * (table[3] + table[0]), atol=1e-5)  # over midnight
+
+
+def test_diurnal_table_hours_not_starting_at_midnight():
+    stepper = make_stepper(diurnal=([3.0, 9.0, 15.0, 21.0], diurnal_table()))
+    table = stepper.diurnal_table.numpy()
+    one_am = stepper.diurnal_anomaly(np.array(["2020-03-01T01"], "datetime64[ns]")).numpy()[0]
+    # 1 h lies between 21 h of the day before (weight 2/6) and 3 h (weight 4/6)
+    np.testing.assert_allclose(one_am, table[3] * (2 / 6) + table[0] * (4 / 6), atol=1e-6)
+
+
+def test_diurnal_baseline_carries_the_cycle_when_the_backbone_predicts_nothing():
+    table = diurnal_table()
+    stepper = make_stepper(diurnal=(HOURS, table))
+    stepper.model = Constant(2, 0.0)
+    state = physical_state()
+    times = np.array(["2020-03-01T06", "2020-03-01T18"], "datetime64[ns]")
+    new = stepper.step(state, times)
+    expected = state[:, 0].numpy().astype(np.float64)
+    expected[0] += table[2] - table[1]  # 06 h -> 12 h
+    expected[1] += table[0] - table[3]  # 18 h -> 00 h of the next day
+    np.testing.assert_allclose(new.numpy(), expected, rtol=1e-5, atol=1e-3)
+    # the forcing tensor carries the change after the four time forcings
+    forcing = stepper.make_forcing(times)
+    assert forcing.shape == (2, 4 + 2, *GRID.shape)
+    assert stepper.model is not None and stepper.n_baseline == 2
+
+
+def test_diurnal_baseline_errors():
+    with pytest.raises(DataError, match="needs time forcings and residual"):
+        make_stepper(forcings=False, diurnal=(HOURS, diurnal_table()))
+    with pytest.raises(DataError, match="expected"):
+        make_stepper(diurnal=(HOURS, diurnal_table()[:, :1]))
+    with pytest.raises(DataError, match="ascending"):
+        make_stepper(diurnal=([0.0, 12.0, 6.0, 18.0], diurnal_table()))
+    bad = diurnal_table()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        make_stepper(diurnal=(HOURS, bad))
+
+
+def test_diurnal_config_round_trip():
+    stepper = make_stepper(diurnal=(HOURS, diurnal_table()))
+    config = stepper.config()
+    assert config["diurnal_hours"] == HOURS
+    rebuilt = Stepper.from_config(config)
+    assert rebuilt.diurnal_hours == tuple(HOURS)
+    assert rebuilt.diurnal_table.shape == stepper.diurnal_table.shape
+    assert float(rebuilt.diurnal_table.abs().max()) == 0.0  # the checkpoint fills it
+    older = {k: v for k, v in make_stepper().config().items() if k != "diurnal_hours"}
+    assert Stepper.from_config(older).diurnal_hours is None

@@ -15,6 +15,11 @@ from forecast.grid import Grid
 CHANNELS = ("z500", "t850")
 
 
+def toy_diurnal(hour: float, longitude: np.ndarray, amplitude: float) -> np.ndarray:
+    """The toy store's t2m diurnal cycle at a UTC hour, per longitude (peak at 14 h local)."""
+    return (amplitude * np.cos(2 * np.pi * (hour + longitude / 15.0 - 14.0) / 24.0))[None, :]
+
+
 def write_toy_store(
     path: Path,
     nlat: int = 16,
@@ -24,6 +29,7 @@ def write_toy_store(
     start: str = "2020-01-01",
     step_hours: int = 6,
     period_days: float = 10.0,
+    diurnal_amplitude: float = 0.0,
 ) -> Path:
     """Write a training store whose fields are spherical-harmonic patterns rotating eastward.
 
@@ -47,6 +53,10 @@ def write_toy_store(
                 lat
             ) * np.sin(shifted)
             data[t, i] = means.get(channel, 0.0) + amps.get(channel, 1.0) * pattern
+    diurnal_channel = channels.index("t2m") if diurnal_amplitude and "t2m" in channels else None
+    if diurnal_channel is not None:  # a diurnal cycle in t2m that the climatology holds exactly
+        for t, hour in enumerate(hours):
+            data[t, diurnal_channel] += toy_diurnal(hour % 24, grid.longitude, diurnal_amplitude)
     weights = grid.area_weights()[None, :, None]
     mean = (data * weights).mean(axis=(0, 2, 3))
     std = np.sqrt((((data - mean[None, :, None, None]) ** 2) * weights).mean(axis=(0, 2, 3)))
@@ -54,6 +64,12 @@ def write_toy_store(
     diff_std = np.sqrt(((diff**2) * weights).mean(axis=(0, 2, 3)))
     hours_of_day = np.array([0, 6, 12, 18])
     climatology = np.broadcast_to(data.mean(axis=0), (366, 4, *data.shape[1:])).astype(np.float32)
+    if diurnal_channel is not None:
+        climatology = climatology.copy()
+        for h, hour in enumerate(hours_of_day):
+            climatology[:, h, diurnal_channel] += toy_diurnal(
+                hour, grid.longitude, diurnal_amplitude
+            )
     ds = xr.Dataset(
         {
             "data": (("time", "channel", "latitude", "longitude"), data),

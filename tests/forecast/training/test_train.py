@@ -181,3 +181,36 @@ def test_cli_trains_resumes_and_refuses_to_overwrite(toy_store, tmp_path, capsys
         main([*argv, "--resume", "--max-steps", "6"]) == 1
     )  # the schedule spans max-steps: it must not change
     assert "started with max-steps 4, now 6" in capsys.readouterr().err
+
+
+def test_diurnal_baseline_from_the_store_and_in_training(tmp_path):
+    from forecast.store import diurnal_cycle, open_store
+
+    from .conftest import toy_diurnal
+
+    store = write_toy_store(
+        tmp_path / "diurnal.zarr", channels=("z500", "t2m"), diurnal_amplitude=8.0
+    )
+    ds = open_store(store)
+    hours, table = diurnal_cycle(ds, ["t2m", "z500"], ds["time"].values[:8])
+    np.testing.assert_array_equal(hours, [0.0, 6.0, 12.0, 18.0])
+    for h, hour in enumerate(hours):
+        expected = np.broadcast_to(toy_diurnal(hour, ds["longitude"].values, 8.0), table.shape[2:])
+        np.testing.assert_allclose(table[h, 0], expected, atol=1e-4)
+    np.testing.assert_allclose(table[:, 1], 0.0, atol=1e-3)
+    options = dict(
+        hparams={"embed_dim": 8, "num_layers": 2}, max_steps=40, batch_size=4, lr=3e-3,
+        warmup_steps=5, val_every=40, val_samples=8, workers=0, device="cpu", progress=False,
+    )  # fmt: skip
+    skill = {}
+    for baseline in (False, True):
+        run_dir = tmp_path / f"run_{baseline}"
+        train(store, "sfno", run_dir, diurnal_baseline=baseline, **options)
+        last = _records(run_dir, "validation")[-1]
+        skill[baseline] = last["rmse_1"]["t2m"] / last["persistence_1"]["t2m"]
+    # the 8 K cycle is most of t2m's 6-hourly change: with the baseline it is right from the start
+    # (a zero backbone with the baseline scores 0.26 here: the rotating pattern is what is left)
+    assert skill[True] < 0.4 and skill[True] < 0.75 * skill[False], skill
+    stepper, metadata = load_checkpoint(tmp_path / "run_True" / "latest.ckpt")
+    assert metadata["diurnal_hours"] == [0.0, 6.0, 12.0, 18.0]
+    assert stepper.diurnal_table.shape == (4, 2, 16, 32)
