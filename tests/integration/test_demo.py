@@ -1,4 +1,4 @@
-"""The whole chain through ``forecast demo`` on tiny settings, and the docs' commands."""
+"""The whole chain through ``forecast demo`` on tiny settings (the docs' commands: test_docs_commands.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ TINY = {
     "synth.yaml": "grid: 16x32\nstart: '2020-01-01'\ndays: 12\nstep: 6h\nseed: 1\nspinup-days: 2\n",
     "ingest.yaml": "grid: source\nstep: 6h\n",
     "train.yaml": (
-        "model: sfno\nhparams: {embed_dim: 8, num_layers: 2}\nmax-steps: 6\nrollout-steps: 2\nbatch-size: 2\n"
+        "model: sfno\nhparams: {embed_dim: 8, num_layers: 2}\ndiurnal-baseline: true\nmax-steps: 6\nrollout-steps: 2\nbatch-size: 2\n"
         "val-fraction: 0.3\nval-every: 6\nval-samples: 2\nworkers: 0\ndevice: cpu\n"
     ),
     "run.yaml": "init: 2020-01-10T00/2020-01-10T12/12h\nsteps: 4\nmembers: 3\nperturbation: gaussian\nseed: 0\n",
@@ -66,3 +66,14 @@ def test_demo_rerun_skips_finished_stages(demo_workdir: Path, capsys: pytest.Cap
     assert out.count("(already there:") == 6  # synth, ingest, train, run x2, score
     assert (demo_workdir / "sfno" / "best.ckpt").stat().st_mtime_ns == before
     assert "xr.open_zarr(" in out
+
+
+def test_demo_checkpoint_carries_the_diurnal_baseline(demo_workdir: Path) -> None:
+    from forecast.checkpoint import load_checkpoint
+
+    stepper, metadata = load_checkpoint(demo_workdir / "sfno" / "best.ckpt")
+    assert metadata["diurnal_hours"] == [0.0, 6.0, 12.0, 18.0]
+    # t2m's table has a diurnal cycle of a few K (normalised here by t2m's std)
+    t2m = stepper.channels.index("t2m")
+    amplitude = float(stepper.diurnal_table[:, t2m].abs().max()) * float(stepper.std[0, t2m, 0, 0])
+    assert 1.0 < amplitude < 8.0
