@@ -181,7 +181,12 @@ def _standardise_time(ds: xr.Dataset, path: str) -> xr.Dataset:
         elif "valid_time" in ds.coords and ds["valid_time"].ndim == 0:
             ds = ds.drop_vars([v for v in ("time",) if v in ds.variables]).rename({"valid_time": "time"}).expand_dims("time")
         else:
-            raise CalendarError("no time coordinate (looked for time and valid_time)", path=path, hint="the source needs a time axis")
+            dims = ", ".join(f"{name}={size}" for name, size in ds.sizes.items())
+            raise CalendarError(
+                f"no time coordinate (looked for time and valid_time; the dimensions are {dims})",
+                path=path,
+                hint="ingest needs a time series of analyses; a climatology (month, dayofyear) is not one",
+            )
     values = ds["time"].values
     if not (np.issubdtype(values.dtype, np.datetime64) or values.dtype == object):
         calendar = ds["time"].attrs.get("calendar", "?")
