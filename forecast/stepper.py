@@ -202,20 +202,13 @@ class Stepper(nn.Module):
         return self._diurnal_at(np.asarray(day, dtype=np.float64) * 24.0)
 
     def _diurnal_at(self, hour: np.ndarray) -> torch.Tensor:
-        hour = np.mod(hour, 24.0)
         hours = np.asarray(self.diurnal_hours)
-        extended = np.concatenate([hours, [hours[0] + 24.0]])
-        upper = np.searchsorted(extended, hour, side="right")
-        upper = np.clip(upper, 1, len(hours))
+        # hours after the first table hour; the first comes again 24 h later
+        offsets = np.append(hours - hours[0], 24.0)
+        since = np.mod(hour - hours[0], 24.0)
+        upper = np.clip(np.searchsorted(offsets, since, side="right"), 1, len(hours))
         lower = upper - 1
-        span = extended[upper] - extended[lower]
-        weight = (hour - extended[lower]) / span
-        # below the first table hour: between the last hour (of the day before) and the first
-        early = hour < hours[0]
-        if early.any():
-            lower[early] = len(hours) - 1
-            upper[early] = len(hours)
-            weight[early] = (hour[early] + 24.0 - hours[-1]) / (hours[0] + 24.0 - hours[-1])
+        weight = (since - offsets[lower]) / (offsets[upper] - offsets[lower])
         table = self.diurnal_table
         low = table[torch.as_tensor(lower, device=table.device)]
         high = table[torch.as_tensor(upper % len(hours), device=table.device)]
