@@ -314,7 +314,7 @@ def _accumulate_pass(path: Path, data, times, channels, grid: Grid, spans, progr
     tendencies = TendencyAccumulator(weights, grid.nlon)
     group = zarr.open_group(str(path), mode="r+")
     hours = group["hour"][:]
-    climatology = ClimatologyAccumulator(group, hours, group["dayofyear"].shape[0], (len(channels), grid.nlat, grid.nlon))
+    climatology = ClimatologyAccumulator(path, hours, group["dayofyear"].shape[0], (len(channels), grid.nlat, grid.nlon))
 
     def store_and_climatology(start: int, values: np.ndarray, block_times) -> None:
         if write:

@@ -7,15 +7,18 @@
   means, which is exact and independent of how the data are split into blocks.
 - :class:`TendencyAccumulator`: the same for one-step differences.
 - :class:`ClimatologyAccumulator`: sums by (day of year, hour of day) kept in
-  an uncompressed on-disk Zarr array, so memory stays one field per bin
-  touched, then smoothed over a window of days into the climatology at the
-  days of year that have data. Sums are float32 (relative error about 1e-7
+  a temporary raw float32 file (positional reads and writes of one field per
+  bin: the page cache holds them, not the process), so memory stays one field
+  per bin touched, then smoothed over a window of days into the climatology at
+  the days of year that have data. Sums are float32 (relative error about 1e-7
   times the number of years), the smoothing runs in float64.
 """
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import zarr
@@ -113,12 +116,13 @@ def days_in_calendar_year(calendar: str) -> int:
 
 
 class ClimatologyAccumulator:
-    """Sums and counts by (day of year, hour), stored in a Zarr array.
+    """Sums and counts by (day of year, hour), stored in a temporary raw file.
 
     Parameters
     ----------
-    group : zarr.Group
-        Where the temporary array ``name`` of sums is created.
+    directory : Path
+        Where the temporary file ``.{name}.f32`` of sums is created (the store
+        being written); :meth:`finalize` deletes it.
     hours : sequence of int
         Hours of day present in the data.
     ndays : int
@@ -129,23 +133,30 @@ class ClimatologyAccumulator:
         Name of the temporary array of sums.
     """
 
-    def __init__(self, group: zarr.Group, hours, ndays: int, field_shape: tuple[int, int, int], name: str = "climatology_sum"):
+    def __init__(self, directory: Path, hours, ndays: int, field_shape: tuple[int, int, int], name: str = "climatology_sum"):
         self.hours = np.asarray(sorted(set(int(h) for h in hours)))
         self.ndays = ndays
         self.field_shape = field_shape
         self.counts = np.zeros((ndays, self.hours.size), dtype=np.int64)
-        self.group = group
-        self.name = name
-        self.sums = group.create_array(
-            name,
-            shape=(ndays, self.hours.size, *field_shape),
-            chunks=(1, 1, *field_shape),
-            dtype="float32",
-            fill_value=0.0,
-            compressors=None,
-            chunk_key_encoding={"name": "default", "separator": "."},
-            overwrite=True,
-        )
+        self._field_bytes = 4 * int(np.prod(field_shape))
+        self.path = Path(directory) / f".{name}.f32"
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def _offset(self, d: int, h: int) -> int:
+        return (d * self.hours.size + h) * self._field_bytes
+
+    def _read(self, d: int, h: int) -> np.ndarray:
+        """The sum of bin (day index ``d``, hour index ``h``), float32 (thread-safe: positional read)."""
+        raw = os.pread(self._fd, self._field_bytes, self._offset(d, h))
+        if len(raw) != self._field_bytes:
+            raise OSError(f"short read of {self.path} at bin ({d}, {h})")
+        return np.frombuffer(raw, dtype=np.float32).reshape(self.field_shape)
+
+    def _write(self, d: int, h: int, total: np.ndarray) -> None:
+        data = memoryview(np.ascontiguousarray(total, dtype=np.float32)).cast("B")
+        written = os.pwrite(self._fd, data, self._offset(d, h))
+        if written != self._field_bytes:
+            raise OSError(f"short write to {self.path} at bin ({d}, {h}) (is the disk full?)")
 
     def update(self, block: np.ndarray, times) -> None:
         """Add a block ``(time, channel, lat, lon)`` with its times."""
@@ -156,8 +167,8 @@ class ClimatologyAccumulator:
             d, h = divmod(int(key), self.hours.size)
             total = block[members[0]] if members.size == 1 else block[members].sum(axis=0, dtype=np.float64)
             if self.counts[d, h]:
-                total = total + self.sums[d, h]
-            self.sums[d, h] = total.astype(np.float32, copy=False)
+                total = total + self._read(d, h)
+            self._write(d, h, total)
             self.counts[d, h] += members.size
 
     def finalize(self, out: zarr.Array, window_days: int, batch_bytes: int = 64 * 2**20) -> None:
@@ -168,15 +179,24 @@ class ClimatologyAccumulator:
         and NaN as its fill value: bins without data of their own stay NaN
         (:func:`forecast.store.climatology_at` then takes the nearest day
         that has a value). Each bin's sums are read at most twice. The
-        temporary sums array is deleted. Consecutive days are written
+        temporary file of sums is deleted. Consecutive days are written
         together, in batches of about ``batch_bytes``.
         """
         half = min(max(window_days, 1) // 2, (self.ndays - 1) // 2)
-        batch = max(1, batch_bytes // (4 * int(np.prod(self.field_shape))))
-        with ThreadPoolExecutor(max_workers=min(2, self.hours.size)) as pool:  # hours are independent
-            for future in [pool.submit(self._smooth_hour, out, h, half, batch) for h in range(self.hours.size)]:
-                future.result()
-        del self.group[self.name]
+        batch = max(1, batch_bytes // self._field_bytes)
+        try:
+            with ThreadPoolExecutor(max_workers=min(2, self.hours.size)) as pool:  # hours are independent
+                for future in [pool.submit(self._smooth_hour, out, h, half, batch) for h in range(self.hours.size)]:
+                    future.result()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Delete the temporary file of sums (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self.path.unlink(missing_ok=True)
 
     def _smooth_hour(self, out: zarr.Array, h: int, half: int, batch: int) -> None:
         """Write the window means of hour index ``h`` at the days that have data."""
@@ -188,7 +208,7 @@ class ClimatologyAccumulator:
         for offset in range(-half, half + 1):
             d = offset % self.ndays
             if present[d]:
-                running += self.sums[d, h]
+                running += self._read(d, h)
                 count += self.counts[d, h]
         pending: list[np.ndarray] = []
         for d in range(self.ndays):
@@ -200,8 +220,8 @@ class ClimatologyAccumulator:
                 pending = []
             leaving, entering = (d - half) % self.ndays, (d + half + 1) % self.ndays
             if present[leaving]:
-                running -= self.sums[leaving, h]
+                running -= self._read(leaving, h)
                 count -= self.counts[leaving, h]
             if present[entering]:
-                running += self.sums[entering, h]
+                running += self._read(entering, h)
                 count += self.counts[entering, h]
