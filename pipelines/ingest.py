@@ -316,16 +316,18 @@ def _accumulate_pass(path: Path, data, times, channels, grid: Grid, spans, progr
     hours = group["hour"][:]
     climatology = ClimatologyAccumulator(path, hours, group["dayofyear"].shape[0], (len(channels), grid.nlat, grid.nlon))
 
-    def store_and_climatology(start: int, values: np.ndarray, block_times) -> None:
+    def store(start: int, values: np.ndarray, block_times) -> None:
         if write:
             writer.write_block(path, start, values)
-        climatology.update(values, block_times)
 
-    def moments_and_tendencies(start: int, values: np.ndarray, block_times) -> None:
+    def statistics(start: int, values: np.ndarray, block_times) -> None:
+        # on a thread of its own: Zarr's write path alone takes about as long as all three
         moments.update(values)
         tendencies.update(values)
+        climatology.update(values, block_times)
 
-    _stream(data, times, channels, spans, progress, "ingest" if write else "statistics", [store_and_climatology, moments_and_tendencies])
+    consumers = [store, statistics] if write else [statistics]
+    _stream(data, times, channels, spans, progress, "ingest" if write else "statistics", consumers)
     return moments, tendencies, climatology
 
 
