@@ -66,7 +66,7 @@ TINY_CONFIGS = {
     ),
     "configs/demo/ingest.yaml": "grid: source\nstep: 6h\nchannels: [z500, t2m]\n",
     "configs/demo/train.yaml": (
-        "model: sfno\nhparams: {embed_dim: 8, num_layers: 2}\nmax-steps: 4\nrollout-steps: 2\n"
+        "model: sfno\nhparams: {embed_dim: 8, num_layers: 2}\ndiurnal-baseline: true\nmax-steps: 4\nrollout-steps: 2\n"
         "batch-size: 2\nval-fraction: 0.3\nval-every: 4\nval-samples: 2\nworkers: 0\ndevice: cpu\n"
     ),
     "configs/demo/run.yaml": (
