@@ -54,14 +54,12 @@ def rollout_forcings(
         return None
     history = int(getattr(stepper, "history", 1))
     starts = np.asarray(starts, dtype=np.int64)
-    steps = []
-    for k in range(n_steps):
-        valid = times[starts + history - 1 + k]
-        forcing = stepper.make_forcing(valid)
-        if forcing is None:
-            return None
-        steps.append(forcing)
-    return torch.stack(steps).to(device)
+    # one call for every (step, window): the forcing of each time is independent of the others
+    index = (starts[None, :] + (history - 1) + np.arange(n_steps)[:, None]).ravel()
+    forcing = stepper.make_forcing(times[index])
+    if forcing is None:
+        return None
+    return forcing.reshape(n_steps, len(starts), *forcing.shape[1:]).to(device)
 
 
 class Rollout(nn.Module):

@@ -280,3 +280,17 @@ def test_diurnal_config_round_trip():
     assert float(rebuilt.diurnal_table.abs().max()) == 0.0  # the checkpoint fills it
     older = {k: v for k, v in make_stepper().config().items() if k != "diurnal_hours"}
     assert Stepper.from_config(older).diurnal_hours is None
+
+
+def test_rollout_forcings_are_each_steps_forcing():
+    from forecast.training.rollout import rollout_forcings
+
+    stepper = make_stepper(history=2, diurnal=(HOURS, diurnal_table()))
+    times = np.arange(
+        np.datetime64("2020-01-01T00"), np.datetime64("2020-01-10T00"), np.timedelta64(6, "h")
+    ).astype("datetime64[ns]")
+    starts = np.array([0, 5, 11])
+    got = rollout_forcings(stepper, times, starts, 4, torch.device("cpu"))
+    assert got.shape == (4, 3, 4 + 2, *GRID.shape)
+    for k in range(4):  # step k advances the state valid at times[start + history - 1 + k]
+        torch.testing.assert_close(got[k], stepper.make_forcing(times[starts + 1 + k]))
