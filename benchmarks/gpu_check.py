@@ -185,13 +185,10 @@ def check_rollout(
 
     import xarray as xr
 
-    from benchmarks.rollout import CHANNELS, INIT, MEANS, STDS, write_store
+    from benchmarks.rollout import CHANNELS, MEANS, STDS, bare_forward, engine_run, write_store
     from forecast.grid import Grid
     from forecast.normalize import Normalizer
     from forecast.stepper import Stepper
-    from inference.ensemble import run_forecast
-    from inference.initial import load_initial_state, parse_init_spec
-    from inference.rollout import model_step
 
     grid = Grid.parse(grid_spec)
     hparams = {
@@ -210,24 +207,12 @@ def check_rollout(
             .eval()
             .to(DEVICE)
         )
-        init = parse_init_spec(INIT, "standard")
-        state = load_initial_state(store, CHANNELS, init, 1).to(DEVICE)
 
-        def bare():
-            with torch.no_grad():
-                x = state.expand(members, -1, -1, -1, -1).contiguous()
-                times = np.repeat(init, members)
-                for _ in range(steps):
-                    x = model_step(stepper, x, times)[:, None]
-                    times = times + np.timedelta64(6, "h")
-                x.cpu()
+        def bare():  # the same model steps, one batch of every member, nothing else
+            bare_forward(stepper, store, members, steps, batch_size=members)
 
-        def engine():
-            return run_forecast(
-                stepper, store, init, steps, Path(tmp) / "fc.zarr", members=members,
-                perturbation="grf", seed=0, batch_size=members, overwrite=True,
-                show_progress=False, log=lambda m: None,
-            )  # fmt: skip
+        def engine():  # GRF perturbations, blow-up checks and Zarr writing around them
+            engine_run(stepper, store, Path(tmp) / "fc.zarr", members, steps, members, "grf")
 
         bare_s = _timed(bare, repeats, warmup=1)
         engine_s = _timed(engine, repeats, warmup=1)
@@ -263,9 +248,8 @@ def check_training(tiny: bool = False) -> list[dict]:
     """
     import yaml
 
-    from benchmarks.training import HPARAMS, bare_step_seconds, loader_rate, write_store
+    from benchmarks.training import HPARAMS, measure
     from forecast.grid import Grid
-    from forecast.training import train
 
     one_degree = yaml.safe_load((REPO / "configs/train/era5_1deg.yaml").read_text())
     cases = [
@@ -279,32 +263,11 @@ def check_training(tiny: bool = False) -> list[dict]:
         ]
     rows = []
     for grid_spec, channels, hparams, batch, workers, precision, steps in cases:
-        grid = Grid.parse(grid_spec)
-        skip = 3
-        with tempfile.TemporaryDirectory() as tmp:
-            store = write_store(
-                Path(tmp) / "bench.zarr",
-                grid,
-                n_time=max(2 * batch * (steps + skip), 64),
-                n_channels=channels,
-            )
-            bare = bare_step_seconds(
-                store,
-                "sfno",
-                batch,
-                steps + skip,
-                device=DEVICE,
-                hparams=hparams,
-                precision=precision,
-            )[skip:]
-            result = train(
-                store, "sfno", Path(tmp) / "run", hparams=hparams, max_steps=steps + skip,
-                batch_size=batch, lr=1e-4, warmup_steps=0, val_every=10**6, val_samples=4, log_every=10,
-                workers=workers, device=DEVICE, precision=precision, progress=False, val_fraction=0.05,
-            )  # fmt: skip
-            rate = loader_rate(store, batch, batches=steps, workers=workers)
+        bare, train_steps, rate = measure(
+            Grid.parse(grid_spec), channels, "sfno", hparams, batch, steps, workers, DEVICE, precision, skip=3
+        )  # fmt: skip
         # CUDA steps are asynchronous between log flushes: compare means over the window
-        step = float(np.mean(result.step_seconds[skip:]))
+        step = float(np.mean(train_steps))
         bare_mean = float(np.mean(bare))
         rows.append({
             "case": f"sfno {grid_spec}, {channels} channels, batch {batch}, {precision}, {workers} workers",

@@ -127,9 +127,13 @@ def make_stepper(nlat: int, nlon: int) -> Stepper:
 def bare_forward(
     stepper: Stepper, store: xr.Dataset, members: int, steps: int, batch_size: int
 ) -> float:
-    """Seconds of the model forward passes alone, for the batches the engine runs."""
+    """Seconds of the model forward passes alone, for the batches the engine runs.
+
+    On the stepper's device; on CUDA the time includes waiting for the last kernel.
+    """
+    device = next(stepper.parameters()).device
     init = parse_init_spec(INIT, "standard")
-    state = load_initial_state(store, CHANNELS, init, 1)
+    state = load_initial_state(store, CHANNELS, init, 1).to(device)
     start = time.perf_counter()
     for first in range(0, members, batch_size):
         size = min(batch_size, members - first)
@@ -139,11 +143,19 @@ def bare_forward(
             new = model_step(stepper, x, times)
             x = new[:, None]
             times = times + np.timedelta64(6, "h")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
 def engine_run(
-    stepper: Stepper, store: xr.Dataset, out: Path, members: int, steps: int, batch_size: int | None
+    stepper: Stepper,
+    store: xr.Dataset,
+    out: Path,
+    members: int,
+    steps: int,
+    batch_size: int | None,
+    perturbation: str = "gaussian",
 ) -> tuple[float, object]:
     start = time.perf_counter()
     result = run_forecast(
@@ -153,7 +165,7 @@ def engine_run(
         steps,
         out,
         members=members,
-        perturbation="gaussian",
+        perturbation=perturbation,
         seed=0,
         batch_size=batch_size,
         overwrite=True,
@@ -254,55 +266,22 @@ def main() -> int:
         },
         "members_per_s": round(args.members / engine, 3),
     }
+    def child(python: str, only: str, steps: int, env: dict | None = None):
+        """This script in another process, with the same grid, members and threads."""
+        argv = [python, __file__, "--only", only, "--steps", str(steps), "--grid", args.grid,
+                "--members", str(args.members), "--threads", str(args.threads), "--workdir", str(workdir)]  # fmt: skip
+        return subprocess.run(argv, capture_output=True, text=True, env=env)
+
     peaks = {}
     for steps in (10, 40):
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--only",
-                "peak",
-                "--steps",
-                str(steps),
-                "--grid",
-                args.grid,
-                "--members",
-                str(args.members),
-                "--threads",
-                str(args.threads),
-                "--workdir",
-                str(workdir),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        out = child(sys.executable, "peak", steps)
+        out.check_returncode()
         peaks[steps] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss"]
     report["peak_rss_mb"] = {k: round(v / 2**20, 1) for k, v in peaks.items()}
     report["peak_ratio_40_vs_10"] = round(peaks[40] / peaks[10], 3)
     if args.e2s_python:
         env = {**os.environ, "E2S_BATCH": str(batch_size)}
-        out = subprocess.run(
-            [
-                args.e2s_python,
-                __file__,
-                "--only",
-                "e2s",
-                "--steps",
-                str(args.steps),
-                "--grid",
-                args.grid,
-                "--members",
-                str(args.members),
-                "--threads",
-                str(args.threads),
-                "--workdir",
-                str(workdir),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
+        out = child(args.e2s_python, "e2s", args.steps, env)
         if out.returncode == 0:
             report["earth2studio"] = json.loads(out.stdout.strip().splitlines()[-1])
         else:

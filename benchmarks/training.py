@@ -172,6 +172,43 @@ def bare_step_seconds(
     return seconds
 
 
+def measure(
+    grid: Grid,
+    n_channels: int,
+    model: str,
+    hparams: dict,
+    batch_size: int,
+    steps: int,
+    workers: int,
+    device: str = "cpu",
+    precision: str = "fp32",
+    workdir: Path | None = None,
+    skip: int = 5,
+) -> tuple[list[float], list[float], float]:
+    """Bare step seconds, ``train()`` step seconds and loader samples/s on one synthetic store.
+
+    The bare steps run before and after the ``train()`` run, so that both see
+    the same (shared) machine; the first ``skip`` steps of each are dropped.
+    """
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        n_time = max(2 * batch_size * (steps + skip), 64)
+        store = write_store(Path(tmp) / "bench.zarr", grid, n_time=n_time, n_channels=n_channels)
+
+        def bare() -> list[float]:
+            seconds = bare_step_seconds(store, model, batch_size, steps + skip, device, hparams, precision)
+            return seconds[skip:]
+
+        bare_times = bare()
+        result = train(
+            store, model, Path(tmp) / "run", hparams=hparams, max_steps=steps + skip,
+            batch_size=batch_size, lr=1e-4, warmup_steps=0, val_every=10**6, val_samples=4, log_every=10,
+            workers=workers, device=device, precision=precision, progress=False, val_fraction=0.05,
+        )  # fmt: skip
+        bare_times += bare()
+        rate = loader_rate(store, batch_size, batches=steps, workers=workers)
+    return bare_times, result.step_seconds[skip:], rate
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -188,21 +225,10 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     grid = Grid.parse(args.grid)
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        store = write_store(Path(tmp) / "bench.zarr", grid, n_time=max(4 * args.steps, 64))
-        skip = 5
-        # bare steps before and after the run, so that both see the same (shared) machine
-        bare_times = bare_step_seconds(store, args.model, args.batch_size, args.steps + skip)[skip:]
-        result = train(
-            store, args.model, Path(tmp) / "run", hparams=HPARAMS[args.model], max_steps=args.steps + skip,
-            batch_size=args.batch_size, lr=1e-4, warmup_steps=0, val_every=10**6, val_samples=4, log_every=10,
-            workers=args.workers, device="cpu", precision="fp32", progress=False, val_fraction=0.05,
-        )  # fmt: skip
-        bare_times += bare_step_seconds(store, args.model, args.batch_size, args.steps + skip)[
-            skip:
-        ]
-        train_times = result.step_seconds[skip:]
-        rate = loader_rate(store, args.batch_size, batches=args.steps, workers=args.workers)
+    bare_times, train_times, rate = measure(
+        grid, len(CHANNELS), args.model, HPARAMS[args.model], args.batch_size, args.steps,
+        args.workers, workdir=args.workdir,
+    )  # fmt: skip
     bare, step = statistics.median(bare_times), statistics.median(train_times)
     bare_min, step_min = min(bare_times), min(train_times)
     consumed = args.batch_size / step

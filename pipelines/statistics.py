@@ -68,7 +68,7 @@ class MomentAccumulator:
         values = block.reshape(nt, nc, -1).astype(np.float32, copy=False)
         if self._reference is None:
             self._reference = (values[0] @ self._weights).astype(np.float32)
-        if not np.shares_memory(values, self._scratch):
+        if not np.may_share_memory(values, self._scratch):  # a bounds check; exact here
             work = self.scratch(values.size).reshape(values.shape)
             np.subtract(values, self._reference[None, :, None], out=work)
         else:  # the caller's differences already sit in the scratch buffer: centre them in place

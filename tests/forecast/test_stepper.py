@@ -253,8 +253,7 @@ def test_diurnal_baseline_carries_the_cycle_when_the_backbone_predicts_nothing()
     np.testing.assert_allclose(new.numpy(), expected, rtol=1e-5, atol=1e-3)
     # the forcing tensor carries the change after the four time forcings
     forcing = stepper.make_forcing(times)
-    assert forcing.shape == (2, 4 + 2, *GRID.shape)
-    assert stepper.model is not None and stepper.n_baseline == 2
+    assert forcing.shape == (2, 4 + 2, *GRID.shape) and stepper.n_baseline == 2
 
 
 def test_diurnal_baseline_errors():

@@ -159,14 +159,15 @@ def checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+def run_argv(checkpoint: Path, store_path: Path) -> list[str]:
+    """``forecast run`` with the test checkpoint and store; the caller adds the rest."""
+    return ["run", "--checkpoint", str(checkpoint), "--data", str(store_path)]
+
+
 def test_cli_run_latest_twice_and_errors(tmp_path, store_path, checkpoint, capsys):
     out = str(tmp_path / "{init}.nc")
     args = [
-        "run",
-        "--checkpoint",
-        str(checkpoint),
-        "--data",
-        str(store_path),
+        *run_argv(checkpoint, store_path),
         "--init",
         "latest",
         "--steps",
@@ -205,11 +206,7 @@ def test_cli_run_latest_twice_and_errors(tmp_path, store_path, checkpoint, capsy
     } <= set(manifest)
 
     bad = [
-        "run",
-        "--checkpoint",
-        str(checkpoint),
-        "--data",
-        str(store_path),
+        *run_argv(checkpoint, store_path),
         "--init",
         "2030-01-01",
         "--steps",
@@ -247,11 +244,7 @@ def test_torchrun_two_ranks_write_one_store(tmp_path, store_path, store, checkpo
         "29611",
         "-m",
         "forecast.cli.main",
-        "run",
-        "--checkpoint",
-        str(checkpoint),
-        "--data",
-        str(store_path),
+        *run_argv(checkpoint, store_path),
         "--init",
         INITS,
         "--steps",
