@@ -91,8 +91,7 @@ def main() -> int:
                 for lead in range(1, max(leads) + 1):
                     member.set_season(year)
                     if name == "mean forcing":
-                        keep = math.exp(-STEP / (config.stir_memory_days * 86400.0))
-                        member._stir = keep * member._stir
+                        member.decay_stirring(STEP)
                     else:
                         member.update_stirring(STEP)
                     s = member.advance(s, STEP)

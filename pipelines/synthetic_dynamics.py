@@ -181,10 +181,20 @@ class ForcedShallowWater(ShallowWaterSolver):
         target[1] = vrtdivspec[0]
         self._target = torch.tril(target)
 
+    def _stir_keep(self, interval: float) -> float:
+        return math.exp(-interval / (self.config.stir_memory_days * SECONDS_PER_DAY))
+
+    def decay_stirring(self, interval: float) -> None:
+        """Advance the stirring by its expected value only (the AR(1) decay, no new noise).
+
+        The forcing a forecaster who knows the current stirring would expect
+        (``benchmarks/synth_predictability.py``).
+        """
+        self._stir = self._stir_keep(interval) * self._stir
+
     def update_stirring(self, interval: float) -> None:
         """Advance the red-noise stirring by ``interval`` seconds (AR(1) in time)."""
-        memory = self.config.stir_memory_days * SECONDS_PER_DAY
-        keep = math.exp(-interval / memory)
+        keep = self._stir_keep(interval)
         shape = (self.lmax, self.mmax)
         real = torch.randn(shape, generator=self.generator, dtype=torch.float64)
         imag = torch.randn(shape, generator=self.generator, dtype=torch.float64)
