@@ -81,10 +81,12 @@ def main() -> None:
         tmp.rename(source)
     pattern = str(source / "*.nc")
     size = sum(p.stat().st_size for p in source.glob("*.nc")) / 1e9
-    store = work / "store.zarr"
+    store, half_store = work / "store.zarr", work / "half.zarr"
+    for old in (store, half_store):  # not timed: replacing an old store would add deleting it
+        shutil.rmtree(old, ignore_errors=True)
     floor = _run(FLOOR, pattern)
     full = _run(INGEST, pattern, str(store), str(REPO), "all")
-    half = _run(INGEST, pattern, str(work / "half.zarr"), str(REPO), "half")
+    half = _run(INGEST, pattern, str(half_store), str(REPO), "half")
     print(f"\nsource: {size:.2f} GB of NetCDF, {days} days, 1.0deg, {full['channels']} channels, {full['times']} times")
     print(f"{'run':<28}{'seconds':>10}{'peak RSS (MB)':>16}")
     print(f"{'floor: read with xarray':<28}{floor['seconds']:>10.1f}{floor['peak_rss_mb']:>16.0f}")

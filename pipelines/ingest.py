@@ -333,8 +333,7 @@ def _accumulate_pass(path: Path, data, times, channels, grid: Grid, spans, progr
 
 def _finish_statistics(path: Path, moments, tendencies, climatology, window: int, times) -> None:
     writer.write_statistics(path, moments.mean, moments.std, tendencies.std)
-    out = zarr.open_array(str(path), path="climatology", mode="r+")
-    climatology.finalize(out, window)
+    climatology.finalize(writer.open_for_writing(path, "climatology"), window)
     index = time_index(times)
     writer.update_attrs(path, {
         "statistics_start": format_time(index[0]),

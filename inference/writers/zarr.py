@@ -72,7 +72,8 @@ class ZarrWriter(ForecastWriter):
     def _open(self, template: xr.Dataset) -> None:
         self.channels = [str(c) for c in template.data_vars]
         group = zarr.open_group(self.path, mode="r+")
-        self._arrays = [group[c] for c in self.channels]
+        # every chunk is written whole and once: skip zarr's comparison of each chunk with the fill value
+        self._arrays = [group[c].with_config({"write_empty_chunks": True}) for c in self.channels]
 
     def write(self, init_index: int, member_start: int, lead: int, block: np.ndarray) -> None:
         stop = member_start + block.shape[0]
