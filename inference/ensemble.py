@@ -367,32 +367,31 @@ def run_forecast(
             disable=not show_progress or rank != 0,
             leave=False,
         )
+        context = _BatchContext(
+            stepper=stepper,
+            store=store,
+            init_times=init_times,
+            init_text=init_text,
+            steps=steps,
+            perturber=perturber,
+            guard=guard,
+            regridder=regridder,
+            write_index=write_index,
+            writer=writer,
+            background=background,
+            progress=progress,
+            can_restart_from_output=can_restart_from_output,
+            timings=timings,
+            bar=bar,
+            on_blowup=on_blowup,
+            log=log,
+        )
         try:
             for batch in batches:
                 done = progress.completed(batch.index) if resuming else -1
                 if done >= steps:
                     continue
-                batch_blowups = _run_batch(
-                    stepper,
-                    store,
-                    batch,
-                    init_times,
-                    init_text,
-                    steps,
-                    done,
-                    perturber,
-                    guard,
-                    regridder,
-                    write_index,
-                    writer,
-                    background,
-                    progress,
-                    can_restart_from_output,
-                    timings,
-                    bar,
-                    on_blowup,
-                    log,
-                )
+                batch_blowups = _run_batch(context, batch, done)
                 blowups.extend(batch_blowups)
             wait = time.perf_counter()
             background.close()
@@ -482,35 +481,51 @@ def _auto_batch_size(
     return choose_batch_size(budget, per_member, total, fixed)
 
 
-def _run_batch(
-    stepper,
-    store,
-    batch: Batch,
-    init_times,
-    init_text,
-    steps,
-    done,
-    perturber,
-    guard,
-    regridder,
-    write_index,
-    writer,
-    background,
-    progress,
-    can_restart_from_output,
-    timings,
-    bar,
-    on_blowup,
-    log,
-) -> list[BlowUp]:
+@dataclass
+class _BatchContext:
+    """What every batch of one run shares: the model, the data, the output and the bookkeeping."""
+
+    stepper: Any
+    store: xr.Dataset
+    init_times: np.ndarray
+    init_text: list[str]
+    steps: int
+    perturber: Any
+    guard: BlowUpGuard
+    regridder: Regridder | None
+    write_index: list[int]
+    writer: Any
+    background: BackgroundWriter
+    progress: Any
+    can_restart_from_output: bool
+    timings: dict[str, float]
+    bar: Any
+    on_blowup: str
+    log: Any
+
+
+def _run_batch(context: _BatchContext, batch: Batch, done: int) -> list[BlowUp]:
     """Roll one batch out from lead ``done + 1`` (or from the start) and queue its writes."""
+    stepper, store, init_times, perturber = (
+        context.stepper,
+        context.store,
+        context.init_times,
+        context.perturber,
+    )
+    writer, background, progress, timings = (
+        context.writer,
+        context.background,
+        context.progress,
+        context.timings,
+    )
+    write_index, regridder, steps = context.write_index, context.regridder, context.steps
     device = _stepper_device(stepper)
     history = stepper.history
     times = init_times[batch.init_index]
-    labels = [init_text[i] for i in batch.init_index]
+    labels = [context.init_text[i] for i in batch.init_index]
     start_lead = 0
     tick = time.perf_counter()
-    if done >= 0 and can_restart_from_output:
+    if done >= 0 and context.can_restart_from_output:
         start_lead = done
         needed = range(done - history + 1, done + 1)
         slices = []
@@ -535,9 +550,9 @@ def _run_batch(
         lead = lead_state.lead
         if lead <= done:  # already written (the state a resumed run starts from)
             continue
-        new = guard.check(lead_state.state, labels, members, lead)
+        new = context.guard.check(lead_state.state, labels, members, lead)
         for blowup in new:
-            log(f"warning: {blowup.describe()}")
+            context.log(f"warning: {blowup.describe()}")
         found.extend(new)
         fields = (
             lead_state.state[:, write_index]
@@ -561,8 +576,8 @@ def _run_batch(
         background.submit(progress.mark, batch.index, lead)
         timings["wait"] += time.perf_counter() - tick
         if lead > 0:
-            bar.update(1)
-        if new and on_blowup == "stop":
+            context.bar.update(1)
+        if new and context.on_blowup == "stop":
             wait = time.perf_counter()
             background.close()
             timings["wait"] += time.perf_counter() - wait
