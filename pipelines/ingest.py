@@ -331,9 +331,10 @@ def _accumulate_pass(path: Path, data, times, channels, grid: Grid, spans, progr
     return moments, tendencies, climatology
 
 
-def _finish_statistics(path: Path, moments, tendencies, climatology, window: int, times) -> None:
+def _finish_statistics(path: Path, moments, tendencies, climatology, window: int, times, progress: bool) -> None:
     writer.write_statistics(path, moments.mean, moments.std, tendencies.std)
-    climatology.finalize(writer.open_for_writing(path, "climatology"), window)
+    with tqdm(total=climatology.bins_with_data, unit="field", desc="climatology", disable=not progress, leave=False) as bar:
+        climatology.finalize(writer.open_for_writing(path, "climatology"), window, on_written=bar.update)
     index = time_index(times)
     writer.update_attrs(path, {
         "statistics_start": format_time(index[0]),
@@ -361,7 +362,7 @@ def _write_new(out, data, times, channels, grid, step, calendar, opened, regridd
     try:
         writer.create_store(tmp, times, channels, grid, step, calendar, days_in_calendar_year(calendar), hours, attrs)
         moments, tendencies, climatology = _accumulate_pass(tmp, data, times, channels, grid, spans, progress, write=True)
-        _finish_statistics(tmp, moments, tendencies, climatology, window, times)
+        _finish_statistics(tmp, moments, tendencies, climatology, window, times, progress)
         writer.publish(tmp, out, overwrite)
     except BaseException:
         writer.discard(tmp)
@@ -411,7 +412,7 @@ def _append(out, data, times, channels, grid, spans, recompute, window, opened, 
             store = xr.open_zarr(out, consolidated=False, decode_timedelta=False)
             all_times = store["time"].values
             moments, tendencies, climatology = _accumulate_pass(out, store["data"], all_times, channels, grid, spans, progress, write=False)
-            _finish_statistics(out, moments, tendencies, climatology, window, all_times)
+            _finish_statistics(out, moments, tendencies, climatology, window, all_times, progress)
         group = zarr.open_group(str(out), mode="r+")
         previous = json.loads(group.attrs.get("sources", "[]"))
         group.attrs.update({

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -188,7 +189,13 @@ class ClimatologyAccumulator:
             self._write(d, h, total)
             self.counts[d, h] += members.size
 
-    def finalize(self, out: zarr.Array, window_days: int, batch_bytes: int = 64 * 2**20) -> None:
+    def finalize(
+        self,
+        out: zarr.Array,
+        window_days: int,
+        batch_bytes: int = 64 * 2**20,
+        on_written: Callable[[int], None] | None = None,
+    ) -> None:
         """Write the window mean at each (day, hour) bin that has data to ``out``.
 
         The mean is over a centred window of ``window_days`` days, circular
@@ -197,13 +204,15 @@ class ClimatologyAccumulator:
         (:func:`forecast.store.climatology_at` then takes the nearest day
         that has a value). Each bin's sums are read at most twice. The
         temporary file of sums is deleted. Consecutive days are written
-        together, in batches of about ``batch_bytes``.
+        together, in batches of about ``batch_bytes``; ``on_written(n)`` is
+        called after each batch of ``n`` (day, hour) fields (for a progress bar;
+        from worker threads).
         """
         half = min(max(window_days, 1) // 2, (self.ndays - 1) // 2)
         batch = max(1, batch_bytes // self._field_bytes)
         try:
             with ThreadPoolExecutor(max_workers=min(2, self.hours.size)) as pool:  # hours are independent
-                for future in [pool.submit(self._smooth_hour, out, h, half, batch) for h in range(self.hours.size)]:
+                for future in [pool.submit(self._smooth_hour, out, h, half, batch, on_written) for h in range(self.hours.size)]:
                     future.result()
         finally:
             self.close()
@@ -215,7 +224,12 @@ class ClimatologyAccumulator:
             self._fd = None
             self.path.unlink(missing_ok=True)
 
-    def _smooth_hour(self, out: zarr.Array, h: int, half: int, batch: int) -> None:
+    @property
+    def bins_with_data(self) -> int:
+        """Number of (day, hour) bins that have data: the fields :meth:`finalize` writes."""
+        return int(np.count_nonzero(self.counts))
+
+    def _smooth_hour(self, out: zarr.Array, h: int, half: int, batch: int, on_written) -> None:
         """Write the window means of hour index ``h`` at the days that have data."""
         present = self.counts[:, h] > 0
         if not present.any():
@@ -234,6 +248,8 @@ class ClimatologyAccumulator:
             if pending and (not present[d] or d == self.ndays - 1 or len(pending) == batch):
                 last = d if present[d] else d - 1
                 out[last - len(pending) + 1 : last + 1, h] = np.stack(pending)
+                if on_written is not None:
+                    on_written(len(pending))
                 pending = []
             leaving, entering = (d - half) % self.ndays, (d + half + 1) % self.ndays
             if present[leaving]:

@@ -321,7 +321,8 @@ def test_climatology_accumulator_against_numpy_over_two_years(tmp_path: Path) ->
     out = zarr.create_array(
         str(tmp_path / "clim.zarr"), shape=(366, 4, 2, 3, 4), chunks=(1, 1, 2, 3, 4), dtype="float32", fill_value=np.nan
     )
-    accumulator.finalize(out, window_days=5)
+    written: list[int] = []
+    accumulator.finalize(out, window_days=5, on_written=written.append)
     assert not accumulator.path.exists()
     doy, hour = times.dayofyear.values, times.hour.values
     sums = np.zeros((366, 4, 2, 3, 4))
@@ -330,6 +331,7 @@ def test_climatology_accumulator_against_numpy_over_two_years(tmp_path: Path) ->
     np.add.at(counts, (doy - 1, hour // 6), 1)
     result = out[:]
     assert counts.max() == 2
+    assert sum(written) == accumulator.bins_with_data == np.count_nonzero(counts)  # the progress bar's total
     for d in (0, 3, 5, 9, 100, 357, 364, 365):  # windows across the new year, empty days, day 366
         window = [(d + k) % 366 for k in range(-2, 3)]
         for h in range(4):
