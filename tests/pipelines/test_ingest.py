@@ -340,3 +340,45 @@ def test_climatology_accumulator_against_numpy_over_two_years(tmp_path: Path) ->
                 continue
             expected = sums[window, h].sum(axis=0) / counts[window, h].sum()
             np.testing.assert_allclose(result[d, h], expected, rtol=1e-5, atol=1e-6)
+
+
+def _fill_disk_after(monkeypatch: pytest.MonkeyPatch, blocks: int) -> None:
+    """Make the store's data writes fail with ENOSPC after ``blocks`` blocks (3 time steps each)."""
+    real = ingest_module.writer.write_block
+    written: list[int] = []
+
+    def write_block(path: Path, start: int, values: np.ndarray) -> None:
+        if len(written) >= blocks:
+            raise OSError(28, "No space left on device", str(Path(path) / "data" / f"c.{start}.0.0.0"))
+        written.append(start)
+        real(path, start, values)
+
+    monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 3 * 8 * 19 * 36 * 4)
+    monkeypatch.setattr(ingest_module.writer, "write_block", write_block)
+
+
+def test_full_disk_is_one_line_and_leaves_no_store(
+    tmp_path: Path, two_months: list[Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    _fill_disk_after(monkeypatch, blocks=2)
+    out = tmp_path / "s.zarr"
+    code = main(["ingest", *map(str, two_months), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "No space left on device" in err and "free some disk space" in err and "data/c.6.0.0.0" in err
+    _assert_clean(tmp_path, out)  # neither the store nor its temporary copy (or the climatology sums) is left
+
+
+def test_full_disk_during_append_rolls_the_store_back(
+    tmp_path: Path, two_months: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "s.zarr"
+    ingest([two_months[0]], out, progress=False)
+    before = open_store(out)
+    times, data = before["time"].values.copy(), before["data"].values.copy()
+    _fill_disk_after(monkeypatch, blocks=1)
+    with pytest.raises(OSError, match="No space left"):
+        ingest([two_months[1]], out, append=True, progress=False)
+    after = open_store(out)
+    np.testing.assert_array_equal(after["time"].values, times)
+    np.testing.assert_array_equal(after["data"].values, data)
