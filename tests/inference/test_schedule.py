@@ -277,3 +277,44 @@ def test_torchrun_two_ranks_write_one_store(tmp_path, store_path, store, checkpo
     a, b = xr.open_zarr(out), xr.open_zarr(reference.out)
     for channel in CHANNELS:
         np.testing.assert_allclose(a[channel].values, b[channel].values, rtol=1e-6, atol=1e-3)
+
+
+def test_full_disk_fails_in_one_line_and_the_rerun_resumes(
+    tmp_path, store_path, store, checkpoint, monkeypatch, capsys
+):
+    """ENOSPC while writing lead 3: exit 1 naming the file and the fix; the rerun keeps what was written."""
+    from inference.writers.zarr import ZarrWriter
+
+    out = tmp_path / "full.zarr"
+    real = ZarrWriter.write
+
+    def write(self, init_index, member_start, lead, block):
+        if lead == 3:
+            raise OSError(
+                28, "No space left on device", str(self.path / "z500" / f"c/0/{lead}/0/0/0")
+            )
+        real(self, init_index, member_start, lead, block)
+
+    monkeypatch.setattr(ZarrWriter, "write", write)
+    argv = ["run", "--checkpoint", str(checkpoint), "--data", str(store_path), "--init", INITS,
+            "--steps", str(STEPS), "--members", "3", "--batch-size", "2", "--perturbation", "gaussian",
+            "--seed", "5", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and "No space left on device" in err[0] and "free some disk space" in err[0]
+    )
+    assert str(out / "z500") in err[0]
+    manifest = json.loads(manifest_path(out).read_text())
+    assert manifest["status"] == "failed" and "No space left" in manifest["error"]
+    kept = xr.open_zarr(out)["z500"].values  # leads 0-2 of the first batch are on disk
+    assert np.isfinite(kept[:, :3]).any()
+
+    monkeypatch.setattr(ZarrWriter, "write", real)  # space freed
+    assert main(argv) == 0
+    assert "resuming an interrupted run" in capsys.readouterr().err
+    reference = tmp_path / "reference.zarr"
+    assert main([*argv[:-3], "--out", str(reference), "--no-progress"]) == 0
+    a, b = xr.open_zarr(out), xr.open_zarr(reference)
+    for channel in CHANNELS:
+        np.testing.assert_array_equal(a[channel].values, b[channel].values)
