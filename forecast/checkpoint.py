@@ -21,9 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 import torch
 
 from forecast.errors import CheckpointError, ForecastError
+from forecast.files import atomic_write
 from forecast.grid import Grid
 from forecast.stepper import Stepper, grid_to_dict
 from forecast.time import format_step
@@ -89,16 +88,7 @@ def save_checkpoint(
     }
     if stepper.diurnal_hours is not None:
         payload["diurnal_table"] = stepper.diurnal_table.detach().to("cpu").clone()
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda temporary: torch.save(payload, temporary), fsync=True)
 
 
 def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:

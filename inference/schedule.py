@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from forecast.errors import ConfigError, ForecastError
+from forecast.files import atomic_write
 from forecast.time import format_time, time_index
 
 #: Statuses of a manifest.
@@ -130,9 +131,8 @@ class RunLock:
 
 def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
     """Write JSON to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(content, indent=2, sort_keys=False, default=str) + "\n"
+    atomic_write(path, lambda temporary: temporary.write_text(text))
 
 
 def read_manifest(out: Path) -> dict[str, Any] | None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from torch_harmonics import InverseRealSHT, InverseRealVectorSHT
 from forecast import __version__
 from forecast.channels import channel_info
 from forecast.errors import CalendarError, ConfigError, GridError
+from forecast.files import atomic_write
 from forecast.grid import Grid
 from forecast.time import (
     canonical_calendar,
@@ -390,10 +390,7 @@ def _write_month(
             else {"dtype": "float32", "_FillValue": np.float32(np.nan)}
         )
     dataset = xr.Dataset(data_vars, coords=coords, attrs=attrs)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        dataset.to_netcdf(temporary, engine="netcdf4", format="NETCDF4", encoding=encoding)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return atomic_write(
+        path,
+        lambda temporary: dataset.to_netcdf(temporary, engine="netcdf4", format="NETCDF4", encoding=encoding),
+    )

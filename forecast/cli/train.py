@@ -317,8 +317,8 @@ def run(args: argparse.Namespace) -> int:
 
     import yaml
 
+    from forecast.files import atomic_write
     from forecast.training import train
-    from forecast.training.state import atomic_write
 
     config = resolve_config(args)
     rank = int(os.environ.get("RANK", "0"))

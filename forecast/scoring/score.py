@@ -9,7 +9,6 @@ the scores Dataset of ``docs/metrics.md``; :func:`format_table` prints it;
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import xarray as xr
 from forecast import __version__
 from forecast.channels import channel_info
 from forecast.errors import ConfigError, DataError
+from forecast.files import atomic_write
 from forecast.grid import Grid
 from forecast.scoring.blocks import score_blocks
 from forecast.scoring.kernels import STATISTICS
@@ -340,19 +340,12 @@ def write_scores(scores: xr.Dataset, path: str | Path) -> Path:
     """Write the scores NetCDF atomically (temporary name, then ``os.replace``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        encoding = {
-            name: {"zlib": True, "complevel": 4}
-            for name in scores.data_vars
-            if scores[name].dtype.kind == "f"
-        }
-        scores.to_netcdf(temporary, encoding=encoding)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    return path
+    encoding = {
+        name: {"zlib": True, "complevel": 4}
+        for name in scores.data_vars
+        if scores[name].dtype.kind == "f"
+    }
+    return atomic_write(path, lambda temporary: scores.to_netcdf(temporary, encoding=encoding))
 
 
 def format_table(

@@ -9,16 +9,14 @@ never leaves half a file.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from forecast.errors import CheckpointError
+from forecast.files import atomic_write
 
 __all__ = [
-    "atomic_write",
     "capture_rng",
     "load_training_state",
     "restore_rng",
@@ -27,23 +25,6 @@ __all__ = [
 
 #: Version of the training-state layout.
 STATE_FORMAT_VERSION = 1
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(temporary_path)`` and rename the result to ``path``.
-
-    The temporary file lives in the same directory (same file system) and
-    ends with the same suffix as ``path``.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    return path
 
 
 def capture_rng(
