@@ -56,6 +56,9 @@ def main() -> int:
     parser.add_argument(
         "--relax-days", type=float, default=None, help="override the jet relaxation time"
     )
+    parser.add_argument(
+        "--eddy-relax-days", type=float, default=None, help="override the eddies' relaxation time"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     config = config_for_output(16)
@@ -66,6 +69,8 @@ def main() -> int:
     )
     if args.relax_days is not None:
         config = dataclasses.replace(config, relax_days=args.relax_days)
+    if args.eddy_relax_days is not None:
+        config = dataclasses.replace(config, eddy_relax_days=args.eddy_relax_days)
     torch.set_num_threads(1)
     leads = (1, 2, 4)
     ratios = {name: {lead: [] for lead in leads} for name in ("twin", "mean forcing")}
@@ -77,7 +82,6 @@ def main() -> int:
         year = 0.05
         for _ in range(int(args.spinup_days * 4)):
             model.set_season(year)
-            model.update_stirring(STEP)
             state = model.advance(state, STEP)
         for case in range(args.cases):
             start = _phi(model, state)
@@ -90,11 +94,9 @@ def main() -> int:
                 fields = {}
                 for lead in range(1, max(leads) + 1):
                     member.set_season(year)
-                    if name == "mean forcing":
-                        member.decay_stirring(STEP)
-                    else:
-                        member.update_stirring(STEP)
-                    s = member.advance(s, STEP)
+                    s = member.advance(
+                        s, STEP, stirring="mean" if name == "mean forcing" else "random"
+                    )
                     fields[lead] = _phi(member, s)
                 runs[name] = fields
             for lead in leads:
@@ -105,7 +107,6 @@ def main() -> int:
                     ratios[name][lead].append(error / persistence)
             for _ in range(8):  # two days on to the next case, along the truth
                 model.set_season(year)
-                model.update_stirring(STEP)
                 state = model.advance(state, STEP)
     print(f"{config}, {args.cases} cases, z500 RMSE / persistence RMSE")
     print("| forecast | 6 h | 12 h | 24 h |\n|---|---:|---:|---:|")

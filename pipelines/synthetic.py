@@ -256,8 +256,9 @@ def synthesize(
                 month_times.append(time)
             if index + 1 < len(all_times):
                 model.set_season(float(year_fraction[index]))
-                model.update_stirring(step_seconds)
-                state = model.advance(state, step_seconds)
+                state = model.advance(
+                    state, step_seconds
+                )  # the stirring advances every internal step
                 if not bool(torch.isfinite(state).all()):  # a numerical failure, not user input
                     raise RuntimeError(f"synthetic model became unstable at {format_time(time)}")
                 bar.set_description("synth" if index + 1 >= n_spin else "synth spin-up")
@@ -392,5 +393,7 @@ def _write_month(
     dataset = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     return atomic_write(
         path,
-        lambda temporary: dataset.to_netcdf(temporary, engine="netcdf4", format="NETCDF4", encoding=encoding),
+        lambda temporary: dataset.to_netcdf(
+            temporary, engine="netcdf4", format="NETCDF4", encoding=encoding
+        ),
     )

@@ -6,13 +6,18 @@ that keep it *statistically steady* and give it a seasonal cycle:
 
 - **relaxation** of geopotential and vorticity towards a balanced,
   seasonally moving pair of mid-latitude jets plus a fixed stationary-wave
-  pattern (the synthetic planet's "geography"), with time scales of days;
-- **linear drag** on the divergence (and on the vorticity departure from
-  the jet), which removes the energy that the forcing puts in;
+  pattern (the synthetic planet's "geography"): the zonal means within days,
+  the eddies (zonal wavenumbers >= 1) over weeks, so that the jets and the
+  climate stay steady while the weather systems live long enough for their
+  own dynamics, not the forcing, to decide how they evolve;
+- **linear drag** on the divergence, which with the relaxation and the
+  hyperdiffusion removes the energy that the forcing puts in;
 - **stochastic stirring**: red-noise vorticity forcing at synoptic scales
   (spherical-harmonic degrees 5-11) in mid-latitudes, drawn from a seeded
-  :class:`torch.Generator`, which keeps the jets meandering and the flow
-  chaotic (weather) instead of settling into a steady wave.
+  :class:`torch.Generator` and renewed at every internal time step (a
+  continuous AR(1) process, the same whatever the output step), which keeps
+  the jets meandering and the flow chaotic (weather) instead of settling
+  into a steady wave.
 
 Time stepping is semi-implicit: third-order Adams-Bashforth for advection
 and forcing, Crank-Nicolson for the gravity-wave terms, which allows steps of
@@ -54,7 +59,11 @@ class DynamicsConfig:
         Internal time step in seconds (upper bound; the actual step divides
         the output step).
     relax_days : float
-        Relaxation time of geopotential and vorticity towards the jets (days).
+        Relaxation time of the zonal means of geopotential and vorticity
+        towards the jets (days).
+    eddy_relax_days : float
+        Relaxation time of their eddies (zonal wavenumbers >= 1) towards the
+        stationary pattern (days).
     drag_days : float
         Damping time of divergence (days).
     stir_amplitude : float
@@ -66,9 +75,10 @@ class DynamicsConfig:
     lmax: int = 32
     dt: float = 1200.0
     relax_days: float = 6.0
+    eddy_relax_days: float = 50.0
     drag_days: float = 4.0
-    stir_amplitude: float = 5.0e-11
-    stir_memory_days: float = 2.0
+    stir_amplitude: float = 2.0e-11
+    stir_memory_days: float = 1.0
 
 
 def config_for_output(output_lmax: int) -> DynamicsConfig:
@@ -85,13 +95,13 @@ def config_for_output(output_lmax: int) -> DynamicsConfig:
         T15 (``lmax=16``, 3600 s steps) for coarse output grids (those
         that resolve degree 16 at most, such as 32x64), T31 (``lmax=32``,
         1200 s steps) otherwise. The semi-implicit scheme is stable at these
-        steps; T31 at 1800 s is not. The stirring is a little stronger at
-        T15, whose hyperdiffusion removes more eddy energy, so that both
-        have similar eddy kinetic energy.
+        steps; T31 at 1800 s is not. The stirring is stronger at T15, whose
+        hyperdiffusion removes more eddy energy, so that both have similar
+        eddy kinetic energy.
     """
     if output_lmax <= 16:
-        return DynamicsConfig(lmax=16, dt=3600.0, stir_amplitude=6.0e-11)
-    return DynamicsConfig(lmax=32, dt=1200.0, stir_amplitude=5.0e-11)
+        return DynamicsConfig(lmax=16, dt=3600.0, stir_amplitude=3.0e-11)
+    return DynamicsConfig(lmax=32, dt=1200.0, stir_amplitude=2.0e-11)
 
 
 def season_of(year_fraction: float) -> float:
@@ -129,6 +139,11 @@ class ForcedShallowWater(ShallowWaterSolver):
         midlatitudes = torch.exp(-(((lat.abs() - math.radians(45.0)) / math.radians(18.0)) ** 2))
         self._stir_mask = midlatitudes.expand(self.nlat, self.nlon)
         self._stir = torch.zeros(self.lmax, self.mmax, dtype=torch.complex128)
+        zonal = torch.arange(self.mmax).reshape(1, -1) == 0  # the m = 0 coefficients
+        days = torch.where(zonal, config.relax_days, config.eddy_relax_days)
+        self._relax_rate = (
+            (1.0 / (days * SECONDS_PER_DAY)).to(torch.float64).expand(self.lmax, self.mmax)
+        )
         self._target = torch.zeros(3, self.lmax, self.mmax, dtype=torch.complex128)
         self._history: list[torch.Tensor] = []
         self._substep = config.dt
@@ -208,7 +223,7 @@ class ForcedShallowWater(ShallowWaterSolver):
     def dudtspec(self, uspec: torch.Tensor) -> torch.Tensor:
         """Tendencies: shallow-water dynamics plus relaxation, drag and stirring."""
         tendency = super().dudtspec(uspec)
-        relax = 1.0 / (self.config.relax_days * SECONDS_PER_DAY)
+        relax = self._relax_rate  # zonal means within days, eddies over weeks
         drag = 1.0 / (self.config.drag_days * SECONDS_PER_DAY)
         tendency[0] = tendency[0] + relax * (self._target[0] - uspec[0])
         tendency[1] = tendency[1] + relax * (self._target[1] - uspec[1]) + self._stir
@@ -239,7 +254,9 @@ class ForcedShallowWater(ShallowWaterSolver):
         linear[2] = -self.lap * state[0]
         return linear
 
-    def advance(self, state: torch.Tensor, seconds: float) -> torch.Tensor:
+    def advance(
+        self, state: torch.Tensor, seconds: float, stirring: str = "random"
+    ) -> torch.Tensor:
         """Integrate ``seconds`` of model time (semi-implicit AB3 / Crank-Nicolson).
 
         Advection, forcing and the nonlinear terms are stepped with
@@ -248,7 +265,15 @@ class ForcedShallowWater(ShallowWaterSolver):
         gravity-wave limit on the time step. The internal step is the largest
         step not above ``config.dt`` that divides ``seconds``; the tendency
         history is kept across calls (restarted when the step size changes).
+        Before each internal step the stirring advances: ``"random"``
+        (:meth:`update_stirring`, the synthetic weather), ``"mean"``
+        (:meth:`decay_stirring`, its expected value) or ``"frozen"`` (kept).
         """
+        advance_stirring = {
+            "random": self.update_stirring,
+            "mean": self.decay_stirring,
+            "frozen": None,
+        }[stirring]
         nsteps = max(1, math.ceil(seconds / self.config.dt - 1e-9))
         dt = seconds / nsteps
         if dt != self._substep:
@@ -259,6 +284,8 @@ class ForcedShallowWater(ShallowWaterSolver):
         half = 0.5 * dt
         denominator = 1.0 - half * half * mean_phi * self.lap
         for _ in range(nsteps):
+            if advance_stirring is not None:
+                advance_stirring(dt)
             explicit = self.dudtspec(state) - self.linear_terms(state)
             history = [explicit, *self._history][:3]
             while len(history) < 3:
