@@ -190,6 +190,8 @@ def measure(
     The bare steps run before and after the ``train()`` run, so that both see
     the same (shared) machine; the first ``skip`` steps of each are dropped.
     """
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         n_time = max(2 * batch_size * (steps + skip), 64)
         store = write_store(Path(tmp) / "bench.zarr", grid, n_time=n_time, n_channels=n_channels)
