@@ -506,19 +506,9 @@ class _BatchContext:
 
 def _run_batch(context: _BatchContext, batch: Batch, done: int) -> list[BlowUp]:
     """Roll one batch out from lead ``done + 1`` (or from the start) and queue its writes."""
-    stepper, store, init_times, perturber = (
-        context.stepper,
-        context.store,
-        context.init_times,
-        context.perturber,
-    )
-    writer, background, progress, timings = (
-        context.writer,
-        context.background,
-        context.progress,
-        context.timings,
-    )
-    write_index, regridder, steps = context.write_index, context.regridder, context.steps
+    stepper, store, init_times = context.stepper, context.store, context.init_times
+    writer, background, progress = context.writer, context.background, context.progress
+    timings, steps = context.timings, context.steps
     device = _stepper_device(stepper)
     history = stepper.history
     times = init_times[batch.init_index]
@@ -534,14 +524,16 @@ def _run_batch(context: _BatchContext, batch: Batch, done: int) -> list[BlowUp]:
             if lead < 0:
                 if initial is None:
                     initial = _perturbed_initial(
-                        stepper, store, batch, init_times, labels, perturber, device
+                        stepper, store, batch, init_times, labels, context.perturber, device
                     )
                 slices.append(initial[:, history - 1 + lead])
             else:
                 slices.append(torch.from_numpy(_read_batch(writer, batch, lead)).to(device))
         state = torch.stack(slices, dim=1)
     else:
-        state = _perturbed_initial(stepper, store, batch, init_times, labels, perturber, device)
+        state = _perturbed_initial(
+            stepper, store, batch, init_times, labels, context.perturber, device
+        )
     timings["perturbation"] += time.perf_counter() - tick
     members = batch.member
     found: list[BlowUp] = []
@@ -555,13 +547,13 @@ def _run_batch(context: _BatchContext, batch: Batch, done: int) -> list[BlowUp]:
             context.log(f"warning: {blowup.describe()}")
         found.extend(new)
         fields = (
-            lead_state.state[:, write_index]
-            if len(write_index) != lead_state.state.shape[1]
+            lead_state.state[:, context.write_index]
+            if len(context.write_index) != lead_state.state.shape[1]
             else lead_state.state
         )
-        if regridder is not None:
+        if context.regridder is not None:
             with torch.inference_mode():
-                fields = regridder.regrid_tensor(fields)
+                fields = context.regridder.regrid_tensor(fields)
         block = fields.detach().to("cpu", torch.float32).numpy()
         timings["compute"] += time.perf_counter() - tick
         tick = time.perf_counter()

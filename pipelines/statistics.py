@@ -148,7 +148,7 @@ class ClimatologyAccumulator:
     field_shape : tuple of int
         ``(channel, lat, lon)``.
     name : str
-        Name of the temporary array of sums.
+        Stem of the temporary file of sums.
     """
 
     def __init__(self, directory: Path, hours, ndays: int, field_shape: tuple[int, int, int], name: str = "climatology_sum"):

@@ -256,9 +256,8 @@ def synthesize(
                 month_times.append(time)
             if index + 1 < len(all_times):
                 model.set_season(float(year_fraction[index]))
-                state = model.advance(
-                    state, step_seconds
-                )  # the stirring advances every internal step
+                # the stirring advances at every internal step of the solver
+                state = model.advance(state, step_seconds)
                 if not bool(torch.isfinite(state).all()):  # a numerical failure, not user input
                     raise RuntimeError(f"synthetic model became unstable at {format_time(time)}")
                 bar.set_description("synth" if index + 1 >= n_spin else "synth spin-up")

@@ -266,14 +266,10 @@ class ForcedShallowWater(ShallowWaterSolver):
         step not above ``config.dt`` that divides ``seconds``; the tendency
         history is kept across calls (restarted when the step size changes).
         Before each internal step the stirring advances: ``"random"``
-        (:meth:`update_stirring`, the synthetic weather), ``"mean"``
-        (:meth:`decay_stirring`, its expected value) or ``"frozen"`` (kept).
+        (:meth:`update_stirring`, the synthetic weather) or ``"mean"``
+        (:meth:`decay_stirring`, its expected value, for twin experiments).
         """
-        advance_stirring = {
-            "random": self.update_stirring,
-            "mean": self.decay_stirring,
-            "frozen": None,
-        }[stirring]
+        advance_stirring = {"random": self.update_stirring, "mean": self.decay_stirring}[stirring]
         nsteps = max(1, math.ceil(seconds / self.config.dt - 1e-9))
         dt = seconds / nsteps
         if dt != self._substep:
@@ -284,8 +280,7 @@ class ForcedShallowWater(ShallowWaterSolver):
         half = 0.5 * dt
         denominator = 1.0 - half * half * mean_phi * self.lap
         for _ in range(nsteps):
-            if advance_stirring is not None:
-                advance_stirring(dt)
+            advance_stirring(dt)
             explicit = self.dudtspec(state) - self.linear_terms(state)
             history = [explicit, *self._history][:3]
             while len(history) < 3:

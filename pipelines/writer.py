@@ -93,8 +93,8 @@ def open_for_writing(path: Path, name: str) -> zarr.Array:
 
     Zarr by default compares every chunk with the fill value before writing it
     (and skips chunks that equal it); the store's chunks are never all fill,
-    so that full extra pass over the data (about 40% of the write time) is
-    switched off.
+    so that full extra pass over the data (a third of the write time: 1 GB of
+    chunks 1.9 -> 1.3 s on the development machine) is switched off.
     """
     return zarr.open_array(str(path), path=name, mode="r+").with_config({"write_empty_chunks": True})
 
