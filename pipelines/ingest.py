@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from forecast import __version__
@@ -130,14 +131,32 @@ def _select_times(data: xr.DataArray, start, end, step: dt.timedelta | None, cal
     return data, step
 
 
-def _block_steps(data: xr.DataArray) -> int:
-    """Time steps per block: about BLOCK_BYTES, rounded to whole source chunks when they are smaller."""
+def _block_bounds(data: xr.DataArray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the blocks of time steps computed at once.
+
+    Blocks gather whole source chunks (Dask reads a whole chunk for any slice
+    of it, so a block that cut a chunk would make the next block read it
+    again) up to about :data:`BLOCK_BYTES`; a single chunk larger than that is
+    one block, unless it is over four times larger, when it is split (reading
+    it again per piece, to keep memory bounded).
+    """
+    ntime = data.shape[0]
     step_bytes = 4 * int(np.prod(data.shape[1:]))
     steps = max(1, int(BLOCK_BYTES // step_bytes))
-    chunks = data.chunks[0] if data.chunks else None
-    if chunks and 1 < chunks[0] <= steps:
-        steps = (steps // chunks[0]) * chunks[0]
-    return steps
+    chunks = data.chunks[0] if data.chunks else (ntime,)
+    bounds: list[tuple[int, int]] = []
+    start = edge = 0
+    for size in chunks:
+        if edge + size - start > steps and edge > start:  # close the block before this chunk
+            bounds.append((start, edge))
+            start = edge
+        if size > 4 * steps:  # an oversized chunk alone: split it
+            bounds.extend((s, min(s + steps, edge + size)) for s in range(edge, edge + size, steps))
+            start = edge + size
+        edge += size
+    if edge > start:
+        bounds.append((start, edge))
+    return bounds
 
 
 def _check_finite(values: np.ndarray, times, channels: list[str], spans) -> None:
@@ -246,7 +265,9 @@ def ingest(
     if existing is not None:
         data = _check_append(existing, out, data, channels, step_td, calendar)
     times = data["time"].values
-    with dask_scheduler(scheduler):
+    # NumPy's BLAS threads busy-wait between the statistics' matrix-vector products and
+    # then compete with the reader and writer threads for the cores (2 CPU-s per GB on 2 cores)
+    with dask_scheduler(scheduler), threadpool_limits(limits=1, user_api="blas"):
         if existing is None:
             _write_new(out, data, times, channels, target_grid, step_td, calendar, opened, regridder, climatology_window_days, overwrite, spans, progress)
         else:
@@ -277,24 +298,24 @@ def _provenance(opened, regridder: Regridder) -> dict:
     }
 
 
-def _stream(data: xr.DataArray, times, channels, spans, progress: bool, description: str, consumers) -> None:
+def _stream(data: xr.DataArray, times, channels, spans, progress: bool, description: str, consumers, check: bool = True) -> None:
     """Compute ``data`` block by block, check it, and hand each block to every consumer.
 
     Each consumer is called as ``consumer(start, values, times)`` on a thread
     of its own while Dask computes the next block, so reading overlaps
     writing and the statistics; blocks reach each consumer in time order, and
-    at most two blocks are in memory.
+    at most two blocks are in memory. ``check=False`` leaves the NaN/inf
+    check to a consumer (the statistics see a non-finite value anyway).
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    nblock = _block_steps(data)
     pending: list = []
     pending_steps = 0
     with ThreadPoolExecutor(max_workers=len(consumers)) as pool, tqdm(total=len(times), unit="step", desc=description, disable=not progress, leave=False) as bar:
-        for start in range(0, len(times), nblock):
-            stop = min(start + nblock, len(times))
+        for start, stop in _block_bounds(data):
             values = np.ascontiguousarray(data.isel(time=slice(start, stop)).values, dtype=np.float32)
-            _check_finite(values, times[start:stop], channels, spans)
+            if check:
+                _check_finite(values, times[start:stop], channels, spans)
             for future in pending:
                 future.result()
             if pending:
@@ -323,11 +344,15 @@ def _accumulate_pass(path: Path, data, times, channels, grid: Grid, spans, progr
     def statistics(start: int, values: np.ndarray, block_times) -> None:
         # on a thread of its own: Zarr's write path alone takes about as long as all three
         moments.update(values)
+        if not np.isfinite(moments.latest_means).all():  # a NaN/inf anywhere in a field makes its mean one
+            _check_finite(values, block_times, channels, spans)
         tendencies.update(values)
         climatology.update(values, block_times)
 
     consumers = [store, statistics] if write else [statistics]
-    _stream(data, times, channels, spans, progress, "ingest" if write else "statistics", consumers)
+    # a bad block may reach the temporary store before the statistics thread rejects it: the
+    # error discards the whole store (or, for an append, rolls it back)
+    _stream(data, times, channels, spans, progress, "ingest" if write else "statistics", consumers, check=False)
     return moments, tendencies, climatology
 
 

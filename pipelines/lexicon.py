@@ -104,7 +104,9 @@ def select_channels(ds: xr.Dataset, channels: list[str] | None = None, path: str
         field = variable.astype(np.float32)
         if scale != 1.0 or offset != 0.0:
             field = field * np.float32(scale) + np.float32(offset)
-        fields.append(field.transpose("time", "latitude", "longitude").drop_attrs())
+        # the channel axis goes second before concatenating, so a computed block is one
+        # contiguous (time, channel, lat, lon) array, not a transposed view that needs a copy
+        fields.append(field.transpose("time", "latitude", "longitude").drop_attrs().expand_dims("channel", axis=1))
     stacked = xr.concat(fields, dim="channel", coords="minimal", compat="override", join="override")
     stacked = stacked.assign_coords(channel=np.asarray(channels, dtype=object))
-    return stacked.transpose("time", "channel", "latitude", "longitude").rename("data")
+    return stacked.rename("data")

@@ -54,6 +54,9 @@ class MomentAccumulator:
         self._means: list[np.ndarray] = []  # centred field means per step, (time, channel) float64
         self._sum_var = None  # sum over steps of within-field variances, (channel,)
         self._scratch = np.empty(0, dtype=np.float32)  # reused between blocks: no fresh pages per block
+        #: Centred field means ``(time, channel)`` of the last block added: non-finite where a
+        #: field holds a NaN or inf.
+        self.latest_means = np.zeros((0, 0))
 
     def scratch(self, size: int) -> np.ndarray:
         """A reusable float32 buffer of at least ``size`` elements (flat)."""
@@ -80,6 +83,7 @@ class MomentAccumulator:
         np.square(centred, out=centred)
         second = (centred @ self._weights).astype(np.float64).reshape(nt, nc)
         self._means.append(first)
+        self.latest_means = first
         variance = np.maximum(second - first * first, 0.0).sum(axis=0)
         self._sum_var = variance if self._sum_var is None else self._sum_var + variance
         self.count += nt
@@ -163,12 +167,17 @@ class ClimatologyAccumulator:
     def _offset(self, d: int, h: int) -> int:
         return (d * self.hours.size + h) * self._field_bytes
 
-    def _read(self, d: int, h: int) -> np.ndarray:
-        """The sum of bin (day index ``d``, hour index ``h``), float32 (thread-safe: positional read)."""
-        raw = os.pread(self._fd, self._field_bytes, self._offset(d, h))
-        if len(raw) != self._field_bytes:
+    def _read(self, d: int, h: int, into: np.ndarray | None = None) -> np.ndarray:
+        """The sum of bin (day index ``d``, hour index ``h``), float32 (thread-safe: positional read).
+
+        ``into`` (float32, C-contiguous, of the field's shape) receives it when given: a
+        reused buffer spares a fresh allocation, and its page faults, per read.
+        """
+        if into is None:
+            into = np.empty(self.field_shape, dtype=np.float32)
+        if os.preadv(self._fd, [memoryview(into).cast("B")], self._offset(d, h)) != self._field_bytes:
             raise OSError(f"short read of {self.path} at bin ({d}, {h})")
-        return np.frombuffer(raw, dtype=np.float32).reshape(self.field_shape)
+        return into
 
     def _write(self, d: int, h: int, total: np.ndarray) -> None:
         data = memoryview(np.ascontiguousarray(total, dtype=np.float32)).cast("B")
@@ -234,27 +243,30 @@ class ClimatologyAccumulator:
         present = self.counts[:, h] > 0
         if not present.any():
             return
+        field = np.empty(self.field_shape, dtype=np.float32)  # one read buffer, reused
         running = np.zeros(self.field_shape, dtype=np.float64)
         count = 0
         for offset in range(-half, half + 1):
             d = offset % self.ndays
             if present[d]:
-                running += self._read(d, h)
+                running += self._read(d, h, into=field)
                 count += self.counts[d, h]
-        pending: list[np.ndarray] = []
+        pending = np.empty((min(batch, int(present.sum())), *self.field_shape), dtype=np.float32)
+        filled = 0
         for d in range(self.ndays):
             if present[d]:
-                pending.append((running / count).astype(np.float32))
-            if pending and (not present[d] or d == self.ndays - 1 or len(pending) == batch):
+                np.multiply(running, 1.0 / count, out=pending[filled], casting="same_kind")
+                filled += 1
+            if filled and (not present[d] or d == self.ndays - 1 or filled == len(pending)):
                 last = d if present[d] else d - 1
-                out[last - len(pending) + 1 : last + 1, h] = np.stack(pending)
+                out[last - filled + 1 : last + 1, h] = pending[:filled]
                 if on_written is not None:
-                    on_written(len(pending))
-                pending = []
+                    on_written(filled)
+                filled = 0
             leaving, entering = (d - half) % self.ndays, (d + half + 1) % self.ndays
             if present[leaving]:
-                running -= self._read(leaving, h)
+                running -= self._read(leaving, h, into=field)
                 count -= self.counts[leaving, h]
             if present[entering]:
-                running += self._read(entering, h)
+                running += self._read(entering, h, into=field)
                 count += self.counts[entering, h]

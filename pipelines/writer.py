@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from numcodecs import Blosc
 
 from forecast.channels import channel_info
 from forecast.grid import Grid
@@ -26,8 +28,9 @@ from forecast.time import format_time, uses_cftime
 #: directories to create, list and delete.
 FLAT_KEYS = {"name": "default", "separator": "."}
 
-#: Blosc LZ4 with bit-shuffle: compresses smooth float32 fields well at GB/s.
-FAST_COMPRESSOR = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
+#: Blosc LZ4 with byte shuffle. On 1-degree weather fields it compresses float32 1.72x
+#: (bit-shuffle: 1.84x) and encodes in 0.8 s per GB on one core (bit-shuffle: 1.5 s).
+FAST_COMPRESSOR = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
 def time_encoding(first_time, step: dt.timedelta, calendar: str) -> dict:
@@ -88,15 +91,103 @@ def create_store(
     ds.to_zarr(path, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=encoding)
 
 
-def open_for_writing(path: Path, name: str) -> zarr.Array:
-    """Open array ``name`` of the store at ``path`` to write whole chunks.
+class ChunkWriter:
+    """Write whole chunks of one array of a store straight to their chunk files.
 
-    Zarr by default compares every chunk with the fill value before writing it
-    (and skips chunks that equal it); the store's chunks are never all fill,
-    so that full extra pass over the data (a third of the write time: 1 GB of
-    chunks 1.9 -> 1.3 s on the development machine) is switched off.
+    For an array whose chunks are one element long on the leading axes and
+    whole on the others (the store's ``data`` and ``climatology``), and whose
+    codecs are little-endian bytes then Blosc, each chunk is encoded with
+    numcodecs' Blosc at the array's settings (the codec Zarr itself calls) and
+    written to the file of its chunk key. The chunks are byte-identical to
+    Zarr's own; what is skipped is Zarr's write machinery around the codec,
+    which costs about as much again as the compression (1 GB of chunks on the
+    development machine: 2.0-2.3 CPU-s through Zarr, 1.1-1.6 CPU-s here).
+    Any other layout is written through Zarr.
+
+    Parameters
+    ----------
+    path : Path
+        The store (a local directory).
+    name : str
+        The array's name in it.
+
+    Examples
+    --------
+    >>> ChunkWriter(store, "data")[10:12] = block  # doctest: +SKIP
     """
-    return zarr.open_array(str(path), path=name, mode="r+").with_config({"write_empty_chunks": True})
+
+    def __init__(self, path: Path, name: str):
+        self.array = zarr.open_array(str(path), path=name, mode="r+").with_config({"write_empty_chunks": True})
+        self.directory = Path(path) / name
+        meta = self.array.metadata
+        shape, chunks = self.array.shape, self.array.chunks
+        self.leading = next((i for i, c in enumerate(chunks) if c != 1), len(chunks))
+        whole = all(c == n for c, n in zip(chunks[self.leading :], shape[self.leading :], strict=True))
+        codecs = getattr(meta, "codecs", ())
+        direct = (
+            whole
+            and len(codecs) == 2
+            and isinstance(codecs[0], zarr.codecs.BytesCodec)
+            and str(getattr(codecs[0].endian, "value", codecs[0].endian)) == "little"
+            and isinstance(codecs[1], zarr.codecs.BloscCodec)
+            and sys.byteorder == "little"
+            and isinstance(meta.chunk_key_encoding, zarr.core.chunk_key_encodings.DefaultChunkKeyEncoding)
+        )
+        self._codec = None
+        if direct:
+            blosc = codecs[1]
+            shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[str(getattr(blosc.shuffle, "value", blosc.shuffle))]
+            cname = str(getattr(blosc.cname, "value", blosc.cname))
+            self._codec = Blosc(cname=cname, clevel=blosc.clevel, shuffle=shuffle, blocksize=blosc.blocksize, typesize=blosc.typesize)
+            self._separator = meta.chunk_key_encoding.separator
+            self._trailing = (0,) * (len(shape) - self.leading)
+
+    def __setitem__(self, key, values: np.ndarray) -> None:
+        """Write ``values`` at ``key``: integers or step-1 slices over the leading axes only."""
+        if self._codec is None:
+            self.array[key] = values
+            return
+        key = key if isinstance(key, tuple) else (key,)
+        if len(key) > self.leading:
+            raise IndexError(f"{self.directory}: only the leading {self.leading} axes can be indexed")
+        ranges, squeeze = [], []
+        for axis, item in enumerate(key):
+            if isinstance(item, slice):
+                start, stop, step = item.indices(self.array.shape[axis])
+                if step != 1:
+                    raise IndexError(f"{self.directory}: slices must have step 1")
+                ranges.append(range(start, stop))
+            else:
+                index = int(item)
+                ranges.append(range(index, index + 1))
+                squeeze.append(axis)
+        for axis in range(len(key), self.leading):
+            ranges.append(range(self.array.shape[axis]))
+        selection = tuple(len(r) for r in ranges) + tuple(self.array.shape[self.leading :])
+        values = np.asarray(values, dtype=self.array.dtype)
+        if squeeze and values.ndim == len(selection) - len(squeeze):  # integer indices drop their axes
+            values = np.expand_dims(values, tuple(squeeze))
+        values = np.broadcast_to(values, selection)
+        for index in np.ndindex(*selection[: self.leading]):
+            chunk = np.ascontiguousarray(values[index])
+            coords = tuple(r[i] for r, i in zip(ranges, index, strict=True)) + self._trailing
+            target = self.directory / self._separator.join(("c", *map(str, coords)))
+            encoded = self._codec.encode(chunk)
+            try:
+                with open(target, "wb") as handle:
+                    handle.write(encoded)
+            except OSError as err:
+                raise OSError(err.errno, err.strerror, str(target)) from None
+
+
+def open_for_writing(path: Path, name: str) -> ChunkWriter:
+    """Open array ``name`` of the store at ``path`` to write whole chunks (see :class:`ChunkWriter`).
+
+    Where Zarr writes, it does not compare each chunk with the fill value first
+    (``write_empty_chunks``): the store's chunks are never all fill, and that
+    extra pass over the data took a third of Zarr's write time.
+    """
+    return ChunkWriter(path, name)
 
 
 def write_block(path: Path, start: int, values: np.ndarray) -> None:
