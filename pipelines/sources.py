@@ -98,8 +98,10 @@ def open_file(path: str) -> xr.Dataset:
     try:
         if engine == "zarr":
             return xr.open_zarr(path, chunks={}, decode_timedelta=False)
-        kwargs["chunks"] = _time_chunks(path, engine, kwargs.get("backend_kwargs"))
-        return xr.open_dataset(path, engine=engine, decode_timedelta=False, **kwargs)
+        # opened once, lazily (no cache: Dask reads each block), then chunked along time
+        del kwargs["chunks"]
+        ds = xr.open_dataset(path, engine=engine, decode_timedelta=False, cache=False, **kwargs)
+        return ds.chunk(_time_chunks(ds))
     except ValueError as err:
         text = str(err)
         if "calendar" in text:
@@ -110,22 +112,21 @@ def open_file(path: str) -> xr.Dataset:
         raise DataError(f"cannot read the file ({reason})", path=path, hint="check that it is a complete NetCDF, Zarr or GRIB file") from None
 
 
-def _time_chunks(path: str, engine: str, backend_kwargs: dict | None) -> dict:
+def _time_chunks(ds: xr.Dataset) -> dict:
     """Dask chunks of about :data:`CHUNK_BYTES` along time for a file without chunking of its own.
 
     NetCDF files written without chunking are one Dask chunk per variable if
     opened with ``chunks={}``; every block of times would then read the whole
     variable again. Chunking along time lets each block read only its times.
+    Without a time dimension: the file's own chunks.
     """
-    extra = {"backend_kwargs": backend_kwargs} if backend_kwargs else {}
-    with xr.open_dataset(path, engine=engine, decode_times=False, decode_timedelta=False, **extra) as ds:
-        time_dim = next((d for d in ("valid_time", "time") if d in ds.dims), None)
-        if time_dim is None:
-            return {}
-        per_step = max(
-            (ds[name].dtype.itemsize * ds[name].size // max(ds.sizes[time_dim], 1) for name in ds.data_vars if time_dim in ds[name].dims),
-            default=1,
-        )
+    time_dim = next((d for d in ("valid_time", "time") if d in ds.dims), None)
+    if time_dim is None:
+        return {}
+    per_step = max(
+        (ds[name].dtype.itemsize * ds[name].size // max(ds.sizes[time_dim], 1) for name in ds.data_vars if time_dim in ds[name].dims),
+        default=1,
+    )
     return {time_dim: max(1, int(CHUNK_BYTES // max(per_step, 1)))}
 
 
