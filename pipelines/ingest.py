@@ -18,6 +18,9 @@ from pathlib import Path
 
 import dask
 import dask.array
+import dask.local
+import dask.multiprocessing
+import dask.threaded
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -78,10 +81,6 @@ def dask_scheduler(scheduler: str) -> Iterator[None]:
     if scheduler in ("threads", "processes", "synchronous"):
         # the scheduler's function, not its name: a name makes every compute look for a
         # dask.distributed client first, and importing distributed for that takes 0.3 s
-        import dask.local
-        import dask.multiprocessing
-        import dask.threaded
-
         get = {"threads": dask.threaded.get, "processes": dask.multiprocessing.get, "synchronous": dask.local.get_sync}[scheduler]
         with dask.config.set(scheduler=get):
             yield

@@ -28,7 +28,6 @@ import zarr
 
 from forecast.time import day_of_year_and_hour
 
-
 #: Bytes of the pieces that the moment accumulators work through at a time: small enough
 #: for the CPU cache to hold a piece through centring, squaring and both reductions.
 PIECE_BYTES = 4 * 2**20

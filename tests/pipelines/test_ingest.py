@@ -303,45 +303,6 @@ def test_missing_file_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert not os.path.exists(tmp_path / "s.zarr")
 
 
-def test_climatology_accumulator_against_numpy_over_two_years(tmp_path: Path) -> None:
-    """Bins hit in two winters (read, add, write back) and a 5-day circular window, against numpy."""
-    import pandas as pd
-    import zarr
-
-    from pipelines.statistics import ClimatologyAccumulator
-
-    times = pd.date_range("2001-12-24", "2002-01-06T18:00", freq="6h").append(
-        pd.date_range("2002-12-28", "2003-01-03T18:00", freq="6h")
-    )  # the second winter's bins are read, added to and written back
-    rng = np.random.default_rng(0)
-    values = rng.normal(size=(len(times), 2, 3, 4)).astype(np.float32)
-    accumulator = ClimatologyAccumulator(tmp_path, [0, 6, 12, 18], 366, (2, 3, 4))
-    for start in range(0, len(times), 37):  # blocks that cut days apart
-        accumulator.update(values[start : start + 37], times[start : start + 37].values)
-    out = zarr.create_array(
-        str(tmp_path / "clim.zarr"), shape=(366, 4, 2, 3, 4), chunks=(1, 1, 2, 3, 4), dtype="float32", fill_value=np.nan
-    )
-    written: list[int] = []
-    accumulator.finalize(out, window_days=5, on_written=written.append)
-    assert not accumulator.path.exists()
-    doy, hour = times.dayofyear.values, times.hour.values
-    sums = np.zeros((366, 4, 2, 3, 4))
-    counts = np.zeros((366, 4))
-    np.add.at(sums, (doy - 1, hour // 6), values)
-    np.add.at(counts, (doy - 1, hour // 6), 1)
-    result = out[:]
-    assert counts.max() == 2
-    assert sum(written) == accumulator.bins_with_data == np.count_nonzero(counts)  # the progress bar's total
-    for d in (0, 3, 5, 9, 100, 357, 364, 365):  # windows across the new year, empty days, day 366
-        window = [(d + k) % 366 for k in range(-2, 3)]
-        for h in range(4):
-            if counts[d, h] == 0:
-                assert np.isnan(result[d, h]).all()
-                continue
-            expected = sums[window, h].sum(axis=0) / counts[window, h].sum()
-            np.testing.assert_allclose(result[d, h], expected, rtol=1e-5, atol=1e-6)
-
-
 def _fill_disk_after(monkeypatch: pytest.MonkeyPatch, blocks: int) -> None:
     """Make the store's data writes fail with ENOSPC after ``blocks`` blocks (3 time steps each)."""
     real = ingest_module.writer.write_block

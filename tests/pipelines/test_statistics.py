@@ -65,8 +65,11 @@ def test_climatology_matches_a_brute_force_window_mean(tmp_path, monkeypatch: py
     for start in range(0, len(times), 9):
         accumulator.update(data[start : start + 9], times[start : start + 9])
     out = np.full((360, 2, *field), np.nan, dtype=np.float32)
-    accumulator.finalize(out, window_days=5, batch_bytes=batch_fields * 4 * int(np.prod(field)))
+    written: list[int] = []
+    accumulator.finalize(out, window_days=5, batch_bytes=batch_fields * 4 * int(np.prod(field)), on_written=written.append)
     assert not accumulator.path.exists()  # the temporary sums are deleted
+    assert sum(written) == accumulator.bins_with_data == np.count_nonzero(~np.isnan(out[..., 0, 0, 0]))  # the progress bar's total
+    assert accumulator.counts.max() == 2  # bins hit in two years: read, added to and written back
 
     expected = np.full_like(out, np.nan, dtype=np.float64)
     for d in range(1, 361):
