@@ -318,7 +318,7 @@ def ingest(
             _write_new(out, data, times, channels, target_grid, step_td, calendar, opened, regridder, climatology_window_days, overwrite, spans, progress)
         else:
             _append(out, data, times, channels, target_grid, spans, recompute_statistics, climatology_window_days, opened, progress)
-    index = time_index(xr.open_zarr(out, consolidated=None, decode_timedelta=False)["time"].values)
+    index = time_index(times if existing is None else np.concatenate([existing["time"].values, times]))
     return IngestReport(
         store=out,
         channels=channels,
