@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=20.0,
         help="days simulated before --start so that weather is developed (default 20)",
     )
+    parser.add_argument(
+        "--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         seed=int(args.seed),
         pack_int16=bool(args.pack_int16),
         spinup_days=float(args.spinup_days),
+        progress=not args.no_progress,
     )
     print(
         f"wrote {len(paths)} file(s) ({grid.describe()}) to {args.out_dir}: {', '.join(p.name for p in paths)}"
