@@ -118,7 +118,7 @@ def _time_chunks(ds: xr.Dataset) -> dict:
     NetCDF files written without chunking are one Dask chunk per variable if
     opened with ``chunks={}``; every block of times would then read the whole
     variable again. Chunking along time lets each block read only its times.
-    Without a time dimension: the file's own chunks.
+    Without a time dimension: one chunk per variable.
     """
     time_dim = next((d for d in ("valid_time", "time") if d in ds.dims), None)
     if time_dim is None:

@@ -107,16 +107,54 @@ def test_statistics_match_numpy(tmp_path: Path, two_months: list[Path]) -> None:
     assert np.isnan(open_store(out5)["climatology"].sel(dayofyear=200, hour=0).values).all()
 
 
-def test_block_size_does_not_change_the_store(tmp_path: Path, two_months: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("cutting", ["split chunks", "whole chunks"])
+def test_block_size_does_not_change_the_store(tmp_path: Path, two_months: list[Path], monkeypatch: pytest.MonkeyPatch, cutting: str) -> None:
+    """One block for everything, against many: 3-step pieces of each file's single chunk (computed
+    through ``isel``), or 8-step source chunks, one per block (computed from the chunks' delayed
+    objects, so the two block buffers are reused several times over)."""
     a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
     ingest([str(p) for p in two_months], a, progress=False)
-    monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 3 * 8 * 19 * 36 * 4)  # 3 time steps a block
+    step_bytes = 8 * 19 * 36 * 4  # 8 channels on the 19 x 36 grid
+    if cutting == "split chunks":
+        monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 3 * step_bytes)
+    else:
+        from pipelines import sources
+
+        monkeypatch.setattr(sources, "CHUNK_BYTES", 8 * 2 * 19 * 36 * 4)  # 8 steps of a two-level variable
+        monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 8 * step_bytes)
+    blocks: list[tuple[int, int]] = []
+    read = ingest_module._BlockReader.read
+    monkeypatch.setattr(ingest_module._BlockReader, "read", lambda self, start, stop: blocks.append((start, stop)) or read(self, start, stop))
     ingest([str(p) for p in two_months], b, progress=False)
+    # January has 28 steps, February 20: the blocks never straddle the two files' chunks
+    expected = [(s, min(s + 3, 28)) for s in range(0, 28, 3)] + [(s, min(s + 3, 48)) for s in range(28, 48, 3)]
+    if cutting == "whole chunks":
+        expected = [(0, 8), (8, 16), (16, 24), (24, 28), (28, 36), (36, 44), (44, 48)]
+    assert blocks == expected
     sa, sb = open_store(a), open_store(b)
     np.testing.assert_array_equal(sa["data"].values, sb["data"].values)
     for name in ("mean", "std", "diff_std"):
         np.testing.assert_allclose(sa[name].values, sb[name].values, rtol=1e-12)
     np.testing.assert_allclose(sa["climatology"].values, sb["climatology"].values, rtol=1e-6)
+
+
+def test_block_reader_keeps_the_block_before_intact() -> None:
+    """Blocks alternate between two buffers: a block stays valid while the next one is read."""
+    import dask.array as dsa
+
+    source = np.arange(48 * 2 * 3 * 4, dtype=np.float32).reshape(48, 2, 3, 4)
+    data = xr.DataArray(dsa.from_array(source, chunks=(8, 1, 3, 4)), dims=("time", "channel", "latitude", "longitude"))
+    bounds = [(0, 8), (8, 16), (16, 24), (28, 36)]
+    reader = ingest_module._BlockReader(data, bounds)
+    first = reader.read(0, 8)
+    second = reader.read(8, 16)
+    np.testing.assert_array_equal(first, source[0:8])
+    np.testing.assert_array_equal(second, source[8:16])
+    third = reader.read(16, 24)
+    assert np.shares_memory(third, first)  # the buffer of the block before last is reused
+    np.testing.assert_array_equal(third, source[16:24])
+    np.testing.assert_array_equal(second, source[8:16])
+    np.testing.assert_array_equal(reader.read(28, 36), source[28:36])  # not on chunk edges: through isel
 
 
 @pytest.mark.parametrize("calendar", ["noleap", "360_day"])
