@@ -87,7 +87,7 @@ def _cases(tiny: bool) -> list[tuple]:
         cases.append((name, preset.model, preset.in_channels, preset.grid(), preset.hparams, 1))
     one_degree = yaml.safe_load((REPO / "configs/train/era5_1deg.yaml").read_text())
     cases.append(
-        ("era5_1deg.yaml", "sfno", 73, Grid.equiangular(181, 360), one_degree["hparams"], 4)
+        ("era5_1deg.yaml", "sfno", 73, Grid.equiangular(181, 360), one_degree["model"]["sfno"], 4)
     )
     if tiny:  # smoke run: the same structures on a small grid with a narrow embedding
         small = Grid.equiangular(32, 64)
@@ -188,7 +188,7 @@ def check_rollout(
     from benchmarks.rollout import CHANNELS, MEANS, STDS, bare_forward, engine_run, write_store
     from forecast.grid import Grid
     from forecast.normalize import Normalizer
-    from forecast.stepper import Stepper
+    from forecast.steppers import BackboneStepper
 
     grid = Grid.parse(grid_spec)
     hparams = {
@@ -203,7 +203,7 @@ def check_rollout(
         torch.manual_seed(0)
         normalizer = Normalizer(tuple(CHANNELS), MEANS, STDS, STDS * 0.2)
         stepper = (
-            Stepper("sfno", hparams, CHANNELS, grid, dt.timedelta(hours=6), normalizer)
+            BackboneStepper("sfno", hparams, CHANNELS, grid, dt.timedelta(hours=6), normalizer)
             .eval()
             .to(DEVICE)
         )
@@ -254,7 +254,7 @@ def check_training(tiny: bool = False) -> list[dict]:
     one_degree = yaml.safe_load((REPO / "configs/train/era5_1deg.yaml").read_text())
     cases = [
         ("64x128", 4, HPARAMS["sfno"], 4, 4, "fp32", 40),
-        ("181x360", 73, one_degree["hparams"], 4, 8, "bf16", 24),
+        ("181x360", 73, one_degree["model"]["sfno"], 4, 8, "bf16", 24),
     ]
     if tiny:
         cases = [

@@ -44,11 +44,13 @@ sys.path.insert(0, str(REPO))
 
 from forecast.grid import Grid  # noqa: E402
 from forecast.normalize import Normalizer  # noqa: E402
-from forecast.stepper import Stepper  # noqa: E402
+from forecast.steppers import BackboneStepper  # noqa: E402
 from forecast.store import STORE_FORMAT_VERSION, open_store  # noqa: E402
 from inference.ensemble import run_forecast  # noqa: E402
-from inference.initial import load_initial_state, parse_init_spec  # noqa: E402
-from inference.rollout import model_step  # noqa: E402
+from inference.initial import InitialStates, load_initial_state, parse_init_spec  # noqa: E402
+from inference.perturbations import build_perturbation, perturbation_spec  # noqa: E402
+from inference.request import RunRequest  # noqa: E402
+from inference.writers import writer_for  # noqa: E402
 
 CHANNELS = ["z500", "t850", "u10m", "t2m"]
 MEANS = np.array([54000.0, 275.0, 0.0, 285.0])
@@ -116,16 +118,16 @@ def write_store(path: Path, nlat: int, nlon: int, periods: int = 8) -> Path:
     return path
 
 
-def make_stepper(nlat: int, nlon: int) -> Stepper:
+def make_stepper(nlat: int, nlon: int) -> BackboneStepper:
     torch.manual_seed(0)
     normalizer = Normalizer(tuple(CHANNELS), MEANS, STDS, STDS * 0.2)
-    return Stepper(
+    return BackboneStepper(
         "sfno", HPARAMS, CHANNELS, Grid.equiangular(nlat, nlon), dt.timedelta(hours=6), normalizer
     ).eval()
 
 
 def bare_forward(
-    stepper: Stepper, store: xr.Dataset, members: int, steps: int, batch_size: int
+    stepper: BackboneStepper, store: xr.Dataset, members: int, steps: int, batch_size: int
 ) -> float:
     """Seconds of the model forward passes alone, for the batches the engine runs.
 
@@ -140,7 +142,8 @@ def bare_forward(
         x = state.expand(size, -1, -1, -1, -1).contiguous()
         times = np.repeat(init, size)
         for _ in range(steps):
-            new = model_step(stepper, x, times)
+            with torch.inference_mode():
+                new = stepper.advance(x, times, check_finite=False)
             x = new[:, None]
             times = times + np.timedelta64(6, "h")
     if device.type == "cuda":
@@ -149,7 +152,7 @@ def bare_forward(
 
 
 def engine_run(
-    stepper: Stepper,
+    stepper: BackboneStepper,
     store: xr.Dataset,
     out: Path,
     members: int,
@@ -158,17 +161,23 @@ def engine_run(
     perturbation: str = "gaussian",
 ) -> tuple[float, object]:
     start = time.perf_counter()
-    result = run_forecast(
+    initial = InitialStates(store, parse_init_spec(INIT, "standard"), stepper)
+    spec = perturbation_spec(perturbation, 0.05, stepper.channels, seed=0)
+    request = RunRequest.for_stepper(
         stepper,
-        store,
-        parse_init_spec(INIT, "standard"),
+        initial.labels,
         steps,
-        out,
         members=members,
-        perturbation=perturbation,
-        seed=0,
+        perturbation=spec,
         batch_size=batch_size,
         overwrite=True,
+    )
+    result = run_forecast(
+        stepper,
+        initial,
+        build_perturbation(spec, stepper),
+        writer_for(out),
+        request,
         show_progress=False,
         log=lambda m: None,
     )
@@ -295,7 +304,7 @@ def main() -> int:
 
 
 def run_earth2studio(
-    stepper: Stepper, store_path: Path, workdir: Path, members: int, steps: int, batch_size: int
+    stepper: BackboneStepper, store_path: Path, workdir: Path, members: int, steps: int, batch_size: int
 ) -> dict:
     """earth2studio's ensemble workflow (Gaussian perturbation, Zarr backend) around the same model."""
     from collections import OrderedDict
@@ -334,7 +343,7 @@ def run_earth2studio(
             times = np.repeat(
                 np.datetime64(INIT, "ns"), batch
             )  # valid times only feed the forcings
-            new = model_step(self.stepper, x[:, -1:], times)
+            new = self.stepper.advance(x[:, -1:], times, check_finite=False)
             return new[:, None], output_coords
 
     io = ZarrBackend(file_name=str(workdir / "e2s.zarr"), backend_kwargs={"overwrite": True})

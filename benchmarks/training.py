@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO))
 
 from forecast.grid import Grid  # noqa: E402
 from forecast.normalize import Normalizer  # noqa: E402
-from forecast.stepper import Stepper  # noqa: E402
+from forecast.steppers import BackboneStepper  # noqa: E402
 from forecast.store import open_store, store_grid, store_step  # noqa: E402
-from forecast.training import train  # noqa: E402
+from forecast.training import TrainRequest, train  # noqa: E402
 from forecast.training.data import StepBatchSampler, WindowDataset, make_loader  # noqa: E402
 from forecast.training.losses import area_weighted_mse  # noqa: E402
 from forecast.training.optim import build_optimizer  # noqa: E402
@@ -141,7 +141,7 @@ def bare_step_seconds(
     ds = open_store(store)
     grid = store_grid(ds)
     torch.manual_seed(0)
-    stepper = Stepper(
+    stepper = BackboneStepper(
         model,
         HPARAMS[model] if hparams is None else hparams,
         [str(c) for c in ds["channel"].values],
@@ -153,7 +153,7 @@ def bare_step_seconds(
     data = torch.as_tensor(ds["data"].isel(time=slice(0, batch_size + 1)).values, device=device)
     x = stepper.normalize(data[:batch_size]).unsqueeze(1)
     y = stepper.normalize(data[1 : batch_size + 1])
-    forcing = stepper.make_forcing(ds["time"].values[:batch_size])
+    forcing = stepper.forcings(ds["time"].values[:batch_size])
     weights = torch.as_tensor(grid.area_weights(), dtype=torch.float32, device=device)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
     seconds = []
@@ -201,11 +201,11 @@ def measure(
             return seconds[skip:]
 
         bare_times = bare()
-        result = train(
+        result = train(TrainRequest(
             store, model, Path(tmp) / "run", hparams=hparams, max_steps=steps + skip,
             batch_size=batch_size, lr=1e-4, warmup_steps=0, val_every=10**6, val_samples=4, log_every=10,
             workers=workers, device=device, precision=precision, progress=False, val_fraction=0.05,
-        )  # fmt: skip
+        ))  # fmt: skip
         bare_times += bare()
         rate = loader_rate(store, batch_size, batches=steps, workers=workers)
     return bare_times, result.step_seconds[skip:], rate

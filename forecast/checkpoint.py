@@ -4,12 +4,18 @@ A checkpoint is one ``torch.save`` file holding only plain types and tensors::
 
     {
       "format": "forecast-checkpoint",
-      "format_version": 1,
-      "metadata": {model, hparams, channels, grid, step_seconds, step, history,
-                   forcings, residual, normalizer, provenance},   # JSON-able
-      "state_dict": {name: tensor},                                # backbone weights
-      "diurnal_table": tensor,   # only with metadata["diurnal_hours"]: (hour, channel, lat, lon),
-    }                            # normalised hour-of-day anomalies of the diurnal baseline
+      "format_version": 2,
+      "metadata": {stepper, model, hparams, channels, grid, step_seconds, step,
+                   history, forcings, residual, normalizer, diurnal_hours,
+                   provenance, format_version},                  # JSON-able
+      "state_dict": {name: tensor},    # stepper.state_dict(), saved as it is
+    }
+
+``metadata`` is the stepper's ``config()`` (its ``"stepper"`` kind picks the
+class in :data:`forecast.steppers.STEPPERS`) plus the provenance; the tensors
+are the stepper's ``state_dict()``, whatever the family. Version 1 files
+(backbone weights without their ``model.`` prefix, and the diurnal table
+beside them) are read too.
 
 It is written atomically (temporary file in the same folder, then
 ``os.replace``) and read with ``torch.load(..., weights_only=True)``, which
@@ -26,32 +32,34 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from forecast.errors import CheckpointError, ForecastError
 from forecast.files import atomic_write
 from forecast.grid import Grid
-from forecast.stepper import Stepper, grid_to_dict
+from forecast.stepper import Stepper
+from forecast.steppers import stepper_from_config
 from forecast.time import format_step
 
 #: Version of the checkpoint layout written by :func:`save_checkpoint`.
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2
 #: Versions :func:`load_checkpoint` can read.
-SUPPORTED_VERSIONS = (1,)
+SUPPORTED_VERSIONS = (1, 2)
 _FORMAT = "forecast-checkpoint"
 
 
 def save_checkpoint(
     path: str | Path, stepper: Stepper, provenance: dict[str, Any] | None = None
 ) -> None:
-    """Write ``stepper`` (configuration, normaliser and weights) to ``path`` atomically.
+    """Write ``stepper`` (its ``config()`` and ``state_dict()``) to ``path`` atomically.
 
     Parameters
     ----------
     path : str or Path
         Destination file; its folder must exist.
     stepper : Stepper
-        The model step to save; weights are stored on the CPU.
+        The model step to save; tensors are stored on the CPU.
     provenance : dict, optional
         JSON-able training record (data store, steps, loss, git commit, ...).
 
@@ -69,16 +77,15 @@ def save_checkpoint(
             f"provenance is not JSON-able ({err})",
             path=path,
             hint="pass only str, numbers, lists and dicts",
-        ) from None
+        ) from err
     if not path.parent.is_dir():
         raise CheckpointError("folder does not exist", path=path.parent, hint="create it first")
     metadata = stepper.config()
-    metadata["step"] = format_step(stepper.step_size)
+    metadata["step"] = format_step(stepper.step)
     metadata["provenance"] = provenance
     metadata["format_version"] = CHECKPOINT_FORMAT_VERSION
     state_dict = {
-        name: tensor.detach().to("cpu").clone()
-        for name, tensor in stepper.model.state_dict().items()
+        name: tensor.detach().to("cpu").clone() for name, tensor in stepper.state_dict().items()
     }
     payload = {
         "format": _FORMAT,
@@ -86,8 +93,6 @@ def save_checkpoint(
         "metadata": metadata,
         "state_dict": state_dict,
     }
-    if stepper.diurnal_hours is not None:
-        payload["diurnal_table"] = stepper.diurnal_table.detach().to("cpu").clone()
     atomic_write(path, lambda temporary: torch.save(payload, temporary), fsync=True)
 
 
@@ -104,14 +109,14 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
             f"refusing to load: the file contains pickled objects that could execute code ({reason[:160]})",
             path=path,
             hint="only load checkpoints written by save_checkpoint from a source you trust",
-        ) from None
+        ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(
             f"cannot read the checkpoint, the file is truncated or corrupt ({reason[:160]})",
             path=path,
             hint="copy it again or re-save it; compare checkpoint_digest with the original",
-        ) from None
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise CheckpointError(
             "not a forecast checkpoint (no 'format' marker)",
@@ -171,40 +176,41 @@ def load_checkpoint(
     payload = _read(path, map_location)
     metadata = payload["metadata"]
     try:
-        stepper = Stepper.from_config(metadata)
+        stepper = stepper_from_config(metadata)
     except (KeyError, TypeError) as err:
         raise CheckpointError(
             f"checkpoint metadata is incomplete ({err})",
             path=path,
             hint="re-save it with save_checkpoint",
-        ) from None
+        ) from err
     except ForecastError as err:
         raise CheckpointError(
             f"checkpoint describes a model that cannot be built ({err})", path=path
-        ) from None
+        ) from err
+    tensors = payload["state_dict"]
+    if payload["format_version"] == 1:
+        tensors = _state_dict_of_version_1(payload)
     try:
-        stepper.model.load_state_dict(payload["state_dict"])
+        stepper.load_state_dict(tensors)
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
+        reason = " ".join(str(err).split())
+        reason = reason if len(reason) <= 300 else reason[:297] + "..."
         raise CheckpointError(
-            f"weights do not fit the model the checkpoint describes ({first})",
+            f"weights do not fit the model the checkpoint describes ({reason})",
             path=path,
-            hint="the file was edited or is from another model",
-        ) from None
-    if stepper.diurnal_hours is not None:
-        table = payload.get("diurnal_table")
-        if not isinstance(table, torch.Tensor) or tuple(table.shape) != tuple(
-            stepper.diurnal_table.shape
-        ):
-            raise CheckpointError(
-                "the checkpoint describes a diurnal baseline but its table is missing or misshapen",
-                path=path,
-                hint="the file was edited or truncated; re-save it with save_checkpoint",
-            )
-        stepper.diurnal_table.copy_(table)
+            hint="the file was edited, truncated or is from another model; re-save it with save_checkpoint",
+        ) from err
     stepper.to(map_location)
     stepper.eval()
     return stepper, metadata
+
+
+def _state_dict_of_version_1(payload: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 payload's tensors as the backbone stepper's ``state_dict()`` names them."""
+    tensors = {f"model.{name}": tensor for name, tensor in payload["state_dict"].items()}
+    if "diurnal_table" in payload:
+        tensors["diurnal.table"] = payload["diurnal_table"]
+    return tensors
 
 
 def checkpoint_digest(path: str | Path) -> str:
@@ -245,7 +251,7 @@ def check_compatible(
     if missing:
         problems.append(f"data lacks channel(s) {', '.join(missing)}")
     ours = metadata["grid"]
-    theirs = grid_to_dict(grid) if isinstance(grid, Grid) else dict(grid)
+    theirs = grid.to_dict() if isinstance(grid, Grid) else dict(grid)
     if (ours["kind"], int(ours["nlat"]), int(ours["nlon"])) != (
         theirs.get("kind"),
         int(theirs.get("nlat", -1)),
@@ -255,8 +261,6 @@ def check_compatible(
             f"model grid is {ours['kind']} {ours['nlat']}x{ours['nlon']}, data grid is {theirs.get('kind')} {theirs.get('nlat')}x{theirs.get('nlon')}"
         )
     elif ours["kind"] == "regional" and isinstance(grid, Grid):
-        import numpy as np
-
         if not (
             np.allclose(ours["latitude"], grid.latitude, atol=1e-4)
             and np.allclose(ours["longitude"], grid.longitude, atol=1e-4)

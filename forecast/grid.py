@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from torch_harmonics.quadrature import precompute_latitudes, precompute_longitudes
@@ -196,6 +197,21 @@ class Grid:
     def to_attrs(self) -> dict[str, str | int]:
         """Attributes that record the grid in a store or checkpoint."""
         return {"grid_kind": self.kind, "grid_nlat": self.nlat, "grid_nlon": self.nlon}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain description (``kind``, ``nlat``, ``nlon``) for checkpoints; regional grids keep their coordinates."""
+        out: dict[str, Any] = {"kind": self.kind, "nlat": self.nlat, "nlon": self.nlon}
+        if not self.is_global:
+            out["latitude"] = self.latitude.tolist()
+            out["longitude"] = self.longitude.tolist()
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Grid:
+        """Inverse of :meth:`to_dict`."""
+        if values["kind"] == "regional":
+            return cls("regional", np.asarray(values["latitude"]), np.asarray(values["longitude"]))
+        return cls.from_kind(values["kind"], int(values["nlat"]), int(values["nlon"]))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Grid) and self.same_as(other)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 import xarray as xr
 
 
@@ -46,20 +45,3 @@ class Normalizer:
     def from_dict(cls, values: dict) -> Normalizer:
         """Inverse of :meth:`to_dict`."""
         return cls(tuple(values["channels"]), np.asarray(values["mean"]), np.asarray(values["std"]), np.asarray(values["diff_std"]))
-
-    def _shaped(self, values: np.ndarray, like: torch.Tensor, channel_dim: int) -> torch.Tensor:
-        shape = [1] * like.ndim
-        shape[channel_dim] = len(values)
-        return torch.as_tensor(values, dtype=like.dtype, device=like.device).reshape(shape)
-
-    def normalize(self, state: torch.Tensor, channel_dim: int = -3) -> torch.Tensor:
-        """``(state - mean) / std``; channels along ``channel_dim`` (default ``-3`` of ``(..., channel, lat, lon)``)."""
-        return (state - self._shaped(self.mean, state, channel_dim)) / self._shaped(self.std, state, channel_dim)
-
-    def denormalize(self, state: torch.Tensor, channel_dim: int = -3) -> torch.Tensor:
-        """Inverse of :meth:`normalize`."""
-        return state * self._shaped(self.std, state, channel_dim) + self._shaped(self.mean, state, channel_dim)
-
-    def tendency_scale(self, like: torch.Tensor, channel_dim: int = -3) -> torch.Tensor:
-        """``diff_std / std`` per channel: a normalised tendency's scale, broadcastable to ``like``."""
-        return self._shaped(self.diff_std / self.std, like, channel_dim)

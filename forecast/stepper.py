@@ -1,476 +1,169 @@
-"""One model step, shared by training and inference.
+"""The ``Stepper`` protocol: one physical model step, the interface every model family satisfies.
 
-A :class:`Stepper` owns a backbone and everything needed to use it on
-physical fields: the channels and their normaliser, the grid, the time step,
-the history length and the time forcings. Training calls
-:meth:`Stepper.forward_normalized` on normalised tensors; the rollout engine
-calls :meth:`Stepper.step` on physical fields and valid times.
+Training, validation, inference, perturbations and checkpoints talk to a
+model only through this interface, so a new family (two networks as in
+Spherical DYffusion, a boosted pair, an imported published model) is a new
+class that satisfies it and a line in :data:`forecast.steppers.STEPPERS`; no
+caller changes. See docs/architecture.md.
 
-Input to the backbone, per batch item: the ``history`` most recent states
-(normalised, oldest first) stacked along channels, then the forcings
-``cos/sin`` of local solar time (time of day shifted by longitude) and
-``cos/sin`` of the fraction of the year (calendar aware). In residual mode the
-backbone predicts the normalised tendency divided by ``diff_std / std``; the
-next state is the last state plus the rescaled tendency.
+- :class:`Stepper` is what inference needs: the coordinates of the state
+  (``channels``, ``grid``), the time ``step``, the ``history`` length, the
+  ``normalizer`` (blow-up bounds, perturbation amplitudes, store checks),
+  named forcings, :meth:`Stepper.advance` on physical fields, and
+  ``config()``/``state_dict()`` that checkpoints save as they are.
+- :class:`TrainableStepper` adds what the training loop needs: the step in
+  normalised units (:meth:`TrainableStepper.forward_normalized`) and the
+  ``torch.nn.Module`` methods (parameters, train/eval, to).
 
-Optionally (``diurnal=``) the residual starts from the climatological diurnal
-cycle: the next state is the last state plus the change of the mean
-hour-of-day anomaly between the two valid times (a table from the store's
-climatology, interpolated cyclically between its hours) plus the backbone's
-rescaled tendency. The backbone then learns the weather, not the sun's
-clockwork, which a 6-hourly autoregressive model otherwise has to add back,
-step after step, to within a fraction of its amplitude. The change is carried
-in the forcing tensor, after the four time forcings (see :meth:`make_forcing`).
+Forcings are named inputs (:data:`forecast.forcings.Forcings`), one tensor per
+name, batch first.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from torch import nn
 
-from forecast.errors import DataError, GridError
+from forecast.forcings import Forcings
 from forecast.grid import Grid
-from forecast.models import build_model, get_spec, hparams_to_dict, validate_hparams
 from forecast.normalize import Normalizer
-from forecast.time import fraction_of_day_and_year
 
-#: Names of the forcing channels, in tensor order.
-FORCING_NAMES = ("cos_local_time", "sin_local_time", "cos_year", "sin_year")
+__all__ = ["Forcings", "Stepper", "TrainableStepper"]
 
 
-class StepFunction(dt.timedelta):
-    """A stepper's time step: a ``datetime.timedelta`` which, called, advances a state by it.
+@runtime_checkable
+class Stepper(Protocol):
+    """One model step on physical fields.
 
-    ``stepper.step`` is both the step length (compare it, add it to times) and
-    the inference method (``stepper.step(state, times)`` is ``stepper.advance(state, times)``).
-    """
-
-    def __new__(cls, step: dt.timedelta, stepper: Stepper) -> StepFunction:
-        value = super().__new__(
-            cls, days=step.days, seconds=step.seconds, microseconds=step.microseconds
-        )
-        value._stepper = stepper
-        return value
-
-    def __call__(
-        self, state: torch.Tensor, times: Sequence | np.ndarray, **coords: Any
-    ) -> torch.Tensor:
-        """Same as :meth:`Stepper.advance`."""
-        return self._stepper.advance(state, times, **coords)
-
-    def __reduce__(self):
-        return (dt.timedelta, (self.days, self.seconds, self.microseconds))
-
-
-class Stepper(nn.Module):
-    """A backbone wrapped into one physical time step.
-
-    Parameters
+    Attributes
     ----------
-    model_name : str
-        Registry name of the backbone (``"sfno"``, ``"afno"``, ``"fno"``).
-    hparams : dict
-        Backbone hyperparameters (validated; defaults filled in).
-    channels : list of str
+    kind : str
+        Key of the stepper family in :data:`forecast.steppers.STEPPERS`
+        (recorded in checkpoints; ``"backbone"`` for SFNO/AFNO/FNO).
+    channels : tuple of str
         Channel ids of the state, in tensor order.
     grid : Grid
         Grid of the state.
     step : datetime.timedelta
-        Time step of one model step.
-    normalizer : Normalizer
-        Statistics covering at least ``channels`` (extra channels are dropped).
+        Time advanced by one call of :meth:`advance`.
     history : int
-        Number of past states the model sees (1: only the current one).
-    forcings : bool
-        Whether to feed the cos/sin time-of-day and time-of-year forcings.
-    residual : bool
-        Predict the tendency (scaled by ``diff_std``) rather than the full state.
-    diurnal : (hours, table), optional
-        Climatological diurnal cycle added to the residual: ``hours`` the
-        hours of day (UTC, ascending, in [0, 24)) of ``table``, shape
-        ``(hour, channel, lat, lon)``, anomalies from the daily mean in physical
-        units of ``channels`` (:func:`forecast.store.diurnal_cycle`). Needs
-        ``forcings`` and ``residual``.
+        Number of consecutive states the step sees (1: only the latest).
+    normalizer : Normalizer
+        Per-channel mean/std/tendency std of ``channels``, physical units.
+    forcing_names : tuple of str
+        Names of the inputs :meth:`forcings` returns.
+    device : torch.device
+        Where its tensors live.
     """
 
-    def __init__(
-        self,
-        model_name: str,
-        hparams: dict[str, Any],
-        channels: list[str],
-        grid: Grid,
-        step: dt.timedelta,
-        normalizer: Normalizer,
-        history: int = 1,
-        forcings: bool = True,
-        residual: bool = True,
-        diurnal: tuple[Sequence[float], np.ndarray] | None = None,
-    ):
-        super().__init__()
-        channels = [str(c) for c in channels]
-        if not channels or len(set(channels)) != len(channels):
-            raise DataError(f"a stepper needs distinct channels, got {channels}")
-        missing = [c for c in channels if c not in normalizer.channels]
-        if missing:
-            raise DataError(
-                f"the normaliser has no statistics for {', '.join(missing)}",
-                hint="compute statistics for every model channel",
-            )
-        if history < 1:
-            raise DataError(f"history must be at least 1, got {history}")
-        if not isinstance(step, dt.timedelta) or step <= dt.timedelta(0):
-            raise DataError(f"step must be a positive datetime.timedelta, got {step!r}")
-        index = [normalizer.channels.index(c) for c in channels]
-        self.normalizer = Normalizer(
-            tuple(channels),
-            normalizer.mean[index],
-            normalizer.std[index],
-            normalizer.diff_std[index],
-        )
-        if np.any(self.normalizer.std <= 0) or np.any(self.normalizer.diff_std <= 0):
-            raise DataError("normaliser std and diff_std must be positive for every channel")
-        self.model_name = model_name
-        self.hparams = hparams_to_dict(validate_hparams(get_spec(model_name), hparams))
-        self.channels = channels
-        self.grid = grid
-        self.step_size = step
-        self.history = int(history)
-        self.use_forcings = bool(forcings)
-        self.residual = bool(residual)
-        self.n_forcing = len(FORCING_NAMES) if forcings else 0
-        in_channels = self.history * len(channels) + self.n_forcing
-        self.model = build_model(model_name, in_channels, len(channels), grid, **self.hparams)
-        # statistics as float32 buffers (not saved: the checkpoint holds the normaliser as plain numbers)
-        self.register_buffer("mean", _as_buffer(self.normalizer.mean), persistent=False)
-        self.register_buffer("std", _as_buffer(self.normalizer.std), persistent=False)
-        self.register_buffer(
-            "tendency_scale",
-            _as_buffer(self.normalizer.diff_std / self.normalizer.std),
-            persistent=False,
-        )
-        self.diurnal_hours: tuple[float, ...] | None = None
-        if diurnal is not None:
-            self._set_diurnal(*diurnal)
-        longitude = torch.tensor(
-            grid.longitude, dtype=torch.float64
-        )  # a copy: store coordinates are read-only
-        self.register_buffer(
-            "longitude_fraction", (longitude / 360.0).reshape(1, 1, -1), persistent=False
-        )
-
-    def _set_diurnal(self, hours: Sequence[float], table: np.ndarray) -> None:
-        if not (self.use_forcings and self.residual):
-            raise DataError(
-                "the diurnal baseline needs time forcings and residual mode",
-                hint="drop --no-forcings/--no-residual or the diurnal baseline",
-            )
-        hours = np.asarray(hours, dtype=np.float64).ravel()
-        table = np.asarray(table, dtype=np.float64)
-        expected = (len(hours), len(self.channels), *self.grid.shape)
-        if table.shape != expected:
-            raise DataError(f"diurnal table has shape {table.shape}, expected {expected}")
-        if len(hours) < 2 or np.any(np.diff(hours) <= 0) or hours[0] < 0 or hours[-1] >= 24:
-            raise DataError(
-                f"diurnal hours must be at least two ascending hours in [0, 24), got {hours.tolist()}"
-            )
-        if not np.isfinite(table).all():
-            raise DataError(
-                "the diurnal table has NaN values",
-                hint="the store's climatology must cover every grid point at every hour",
-            )
-        self.diurnal_hours = tuple(float(h) for h in hours)
-        scaled = table / self.normalizer.std[None, :, None, None]  # normalised units
-        table_tensor = torch.as_tensor(scaled, dtype=torch.float32)
-        self.register_buffer("diurnal_table", table_tensor, persistent=False)
+    kind: str
+    channels: tuple[str, ...]
+    grid: Grid
+    history: int
+    normalizer: Normalizer
 
     @property
-    def n_baseline(self) -> int:
-        """Channels of the diurnal-baseline change carried after the time forcings (0 or C)."""
-        return len(self.channels) if self.diurnal_hours is not None else 0
-
-    def diurnal_anomaly(self, times: Sequence | np.ndarray) -> torch.Tensor:
-        """Normalised climatological hour-of-day anomaly at ``times``: ``(batch, channel, lat, lon)``.
-
-        Linear in the hour of day between the table's hours, cyclic over midnight.
-        """
-        day, _ = fraction_of_day_and_year(np.atleast_1d(np.asarray(times)))
-        return self._diurnal_at(np.asarray(day, dtype=np.float64) * 24.0)
-
-    def _diurnal_at(self, hour: np.ndarray) -> torch.Tensor:
-        hours = np.asarray(self.diurnal_hours)
-        # hours after the first table hour; the first comes again 24 h later
-        offsets = np.append(hours - hours[0], 24.0)
-        since = np.mod(hour - hours[0], 24.0)
-        upper = np.clip(np.searchsorted(offsets, since, side="right"), 1, len(hours))
-        lower = upper - 1
-        weight = (since - offsets[lower]) / (offsets[upper] - offsets[lower])
-        table = self.diurnal_table
-        low = table[torch.as_tensor(lower, device=table.device)]
-        high = table[torch.as_tensor(upper % len(hours), device=table.device)]
-        w = torch.as_tensor(weight, dtype=table.dtype, device=table.device).reshape(-1, 1, 1, 1)
-        return low + w * (high - low)
-
-    # -- descriptive ------------------------------------------------------------------------------
-    @property
-    def step(self) -> StepFunction:
-        """The model time step: a ``datetime.timedelta`` that, called, is :meth:`advance`.
-
-        ``stepper.step == timedelta(hours=6)`` and ``stepper.step(state, times)``
-        both work.
-        """
-        return StepFunction(self.step_size, self)
+    def step(self) -> dt.timedelta: ...
 
     @property
-    def forcing_names(self) -> tuple[str, ...]:
-        """Names of the forcing channels fed to the backbone."""
-        return FORCING_NAMES if self.use_forcings else ()
+    def device(self) -> torch.device:
+        """Where the stepper's tensors live (states are moved there)."""
+        ...
 
-    def extra_repr(self) -> str:
-        return f"model={self.model_name}, channels={len(self.channels)}, grid={self.grid.describe()}, step={self.step_size}, history={self.history}, residual={self.residual}, diurnal={self.diurnal_hours is not None}"
+    @property
+    def forcing_names(self) -> tuple[str, ...]: ...
 
-    # -- forcings ---------------------------------------------------------------------------------
-    def make_forcing(self, times: Sequence | np.ndarray) -> torch.Tensor | None:
-        """Forcing fields at the valid times of the current state.
-
-        Parameters
-        ----------
-        times : sequence of datetime64 or cftime
-            One valid time per batch item (the time of the latest state).
+    def forcings(self, times: Sequence | np.ndarray) -> dict[str, torch.Tensor]:
+        """Named inputs of a step from states valid at ``times`` (shape ``(batch,)``).
 
         Returns
         -------
-        torch.Tensor or None
-            ``(batch, 4, lat, lon)`` float32 on the stepper's device: cos/sin of
-            local solar time (UTC fraction of day plus longitude / 360) and
-            cos/sin of the fraction of the calendar year; None without forcings.
-            With a diurnal baseline, ``(batch, 4 + channel, lat, lon)``: then the
-            change of the normalised diurnal anomaly from ``times`` to
-            ``times + step`` (:meth:`diurnal_anomaly`).
+        dict of str to torch.Tensor
+            One entry per name of :attr:`forcing_names`, batch first, on the
+            stepper's device.
         """
-        if not self.use_forcings:
-            return None
-        values = np.atleast_1d(np.asarray(times))
-        day, year = fraction_of_day_and_year(values)
-        hour = np.asarray(day, dtype=np.float64).ravel() * 24.0
-        day = torch.as_tensor(
-            np.asarray(day, dtype=np.float64), device=self.longitude_fraction.device
-        ).reshape(-1, 1, 1)
-        year = torch.as_tensor(
-            np.asarray(year, dtype=np.float64), device=self.longitude_fraction.device
-        ).reshape(-1, 1, 1)
-        nlat = self.grid.nlat
-        local = 2.0 * np.pi * (day + self.longitude_fraction)  # (batch, 1, lon)
-        local = local.expand(-1, nlat, -1)
-        annual = (2.0 * np.pi * year).expand(-1, nlat, self.grid.nlon)
-        fields = torch.stack(
-            [torch.cos(local), torch.sin(local), torch.cos(annual), torch.sin(annual)], dim=1
-        ).to(torch.float32)
-        if self.diurnal_hours is None:
-            return fields
-        later = hour + self.step_size.total_seconds() / 3600.0
-        change = self._diurnal_at(later) - self._diurnal_at(hour)
-        return torch.cat([fields, change.to(fields.device)], dim=1)
+        ...
 
-    def forcing(self, times: Sequence | np.ndarray) -> torch.Tensor | None:
-        """Alias of :meth:`make_forcing`."""
-        return self.make_forcing(times)
-
-    # -- normalised step (training) ---------------------------------------------------------------
-    def forward_normalized(
-        self, x: torch.Tensor, forcing: torch.Tensor | None = None
+    def advance(
+        self, state: torch.Tensor, times: Sequence | np.ndarray, *, check_finite: bool = True
     ) -> torch.Tensor:
-        """Next normalised state from normalised history.
+        """Advance physical states by one :attr:`step`, without gradients.
+
+        Parameters
+        ----------
+        state : torch.Tensor
+            ``(batch, history, channel, lat, lon)``, physical units, oldest first.
+        times : sequence of datetime64 or cftime
+            Shape ``(batch,)``: valid time of ``state[:, -1]``.
+        check_finite : bool
+            Raise :class:`~forecast.errors.DataError` on NaN/inf input. An
+            ensemble run passes False: a member that blew up must not stop the
+            others, and the blow-up guard reports it.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(batch, channel, lat, lon)`` float32, physical units, valid at
+            ``times + step``.
+        """
+        ...
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able description that, with :meth:`state_dict`, rebuilds the stepper.
+
+        Holds ``"stepper": kind``; :func:`forecast.steppers.stepper_from_config`
+        is its inverse.
+        """
+        ...
+
+    def state_dict(self) -> Mapping[str, torch.Tensor]:
+        """Every tensor a checkpoint must keep (weights, learned or measured tables)."""
+        ...
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> Any:
+        """Inverse of :meth:`state_dict`."""
+        ...
+
+
+@runtime_checkable
+class TrainableStepper(Stepper, Protocol):
+    """A :class:`Stepper` the training loop can optimise (a ``torch.nn.Module``)."""
+
+    training: bool
+
+    def normalize(self, state: torch.Tensor) -> torch.Tensor:
+        """``(..., channel, lat, lon)`` physical -> normalised (float32)."""
+        ...
+
+    def denormalize(self, state: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize`."""
+        ...
+
+    def forward_normalized(self, x: torch.Tensor, forcings: Forcings) -> torch.Tensor:
+        """Next normalised state from normalised history, with gradients.
 
         Parameters
         ----------
         x : torch.Tensor
             ``(batch, history, channel, lat, lon)``, normalised, oldest first.
-        forcing : torch.Tensor or None
-            ``(batch, n_forcing, lat, lon)`` from :meth:`make_forcing`; required
-            when the stepper uses forcings.
+        forcings : Forcings
+            From :meth:`Stepper.forcings` at the valid times of ``x[:, -1]``.
 
         Returns
         -------
         torch.Tensor
-            ``(batch, channel, lat, lon)``, normalised state one step after ``x[:, -1]``.
+            ``(batch, channel, lat, lon)``, normalised, one step after ``x[:, -1]``.
         """
-        self._check_shape(x, "normalised input")
-        batch = x.shape[0]
-        inputs = x.reshape(batch, self.history * len(self.channels), *self.grid.shape)
-        if self.use_forcings:
-            if forcing is None:
-                raise DataError(
-                    "this stepper uses time forcings but none were given",
-                    hint="pass stepper.make_forcing(times)",
-                )
-            expected = (batch, self.n_forcing + self.n_baseline, *self.grid.shape)
-            if tuple(forcing.shape) != expected:
-                raise DataError(f"forcing has shape {tuple(forcing.shape)}, expected {expected}")
-            inputs = torch.cat([inputs, forcing[:, : self.n_forcing].to(inputs.dtype)], dim=1)
-        output = self.model(inputs)
-        if self.residual:
-            last = x[:, -1]
-            if self.n_baseline:
-                last = last + forcing[:, self.n_forcing :].to(x.dtype)
-            return last + output.to(x.dtype) * self.tendency_scale.to(x.dtype)
-        return output.to(x.dtype)
+        ...
 
-    def forward(self, x: torch.Tensor, forcing: torch.Tensor | None = None) -> torch.Tensor:
-        """Same as :meth:`forward_normalized`."""
-        return self.forward_normalized(x, forcing)
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
 
-    # -- physical step (inference) ----------------------------------------------------------------
-    def normalize(self, state: torch.Tensor) -> torch.Tensor:
-        """``(..., channel, lat, lon)`` physical -> normalised (float32)."""
-        state = state.to(torch.float32)
-        return (state - self.mean.to(state.device)) / self.std.to(state.device)
+    def train(self, mode: bool = True) -> Any: ...
 
-    def denormalize(self, state: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`normalize`."""
-        state = state.to(torch.float32)
-        return state * self.std.to(state.device) + self.mean.to(state.device)
+    def eval(self) -> Any: ...
 
-    def check_inputs(self, channels: Sequence[str] | None = None, grid: Grid | None = None) -> None:
-        """Raise if ``channels`` (in order) or ``grid`` differ from the stepper's."""
-        if channels is not None and list(channels) != self.channels:
-            missing = [c for c in self.channels if c not in channels]
-            detail = (
-                f"missing {', '.join(missing)}"
-                if missing
-                else "same channels in another order or with extras"
-            )
-            raise DataError(
-                f"state channels {list(channels)} do not match the model's {self.channels} ({detail})",
-                hint="select and order the channels as the model expects",
-            )
-        if grid is not None and not grid.same_as(self.grid):
-            raise GridError(
-                f"state is on {grid.describe()}, the model on {self.grid.describe()}",
-                hint="regrid the data to the model grid",
-            )
-
-    def _check_shape(self, state: torch.Tensor, label: str) -> None:
-        expected = (self.history, len(self.channels), *self.grid.shape)
-        if state.ndim != 5 or tuple(state.shape[1:]) != expected:
-            raise DataError(
-                f"{label} has shape {tuple(state.shape)}, expected (batch, history, channel, lat, lon) = (batch, {', '.join(map(str, expected))})",
-                hint=f"channels {self.channels} on {self.grid.describe()} with history {self.history}",
-            )
-
-    @torch.no_grad()
-    def advance(
-        self,
-        state: torch.Tensor,
-        times: Sequence | np.ndarray,
-        channels: Sequence[str] | None = None,
-        grid: Grid | None = None,
-    ) -> torch.Tensor:
-        """Advance physical states by one time step (also callable as ``stepper.step(state, times)``).
-
-        Parameters
-        ----------
-        state : torch.Tensor
-            ``(batch, history, channel, lat, lon)`` in physical units, oldest
-            first (``(batch, channel, lat, lon)`` is accepted when ``history == 1``).
-        times : sequence of datetime64 or cftime
-            Valid time of the latest state, one per batch item (or one for all).
-        channels, grid : optional
-            The coordinates the caller has; checked against the stepper's.
-
-        Returns
-        -------
-        torch.Tensor
-            ``(batch, channel, lat, lon)`` float32, physical units, valid at ``times + step``.
-
-        Raises
-        ------
-        DataError, GridError
-            Wrong shape, channels, grid, number of times, or non-finite input.
-        """
-        self.check_inputs(channels, grid)
-        if state.ndim == 4 and self.history == 1:
-            state = state.unsqueeze(1)
-        self._check_shape(state, "state")
-        values = np.atleast_1d(np.asarray(times))
-        batch = state.shape[0]
-        if values.size == 1 and batch > 1:
-            values = np.repeat(values, batch)
-        if values.size != batch:
-            raise DataError(
-                f"got {values.size} valid times for a batch of {batch}",
-                hint="give one time per batch item",
-            )
-        device = self.mean.device
-        state = state.to(device=device, dtype=torch.float32)
-        if not torch.isfinite(state).all():
-            raise DataError(
-                "state contains NaN or infinite values", hint="fill missing values before stepping"
-            )
-        normalized = self.normalize(state)
-        forcing = self.make_forcing(values)
-        return self.denormalize(self.forward_normalized(normalized, forcing))
-
-    # -- metadata -----------------------------------------------------------------------------------
-    def config(self) -> dict[str, Any]:
-        """Everything (but the weights) needed to rebuild this stepper, as JSON-able values."""
-        return {
-            "model": self.model_name,
-            "hparams": dict(self.hparams),
-            "channels": list(self.channels),
-            "grid": grid_to_dict(self.grid),
-            "step_seconds": int(self.step_size.total_seconds()),
-            "history": self.history,
-            "forcings": self.use_forcings,
-            "residual": self.residual,
-            "normalizer": self.normalizer.to_dict(),
-            "diurnal_hours": None if self.diurnal_hours is None else list(self.diurnal_hours),
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Stepper:
-        """Inverse of :meth:`config` (weights freshly initialised; a diurnal table of zeros)."""
-        grid = grid_from_dict(config["grid"])
-        hours = config.get("diurnal_hours")  # absent from checkpoints of earlier versions
-        diurnal = None
-        if hours:
-            diurnal = (hours, np.zeros((len(hours), len(config["channels"]), *grid.shape)))
-        return cls(
-            config["model"],
-            config["hparams"],
-            config["channels"],
-            grid,
-            dt.timedelta(seconds=config["step_seconds"]),
-            Normalizer.from_dict(config["normalizer"]),
-            history=config["history"],
-            forcings=config["forcings"],
-            residual=config["residual"],
-            diurnal=diurnal,
-        )
-
-
-def _as_buffer(values: np.ndarray) -> torch.Tensor:
-    """Per-channel values as a float32 ``(1, channel, 1, 1)`` tensor."""
-    return torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=torch.float32).reshape(
-        1, -1, 1, 1
-    )
-
-
-def grid_to_dict(grid: Grid) -> dict[str, Any]:
-    """Plain description of a grid; regional grids keep their coordinates."""
-    out: dict[str, Any] = {"kind": grid.kind, "nlat": grid.nlat, "nlon": grid.nlon}
-    if not grid.is_global:
-        out["latitude"] = grid.latitude.tolist()
-        out["longitude"] = grid.longitude.tolist()
-    return out
-
-
-def grid_from_dict(values: dict[str, Any]) -> Grid:
-    """Inverse of :func:`grid_to_dict`."""
-    if values["kind"] == "regional":
-        return Grid("regional", np.asarray(values["latitude"]), np.asarray(values["longitude"]))
-    return Grid.from_kind(values["kind"], int(values["nlat"]), int(values["nlon"]))
+    def to(self, *args: Any, **kwargs: Any) -> Any: ...

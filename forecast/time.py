@@ -110,7 +110,7 @@ def parse_time(text: str, calendar: str = "standard"):
             return np.datetime64(dt.datetime(*parts), "ns")
         return cftime.datetime(*parts, calendar=calendar)
     except ValueError as err:
-        raise CalendarError(f"invalid date {text!r} in the {calendar} calendar ({err})") from None
+        raise CalendarError(f"invalid date {text!r} in the {calendar} calendar ({err})") from err
 
 
 def format_time(value) -> str:

@@ -8,12 +8,15 @@ on CPU), so that a 1,000-member run needs no hand tuning.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from forecast.errors import ConfigError
+from forecast.stepper import Stepper
+from inference.initial import InitialStates
 
 _UNITS = {
     "": 1,
@@ -110,7 +113,10 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _probe_bytes(step_fn, state: torch.Tensor, times: np.ndarray) -> int | None:
+StepFunction = Callable[[torch.Tensor, np.ndarray], torch.Tensor]
+
+
+def _probe_bytes(step_fn: StepFunction, state: torch.Tensor, times: np.ndarray) -> int | None:
     """Peak extra memory of one call of ``step_fn(state, times)``."""
     device = state.device
     if device.type == "cuda":
@@ -130,7 +136,7 @@ def _probe_bytes(step_fn, state: torch.Tensor, times: np.ndarray) -> int | None:
     return max(peak - base, 0)
 
 
-def member_bytes(step_fn, state: torch.Tensor, times: np.ndarray, queued_states: int = 4) -> int:
+def member_bytes(step_fn: StepFunction, state: torch.Tensor, times: np.ndarray, queued_states: int = 4) -> int:
     """Memory one member costs: model activations per member plus the states it keeps.
 
     Parameters
@@ -170,6 +176,35 @@ def choose_batch_size(budget: int, per_member: int, total: int, fixed_bytes: int
     """How many members fit in ``budget`` bytes (at least 1, at most ``total``)."""
     usable = budget - fixed_bytes
     return int(max(1, min(total, usable // max(per_member, 1))))
+
+
+def auto_batch_size(
+    stepper: Stepper, initial: InitialStates, total: int, max_memory: str | int | None = None
+) -> int:
+    """Members per model call that fit the memory budget, measured on the first initial state.
+
+    Parameters
+    ----------
+    stepper : Stepper
+        The model, on its device.
+    initial : InitialStates
+        The run's initial conditions (the first one is stepped twice to measure).
+    total : int
+        Members of the whole run (the batch never exceeds it).
+    max_memory : str or int, optional
+        Budget (``"8GB"``); default a safe share of the device's free memory.
+    """
+    device = stepper.device
+    budget = parse_memory(max_memory) if max_memory is not None else default_budget(device)
+    state = initial.load(np.arange(1)).to(device)
+
+    def step(batch: torch.Tensor, times: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return stepper.advance(batch, times, check_finite=False)
+
+    per_member = member_bytes(step, state, initial.times[:1])
+    fixed = sum(t.numel() * t.element_size() for t in stepper.state_dict().values())
+    return choose_batch_size(budget, per_member, total, fixed)
 
 
 @dataclass(frozen=True)

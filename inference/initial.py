@@ -15,9 +15,10 @@ import torch
 import xarray as xr
 
 from forecast.channels import channel_info
-from forecast.errors import CalendarError, CheckpointError, DataError
+from forecast.errors import CalendarError, CheckpointError, ConfigError, DataError
 from forecast.grid import Grid
 from forecast.normalize import Normalizer
+from forecast.stepper import Stepper
 from forecast.store import store_calendar, store_channels, store_grid, store_step
 from forecast.time import format_step, format_time, parse_step, parse_time, time_index, time_range
 
@@ -235,10 +236,57 @@ def load_initial_state(
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
 
 
-def store_description(ds: xr.Dataset) -> dict[str, str]:
-    """Calendar, step and grid of a store, for manifests and messages."""
-    return {
-        "calendar": store_calendar(ds),
-        "time_step": format_step(store_step(ds)),
-        "grid": store_grid(ds).describe(),
-    }
+class InitialStates:
+    """The initial conditions of a run: its init times, checked against a store, and their states.
+
+    Parameters
+    ----------
+    store : xarray.Dataset
+        The training store (:func:`forecast.store.open_store`).
+    init_times : numpy.ndarray
+        Shape ``(time,)``, in the store's calendar.
+    stepper : Stepper
+        The model the states feed: its channels, grid, step, statistics and history.
+
+    Raises
+    ------
+    CheckpointError
+        The store does not match the model (channels, grid, step, units).
+    DataError
+        An init time, or one of the history times before it, is not in the store.
+
+    Attributes
+    ----------
+    times : numpy.ndarray
+        The init times.
+    labels : tuple of str
+        Their ISO text (``format_time``), as manifests and seeds use it.
+    calendar : str
+        The store's calendar.
+    """
+
+    def __init__(self, store: xr.Dataset, init_times: np.ndarray, stepper: Stepper):
+        self.store = store
+        self.times = np.asarray(init_times)
+        if len(self.times) == 0:
+            raise ConfigError("no initial times to forecast from")
+        self.channels = list(stepper.channels)
+        self.history = int(stepper.history)
+        check_store_matches(store, self.channels, stepper.grid, stepper.step, stepper.normalizer)
+        check_init_times(store, self.times, self.history)
+        self.labels = tuple(format_time(t) for t in self.times)
+        self.calendar = store_calendar(store)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def load(self, index: np.ndarray) -> torch.Tensor:
+        """States that start the forecasts of init times ``times[index]``.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(len(index), history, channel, lat, lon)``, float32, physical units.
+        """
+        return load_initial_state(self.store, self.channels, self.times[index], self.history)
+

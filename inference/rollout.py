@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from forecast.errors import ForecastError
+from forecast.normalize import Normalizer
+from forecast.stepper import Stepper
 from inference.initial import shift_times
 
 
@@ -38,44 +40,21 @@ class LeadState:
     state: torch.Tensor
 
 
-def model_step(stepper, state: torch.Tensor, times: np.ndarray) -> torch.Tensor:
-    """One step of ``stepper`` under inference mode, returned in the dtype of ``state``.
-
-    Parameters
-    ----------
-    stepper : forecast.stepper.Stepper
-        Anything with ``step(state, times)``.
-    state : torch.Tensor
-        Shape ``(batch, history, channel, lat, lon)``, physical units.
-    times : numpy.ndarray
-        Shape ``(batch,)``, valid time of the newest history slice.
-
-    Returns
-    -------
-    torch.Tensor
-        Shape ``(batch, channel, lat, lon)``, valid at ``times + step``.
-    """
-    with torch.inference_mode():
-        if hasattr(stepper, "forward_normalized"):
-            # The physical step of forecast.stepper.Stepper without its finite-input check:
-            # a blown-up member must not stop the others (each member is computed on its own).
-            forcing = stepper.make_forcing(np.atleast_1d(np.asarray(times)))
-            new = stepper.denormalize(stepper.forward_normalized(stepper.normalize(state), forcing))
-        else:
-            new = stepper.step(state, times)
-        return new.to(state.dtype)
-
-
 def rollout(
-    stepper, initial: torch.Tensor, init_times: np.ndarray, steps: int, start_lead: int = 0
+    stepper: Stepper,
+    initial: torch.Tensor,
+    init_times: np.ndarray,
+    steps: int,
+    start_lead: int = 0,
 ) -> Iterator[LeadState]:
     """Step a model ``steps`` times from an initial condition.
 
     Parameters
     ----------
     stepper : forecast.stepper.Stepper
-        Model with attributes ``step`` (timedelta) and ``history`` and a method
-        ``step(state, times)``.
+        The model; each step is ``stepper.advance(state, times, check_finite=False)``
+        under inference mode (a member that blew up does not stop the others;
+        :class:`BlowUpGuard` reports it).
     initial : torch.Tensor
         Shape ``(batch, history, channel, lat, lon)``, physical units; the last
         history slice is valid at lead ``start_lead``.
@@ -102,7 +81,8 @@ def rollout(
     times = shift_times(np.asarray(init_times), start_lead * stepper.step)
     yield LeadState(start_lead, times, history[:, -1])
     for lead in range(start_lead + 1, steps + 1):
-        new = model_step(stepper, history, times)
+        with torch.inference_mode():
+            new = stepper.advance(history, times, check_finite=False).to(history.dtype)
         times = shift_times(times, stepper.step)
         history = (
             torch.cat([history[:, 1:], new[:, None]], dim=1)
@@ -110,10 +90,6 @@ def rollout(
             else new[:, None]
         )
         yield LeadState(lead, times, new)
-
-
-class BlowUpError(ForecastError, RuntimeError):
-    """A member turned NaN/inf or left its physical bounds, and the run was set to stop."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +121,26 @@ class BlowUp:
         return f"member {self.member} of the forecast from {self.init_time} blew up at lead {self.lead} in {self.channel} ({self.reason})"
 
 
+class BlowUpError(ForecastError, RuntimeError):
+    """A member turned NaN/inf or left its physical bounds, and the run was set to stop.
+
+    Parameters
+    ----------
+    blowups : sequence of BlowUp
+        The members that blew up at the step that stopped the run.
+    hint : str, optional
+        What to do about it.
+
+    Attributes
+    ----------
+    blowups : tuple of BlowUp
+    """
+
+    def __init__(self, blowups: Sequence[BlowUp], *, hint: str | None = None):
+        self.blowups = tuple(blowups)
+        super().__init__("; ".join(b.describe() for b in self.blowups), hint=hint)
+
+
 class BlowUpGuard:
     """Checks each step for non-finite values and values outside physical bounds.
 
@@ -164,7 +160,7 @@ class BlowUpGuard:
 
     @classmethod
     def from_normalizer(
-        cls, normalizer, channels: Sequence[str], sigmas: float = 50.0
+        cls, normalizer: Normalizer, channels: Sequence[str], sigmas: float = 50.0
     ) -> BlowUpGuard:
         """Bounds ``mean +- sigmas * std`` of each channel (a broken model, not a strong storm)."""
         index = [list(normalizer.channels).index(c) for c in channels]

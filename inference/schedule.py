@@ -27,7 +27,7 @@ import numpy as np
 
 from forecast.errors import ConfigError, ForecastError
 from forecast.files import atomic_write
-from forecast.time import format_time, time_index
+from forecast.time import format_time
 
 #: Statuses of a manifest.
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
@@ -102,7 +102,7 @@ class RunLock:
         handle = open(self.path, "a+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as err:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
@@ -110,7 +110,7 @@ class RunLock:
                 f"another forecast run is writing this output ({holder})",
                 path=self.path.with_name(self.path.name[: -len(".lock")]),
                 hint="wait for it to finish; the lock frees itself when that process ends",
-            ) from None
+            ) from err
         handle.seek(0)
         handle.truncate()
         handle.write(
@@ -234,8 +234,3 @@ def resolve_latest(
     newest = np.asarray(available)[-1:]
     out = output_for(out_template, newest[0])
     return newest, out, is_finished(out, [format_time(t) for t in newest])
-
-
-def describe_times(times: np.ndarray) -> list[str]:
-    """ISO text of each time (to the minute), for manifests."""
-    return [format_time(t) for t in time_index(times)]

@@ -16,7 +16,6 @@ skipped (delete the work directory, or pass --fresh, to start again).
 
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import shutil
@@ -24,18 +23,22 @@ import sys
 import time as wallclock
 from pathlib import Path
 
+from forecast.cli.config import CommandConfig, option
 from forecast.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
 SHARED_CARTOPY = Path(__file__).resolve().parents[3] / "shared" / "data" / "cartopy"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``forecast demo``."""
-    parser.add_argument("--workdir", default="work/demo", help="directory for every file the demo writes (default work/demo)")
-    parser.add_argument("--all", action="store_true", help="also train an AFNO and forecast with it, to compare")
-    parser.add_argument("--fresh", action="store_true", help="delete the work directory first")
-    parser.add_argument("--configs", default=str(CONFIG_DIR), help="directory of the stage configs (default configs/demo of this checkout)")
+class Config(CommandConfig):
+    """Options of ``forecast demo``."""
+
+    workdir: str = option("work/demo", "directory for every file the demo writes")
+    all: bool = option(False, "also train an AFNO and forecast with it, to compare")
+    fresh: bool = option(False, "delete the work directory first")
+    configs: str = option(
+        str(CONFIG_DIR), "directory of the stage configs (default configs/demo of this checkout)"
+    )
 
 
 def _stage(title: str, argv: list[str], done: Path) -> float:
@@ -57,7 +60,7 @@ def _stage(title: str, argv: list[str], done: Path) -> float:
     return seconds
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Config) -> int:
     """Run ``forecast demo``."""
     # Offline checkouts carry Natural Earth coastlines beside the repository (../shared/data/cartopy);
     # cartopy reads CARTOPY_DATA_DIR when it is imported.

@@ -13,33 +13,32 @@ examples:
 
 from __future__ import annotations
 
-import argparse
+from typing import Literal
+
+from forecast.cli.config import CommandConfig, option
 
 
-def _channel_list(text: str) -> list[str]:
-    return [c.strip() for c in text.split(",") if c.strip()]
+class Config(CommandConfig):
+    """Options of ``forecast ingest``."""
+
+    sources: list[str] = option(help="NetCDF/GRIB files, Zarr stores or globs (quote globs)", metavar="SOURCE", positional=True, min_length=1)
+    out: str = option(help="the store to write", metavar="STORE.zarr")
+    channels: list[str] | None = option(None, "comma-separated channel ids (default: every channel the sources provide)")
+    grid: str = option("source", "target grid: 'source', NLATxNLON (e.g. 32x64) or a resolution (1.0deg)")
+    grid_kind: Literal["equiangular", "legendre-gauss"] = option("equiangular", "kind of an NLATxNLON grid")
+    start: str | None = option(None, "first time to keep, e.g. 2020-01-01 (default: the sources' first)")
+    end: str | None = option(None, "last time to keep, inclusive (default: the sources' last)")
+    step: str | None = option(None, "time step, e.g. 6h (default: the sources' step)")
+    member: int | None = option(None, "ensemble member to take from a source with a 'number' dimension")
+    append: bool = option(False, "add times after the end of an existing store")
+    recompute_statistics: bool = option(False, "with --append: recompute statistics and climatology over the whole store")
+    overwrite: bool = option(False, "replace an existing store")
+    scheduler: str = option("threads", "Dask scheduler: threads, processes, synchronous or tcp://HOST:PORT")
+    climatology_window: int = option(31, "days in the smoothing window of the climatology", metavar="DAYS")
+    no_progress: bool = option(False, "no progress bar", flags=("--no-progress", "--quiet"))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``forecast ingest``."""
-    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="NetCDF/GRIB files, Zarr stores or globs (quote globs)")
-    parser.add_argument("--out", required=True, metavar="STORE.zarr", help="the store to write")
-    parser.add_argument("--channels", type=_channel_list, default=None, help="comma-separated channel ids (default: every channel the sources provide)")
-    parser.add_argument("--grid", default="source", help="target grid: 'source' (default), NLATxNLON (e.g. 32x64) or a resolution (1.0deg)")
-    parser.add_argument("--grid-kind", default="equiangular", choices=["equiangular", "legendre-gauss"], help="kind of an NLATxNLON grid (default equiangular)")
-    parser.add_argument("--start", default=None, help="first time to keep, e.g. 2020-01-01 (default: the sources' first)")
-    parser.add_argument("--end", default=None, help="last time to keep, inclusive (default: the sources' last)")
-    parser.add_argument("--step", default=None, help="time step, e.g. 6h (default: the sources' step)")
-    parser.add_argument("--member", type=int, default=None, help="ensemble member to take from a source with a 'number' dimension")
-    parser.add_argument("--append", action="store_true", help="add times after the end of an existing store")
-    parser.add_argument("--recompute-statistics", action="store_true", help="with --append: recompute statistics and climatology over the whole store")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    parser.add_argument("--scheduler", default="threads", help="Dask scheduler: threads (default), processes, synchronous or tcp://HOST:PORT")
-    parser.add_argument("--climatology-window", type=int, default=31, metavar="DAYS", help="days in the smoothing window of the climatology (default 31)")
-    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
+def run(args: Config) -> int:
     """Run ``forecast ingest``."""
     from pipelines.ingest import ingest
 

@@ -1,8 +1,10 @@
 """Entry point of the ``forecast`` console script.
 
-Each subcommand lives in its own module of this package with two functions,
-``add_arguments(parser)`` and ``run(args) -> int``; :data:`COMMANDS` lists them
-by name. Heavy imports happen inside ``run`` so that ``forecast --help`` is fast.
+Each subcommand lives in its own module of this package with a ``Config``
+(a :class:`forecast.cli.config.CommandConfig`, the one source of its flags,
+YAML keys and defaults) and ``run(config) -> int``; :data:`COMMANDS` lists
+them by name. Heavy imports happen inside ``run`` so that ``forecast --help``
+is fast.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import importlib
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 
 from forecast import __version__
-from forecast.errors import ConfigError, ForecastError
+from forecast.cli.config import add_arguments, resolve
+from forecast.errors import ForecastError
 
 #: Subcommand name -> (module, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,92 +49,36 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # a command whose module is not part of this installation
         doc = (module.__doc__ or help_text).strip()
-        cmd = sub.add_parser(name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-        cmd.add_argument("--config", metavar="FILE.yaml", help="YAML file whose keys mirror the flags; flags given on the command line win")
+        cmd = sub.add_parser(
+            name,
+            help=help_text,
+            description=doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        cmd.add_argument(
+            "--config",
+            metavar="FILE.yaml",
+            help="YAML file whose keys mirror the flags; flags given on the command line win",
+        )
         cmd.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-        module.add_arguments(cmd)
+        add_arguments(cmd, module.Config)
         cmd.set_defaults(_module=module_name)
     return parser
-
-
-def _peek(argv: list[str]) -> tuple[str | None, str | None]:
-    """The subcommand and the ``--config`` value in ``argv``, before full parsing."""
-    command = next((a for a in argv if a in COMMANDS), None)
-    config = None
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            config = argv[i + 1]
-        elif arg.startswith("--config="):
-            config = arg.split("=", 1)[1]
-    return command, config
-
-
-def _apply_config(parser: argparse.ArgumentParser, command: str, config: str) -> None:
-    """Make the YAML config's values the subcommand's defaults (flags given on the command line win)."""
-    import yaml
-
-    path = Path(config)
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"cannot read config ({err.strerror})", path=path) from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"not valid YAML ({str(err).splitlines()[0]})", path=path) from None
-    if not isinstance(loaded, dict):
-        raise ConfigError("a config file must be a mapping of option names to values", path=path)
-    subparser = _subparser(parser, command)
-    known = {a.dest: a for a in subparser._actions if a.dest not in ("help", "config") and not a.dest.startswith("_")}
-    defaults = {}
-    for key, value in loaded.items():
-        dest = str(key).replace("-", "_")
-        if dest not in known:
-            allowed = ", ".join(sorted(d.replace("_", "-") for d in known))
-            raise ConfigError(f"unknown key {key!r} for 'forecast {command}'", path=path, hint=f"allowed keys: {allowed}")
-        action = known[dest]
-        if isinstance(value, list) and action.nargs not in ("+", "*"):
-            value = ",".join(str(v) for v in value)
-        elif not isinstance(value, list) and action.nargs in ("+", "*"):
-            value = [value]
-        if action.type is not None and isinstance(value, str):
-            try:
-                value = action.type(value)
-            except (TypeError, ValueError) as err:
-                raise ConfigError(f"bad value {value!r} for key {key!r} ({err})", path=path) from None
-        defaults[dest] = value
-        action.required = False
-        if not action.option_strings:
-            action.nargs = "*" if action.nargs in ("+", "*") else "?"
-    subparser.set_defaults(**defaults)
-
-
-def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices[name]
-    raise KeyError(name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``forecast`` command; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    command, config = _peek(argv)
-    if command is not None and config is not None:
-        try:
-            _apply_config(parser, command, config)
-        except ForecastError as err:
-            if "--debug" in argv:
-                traceback.print_exc()
-            print(f"forecast {command}: error: {_one_line(err)}", file=sys.stderr)
-            return 1
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    debug = getattr(args, "debug", False)
+    debug = bool(args.debug)
     try:
         module = importlib.import_module(args._module)
-        return int(module.run(args) or 0)
+        config = resolve(module.Config, args, args.config, args.command)
+        return int(module.run(config) or 0)
     except KeyboardInterrupt:
         print("forecast: interrupted", file=sys.stderr)
         return 130

@@ -5,6 +5,8 @@ Examples
   forecast run --checkpoint model.pt --data store.zarr --init 2020-01-01T00 --steps 20 --out fc.zarr
   forecast run --checkpoint model.pt --data store.zarr --init 2020-01-01T00/2020-03-01T00/12h \\
       --steps 40 --members 16 --perturbation grf --amplitude 0.05,z500=0.02 --seed 1 --out hindcast.zarr
+  forecast run --checkpoint model.pt --data store.zarr --init 2020-01-01T00 --steps 20 --members 8 \\
+      --perturbation grf --perturbation-options length_scale_km=500,alpha=3 --out fc.zarr
   forecast run --checkpoint model.pt --data store.zarr --init latest --steps 40 --out 'fc/{init}.zarr'
 
 --init latest forecasts from the newest time in the store; when that
@@ -17,119 +19,100 @@ write their own regions of one Zarr store.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import Any, Literal
 
+from forecast.cli.config import CommandConfig, option
 from forecast.errors import ConfigError
+from inference.perturbations.base import DEFAULT_AMPLITUDE
+from inference.perturbations.bred import BredPerturbation
+from inference.perturbations.grf import GRFPerturbation
+from inference.request import RunRequest, request_default
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``forecast run``."""
-    parser.add_argument(
-        "--checkpoint", required=True, metavar="CKPT", help="checkpoint written by 'forecast train'"
-    )
-    parser.add_argument(
-        "--data",
-        required=True,
-        metavar="STORE.zarr",
-        help="training store with the initial conditions",
-    )
-    parser.add_argument(
-        "--init",
-        required=True,
-        metavar="TIME|START/END/STEP|latest",
+def _option_default(options: type, name: str) -> Any:
+    return options.model_fields[name].default
+
+
+class Config(CommandConfig):
+    """Options of ``forecast run``."""
+
+    checkpoint: str = option(help="checkpoint written by 'forecast train'", metavar="CKPT")
+    data: str = option(help="training store with the initial conditions", metavar="STORE.zarr")
+    init: str = option(
         help="initial time(s): one time, a range with a step (2020-01-01T00/2020-03-01T00/12h), or latest",
+        metavar="TIME|START/END/STEP|latest",
     )
-    parser.add_argument(
-        "--steps", required=True, type=int, metavar="N", help="model steps per forecast"
-    )
-    parser.add_argument(
-        "--out",
-        required=True,
-        metavar="OUT.zarr|OUT.nc",
+    steps: int = option(help="model steps per forecast", metavar="N")
+    out: str = option(
         help="output; the suffix picks the format; {init} is replaced by the (first) init time, e.g. fc/{init}.zarr",
+        metavar="OUT.zarr|OUT.nc",
     )
-    parser.add_argument(
-        "--members",
-        type=int,
-        default=1,
-        metavar="M",
-        help="ensemble members per init time (default 1)",
+    members: int = option(
+        request_default("members"), "ensemble members per init time", metavar="M"
     )
-    parser.add_argument(
-        "--perturbation",
-        default="none",
-        help="initial-condition perturbation: none, gaussian, grf or bred (default none)",
+    perturbation: str = option(
+        "none", "initial-condition perturbation: none, gaussian, grf or bred"
     )
-    parser.add_argument(
-        "--amplitude",
-        default="0.05",
+    amplitude: str = option(
+        str(DEFAULT_AMPLITUDE),
+        "perturbation amplitude in units of each channel's std: 0.05, or z500=0.02,t850=0.1",
         metavar="A|CH=A,...",
-        help="perturbation amplitude in units of each channel's std: 0.05, or z500=0.02,t850=0.1 (default 0.05)",
     )
-    parser.add_argument(
-        "--length-scale",
-        type=float,
-        default=None,
+    perturbation_options: dict[str, Any] | None = option(
+        None,
+        "options of the perturbation as key=value,... (grf: length_scale_km, alpha; bred: cycles)",
+        metavar="KEY=VALUE,...",
+    )
+    length_scale: float | None = option(
+        None,
+        "correlation length of grf perturbations in km "
+        f"(default {_option_default(GRFPerturbation.Options, 'length_scale_km'):g})",
         metavar="KM",
-        help="correlation length of grf perturbations in km (default 1000)",
     )
-    parser.add_argument(
-        "--bred-cycles",
-        type=int,
-        default=None,
+    bred_cycles: int | None = option(
+        None,
+        "breeding cycles of bred perturbations "
+        f"(default {_option_default(BredPerturbation.Options, 'cycles')})",
         metavar="N",
-        help="breeding cycles of bred perturbations (default 3)",
     )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="ensemble seed: the same seed gives the same ensemble whatever the batch size (default 0)",
+    seed: int = option(
+        0, "ensemble seed: the same seed gives the same ensemble whatever the batch size"
     )
-    parser.add_argument(
-        "--max-memory",
-        default=None,
+    max_memory: str | None = option(
+        None,
+        "memory budget for a batch of members, e.g. 8GB (default: half the free RAM, or 80% of free GPU memory)",
         metavar="SIZE",
-        help="memory budget for a batch of members, e.g. 8GB (default: half the free RAM, or 80%% of free GPU memory)",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="B",
-        help="members per model call (default: chosen from --max-memory)",
+    batch_size: int | None = option(
+        None, "members per model call (default: chosen from --max-memory)", metavar="B"
     )
-    parser.add_argument(
-        "--channels",
-        default=None,
-        metavar="CH,...",
-        help="write only these channels (default: all the model's)",
+    channels: list[str] | None = option(
+        None, "write only these channels (default: all the model's)", metavar="CH,..."
     )
-    parser.add_argument(
-        "--output-grid",
-        default=None,
-        metavar="GRID",
-        help="regrid members at write time, e.g. 32x64 or 1.0deg",
+    output_grid: str | None = option(
+        None, "regrid members at write time, e.g. 32x64 or 1.0deg", metavar="GRID"
     )
-    parser.add_argument(
-        "--on-blowup",
-        default="continue",
-        choices=("continue", "stop"),
-        help="when a member turns NaN/inf or leaves physical bounds: report and continue, or stop (default continue)",
+    on_blowup: Literal["continue", "stop"] = option(
+        request_default("on_blowup"),
+        "when a member turns NaN/inf or leaves physical bounds: report and continue, or stop",
     )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda"),
-        help="where the model runs (default: cuda when available)",
+    device: Literal["auto", "cpu", "cuda"] = option(
+        "auto", "where the model runs (auto: cuda when available)"
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an output that holds another or a finished forecast",
+    overwrite: bool = option(
+        False, "replace an output that holds another or a finished forecast"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    no_progress: bool = option(False, "no progress bar")
+
+    def perturbation_option_values(self) -> dict[str, Any]:
+        """``--perturbation-options`` with the ``--length-scale`` and ``--bred-cycles`` shorthands."""
+        options = dict(self.perturbation_options or {})
+        if self.length_scale is not None:
+            options["length_scale_km"] = self.length_scale
+        if self.bred_cycles is not None:
+            options["cycles"] = self.bred_cycles
+        return options
 
 
 def _device(name: str):
@@ -148,8 +131,8 @@ def _device(name: str):
     return torch.device("cuda", local)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``forecast run``; returns the exit code."""
+def run(args: Config) -> int:
+    """Run ``forecast run``: build the collaborators from the options and hand them to the workflow."""
     import time
     from pathlib import Path
 
@@ -159,8 +142,10 @@ def run(args: argparse.Namespace) -> int:
     from forecast.time import format_time
     from inference import distributed
     from inference.ensemble import run_forecast
-    from inference.initial import available_init_times, parse_init_spec
+    from inference.initial import InitialStates, available_init_times, parse_init_spec
+    from inference.perturbations import build_perturbation, perturbation_spec
     from inference.schedule import output_for, resolve_latest
+    from inference.writers import writer_for
 
     started = time.perf_counter()
     device = _device(args.device)
@@ -168,7 +153,6 @@ def run(args: argparse.Namespace) -> int:
     rank, _ = distributed.rank_and_size()
     store = open_store(args.data)
     stepper, metadata = load_checkpoint(args.checkpoint, map_location=device)
-    digest = checkpoint_digest(args.checkpoint)
     if str(args.init).strip().lower() == "latest":
         init_times, out, finished = resolve_latest(
             available_init_times(store, stepper.history), args.out
@@ -182,33 +166,41 @@ def run(args: argparse.Namespace) -> int:
     else:
         init_times = parse_init_spec(args.init, store_calendar(store))
         out = output_for(args.out, init_times[0])
-    channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
-    output_grid = Grid.parse(args.output_grid) if args.output_grid else None
-    options = {"length_scale_km": args.length_scale, "cycles": args.bred_cycles}
+    writer = writer_for(out)
+    initial = InitialStates(store, init_times, stepper)
+    spec = perturbation_spec(
+        args.perturbation,
+        args.amplitude,
+        stepper.channels,
+        args.seed,
+        args.perturbation_option_values(),
+    )
+    request = RunRequest.for_stepper(
+        stepper,
+        initial.labels,
+        args.steps,
+        channels=args.channels,
+        output_grid=Grid.parse(args.output_grid) if args.output_grid else None,
+        members=args.members,
+        perturbation=spec,
+        checkpoint_digest=checkpoint_digest(args.checkpoint),
+        store=str(Path(args.data).resolve()),
+        model_name=str(metadata.get("model", "")),
+        batch_size=args.batch_size,
+        max_memory=args.max_memory,
+        on_blowup=args.on_blowup,
+        overwrite=args.overwrite,
+    )
 
     def log(message: str) -> None:
         print(f"forecast run: {message}", file=sys.stderr)
 
     result = run_forecast(
         stepper,
-        store,
-        init_times,
-        args.steps,
-        Path(out),
-        members=args.members,
-        perturbation=args.perturbation,
-        amplitude=args.amplitude,
-        seed=args.seed,
-        perturbation_options=options,
-        max_memory=args.max_memory,
-        batch_size=args.batch_size,
-        channels=channels,
-        output_grid=output_grid,
-        on_blowup=args.on_blowup,
-        checkpoint_digest=digest,
-        model_name=str(metadata.get("model", "")),
-        store_path=Path(args.data).resolve(),
-        overwrite=args.overwrite,
+        initial,
+        build_perturbation(spec, stepper),
+        writer,
+        request,
         show_progress=not args.no_progress,
         log=log,
     )

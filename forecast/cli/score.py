@@ -15,61 +15,53 @@ examples:
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from forecast.cli.config import CommandConfig, option
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``forecast score``."""
-    parser.add_argument(
-        "forecast",
-        metavar="FORECAST",
+
+class Config(CommandConfig):
+    """Options of ``forecast score``."""
+
+    forecast: str = option(
         help="forecast .zarr or .nc in the output layout of 'forecast run'",
+        metavar="FORECAST",
+        positional=True,
     )
-    parser.add_argument(
-        "--truth",
-        metavar="STORE.zarr",
-        required=True,
-        help="training store that holds the truth and its climatology",
+    truth: str = option(
+        help="training store that holds the truth and its climatology", metavar="STORE.zarr"
     )
-    parser.add_argument(
-        "--out", metavar="SCORES.nc", help="write the scores NetCDF here (atomically)"
+    out: str | None = option(
+        None, "write the scores NetCDF here (atomically)", metavar="SCORES.nc"
     )
-    parser.add_argument(
-        "--plots",
+    plots: str | None = option(
+        None,
+        "draw skill, spread-skill, rank histogram, spectra and map plots into DIR",
         metavar="DIR",
-        help="draw skill, spread-skill, rank histogram, spectra and map plots into DIR",
     )
-    parser.add_argument(
-        "--region",
-        nargs="+",
-        metavar="REGION",
-        help="regions: global, tropics, extratropics_north, extratropics_south, or a box "
+    region: list[str] | None = option(
+        None,
+        "regions: global, tropics, extratropics_north, extratropics_south, or a box "
         "NAME=LAT_MIN,LAT_MAX,LON_MIN,LON_MAX (degrees east); default the four standard regions",
-    )
-    parser.add_argument(
-        "--lead-for-maps", default="24h", metavar="LEAD", help="lead time of the maps (default 24h)"
-    )
-    parser.add_argument(
-        "--table-region",
-        default=None,
         metavar="REGION",
-        help="region shown in the printed table (default the first)",
+        nargs="+",
     )
-    parser.add_argument(
-        "--no-baselines",
-        action="store_true",
-        help="score only the forecast, not persistence and climatology",
+    lead_for_maps: str = option("24h", "lead time of the maps", metavar="LEAD")
+    table_region: str | None = option(
+        None, "region shown in the printed table (default the first)", metavar="REGION"
     )
-    parser.add_argument("--no-spectra", action="store_true", help="skip the power spectra")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    no_baselines: bool = option(
+        False, "score only the forecast, not persistence and climatology"
+    )
+    no_spectra: bool = option(False, "skip the power spectra")
+    no_progress: bool = option(False, "hide the progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Config) -> int:
     """Score, print the table, write the file and plots."""
     from forecast.scoring.score import BASELINES, score_files
 
-    regions = [args.region] if isinstance(args.region, str) else args.region
+    regions = args.region
     _, table, written = score_files(
         args.forecast,
         args.truth,

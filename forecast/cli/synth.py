@@ -12,54 +12,31 @@ example:
 
 from __future__ import annotations
 
-import argparse
+from forecast.cli.config import CommandConfig, option
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``synth`` options to its subparser."""
-    parser.add_argument(
-        "out_dir", metavar="OUT_DIR", help="directory for the files era5_synthetic_YYYY-MM.nc"
+class Config(CommandConfig):
+    """Options of ``forecast synth``."""
+
+    out_dir: str = option(
+        help="directory for the files era5_synthetic_YYYY-MM.nc", metavar="OUT_DIR", positional=True
     )
-    parser.add_argument(
-        "--grid",
-        default="64x128",
-        help="output grid: NLATxNLON (equiangular) or a resolution such as 1.0deg (default 64x128)",
+    grid: str = option(
+        "64x128", "output grid: NLATxNLON (equiangular) or a resolution such as 1.0deg"
     )
-    parser.add_argument(
-        "--start", default="2020-01-01", help="first valid time (default 2020-01-01)"
+    start: str = option("2020-01-01", "first valid time")
+    days: float = option(30.0, "number of days to write")
+    step: str = option("6h", "time between fields, e.g. 6h, 1h")
+    calendar: str = option("standard", "standard, noleap or 360_day")
+    seed: int = option(0, "seed of the weather; the same seed gives identical files")
+    pack_int16: bool = option(
+        False, "pack variables as int16 with scale_factor/add_offset, as older CDS files"
     )
-    parser.add_argument(
-        "--days", type=float, default=30.0, help="number of days to write (default 30)"
-    )
-    parser.add_argument(
-        "--step", default="6h", help="time between fields, e.g. 6h, 1h (default 6h)"
-    )
-    parser.add_argument(
-        "--calendar", default="standard", help="standard, noleap or 360_day (default standard)"
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the weather; the same seed gives identical files (default 0)",
-    )
-    parser.add_argument(
-        "--pack-int16",
-        action="store_true",
-        help="pack variables as int16 with scale_factor/add_offset, as older CDS files",
-    )
-    parser.add_argument(
-        "--spinup-days",
-        type=float,
-        default=20.0,
-        help="days simulated before --start so that weather is developed (default 20)",
-    )
-    parser.add_argument(
-        "--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar"
-    )
+    spinup_days: float = option(20.0, "days simulated before --start so that weather is developed")
+    no_progress: bool = option(False, "no progress bar", flags=("--no-progress", "--quiet"))
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Config) -> int:
     """Generate the files; returns the exit code."""
     from forecast.grid import Grid
     from pipelines.synthetic import synthesize

@@ -21,7 +21,7 @@ from forecast.grid import Grid
 class HParams(BaseModel):
     """Base of every backbone's hyperparameters: frozen, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def validate_hparams(spec: ModelSpec, hparams: Mapping[str, Any] | HParams | Non
         raise ConfigError(
             f"invalid hyperparameters for model {spec.name!r}: {'; '.join(problems)}",
             hint=f"allowed: {describe_hparams(spec.hparams)}",
-        ) from None
+        ) from err
 
 
 def hparams_to_dict(hparams: HParams) -> dict[str, Any]:

@@ -310,5 +310,5 @@ def draw_all(
         raise DataError(
             f"cannot draw the maps: cartopy could not download the Natural Earth coastlines ({err})",
             hint="run once with internet, or set CARTOPY_DATA_DIR to a folder that holds them",
-        ) from None
+        ) from err
     return written

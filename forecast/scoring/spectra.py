@@ -14,7 +14,6 @@ import functools
 
 import numpy as np
 import torch
-import xarray as xr
 
 from forecast.grid import Grid
 
@@ -83,33 +82,3 @@ def power_spectrum(
         weights = grid.area_weights() if area_weights is None else np.asarray(area_weights)
         spectrum = np.einsum("slk,l->sk", power, weights / weights.sum())
     return spectrum.reshape((*lead_shape, spectrum.shape[-1]))
-
-
-def power_spectrum_xr(field: xr.DataArray, grid: Grid) -> xr.DataArray:
-    """:func:`power_spectrum` over an xarray object (lazy with Dask).
-
-    Parameters
-    ----------
-    field : xarray.DataArray
-        dims ``(..., latitude, longitude)``, space in one Dask chunk.
-    grid : Grid
-        The grid of ``field``.
-
-    Returns
-    -------
-    xarray.DataArray
-        dims ``(..., wavenumber)``; ``wavenumber`` is the total (global) or
-        zonal (regional) wavenumber, 0-based.
-    """
-    size = spectrum_size(grid)
-    out = xr.apply_ufunc(
-        power_spectrum,
-        field.transpose(..., *SPACE_DIMS),
-        kwargs={"grid": grid},
-        input_core_dims=[list(SPACE_DIMS)],
-        output_core_dims=[["wavenumber"]],
-        dask="parallelized",
-        output_dtypes=[np.float64],
-        dask_gufunc_kwargs={"output_sizes": {"wavenumber": size}},
-    )
-    return out.assign_coords(wavenumber=np.arange(size))

@@ -15,6 +15,7 @@ replays exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +28,34 @@ from forecast.time import format_time, parse_time, time_index
 
 __all__ = [
     "StepBatchSampler",
+    "TrainingWindows",
     "WindowDataset",
     "make_loader",
     "split_windows",
 ]
+
+
+@dataclass(frozen=True)
+class TrainingWindows:
+    """Where training samples come from: a store, its times, and the windows of each split.
+
+    Attributes
+    ----------
+    store_path : Path
+        The training store.
+    times : numpy.ndarray
+        Its time coordinate, shape ``(time,)``.
+    channel_indices : tuple of int
+        Store positions of the model's channels, in the model's order.
+    train_starts, val_starts : numpy.ndarray
+        Window start indices (see :func:`split_windows`).
+    """
+
+    store_path: Path
+    times: np.ndarray
+    channel_indices: tuple[int, ...]
+    train_starts: np.ndarray
+    val_starts: np.ndarray
 
 
 def split_windows(

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
+from forecast.stepper import TrainableStepper
 from forecast.training.distributed import DistributedContext
-from forecast.training.rollout import Rollout, denormalize, normalize, rollout_forcings
+from forecast.training.rollout import Rollout, rollout_forcings
 
 __all__ = ["RolloutScores", "evaluate_checkpoint", "score_rollouts"]
 
@@ -67,7 +67,7 @@ class RolloutScores:
 
 @torch.no_grad()
 def score_rollouts(
-    stepper: nn.Module,
+    stepper: TrainableStepper,
     batches: Iterable[dict],
     times: np.ndarray,
     latitude_weights: np.ndarray,
@@ -81,8 +81,7 @@ def score_rollouts(
 
     Parameters
     ----------
-    stepper : Stepper
-        With ``forward_normalized``, ``make_forcing``, ``normalizer``, ``channels``.
+    stepper : TrainableStepper
     batches : iterable of dict
         Loader batches with ``history`` ``(batch, history, channel, lat, lon)``,
         ``targets`` ``(batch, lead, channel, lat, lon)`` (physical) and ``start``.
@@ -110,7 +109,7 @@ def score_rollouts(
     was_training = stepper.training
     stepper.eval()
     normalizer = stepper.normalizer
-    history_length = int(getattr(stepper, "history", 1))
+    history_length = stepper.history
     weights = torch.as_tensor(latitude_weights, dtype=torch.float64, device=device).reshape(-1, 1)
     n_rows = 3 if climatology is not None else 2
     n_channels = len(normalizer.channels)
@@ -132,8 +131,8 @@ def score_rollouts(
                 dtype=autocast_dtype or torch.bfloat16,
                 enabled=autocast_dtype is not None,
             ):
-                predictions = rollout(normalize(stepper, history), forcings, n_leads)
-            predictions = denormalize(stepper, predictions.float()).transpose(
+                predictions = rollout(stepper.normalize(history), forcings, n_leads)
+            predictions = stepper.denormalize(predictions.float()).transpose(
                 0, 1
             )  # (batch, lead, channel, lat, lon)
             truth = targets.double()

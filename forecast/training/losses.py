@@ -227,8 +227,8 @@ class RolloutCurriculum:
             step, _, k = part.partition(":")
             try:
                 pairs.append((int(step), int(k)))
-            except ValueError:
+            except ValueError as err:
                 raise ValueError(
                     f"cannot parse rollout schedule {text!r}; write step:K pairs such as 0:1,500:2,1000:4"
-                ) from None
+                ) from err
         return tuple(pairs)

@@ -8,40 +8,28 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Rollout", "denormalize", "normalize", "rollout_forcings", "uses_forcings"]
+from forecast.forcings import Forcings, select_step
+from forecast.stepper import TrainableStepper
 
-
-def uses_forcings(stepper: nn.Module) -> bool:
-    """Whether the stepper takes forcing fields (its ``use_forcings`` flag, default True)."""
-    return bool(getattr(stepper, "use_forcings", getattr(stepper, "forcings", True)))
-
-
-def normalize(stepper: nn.Module, state: torch.Tensor) -> torch.Tensor:
-    """Physical ``(..., channel, lat, lon)`` -> normalised, with the stepper's statistics."""
-    if hasattr(stepper, "normalize"):
-        return stepper.normalize(state)
-    return stepper.normalizer.normalize(state)
-
-
-def denormalize(stepper: nn.Module, state: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`normalize`."""
-    if hasattr(stepper, "denormalize"):
-        return stepper.denormalize(state)
-    return stepper.normalizer.denormalize(state)
+__all__ = ["Rollout", "repeat_forcings", "rollout_forcings"]
 
 
 def rollout_forcings(
-    stepper: nn.Module, times: np.ndarray, starts: Sequence[int], n_steps: int, device: torch.device
-) -> torch.Tensor | None:
-    """Forcings of each rollout step: ``(n_steps, batch, n_forcing, lat, lon)`` or None.
+    stepper: TrainableStepper,
+    times: np.ndarray,
+    starts: Sequence[int],
+    n_steps: int,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """Forcings of each rollout step: each named input laid out ``(n_steps, batch, ...)``.
 
     Step ``k`` (0-based) advances the state valid at
-    ``times[start + history - 1 + k]``; its forcing is computed for that time
-    by ``stepper.make_forcing``.
+    ``times[start + history - 1 + k]``; its forcings are
+    ``stepper.forcings`` of that time.
 
     Parameters
     ----------
-    stepper : Stepper
+    stepper : TrainableStepper
     times : numpy.ndarray
         The store's time coordinate.
     starts : sequence of int
@@ -50,16 +38,22 @@ def rollout_forcings(
         Rollout length.
     device : torch.device
     """
-    if not uses_forcings(stepper):
-        return None
-    history = int(getattr(stepper, "history", 1))
     starts = np.asarray(starts, dtype=np.int64)
     # one call for every (step, window): the forcing of each time is independent of the others
-    index = (starts[None, :] + (history - 1) + np.arange(n_steps)[:, None]).ravel()
-    forcing = stepper.make_forcing(times[index])
-    if forcing is None:
-        return None
-    return forcing.reshape(n_steps, len(starts), *forcing.shape[1:]).to(device)
+    index = (starts[None, :] + (stepper.history - 1) + np.arange(n_steps)[:, None]).ravel()
+    forcings = stepper.forcings(times[index])
+    return {
+        name: value.reshape(n_steps, len(starts), *value.shape[1:]).to(device)
+        for name, value in forcings.items()
+    }
+
+
+def repeat_forcings(forcings: Forcings, members: int) -> dict[str, torch.Tensor]:
+    """Forcings ``(n_steps, batch, ...)`` for ``members`` copies of the batch, member-major."""
+    return {
+        name: value.repeat(1, members, *([1] * (value.ndim - 2)))
+        for name, value in forcings.items()
+    }
 
 
 class Rollout(nn.Module):
@@ -70,26 +64,24 @@ class Rollout(nn.Module):
 
     Parameters
     ----------
-    stepper : Stepper
-        Has ``forward_normalized(x, forcing)`` with
+    stepper : TrainableStepper
+        Has ``forward_normalized(x, forcings)`` with
         ``x`` ``(batch, history, channel, lat, lon)`` -> ``(batch, channel, lat, lon)``.
     """
 
-    def __init__(self, stepper: nn.Module):
+    def __init__(self, stepper: TrainableStepper):
         super().__init__()
         self.stepper = stepper
 
-    def forward(
-        self, history: torch.Tensor, forcings: torch.Tensor | None, n_steps: int
-    ) -> torch.Tensor:
+    def forward(self, history: torch.Tensor, forcings: Forcings, n_steps: int) -> torch.Tensor:
         """Roll out in normalised units.
 
         Parameters
         ----------
         history : torch.Tensor
             ``(batch, history, channel, lat, lon)``, normalised.
-        forcings : torch.Tensor or None
-            ``(n_steps, batch, n_forcing, lat, lon)``.
+        forcings : Forcings
+            From :func:`rollout_forcings`: each ``(n_steps, batch, ...)``.
         n_steps : int
 
         Returns
@@ -100,8 +92,7 @@ class Rollout(nn.Module):
         state = history
         predictions = []
         for k in range(n_steps):
-            forcing = None if forcings is None else forcings[k]
-            prediction = self.stepper.forward_normalized(state, forcing)
+            prediction = self.stepper.forward_normalized(state, select_step(forcings, k))
             predictions.append(prediction)
             state = torch.cat([state[:, 1:], prediction.unsqueeze(1).to(state.dtype)], dim=1)
         return torch.stack(predictions)

@@ -78,7 +78,7 @@ def load_training_state(path: str | Path) -> dict:
             f"cannot read training state ({type(err).__name__}: {err})",
             path=path,
             hint="start a new run without --resume",
-        ) from None
+        ) from err
     version = state.get("state_format_version") if isinstance(state, dict) else None
     if version != STATE_FORMAT_VERSION:
         raise CheckpointError(

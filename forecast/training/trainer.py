@@ -16,7 +16,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,17 +25,26 @@ import torch
 from torch import nn
 
 from forecast.errors import ConfigError, ForecastError
-from forecast.training.data import StepBatchSampler, WindowDataset, make_loader, validation_batches
+from forecast.stepper import TrainableStepper
+from forecast.training.data import (
+    StepBatchSampler,
+    TrainingWindows,
+    WindowDataset,
+    make_loader,
+    validation_batches,
+)
 from forecast.training.distributed import DistributedContext
 from forecast.training.evaluate import RolloutScores, score_rollouts
 from forecast.training.losses import (
     RolloutCurriculum,
+    channel_weight_tensor,
     per_channel_fair_crps,
     per_channel_mse,
     reduce_channels,
 )
 from forecast.training.optim import build_optimizer, cosine_warmup_factor, set_learning_rate
-from forecast.training.rollout import Rollout, normalize, rollout_forcings
+from forecast.training.request import TrainRequest
+from forecast.training.rollout import Rollout, repeat_forcings, rollout_forcings
 from forecast.training.state import capture_rng, restore_rng, save_training_state
 
 __all__ = ["TrainingDivergedError", "TrainingLoop", "TrainingResult"]
@@ -84,155 +93,93 @@ class TrainingLoop:
 
     Parameters
     ----------
-    stepper : Stepper
-        The model to train (``forward_normalized``, ``make_forcing``,
-        ``normalizer``, ``channels``, ``grid``, ``history``).
-    store_path : str or Path
-        The training store.
-    times : numpy.ndarray
-        Its time coordinate.
-    channel_indices : sequence of int
-        Store positions of ``stepper.channels``.
-    train_starts, val_starts : numpy.ndarray
-        Window start indices (see :func:`forecast.training.data.split_windows`).
-    out_dir : Path
-        Run directory.
+    stepper : TrainableStepper
+        The model to train.
+    windows : TrainingWindows
+        The store, its times, the model's channel positions and the window starts.
     context : DistributedContext
-    max_steps : int
-        Optimiser steps of the whole run (the schedules span them).
-    curriculum : RolloutCurriculum
-        Rollout length K per step.
-    batch_size : int
-        Global samples per micro-step (split over ranks).
-    accumulation : int
-        Micro-steps per optimiser step.
-    lr, weight_decay, warmup_steps, min_lr_factor, grad_clip : float/int
-        AdamW and its cosine-with-warm-up schedule; ``grad_clip`` is the max
-        global gradient norm (None: no clipping).
-    precision : str
-        ``"fp32"`` or ``"bf16"`` (autocast).
-    channel_weights : torch.Tensor or None
-        ``(channel,)`` loss weights.
-    tendency_loss : bool
-        Divide each channel's error by its normalised tendency scale
-        ``diff_std / std`` (so the loss is in units of one step's typical
-        change and persistence scores about 1 in every channel); otherwise
-        the loss is in normalised state units.
-    ensemble_size : int
-        Members per sample; above 1 the loss is the fair CRPS of an ensemble
-        made by adding Gaussian noise of std ``ensemble_noise`` (normalised
-        units) to the initial state.
-    val_every, val_samples, val_batch_size, log_every : int
-    workers, prefetch : int
-        Data-loader worker processes and batches prefetched per worker.
-    seed : int
-        Seeds the data order and the ensemble noise.
-    provenance : dict
+        This process's rank, device and collectives.
+    request : TrainRequest
+        The run's options (optimiser, schedules, loss, validation, loader);
+        ``request.out`` is the run directory. ``precision`` ``"auto"`` means
+        bf16 on CUDA, fp32 elsewhere.
+    provenance : dict, optional
         Recorded in every checkpoint.
-    progress : bool
-        Show a progress bar (rank 0 only).
+    val_batch_size : int, optional
+        Validation windows per batch on this rank (default: the training
+        micro-batch of one rank).
+
+    Notes
+    -----
+    The loss is the area-weighted MSE over the curriculum's K steps or, with
+    ``ensemble_size > 1``, the fair CRPS of an ensemble made by adding
+    Gaussian noise of std ``ensemble_noise`` (normalised units) to the initial
+    state; with ``tendency_loss`` each channel's error is divided by its
+    normalised tendency scale ``diff_std / std`` (so persistence scores about
+    1 in every channel).
     """
 
     def __init__(
         self,
-        stepper: nn.Module,
-        store_path: str | Path,
-        times: np.ndarray,
-        channel_indices: Sequence[int],
-        train_starts: np.ndarray,
-        val_starts: np.ndarray,
-        out_dir: Path,
+        stepper: TrainableStepper,
+        windows: TrainingWindows,
         context: DistributedContext,
+        request: TrainRequest,
         *,
-        max_steps: int,
-        curriculum: RolloutCurriculum,
-        batch_size: int,
-        accumulation: int = 1,
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 0,
-        min_lr_factor: float = 0.01,
-        grad_clip: float | None = 1.0,
-        precision: str = "fp32",
-        channel_weights: torch.Tensor | None = None,
-        tendency_loss: bool = True,
-        ensemble_size: int = 1,
-        ensemble_noise: float = 0.05,
-        val_every: int = 100,
-        val_samples: int | None = 32,
-        val_batch_size: int | None = None,
-        log_every: int = 10,
-        workers: int = 2,
-        prefetch: int = 4,
-        seed: int = 0,
         provenance: dict | None = None,
-        progress: bool = True,
+        val_batch_size: int | None = None,
     ):
-        if precision not in ("fp32", "bf16"):
-            raise ConfigError(f"unknown precision {precision!r}", hint="use fp32 or bf16")
-        if ensemble_size < 1:
-            raise ConfigError(f"--ensemble-size must be at least 1, got {ensemble_size}")
-        if accumulation < 1 or batch_size < 1 or max_steps < 1:
-            raise ConfigError("--batch-size, --accumulation and --max-steps must be at least 1")
-        if batch_size % context.world_size:
+        if request.batch_size % context.world_size:
             raise ConfigError(
-                f"--batch-size {batch_size} must be a multiple of the {context.world_size} processes"
+                f"--batch-size {request.batch_size} must be a multiple of the {context.world_size} processes"
             )
+        self.request = request
         self.context = context
         self.device = context.device
         self.stepper = stepper.to(self.device)
-        self.store_path = Path(store_path)
-        self.times = np.asarray(times)
-        self.dataset = WindowDataset(
-            store_path, channel_indices, int(getattr(stepper, "history", 1))
+        self.times = np.asarray(windows.times)
+        self.dataset = WindowDataset(windows.store_path, windows.channel_indices, stepper.history)
+        self.train_starts = np.asarray(windows.train_starts)
+        self.val_starts = np.asarray(windows.val_starts)
+        self.out_dir = Path(request.out)
+        self.max_steps = request.max_steps
+        self.curriculum = RolloutCurriculum(
+            request.max_steps, request.rollout_steps, milestones=request.rollout_schedule or None
         )
-        self.train_starts = np.asarray(train_starts)
-        self.val_starts = np.asarray(val_starts)
-        self.out_dir = Path(out_dir)
-        self.max_steps = max_steps
-        self.curriculum = curriculum
-        self.batch_size = batch_size
-        self.accumulation = accumulation
-        self.lr = lr
-        self.warmup_steps = warmup_steps
-        self.min_lr_factor = min_lr_factor
-        self.grad_clip = grad_clip
+        self.batch_size = request.batch_size
+        self.accumulation = request.accumulation
+        self.seed = request.seed
+        precision = request.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
-        self.channel_weights = None if channel_weights is None else channel_weights.to(self.device)
-        self.tendency_loss = tendency_loss
+        weights = _channel_weights(stepper.channels, request.channel_weights)
+        self.channel_weights = None if weights is None else weights.to(self.device)
         normalizer = stepper.normalizer
         scale = np.asarray(normalizer.diff_std, dtype=np.float64) / np.asarray(
             normalizer.std, dtype=np.float64
         )
         self.error_scale = torch.as_tensor(
-            1.0 / scale**2 if tendency_loss else np.ones_like(scale),
+            1.0 / scale**2 if request.tendency_loss else np.ones_like(scale),
             dtype=torch.float32,
             device=self.device,
         )
-        self.ensemble_size = ensemble_size
-        self.ensemble_noise = ensemble_noise
-        self.val_every = val_every
-        self.val_samples = val_samples
-        self.val_batch_size = val_batch_size or max(batch_size // context.world_size, 1)
-        self.log_every = max(log_every, 1)
-        self.workers = workers
-        self.prefetch = prefetch
-        self.seed = seed
+        self.val_batch_size = val_batch_size or max(request.batch_size // context.world_size, 1)
         self.provenance = dict(provenance or {})
-        self.progress = progress and context.is_main
+        self.progress = request.progress and context.is_main
         self.channels = tuple(stepper.normalizer.channels)
         self.latitude_weights = torch.as_tensor(
             stepper.grid.area_weights(), dtype=torch.float32, device=self.device
         )
-        self.rollout = Rollout(self.stepper)
+        self.rollout: nn.Module = Rollout(self.stepper)
         if context.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.rollout = nn.parallel.DistributedDataParallel(self.rollout, device_ids=ids)
         self.optimizer = build_optimizer(
-            self.stepper.parameters(), lr=lr, weight_decay=weight_decay
+            self.stepper.parameters(), lr=request.lr, weight_decay=request.weight_decay
         )
         self.noise = torch.Generator(device=self.device)
-        self.noise.manual_seed(seed * 1000 + context.rank)
+        self.noise.manual_seed(request.seed * 1000 + context.rank)
         self.step = 0
         self.best_score: float | None = None
         self.last_validation: RolloutScores | None = None
@@ -270,20 +217,19 @@ class TrainingLoop:
 
     # -- one optimiser step -----------------------------------------------------------
     def _loss_per_channel(self, batch: dict, n_steps: int) -> torch.Tensor:
-        history = normalize(self.stepper, batch["history"].to(self.device, non_blocking=True))
-        targets = normalize(self.stepper, batch["targets"].to(self.device, non_blocking=True))
+        history = self.stepper.normalize(batch["history"].to(self.device, non_blocking=True))
+        targets = self.stepper.normalize(batch["targets"].to(self.device, non_blocking=True))
         forcings = rollout_forcings(
             self.stepper, self.times, batch["start"].numpy(), n_steps, self.device
         )
-        members = self.ensemble_size
+        members = self.request.ensemble_size
         if members > 1:
             history = history.repeat(members, 1, 1, 1, 1)
             noise = torch.randn(
                 history.shape, generator=self.noise, device=self.device, dtype=history.dtype
             )
-            history = history + self.ensemble_noise * noise
-            if forcings is not None:
-                forcings = forcings.repeat(1, members, 1, 1, 1)
+            history = history + self.request.ensemble_noise * noise
+            forcings = repeat_forcings(forcings, members)
         with torch.autocast(
             self.device.type,
             dtype=self.autocast_dtype or torch.bfloat16,
@@ -304,10 +250,11 @@ class TrainingLoop:
         return torch.stack(losses).mean(dim=0) * scale
 
     def _optimizer_step(self, batches, n_steps: int) -> None:
+        request = self.request
         factor = cosine_warmup_factor(
-            self.step, self.max_steps, self.warmup_steps, self.min_lr_factor
+            self.step, self.max_steps, request.warmup_steps, request.min_lr_factor
         )
-        lr = self.lr * factor
+        lr = request.lr * factor
         set_learning_rate(self.optimizer, lr)
         channel_loss = torch.zeros(len(self.channels), device=self.device)
         for micro in range(self.accumulation):
@@ -324,8 +271,8 @@ class TrainingLoop:
                 loss.backward()
             channel_loss += per_channel.detach() / self.accumulation
         parameters = [p for p in self.stepper.parameters() if p.grad is not None]
-        if self.grad_clip:
-            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.grad_clip)
+        if request.grad_clip:
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, request.grad_clip)
         else:
             grad_norm = torch.linalg.vector_norm(
                 torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters])
@@ -399,14 +346,14 @@ class TrainingLoop:
             return None
         n_leads = self.curriculum.rollout_steps
         batches = validation_batches(
-            self.val_starts, n_leads, self.val_batch_size, self.val_samples
+            self.val_starts, n_leads, self.val_batch_size, self.request.val_samples
         )
         mine = batches[self.context.rank :: self.context.world_size]
         loader = make_loader(
             self.dataset,
             mine,
-            workers=min(self.workers, len(mine)),
-            prefetch=self.prefetch,
+            workers=min(self.request.workers, len(mine)),
+            prefetch=self.request.prefetch,
             pin_memory=self.device.type == "cuda",
         )
         scores = score_rollouts(
@@ -481,8 +428,8 @@ class TrainingLoop:
         loader = make_loader(
             self.dataset,
             sampler,
-            self.workers,
-            self.prefetch,
+            self.request.workers,
+            self.request.prefetch,
             pin_memory=self.device.type == "cuda",
         )
         batches = iter(loader)
@@ -493,8 +440,8 @@ class TrainingLoop:
             while self.step < end:
                 started = time.perf_counter()
                 self._optimizer_step(batches, self.curriculum(self.step))
-                validate_now = self.val_every > 0 and self.step % self.val_every == 0
-                if self.step % self.log_every == 0 or validate_now or self.step == end:
+                validate_now = self.step % self.request.val_every == 0
+                if self.step % self.request.log_every == 0 or validate_now or self.step == end:
                     self._flush()
                 seconds.append(time.perf_counter() - started)
                 if validate_now:
@@ -508,9 +455,7 @@ class TrainingLoop:
                         refresh=False,
                     )
             self._flush()
-            just_saved = (
-                self.step > first and self.val_every > 0 and self.step % self.val_every == 0
-            )
+            just_saved = self.step > first and self.step % self.request.val_every == 0
             if not just_saved:
                 if self.step >= self.max_steps:
                     self._validate_and_save()
@@ -530,6 +475,15 @@ class TrainingLoop:
             seconds,
             self.stepper,
         )
+
+
+def _channel_weights(
+    channels: Sequence[str], weights: Mapping[str, float] | None
+) -> torch.Tensor | None:
+    try:
+        return channel_weight_tensor(list(channels), dict(weights) if weights else None)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def _nonfinite_word(values: np.ndarray) -> str:

@@ -9,13 +9,72 @@ ranks.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from forecast.errors import ConfigError
 from forecast.grid import Grid
+from forecast.stepper import Stepper
+
+
+class PerturbationOptions(BaseModel):
+    """Base of each perturbation's options: typed, defaults filled in, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class PerturbationSpec:
+    """What a perturbation is, as a run's identity records it.
+
+    Attributes
+    ----------
+    name : str
+        Key of :data:`inference.perturbations.PERTURBATIONS`.
+    amplitude : tuple of (str, float)
+        ``(channel, amplitude)`` pairs, amplitudes in units of the channel's std.
+    options : tuple of (str, value)
+        Every option of the perturbation, defaults included, sorted by name.
+    seed : int
+        Seed of the ensemble.
+    """
+
+    name: str = "none"
+    amplitude: tuple[tuple[str, float], ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+    seed: int = 0
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest's view: ``perturbation``, ``perturbation_options``, ``amplitude``, ``seed``."""
+        return {
+            "perturbation": self.name,
+            "perturbation_options": dict(self.options),
+            "amplitude": {channel: float(value) for channel, value in self.amplitude},
+            "seed": int(self.seed),
+        }
+
+
+@runtime_checkable
+class Perturbation(Protocol):
+    """What :func:`inference.ensemble.run_forecast` needs of a perturbation."""
+
+    spec: PerturbationSpec | None
+
+    def __call__(
+        self,
+        state: torch.Tensor,
+        init_labels: Sequence[str],
+        members: Sequence[int],
+        stepper: Stepper | None = None,
+        times: np.ndarray | None = None,
+    ) -> torch.Tensor:
+        """Perturbed copies of ``state`` ``(batch, history, channel, lat, lon)``."""
+        ...
 
 
 def member_seed(seed: int, init_label: str, member: int) -> int:
@@ -31,8 +90,12 @@ def member_generator(seed: int, init_label: str, member: int) -> torch.Generator
     return generator
 
 
+#: Perturbation amplitude, in units of each channel's std, where none is given.
+DEFAULT_AMPLITUDE = 0.05
+
+
 def parse_amplitude(
-    text: str | float | None, channels: Sequence[str], default: float = 0.05
+    text: str | float | None, channels: Sequence[str], default: float = DEFAULT_AMPLITUDE
 ) -> np.ndarray:
     """Amplitudes per channel in units of the channel's std.
 
@@ -62,11 +125,11 @@ def parse_amplitude(
                 per_channel[name.strip()] = float(value)
             elif part:
                 default = float(part)
-    except ValueError:
+    except ValueError as err:
         raise ConfigError(
             f"cannot parse --amplitude {text!r}",
             hint="write a number (0.05) or channel=number pairs (z500=0.02,t850=0.1)",
-        ) from None
+        ) from err
     unknown = [c for c in per_channel if c not in channels]
     if unknown:
         raise ConfigError(
@@ -97,8 +160,8 @@ def area_rms(field: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (field.square().mean(dim=-1) * weights).mean(dim=-1).sqrt()
 
 
-class Perturbation:
-    """Base class: adds noise of a given amplitude per channel to initial states.
+class BasePerturbation:
+    """Base class of the built-in perturbations: adds noise of a given amplitude per channel to initial states.
 
     Parameters
     ----------
@@ -108,14 +171,63 @@ class Perturbation:
         The model grid.
     seed : int
         Seed of the ensemble.
+    options : Options, optional
+        The class's options (its :class:`PerturbationOptions` subclass
+        ``Options``); defaults when not given.
+
+    Notes
+    -----
+    A subclass sets ``name`` (its key in the registry), declares its options as
+    a nested ``Options(PerturbationOptions)`` model (defaults there, once), and
+    implements :meth:`noise` (or overrides :meth:`__call__`).
     """
 
     name = "base"
 
-    def __init__(self, amplitude: np.ndarray, grid: Grid, seed: int = 0):
+    class Options(PerturbationOptions):
+        """No options."""
+
+    #: The spec this perturbation was built from (set by ``build_perturbation``).
+    spec: PerturbationSpec | None = None
+
+    def __init__(
+        self,
+        amplitude: np.ndarray,
+        grid: Grid,
+        seed: int = 0,
+        options: PerturbationOptions | None = None,
+    ):
         self.amplitude = np.asarray(amplitude, dtype=np.float64)
         self.grid = grid
         self.seed = int(seed)
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any] | None) -> PerturbationOptions:
+        """Check ``options`` against :attr:`Options` and fill in the defaults.
+
+        Raises
+        ------
+        ConfigError
+            Naming an option the perturbation does not take, or a bad value.
+        """
+        from pydantic import ValidationError
+
+        try:
+            return cls.Options(**dict(options or {}))
+        except ValidationError as err:
+            allowed = ", ".join(cls.Options.model_fields) or "no options"
+            problems = []
+            for item in err.errors():
+                key = ".".join(str(p) for p in item["loc"])
+                if item["type"] == "extra_forbidden":
+                    problems.append(f"takes no option {key!r}")
+                else:
+                    problems.append(f"option {key}={item.get('input')!r}: {item['msg']}")
+            raise ConfigError(
+                f"perturbation {cls.name!r} {'; '.join(problems)}",
+                hint=f"it takes {allowed}",
+            ) from err
 
     def noise(
         self, init_labels: Sequence[str], members: Sequence[int], channels: int
@@ -128,7 +240,7 @@ class Perturbation:
         state: torch.Tensor,
         init_labels: Sequence[str],
         members: Sequence[int],
-        stepper=None,
+        stepper: Stepper | None = None,
         times: np.ndarray | None = None,
     ) -> torch.Tensor:
         """Perturb initial states.

@@ -11,18 +11,19 @@ state, as in earth2studio's ``BredVector``, so it needs no earlier analyses.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, cast
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from forecast.errors import ConfigError
 from forecast.grid import Grid
-from inference.perturbations.base import Perturbation, area_rms
+from forecast.stepper import Stepper
+from inference.perturbations.base import BasePerturbation, PerturbationOptions, area_rms
 from inference.perturbations.gaussian import GaussianPerturbation
-from inference.rollout import model_step
 
 
-class BredPerturbation(Perturbation):
+class BredPerturbation(BasePerturbation):
     """Bred vectors after ``cycles`` perturb-forecast-rescale cycles.
 
     Parameters
@@ -33,17 +34,33 @@ class BredPerturbation(Perturbation):
         The model grid.
     seed : int
         Seed of the ensemble (seeds the first cycle's white noise).
-    cycles : int
-        Number of breeding cycles.
+    options : BredPerturbation.Options, optional
+        ``cycles``.
     """
 
     name = "bred"
 
-    def __init__(self, amplitude: np.ndarray, grid: Grid, seed: int = 0, cycles: int = 3):
-        super().__init__(amplitude, grid, seed)
-        if cycles < 1:
-            raise ConfigError(f"bred vectors need at least one cycle, not {cycles}")
-        self.cycles = int(cycles)
+    class Options(PerturbationOptions):
+        """Options of bred vectors.
+
+        Attributes
+        ----------
+        cycles : int
+            Number of breeding cycles.
+        """
+
+        cycles: Annotated[int, Field(ge=1)] = 3
+
+    def __init__(
+        self,
+        amplitude: np.ndarray,
+        grid: Grid,
+        seed: int = 0,
+        options: PerturbationOptions | None = None,
+    ):
+        super().__init__(amplitude, grid, seed, options)
+        options = cast(BredPerturbation.Options, self.options)
+        self.cycles = int(options.cycles)
         self.seed_noise = GaussianPerturbation(amplitude, grid, seed)
         self.weights = torch.as_tensor(grid.area_weights(), dtype=torch.float32)
 
@@ -52,7 +69,7 @@ class BredPerturbation(Perturbation):
         state: torch.Tensor,
         init_labels: Sequence[str],
         members: Sequence[int],
-        stepper=None,
+        stepper: Stepper | None = None,
         times: np.ndarray | None = None,
     ) -> torch.Tensor:
         if stepper is None or times is None:
@@ -67,10 +84,16 @@ class BredPerturbation(Perturbation):
             )
             * amplitude
         )
-        control = model_step(stepper, state, times)
+        control = _step(stepper, state, times)
         for _ in range(self.cycles):
-            grown = model_step(stepper, state + delta[:, None], times) - control
+            grown = _step(stepper, state + delta[:, None], times) - control
             norm = area_rms(grown, weights)[..., None, None]
             # A channel the model does not change keeps its previous perturbation.
             delta = torch.where(norm > 0, grown * (amplitude / norm.clamp_min(1e-30)), delta)
         return state + delta[:, None]
+
+
+def _step(stepper: Stepper, state: torch.Tensor, times: np.ndarray) -> torch.Tensor:
+    """One model step of every member, finite or not, in the dtype of ``state``."""
+    with torch.inference_mode():
+        return stepper.advance(state, times, check_finite=False).to(state.dtype)

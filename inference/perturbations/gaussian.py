@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
-from inference.perturbations.base import Perturbation, member_generator
+from forecast.stepper import Stepper
+from inference.perturbations.base import BasePerturbation, member_generator
 
 
-class NoPerturbation(Perturbation):
+class NoPerturbation(BasePerturbation):
     """Every member starts from the analysis: members are identical (a deterministic model)."""
 
     name = "none"
@@ -19,13 +21,13 @@ class NoPerturbation(Perturbation):
         state: torch.Tensor,
         init_labels: Sequence[str],
         members: Sequence[int],
-        stepper=None,
-        times=None,
+        stepper: Stepper | None = None,
+        times: np.ndarray | None = None,
     ) -> torch.Tensor:
         return state
 
 
-class GaussianPerturbation(Perturbation):
+class GaussianPerturbation(BasePerturbation):
     """White Gaussian noise with std ``amplitude`` per channel."""
 
     name = "gaussian"

@@ -11,21 +11,28 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Annotated, cast
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch_harmonics import InverseRealSHT
 from torch_harmonics.random_fields import GaussianRandomFieldS2
 
-from forecast.errors import ConfigError, GridError
+from forecast.errors import GridError
 from forecast.grid import Grid
-from inference.perturbations.base import Perturbation, area_rms, member_generator
+from inference.perturbations.base import (
+    BasePerturbation,
+    PerturbationOptions,
+    area_rms,
+    member_generator,
+)
 
 #: Mean radius of the Earth in km.
 EARTH_RADIUS_KM = 6371.0
 
 
-class GRFPerturbation(Perturbation):
+class GRFPerturbation(BasePerturbation):
     """Gaussian random fields with correlation length ``length_scale_km``.
 
     Parameters
@@ -36,30 +43,41 @@ class GRFPerturbation(Perturbation):
         A global grid (equiangular or legendre-gauss).
     seed : int
         Seed of the ensemble.
-    length_scale_km : float
-        Correlation length of the fields, km.
-    alpha : float
-        Spectral exponent; larger is smoother.
+    options : GRFPerturbation.Options, optional
+        ``length_scale_km`` and ``alpha``.
     """
 
     name = "grf"
+
+    class Options(PerturbationOptions):
+        """Options of grf perturbations.
+
+        Attributes
+        ----------
+        length_scale_km : float
+            Correlation length of the fields, km.
+        alpha : float
+            Spectral exponent; larger is smoother.
+        """
+
+        length_scale_km: Annotated[float, Field(gt=0)] = 1000.0
+        alpha: Annotated[float, Field(gt=0)] = 2.0
 
     def __init__(
         self,
         amplitude: np.ndarray,
         grid: Grid,
         seed: int = 0,
-        length_scale_km: float = 1000.0,
-        alpha: float = 2.0,
+        options: PerturbationOptions | None = None,
     ):
-        super().__init__(amplitude, grid, seed)
+        super().__init__(amplitude, grid, seed, options)
         if not grid.is_global:
             raise GridError(
                 f"grf perturbations need a global grid, not {grid.describe()}",
                 hint="use --perturbation gaussian",
             )
-        if length_scale_km <= 0:
-            raise ConfigError(f"length scale {length_scale_km} km must be positive")
+        options = cast(GRFPerturbation.Options, self.options)
+        length_scale_km, alpha = options.length_scale_km, options.alpha
         self.length_scale_km = float(length_scale_km)
         with warnings.catch_warnings():
             warnings.simplefilter(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from forecast.errors import ConfigError
-from inference.writers.base import BackgroundWriter, ForecastWriter
+from inference.writers.base import BackgroundWriter, ForecastWriter, Writer
 from inference.writers.layout import forecast_template
 from inference.writers.netcdf import NetCDFWriter
 from inference.writers.zarr import ZarrWriter
@@ -29,4 +29,11 @@ def writer_for(path: str | Path) -> ForecastWriter:
     return WRITERS[suffix](path)
 
 
-__all__ = ["WRITERS", "BackgroundWriter", "ForecastWriter", "forecast_template", "writer_for"]
+__all__ = [
+    "WRITERS",
+    "BackgroundWriter",
+    "ForecastWriter",
+    "Writer",
+    "forecast_template",
+    "writer_for",
+]

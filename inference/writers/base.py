@@ -1,4 +1,11 @@
-"""The interface of forecast writers, and the background thread that runs them."""
+"""The :class:`Writer` protocol of forecast outputs, a base class, and the background thread that runs them.
+
+A writer receives the empty output from :func:`inference.writers.layout.forecast_template`
+(coordinates, attributes, one NaN placeholder per channel with its chunking in
+``encoding``) and then blocks of members, one lead time at a time. A new
+output format (or a writer that reduces as it goes, e.g. monthly means) is a
+class with these methods and a suffix in :data:`inference.writers.WRITERS`.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,57 @@ import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import xarray as xr
+
+
+@runtime_checkable
+class Writer(Protocol):
+    """What :func:`inference.ensemble.run_forecast` needs of an output.
+
+    Attributes
+    ----------
+    path : Path
+        The final output path (the lock and the manifest sit beside it).
+    suffix : str
+        File suffix of the format (``".zarr"``).
+    resumable : bool
+        Whether an interrupted run can continue into the existing output
+        (then :meth:`resume` and :meth:`read` work).
+    parallel : bool
+        Whether several processes may write their own regions of one output.
+    """
+
+    path: Path
+    suffix: str
+    resumable: bool
+    parallel: bool
+
+    def create(self, template: xr.Dataset) -> None:
+        """Start a new output (replacing any unfinished one) from an empty template."""
+        ...
+
+    def resume(self, template: xr.Dataset) -> None:
+        """Open an existing unfinished output for more writing; it must match ``template``."""
+        ...
+
+    def write(self, init_index: int, member_start: int, lead: int, block: np.ndarray) -> None:
+        """Write ``block`` of shape ``(member, channel, lat, lon)`` at one init and lead time."""
+        ...
+
+    def read(self, init_index: int, member_start: int, member_stop: int, lead: int) -> np.ndarray:
+        """Read back shape ``(member, channel, lat, lon)`` (to resume a rollout)."""
+        ...
+
+    def finish(self) -> None:
+        """Make the output final (flush, close, rename into place)."""
+        ...
+
+    def close(self) -> None:
+        """Release files without making the output final."""
+        ...
 
 
 class ForecastWriter:
@@ -22,7 +76,7 @@ class ForecastWriter:
 
     Notes
     -----
-    Subclasses implement :meth:`create`, :meth:`write`, :meth:`finish` and,
+    A base class for :class:`Writer` implementations. Subclasses implement :meth:`create`, :meth:`write`, :meth:`finish` and,
     when they can resume, :meth:`resume` and :meth:`read`. All calls after
     :meth:`create` may come from one background thread.
     """

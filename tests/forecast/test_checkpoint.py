@@ -25,7 +25,7 @@ from forecast.checkpoint import (
 from forecast.errors import CheckpointError
 from forecast.grid import Grid
 from forecast.normalize import Normalizer
-from forecast.stepper import Stepper
+from forecast.steppers import BackboneStepper
 
 CHANNELS = ["z500", "t850", "u10m"]
 GRID = Grid.legendre_gauss(8, 16)
@@ -38,7 +38,7 @@ NORMALIZER = Normalizer(
 TIMES = np.array(["2020-02-29T18", "2020-07-01T06"], dtype="datetime64[ns]")
 
 
-def make_stepper(model: str = "sfno", hparams: dict | None = None) -> Stepper:
+def make_stepper(model: str = "sfno", hparams: dict | None = None) -> BackboneStepper:
     torch.manual_seed(0)
     hparams = hparams or {
         "embed_dim": 8,
@@ -46,7 +46,7 @@ def make_stepper(model: str = "sfno", hparams: dict | None = None) -> Stepper:
         "pos_embed": "spherical_harmonics",
         "pos_embed_degree": 2,
     }
-    return Stepper(model, hparams, CHANNELS, GRID, dt.timedelta(hours=6), NORMALIZER, history=2)
+    return BackboneStepper(model, hparams, CHANNELS, GRID, dt.timedelta(hours=6), NORMALIZER, history=2)
 
 
 def state() -> torch.Tensor:
@@ -58,7 +58,7 @@ def state() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory) -> tuple[pathlib.Path, Stepper]:
+def saved(tmp_path_factory) -> tuple[pathlib.Path, BackboneStepper]:
     stepper = make_stepper()
     path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
     save_checkpoint(path, stepper, provenance={"store": "demo.zarr", "steps": 10, "loss": 0.25})
@@ -69,7 +69,8 @@ def test_metadata_and_atomic_write(saved):
     path, _ = saved
     assert [p.name for p in path.parent.iterdir()] == ["model.ckpt"]  # no temporary left behind
     metadata = read_metadata(path)
-    assert metadata["format_version"] == CHECKPOINT_FORMAT_VERSION == 1
+    assert metadata["format_version"] == CHECKPOINT_FORMAT_VERSION == 2
+    assert metadata["stepper"] == "backbone"
     assert metadata["model"] == "sfno" and metadata["hparams"]["embed_dim"] == 8
     assert metadata["channels"] == CHANNELS
     assert metadata["grid"] == {"kind": "legendre-gauss", "nlat": 8, "nlon": 16}
@@ -81,11 +82,20 @@ def test_metadata_and_atomic_write(saved):
     assert checkpoint_digest(path) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_round_trip_in_fresh_process_is_bit_for_bit(saved, tmp_path):
+@pytest.fixture()
+def one_thread():
+    """As in the fresh process (OMP_NUM_THREADS=1): the same reduction order, the same bits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_round_trip_in_fresh_process_is_bit_for_bit(saved, tmp_path, one_thread):
     path, stepper = saved
     inputs = tmp_path / "inputs.pt"
     torch.save({"state": state()}, inputs)
-    expected = stepper.eval().step(state(), TIMES)
+    expected = stepper.eval().advance(state(), TIMES)
     script = textwrap.dedent(
         f"""
         import numpy as np, torch
@@ -93,7 +103,7 @@ def test_round_trip_in_fresh_process_is_bit_for_bit(saved, tmp_path):
         stepper, metadata = load_checkpoint({str(path)!r})
         x = torch.load({str(inputs)!r}, weights_only=True)["state"]
         times = np.array({[str(t) for t in TIMES]!r}, dtype="datetime64[ns]")
-        torch.save({{"out": stepper.step(x, times)}}, {str(tmp_path / "out.pt")!r})
+        torch.save({{"out": stepper.advance(x, times)}}, {str(tmp_path / "out.pt")!r})
         """
     )
     environment = dict(os.environ, OMP_NUM_THREADS="1")
@@ -106,7 +116,7 @@ def test_round_trip_in_fresh_process_is_bit_for_bit(saved, tmp_path):
     out = torch.load(tmp_path / "out.pt", weights_only=True)["out"]
     assert torch.equal(out, expected)
     loaded, _ = load_checkpoint(path)
-    assert torch.equal(loaded.step(state(), TIMES), expected)
+    assert torch.equal(loaded.advance(state(), TIMES), expected)
     assert not loaded.training
 
 
@@ -120,12 +130,12 @@ def test_round_trip_other_backbones(tmp_path, model):
     save_checkpoint(tmp_path / "m.ckpt", stepper)
     loaded, metadata = load_checkpoint(tmp_path / "m.ckpt")
     assert metadata["hparams"] == stepper.hparams
-    assert torch.equal(loaded.step(state(), TIMES), stepper.step(state(), TIMES))
+    assert torch.equal(loaded.advance(state(), TIMES), stepper.advance(state(), TIMES))
 
 
 def test_regional_grid_round_trip(tmp_path):
     regional = Grid("regional", 55.0 - np.arange(10) * 0.5, 5.0 + np.arange(12) * 0.5)
-    stepper = Stepper(
+    stepper = BackboneStepper(
         "fno",
         {"embed_dim": 4, "num_layers": 1},
         CHANNELS,
@@ -241,7 +251,7 @@ def test_diurnal_baseline_round_trip_and_missing_table(tmp_path):
     rng = np.random.default_rng(3)
     hours = [0.0, 6.0, 12.0, 18.0]
     table = rng.normal(size=(4, 3, *GRID.shape)) * np.array([50.0, 2.0, 0.5])[None, :, None, None]
-    stepper = Stepper(
+    stepper = BackboneStepper(
         "fno", {"embed_dim": 4, "num_layers": 1}, CHANNELS, GRID, dt.timedelta(hours=6),
         NORMALIZER, history=2, diurnal=(hours, table),
     )  # fmt: skip
@@ -249,10 +259,33 @@ def test_diurnal_baseline_round_trip_and_missing_table(tmp_path):
     save_checkpoint(path, stepper)
     loaded, metadata = load_checkpoint(path)
     assert metadata["diurnal_hours"] == hours
-    torch.testing.assert_close(loaded.diurnal_table, stepper.diurnal_table, rtol=0, atol=0)
-    torch.testing.assert_close(loaded.step(state(), TIMES), stepper.eval().step(state(), TIMES))
+    torch.testing.assert_close(loaded.diurnal.table, stepper.diurnal.table, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.advance(state(), TIMES), stepper.eval().advance(state(), TIMES))
     payload = torch.load(path, weights_only=True)
-    del payload["diurnal_table"]
+    assert set(payload["state_dict"]) == set(stepper.state_dict())  # saved as it is
+    del payload["state_dict"]["diurnal.table"]
     torch.save(payload, tmp_path / "no_table.ckpt")
-    with pytest.raises(CheckpointError, match="diurnal baseline but its table is missing"):
+    with pytest.raises(CheckpointError, match=r"weights do not fit .*diurnal\.table"):
         load_checkpoint(tmp_path / "no_table.ckpt")
+
+
+def test_version_1_checkpoints_still_load(tmp_path):
+    """Version 1 kept the backbone's weights without their prefix and the diurnal table beside them."""
+    torch.manual_seed(0)
+    hours = [0.0, 12.0]
+    table = np.random.default_rng(1).normal(size=(2, 3, *GRID.shape))
+    stepper = BackboneStepper(
+        "fno", {"embed_dim": 4, "num_layers": 1}, CHANNELS, GRID, dt.timedelta(hours=6),
+        NORMALIZER, history=2, diurnal=(hours, table),
+    ).eval()  # fmt: skip
+    metadata = {k: v for k, v in stepper.config().items() if k != "stepper"}
+    payload = {
+        "format": "forecast-checkpoint",
+        "format_version": 1,
+        "metadata": {**metadata, "step": "6h", "provenance": {}, "format_version": 1},
+        "state_dict": stepper.model.state_dict(),
+        "diurnal_table": stepper.diurnal.table,
+    }
+    torch.save(payload, tmp_path / "v1.ckpt")
+    loaded, _ = load_checkpoint(tmp_path / "v1.ckpt")
+    assert torch.equal(loaded.advance(state(), TIMES), stepper.advance(state(), TIMES))

@@ -15,7 +15,7 @@ import xarray as xr
 from forecast.channels import channel_info
 from forecast.grid import Grid
 from forecast.normalize import Normalizer
-from forecast.stepper import Stepper
+from forecast.steppers import BackboneStepper
 from forecast.store import STORE_FORMAT_VERSION, open_store
 
 CHANNELS = ["z500", "t850", "u10m", "t2m"]
@@ -101,12 +101,12 @@ def write_store(
 
 def make_stepper(
     history: int = 1, seed: int = 0, channels=CHANNELS, nlat: int = NLAT, nlon: int = NLON
-) -> Stepper:
+) -> BackboneStepper:
     """A tiny SFNO stepper with reproducible random weights."""
     torch.manual_seed(seed)
     index = [CHANNELS.index(c) for c in channels]
     normalizer = Normalizer(tuple(channels), MEANS[index], STDS[index], STDS[index] * 0.2)
-    stepper = Stepper(
+    stepper = BackboneStepper(
         "sfno",
         {"embed_dim": 8, "num_layers": 1},
         list(channels),
@@ -138,7 +138,7 @@ def store(store_path) -> xr.Dataset:
 
 
 @pytest.fixture(scope="session")
-def stepper() -> Stepper:
+def stepper() -> BackboneStepper:
     return make_stepper()
 
 
@@ -149,3 +149,50 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def run(
+    stepper,
+    dataset: xr.Dataset,
+    init_times: np.ndarray,
+    steps: int,
+    out: Path,
+    *,
+    perturbation: str = "none",
+    amplitude="0.05",
+    seed: int = 0,
+    perturbation_options: dict | None = None,
+    channels=None,
+    output_grid: Grid | None = None,
+    show_progress: bool = False,
+    log=lambda message: None,
+    **options,
+):
+    """``run_forecast`` with its collaborators built as ``forecast run`` builds them."""
+    from inference.ensemble import run_forecast
+    from inference.initial import InitialStates
+    from inference.perturbations import build_perturbation, perturbation_spec
+    from inference.request import RunRequest
+    from inference.writers import writer_for
+
+    writer = writer_for(out)
+    initial = InitialStates(dataset, init_times, stepper)
+    spec = perturbation_spec(perturbation, amplitude, stepper.channels, seed, perturbation_options)
+    request = RunRequest.for_stepper(
+        stepper,
+        initial.labels,
+        steps,
+        channels=channels,
+        output_grid=output_grid,
+        perturbation=spec,
+        **options,
+    )
+    return run_forecast(
+        stepper,
+        initial,
+        build_perturbation(spec, stepper),
+        writer,
+        request,
+        show_progress=show_progress,
+        log=log,
+    )

@@ -7,18 +7,15 @@ import json
 import cftime
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from forecast.errors import ConfigError, DataError
 from forecast.grid import Grid
-from forecast.stepper import StepFunction
 from forecast.store import open_store
-from inference.ensemble import run_forecast
 from inference.initial import parse_init_spec
-from inference.rollout import BlowUpError, model_step
+from inference.rollout import BlowUpError
 from inference.schedule import LockedError, RunLock, manifest_path
-from tests.inference.conftest import CHANNELS, STDS
+from tests.inference.conftest import CHANNELS, STDS, run
 
 INITS = "2020-01-01T06/2020-01-01T12/6h"
 
@@ -27,15 +24,13 @@ def _run(stepper, store, out, **kwargs):
     options = {
         "members": 3,
         "batch_size": 2,
-        "show_progress": False,
-        "log": lambda m: None,
         "checkpoint_digest": "abc123",
         "model_name": "sfno",
-        "store_path": "store.zarr",
+        "store": "store.zarr",
     }
     options.update(kwargs)
     inits = options.pop("inits", INITS)
-    return run_forecast(
+    return run(
         stepper, store, parse_init_spec(inits, "standard"), options.pop("steps", 3), out, **options
     )
 
@@ -166,15 +161,7 @@ def test_channel_subset_and_output_grid(tmp_path, store, stepper):
 def test_360_day_calendar_survives_into_valid_time(tmp_path, store_360_path, stepper):
     store = open_store(store_360_path)
     for suffix in (".zarr", ".nc"):
-        out = run_forecast(
-            stepper,
-            store,
-            parse_init_spec("2000-02-30T00", "360_day"),
-            4,
-            tmp_path / f"c{suffix}",
-            show_progress=False,
-            log=lambda m: None,
-        ).out
+        out = run(stepper, store, parse_init_spec("2000-02-30T00", "360_day"), 4, tmp_path / f"c{suffix}").out
         ds = xr.open_zarr(out) if suffix == ".zarr" else xr.open_dataset(out)
         valid = ds["valid_time"].values
         assert isinstance(valid[0, 0], cftime.Datetime360Day)
@@ -186,11 +173,12 @@ def test_360_day_calendar_survives_into_valid_time(tmp_path, store_360_path, ste
         )
 
 
-class _Exploding(torch.nn.Module):
-    """Wraps a stepper; member 1 (batch item 1) turns NaN at lead 2."""
+class _Exploding:
+    """A Stepper that wraps another; member 1 (batch item 1) turns NaN at lead 2."""
+
+    kind = "exploding"
 
     def __init__(self, inner):
-        super().__init__()
         self.inner = inner
         self.channels, self.grid, self.history, self.normalizer = (
             inner.channels,
@@ -198,18 +186,27 @@ class _Exploding(torch.nn.Module):
             inner.history,
             inner.normalizer,
         )
+        self.step, self.device, self.forcing_names = inner.step, inner.device, inner.forcing_names
         self.calls = 0
 
-    @property
-    def step(self):
-        return StepFunction(self.inner.step_size, self)
+    def forcings(self, times):
+        return self.inner.forcings(times)
 
-    def advance(self, state, times):
+    def advance(self, state, times, *, check_finite=True):
         self.calls += 1
-        new = model_step(self.inner, state, times)
+        new = self.inner.advance(state, times, check_finite=check_finite)
         if self.calls % 3 == 2:
             new[1, 0] = float("nan")
         return new
+
+    def config(self):
+        return {**self.inner.config(), "stepper": self.kind}
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state_dict, strict=True):
+        return self.inner.load_state_dict(state_dict, strict)
 
 
 @pytest.mark.parametrize("mode", ["continue", "stop"])

@@ -31,7 +31,7 @@ def test_rollout_yields_initial_condition_then_steps_with_valid_times(store, ste
     assert torch.equal(leads[0].state, state[:, -1])
     assert leads[3].valid_time[0] == np.datetime64("2020-01-01T00:00") + np.timedelta64(24, "h")
     # each step is the model applied to the previous state at the previous valid time
-    expected = stepper.step(leads[1].state[:, None], leads[1].valid_time)
+    expected = stepper.advance(leads[1].state[:, None], leads[1].valid_time)
     torch.testing.assert_close(leads[2].state, expected)
 
 

@@ -17,20 +17,12 @@ import xarray as xr
 
 from forecast.checkpoint import save_checkpoint
 from forecast.cli.main import main
-from inference.ensemble import run_forecast
 from inference.initial import available_init_times, parse_init_spec
 from inference.schedule import manifest_path, output_for, progress_dir, resolve_latest
-from tests.inference.conftest import CHANNELS, make_stepper
+from tests.inference.conftest import CHANNELS, make_stepper, run
 
 REPO = Path(__file__).resolve().parents[2]
-RUN = dict(
-    members=3,
-    batch_size=2,
-    perturbation="gaussian",
-    seed=5,
-    show_progress=False,
-    log=lambda m: None,
-)
+RUN = dict(members=3, batch_size=2, perturbation="gaussian", seed=5)
 INITS = "2020-01-01T06/2020-01-01T12/6h"
 STEPS = 6
 
@@ -40,9 +32,8 @@ import torch
 sys.path.insert(0, {repo!r})
 torch.set_num_threads(1)
 from forecast.store import open_store
-from inference.ensemble import run_forecast
 from inference.initial import parse_init_spec
-from tests.inference.conftest import make_stepper
+from tests.inference.conftest import make_stepper, run
 
 stepper = make_stepper()
 inner = stepper.forward_normalized
@@ -50,8 +41,8 @@ def slow(*args, **kwargs):
     time.sleep(0.15)
     return inner(*args, **kwargs)
 stepper.forward_normalized = slow
-run_forecast(stepper, open_store({store!r}), parse_init_spec({inits!r}, "standard"), {steps}, {out!r},
-             members=3, batch_size=2, perturbation="gaussian", seed=5, show_progress=False)
+run(stepper, open_store({store!r}), parse_init_spec({inits!r}, "standard"), {steps}, {out!r},
+    members=3, batch_size=2, perturbation="gaussian", seed=5)
 """
 
 
@@ -92,7 +83,7 @@ def test_killed_run_resumes_and_equals_uninterrupted_run(tmp_path, store_path, s
     )
 
     messages = []
-    resumed = run_forecast(
+    resumed = run(
         stepper,
         store,
         parse_init_spec(INITS, "standard"),
@@ -106,7 +97,7 @@ def test_killed_run_resumes_and_equals_uninterrupted_run(tmp_path, store_path, s
     assert manifest["status"] == "finished" and manifest["resumed"] is True
     assert not progress_dir(out).exists()
 
-    reference = run_forecast(
+    reference = run(
         stepper,
         store,
         parse_init_spec(INITS, "standard"),
@@ -127,8 +118,8 @@ def test_latest_picks_newest_time_and_skips_finished_runs(tmp_path, store, stepp
     assert init_times[0] == np.datetime64("2020-01-03T18:00")
     assert out == tmp_path / "fc" / "20200103T18.zarr"
     assert not finished
-    result = run_forecast(
-        stepper, store, init_times, 2, out, show_progress=False, log=lambda m: None
+    result = run(
+        stepper, store, init_times, 2, out
     )
     assert result.status == "finished"
     assert resolve_latest(available, template)[2] is True
@@ -140,14 +131,14 @@ def test_latest_picks_newest_time_and_skips_finished_runs(tmp_path, store, stepp
 def test_netcdf_interrupted_run_restarts(tmp_path, store, stepper):
     out = tmp_path / "fc.nc"
     init = parse_init_spec("2020-01-01T06", "standard")
-    first = run_forecast(stepper, store, init, 2, out, show_progress=False, log=lambda m: None)
+    first = run(stepper, store, init, 2, out)
     expected = xr.open_dataset(out)["z500"].values
     # as a killed run leaves it: a partial file, no final file, a manifest saying "running"
     out.unlink()
     partial = tmp_path / "fc.nc.partial"
     partial.write_bytes(b"left by a killed run")
     manifest_path(out).write_text(json.dumps({**first.manifest, "status": "running"}))
-    result = run_forecast(stepper, store, init, 2, out, show_progress=False, log=lambda m: None)
+    result = run(stepper, store, init, 2, out)
     assert result.status == "finished" and not partial.exists()
     np.testing.assert_array_equal(xr.open_dataset(out)["z500"].values, expected)
 
@@ -266,7 +257,7 @@ def test_torchrun_two_ranks_write_one_store(tmp_path, store_path, store, checkpo
     assert done.returncode == 0, done.stderr[-2000:]
     manifest = json.loads(manifest_path(out).read_text())
     assert manifest["status"] == "finished" and manifest["ranks"] == 2
-    reference = run_forecast(
+    reference = run(
         make_stepper(),
         store,
         parse_init_spec(INITS, "standard"),

@@ -75,5 +75,5 @@ def test_demo_checkpoint_carries_the_diurnal_baseline(demo_workdir: Path) -> Non
     assert metadata["diurnal_hours"] == [0.0, 6.0, 12.0, 18.0]
     # t2m's table has a diurnal cycle of a few K (normalised here by t2m's std)
     t2m = stepper.channels.index("t2m")
-    amplitude = float(stepper.diurnal_table[:, t2m].abs().max()) * float(stepper.std[0, t2m, 0, 0])
+    amplitude = float(stepper.diurnal.table[:, t2m].abs().max()) * float(stepper.std[0, t2m, 0, 0])
     assert 1.0 < amplitude < 8.0

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from forecast.training import train
+from forecast.training import TrainRequest, train
 
 if __name__ == "__main__":
     store, out, options = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
     torch.set_num_threads(1)
-    result = train(store, "sfno", out, progress=False, device="cpu", **options)
+    result = train(TrainRequest(store, "sfno", out, progress=False, device="cpu", **options))
     rank = int(__import__("os").environ.get("RANK", "0"))
     torch.save(result.stepper.model.state_dict(), out / f"rank{rank}.pt")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from forecast.training import train
+from forecast.training import TrainRequest, train
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 OPTIONS = {
@@ -32,7 +32,9 @@ def _check_against_single_process(ddp_dir: Path, toy_store: Path, tmp_path: Path
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
     torch.set_num_threads(1)
-    single = train(toy_store, "sfno", tmp_path / "single", progress=False, device="cpu", **OPTIONS)
+    single = train(
+        TrainRequest(toy_store, "sfno", tmp_path / "single", progress=False, device="cpu", **OPTIONS)
+    )
     reference = single.stepper.model.state_dict()
     torch.manual_seed(0)  # the initial weights, drawn as train() draws them
     initial = type(single.stepper).from_config(single.stepper.config()).model.state_dict()

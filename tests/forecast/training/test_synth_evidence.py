@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from forecast.cli.main import main
-from forecast.training import train
+from forecast.training import TrainRequest, train
 from forecast.training.evaluate import evaluate_checkpoint
 
 
@@ -25,11 +25,11 @@ def test_synth_ingest_train_beats_persistence(tmp_path, capsys):
         == 0
     )
     capsys.readouterr()
-    result = train(
+    result = train(TrainRequest(
         store, "sfno", tmp_path / "run", hparams={"embed_dim": 16, "num_layers": 2}, max_steps=60,
         rollout_steps=2, batch_size=4, lr=3e-3, warmup_steps=5, val_fraction=0.25, val_every=60,
         val_samples=8, workers=0, device="cpu", progress=False,
-    )  # fmt: skip
+    ))  # fmt: skip
     scores = evaluate_checkpoint(result.latest, store, n_steps=4, max_samples=8)
     assert np.isfinite(scores.model).all()
     # one step (6 h) and two steps (12 h): better than persistence in every channel

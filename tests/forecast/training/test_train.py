@@ -11,7 +11,7 @@ import zarr
 
 from forecast.checkpoint import load_checkpoint
 from forecast.cli.main import main
-from forecast.training import TrainingDivergedError, train
+from forecast.training import TrainingDivergedError, TrainRequest, train
 from forecast.training.data import StepBatchSampler, split_windows
 
 from .conftest import write_toy_store
@@ -34,10 +34,10 @@ def _one_thread():
 
 def test_sfno_learns_and_beats_persistence(toy_store, tmp_path):
     run_dir = tmp_path / "run"
-    result = train(
+    result = train(TrainRequest(
         toy_store, "sfno", run_dir, hparams={"embed_dim": 16, "num_layers": 2}, max_steps=40, rollout_steps=2,
         batch_size=4, lr=3e-3, warmup_steps=5, val_every=20, val_samples=8, log_every=5, workers=0, device="cpu", progress=False,
-    )  # fmt: skip
+    ))  # fmt: skip
     losses = [r["loss"] for r in _records(run_dir, "train")]
     assert losses[-1] < 0.5 * losses[0]
     validation = _records(run_dir, "validation")
@@ -48,7 +48,7 @@ def test_sfno_learns_and_beats_persistence(toy_store, tmp_path):
         assert last["rmse_2"][channel] < last["persistence_2"][channel]
     assert result.best_score == pytest.approx(min(r["skill"] for r in validation))
     stepper, metadata = load_checkpoint(run_dir / "best.ckpt")
-    assert stepper.channels == ["z500", "t850"] and metadata["provenance"]["step"] in (20, 40)
+    assert stepper.channels == ("z500", "t850") and metadata["provenance"]["step"] in (20, 40)
     _, latest_meta = load_checkpoint(run_dir / "latest.ckpt")
     assert latest_meta["provenance"]["step"] == 40
     state = torch.load(run_dir / "latest.state.pt", weights_only=True)
@@ -64,10 +64,11 @@ def test_resume_matches_uninterrupted_bit_for_bit(toy_store, tmp_path):
         hparams=TINY, max_steps=8, rollout_steps=2, batch_size=4, lr=1e-2, warmup_steps=2, val_every=4,
         val_samples=4, log_every=1, device="cpu", progress=False, ensemble_size=2, ensemble_noise=0.1,
     )  # fmt: skip
-    train(toy_store, "sfno", tmp_path / "whole", workers=0, **options)
-    first = train(toy_store, "sfno", tmp_path / "split", workers=1, stop_after=3, **options)
+    train(TrainRequest(toy_store, "sfno", tmp_path / "whole", workers=0, **options))
+    split = TrainRequest(toy_store, "sfno", tmp_path / "split", workers=1, **options)
+    first = train(split, stop_after=3)
     assert first.steps == 3
-    second = train(toy_store, "sfno", tmp_path / "split", workers=1, resume=True, **options)
+    second = train(split.replace(resume=True))
     assert second.steps == 8
     whole, split = (
         _weights(tmp_path / "whole" / "latest.ckpt"),
@@ -104,18 +105,20 @@ def test_nan_loss_stops_with_step_and_channel(tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingDivergedError) as caught:
         train(
-            store,
-            "sfno",
-            run_dir,
-            hparams=TINY,
-            max_steps=30,
-            batch_size=4,
-            val_every=2,
-            val_samples=2,
-            log_every=5,
-            workers=0,
-            device="cpu",
-            progress=False,
+            TrainRequest(
+                store,
+                "sfno",
+                run_dir,
+                hparams=TINY,
+                max_steps=30,
+                batch_size=4,
+                val_every=2,
+                val_samples=2,
+                log_every=5,
+                workers=0,
+                device="cpu",
+                progress=False,
+            )
         )
     message = str(caught.value)
     assert f"the loss became NaN at step {bad_step} in channel(s)" in message and "t850" in message
@@ -205,7 +208,7 @@ def test_diurnal_baseline_from_the_store_and_in_training(tmp_path):
     skill = {}
     for baseline in (False, True):
         run_dir = tmp_path / f"run_{baseline}"
-        train(store, "sfno", run_dir, diurnal_baseline=baseline, **options)
+        train(TrainRequest(store, "sfno", run_dir, diurnal_baseline=baseline, **options))
         last = _records(run_dir, "validation")[-1]
         skill[baseline] = last["rmse_1"]["t2m"] / last["persistence_1"]["t2m"]
     # the 8 K cycle is most of t2m's 6-hourly change: with the baseline it is right from the start
@@ -213,4 +216,4 @@ def test_diurnal_baseline_from_the_store_and_in_training(tmp_path):
     assert skill[True] < 0.4 and skill[True] < 0.75 * skill[False], skill
     stepper, metadata = load_checkpoint(tmp_path / "run_True" / "latest.ckpt")
     assert metadata["diurnal_hours"] == [0.0, 6.0, 12.0, 18.0]
-    assert stepper.diurnal_table.shape == (4, 2, 16, 32)
+    assert stepper.diurnal.table.shape == (4, 2, 16, 32)

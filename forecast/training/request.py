@@ -1,0 +1,179 @@
+"""What a training run is asked to do: :class:`TrainRequest`, every option with its one default.
+
+The library (:func:`forecast.training.train`, :class:`~forecast.training.trainer.TrainingLoop`)
+takes a request; ``forecast train`` generates its flags and YAML keys from the
+same fields (their ``help`` metadata and bounds), so an option is added in
+one place: a field here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from forecast.errors import ConfigError
+
+
+def _option(default: Any, help: str, **bounds: float) -> Any:
+    """A field with its help text and its bounds (``ge``, ``gt``, ``le``, ``lt``)."""
+    factory = {"default_factory": dict} if default == {} else {"default": default}
+    return field(metadata={"help": help, **bounds}, **factory)
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """A training run: data, model, optimisation and bookkeeping options.
+
+    Every attribute's meaning, default and range are in its field's metadata
+    (``dataclasses.fields(TrainRequest)``); ``forecast train --help`` lists them.
+
+    Raises
+    ------
+    ConfigError
+        On construction, for a value out of its range or options that contradict each other.
+    """
+
+    # -- what is trained ------------------------------------------------------------------------
+    data: Path = field(metadata={"help": "training store (STORE.zarr from 'forecast ingest')"})
+    model: str = field(metadata={"help": "backbone: sfno, afno or fno"})
+    out: Path = field(metadata={"help": "run directory for checkpoints, metrics and config"})
+    hparams: Mapping[str, Any] = _option({}, "backbone hyperparameters (default: the backbone's)")
+    channels: tuple[str, ...] | None = _option(
+        None, "channel ids to model (default: all in the store)"
+    )
+    history: int = _option(1, "input states per step", ge=1)
+    forcings: bool = _option(True, "feed time-of-day/year forcings")
+    residual: bool = _option(True, "predict the tendency, not the full state")
+    diurnal_baseline: bool = _option(
+        False,
+        "start each step from the store's climatological diurnal cycle (grids up to ~1 degree)",
+    )
+    # -- data -------------------------------------------------------------------------------------
+    val_start: str | None = _option(
+        None, "first time of the held-out validation period, e.g. 2014-01-01"
+    )
+    val_end: str | None = _option(None, "last time of the validation period (inclusive)")
+    val_fraction: float | None = _option(
+        0.1,
+        "without --val-start/--val-end: hold out the last fraction of the store (0: none)",
+        ge=0,
+        lt=1,
+    )
+    workers: int = _option(2, "data-loader worker processes", ge=0)
+    prefetch: int = _option(4, "batches each worker reads ahead", ge=1)
+    # -- optimisation -----------------------------------------------------------------------------
+    max_steps: int = _option(1000, "optimiser steps", ge=1)
+    rollout_steps: int = _option(1, "final autoregressive steps K in the loss", ge=1)
+    rollout_schedule: tuple[tuple[int, int], ...] | None = _option(
+        None,
+        "explicit curriculum as step:K pairs, e.g. 0:1,500:2,1000:4 "
+        "(default K=1 for 40% of the steps, rising to --rollout-steps at 80%)",
+    )
+    batch_size: int = _option(8, "samples per micro-step over all processes", ge=1)
+    accumulation: int = _option(1, "micro-steps per optimiser step", ge=1)
+    lr: float = _option(1e-3, "peak learning rate of AdamW", gt=0)
+    weight_decay: float = _option(0.01, "AdamW weight decay", ge=0)
+    warmup_steps: int = _option(50, "linear warm-up steps before the cosine decay", ge=0)
+    min_lr_factor: float = _option(0.01, "final learning rate as a fraction of --lr", ge=0, le=1)
+    grad_clip: float | None = _option(1.0, "max gradient norm (0 or none: no clipping)", ge=0)
+    precision: Literal["auto", "fp32", "bf16"] = _option(
+        "auto", "bf16 autocast or fp32 (auto: bf16 on CUDA)"
+    )
+    channel_weights: Mapping[str, float] | None = _option(
+        None, "loss weight per channel as id=weight,... (others 1)"
+    )
+    tendency_loss: bool = _option(
+        True, "measure errors in one-step tendency std units, not in state std units"
+    )
+    ensemble_size: int = _option(
+        1, "train an ensemble of M members on the fair CRPS (1: MSE)", ge=1
+    )
+    ensemble_noise: float = _option(
+        0.05, "std of the initial-state noise of ensemble members, normalised units", ge=0
+    )
+    seed: int = _option(0, "seed of weights, data order and noise")
+    # -- bookkeeping ------------------------------------------------------------------------------
+    val_every: int = _option(100, "validate and checkpoint every N steps", ge=1)
+    val_samples: int | None = _option(32, "validation windows scored", ge=1)
+    log_every: int = _option(10, "log the training loss every N steps", ge=1)
+    device: Literal["auto", "cpu", "cuda"] = _option("auto", "device")
+    resume: bool = _option(False, "continue the run in --out exactly where it stopped")
+    progress: bool = _option(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", Path(self.data))
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "hparams", dict(self.hparams or {}))
+        if self.channels is not None:
+            object.__setattr__(self, "channels", tuple(str(c) for c in self.channels))
+        if self.rollout_schedule is not None:
+            pairs = tuple((int(step), int(k)) for step, k in self.rollout_schedule)
+            object.__setattr__(self, "rollout_schedule", pairs)
+        if self.channel_weights is not None:
+            object.__setattr__(self, "channel_weights", dict(self.channel_weights))
+        if self.grad_clip == 0:
+            object.__setattr__(self, "grad_clip", None)
+        for item in dataclasses.fields(self):
+            _check_bounds(item.name, getattr(self, item.name), item.metadata)
+        if self.ensemble_size > 1 and self.ensemble_noise == 0:
+            raise ConfigError("an ensemble needs --ensemble-noise > 0")
+
+    def replace(self, **changes: Any) -> TrainRequest:
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def options(self) -> dict[str, Any]:
+        """Every field as plain values (for the run's config.yaml and checkpoints)."""
+        out: dict[str, Any] = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = [list(v) if isinstance(v, tuple) else v for v in value]
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[item.name] = value
+        return out
+
+
+_BOUNDS = {
+    "ge": (lambda v, b: v >= b, "at least"),
+    "gt": (lambda v, b: v > b, "more than"),
+    "le": (lambda v, b: v <= b, "at most"),
+    "lt": (lambda v, b: v < b, "less than"),
+}
+
+
+def _check_bounds(name: str, value: Any, metadata: Mapping[str, Any]) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    for key, (holds, words) in _BOUNDS.items():
+        if key in metadata and not holds(value, metadata[key]):
+            raise ConfigError(
+                f"--{name.replace('_', '-')} must be {words} {metadata[key]}, got {value}"
+            )
+
+
+def parse_schedule(text: str | Sequence[Any]) -> tuple[tuple[int, int], ...]:
+    """``"0:1,500:2"`` (or a list of such pairs) -> ``((0, 1), (500, 2))``.
+
+    Raises
+    ------
+    ConfigError
+        For text that is not step:K pairs.
+    """
+    from forecast.training.losses import RolloutCurriculum
+
+    if not isinstance(text, str):
+        text = ",".join(
+            ":".join(map(str, item)) if isinstance(item, (list, tuple)) else str(item)
+            for item in text
+        )
+    try:
+        return tuple(RolloutCurriculum.parse_milestones(text))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
