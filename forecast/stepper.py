@@ -14,6 +14,15 @@ caller changes. See docs/architecture.md.
 - :class:`TrainableStepper` adds what the training loop needs: the step in
   normalised units (:meth:`TrainableStepper.forward_normalized`) and the
   ``torch.nn.Module`` methods (parameters, train/eval, to).
+- :class:`SamplingStepper` is a stochastic stepper that samples a block of
+  ``block_steps`` states per call (DYffusion samples a whole horizon), each
+  batch row from its own seed, so that an ensemble does not depend on how its
+  members are batched. The rollout engine calls
+  :meth:`SamplingStepper.advance_block` at leads ``0, block_steps, ...``.
+- :class:`StagedStepper` is a trainable stepper whose networks are trained one
+  after the other (DYffusion: the interpolator, then the forecaster with the
+  interpolator frozen); the training loop switches stages and asks it for the
+  pairs of prediction and target of each stage.
 
 Forcings are named inputs (:data:`forecast.forcings.Forcings`), one tensor per
 name, batch first.
@@ -32,7 +41,7 @@ from forecast.forcings import Forcings
 from forecast.grid import Grid
 from forecast.normalize import Normalizer
 
-__all__ = ["Forcings", "Stepper", "TrainableStepper"]
+__all__ = ["Forcings", "SamplingStepper", "StagedStepper", "Stepper", "TrainableStepper"]
 
 
 @runtime_checkable
@@ -167,3 +176,101 @@ class TrainableStepper(Stepper, Protocol):
     def eval(self) -> Any: ...
 
     def to(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+@runtime_checkable
+class SamplingStepper(Stepper, Protocol):
+    """A stochastic :class:`Stepper` that samples ``block_steps`` consecutive states per call.
+
+    Attributes
+    ----------
+    block_steps : int
+        States one call of :meth:`advance_block` returns (blocks start at leads
+        ``0, block_steps, 2 * block_steps, ...``; a resumed run restarts at the
+        start of a block).
+    """
+
+    block_steps: int
+
+    def advance_block(
+        self,
+        state: torch.Tensor,
+        times: Sequence | np.ndarray,
+        *,
+        seeds: Sequence[int] | None = None,
+        check_finite: bool = True,
+    ) -> torch.Tensor:
+        """Sample the next :attr:`block_steps` physical states, without gradients.
+
+        Parameters
+        ----------
+        state : torch.Tensor
+            ``(batch, history, channel, lat, lon)``, physical units, oldest first.
+        times : sequence of datetime64 or cftime
+            Shape ``(batch,)``: valid time of ``state[:, -1]``.
+        seeds : sequence of int, optional
+            One seed per row: row ``b``'s sample depends only on ``state[b]``,
+            ``times[b]`` and ``seeds[b]``. None: draws from torch's global generator.
+        check_finite : bool
+            As in :meth:`Stepper.advance`.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(batch, block_steps, channel, lat, lon)`` float32, physical units,
+            valid at ``times + k * step`` for ``k = 1 .. block_steps``.
+        """
+        ...
+
+
+@runtime_checkable
+class StagedStepper(TrainableStepper, Protocol):
+    """A :class:`TrainableStepper` whose networks are trained in stages, one after the other.
+
+    Attributes
+    ----------
+    stages : tuple of str
+        Stage names in training order.
+    stage : str
+        The stage being trained (set with :meth:`set_stage`).
+    window_targets : int
+        Future states a training window must hold.
+    trained_steps : dict of str to int
+        Optimiser steps each stage has had (saved in the checkpoint's config).
+    """
+
+    stages: tuple[str, ...]
+    stage: str
+    window_targets: int
+    trained_steps: dict[str, int]
+
+    def set_stage(self, stage: str) -> None:
+        """Train ``stage`` from now on: its parameters require gradients, the others are frozen."""
+        ...
+
+    def training_pairs(
+        self,
+        history: torch.Tensor,
+        targets: torch.Tensor,
+        forcings: Forcings,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prediction and target of the current stage on a batch of windows, with gradients.
+
+        Parameters
+        ----------
+        history : torch.Tensor
+            ``(batch, history, channel, lat, lon)``, normalised.
+        targets : torch.Tensor
+            ``(batch, window_targets, channel, lat, lon)``, normalised.
+        forcings : Forcings
+            :meth:`Stepper.forcings` at the valid times of ``history[:, -1]``.
+        generator : torch.Generator
+            Draws the stage's random choices (on the stepper's device).
+
+        Returns
+        -------
+        prediction, target : torch.Tensor
+            ``(batch, channel, lat, lon)`` each, normalised.
+        """
+        ...

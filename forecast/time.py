@@ -228,3 +228,19 @@ def _days_in_year(value: cftime.datetime) -> float:
     start = cftime.datetime(value.year, 1, 1, calendar=value.calendar)
     end = cftime.datetime(value.year + 1, 1, 1, calendar=value.calendar)
     return (end - start).days
+
+
+def shift_times(times: np.ndarray, delta: dt.timedelta) -> np.ndarray:
+    """Add ``delta`` to each of ``times`` (datetime64 or cftime), keeping the kind.
+
+    Parameters
+    ----------
+    times : numpy.ndarray
+        Shape ``(n,)``, ``datetime64[ns]`` or an object array of cftime datetimes.
+    delta : datetime.timedelta
+        May be negative.
+    """
+    times = np.asarray(times)
+    if np.issubdtype(times.dtype, np.datetime64):
+        return times + np.timedelta64(int(delta.total_seconds() * 1e9), "ns")
+    return np.asarray([t + delta for t in times], dtype=object)

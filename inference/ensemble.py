@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from forecast.stepper import Stepper
+from forecast.stepper import SamplingStepper, Stepper
 from forecast.time import format_step
 from inference import distributed
 from inference.batching import (
@@ -36,7 +36,7 @@ from inference.batching import (
 )
 from inference.initial import InitialStates
 from inference.output import OutputFields
-from inference.perturbations import Perturbation
+from inference.perturbations import Perturbation, member_seed
 from inference.request import RunRequest
 from inference.rollout import BlowUp, BlowUpError, BlowUpGuard, rollout
 from inference.run import ForecastRun
@@ -223,6 +223,7 @@ class _Members:
         self.run_record = run
         self.steps = request.steps
         self.stop_on_blowup = request.on_blowup == "stop"
+        self.seed = request.perturbation.seed
         self.log = log
         self.guard = BlowUpGuard.from_normalizer(
             stepper.normalizer, stepper.channels, request.blowup_sigmas
@@ -274,8 +275,14 @@ class _Members:
         tick = time.perf_counter()
         state, start_lead = self._start(batch, labels, done)
         self.timings["perturbation"] += time.perf_counter() - tick
+        seeds = [
+            member_seed(self.seed, label, int(member))
+            for label, member in zip(labels, batch.member, strict=True)
+        ]
         tick = time.perf_counter()
-        for lead_state in rollout(self.stepper, state, times, self.steps, start_lead=start_lead):
+        for lead_state in rollout(
+            self.stepper, state, times, self.steps, start_lead=start_lead, seeds=seeds
+        ):
             lead = lead_state.lead
             if lead <= done:  # already written (the state a resumed run starts from)
                 continue
@@ -310,9 +317,12 @@ class _Members:
         """The state ``(batch, history, channel, lat, lon)`` a batch starts from, and its lead.
 
         A resumed batch restarts from its last written lead when the output
-        holds the model's state, reading the history back from the output
+        holds the model's state (a sampling stepper: from the start of the
+        block that lead is in), reading the history back from the output
         (and from the perturbed initial state for leads before 0).
         """
+        if isinstance(self.stepper, SamplingStepper) and done > 0:
+            done -= done % self.stepper.block_steps
         if done < 0 or not self.restartable:
             return self._perturbed_initial(batch, labels), 0
         history = self.stepper.history

@@ -20,26 +20,18 @@ from forecast.grid import Grid
 from forecast.normalize import Normalizer
 from forecast.stepper import Stepper
 from forecast.store import store_calendar, store_channels, store_grid, store_step
-from forecast.time import format_step, format_time, parse_step, parse_time, time_index, time_range
+from forecast.time import (
+    format_step,
+    format_time,
+    parse_step,
+    parse_time,
+    shift_times,
+    time_index,
+    time_range,
+)
 
 #: How many missing times an error message lists before it summarises.
 _LIST_AT_MOST = 5
-
-
-def shift_times(times: np.ndarray, delta: dt.timedelta) -> np.ndarray:
-    """Add ``delta`` to each of ``times`` (datetime64 or cftime), keeping the kind.
-
-    Parameters
-    ----------
-    times : numpy.ndarray
-        Shape ``(n,)``, ``datetime64[ns]`` or an object array of cftime datetimes.
-    delta : datetime.timedelta
-        May be negative.
-    """
-    times = np.asarray(times)
-    if np.issubdtype(times.dtype, np.datetime64):
-        return times + np.timedelta64(int(delta.total_seconds() * 1e9), "ns")
-    return np.asarray([t + delta for t in times], dtype=object)
 
 
 def _list_times(times: Sequence) -> str:

@@ -4,11 +4,14 @@
 condition first (lead 0), then each step's state with its valid times; the
 history window and the valid times advance together, in the calendar of the
 times passed in (datetime64 or cftime), so that time forcings computed by the
-stepper from those times stay in step with the store.
+stepper from those times stay in step with the store. A stochastic
+:class:`~forecast.stepper.SamplingStepper` (DYffusion) is called once per
+block of leads, each member drawing its noise from its own seed.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -17,7 +20,7 @@ import torch
 
 from forecast.errors import ForecastError
 from forecast.normalize import Normalizer
-from forecast.stepper import Stepper
+from forecast.stepper import SamplingStepper, Stepper
 from inference.initial import shift_times
 
 
@@ -40,12 +43,19 @@ class LeadState:
     state: torch.Tensor
 
 
+def block_seed(seed: int, block: int) -> int:
+    """The seed of block ``block`` of a member whose seed is ``seed`` (63 bits, stable)."""
+    digest = hashlib.sha256(f"{int(seed)}|block|{int(block)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
 def rollout(
     stepper: Stepper,
     initial: torch.Tensor,
     init_times: np.ndarray,
     steps: int,
     start_lead: int = 0,
+    seeds: Sequence[int] | None = None,
 ) -> Iterator[LeadState]:
     """Step a model ``steps`` times from an initial condition.
 
@@ -54,7 +64,11 @@ def rollout(
     stepper : forecast.stepper.Stepper
         The model; each step is ``stepper.advance(state, times, check_finite=False)``
         under inference mode (a member that blew up does not stop the others;
-        :class:`BlowUpGuard` reports it).
+        :class:`BlowUpGuard` reports it). A
+        :class:`~forecast.stepper.SamplingStepper` is called once per block
+        of ``block_steps`` leads instead (``advance_block``), block ``k``
+        (leads ``k * block_steps + 1 ...``) drawing its noise from
+        ``block_seed(seeds[b], k)`` for row ``b``.
     initial : torch.Tensor
         Shape ``(batch, history, channel, lat, lon)``, physical units; the last
         history slice is valid at lead ``start_lead``.
@@ -64,7 +78,11 @@ def rollout(
     steps : int
         Last lead index to produce.
     start_lead : int
-        Lead index of ``initial`` (non-zero when a run resumes).
+        Lead index of ``initial`` (non-zero when a run resumes; for a sampling
+        stepper a multiple of its ``block_steps``).
+    seeds : sequence of int, optional
+        Shape ``(batch,)``: each member's seed, for a sampling stepper (None:
+        its noise comes from torch's global generator).
 
     Yields
     ------
@@ -80,6 +98,9 @@ def rollout(
     history = initial
     times = shift_times(np.asarray(init_times), start_lead * stepper.step)
     yield LeadState(start_lead, times, history[:, -1])
+    if isinstance(stepper, SamplingStepper):
+        yield from _sampled(stepper, history, times, steps, start_lead, seeds)
+        return
     for lead in range(start_lead + 1, steps + 1):
         with torch.inference_mode():
             new = stepper.advance(history, times, check_finite=False).to(history.dtype)
@@ -90,6 +111,36 @@ def rollout(
             else new[:, None]
         )
         yield LeadState(lead, times, new)
+
+
+def _sampled(
+    stepper: SamplingStepper,
+    history: torch.Tensor,
+    times: np.ndarray,
+    steps: int,
+    start_lead: int,
+    seeds: Sequence[int] | None,
+) -> Iterator[LeadState]:
+    """Leads ``start_lead + 1 .. steps`` of a sampling stepper, a block per call."""
+    block = int(stepper.block_steps)
+    if start_lead % block:
+        raise ValueError(
+            f"a sampling stepper restarts at the start of a block of {block} leads, not at lead {start_lead}"
+        )
+    if seeds is not None and len(seeds) != history.shape[0]:
+        raise ValueError(f"{len(seeds)} seeds for a batch of {history.shape[0]}")
+    lead = start_lead
+    while lead < steps:
+        index = lead // block
+        block_seeds = None if seeds is None else [block_seed(seed, index) for seed in seeds]
+        with torch.inference_mode():
+            states = stepper.advance_block(history, times, seeds=block_seeds, check_finite=False)
+        states = states.to(history.dtype)
+        for k in range(min(block, steps - lead)):
+            times = shift_times(times, stepper.step)
+            lead += 1
+            yield LeadState(lead, times, states[:, k])
+        history = torch.cat([history, states], dim=1)[:, -history.shape[1] :]
 
 
 @dataclass(frozen=True)

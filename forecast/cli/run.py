@@ -8,6 +8,13 @@ Examples
   forecast run --checkpoint model.pt --data store.zarr --init 2020-01-01T00 --steps 20 --members 8 \\
       --perturbation grf --perturbation-options length_scale_km=500,alpha=3 --out fc.zarr
   forecast run --checkpoint model.pt --data store.zarr --init latest --steps 40 --out 'fc/{init}.zarr'
+  forecast run --checkpoint dyffusion.ckpt --data store.zarr --init 2020-01-01T00 --steps 20 \
+      --members 16 --seed 1 --out samples.zarr
+
+A DYffusion checkpoint samples: each member is its own stochastic
+trajectory (no --perturbation needed, though one may be added), reproducible
+from --seed whatever the batch size; the steps inside each horizon come from
+its interpolator, at the store's step like any forecast.
 
 --init latest forecasts from the newest time in the store; when that
 forecast is already finished it says so and exits 0. An interrupted Zarr run
@@ -138,6 +145,7 @@ def run(args: Config) -> int:
 
     from forecast.checkpoint import checkpoint_digest, load_checkpoint
     from forecast.grid import Grid
+    from forecast.steppers import check_trained
     from forecast.store import open_store, store_calendar
     from forecast.time import format_time
     from inference import distributed
@@ -153,6 +161,7 @@ def run(args: Config) -> int:
     rank, _ = distributed.rank_and_size()
     store = open_store(args.data)
     stepper, metadata = load_checkpoint(args.checkpoint, map_location=device)
+    check_trained(stepper, args.checkpoint)
     if str(args.init).strip().lower() == "latest":
         init_times, out, finished = resolve_latest(
             available_init_times(store, stepper.history), args.out

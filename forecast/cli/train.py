@@ -1,4 +1,4 @@
-"""Train an SFNO, AFNO or FNO model on a training store.
+"""Train an SFNO, AFNO, FNO or DYffusion model on a training store.
 
 Reads windows of history and K future steps from the store, minimises the
 area-weighted MSE over K autoregressive steps (K raised during training), or
@@ -6,6 +6,12 @@ the fair CRPS of a noise-perturbed ensemble with --ensemble-size, and
 validates every --val-every steps against persistence. The run directory
 receives latest.ckpt and best.ckpt (for `forecast run`), latest.state.pt (for
 --resume), metrics.jsonl and the resolved config.yaml.
+
+--model dyffusion trains in two stages in one run: the first
+--interpolator-steps steps the interpolator, the rest of --max-steps the
+forecaster (interpolator frozen); --resume continues either stage exactly.
+--boost CKPT (SpecBoost) trains the --model backbone on the one-step
+residual of the frozen checkpoint CKPT; the checkpoint written holds both.
 
 A config's `model` key holds the backbone's name and, under each backbone's
 name, its hyperparameters (model: {name: sfno, sfno: {...}, afno: {...}}),
@@ -18,6 +24,9 @@ examples:
   forecast train --config configs/demo/train.yaml --model afno --data store.zarr --out runs/afno
   forecast train --data store.zarr --model sfno --out runs/sfno --resume
   torchrun --nproc_per_node 4 -m forecast train --data store.zarr --model sfno --out runs/ddp
+  forecast train --data store.zarr --model dyffusion --hparams horizon=4,embed_dim=32 \
+      --max-steps 1200 --interpolator-steps 600 --out runs/dyffusion
+  forecast train --data store.zarr --boost runs/sfno/best.ckpt --model fno --out runs/boosted
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from forecast.cli.config import CommandConfig, option
-from forecast.models import MODELS, get_spec, hparams_to_dict
+from forecast.models import hparams_to_dict
+from forecast.training.families import FAMILIES, family, family_names, validate_family_hparams
 from forecast.training.request import TrainRequest, parse_schedule
 
 #: Flags whose spelling is not derived from the field name.
@@ -39,9 +49,10 @@ FLAGS = {"tendency_loss": ("--state-loss",)}
 #: ``--help`` group of each option (the rest are "run").
 GROUPS = {
     "data": ("data", "channels", "val_start", "val_end", "val_fraction", "workers", "prefetch"),
-    "model": ("model", "hparams", "history", "forcings", "residual", "diurnal_baseline"),
+    "model": ("model", "hparams", "history", "forcings", "residual", "diurnal_baseline", "boost"),
     "optimisation": (
-        "out", "max_steps", "rollout_steps", "rollout_schedule", "batch_size", "accumulation",
+        "out", "max_steps", "rollout_steps", "rollout_schedule", "interpolator_steps",
+        "batch_size", "accumulation",
         "lr", "weight_decay", "warmup_steps", "min_lr_factor", "grad_clip", "precision",
         "channel_weights", "tendency_loss", "ensemble_size", "ensemble_noise", "seed",
     ),
@@ -49,11 +60,12 @@ GROUPS = {
 
 
 class ModelSection(BaseModel):
-    """The ``model`` key of a train config: the backbone's name and each backbone's hyperparameters.
+    """The ``model`` key of a train config: the model's name and each model's hyperparameters.
 
-    ``model: sfno`` is short for ``model: {name: sfno}``. Every backbone of
-    :data:`forecast.models.MODELS` may have a section, validated by its
-    hyperparameter class whether it is chosen or not.
+    ``model: sfno`` is short for ``model: {name: sfno}``. Every name of
+    :data:`forecast.training.families.FAMILIES` (the backbones and
+    ``dyffusion``) may have a section, validated by its hyperparameter class
+    whether it is chosen or not.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -74,21 +86,19 @@ class ModelSection(BaseModel):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        get_spec(name)
+        family(name)
         return name
 
     @field_validator("sections")
     @classmethod
     def _sections(cls, sections: dict[str, Any]) -> dict[str, Any]:
-        from forecast.models import validate_hparams
-
-        unknown = [name for name in sections if name not in MODELS]
+        unknown = [name for name in sections if name not in FAMILIES]
         if unknown:
             raise ValueError(
-                f"no backbone called {', '.join(unknown)} (sections are {', '.join(sorted(MODELS))})"
+                f"no model called {', '.join(unknown)} (sections are {', '.join(family_names())})"
             )
         return {
-            name: hparams_to_dict(validate_hparams(get_spec(name), values))
+            name: hparams_to_dict(validate_family_hparams(name, values))
             for name, values in sections.items()
         }
 
@@ -123,7 +133,7 @@ OWN_FIELDS: dict[str, Any] = {
     "model": (
         ModelSection,
         option(
-            help="backbone: sfno, afno or fno; in a config, also the hyperparameters of each",
+            help="backbone (sfno, afno, fno) or dyffusion; in a config, also the hyperparameters of each",
             metavar="NAME",
             group="model",
         ),
@@ -132,8 +142,8 @@ OWN_FIELDS: dict[str, Any] = {
         dict[str, Any],
         option(
             {},
-            "hyperparameters of the chosen backbone as key=value,..., over its config section "
-            "(e.g. embed_dim=64,num_layers=4)",
+            "hyperparameters of the chosen model as key=value,..., over its config section "
+            "(e.g. embed_dim=64,num_layers=4; dyffusion also horizon=4,dropout=0.1)",
             metavar="KEY=VALUE,...",
             group="model",
         ),

@@ -68,12 +68,25 @@ def validate_hparams(spec: ModelSpec, hparams: Mapping[str, Any] | HParams | Non
     ConfigError
         Naming each bad or unknown key, and listing the allowed ones.
     """
-    if isinstance(hparams, spec.hparams):
+    return check_hparams(spec.name, spec.hparams, hparams)
+
+
+def check_hparams(
+    name: str, cls: type[HParams], hparams: Mapping[str, Any] | HParams | None
+) -> HParams:
+    """Check ``hparams`` of the model called ``name`` against ``cls``; fill in the defaults.
+
+    Raises
+    ------
+    ConfigError
+        Naming each bad or unknown key, and listing the allowed ones.
+    """
+    if isinstance(hparams, cls):
         return hparams
     if isinstance(hparams, HParams):
         hparams = hparams.model_dump()
     try:
-        return spec.hparams(**dict(hparams or {}))
+        return cls(**dict(hparams or {}))
     except ValidationError as err:
         problems = []
         for item in err.errors():
@@ -83,8 +96,8 @@ def validate_hparams(spec: ModelSpec, hparams: Mapping[str, Any] | HParams | Non
             else:
                 problems.append(f"{key}={item.get('input')!r}: {item['msg']}")
         raise ConfigError(
-            f"invalid hyperparameters for model {spec.name!r}: {'; '.join(problems)}",
-            hint=f"allowed: {describe_hparams(spec.hparams)}",
+            f"invalid hyperparameters for model {name!r}: {'; '.join(problems)}",
+            hint=f"allowed: {describe_hparams(cls)}",
         ) from err
 
 

@@ -25,7 +25,9 @@ so :meth:`SFNO.with_grid` evaluates the same operator at another resolution.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import torch
@@ -37,6 +39,9 @@ from forecast.errors import GridError
 from forecast.grid import Grid
 from forecast.models.layers import ACTIVATIONS, PointwiseMLP, make_norm, pointwise_linear
 from forecast.models.registry import HParams, ModelSpec
+
+#: A block's conditioning hook: normalised features -> features of the same shape.
+BlockHook = Callable[[torch.Tensor], torch.Tensor]
 
 
 class SFNOHParams(HParams):
@@ -241,12 +246,19 @@ class SFNOBlock(nn.Module):
             return nn.Identity()
         return None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, embed, lat_in, lon_in) -> (batch, embed, lat_out, lon_out)``."""
+    def forward(self, x: torch.Tensor, modulate: BlockHook | None = None) -> torch.Tensor:
+        """``(batch, embed, lat_in, lon_in) -> (batch, embed, lat_out, lon_out)``.
+
+        ``modulate``, when given, maps the normalised features of the spectral
+        path to new ones of the same shape before the skips and the MLP (the
+        conditioning hook of :meth:`SFNO.forward`).
+        """
         dtype = x.dtype
         y, skip = self.filter(x)
         y, skip = y.to(dtype), skip.to(dtype)
         y = self.norm(y)
+        if modulate is not None:
+            y = modulate(y)
         if self.inner_skip is not None:
             y = y + self.inner_skip(skip)
         y = self.mlp(y)
@@ -377,8 +389,21 @@ class SFNO(nn.Module):
             decoder_in, dim, out_channels, hparams.encoder_layers, hparams.activation
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, in_channels, nlat, nlon) -> (batch, out_channels, nlat, nlon)``."""
+    def forward(
+        self, x: torch.Tensor, hook: Callable[[int, torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``(batch, in_channels, nlat, nlon) -> (batch, out_channels, nlat, nlon)``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(batch, in_channels, nlat, nlon)``.
+        hook : callable, optional
+            Conditioning hook ``hook(block_index, features) -> features``, applied
+            in every block to its normalised spectral features
+            ``(batch, embed_dim, lat, lon)`` (e.g. a time-dependent scale and
+            shift, :mod:`forecast.models.conditioned`). None: the plain SFNO.
+        """
         if x.shape[-2:] != self.grid.shape:
             raise GridError(
                 f"SFNO built for {self.grid.describe()} got a field of shape {tuple(x.shape[-2:])}",
@@ -386,8 +411,8 @@ class SFNO(nn.Module):
             )
         inputs = x
         x = self.pos_embed(self.encoder(x))
-        for block in self.blocks:
-            x = block(x)
+        for index, block in enumerate(self.blocks):
+            x = block(x, None if hook is None else functools.partial(hook, index))
         if self.hparams.big_skip:
             x = torch.cat([x, inputs.to(x.dtype)], dim=1)
         return self.decoder(x)

@@ -19,20 +19,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from forecast.diurnal import DiurnalBaseline
-from forecast.errors import DataError, GridError
+from forecast.errors import DataError
 from forecast.forcings import TIME_FORCINGS, Forcings, stack_forcings, time_forcings
 from forecast.grid import Grid
 from forecast.models import build_model, get_spec, hparams_to_dict, validate_hparams
 from forecast.normalize import Normalizer
+from forecast.steppers.base import StateStepper
 
 #: Name of the diurnal-baseline input among the forcings.
 DIURNAL_CHANGE = "diurnal_change"
 
 
-class BackboneStepper(nn.Module):
+class BackboneStepper(StateStepper):
     """A registered backbone as a :class:`forecast.stepper.Stepper`.
 
     Parameters
@@ -78,45 +78,16 @@ class BackboneStepper(nn.Module):
         residual: bool = True,
         diurnal: tuple[Sequence[float], np.ndarray] | None = None,
     ):
-        super().__init__()
-        names = tuple(str(c) for c in channels)
-        if not names or len(set(names)) != len(names):
-            raise DataError(f"a stepper needs distinct channels, got {list(names)}")
-        missing = [c for c in names if c not in normalizer.channels]
-        if missing:
-            raise DataError(
-                f"the normaliser has no statistics for {', '.join(missing)}",
-                hint="compute statistics for every model channel",
-            )
-        if history < 1:
-            raise DataError(f"history must be at least 1, got {history}")
-        if not isinstance(step, dt.timedelta) or step <= dt.timedelta(0):
-            raise DataError(f"step must be a positive datetime.timedelta, got {step!r}")
-        index = [normalizer.channels.index(c) for c in names]
-        self.normalizer = Normalizer(
-            names, normalizer.mean[index], normalizer.std[index], normalizer.diff_std[index]
-        )
-        if np.any(self.normalizer.std <= 0) or np.any(self.normalizer.diff_std <= 0):
-            raise DataError("normaliser std and diff_std must be positive for every channel")
+        super().__init__(channels, grid, step, normalizer, history)
         self.model_name = model_name
         self.hparams = hparams_to_dict(validate_hparams(get_spec(model_name), hparams))
-        self.channels = names
-        self.grid = grid
-        self.step = dt.timedelta(seconds=step.total_seconds())
-        self.history = int(history)
         self.use_forcings = bool(forcings)
         self.residual = bool(residual)
         self.time_forcing_names: tuple[str, ...] = TIME_FORCINGS if forcings else ()
-        in_channels = self.history * len(names) + len(self.time_forcing_names)
-        self.model = build_model(model_name, in_channels, len(names), grid, **self.hparams)
-        # statistics as float32 buffers, not saved: the checkpoint's config holds the normaliser
-        self.register_buffer("mean", _as_buffer(self.normalizer.mean), persistent=False)
-        self.register_buffer("std", _as_buffer(self.normalizer.std), persistent=False)
-        self.register_buffer(
-            "tendency_scale",
-            _as_buffer(self.normalizer.diff_std / self.normalizer.std),
-            persistent=False,
-        )
+        names = self.channels
+        #: channels of :meth:`backbone_inputs`
+        self.in_channels = self.history * len(names) + len(self.time_forcing_names)
+        self.model = build_model(model_name, self.in_channels, len(names), grid, **self.hparams)
         self.diurnal: DiurnalBaseline | None = None
         if diurnal is not None:
             self.diurnal = self._diurnal_baseline(*diurnal)
@@ -137,11 +108,6 @@ class BackboneStepper(nn.Module):
     def forcing_names(self) -> tuple[str, ...]:
         """Names of the inputs :meth:`forcings` returns."""
         return self.time_forcing_names + ((DIURNAL_CHANGE,) if self.diurnal is not None else ())
-
-    @property
-    def device(self) -> torch.device:
-        """Where the stepper's tensors live."""
-        return self.mean.device
 
     def extra_repr(self) -> str:
         return (
@@ -176,8 +142,8 @@ class BackboneStepper(nn.Module):
         return fields
 
     # -- normalised step (training) ---------------------------------------------------------------
-    def forward_normalized(self, x: torch.Tensor, forcings: Forcings | None = None) -> torch.Tensor:
-        """Next normalised state from normalised history.
+    def backbone_inputs(self, x: torch.Tensor, forcings: Forcings | None = None) -> torch.Tensor:
+        """What the backbone sees: the history stacked along channels, then the time forcings.
 
         Parameters
         ----------
@@ -189,7 +155,13 @@ class BackboneStepper(nn.Module):
         Returns
         -------
         torch.Tensor
-            ``(batch, channel, lat, lon)``, normalised state one step after ``x[:, -1]``.
+            ``(batch, history * channel + len(TIME_FORCINGS), lat, lon)`` (no
+            forcing channels without forcings).
+
+        Raises
+        ------
+        DataError
+            A wrong shape, or a missing or misshapen forcing.
         """
         self._check_shape(x, "normalised input")
         batch = x.shape[0]
@@ -212,7 +184,24 @@ class BackboneStepper(nn.Module):
         if self.time_forcing_names:
             fields = stack_forcings(forcings, self.time_forcing_names)
             inputs = torch.cat([inputs, fields.to(inputs.dtype)], dim=1)
-        output = self.model(inputs)
+        return inputs
+
+    def forward_normalized(self, x: torch.Tensor, forcings: Forcings | None = None) -> torch.Tensor:
+        """Next normalised state from normalised history.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(batch, history, channel, lat, lon)``, normalised, oldest first.
+        forcings : Forcings
+            From :meth:`forcings`; required when the stepper uses forcings.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(batch, channel, lat, lon)``, normalised state one step after ``x[:, -1]``.
+        """
+        output = self.model(self.backbone_inputs(x, forcings))
         if self.residual:
             last = x[:, -1]
             if self.diurnal is not None:
@@ -225,43 +214,6 @@ class BackboneStepper(nn.Module):
         return self.forward_normalized(x, forcings)
 
     # -- physical step (inference) ----------------------------------------------------------------
-    def normalize(self, state: torch.Tensor) -> torch.Tensor:
-        """``(..., channel, lat, lon)`` physical -> normalised (float32)."""
-        state = state.to(torch.float32)
-        return (state - self.mean.to(state.device)) / self.std.to(state.device)
-
-    def denormalize(self, state: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`normalize`."""
-        state = state.to(torch.float32)
-        return state * self.std.to(state.device) + self.mean.to(state.device)
-
-    def check_inputs(self, channels: Sequence[str] | None = None, grid: Grid | None = None) -> None:
-        """Raise if ``channels`` (in order) or ``grid`` differ from the stepper's."""
-        if channels is not None and tuple(channels) != self.channels:
-            missing = [c for c in self.channels if c not in channels]
-            detail = (
-                f"missing {', '.join(missing)}"
-                if missing
-                else "same channels in another order or with extras"
-            )
-            raise DataError(
-                f"state channels {list(channels)} do not match the model's {list(self.channels)} ({detail})",
-                hint="select and order the channels as the model expects",
-            )
-        if grid is not None and not grid.same_as(self.grid):
-            raise GridError(
-                f"state is on {grid.describe()}, the model on {self.grid.describe()}",
-                hint="regrid the data to the model grid",
-            )
-
-    def _check_shape(self, state: torch.Tensor, label: str) -> None:
-        expected = (self.history, len(self.channels), *self.grid.shape)
-        if state.ndim != 5 or tuple(state.shape[1:]) != expected:
-            raise DataError(
-                f"{label} has shape {tuple(state.shape)}, expected (batch, history, channel, lat, lon) = (batch, {', '.join(map(str, expected))})",
-                hint=f"channels {list(self.channels)} on {self.grid.describe()} with history {self.history}",
-            )
-
     @torch.no_grad()
     def advance(
         self,
@@ -297,24 +249,7 @@ class BackboneStepper(nn.Module):
         DataError, GridError
             Wrong shape, channels, grid, number of times, or non-finite input.
         """
-        self.check_inputs(channels, grid)
-        if state.ndim == 4 and self.history == 1:
-            state = state.unsqueeze(1)
-        self._check_shape(state, "state")
-        values = np.atleast_1d(np.asarray(times))
-        batch = state.shape[0]
-        if values.size == 1 and batch > 1:
-            values = np.repeat(values, batch)
-        if values.size != batch:
-            raise DataError(
-                f"got {values.size} valid times for a batch of {batch}",
-                hint="give one time per batch item",
-            )
-        state = state.to(device=self.device, dtype=torch.float32)
-        if check_finite and not torch.isfinite(state).all():
-            raise DataError(
-                "state contains NaN or infinite values", hint="fill missing values before stepping"
-            )
+        state, values = self.prepare_advance(state, times, check_finite, channels, grid)
         normalized = self.normalize(state)
         return self.denormalize(self.forward_normalized(normalized, self.forcings(values)))
 
@@ -325,13 +260,9 @@ class BackboneStepper(nn.Module):
             "stepper": self.kind,
             "model": self.model_name,
             "hparams": dict(self.hparams),
-            "channels": list(self.channels),
-            "grid": self.grid.to_dict(),
-            "step_seconds": int(self.step.total_seconds()),
-            "history": self.history,
+            **self.coordinates_config(),
             "forcings": self.use_forcings,
             "residual": self.residual,
-            "normalizer": self.normalizer.to_dict(),
             "diurnal_hours": None if self.diurnal is None else list(self.diurnal.hours),
         }
 
@@ -355,10 +286,3 @@ class BackboneStepper(nn.Module):
             residual=config["residual"],
             diurnal=diurnal,
         )
-
-
-def _as_buffer(values: np.ndarray) -> torch.Tensor:
-    """Per-channel values as a float32 ``(1, channel, 1, 1)`` tensor."""
-    return torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=torch.float32).reshape(
-        1, -1, 1, 1
-    )

@@ -7,23 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import xarray as xr
 
 from forecast.errors import ConfigError, DataError
 from forecast.grid import Grid
-from forecast.normalize import Normalizer
 from forecast.stepper import TrainableStepper
-from forecast.steppers import BackboneStepper
 from forecast.store import (
-    diurnal_cycle,
     open_store,
     require_channels,
     store_channels,
     store_grid,
     store_step,
 )
+from forecast.training.boost import boosted_stepper, load_first_model
 from forecast.training.data import TrainingWindows, split_windows
 from forecast.training.distributed import init_distributed
+from forecast.training.families import family
 from forecast.training.request import TrainRequest
 from forecast.training.state import load_training_state
 from forecast.training.trainer import LATEST, METRICS, STATE, TrainingLoop, TrainingResult
@@ -31,16 +29,27 @@ from forecast.training.trainer import LATEST, METRICS, STATE, TrainingLoop, Trai
 __all__ = ["train"]
 
 
-def train(request: TrainRequest, *, stop_after: int | None = None) -> TrainingResult:
+def train(
+    request: TrainRequest,
+    *,
+    stop_after: int | None = None,
+    stepper: TrainableStepper | None = None,
+) -> TrainingResult:
     """Train a stepper on a training store, as ``request`` says.
 
     Parameters
     ----------
     request : TrainRequest
-        Data, model, run directory and every option (see its fields).
+        Data, model, run directory and every option (see its fields). With
+        ``request.boost`` the stepper is a
+        :class:`~forecast.steppers.BoostedStepper`: that checkpoint, frozen,
+        and a fresh ``request.model`` booster trained on its residual.
     stop_after : int, optional
         Stop (with a checkpoint) once this many steps are done, before
         ``request.max_steps`` (a time-boxed run; resume it later).
+    stepper : TrainableStepper, optional
+        Start from this stepper (e.g. a loaded checkpoint, to train it on)
+        instead of a fresh one; ignored when resuming.
 
     Returns
     -------
@@ -60,12 +69,22 @@ def train(request: TrainRequest, *, stop_after: int | None = None) -> TrainingRe
     try:
         path = request.data
         ds = open_store(path)
+        first = None
+        if request.boost is not None and not request.resume:
+            first = load_first_model(request, ds)
+            stepper = None
+        if stepper is not None or first is not None:
+            given = stepper if stepper is not None else first
+            request = request.replace(history=given.history)
+            if request.channels is None:
+                request = request.replace(channels=tuple(given.channels))
         channels = list(request.channels) if request.channels else store_channels(ds)
         require_channels(ds, channels, path)
         times = np.asarray(ds["time"].values)
+        targets = family(request.model).window_targets(request)
         train_starts, val_starts = split_windows(
             times,
-            request.history + request.rollout_steps,
+            request.history + targets,
             request.val_start,
             request.val_end,
             request.val_fraction,
@@ -80,9 +99,9 @@ def train(request: TrainRequest, *, stop_after: int | None = None) -> TrainingRe
         state = None
         if request.resume:
             stepper, state = _resume(out_dir, channels, store_grid(ds), store_step(ds))
-        else:
+        elif stepper is None and first is None:
             torch.manual_seed(request.seed)
-            stepper = _new_stepper(request, ds, channels, times[train_starts])
+            stepper = family(request.model).build(request, ds, channels, times[train_starts])
         if list(stepper.channels) != channels:
             raise DataError(
                 f"the run was trained on channels {list(stepper.channels)}, not {channels}",
@@ -93,10 +112,13 @@ def train(request: TrainRequest, *, stop_after: int | None = None) -> TrainingRe
         windows = TrainingWindows(
             path,
             times,
-            tuple(store_index.index(c) for c in stepper.channels),
+            tuple(store_index.index(c) for c in channels),
             train_starts,
             val_starts,
         )
+        if first is not None:
+            torch.manual_seed(request.seed)
+            stepper = boosted_stepper(first, request, windows, context.device)
         provenance = {
             "store": str(path.resolve()),
             "model": stepper.config().get("model", request.model),
@@ -106,6 +128,8 @@ def train(request: TrainRequest, *, stop_after: int | None = None) -> TrainingRe
             "seed": request.seed,
             "world_size": context.world_size,
         }
+        if request.boost is not None:
+            provenance["boost"] = str(Path(request.boost).resolve())
         loop = TrainingLoop(stepper, windows, context, request, provenance=provenance)
         if state is not None:
             loop.load_state_dict(state)
@@ -128,25 +152,6 @@ def _check_run_directory(out_dir: Path, resume: bool) -> None:
         raise ConfigError(
             "nothing to resume: no latest.ckpt", path=out_dir, hint="start without --resume"
         )
-
-
-def _new_stepper(
-    request: TrainRequest, ds: xr.Dataset, channels: list[str], start_times: np.ndarray
-) -> BackboneStepper:
-    """A freshly initialised backbone stepper on the store's grid and step."""
-    diurnal = diurnal_cycle(ds, channels, start_times) if request.diurnal_baseline else None
-    return BackboneStepper(
-        request.model,
-        dict(request.hparams),
-        channels,
-        store_grid(ds),
-        store_step(ds),
-        Normalizer.from_store(ds, channels),
-        history=request.history,
-        forcings=request.forcings,
-        residual=request.residual,
-        diurnal=diurnal,
-    )
 
 
 def _resume(

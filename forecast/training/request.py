@@ -38,7 +38,9 @@ class TrainRequest:
 
     # -- what is trained ------------------------------------------------------------------------
     data: Path = field(metadata={"help": "training store (STORE.zarr from 'forecast ingest')"})
-    model: str = field(metadata={"help": "backbone: sfno, afno or fno"})
+    model: str = field(
+        metadata={"help": "backbone (sfno, afno, fno) or model family (dyffusion)"}
+    )
     out: Path = field(metadata={"help": "run directory for checkpoints, metrics and config"})
     hparams: Mapping[str, Any] = _option({}, "backbone hyperparameters (default: the backbone's)")
     channels: tuple[str, ...] | None = _option(
@@ -50,6 +52,13 @@ class TrainRequest:
     diurnal_baseline: bool = _option(
         False,
         "start each step from the store's climatological diurnal cycle (grids up to ~1 degree)",
+    )
+    boost: Path | None = field(
+        default=None,
+        metadata={
+            "help": "SpecBoost: train the --model backbone on the one-step residual of this "
+            "frozen checkpoint; the result holds both (its history, forcings and channels are used)"
+        },
     )
     # -- data -------------------------------------------------------------------------------------
     val_start: str | None = _option(
@@ -67,6 +76,12 @@ class TrainRequest:
     # -- optimisation -----------------------------------------------------------------------------
     max_steps: int = _option(1000, "optimiser steps", ge=1)
     rollout_steps: int = _option(1, "final autoregressive steps K in the loss", ge=1)
+    interpolator_steps: int | None = _option(
+        None,
+        "dyffusion: optimiser steps of stage 1 (the interpolator); stage 2 (the forecaster, "
+        "interpolator frozen) takes the rest of --max-steps (default: half)",
+        ge=1,
+    )
     rollout_schedule: tuple[tuple[int, int], ...] | None = _option(
         None,
         "explicit curriculum as step:K pairs, e.g. 0:1,500:2,1000:4 "
@@ -106,6 +121,8 @@ class TrainRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data))
         object.__setattr__(self, "out", Path(self.out))
+        if self.boost is not None:
+            object.__setattr__(self, "boost", Path(self.boost))
         object.__setattr__(self, "hparams", dict(self.hparams or {}))
         if self.channels is not None:
             object.__setattr__(self, "channels", tuple(str(c) for c in self.channels))

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from forecast.errors import ConfigError, ForecastError
-from forecast.stepper import TrainableStepper
+from forecast.forcings import select_step
+from forecast.stepper import StagedStepper, TrainableStepper
 from forecast.training.data import (
     StepBatchSampler,
     TrainingWindows,
@@ -42,9 +43,10 @@ from forecast.training.losses import (
     per_channel_mse,
     reduce_channels,
 )
-from forecast.training.optim import build_optimizer, cosine_warmup_factor, set_learning_rate
+from forecast.training.optim import build_optimizer, set_learning_rate
 from forecast.training.request import TrainRequest
 from forecast.training.rollout import Rollout, repeat_forcings, rollout_forcings
+from forecast.training.stages import StageObjective, StagePlan, score_interpolation
 from forecast.training.state import capture_rng, restore_rng, save_training_state
 
 __all__ = ["TrainingDivergedError", "TrainingLoop", "TrainingResult"]
@@ -117,6 +119,12 @@ class TrainingLoop:
     state; with ``tendency_loss`` each channel's error is divided by its
     normalised tendency scale ``diff_std / std`` (so persistence scores about
     1 in every channel).
+
+    A :class:`~forecast.stepper.StagedStepper` (DYffusion) is trained stage by
+    stage (:class:`~forecast.training.stages.StagePlan`: the first
+    ``request.interpolator_steps`` steps, then the rest), each stage with its
+    own optimiser and learning-rate schedule, on the area-weighted MSE of its
+    ``training_pairs``; ``best.ckpt`` is chosen in the last stage only.
     """
 
     def __init__(
@@ -171,13 +179,18 @@ class TrainingLoop:
         self.latitude_weights = torch.as_tensor(
             stepper.grid.area_weights(), dtype=torch.float32, device=self.device
         )
-        self.rollout: nn.Module = Rollout(self.stepper)
-        if context.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.rollout = nn.parallel.DistributedDataParallel(self.rollout, device_ids=ids)
-        self.optimizer = build_optimizer(
-            self.stepper.parameters(), lr=request.lr, weight_decay=request.weight_decay
-        )
+        self.staged = isinstance(stepper, StagedStepper)
+        if self.staged:
+            if request.ensemble_size > 1:
+                raise ConfigError(
+                    f"a {stepper.kind} model is trained stage by stage on MSE; --ensemble-size does not apply",
+                    hint="drop --ensemble-size: its ensembles come from sampling",
+                )
+            self.plan = StagePlan.split(stepper.stages, request.max_steps, request.interpolator_steps)
+        else:
+            self.plan = StagePlan.single(request.max_steps)
+        self.stage = ""
+        self._enter_stage(self.plan.stage_at(0))
         self.noise = torch.Generator(device=self.device)
         self.noise.manual_seed(request.seed * 1000 + context.rank)
         self.step = 0
@@ -185,6 +198,29 @@ class TrainingLoop:
         self.last_validation: RolloutScores | None = None
         self._pending: list[tuple[int, torch.Tensor, torch.Tensor, int, float]] = []
         self._last_loss: float | None = None
+
+    # -- stages -----------------------------------------------------------------------
+    def _enter_stage(self, stage: str) -> None:
+        """Train ``stage`` from now on: its module (wrapped for DDP) and a fresh optimiser."""
+        if self.staged:
+            self.stepper.set_stage(stage)
+            module: nn.Module = StageObjective(self.stepper)
+        else:
+            module = Rollout(self.stepper)
+        if self.context.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            module = nn.parallel.DistributedDataParallel(module, device_ids=ids)
+        self.rollout = module
+        self.optimizer = build_optimizer(
+            self.stepper.parameters(), lr=self.request.lr, weight_decay=self.request.weight_decay
+        )
+        self.stage = stage
+
+    def targets_at(self, step: int) -> int:
+        """Future states each window of optimiser step ``step`` holds."""
+        if self.staged:
+            return int(self.stepper.window_targets)
+        return int(self.curriculum(step))
 
     # -- state ------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -199,6 +235,7 @@ class TrainingLoop:
             "batch_size": self.batch_size,
             "accumulation": self.accumulation,
             "world_size": self.context.world_size,
+            "stage": self.stage,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -210,6 +247,7 @@ class TrainingLoop:
                     path=self.out_dir,
                     hint="resume with the original settings, or start a new --out",
                 )
+        self._enter_stage(state.get("stage", self.plan.names[0]))
         self.optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"], self.device, self.noise)
         self.step = int(state["step"])
@@ -219,6 +257,8 @@ class TrainingLoop:
     def _loss_per_channel(self, batch: dict, n_steps: int) -> torch.Tensor:
         history = self.stepper.normalize(batch["history"].to(self.device, non_blocking=True))
         targets = self.stepper.normalize(batch["targets"].to(self.device, non_blocking=True))
+        if self.staged:
+            return self._stage_loss_per_channel(batch, history, targets)
         forcings = rollout_forcings(
             self.stepper, self.times, batch["start"].numpy(), n_steps, self.device
         )
@@ -249,11 +289,26 @@ class TrainingLoop:
         )  # CRPS is linear in the error
         return torch.stack(losses).mean(dim=0) * scale
 
+    def _stage_loss_per_channel(
+        self, batch: dict, history: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Area-weighted MSE of the current stage's prediction (a staged stepper)."""
+        forcings = rollout_forcings(self.stepper, self.times, batch["start"].numpy(), 1, self.device)
+        with torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.bfloat16,
+            enabled=self.autocast_dtype is not None,
+        ):
+            prediction, target = self.rollout(history, targets, select_step(forcings, 0), self.noise)
+        return per_channel_mse(prediction.float(), target, self.latitude_weights) * self.error_scale
+
     def _optimizer_step(self, batches, n_steps: int) -> None:
         request = self.request
-        factor = cosine_warmup_factor(
-            self.step, self.max_steps, request.warmup_steps, request.min_lr_factor
-        )
+        stage = self.plan.stage_at(self.step)
+        if stage != self.stage:
+            self._enter_stage(stage)
+            self.best_score = None  # best.ckpt is chosen among the last stage's checkpoints
+        factor = self.plan.lr_factor(self.step, request.warmup_steps, request.min_lr_factor)
         lr = request.lr * factor
         set_learning_rate(self.optimizer, lr)
         channel_loss = torch.zeros(len(self.channels), device=self.device)
@@ -280,6 +335,8 @@ class TrainingLoop:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        if self.staged:
+            self.stepper.trained_steps[self.stage] += 1
         self._pending.append(
             (self.step, channel_loss, grad_norm.detach().float().reshape(1), n_steps, lr)
         )
@@ -341,10 +398,15 @@ class TrainingLoop:
 
     # -- validation and checkpoints ---------------------------------------------------
     def validate(self) -> RolloutScores | None:
-        """Score the model at every lead up to the final rollout length, against persistence."""
+        """Score the model at every lead up to the final rollout length, against persistence.
+
+        A staged stepper in its first stage (a DYffusion interpolator) is scored
+        at ``i = 1 .. h-1`` from the true ends of each window, against the
+        linear interpolation (in the ``persistence_*`` fields of the record).
+        """
         if len(self.val_starts) == 0:
             return None
-        n_leads = self.curriculum.rollout_steps
+        n_leads = self.stepper.window_targets if self.staged else self.curriculum.rollout_steps
         batches = validation_batches(
             self.val_starts, n_leads, self.val_batch_size, self.request.val_samples
         )
@@ -356,20 +418,32 @@ class TrainingLoop:
             prefetch=self.request.prefetch,
             pin_memory=self.device.type == "cuda",
         )
-        scores = score_rollouts(
-            self.stepper,
-            loader,
-            self.times,
-            self.stepper.grid.area_weights(),
-            self.device,
-            context=self.context,
-            autocast_dtype=self.autocast_dtype,
-            n_leads=n_leads,
-        )
+        if self.staged and not self.plan.is_last(self.stage):
+            scores = score_interpolation(
+                self.stepper,
+                loader,
+                self.times,
+                self.stepper.grid.area_weights(),
+                self.device,
+                context=self.context,
+            )
+        else:
+            scores = score_rollouts(
+                self.stepper,
+                loader,
+                self.times,
+                self.stepper.grid.area_weights(),
+                self.device,
+                context=self.context,
+                autocast_dtype=self.autocast_dtype,
+                n_leads=n_leads,
+            )
+        n_leads = scores.n_leads
         self.last_validation = scores
         record = {
             "step": self.step,
             "kind": "validation",
+            "stage": self.stage,
             "samples": scores.samples,
             "skill": scores.skill(n_leads),
         }
@@ -395,7 +469,7 @@ class TrainingLoop:
     def _validate_and_save(self) -> None:
         scores = self.validate()
         improved = False
-        if scores is not None:
+        if scores is not None and self.plan.is_last(self.stage):
             score = scores.skill(scores.n_leads)
             improved = math.isfinite(score) and (self.best_score is None or score < self.best_score)
             if improved:
@@ -421,7 +495,7 @@ class TrainingLoop:
             self.seed,
             first_micro_step=first * accumulation,
             n_micro_steps=max(end - first, 0) * accumulation,
-            targets_of_micro_step=lambda micro: self.curriculum(micro // accumulation),
+            targets_of_micro_step=lambda micro: self.targets_at(micro // accumulation),
             rank=self.context.rank,
             world_size=self.context.world_size,
         )
@@ -439,7 +513,7 @@ class TrainingLoop:
         try:
             while self.step < end:
                 started = time.perf_counter()
-                self._optimizer_step(batches, self.curriculum(self.step))
+                self._optimizer_step(batches, self.targets_at(self.step))
                 validate_now = self.step % self.request.val_every == 0
                 if self.step % self.request.log_every == 0 or validate_now or self.step == end:
                     self._flush()
@@ -450,7 +524,7 @@ class TrainingLoop:
                     bar.update(1)
                     bar.set_postfix(
                         _postfix(
-                            self._last_loss, self.curriculum(self.step - 1), self.last_validation
+                            self._last_loss, self.targets_at(self.step - 1), self.last_validation
                         ),
                         refresh=False,
                     )

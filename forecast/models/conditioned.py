@@ -1,0 +1,150 @@
+"""An SFNO conditioned on a time within a horizon, with dropout that can be kept on to sample.
+
+:class:`TimeConditionedSFNO` is the network of both halves of DYffusion
+(Rühling Cachay et al. 2023, 2024; :mod:`forecast.steppers.dyffusion`): the
+plain :class:`~forecast.models.sfno.SFNO` with its conditioning hook filled
+in. The time ``tau`` (the interpolation time ``i`` divided by the horizon
+``h``, in [0, 1]) is embedded by sinusoids of ``frequencies`` octaves and a
+two-layer MLP; in every block a learned linear map of that embedding gives a
+per-channel scale ``s`` and shift ``b`` of the block's normalised spectral
+features, ``y -> y * (1 + s) + b`` (initialised to zero, so an untrained
+model starts as the unconditioned SFNO), followed by dropout.
+
+Dropout (:class:`MemberDropout`) behaves as ``torch.nn.Dropout`` in training
+and is off in eval mode, unless the call passes one ``torch.Generator`` per
+batch row: each row's masks are then drawn from its own generator, so that a
+sample depends only on its row's seed, never on which other rows share the
+batch (an ensemble is the same whatever the batch size).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from forecast.grid import Grid
+from forecast.models.sfno import SFNO, SFNOHParams
+
+__all__ = ["MemberDropout", "TimeConditionedSFNO", "time_features"]
+
+
+class MemberDropout(nn.Module):
+    """Dropout of probability ``p`` whose masks may come from one generator per batch row.
+
+    Parameters
+    ----------
+    p : float
+        Probability of zeroing an element, in [0, 1).
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
+        self.p = float(p)
+
+    def forward(
+        self, x: torch.Tensor, generators: Sequence[torch.Generator] | None = None
+    ) -> torch.Tensor:
+        """Drop elements of ``x`` ``(batch, ...)`` and rescale by ``1 / (1 - p)``.
+
+        With ``generators`` (one per row, on ``x``'s device) the masks of row
+        ``b`` are drawn from ``generators[b]`` whatever the mode; without, this
+        is ``torch.nn.functional.dropout`` in training mode and the identity in
+        eval mode.
+        """
+        if self.p == 0.0:
+            return x
+        if generators is None:
+            return nn.functional.dropout(x, self.p, training=self.training)
+        if len(generators) != x.shape[0]:
+            raise ValueError(f"{len(generators)} generators for a batch of {x.shape[0]}")
+        keep = torch.stack(
+            [
+                torch.rand(x.shape[1:], generator=generator, device=x.device) >= self.p
+                for generator in generators
+            ]
+        )
+        return x * keep.to(x.dtype) / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def time_features(tau: torch.Tensor, frequencies: int) -> torch.Tensor:
+    """Sinusoids of ``tau`` ``(batch,)`` in [0, 1]: ``(batch, 2 * frequencies)``.
+
+    ``sin`` and ``cos`` of ``pi * 2**k * tau`` for ``k = 0 .. frequencies - 1``.
+    """
+    octaves = math.pi * 2.0 ** torch.arange(frequencies, device=tau.device, dtype=torch.float32)
+    angles = tau.to(torch.float32)[:, None] * octaves[None, :]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+class TimeConditionedSFNO(nn.Module):
+    """An SFNO whose blocks are scaled and shifted by an embedding of a time in [0, 1].
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channel counts of input and output.
+    grid : Grid
+        A global grid.
+    hparams : SFNOHParams
+        Hyperparameters of the SFNO.
+    dropout : float
+        Dropout of the modulated block features, in [0, 1).
+    frequencies : int
+        Octaves of the sinusoidal time features.
+
+    Input ``(batch, in_channels, nlat, nlon)`` and ``tau`` ``(batch,)``; output
+    ``(batch, out_channels, nlat, nlon)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        grid: Grid,
+        hparams: SFNOHParams,
+        dropout: float = 0.0,
+        frequencies: int = 8,
+    ):
+        super().__init__()
+        self.sfno = SFNO(in_channels, out_channels, grid, hparams)
+        dim = hparams.embed_dim
+        self.frequencies = int(frequencies)
+        self.time_embedding = nn.Sequential(
+            nn.Linear(2 * self.frequencies, 2 * dim), nn.SiLU(), nn.Linear(2 * dim, 2 * dim)
+        )
+        self.modulations = nn.ModuleList()
+        for _ in self.sfno.blocks:
+            layer = nn.Linear(2 * dim, 2 * dim)
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+            self.modulations.append(nn.Sequential(nn.SiLU(), layer))
+        self.dropout = MemberDropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        tau: torch.Tensor,
+        generators: Sequence[torch.Generator] | None = None,
+    ) -> torch.Tensor:
+        """``(batch, in, lat, lon)`` at times ``tau`` ``(batch,)`` -> ``(batch, out, lat, lon)``.
+
+        ``generators`` (one per row) draw the dropout masks; see :class:`MemberDropout`.
+        """
+        if tau.shape != (x.shape[0],):
+            raise ValueError(f"tau has shape {tuple(tau.shape)}, expected ({x.shape[0]},)")
+        embedding = self.time_embedding(time_features(tau, self.frequencies).to(x.dtype))
+
+        def hook(index: int, features: torch.Tensor) -> torch.Tensor:
+            scale, shift = self.modulations[index](embedding).to(features.dtype).chunk(2, dim=1)
+            features = features * (1.0 + scale[:, :, None, None]) + shift[:, :, None, None]
+            return self.dropout(features, generators)
+
+        return self.sfno(x, hook)

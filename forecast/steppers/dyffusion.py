@@ -1,0 +1,440 @@
+"""Spherical DYffusion on our SFNO: a probabilistic stepper of two time-conditioned networks.
+
+Rühling Cachay et al., *DYffusion* (NeurIPS 2023, arXiv 2306.01984) and
+*Probabilistic Emulation of a Global Climate Model with Spherical DYffusion*
+(NeurIPS 2024, arXiv 2406.14798). With a horizon of ``h`` store steps and
+the history ``x_t`` (the ``history`` latest states, normalised):
+
+- the **interpolator** ``I(x_t, x_{t+h}, i)``, ``0 < i < h``, predicts the
+  state at ``t + i`` from both ends: the linear interpolation of ``x_t[-1]``
+  and ``x_{t+h}`` plus ``diff_std / std`` times a
+  :class:`~forecast.models.conditioned.TimeConditionedSFNO` of the history,
+  the end state and the time forcings at ``t + i``, conditioned on
+  ``tau = i / h``. Its dropout stays on when sampling: it is the source of the
+  ensemble's spread;
+- the **forecaster** ``F(x_{t+i}, i)``, ``0 <= i < h``, predicts ``x_{t+h}``:
+  ``x_{t+i}`` plus a time-conditioned SFNO of ``x_{t+i}``, the history (unless
+  ``condition_forecaster`` is off) and the time forcings at ``t + i``. It is
+  trained with the interpolator frozen, on the interpolator's (dropout-on)
+  reconstructions ``I(x_t, x_{t+h}, i)`` of the state at ``t + i``.
+
+Sampling is cold sampling (:func:`~forecast.steppers.cold_sampling.cold_sample`):
+one call of :meth:`DYffusionStepper.advance_block` returns the ``h`` states of
+a horizon, one per store step, each batch row drawing its dropout masks from
+its own seed. Training (stage ``"interpolator"``, then ``"forecaster"``) is
+:meth:`DYffusionStepper.training_pairs`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+from pydantic import Field, PositiveInt
+
+from forecast.errors import DataError
+from forecast.forcings import TIME_FORCINGS, Forcings, time_forcings
+from forecast.grid import Grid
+from forecast.models import get_spec, hparams_to_dict, validate_hparams
+from forecast.models.conditioned import TimeConditionedSFNO
+from forecast.models.registry import check_hparams
+from forecast.models.sfno import SFNOHParams
+from forecast.normalize import Normalizer
+from forecast.steppers.base import StateStepper
+from forecast.steppers.cold_sampling import cold_sample
+from forecast.time import shift_times
+
+__all__ = ["DYffusionHParams", "DYffusionStepper"]
+
+#: The training stages, in order.
+STAGES = ("interpolator", "forecaster")
+
+
+class DYffusionHParams(SFNOHParams):
+    """Hyperparameters of :class:`DYffusionStepper`: those of both SFNOs, and DYffusion's own.
+
+    The SFNO hyperparameters (``embed_dim``, ``num_layers``, ...; see
+    :class:`~forecast.models.sfno.SFNOHParams`) apply to both networks;
+    ``interpolator`` and ``forecaster`` override them for one network.
+
+    Attributes
+    ----------
+    horizon : int
+        ``h``, store steps per sampled horizon (at least 2).
+    dropout : float
+        Dropout of the interpolator's block features, in training and sampling.
+    forecaster_dropout : float
+        Dropout of the forecaster's block features, in training only.
+    condition_forecaster : bool
+        Give the forecaster the horizon's history as well as ``x_{t+i}``.
+    time_frequencies : int
+        Octaves of the sinusoidal embedding of ``tau = i / h``.
+    interpolator, forecaster : dict
+        SFNO hyperparameters of one network that differ from the shared ones.
+    """
+
+    horizon: Annotated[int, Field(ge=2)] = 4
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    forecaster_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    condition_forecaster: bool = True
+    time_frequencies: PositiveInt = 8
+    interpolator: dict[str, Any] = Field(default_factory=dict)
+    forecaster: dict[str, Any] = Field(default_factory=dict)
+
+    def network(self, name: str) -> SFNOHParams:
+        """The SFNO hyperparameters of network ``name`` (``"interpolator"`` or ``"forecaster"``)."""
+        shared = {key: getattr(self, key) for key in SFNOHParams.model_fields}
+        overrides = self.interpolator if name == "interpolator" else self.forecaster
+        return validate_hparams(get_spec("sfno"), {**shared, **overrides})
+
+
+class DYffusionStepper(StateStepper):
+    """Interpolator and forecaster of DYffusion as one :class:`~forecast.stepper.SamplingStepper`.
+
+    Parameters
+    ----------
+    hparams : mapping
+        :class:`DYffusionHParams` values (validated; defaults filled in).
+    channels : sequence of str
+        Channel ids of the state.
+    grid : Grid
+        A global grid.
+    step : datetime.timedelta
+        The store's time step (one output step; a horizon is ``horizon`` of them).
+    normalizer : Normalizer
+        Statistics covering at least ``channels``.
+    history : int
+        States at the start of a horizon that both networks see.
+    forcings : bool
+        Feed the time-of-day and time-of-year forcings at ``t + i``.
+    trained_steps : mapping, optional
+        Optimiser steps each network has had (from a checkpoint).
+    """
+
+    kind = "dyffusion"
+    stages = STAGES
+
+    def __init__(
+        self,
+        hparams: Mapping[str, Any],
+        channels: Sequence[str],
+        grid: Grid,
+        step: dt.timedelta,
+        normalizer: Normalizer,
+        history: int = 1,
+        forcings: bool = True,
+        trained_steps: Mapping[str, int] | None = None,
+    ):
+        super().__init__(channels, grid, step, normalizer, history)
+        if not grid.is_global:
+            raise DataError(
+                f"DYffusion runs on SFNOs, which need a global grid, not {grid.describe()}"
+            )
+        spec = check_hparams("dyffusion", DYffusionHParams, hparams)
+        assert isinstance(spec, DYffusionHParams)
+        self.spec = spec
+        self.hparams = hparams_to_dict(spec)
+        self.horizon = int(spec.horizon)
+        self.block_steps = self.horizon
+        self.window_targets = self.horizon
+        self.use_forcings = bool(forcings)
+        n = len(self.channels)
+        n_forcings = len(TIME_FORCINGS) if forcings else 0
+        history_channels = self.history * n
+        self.interpolator = TimeConditionedSFNO(
+            history_channels + n + n_forcings,
+            n,
+            grid,
+            spec.network("interpolator"),
+            dropout=spec.dropout,
+            frequencies=spec.time_frequencies,
+        )
+        forecaster_in = n + (history_channels if spec.condition_forecaster else 0) + n_forcings
+        self.forecaster = TimeConditionedSFNO(
+            forecaster_in,
+            n,
+            grid,
+            spec.network("forecaster"),
+            dropout=spec.forecaster_dropout,
+            frequencies=spec.time_frequencies,
+        )
+        self.trained_steps = {name: int((trained_steps or {}).get(name, 0)) for name in STAGES}
+        self.stage = STAGES[0]
+
+    # -- descriptive ------------------------------------------------------------------------------
+    @property
+    def forcing_names(self) -> tuple[str, ...]:
+        """``"<time forcing>+<k>"``: the time forcings at ``t + k`` for ``k = 0 .. h-1``."""
+        if not self.use_forcings:
+            return ()
+        return tuple(f"{name}+{k}" for k in range(self.horizon) for name in TIME_FORCINGS)
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={len(self.channels)}, grid={self.grid.describe()}, step={self.step}, "
+            f"horizon={self.horizon}, history={self.history}, dropout={self.spec.dropout}, "
+            f"trained_steps={self.trained_steps}"
+        )
+
+    def untrained_stages(self) -> list[str]:
+        """The stages whose network has had no optimiser step."""
+        return [name for name in STAGES if self.trained_steps[name] == 0]
+
+    # -- forcings ---------------------------------------------------------------------------------
+    def forcings(self, times: Sequence | np.ndarray) -> dict[str, torch.Tensor]:
+        """The time forcings at ``times + k * step``, ``k = 0 .. h-1``: each ``(batch, lat, lon)``."""
+        if not self.use_forcings:
+            return {}
+        values = np.atleast_1d(np.asarray(times))
+        out: dict[str, torch.Tensor] = {}
+        for k in range(self.horizon):
+            fields = time_forcings(shift_times(values, k * self.step), self.grid, self.device)
+            out.update({f"{name}+{k}": field for name, field in fields.items()})
+        return out
+
+    def _forcing_fields(self, forcings: Forcings, offset: torch.Tensor) -> torch.Tensor | None:
+        """Time forcings at ``t + offset[b]`` for each row: ``(batch, 4, lat, lon)``."""
+        if not self.use_forcings:
+            return None
+        missing = [name for name in self.forcing_names if name not in forcings]
+        if missing:
+            raise DataError(
+                f"this stepper needs the forcing(s) {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}",
+                hint="pass stepper.forcings(times)",
+            )
+        stacked = torch.stack(
+            [
+                torch.stack([forcings[f"{name}+{k}"] for name in TIME_FORCINGS], dim=1)
+                for k in range(self.horizon)
+            ]
+        )  # (offset, batch, forcing, lat, lon)
+        rows = torch.arange(stacked.shape[1], device=stacked.device)
+        return stacked[offset.to(stacked.device), rows]
+
+    # -- the two networks, normalised units -------------------------------------------------------
+    def interpolate(
+        self,
+        start: torch.Tensor,
+        end: torch.Tensor,
+        offset: torch.Tensor,
+        forcings: Forcings,
+        generators: Sequence[torch.Generator] | None = None,
+    ) -> torch.Tensor:
+        """``I(x_t, x_{t+h}, i)``: the normalised state at ``t + offset``.
+
+        Parameters
+        ----------
+        start : torch.Tensor
+            ``(batch, history, channel, lat, lon)``: the horizon's history.
+        end : torch.Tensor
+            ``(batch, channel, lat, lon)``: the state at ``t + h``.
+        offset : torch.Tensor
+            ``(batch,)`` integers ``i`` in ``1 .. h-1``.
+        forcings : Forcings
+            :meth:`forcings` at the valid times of ``start[:, -1]``.
+        generators : sequence of torch.Generator, optional
+            One per row: dropout masks drawn from them (sampling).
+        """
+        batch = start.shape[0]
+        fraction = offset.to(start.dtype) / self.horizon
+        parts = [start.reshape(batch, -1, *self.grid.shape), end]
+        fields = self._forcing_fields(forcings, offset)
+        if fields is not None:
+            parts.append(fields.to(start.dtype))
+        output = self.interpolator(torch.cat(parts, dim=1), fraction, generators)
+        last = start[:, -1]
+        linear = last + fraction[:, None, None, None] * (end - last)
+        return linear + output.to(start.dtype) * self.tendency_scale.to(start.dtype)
+
+    def forecast(
+        self,
+        state: torch.Tensor,
+        start: torch.Tensor,
+        offset: torch.Tensor,
+        forcings: Forcings,
+    ) -> torch.Tensor:
+        """``F(x_{t+i}, i)``: the normalised state at ``t + h`` from ``state`` at ``t + offset``.
+
+        Parameters
+        ----------
+        state : torch.Tensor
+            ``(batch, channel, lat, lon)``, valid at ``t + offset``.
+        start : torch.Tensor
+            ``(batch, history, channel, lat, lon)``: the horizon's history.
+        offset : torch.Tensor
+            ``(batch,)`` integers ``i`` in ``0 .. h-1``.
+        forcings : Forcings
+            :meth:`forcings` at the valid times of ``start[:, -1]``.
+        """
+        batch = state.shape[0]
+        parts = [state]
+        if self.spec.condition_forecaster:
+            parts.append(start.reshape(batch, -1, *self.grid.shape))
+        fields = self._forcing_fields(forcings, offset)
+        if fields is not None:
+            parts.append(fields.to(state.dtype))
+        output = self.forecaster(torch.cat(parts, dim=1), offset.to(state.dtype) / self.horizon)
+        return state + output.to(state.dtype) * self.tendency_scale.to(state.dtype)
+
+    def forward_block_normalized(
+        self,
+        x: torch.Tensor,
+        forcings: Forcings,
+        generators: Sequence[torch.Generator] | None = None,
+    ) -> torch.Tensor:
+        """One horizon by cold sampling, normalised: ``(h, batch, channel, lat, lon)``.
+
+        ``x`` is ``(batch, history, channel, lat, lon)``; ``generators`` (one
+        per row) switch the interpolator's dropout on with per-row masks;
+        without them dropout follows the train/eval mode.
+        """
+        self._check_shape(x, "normalised input")
+        batch = x.shape[0]
+
+        def offsets(i: int) -> torch.Tensor:
+            return torch.full((batch,), i, dtype=torch.long, device=x.device)
+
+        def interpolate(end: torch.Tensor, i: int) -> torch.Tensor:
+            return self.interpolate(x, end, offsets(i), forcings, generators)
+
+        def forecast(state: torch.Tensor, i: int) -> torch.Tensor:
+            return self.forecast(state, x, offsets(i), forcings)
+
+        return torch.stack(cold_sample(x[:, -1], interpolate, forecast, self.horizon))
+
+    def forward_normalized(self, x: torch.Tensor, forcings: Forcings) -> torch.Tensor:
+        """The first state of a sampled horizon (normalised): ``(batch, channel, lat, lon)``."""
+        return self.forward_block_normalized(x, forcings)[0]
+
+    # -- training ---------------------------------------------------------------------------------
+    def set_stage(self, stage: str) -> None:
+        """Train ``stage`` (``"interpolator"`` or ``"forecaster"``); freeze the other network."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; DYffusion has {', '.join(STAGES)}")
+        self.stage = stage
+        for name in STAGES:
+            getattr(self, name).requires_grad_(name == stage)
+
+    def training_pairs(
+        self,
+        history: torch.Tensor,
+        targets: torch.Tensor,
+        forcings: Forcings,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prediction and target of the current stage on windows of ``h`` future states.
+
+        Stage ``"interpolator"``: ``I(x_t, x_{t+h}, i)`` against ``x_{t+i}``,
+        ``i`` uniform in ``1 .. h-1``. Stage ``"forecaster"``:
+        ``F(x~_{t+i}, i)`` against ``x_{t+h}``, ``i`` uniform in ``0 .. h-1``,
+        with ``x~_{t+i} = I(x_t, x_{t+h}, i)`` from the frozen interpolator,
+        dropout on (``x~_t = x_t``). One ``i`` per window, drawn from ``generator``.
+        """
+        batch = history.shape[0]
+        if targets.shape[1] < self.horizon:
+            raise DataError(
+                f"DYffusion trains on windows of {self.horizon} future states, got {targets.shape[1]}"
+            )
+        end = targets[:, self.horizon - 1]
+        rows = torch.arange(batch, device=history.device)
+        if self.stage == "interpolator":
+            offset = torch.randint(
+                1, self.horizon, (batch,), generator=generator, device=generator.device
+            ).to(history.device)
+            return self.interpolate(history, end, offset, forcings), targets[rows, offset - 1]
+        offset = torch.randint(
+            0, self.horizon, (batch,), generator=generator, device=generator.device
+        ).to(history.device)
+        with torch.no_grad():
+            interpolated = self.interpolate(history, end, offset.clamp(min=1), forcings)
+            state = torch.where((offset == 0)[:, None, None, None], history[:, -1], interpolated)
+        return self.forecast(state, history, offset, forcings), end
+
+    # -- physical step (inference) ----------------------------------------------------------------
+    @torch.no_grad()
+    def advance_block(
+        self,
+        state: torch.Tensor,
+        times: Sequence | np.ndarray,
+        *,
+        seeds: Sequence[int] | None = None,
+        check_finite: bool = True,
+        channels: Sequence[str] | None = None,
+        grid: Grid | None = None,
+    ) -> torch.Tensor:
+        """Sample the ``h`` states of the next horizon: ``(batch, h, channel, lat, lon)``, physical.
+
+        Parameters
+        ----------
+        state : torch.Tensor
+            ``(batch, history, channel, lat, lon)`` physical, oldest first.
+        times : sequence of datetime64 or cftime
+            Valid time of ``state[:, -1]``, one per row (or one for all).
+        seeds : sequence of int, optional
+            One per row: the seed of that row's dropout masks. None: drawn from
+            torch's global generator.
+        check_finite : bool
+            Raise on NaN/inf input.
+        channels, grid : optional
+            The caller's coordinates, checked against the stepper's.
+        """
+        state, values = self.prepare_advance(state, times, check_finite, channels, grid)
+        batch = state.shape[0]
+        if seeds is None:
+            seeds = torch.randint(0, 2**62, (batch,)).tolist()
+        if len(seeds) != batch:
+            raise DataError(f"got {len(seeds)} seeds for a batch of {batch}")
+        generators = []
+        for seed in seeds:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(int(seed))
+            generators.append(generator)
+        normalized = self.normalize(state)
+        block = self.forward_block_normalized(normalized, self.forcings(values), generators)
+        return self.denormalize(block).transpose(0, 1)
+
+    @torch.no_grad()
+    def advance(
+        self,
+        state: torch.Tensor,
+        times: Sequence | np.ndarray,
+        *,
+        check_finite: bool = True,
+        channels: Sequence[str] | None = None,
+        grid: Grid | None = None,
+    ) -> torch.Tensor:
+        """The first state of a sampled horizon (:meth:`advance_block`, global generator)."""
+        block = self.advance_block(
+            state, times, check_finite=check_finite, channels=channels, grid=grid
+        )
+        return block[:, 0]
+
+    # -- metadata ---------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """Everything (but the weights) needed to rebuild this stepper, and how far it is trained."""
+        return {
+            "stepper": self.kind,
+            "model": "dyffusion",
+            "hparams": dict(self.hparams),
+            **self.coordinates_config(),
+            "forcings": self.use_forcings,
+            "horizon": self.horizon,
+            "trained_steps": dict(self.trained_steps),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DYffusionStepper:
+        """Inverse of :meth:`config` (weights freshly initialised)."""
+        return cls(
+            config["hparams"],
+            config["channels"],
+            Grid.from_dict(config["grid"]),
+            dt.timedelta(seconds=config["step_seconds"]),
+            Normalizer.from_dict(config["normalizer"]),
+            history=config["history"],
+            forcings=config["forcings"],
+            trained_steps=config.get("trained_steps"),
+        )

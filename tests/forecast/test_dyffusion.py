@@ -1,0 +1,286 @@
+"""DYffusion: time-conditioned SFNO, dropout as the noise, cold sampling, the stepper, its checkpoint."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+import torch
+
+from forecast.checkpoint import load_checkpoint, save_checkpoint
+from forecast.errors import CheckpointError, ConfigError
+from forecast.grid import Grid
+from forecast.models.conditioned import MemberDropout, TimeConditionedSFNO
+from forecast.models.sfno import SFNO, SFNOHParams
+from forecast.normalize import Normalizer
+from forecast.stepper import SamplingStepper, StagedStepper, TrainableStepper
+from forecast.steppers import DYffusionStepper, check_trained
+from forecast.steppers.cold_sampling import cold_sample, network_calls_per_horizon
+
+CHANNELS = ("z500", "t850")
+GRID = Grid.equiangular(16, 32)
+STEP = dt.timedelta(hours=6)
+TIMES = np.array(["2020-01-01T00", "2020-01-01T06"], dtype="datetime64[ns]")
+TINY = {"embed_dim": 8, "num_layers": 2, "horizon": 3}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make(seed: int = 0, history: int = 1, **hparams) -> DYffusionStepper:
+    torch.manual_seed(seed)
+    normalizer = Normalizer(
+        CHANNELS, np.array([54000.0, 275.0]), np.array([3000.0, 15.0]), np.array([600.0, 3.0])
+    )
+    stepper = DYffusionStepper(
+        {**TINY, **hparams}, CHANNELS, GRID, STEP, normalizer, history=history
+    )
+    # the modulations start at zero: give them weights so that the time matters
+    for module in (stepper.interpolator, stepper.forecaster):
+        for layer in module.modulations:
+            torch.nn.init.normal_(layer[1].weight, std=0.3)
+    return stepper.eval()
+
+
+def state(batch: int = 2, history: int = 1, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(batch, history, 2, *GRID.shape, generator=generator)
+    return torch.tensor([54000.0, 275.0]).reshape(1, 1, 2, 1, 1) + noise * torch.tensor(
+        [3000.0, 15.0]
+    ).reshape(1, 1, 2, 1, 1)
+
+
+# -- the conditioned network ---------------------------------------------------------------------
+def test_conditioning_hook_leaves_the_plain_sfno_unchanged_and_the_time_matters():
+    torch.manual_seed(0)
+    hparams = SFNOHParams(embed_dim=8, num_layers=2)
+    plain = SFNO(3, 2, GRID, hparams)
+    x = torch.randn(2, 3, *GRID.shape)
+    identity = plain(x, lambda index, features: features)
+    np.testing.assert_array_equal(plain(x).detach().numpy(), identity.detach().numpy())
+    conditioned = TimeConditionedSFNO(3, 2, GRID, hparams, dropout=0.0).eval()
+    conditioned.sfno.load_state_dict(plain.state_dict())
+    tau = torch.tensor([0.25, 0.75])
+    # zero-initialised modulations: the untrained conditioned model is the plain SFNO
+    torch.testing.assert_close(conditioned(x, tau), plain(x))
+    for layer in conditioned.modulations:
+        torch.nn.init.normal_(layer[1].weight, std=0.3)
+    early, late = (
+        conditioned(x, torch.tensor([0.25, 0.25])),
+        conditioned(x, torch.tensor([0.75, 0.75])),
+    )
+    assert (early - late).abs().max() > 1e-3
+
+
+def test_dropout_on_samples_differ_off_identical():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *GRID.shape)
+    tau = torch.tensor([0.5, 0.5])
+    network = TimeConditionedSFNO(
+        3, 2, GRID, SFNOHParams(embed_dim=8, num_layers=2), dropout=0.2
+    ).eval()
+
+    def generators(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    on_a, on_b = network(x, tau, generators(1, 2)), network(x, tau, generators(3, 4))
+    assert (on_a - on_b).abs().max() > 1e-3  # dropout on: two samples from the same inputs differ
+    torch.testing.assert_close(
+        network(x, tau, generators(1, 2)), on_a, rtol=0, atol=0
+    )  # same seeds
+    off_a, off_b = network(x, tau), network(x, tau)  # eval mode, no generators: dropout off
+    np.testing.assert_array_equal(off_a.detach().numpy(), off_b.detach().numpy())
+    zero = TimeConditionedSFNO(3, 2, GRID, SFNOHParams(embed_dim=8, num_layers=2), dropout=0.0)
+    np.testing.assert_array_equal(
+        zero(x, tau, generators(1, 2)).detach().numpy(),
+        zero(x, tau, generators(3, 4)).detach().numpy(),
+    )
+
+
+def test_member_dropout_rows_depend_only_on_their_own_generator():
+    dropout = MemberDropout(0.5)
+    x = torch.ones(3, 4, 5, 6)
+    rows = dropout(x, [torch.Generator().manual_seed(s) for s in (7, 8, 9)])
+    alone = dropout(x[1:2], [torch.Generator().manual_seed(8)])
+    np.testing.assert_array_equal(rows[1:2].numpy(), alone.numpy())
+    kept = (rows != 0).float().mean().item()
+    assert 0.4 < kept < 0.6 and set(np.unique(rows.numpy())) <= {0.0, 2.0}
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        MemberDropout(1.0)
+
+
+# -- cold sampling -------------------------------------------------------------------------------
+def _linear_dynamics(size: int = 5, seed: int = 0):
+    """A damped rotation ``x_{k+1} = A x_k`` and its exact interpolator and forecaster."""
+    generator = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(size, size, generator=generator, dtype=torch.float64))
+    a = 0.95 * q
+    return a, torch.randn(size, generator=generator, dtype=torch.float64)
+
+
+def test_cold_sampling_with_exact_networks_reproduces_linear_dynamics():
+    a, start = _linear_dynamics()
+    horizon = 4
+    power = [torch.linalg.matrix_power(a, k) for k in range(horizon + 1)]
+    inverse = torch.linalg.inv(a)
+
+    def interpolate(end, i):  # exact from either end: blend the two reconstructions
+        from_start = power[i] @ start
+        from_end = torch.linalg.matrix_power(inverse, horizon - i) @ end
+        return (1 - i / horizon) * from_start + (i / horizon) * from_end
+
+    def forecast(state, i):
+        return power[horizon - i] @ state
+
+    states = cold_sample(start, interpolate, forecast, horizon)
+    truth = [power[k] @ start for k in range(1, horizon + 1)]
+    assert len(states) == horizon
+    for got, want in zip(states, truth, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_network_calls_per_horizon():
+    calls = {"interpolate": 0, "forecast": 0}
+
+    def interpolate(end, i):
+        calls["interpolate"] += 1
+        assert 0 < i < 4
+        return end
+
+    def forecast(state, i):
+        calls["forecast"] += 1
+        assert 0 <= i < 4
+        return state
+
+    cold_sample(torch.zeros(1), interpolate, forecast, 4)
+    assert (calls["forecast"], calls["interpolate"]) == network_calls_per_horizon(4) == (4, 6)
+
+
+# -- the stepper ---------------------------------------------------------------------------------
+def test_stepper_satisfies_the_protocols_and_samples_a_horizon():
+    stepper = make()
+    assert isinstance(stepper, SamplingStepper) and isinstance(stepper, StagedStepper)
+    assert isinstance(stepper, TrainableStepper)
+    assert stepper.block_steps == 3 and len(stepper.forcing_names) == 3 * 4
+    block = stepper.advance_block(state(), TIMES, seeds=[1, 2])
+    assert block.shape == (2, 3, 2, *GRID.shape) and torch.isfinite(block).all()
+    first = stepper.advance(state(), TIMES)
+    assert first.shape == (2, 2, *GRID.shape)
+
+
+def test_same_seed_same_sample_whatever_the_batch():
+    stepper = make()
+    x = state(batch=3)
+    times = np.repeat(TIMES[:1], 3)
+    together = stepper.advance_block(x, times, seeds=[5, 6, 7])
+    alone = stepper.advance_block(x[1:2], times[1:2], seeds=[6])
+    torch.testing.assert_close(together[1:2], alone, rtol=1e-5, atol=1e-2)
+    again = stepper.advance_block(x, times, seeds=[5, 6, 7])
+    np.testing.assert_array_equal(together.numpy(), again.numpy())
+    other = stepper.advance_block(x, times, seeds=[5, 9, 7])
+    assert (other[1] - together[1]).abs().max() > 1.0  # z500 in m2 s-2
+    no_dropout = make(dropout=0.0)
+    a = no_dropout.advance_block(x, times, seeds=[1, 2, 3])
+    b = no_dropout.advance_block(x, times, seeds=[4, 5, 6])
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_stepper_block_is_cold_sampling_of_its_networks(monkeypatch):
+    """The stepper hands cold sampling its interpolator and forecaster at the right times."""
+    stepper = make(history=2)
+    x = stepper.normalize(state(history=2))
+    seen = []
+
+    def interpolate(start, end, offset, forcings, generators=None):
+        seen.append(("I", int(offset[0])))
+        torch.testing.assert_close(start, x)
+        i = offset[0].item()
+        return start[:, -1] + i * 0.1  # the exact interpolator of x_{k+1} = x_k + 0.1
+
+    def forecast(state, start, offset, forcings):
+        seen.append(("F", int(offset[0])))
+        return state + (stepper.horizon - offset[0].item()) * 0.1
+
+    monkeypatch.setattr(stepper, "interpolate", interpolate)
+    monkeypatch.setattr(stepper, "forecast", forecast)
+    block = stepper.forward_block_normalized(x, stepper.forcings(TIMES))
+    for k in range(3):
+        torch.testing.assert_close(block[k], x[:, -1] + (k + 1) * 0.1)
+    assert seen == [("F", 0), ("I", 1), ("F", 1), ("I", 2), ("I", 1), ("F", 2), ("I", 2)]
+
+
+def test_forcings_are_the_time_forcings_of_each_step_of_the_horizon():
+    from forecast.forcings import time_forcings
+
+    stepper = make()
+    fields = stepper.forcings(TIMES[:1])
+    later = time_forcings(TIMES[:1] + np.timedelta64(12, "h"), GRID)
+    for name, value in later.items():
+        np.testing.assert_array_equal(fields[f"{name}+2"].numpy(), value.numpy())
+
+
+def test_training_pairs_of_each_stage():
+    stepper = make(history=2).train()
+    generator = torch.Generator().manual_seed(0)
+    history = torch.randn(4, 2, 2, *GRID.shape)
+    targets = torch.randn(4, 3, 2, *GRID.shape)
+    forcings = stepper.forcings(np.repeat(TIMES[:1], 4))
+    stepper.set_stage("interpolator")
+    assert all(p.requires_grad for p in stepper.interpolator.parameters())
+    assert not any(p.requires_grad for p in stepper.forecaster.parameters())
+    prediction, target = stepper.training_pairs(history, targets, forcings, generator)
+    assert prediction.shape == target.shape == (4, 2, *GRID.shape) and prediction.requires_grad
+    # each target is one of the intermediate states x_{t+1} .. x_{t+h-1}
+    assert all(any(torch.equal(target[b], targets[b, k]) for k in range(2)) for b in range(4))
+    stepper.set_stage("forecaster")
+    prediction, target = stepper.training_pairs(history, targets, forcings, generator)
+    torch.testing.assert_close(target, targets[:, 2])  # the forecaster always aims at x_{t+h}
+    prediction.sum().backward()
+    assert all(p.grad is None for p in stepper.interpolator.parameters())
+    assert any(p.grad is not None for p in stepper.forecaster.parameters())
+    with pytest.raises(ValueError, match="unknown stage"):
+        stepper.set_stage("denoiser")
+
+
+def test_checkpoint_round_trip_says_what_it_is(tmp_path):
+    stepper = make(history=2)
+    stepper.trained_steps.update(interpolator=7, forecaster=3)
+    path = tmp_path / "dy.ckpt"
+    save_checkpoint(path, stepper, provenance={"step": 10})
+    loaded, metadata = load_checkpoint(path)
+    assert isinstance(loaded, DYffusionStepper)
+    assert metadata["stepper"] == "dyffusion" and metadata["model"] == "dyffusion"
+    assert metadata["horizon"] == 3 and metadata["trained_steps"] == {
+        "interpolator": 7,
+        "forecaster": 3,
+    }
+    assert {name.split(".")[0] for name in loaded.state_dict()} == {"interpolator", "forecaster"}
+    for name, tensor in stepper.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    x = state(history=2)
+    np.testing.assert_array_equal(
+        stepper.advance_block(x, TIMES, seeds=[3, 4]).numpy(),
+        loaded.advance_block(x, TIMES, seeds=[3, 4]).numpy(),
+    )
+    check_trained(loaded, path)
+    fresh = make()
+    with pytest.raises(CheckpointError, match="untrained interpolator and forecaster"):
+        check_trained(fresh)
+    fresh.trained_steps["interpolator"] = 5
+    with pytest.raises(CheckpointError, match=r"untrained forecaster \(only the interpolator"):
+        check_trained(fresh)
+
+
+def test_bad_hyperparameters_are_one_line_errors():
+    with pytest.raises(ConfigError, match="horizon"):
+        make(horizon=1)
+    with pytest.raises(ConfigError, match="unknown hyperparameter 'depth'"):
+        make(depth=3)
+    with pytest.raises(ConfigError, match="embed_dim"):
+        make(forecaster={"embed_dim": 0})
