@@ -11,10 +11,13 @@ features, ``y -> y * (1 + s) + b`` (initialised to zero, so an untrained
 model starts as the unconditioned SFNO), followed by dropout.
 
 Dropout (:class:`MemberDropout`) behaves as ``torch.nn.Dropout`` in training
-and is off in eval mode, unless the call passes one ``torch.Generator`` per
-batch row: each row's masks are then drawn from its own generator, so that a
-sample depends only on its row's seed, never on which other rows share the
-batch (an ensemble is the same whatever the batch size).
+and is off in eval mode, unless the call passes generators: one
+``torch.Generator`` draws the masks of the whole batch (training, so that a
+resumed run draws exactly the masks of an uninterrupted one, whatever else
+used torch's global generator), one per batch row draws each row's masks from
+its own generator (sampling: a sample depends only on its row's seed, never
+on which other rows share the batch, so an ensemble is the same whatever the
+batch size).
 """
 
 from __future__ import annotations
@@ -28,7 +31,11 @@ from torch import nn
 from forecast.grid import Grid
 from forecast.models.sfno import SFNO, SFNOHParams
 
-__all__ = ["MemberDropout", "TimeConditionedSFNO", "time_features"]
+__all__ = ["Generators", "MemberDropout", "TimeConditionedSFNO", "time_features"]
+
+#: Where dropout masks come from: torch's global generator (None), one generator for the
+#: batch, or one per batch row.
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
 class MemberDropout(nn.Module):
@@ -46,20 +53,22 @@ class MemberDropout(nn.Module):
             raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
         self.p = float(p)
 
-    def forward(
-        self, x: torch.Tensor, generators: Sequence[torch.Generator] | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generators: Generators = None) -> torch.Tensor:
         """Drop elements of ``x`` ``(batch, ...)`` and rescale by ``1 / (1 - p)``.
 
-        With ``generators`` (one per row, on ``x``'s device) the masks of row
-        ``b`` are drawn from ``generators[b]`` whatever the mode; without, this
-        is ``torch.nn.functional.dropout`` in training mode and the identity in
-        eval mode.
+        With one generator (on ``x``'s device) the whole batch's masks are
+        drawn from it; with a sequence of them (one per row) the masks of row
+        ``b`` are drawn from ``generators[b]``; either way whatever the mode.
+        Without, this is ``torch.nn.functional.dropout`` in training mode and
+        the identity in eval mode.
         """
         if self.p == 0.0:
             return x
         if generators is None:
             return nn.functional.dropout(x, self.p, training=self.training)
+        if isinstance(generators, torch.Generator):
+            keep = torch.rand(x.shape, generator=generators, device=generators.device) >= self.p
+            return x * keep.to(device=x.device, dtype=x.dtype) / (1.0 - self.p)
         if len(generators) != x.shape[0]:
             raise ValueError(f"{len(generators)} generators for a batch of {x.shape[0]}")
         keep = torch.stack(
@@ -132,11 +141,11 @@ class TimeConditionedSFNO(nn.Module):
         self,
         x: torch.Tensor,
         tau: torch.Tensor,
-        generators: Sequence[torch.Generator] | None = None,
+        generators: Generators = None,
     ) -> torch.Tensor:
         """``(batch, in, lat, lon)`` at times ``tau`` ``(batch,)`` -> ``(batch, out, lat, lon)``.
 
-        ``generators`` (one per row) draw the dropout masks; see :class:`MemberDropout`.
+        ``generators`` (one, or one per row) draw the dropout masks; see :class:`MemberDropout`.
         """
         if tau.shape != (x.shape[0],):
             raise ValueError(f"tau has shape {tuple(tau.shape)}, expected ({x.shape[0]},)")

@@ -39,7 +39,7 @@ from forecast.errors import DataError
 from forecast.forcings import TIME_FORCINGS, Forcings, time_forcings
 from forecast.grid import Grid
 from forecast.models import get_spec, hparams_to_dict, validate_hparams
-from forecast.models.conditioned import TimeConditionedSFNO
+from forecast.models.conditioned import Generators, TimeConditionedSFNO
 from forecast.models.registry import check_hparams
 from forecast.models.sfno import SFNOHParams
 from forecast.normalize import Normalizer
@@ -221,7 +221,7 @@ class DYffusionStepper(StateStepper):
         end: torch.Tensor,
         offset: torch.Tensor,
         forcings: Forcings,
-        generators: Sequence[torch.Generator] | None = None,
+        generators: Generators = None,
     ) -> torch.Tensor:
         """``I(x_t, x_{t+h}, i)``: the normalised state at ``t + offset``.
 
@@ -235,8 +235,10 @@ class DYffusionStepper(StateStepper):
             ``(batch,)`` integers ``i`` in ``1 .. h-1``.
         forcings : Forcings
             :meth:`forcings` at the valid times of ``start[:, -1]``.
-        generators : sequence of torch.Generator, optional
-            One per row: dropout masks drawn from them (sampling).
+        generators : torch.Generator or sequence of them, optional
+            Draw the dropout masks: one per row (sampling), or one for the
+            batch (training); None: torch's global generator in training mode,
+            no dropout in eval mode.
         """
         batch = start.shape[0]
         fraction = offset.to(start.dtype) / self.horizon
@@ -255,6 +257,7 @@ class DYffusionStepper(StateStepper):
         start: torch.Tensor,
         offset: torch.Tensor,
         forcings: Forcings,
+        generators: Generators = None,
     ) -> torch.Tensor:
         """``F(x_{t+i}, i)``: the normalised state at ``t + h`` from ``state`` at ``t + offset``.
 
@@ -268,6 +271,8 @@ class DYffusionStepper(StateStepper):
             ``(batch,)`` integers ``i`` in ``0 .. h-1``.
         forcings : Forcings
             :meth:`forcings` at the valid times of ``start[:, -1]``.
+        generators : torch.Generator or sequence of them, optional
+            Draw the forecaster's dropout masks (training; it has none when sampling).
         """
         batch = state.shape[0]
         parts = [state]
@@ -276,14 +281,15 @@ class DYffusionStepper(StateStepper):
         fields = self._forcing_fields(forcings, offset)
         if fields is not None:
             parts.append(fields.to(state.dtype))
-        output = self.forecaster(torch.cat(parts, dim=1), offset.to(state.dtype) / self.horizon)
+        tau = offset.to(state.dtype) / self.horizon
+        output = self.forecaster(torch.cat(parts, dim=1), tau, generators)
         return state + output.to(state.dtype) * self.tendency_scale.to(state.dtype)
 
     def forward_block_normalized(
         self,
         x: torch.Tensor,
         forcings: Forcings,
-        generators: Sequence[torch.Generator] | None = None,
+        generators: Generators = None,
     ) -> torch.Tensor:
         """One horizon by cold sampling, normalised: ``(h, batch, channel, lat, lon)``.
 
@@ -331,7 +337,9 @@ class DYffusionStepper(StateStepper):
         ``i`` uniform in ``1 .. h-1``. Stage ``"forecaster"``:
         ``F(x~_{t+i}, i)`` against ``x_{t+h}``, ``i`` uniform in ``0 .. h-1``,
         with ``x~_{t+i} = I(x_t, x_{t+h}, i)`` from the frozen interpolator,
-        dropout on (``x~_t = x_t``). One ``i`` per window, drawn from ``generator``.
+        dropout on (``x~_t = x_t``). One ``i`` per window and every dropout
+        mask are drawn from ``generator`` (never from torch's global generator,
+        which data loaders also draw from), so a resumed run repeats them.
         """
         batch = history.shape[0]
         if targets.shape[1] < self.horizon:
@@ -344,14 +352,15 @@ class DYffusionStepper(StateStepper):
             offset = torch.randint(
                 1, self.horizon, (batch,), generator=generator, device=generator.device
             ).to(history.device)
-            return self.interpolate(history, end, offset, forcings), targets[rows, offset - 1]
+            prediction = self.interpolate(history, end, offset, forcings, generator)
+            return prediction, targets[rows, offset - 1]
         offset = torch.randint(
             0, self.horizon, (batch,), generator=generator, device=generator.device
         ).to(history.device)
         with torch.no_grad():
-            interpolated = self.interpolate(history, end, offset.clamp(min=1), forcings)
+            interpolated = self.interpolate(history, end, offset.clamp(min=1), forcings, generator)
             state = torch.where((offset == 0)[:, None, None, None], history[:, -1], interpolated)
-        return self.forecast(state, history, offset, forcings), end
+        return self.forecast(state, history, offset, forcings, generator), end
 
     # -- physical step (inference) ----------------------------------------------------------------
     @torch.no_grad()

@@ -102,9 +102,10 @@ def train(
         elif stepper is None and first is None:
             torch.manual_seed(request.seed)
             stepper = family(request.model).build(request, ds, channels, times[train_starts])
-        if list(stepper.channels) != channels:
+        model_channels = list((stepper if stepper is not None else first).channels)
+        if model_channels != channels:
             raise DataError(
-                f"the run was trained on channels {list(stepper.channels)}, not {channels}",
+                f"the run was trained on channels {model_channels}, not {channels}",
                 path=out_dir,
                 hint="resume with the original --channels",
             )

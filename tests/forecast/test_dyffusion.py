@@ -203,7 +203,7 @@ def test_stepper_block_is_cold_sampling_of_its_networks(monkeypatch):
         i = offset[0].item()
         return start[:, -1] + i * 0.1  # the exact interpolator of x_{k+1} = x_k + 0.1
 
-    def forecast(state, start, offset, forcings):
+    def forecast(state, start, offset, forcings, generators=None):
         seen.append(("F", int(offset[0])))
         return state + (stepper.horizon - offset[0].item()) * 0.1
 

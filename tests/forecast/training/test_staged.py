@@ -1,0 +1,259 @@
+"""Two-stage training of DYffusion and SpecBoost's boosted training, end to end on a tiny store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from forecast.checkpoint import load_checkpoint
+from forecast.cli.main import main
+from forecast.errors import ConfigError
+from forecast.steppers import BoostedStepper, DYffusionStepper
+from forecast.training import TrainRequest, train
+from forecast.training.stages import StagePlan
+
+DYFFUSION = {"embed_dim": 8, "num_layers": 1, "horizon": 3}
+OPTIONS = dict(
+    batch_size=4, lr=5e-3, warmup_steps=1, val_samples=4, log_every=1, device="cpu", progress=False
+)
+
+
+def _records(run_dir, kind):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_stage_plan_splits_the_run_and_restarts_the_schedule():
+    plan = StagePlan.split(("interpolator", "forecaster"), 10, 4)
+    assert [plan.stage_at(s) for s in (0, 3, 4, 9, 10)] == [
+        "interpolator", "interpolator", "forecaster", "forecaster", "forecaster",
+    ]  # fmt: skip
+    assert plan.lr_factor(0, 2, 0.01) == plan.lr_factor(4, 2, 0.01) == 0.5  # warm-up again
+    assert plan.lr_factor(3, 0, 0.01) == pytest.approx(
+        0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * 3 / 4))
+    )
+    assert StagePlan.split(("a", "b"), 9, None).bounds == ((0, 4), (4, 9))
+    with pytest.raises(ConfigError, match="leaves no step to the forecaster"):
+        StagePlan.split(("interpolator", "forecaster"), 10, 10)
+
+
+def test_two_stages_in_one_run_with_one_checkpoint(toy_store, tmp_path):
+    run_dir = tmp_path / "dy"
+    result = train(TrainRequest(
+        toy_store, "dyffusion", run_dir, hparams=DYFFUSION, max_steps=16, interpolator_steps=8,
+        val_every=8, workers=0, **OPTIONS,
+    ))  # fmt: skip
+    assert result.steps == 16
+    stepper, metadata = load_checkpoint(run_dir / "latest.ckpt")
+    assert isinstance(stepper, DYffusionStepper)
+    assert metadata["trained_steps"] == {"interpolator": 8, "forecaster": 8}
+    validation = _records(run_dir, "validation")
+    assert [(r["step"], r["stage"]) for r in validation] == [
+        (8, "interpolator"),
+        (16, "forecaster"),
+    ]
+    # stage 1 is scored at i = 1 .. h-1 against the linear interpolation, stage 2 at 1 .. h
+    assert set(validation[0]) >= {"rmse_1", "rmse_2"} and "rmse_3" not in validation[0]
+    assert "rmse_3" in validation[1]
+    train_losses = [r["loss"] for r in _records(run_dir, "train")]
+    assert all(np.isfinite(train_losses))
+    # best.ckpt is chosen among the forecaster stage's checkpoints only
+    _, best = load_checkpoint(run_dir / "best.ckpt")
+    assert best["provenance"]["step"] == 16 and best["trained_steps"]["forecaster"] == 8
+    # each stage warms up and decays on its own: the learning rate restarts at step 9
+    lrs = {r["step"]: r["lr"] for r in _records(run_dir, "train")}
+    assert lrs[9] == pytest.approx(lrs[1]) and lrs[9] > lrs[8]
+
+
+@pytest.mark.parametrize("stop", [3, 6, 9], ids=["in-stage-1", "at-the-switch", "in-stage-2"])
+def test_resume_of_each_stage_matches_uninterrupted(toy_store, tmp_path, stop):
+    options = dict(hparams=DYFFUSION, max_steps=12, interpolator_steps=6, val_every=6, **OPTIONS)
+    train(TrainRequest(toy_store, "dyffusion", tmp_path / "whole", workers=0, **options))
+    split = TrainRequest(toy_store, "dyffusion", tmp_path / "split", workers=1, **options)
+    assert train(split, stop_after=stop).steps == stop
+    _, meta = load_checkpoint(tmp_path / "split" / "latest.ckpt")
+    assert meta["trained_steps"] == {"interpolator": min(stop, 6), "forecaster": max(stop - 6, 0)}
+    assert train(split.replace(resume=True)).steps == 12
+    whole = load_checkpoint(tmp_path / "whole" / "latest.ckpt")[0].state_dict()
+    again = load_checkpoint(tmp_path / "split" / "latest.ckpt")[0].state_dict()
+    for name in whole:
+        assert torch.equal(whole[name], again[name]), name
+    assert _records(tmp_path / "whole", "train") == _records(tmp_path / "split", "train")
+    assert _records(tmp_path / "whole", "validation") == _records(tmp_path / "split", "validation")
+
+
+def test_interpolator_is_frozen_in_stage_2(toy_store, tmp_path):
+    options = dict(
+        hparams=DYFFUSION, max_steps=8, interpolator_steps=4, val_every=4, workers=0, **OPTIONS
+    )
+    run = TrainRequest(toy_store, "dyffusion", tmp_path / "run", **options)
+    train(run, stop_after=4)
+    before = load_checkpoint(tmp_path / "run" / "latest.ckpt")[0]
+    train(run.replace(resume=True))
+    after = load_checkpoint(tmp_path / "run" / "latest.ckpt")[0]
+    for name, tensor in before.interpolator.state_dict().items():
+        assert torch.equal(tensor, after.interpolator.state_dict()[name]), name
+    changed = [
+        name for name, tensor in before.forecaster.state_dict().items()
+        if not torch.equal(tensor, after.forecaster.state_dict()[name])
+    ]  # fmt: skip
+    assert changed
+
+
+def test_dyffusion_refuses_options_that_do_not_apply(toy_store, tmp_path):
+    with pytest.raises(ConfigError, match="--ensemble-size does not apply"):
+        train(TrainRequest(
+            toy_store, "dyffusion", tmp_path / "a", hparams=DYFFUSION, max_steps=4, ensemble_size=2,
+            workers=0, **OPTIONS,
+        ))  # fmt: skip
+    with pytest.raises(ConfigError, match="--diurnal-baseline and --no-residual do not apply"):
+        train(TrainRequest(
+            toy_store, "dyffusion", tmp_path / "b", hparams=DYFFUSION, max_steps=4,
+            diurnal_baseline=True, workers=0, **OPTIONS,
+        ))  # fmt: skip
+
+
+def test_cli_trains_dyffusion_and_run_refuses_an_untrained_forecaster(toy_store, tmp_path, capsys):
+    run_dir = tmp_path / "cli"
+    argv = [
+        "train", "--data", str(toy_store), "--model", "dyffusion", "--out", str(run_dir),
+        "--hparams", "embed_dim=8,num_layers=1,horizon=3", "--max-steps", "6",
+        "--interpolator-steps", "5", "--batch-size", "4", "--val-every", "5", "--val-samples", "4",
+        "--workers", "0", "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "trained 6 steps" in capsys.readouterr().out
+    _, meta = load_checkpoint(run_dir / "latest.ckpt")
+    assert meta["stepper"] == "dyffusion" and meta["trained_steps"] == {
+        "interpolator": 5,
+        "forecaster": 1,
+    }
+    # stopped at the end of stage 1, the checkpoint holds an untrained forecaster
+    stage_1 = tmp_path / "stage1"
+    train(TrainRequest(
+        toy_store, "dyffusion", stage_1, hparams=DYFFUSION, max_steps=6, interpolator_steps=5,
+        val_every=5, workers=0, **OPTIONS,
+    ), stop_after=5)  # fmt: skip
+    code = main([
+        "run", "--checkpoint", str(stage_1 / "latest.ckpt"), "--data", str(toy_store),
+        "--init", "2020-01-02T00", "--steps", "3", "--out", str(tmp_path / "fc.zarr"),
+    ])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "untrained forecaster (only the interpolator is trained)" in err
+    assert "--resume" in err and "Traceback" not in err
+
+
+# -- SpecBoost -----------------------------------------------------------------------------------
+TINY = {"embed_dim": 8, "num_layers": 1}
+
+
+def test_boost_trains_a_second_backbone_on_the_frozen_first_models_residual(toy_store, tmp_path):
+    from forecast.training.boost import residual_scale
+    from forecast.training.data import TrainingWindows
+
+    first_dir = tmp_path / "first"
+    train(TrainRequest(
+        toy_store, "sfno", first_dir, hparams=TINY, max_steps=6, val_every=6, workers=0, history=2, **OPTIONS,
+    ))  # fmt: skip
+    first, _ = load_checkpoint(first_dir / "latest.ckpt")
+    run_dir = tmp_path / "boosted"
+    result = train(TrainRequest(
+        toy_store, "fno", run_dir, hparams={"embed_dim": 8, "num_layers": 1}, boost=first_dir / "latest.ckpt",
+        max_steps=6, val_every=6, workers=0, **OPTIONS,
+    ))  # fmt: skip
+    assert result.steps == 6
+    boosted, metadata = load_checkpoint(run_dir / "latest.ckpt")
+    assert isinstance(boosted, BoostedStepper)
+    assert metadata["stepper"] == "boosted" and metadata["model"] == "sfno+fno"
+    assert metadata["history"] == 2 and metadata["first"]["model"] == "sfno"
+    assert metadata["provenance"]["boost"] == str((first_dir / "latest.ckpt").resolve())
+    # the first model is frozen: its weights are those of its own checkpoint
+    for name, tensor in first.state_dict().items():
+        assert torch.equal(tensor, boosted.first.state_dict()[name]), name
+    # the residual scale is the RMS of the first model's one-step residual on training windows
+    import numpy as np
+
+    scale = np.asarray(metadata["residual_scale"])
+    assert scale.shape == (2,) and np.all(scale > 0)
+    from forecast.store import open_store
+    from forecast.training.data import split_windows
+
+    ds = open_store(toy_store)
+    times = ds["time"].values
+    starts, val = split_windows(times, 3, val_fraction=0.1)
+    windows = TrainingWindows(toy_store, times, (0, 1), starts, val)
+    np.testing.assert_allclose(
+        residual_scale(first, windows, torch.device("cpu")), scale, rtol=1e-6
+    )
+    # the boosted step is the first model's step plus the scaled booster output
+    x = torch.randn(3, 2, 2, 16, 32)
+    forcings = boosted.forcings(np.repeat(times[:1], 3))
+    with torch.no_grad():
+        base = first.forward_normalized(x, forcings)
+        inputs = torch.cat([first.backbone_inputs(x, forcings), base], dim=1)
+        expected = base + boosted.booster(inputs) * torch.as_tensor(
+            scale, dtype=torch.float32
+        ).reshape(1, -1, 1, 1)
+        torch.testing.assert_close(boosted.forward_normalized(x, forcings), expected)
+
+
+def test_boost_resumes_and_refuses_a_non_backbone(toy_store, tmp_path):
+    first_dir = tmp_path / "first"
+    train(
+        TrainRequest(
+            toy_store,
+            "sfno",
+            first_dir,
+            hparams=TINY,
+            max_steps=2,
+            val_every=2,
+            workers=0,
+            **OPTIONS,
+        )
+    )
+    options = dict(
+        hparams=TINY, boost=first_dir / "latest.ckpt", max_steps=6, val_every=3, **OPTIONS
+    )
+    train(TrainRequest(toy_store, "fno", tmp_path / "whole", workers=0, **options))
+    split = TrainRequest(toy_store, "fno", tmp_path / "split", workers=1, **options)
+    train(split, stop_after=2)
+    train(split.replace(resume=True))
+    whole = load_checkpoint(tmp_path / "whole" / "latest.ckpt")[0].state_dict()
+    again = load_checkpoint(tmp_path / "split" / "latest.ckpt")[0].state_dict()
+    for name in whole:
+        assert torch.equal(whole[name], again[name]), name
+    dy_dir = tmp_path / "dy"
+    train(TrainRequest(
+        toy_store, "dyffusion", dy_dir, hparams=DYFFUSION, max_steps=2, val_every=2, workers=0, **OPTIONS,
+    ))  # fmt: skip
+    with pytest.raises(
+        ConfigError, match="boosts a backbone checkpoint, this one is a 'dyffusion'"
+    ):
+        train(
+            TrainRequest(
+                toy_store,
+                "fno",
+                tmp_path / "x",
+                hparams=TINY,
+                boost=dy_dir / "latest.ckpt",
+                **OPTIONS,
+            )
+        )
+    with pytest.raises(ConfigError, match="'dyffusion' is not one"):
+        train(
+            TrainRequest(
+                toy_store, "dyffusion", tmp_path / "y", boost=first_dir / "latest.ckpt", **OPTIONS
+            )
+        )
