@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from pydantic import Field, PositiveInt
 
+from forecast.diurnal import DiurnalBaseline
 from forecast.errors import DataError
 from forecast.forcings import TIME_FORCINGS, Forcings, time_forcings
 from forecast.grid import Grid
@@ -43,6 +44,7 @@ from forecast.models.conditioned import Generators, TimeConditionedSFNO
 from forecast.models.registry import check_hparams
 from forecast.models.sfno import SFNOHParams
 from forecast.normalize import Normalizer
+from forecast.steppers.backbone import DIURNAL_CHANGE
 from forecast.steppers.base import StateStepper
 from forecast.steppers.cold_sampling import cold_sample
 from forecast.time import shift_times
@@ -112,6 +114,13 @@ class DYffusionStepper(StateStepper):
         Feed the time-of-day and time-of-year forcings at ``t + i``.
     trained_steps : mapping, optional
         Optimiser steps each network has had (from a checkpoint).
+    diurnal : (hours, table), optional
+        Climatological diurnal cycle (as for
+        :class:`~forecast.steppers.backbone.BackboneStepper`): both networks then
+        start from baselines that carry it, ``c_k`` being the change of the
+        hour-of-day anomaly from ``t`` to ``t + k``: the interpolator from the
+        linear interpolation plus ``c_i - (i / h) c_h``, the forecaster from
+        ``x_{t+i} + c_h - c_i``. Needs ``forcings``.
     """
 
     kind = "dyffusion"
@@ -127,6 +136,7 @@ class DYffusionStepper(StateStepper):
         history: int = 1,
         forcings: bool = True,
         trained_steps: Mapping[str, int] | None = None,
+        diurnal: tuple[Sequence[float], np.ndarray] | None = None,
     ):
         super().__init__(channels, grid, step, normalizer, history)
         if not grid.is_global:
@@ -162,6 +172,18 @@ class DYffusionStepper(StateStepper):
             frequencies=spec.time_frequencies,
         )
         self.trained_steps = {name: int((trained_steps or {}).get(name, 0)) for name in STAGES}
+        self.diurnal: DiurnalBaseline | None = None
+        if diurnal is not None:
+            if not forcings:
+                raise DataError(
+                    "the diurnal baseline needs time forcings",
+                    hint="drop --no-forcings or the diurnal baseline",
+                )
+            hours, table = diurnal
+            expected = (len(np.ravel(hours)), n, *grid.shape)
+            if np.shape(table) != expected:
+                raise DataError(f"diurnal table has shape {np.shape(table)}, expected {expected}")
+            self.diurnal = DiurnalBaseline.from_physical(hours, table, self.normalizer.std)
         self.stage = STAGES[0]
 
     # -- descriptive ------------------------------------------------------------------------------
@@ -170,7 +192,10 @@ class DYffusionStepper(StateStepper):
         """``"<time forcing>+<k>"``: the time forcings at ``t + k`` for ``k = 0 .. h-1``."""
         if not self.use_forcings:
             return ()
-        return tuple(f"{name}+{k}" for k in range(self.horizon) for name in TIME_FORCINGS)
+        names = tuple(f"{name}+{k}" for k in range(self.horizon) for name in TIME_FORCINGS)
+        if self.diurnal is not None:
+            names += tuple(f"{DIURNAL_CHANGE}+{k}" for k in range(1, self.horizon + 1))
+        return names
 
     def extra_repr(self) -> str:
         return (
@@ -193,7 +218,19 @@ class DYffusionStepper(StateStepper):
         for k in range(self.horizon):
             fields = time_forcings(shift_times(values, k * self.step), self.grid, self.device)
             out.update({f"{name}+{k}": field for name, field in fields.items()})
+        if self.diurnal is not None:
+            for k in range(1, self.horizon + 1):
+                out[f"{DIURNAL_CHANGE}+{k}"] = self.diurnal.change(values, k * self.step)
         return out
+
+    def _diurnal_changes(self, forcings: Forcings, offset: torch.Tensor, like: torch.Tensor):
+        """``(c_i, c_h)``: the changes of the diurnal anomaly from ``t`` to ``t + offset`` and ``t + h``."""
+        changes = torch.stack(
+            [torch.zeros_like(like)]
+            + [forcings[f"{DIURNAL_CHANGE}+{k}"].to(like) for k in range(1, self.horizon + 1)]
+        )  # (k = 0 .. h, batch, channel, lat, lon)
+        rows = torch.arange(like.shape[0], device=like.device)
+        return changes[offset.to(like.device), rows], changes[self.horizon]
 
     def _forcing_fields(self, forcings: Forcings, offset: torch.Tensor) -> torch.Tensor | None:
         """Time forcings at ``t + offset[b]`` for each row: ``(batch, 4, lat, lon)``."""
@@ -249,6 +286,9 @@ class DYffusionStepper(StateStepper):
         output = self.interpolator(torch.cat(parts, dim=1), fraction, generators)
         last = start[:, -1]
         linear = last + fraction[:, None, None, None] * (end - last)
+        if self.diurnal is not None:
+            change, full = self._diurnal_changes(forcings, offset, last)
+            linear = linear + change - fraction[:, None, None, None] * full
         return linear + output.to(start.dtype) * self.tendency_scale.to(start.dtype)
 
     def forecast(
@@ -283,6 +323,9 @@ class DYffusionStepper(StateStepper):
             parts.append(fields.to(state.dtype))
         tau = offset.to(state.dtype) / self.horizon
         output = self.forecaster(torch.cat(parts, dim=1), tau, generators)
+        if self.diurnal is not None:
+            change, full = self._diurnal_changes(forcings, offset, state)
+            state = state + (full - change)
         return state + output.to(state.dtype) * self.tendency_scale.to(state.dtype)
 
     def forward_block_normalized(
@@ -432,18 +475,25 @@ class DYffusionStepper(StateStepper):
             "forcings": self.use_forcings,
             "horizon": self.horizon,
             "trained_steps": dict(self.trained_steps),
+            "diurnal_hours": None if self.diurnal is None else list(self.diurnal.hours),
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DYffusionStepper:
-        """Inverse of :meth:`config` (weights freshly initialised)."""
+        """Inverse of :meth:`config` (weights freshly initialised; a diurnal table of zeros)."""
+        grid = Grid.from_dict(config["grid"])
+        hours = config.get("diurnal_hours")
+        diurnal = None
+        if hours:
+            diurnal = (hours, np.zeros((len(hours), len(config["channels"]), *grid.shape)))
         return cls(
             config["hparams"],
             config["channels"],
-            Grid.from_dict(config["grid"]),
+            grid,
             dt.timedelta(seconds=config["step_seconds"]),
             Normalizer.from_dict(config["normalizer"]),
             history=config["history"],
             forcings=config["forcings"],
             trained_steps=config.get("trained_steps"),
+            diurnal=diurnal,
         )

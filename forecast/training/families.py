@@ -78,12 +78,13 @@ def _dyffusion(
     request: TrainRequest, ds: xr.Dataset, channels: list[str], start_times: np.ndarray
 ) -> DYffusionStepper:
     """A freshly initialised DYffusion stepper (interpolator and forecaster SFNOs)."""
-    if request.diurnal_baseline or not request.residual:
+    if not request.residual:
         raise ConfigError(
             "dyffusion interpolates and forecasts around the states themselves: "
-            "--diurnal-baseline and --no-residual do not apply",
-            hint="drop those options",
+            "--no-residual does not apply",
+            hint="drop --no-residual",
         )
+    diurnal = diurnal_cycle(ds, channels, start_times) if request.diurnal_baseline else None
     return DYffusionStepper(
         dict(request.hparams),
         channels,
@@ -92,6 +93,7 @@ def _dyffusion(
         Normalizer.from_store(ds, channels),
         history=request.history,
         forcings=request.forcings,
+        diurnal=diurnal,
     )
 
 

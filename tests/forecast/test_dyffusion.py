@@ -284,3 +284,47 @@ def test_bad_hyperparameters_are_one_line_errors():
         make(depth=3)
     with pytest.raises(ConfigError, match="embed_dim"):
         make(forecaster={"embed_dim": 0})
+
+
+def test_diurnal_baseline_of_both_networks(tmp_path):
+    hours = [0.0, 6.0, 12.0, 18.0]
+    longitude = GRID.longitude[None, None, :]
+    table = (
+        np.stack(
+            [
+                np.broadcast_to(np.cos(2 * np.pi * (h + longitude / 15.0) / 24.0), (2, *GRID.shape))
+                for h in hours
+            ]
+        )
+        * np.array([300.0, 2.0])[None, :, None, None]
+    )
+    torch.manual_seed(0)
+    normalizer = Normalizer(
+        CHANNELS, np.array([54000.0, 275.0]), np.array([3000.0, 15.0]), np.array([600.0, 3.0])
+    )
+    stepper = DYffusionStepper(
+        TINY, CHANNELS, GRID, STEP, normalizer, diurnal=(hours, table)
+    ).eval()
+    for network in (stepper.interpolator, stepper.forecaster):  # networks that output zero
+        torch.nn.init.zeros_(network.sfno.decoder[-1].weight)
+    times = np.array(["2020-01-01T03"], dtype="datetime64[ns]")
+    forcings = stepper.forcings(times)
+    assert (
+        f"diurnal_change+{stepper.horizon}" in forcings and len(stepper.forcing_names) == 3 * 4 + 3
+    )
+    start, end = torch.randn(1, 1, 2, *GRID.shape), torch.randn(1, 2, *GRID.shape)
+    from forecast.diurnal import DiurnalBaseline
+
+    baseline = DiurnalBaseline.from_physical(hours, table, normalizer.std)
+    change = [baseline.change(times, k * STEP) for k in range(4)]
+    offset = torch.tensor([2])
+    expected = start[:, -1] + (2 / 3) * (end - start[:, -1]) + change[2] - (2 / 3) * change[3]
+    torch.testing.assert_close(stepper.interpolate(start, end, offset, forcings), expected)
+    torch.testing.assert_close(
+        stepper.forecast(end, start, offset, forcings), end + change[3] - change[2]
+    )
+    path = tmp_path / "d.ckpt"
+    save_checkpoint(path, stepper)
+    loaded, metadata = load_checkpoint(path)
+    assert metadata["diurnal_hours"] == hours
+    torch.testing.assert_close(loaded.diurnal.table, stepper.diurnal.table)

@@ -117,10 +117,10 @@ def test_dyffusion_refuses_options_that_do_not_apply(toy_store, tmp_path):
             toy_store, "dyffusion", tmp_path / "a", hparams=DYFFUSION, max_steps=4, ensemble_size=2,
             workers=0, **OPTIONS,
         ))  # fmt: skip
-    with pytest.raises(ConfigError, match="--diurnal-baseline and --no-residual do not apply"):
+    with pytest.raises(ConfigError, match="--no-residual does not apply"):
         train(TrainRequest(
             toy_store, "dyffusion", tmp_path / "b", hparams=DYFFUSION, max_steps=4,
-            diurnal_baseline=True, workers=0, **OPTIONS,
+            residual=False, workers=0, **OPTIONS,
         ))  # fmt: skip
 
 
