@@ -1,0 +1,281 @@
+"""Evidence for Spherical DYffusion on the demo's synthetic data, in one command.
+
+    .venv/bin/python benchmarks/dyffusion_evidence.py --workdir /tmp/dy17
+
+Stages (each skipped when its product exists, so a rerun continues):
+
+1. ``store``: the demo's store (``forecast synth`` + ``forecast ingest`` with
+   configs/demo/synth.yaml and ingest.yaml: 120 days, 32x64, 12 channels).
+2. ``dyffusion``: ``forecast train --config configs/train/dyffusion_demo.yaml``
+   (stage 1 the interpolator, stage 2 the forecaster), its process CPU time
+   measured (user + system of the training process and its loader workers).
+3. ``sfno``: the deterministic SFNO of configs/demo/train.yaml, trained for the
+   same total CPU time: its number of steps is set from a calibration of its
+   CPU cost per step (20 steps at K = 1 and at K = 4), its curriculum scaled
+   (K = 1 for 50% of the steps, 2 from 50%, 4 from 80%, as the demo's).
+4. ``run``: 16-member ensembles from the held-out initial times (the last 15%
+   of the store): DYffusion sampled (no perturbation), and the SFNO with the
+   demo's GRF initial perturbations (configs/demo/run.yaml amplitudes); 20
+   steps (120 h).
+5. ``score``: ``forecast score`` of both; the table of fair CRPS (DYffusion /
+   SFNO) at 24, 72 and 120 h, spread-skill ratios of both at 24-120 h, and the
+   ratio of forecast to truth power in the highest third of spherical-harmonic
+   degrees at 120 h (member 0, init mean), per channel.
+6. ``long``: a 1,460-step (one year at 6 h) DYffusion rollout from the store's
+   first initial time, and a year of synthetic truth (``forecast synth --days
+   366`` from the same start, ingested the same way): the annual-mean
+   global-mean bias of the rollout per channel, in units of the channel's std.
+
+CPU times are process CPU seconds (the machine is shared; wall times are noisy).
+Prints markdown tables and writes ``evidence.json`` in the work directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+FORECAST = [sys.executable, "-m", "forecast"]
+DEMO = REPO / "configs" / "demo"
+DYFFUSION_CONFIG = REPO / "configs" / "train" / "dyffusion_demo.yaml"
+LEADS_H = (24, 72, 120)
+SSR_LEADS_H = (24, 48, 72, 96, 120)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def forecast(*argv: str, log: Path | None = None) -> float:
+    """Run ``forecast ARGV`` in a child process (one torch thread); its CPU seconds."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    before = children_cpu()
+    started = time.perf_counter()
+    with open(log or os.devnull, "a") as out:
+        subprocess.run([*FORECAST, *argv], check=True, env=env, stdout=out, stderr=subprocess.STDOUT)
+    cpu = children_cpu() - before
+    print(f"   forecast {argv[0]}: {cpu:.0f} CPU-s, {time.perf_counter() - started:.0f} s wall", flush=True)
+    return cpu
+
+
+def build_store(work: Path, name: str = "store.zarr", days: int | None = None) -> Path:
+    store = work / name
+    if store.exists():
+        return store
+    synth = work / (name.replace(".zarr", "") + "_synth")
+    extra = ["--days", str(days)] if days else []
+    forecast("synth", str(synth), "--config", str(DEMO / "synth.yaml"), *extra, "--no-progress")
+    forecast("ingest", *sorted(glob.glob(str(synth / "*.nc"))), "--out", str(store),
+             "--config", str(DEMO / "ingest.yaml"), "--no-progress")  # fmt: skip
+    return store
+
+
+def trained(run_dir: Path) -> bool:
+    return (run_dir / "latest.ckpt").exists() and (run_dir / "cpu.json").exists()
+
+
+def train_dyffusion(work: Path, store: Path) -> float:
+    run_dir = work / "dyffusion"
+    if not trained(run_dir):
+        cpu = forecast("train", "--config", str(DYFFUSION_CONFIG), "--data", str(store),
+                       "--out", str(run_dir), "--no-progress", log=work / "dyffusion.log")  # fmt: skip
+        (run_dir / "cpu.json").write_text(json.dumps({"cpu_s": cpu}))
+    return json.loads((run_dir / "cpu.json").read_text())["cpu_s"]
+
+
+def sfno_schedule(steps: int) -> str:
+    return f"0:1,{int(0.5 * steps)}:2,{int(0.8 * steps)}:4"
+
+
+def calibrate_sfno(work: Path, store: Path) -> dict[int, float]:
+    """CPU seconds per optimiser step of the demo SFNO at K = 1 and K = 4 (20 steps each)."""
+    path = work / "sfno_calibration.json"
+    if path.exists():
+        return {int(k): v for k, v in json.loads(path.read_text()).items()}
+    costs = {}
+    for k in (1, 4):
+        run_dir = work / f"calibrate_k{k}"
+        cpu = forecast("train", "--config", str(DEMO / "train.yaml"), "--data", str(store),
+                       "--out", str(run_dir), "--max-steps", "20", "--rollout-steps", str(k),
+                       "--rollout-schedule", f"0:{k}", "--val-every", "1000", "--no-progress")  # fmt: skip
+        costs[k] = cpu / 20
+    path.write_text(json.dumps(costs))
+    return costs
+
+
+def train_sfno(work: Path, store: Path, budget: float) -> tuple[float, int]:
+    run_dir = work / "sfno"
+    if not trained(run_dir):
+        cost = calibrate_sfno(work, store)
+        per_k = {1: cost[1], 4: cost[4], 2: cost[1] + (cost[4] - cost[1]) / 3}
+        per_step = 0.5 * per_k[1] + 0.3 * per_k[2] + 0.2 * per_k[4]
+        steps = max(int(budget / per_step), 50)
+        cpu = forecast("train", "--config", str(DEMO / "train.yaml"), "--data", str(store),
+                       "--out", str(run_dir), "--max-steps", str(steps),
+                       "--rollout-schedule", sfno_schedule(steps),
+                       "--val-every", str(max(steps // 4, 1)), "--no-progress",
+                       log=work / "sfno.log")  # fmt: skip
+        (run_dir / "cpu.json").write_text(json.dumps({"cpu_s": cpu, "steps": steps}))
+    record = json.loads((run_dir / "cpu.json").read_text())
+    return record["cpu_s"], record["steps"]
+
+
+def held_out_inits(store: Path, history: int = 2, lead_steps: int = 20) -> str:
+    """Initial times whose history and 120 h of truth lie in the last 15% of the store, every 12 h."""
+    from forecast.store import open_store
+    from forecast.time import format_time
+
+    times = open_store(store)["time"].values
+    first = int(round(len(times) * 0.85)) + history - 1
+    last = len(times) - 1 - lead_steps
+    return f"{format_time(times[first])}/{format_time(times[last])}/12h"
+
+
+def run_and_score(work: Path, store: Path, name: str, checkpoint: Path, inits: str, *extra: str):
+    out, scores = work / f"{name}.zarr", work / f"{name}_scores.nc"
+    if not scores.exists():
+        cpu = forecast("run", "--checkpoint", str(checkpoint), "--data", str(store), "--init", inits,
+                       "--steps", "20", "--members", "16", "--seed", "0", "--out", str(out),
+                       "--no-progress", "--overwrite", *extra, log=work / f"{name}_run.log")  # fmt: skip
+        (work / f"{name}_run_cpu.json").write_text(json.dumps({"cpu_s": cpu}))
+        forecast("score", str(out), "--truth", str(store), "--out", str(scores),
+                 "--region", "global", "--no-progress", log=work / f"{name}_score.log")  # fmt: skip
+    import xarray as xr
+
+    return xr.open_dataset(scores)
+
+
+def _at(scores, metric: str, hours: int):
+    import pandas as pd
+
+    values = scores[metric].sel(model="forecast")
+    if "region" in values.dims:
+        values = values.sel(region="global")
+    return values.sel(lead_time=pd.Timedelta(hours=hours))
+
+
+def high_degree_power_ratio(scores, hours: int = 120):
+    """Forecast / truth power summed over the highest third of the degrees, per channel."""
+    import pandas as pd
+
+    lead = pd.Timedelta(hours=hours)
+    fc = scores["power_spectrum"].sel(lead_time=lead)
+    truth = scores["truth_power_spectrum"].sel(lead_time=lead)
+    if "region" in fc.dims:
+        fc, truth = fc.isel(region=0), truth.isel(region=0)
+    n = fc.sizes["wavenumber"]
+    top = slice(int(np.ceil(2 * n / 3)), n)
+    return fc.isel(wavenumber=top).sum("wavenumber") / truth.isel(wavenumber=top).sum("wavenumber")
+
+
+def long_run(work: Path, store: Path, checkpoint: Path) -> dict:
+    """Annual-mean global-mean bias of a 1,460-step rollout against a synthetic truth year."""
+    import xarray as xr
+
+    from forecast.grid import Grid
+    from forecast.store import open_store, store_grid
+
+    truth_store = build_store(work, "truth_year.zarr", days=367)
+    out = work / "long.zarr"
+    init = str(open_store(store)["time"].values[1])[:16]
+    if not (work / "long_cpu.json").exists():
+        cpu = forecast("run", "--checkpoint", str(checkpoint), "--data", str(store), "--init", init,
+                       "--steps", "1460", "--members", "1", "--seed", "0", "--out", str(out),
+                       "--no-progress", "--overwrite", log=work / "long_run.log")  # fmt: skip
+        (work / "long_cpu.json").write_text(json.dumps({"cpu_s": cpu}))
+    fc = xr.open_zarr(out)
+    truth = open_store(truth_store)
+    grid: Grid = store_grid(truth)
+    weights = xr.DataArray(grid.area_weights(), dims="latitude", coords={"latitude": truth.latitude})
+    valid = fc["valid_time"].isel(time=0).values[1:]
+    truth_data = truth["data"].sel(time=valid)
+    channels = [str(c) for c in truth["channel"].values if str(c) in fc]
+    result = {}
+    for channel in channels:
+        values = fc[channel].isel(time=0, member=0, lead_time=slice(1, None))
+        finite = bool(np.isfinite(values.values).all())
+        model = float(values.weighted(weights).mean(("latitude", "longitude")).mean())
+        true = float(truth_data.sel(channel=channel).weighted(weights).mean(("latitude", "longitude")).mean())
+        std = float(truth["std"].sel(channel=channel))
+        result[channel] = {"finite": finite, "bias_over_std": (model - true) / std}
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default="work/dyffusion_evidence")
+    parser.add_argument("--skip-long", action="store_true", help="skip the one-year rollout")
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    print("== store", flush=True)
+    store = build_store(work)
+    print("== train DYffusion", flush=True)
+    dy_cpu = train_dyffusion(work, store)
+    print("== train the deterministic SFNO for the same CPU time", flush=True)
+    sfno_cpu, sfno_steps = train_sfno(work, store, dy_cpu)
+    inits = held_out_inits(store)
+    print(f"== ensembles from {inits}", flush=True)
+    dy = run_and_score(work, store, "dyffusion", work / "dyffusion" / "best.ckpt", inits)
+    sfno = run_and_score(work, store, "sfno", work / "sfno" / "best.ckpt", inits,
+                         "--config", str(DEMO / "run.yaml"))  # fmt: skip
+    channels = [str(c) for c in dy["channel"].values]
+    report: dict = {"cpu_s": {"dyffusion": dy_cpu, "sfno": sfno_cpu, "sfno_steps": sfno_steps}, "inits": inits}
+    print(f"\nTraining CPU time: DYffusion {dy_cpu:.0f} s, SFNO {sfno_cpu:.0f} s ({sfno_steps} steps)\n")
+    print("| channel | " + " | ".join(f"CRPS {h} h DY / SFNO" for h in LEADS_H) + " | "
+          + " | ".join(f"SSR {h} h DY, SFNO" for h in SSR_LEADS_H) + " | power 120 h DY, SFNO |")  # fmt: skip
+    print("| --- " * (1 + len(LEADS_H) + len(SSR_LEADS_H) + 1) + "|")
+    power_dy, power_sfno = high_degree_power_ratio(dy), high_degree_power_ratio(sfno)
+    for channel in channels:
+        row = {"crps_ratio": {}, "ssr": {}, "crps": {}}
+        cells = []
+        for h in LEADS_H:
+            a = float(_at(dy, "crps", h).sel(channel=channel))
+            b = float(_at(sfno, "crps", h).sel(channel=channel))
+            row["crps"][h] = {"dyffusion": a, "sfno": b}
+            row["crps_ratio"][h] = a / b
+            cells.append(f"{a / b:.3f}")
+        for h in SSR_LEADS_H:
+            a = float(_at(dy, "ssr", h).sel(channel=channel))
+            b = float(_at(sfno, "ssr", h).sel(channel=channel))
+            row["ssr"][h] = {"dyffusion": a, "sfno": b}
+            cells.append(f"{a:.2f}, {b:.2f}")
+        p_dy, p_sfno = float(power_dy.sel(channel=channel)), float(power_sfno.sel(channel=channel))
+        row["power_120h"] = {"dyffusion": p_dy, "sfno": p_sfno}
+        cells.append(f"{p_dy:.3f}, {p_sfno:.3f}")
+        report[channel] = row
+        print(f"| {channel} | " + " | ".join(cells) + " |")
+    crps_ok = all(report[c]["crps_ratio"][h] <= 0.9 for c in channels for h in LEADS_H)
+    ssr_ok = all(0.8 <= report[c]["ssr"][h]["dyffusion"] <= 1.2 for c in channels for h in SSR_LEADS_H)
+    power_ok = all(
+        abs(report[c]["power_120h"]["dyffusion"] - 1) < abs(report[c]["power_120h"]["sfno"] - 1)
+        for c in channels
+    )
+    print(f"\nCRPS <= 0.9x everywhere: {crps_ok}; SSR in [0.8, 1.2] everywhere: {ssr_ok}; "
+          f"high-degree power closer to 1 everywhere: {power_ok}")  # fmt: skip
+    report["targets"] = {"crps": crps_ok, "ssr": ssr_ok, "power": power_ok}
+    if not args.skip_long:
+        print("\n== one-year DYffusion rollout", flush=True)
+        long = long_run(work, store, work / "dyffusion" / "best.ckpt")
+        report["long_run"] = long
+        print("| channel | finite | annual-mean global-mean bias / std |\n| --- | --- | --- |")
+        for channel, values in long.items():
+            print(f"| {channel} | {values['finite']} | {values['bias_over_std']:+.3f} |")
+    (work / "evidence.json").write_text(json.dumps(report, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
