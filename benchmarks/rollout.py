@@ -4,6 +4,7 @@ Run by hand (results go in docs/performance.md, "## Rollout")::
 
     .venv/bin/python benchmarks/rollout.py                       # 64x128, 4 channels, 16 members, 20 steps
     .venv/bin/python benchmarks/rollout.py --e2s-python /path/to/venv-with-earth2studio/bin/python
+    .venv/bin/python benchmarks/rollout.py --only dyffusion --grid 32x64   # DYffusion vs SFNO cost
 
 What it measures, on CPU:
 
@@ -15,7 +16,11 @@ What it measures, on CPU:
    machine is shared).
 2. ``memory``: peak resident memory of the same run at 10 and at 40 steps,
    each in a fresh process.
-3. ``earth2studio``: members per second of earth2studio's ``run.ensemble``
+3. ``dyffusion``: member-steps per second of a sampled DYffusion ensemble
+   (horizon 4, both networks of the SFNO's size) against the deterministic
+   SFNO of that size, the same members, steps and batch size through the
+   same engine, timed alternately ``--repeats`` times (fastest of each).
+4. ``earth2studio``: members per second of earth2studio's ``run.ensemble``
    (its Gaussian perturbation and Zarr backend) wrapping the same model, when
    a Python with earth2studio is given (benchmark environment only; it is not
    a dependency of this project).
@@ -44,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from forecast.grid import Grid  # noqa: E402
 from forecast.normalize import Normalizer  # noqa: E402
-from forecast.steppers import BackboneStepper  # noqa: E402
+from forecast.steppers import BackboneStepper, DYffusionStepper  # noqa: E402
 from forecast.store import STORE_FORMAT_VERSION, open_store  # noqa: E402
 from inference.ensemble import run_forecast  # noqa: E402
 from inference.initial import InitialStates, load_initial_state, parse_init_spec  # noqa: E402
@@ -124,6 +129,51 @@ def make_stepper(nlat: int, nlon: int) -> BackboneStepper:
     return BackboneStepper(
         "sfno", HPARAMS, CHANNELS, Grid.equiangular(nlat, nlon), dt.timedelta(hours=6), normalizer
     ).eval()
+
+
+def make_dyffusion(nlat: int, nlon: int, horizon: int = 4) -> DYffusionStepper:
+    """DYffusion whose interpolator and forecaster are each an SFNO of :data:`HPARAMS`."""
+    torch.manual_seed(0)
+    normalizer = Normalizer(tuple(CHANNELS), MEANS, STDS, STDS * 0.2)
+    return DYffusionStepper(
+        {**HPARAMS, "horizon": horizon, "dropout": 0.1},
+        CHANNELS,
+        Grid.equiangular(nlat, nlon),
+        dt.timedelta(hours=6),
+        normalizer,
+    ).eval()
+
+
+def dyffusion_cost(store, workdir: Path, nlat: int, nlon: int, members: int, steps: int, repeats: int) -> dict:
+    """Member-steps per second of DYffusion and of the SFNO of the same size, timed alternately."""
+    sfno, dyffusion = make_stepper(nlat, nlon), make_dyffusion(nlat, nlon)
+    seconds = {"sfno": [], "dyffusion": []}
+    cpu = {"sfno": [], "dyffusion": []}
+    for name, model in (("sfno", sfno), ("dyffusion", dyffusion)):  # warm-up
+        engine_run(model, store, workdir / f"warm-{name}.zarr", 2, 4, members, perturbation="none")
+    for _ in range(repeats):
+        for name, model in (("sfno", sfno), ("dyffusion", dyffusion)):
+            before = time.process_time()
+            elapsed, _ = engine_run(
+                model, store, workdir / f"cost-{name}.zarr", members, steps, members, perturbation="none"
+            )
+            cpu[name].append(time.process_time() - before)
+            seconds[name].append(elapsed)
+    rates = {name: members * steps / min(values) for name, values in seconds.items()}
+    cpu_rates = {name: members * steps / min(values) for name, values in cpu.items()}
+    return {
+        "grid": f"{nlat}x{nlon}",
+        "members": members,
+        "steps": steps,
+        "batch_size": members,
+        "network": f"sfno {HPARAMS} (DYffusion: two of them, horizon 4)",
+        "seconds": {name: [round(v, 3) for v in values] for name, values in seconds.items()},
+        "member_steps_per_s": {name: round(rate, 2) for name, rate in rates.items()},
+        "dyffusion_over_sfno_cost": round(rates["sfno"] / rates["dyffusion"], 3),
+        "cpu_seconds": {name: [round(v, 3) for v in values] for name, values in cpu.items()},
+        "member_steps_per_cpu_s": {name: round(rate, 2) for name, rate in cpu_rates.items()},
+        "dyffusion_over_sfno_cpu_cost": round(cpu_rates["sfno"] / cpu_rates["dyffusion"], 3),
+    }
 
 
 def bare_forward(
@@ -209,7 +259,10 @@ def main() -> int:
     parser.add_argument("--e2s-python", default=None, help="a Python with earth2studio installed")
     parser.add_argument("--workdir", default=None)
     parser.add_argument(
-        "--only", choices=("all", "peak", "e2s"), default="all", help=argparse.SUPPRESS
+        "--only",
+        choices=("all", "peak", "e2s", "dyffusion"),
+        default="all",
+        help="dyffusion: only the DYffusion vs SFNO cost (peak and e2s are internal)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -227,6 +280,12 @@ def main() -> int:
             stepper, store, workdir / f"peak-{args.steps}.zarr", args.members, args.steps, None
         )
         print(json.dumps({"steps": args.steps, "peak_rss": peak_rss_bytes()}))
+        return 0
+    if args.only == "dyffusion":
+        report = dyffusion_cost(
+            store, workdir, nlat, nlon, args.members, args.steps, max(args.repeats, 1)
+        )
+        print(json.dumps(report, indent=2))
         return 0
     if args.only == "e2s":
         print(

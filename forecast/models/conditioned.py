@@ -12,7 +12,11 @@ untrained model starts as the unconditioned SFNO), followed by dropout. The
 ``tanh`` bounds keep the features from collapsing to constants: unbounded,
 at the demo's learning rate (5e-3), the scales and shifts grew within 40
 steps until every block's output was flat in space and the gradients
-vanished (the interpolator stayed at the linear interpolation).
+vanished (the interpolator stayed at the linear interpolation). The last
+layer of the decoder starts at zero too: the network predicts a residual
+around a strong baseline, and starting from that baseline (rather than from a
+random residual the first steps would rush to shrink) is what keeps the
+spectral path alive.
 
 Dropout (:class:`MemberDropout`) behaves as ``torch.nn.Dropout`` in training
 and is off in eval mode, unless the call passes generators: one
@@ -128,6 +132,9 @@ class TimeConditionedSFNO(nn.Module):
     ):
         super().__init__()
         self.sfno = SFNO(in_channels, out_channels, grid, hparams)
+        # a residual around a strong baseline: start from a zero output (the baseline itself)
+        output_layer = [m for m in self.sfno.decoder.modules() if isinstance(m, nn.Conv2d)][-1]
+        nn.init.zeros_(output_layer.weight)
         dim = hparams.embed_dim
         self.frequencies = int(frequencies)
         self.time_embedding = nn.Sequential(

@@ -41,11 +41,17 @@ def make(seed: int = 0, history: int = 1, **hparams) -> DYffusionStepper:
     stepper = DYffusionStepper(
         {**TINY, **hparams}, CHANNELS, GRID, STEP, normalizer, history=history
     )
-    # the modulations start at zero: give them weights so that the time matters
     for module in (stepper.interpolator, stepper.forecaster):
-        for layer in module.modulations:
-            torch.nn.init.normal_(layer[1].weight, std=0.3)
+        trained(module)
     return stepper.eval()
+
+
+def trained(network: TimeConditionedSFNO) -> TimeConditionedSFNO:
+    """Weights where an untrained network has zeros (modulations, output layer), as if trained."""
+    for layer in network.modulations:
+        torch.nn.init.normal_(layer[1].weight, std=0.3)
+    torch.nn.init.normal_(network.sfno.decoder[-1].weight, std=0.3)
+    return network
 
 
 def state(batch: int = 2, history: int = 1, seed: int = 1) -> torch.Tensor:
@@ -65,6 +71,8 @@ def test_conditioning_hook_leaves_the_plain_sfno_unchanged_and_the_time_matters(
     identity = plain(x, lambda index, features: features)
     np.testing.assert_array_equal(plain(x).detach().numpy(), identity.detach().numpy())
     conditioned = TimeConditionedSFNO(3, 2, GRID, hparams, dropout=0.0).eval()
+    # a fresh network outputs zeros: the residual starts at its baseline
+    assert conditioned(x, torch.tensor([0.25, 0.75])).abs().max() == 0
     conditioned.sfno.load_state_dict(plain.state_dict())
     tau = torch.tensor([0.25, 0.75])
     # zero-initialised modulations: the untrained conditioned model is the plain SFNO
@@ -82,8 +90,8 @@ def test_dropout_on_samples_differ_off_identical():
     torch.manual_seed(0)
     x = torch.randn(2, 3, *GRID.shape)
     tau = torch.tensor([0.5, 0.5])
-    network = TimeConditionedSFNO(
-        3, 2, GRID, SFNOHParams(embed_dim=8, num_layers=2), dropout=0.2
+    network = trained(
+        TimeConditionedSFNO(3, 2, GRID, SFNOHParams(embed_dim=8, num_layers=2), dropout=0.2)
     ).eval()
 
     def generators(*seeds):
@@ -96,7 +104,9 @@ def test_dropout_on_samples_differ_off_identical():
     )  # same seeds
     off_a, off_b = network(x, tau), network(x, tau)  # eval mode, no generators: dropout off
     np.testing.assert_array_equal(off_a.detach().numpy(), off_b.detach().numpy())
-    zero = TimeConditionedSFNO(3, 2, GRID, SFNOHParams(embed_dim=8, num_layers=2), dropout=0.0)
+    zero = trained(
+        TimeConditionedSFNO(3, 2, GRID, SFNOHParams(embed_dim=8, num_layers=2), dropout=0.0)
+    )
     np.testing.assert_array_equal(
         zero(x, tau, generators(1, 2)).detach().numpy(),
         zero(x, tau, generators(3, 4)).detach().numpy(),
