@@ -176,6 +176,10 @@ def _help(info: FieldInfo) -> str:
     return text
 
 
+#: Placeholders in ``--help`` for options of these types without their own.
+_METAVARS: dict[Any, str] = {int: "N", float: "X", Path: "PATH"}
+
+
 def _choices(info: FieldInfo) -> list[str] | None:
     annotation = _strip_optional(info.annotation)
     if typing.get_origin(annotation) is Literal:
@@ -207,12 +211,12 @@ def add_arguments(parser: argparse.ArgumentParser, model: type[CommandConfig]) -
                 kwargs["help"] = f"turn off: {kwargs['help']}"
             target.add_argument(*flags_of(name, info), dest=name, action=action, **kwargs)
             continue
-        if cli.get("metavar"):
-            kwargs["metavar"] = cli["metavar"]
+        kwargs["metavar"] = cli.get("metavar") or _METAVARS.get(_strip_optional(info.annotation))
         if cli.get("nargs"):
             kwargs["nargs"] = cli["nargs"]
         if _choices(info):
             kwargs["choices"] = _choices(info)
+            kwargs.pop("metavar")
         target.add_argument(*flags_of(name, info), dest=name, **kwargs)
 
 

@@ -11,9 +11,10 @@ import xarray as xr
 
 from forecast.errors import ConfigError, DataError
 from forecast.grid import Grid
+from forecast.stepper import Stepper
 from forecast.store import open_store
 from inference.initial import parse_init_spec
-from inference.rollout import BlowUpError
+from inference.rollout import BlowUp, BlowUpError
 from inference.schedule import LockedError, RunLock, manifest_path
 from tests.inference.conftest import CHANNELS, STDS, run
 
@@ -224,11 +225,17 @@ def test_blowup_is_reported_and_continues_or_stops(tmp_path, store, stepper, mod
         with pytest.raises(
             BlowUpError,
             match=r"member 1 of the forecast from 2020-01-01T06:00 blew up at lead 2 in z500 \(non-finite\)",
-        ):
+        ) as caught:
             _run(_Exploding(stepper), store, out, **kwargs)
-        assert json.loads(manifest_path(out).read_text())["status"] == "failed"
+        assert caught.value.blowups == (
+            BlowUp("2020-01-01T06:00", 1, 2, "z500", "non-finite"),
+        )  # a field of the error
+        manifest = json.loads(manifest_path(out).read_text())
+        assert manifest["status"] == "failed" and manifest["blowups"][0]["member"] == 1
         return
-    result = _run(_Exploding(stepper), store, out, **kwargs)
+    exploding = _Exploding(stepper)
+    assert isinstance(exploding, Stepper)  # a wrapper is a model family of its own
+    result = _run(exploding, store, out, **kwargs)
     assert [(b.member, b.lead, b.channel) for b in result.blowups] == [(1, 2, "z500")]
     assert messages == [
         "warning: member 1 of the forecast from 2020-01-01T06:00 blew up at lead 2 in z500 (non-finite)"
