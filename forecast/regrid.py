@@ -17,6 +17,8 @@ one: that would invent data outside the region.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import xarray as xr
@@ -144,11 +146,12 @@ def regrid_dataarray(data: xr.DataArray, regridder: Regridder) -> xr.DataArray:
         return data
     data = data.chunk({"latitude": -1, "longitude": -1})
     target = regridder.target
+    chunks = data.chunks or ()
     out = data.data.map_blocks(
         regridder,
         dtype=np.float32,
-        chunks=(*data.chunks[:-2], (target.nlat,), (target.nlon,)),
+        chunks=(*chunks[:-2], (target.nlat,), (target.nlon,)),
     )
-    coords = {name: data[name] for name in data.dims[:-2] if name in data.coords}
+    coords: dict[Any, Any] = {name: data[name] for name in data.dims[:-2] if name in data.coords}
     coords.update(latitude=target.latitude, longitude=target.longitude)
     return xr.DataArray(out, dims=data.dims, coords=coords, name=data.name, attrs=data.attrs)

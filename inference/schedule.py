@@ -21,7 +21,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -95,7 +95,7 @@ class RunLock:
 
     def __init__(self, out: Path):
         self.path = lock_path(Path(out))
-        self._file = None
+        self._file: TextIO | None = None
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)

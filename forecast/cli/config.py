@@ -62,10 +62,15 @@ def option(
     **constraints
         Pydantic constraints (``ge``, ``gt``, ...).
     """
-    cli = {"flags": list(flags) if flags else None, "metavar": metavar, "positional": positional}
-    cli["group"] = group
-    cli["nargs"] = nargs
-    return Field(default, description=help, json_schema_extra={"cli": cli}, **constraints)
+    cli: dict[str, Any] = {
+        "flags": list(flags) if flags else None,
+        "metavar": metavar,
+        "positional": positional,
+        "group": group,
+        "nargs": nargs,
+    }
+    extra: dict[str, Any] = {"cli": cli}
+    return Field(default, description=help, json_schema_extra=extra, **constraints)
 
 
 class CommandConfig(BaseModel):

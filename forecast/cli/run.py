@@ -22,6 +22,8 @@ from __future__ import annotations
 import sys
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from forecast.cli.config import CommandConfig, option
 from forecast.errors import ConfigError
 from inference.perturbations.base import DEFAULT_AMPLITUDE
@@ -30,7 +32,7 @@ from inference.perturbations.grf import GRFPerturbation
 from inference.request import RunRequest, request_default
 
 
-def _option_default(options: type, name: str) -> Any:
+def _option_default(options: type[BaseModel], name: str) -> Any:
     return options.model_fields[name].default
 
 

@@ -200,9 +200,11 @@ def score_blocks(
             name: np.full((n_init, n_lead, n_channel, size), np.nan)
             for name in ("forecast", "truth")
         }
-    for (init, leads, channel), (block_stats, block_spectra) in zip(where, results, strict=True):
+    for (init_at, lead_slice, channel_at), (block_stats, block_spectra) in zip(
+        where, results, strict=True
+    ):
         for model, values in block_stats.items():
-            statistics[model][init, leads, channel] = values
+            statistics[model][init_at, lead_slice, channel_at] = values
         for name, values in block_spectra.items():
-            spectra_out[name][init, leads, channel] = values
+            spectra_out[name][init_at, lead_slice, channel_at] = values
     return BlockResults(statistics=statistics, spectra=spectra_out)

@@ -67,11 +67,11 @@ def _init_mean(statistics: xr.Dataset, name: str) -> xr.DataArray:
 
 
 def _rmse(statistics: xr.Dataset, members: int) -> xr.DataArray:
-    return np.sqrt(_init_mean(statistics, "squared_error"))
+    return np.sqrt(_init_mean(statistics, "squared_error"))  # type: ignore[return-value]
 
 
 def _spread(statistics: xr.Dataset, members: int) -> xr.DataArray:
-    return np.sqrt(_init_mean(statistics, "ensemble_variance"))
+    return np.sqrt(_init_mean(statistics, "ensemble_variance"))  # type: ignore[return-value]
 
 
 def _ssr(statistics: xr.Dataset, members: int) -> xr.DataArray:

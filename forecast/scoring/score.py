@@ -415,9 +415,9 @@ def format_table(
         )
     if "n_nan_forecast" in scores and int(scores["n_nan_forecast"].sum()) > 0:
         bad = scores["n_nan_forecast"].sum("channel")
-        leads = ", ".join(lead_label(lead) for lead in bad[LEAD_DIM].values[bad.values > 0])
+        nan_leads = ", ".join(lead_label(lead) for lead in bad[LEAD_DIM].values[bad.values > 0])
         lines.append(
-            f"the forecast has NaN values at lead(s) {leads}: {int(bad.sum())} (init, channel) "
+            f"the forecast has NaN values at lead(s) {nan_leads}: {int(bad.sum())} (init, channel) "
             "field(s) left out of the means (see n_nan_forecast)"
         )
     return "\n".join(lines).rstrip() + "\n"

@@ -69,7 +69,7 @@ class Perturbation(Protocol):
         self,
         state: torch.Tensor,
         init_labels: Sequence[str],
-        members: Sequence[int],
+        members: Sequence[int] | np.ndarray,
         stepper: Stepper | None = None,
         times: np.ndarray | None = None,
     ) -> torch.Tensor:
@@ -230,7 +230,7 @@ class BasePerturbation:
             ) from err
 
     def noise(
-        self, init_labels: Sequence[str], members: Sequence[int], channels: int
+        self, init_labels: Sequence[str], members: Sequence[int] | np.ndarray, channels: int
     ) -> torch.Tensor:
         """Noise of unit scale per member: shape ``(batch, channel, lat, lon)`` float32 on CPU."""
         raise NotImplementedError
@@ -239,7 +239,7 @@ class BasePerturbation:
         self,
         state: torch.Tensor,
         init_labels: Sequence[str],
-        members: Sequence[int],
+        members: Sequence[int] | np.ndarray,
         stepper: Stepper | None = None,
         times: np.ndarray | None = None,
     ) -> torch.Tensor:

@@ -39,7 +39,7 @@ class NetCDFWriter(ForecastWriter):
             variable = self._nc.createVariable(
                 c,
                 "f4",
-                template[c].dims,
+                tuple(str(d) for d in template[c].dims),
                 fill_value=np.float32(np.nan),
                 chunksizes=template[c].encoding["chunks"],
             )

@@ -45,7 +45,7 @@ class ZarrWriter(ForecastWriter):
                     dtype="float32",
                     fill_value=np.float32(np.nan),
                     compressors=None,  # zstd saves ~12% on float32 fields and costs the writer thread CPU
-                    dimension_names=variable.dims,
+                    dimension_names=[str(d) for d in variable.dims],
                     attributes={**variable.attrs, "coordinates": "valid_time"},
                 )
             zarr.consolidate_metadata(self.path)
@@ -63,7 +63,7 @@ class ZarrWriter(ForecastWriter):
         missing = [c for c in template.data_vars if c not in existing.data_vars]
         if missing:
             raise DataError(
-                f"existing output lacks variable(s) {', '.join(missing)}",
+                f"existing output lacks variable(s) {', '.join(map(str, missing))}",
                 path=self.path,
                 hint="use another --out or --overwrite",
             )
@@ -73,7 +73,8 @@ class ZarrWriter(ForecastWriter):
         self.channels = [str(c) for c in template.data_vars]
         group = zarr.open_group(self.path, mode="r+")
         # every chunk is written whole and once: skip zarr's comparison of each chunk with the fill value
-        self._arrays = [group[c].with_config({"write_empty_chunks": True}) for c in self.channels]
+        arrays = [group[c] for c in self.channels]
+        self._arrays = [a.with_config({"write_empty_chunks": True}) for a in arrays if isinstance(a, zarr.Array)]
 
     def write(self, init_index: int, member_start: int, lead: int, block: np.ndarray) -> None:
         stop = member_start + block.shape[0]
