@@ -128,8 +128,8 @@ class Grid:
         degrees = re.fullmatch(r"(\d+(?:\.\d+)?)\s*deg", text)
         if degrees:
             res = float(degrees.group(1))
-            nlat, nlon = 180.0 / res + 1, 360.0 / res
-            if res <= 0 or abs(nlat - round(nlat)) > 1e-6 or abs(nlon - round(nlon)) > 1e-6:
+            nlat, nlon = (180.0 / res + 1, 360.0 / res) if res > 0 else (0.5, 0.5)
+            if abs(nlat - round(nlat)) > 1e-6 or abs(nlon - round(nlon)) > 1e-6:
                 raise GridError(f"resolution {spec!r} does not divide 180 and 360 degrees", hint="use e.g. 0.25deg, 1.0deg, 1.5deg, 5.625deg")
             return cls.equiangular(round(nlat), round(nlon))
         raise GridError(f"cannot parse grid {spec!r}", hint="write NLATxNLON (e.g. 32x64) or a resolution such as 1.0deg")
