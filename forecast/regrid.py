@@ -24,6 +24,7 @@ import torch
 import xarray as xr
 from torch_harmonics import ResampleS2
 
+from forecast.dims import LATITUDE, LONGITUDE, SPACE
 from forecast.errors import GridError
 from forecast.grid import Grid
 
@@ -135,7 +136,7 @@ class Regridder:
             padded = padded[:, 1:-1]
             lat_p = lat
         lon_p = np.concatenate([[lon[-1] - 360.0], lon, [lon[0] + 360.0]])
-        field = xr.DataArray(padded, dims=("sample", "latitude", "longitude"), coords={"latitude": lat_p, "longitude": lon_p})
+        field = xr.DataArray(padded, dims=("sample", *SPACE), coords={LATITUDE: lat_p, LONGITUDE: lon_p})
         out = field.interp(latitude=self.target.latitude, longitude=self.target.longitude, method="linear")
         return out.values.astype(np.float32).reshape(*lead, self.target.nlat, self.target.nlon)
 
@@ -144,7 +145,7 @@ def regrid_dataarray(data: xr.DataArray, regridder: Regridder) -> xr.DataArray:
     """Apply a regridder lazily to ``(..., latitude, longitude)`` Dask data, block by block."""
     if regridder.identity:
         return data
-    data = data.chunk({"latitude": -1, "longitude": -1})
+    data = data.chunk({LATITUDE: -1, LONGITUDE: -1})
     target = regridder.target
     chunks = data.chunks or ()
     out = data.data.map_blocks(

@@ -19,6 +19,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from forecast.dims import SPACE
 from forecast.grid import Grid
 from forecast.scoring.kernels import STATISTICS, block_statistics
 from forecast.scoring.matching import INIT_DIM, LEAD_DIM, MEMBER_DIM, Matched
@@ -146,7 +147,7 @@ def score_blocks(
     clim_chunks = matched.climatology_fields.data.rechunk({0: 1, 1: -1, 2: -1, 3: -1}).to_delayed()[
         :, 0, 0, 0
     ]
-    weight_values = np.asarray(weights.transpose("region", "latitude", "longitude").values)
+    weight_values = np.asarray(weights.transpose("region", *SPACE).values)
     shared_weights = dask.delayed(weight_values, name="scoring-weights")
     grid = matched.grid if spectra else None
 

@@ -28,11 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from forecast.dims import MEMBER as MEMBER_DIM
+from forecast.dims import SPACE as SPACE_DIMS
+from forecast.dims import TIME as INIT_DIM
 from forecast.scoring.kernels import STATISTICS, block_statistics
-
-MEMBER_DIM = "member"
-INIT_DIM = "time"
-SPACE_DIMS = ("latitude", "longitude")
 
 
 @dataclass(frozen=True)

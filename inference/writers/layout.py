@@ -18,6 +18,7 @@ import xarray as xr
 
 from forecast import __version__
 from forecast.channels import channel_info
+from forecast.dims import FORECAST
 from forecast.errors import DataError
 from forecast.grid import Grid
 from forecast.time import canonical_calendar, format_time
@@ -92,7 +93,7 @@ def forecast_template(
     leads = lead_times(steps, step)
     valid = np.stack([shift_times(init_times, (lead * step)) for lead in range(steps + 1)], axis=1)
     shape = (len(init_times), steps + 1, members, grid.nlat, grid.nlon)
-    dims = ("time", "lead_time", "member", "latitude", "longitude")
+    dims = FORECAST
     # Placeholders that take no memory (a broadcast NaN): writers create the variables natively.
     empty = np.broadcast_to(np.float32(np.nan), shape)
     data_vars = {c: xr.Variable(dims, empty, attrs=channel_attrs(c)) for c in channels}

@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from forecast.dims import FORECAST
 from forecast.errors import DataError
 from inference.writers.base import ForecastWriter
 
@@ -53,7 +54,7 @@ class ZarrWriter(ForecastWriter):
 
     def resume(self, template: xr.Dataset) -> None:
         existing = xr.open_zarr(self.path, consolidated=True, decode_timedelta=True)
-        for name in ("time", "lead_time", "member", "latitude", "longitude"):
+        for name in FORECAST:
             if existing.sizes.get(name) != template.sizes[name]:
                 raise DataError(
                     f"existing output has {existing.sizes.get(name)} {name}, this run writes {template.sizes[name]}",
