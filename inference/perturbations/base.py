@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from forecast.errors import ConfigError
+from forecast.errors import ConfigError, describe_problems
 from forecast.grid import Grid
 from forecast.stepper import Stepper
 
@@ -217,15 +217,11 @@ class BasePerturbation:
             return cls.Options(**dict(options or {}))
         except ValidationError as err:
             allowed = ", ".join(cls.Options.model_fields) or "no options"
-            problems = []
-            for item in err.errors():
-                key = ".".join(str(p) for p in item["loc"])
-                if item["type"] == "extra_forbidden":
-                    problems.append(f"takes no option {key!r}")
-                else:
-                    problems.append(f"option {key}={item.get('input')!r}: {item['msg']}")
+            problems = describe_problems(
+                err.errors(), "takes no option {key!r}", "option {key}={value!r}: {message}"
+            )
             raise ConfigError(
-                f"perturbation {cls.name!r} {'; '.join(problems)}",
+                f"perturbation {cls.name!r} {problems}",
                 hint=f"it takes {allowed}",
             ) from err
 
