@@ -136,7 +136,9 @@ def _probe_bytes(step_fn: StepFunction, state: torch.Tensor, times: np.ndarray) 
     return max(peak - before, 0)
 
 
-def member_bytes(step_fn: StepFunction, state: torch.Tensor, times: np.ndarray, queued_states: int = 4) -> int:
+def member_bytes(
+    step_fn: StepFunction, state: torch.Tensor, times: np.ndarray, queued_states: int = 4
+) -> int:
     """Memory one member costs: model activations per member plus the states it keeps.
 
     Parameters

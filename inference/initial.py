@@ -290,4 +290,3 @@ class InitialStates:
             Shape ``(len(index), history, channel, lat, lon)``, float32, physical units.
         """
         return load_initial_state(self.store, self.channels, self.times[index], self.history)
-

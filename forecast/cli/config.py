@@ -172,9 +172,7 @@ def flags_of(name: str, info: FieldInfo) -> list[str]:
 def _help(info: FieldInfo) -> str:
     text = (info.description or "").replace("%", "%%")
     default = info.default
-    shown = not (
-        default is PydanticUndefined or default is None or _is_bool(info) or default == {}
-    )
+    shown = not (default is PydanticUndefined or default is None or _is_bool(info) or default == {})
     if shown and "(default" not in text:
         value = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         text += f" (default {value})"
@@ -296,7 +294,11 @@ def resolve(
         label = name
         if info is not None:
             cli = _cli(info)
-            label = (cli.get("metavar") or name.upper()) if cli.get("positional") else flags_of(name, info)[0]
+            label = (
+                (cli.get("metavar") or name.upper())
+                if cli.get("positional")
+                else flags_of(name, info)[0]
+            )
         if len(item["loc"]) > 1:  # inside a mapping: name the key path
             label = ".".join(str(part) for part in item["loc"])
         where = config if name in from_file and name not in given else None
@@ -307,6 +309,4 @@ def resolve(
                 hint=f"give {label} on the command line or as {name.replace('_', '-')!r} in --config",
             ) from err
         message = str(item["msg"]).removeprefix("Value error, ")
-        raise ConfigError(
-            f"invalid {label} {item.get('input')!r}: {message}", path=where
-        ) from err
+        raise ConfigError(f"invalid {label} {item.get('input')!r}: {message}", path=where) from err

@@ -50,9 +50,7 @@ class Config(CommandConfig):
         help="output; the suffix picks the format; {init} is replaced by the (first) init time, e.g. fc/{init}.zarr",
         metavar="OUT.zarr|OUT.nc",
     )
-    members: int = option(
-        request_default("members"), "ensemble members per init time", metavar="M"
-    )
+    members: int = option(request_default("members"), "ensemble members per init time", metavar="M")
     perturbation: str = option(
         "none", "initial-condition perturbation: none, gaussian, grf or bred"
     )
@@ -102,9 +100,7 @@ class Config(CommandConfig):
     device: Literal["auto", "cpu", "cuda"] = option(
         "auto", "where the model runs (auto: cuda when available)"
     )
-    overwrite: bool = option(
-        False, "replace an output that holds another or a finished forecast"
-    )
+    overwrite: bool = option(False, "replace an output that holds another or a finished forecast")
     no_progress: bool = option(False, "no progress bar")
 
     def perturbation_option_values(self) -> dict[str, Any]:

@@ -46,7 +46,9 @@ def make_stepper(model: str = "sfno", hparams: dict | None = None) -> BackboneSt
         "pos_embed": "spherical_harmonics",
         "pos_embed_degree": 2,
     }
-    return BackboneStepper(model, hparams, CHANNELS, GRID, dt.timedelta(hours=6), NORMALIZER, history=2)
+    return BackboneStepper(
+        model, hparams, CHANNELS, GRID, dt.timedelta(hours=6), NORMALIZER, history=2
+    )
 
 
 def state() -> torch.Tensor:
@@ -285,7 +287,9 @@ def test_diurnal_baseline_round_trip_and_missing_table(tmp_path):
     loaded, metadata = load_checkpoint(path)
     assert metadata["diurnal_hours"] == hours
     torch.testing.assert_close(loaded.diurnal.table, stepper.diurnal.table, rtol=0, atol=0)
-    torch.testing.assert_close(loaded.advance(state(), TIMES), stepper.eval().advance(state(), TIMES))
+    torch.testing.assert_close(
+        loaded.advance(state(), TIMES), stepper.eval().advance(state(), TIMES)
+    )
     payload = torch.load(path, weights_only=True)
     assert set(payload["state_dict"]) == set(stepper.state_dict())  # saved as it is
     del payload["state_dict"]["diurnal.table"]

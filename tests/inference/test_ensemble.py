@@ -162,7 +162,9 @@ def test_channel_subset_and_output_grid(tmp_path, store, stepper):
 def test_360_day_calendar_survives_into_valid_time(tmp_path, store_360_path, stepper):
     store = open_store(store_360_path)
     for suffix in (".zarr", ".nc"):
-        out = run(stepper, store, parse_init_spec("2000-02-30T00", "360_day"), 4, tmp_path / f"c{suffix}").out
+        out = run(
+            stepper, store, parse_init_spec("2000-02-30T00", "360_day"), 4, tmp_path / f"c{suffix}"
+        ).out
         ds = xr.open_zarr(out) if suffix == ".zarr" else xr.open_dataset(out)
         valid = ds["valid_time"].values
         assert isinstance(valid[0, 0], cftime.Datetime360Day)
