@@ -22,6 +22,7 @@ from forecast.files import atomic_write
 from forecast.grid import Grid
 from forecast.scoring.blocks import score_blocks
 from forecast.scoring.kernels import STATISTICS
+from forecast.scoring.layouts import open_forecast
 from forecast.scoring.matching import (
     INIT_DIM,
     LEAD_DIM,
@@ -39,31 +40,6 @@ from forecast.store import open_store, store_grid
 BASELINES: tuple[str, ...] = ("persistence", "climatology")
 FORECAST_MODEL = "forecast"
 DEFAULT_REGIONS: tuple[str, ...] = ("global", "tropics", "extratropics_north", "extratropics_south")
-
-
-def open_forecast(path: str | Path) -> xr.Dataset:
-    """Open a forecast (``.zarr`` directory or NetCDF file) lazily with Dask.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the path does not exist.
-    DataError
-        If it cannot be read as a dataset.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
-    try:
-        if path.is_dir():
-            return xr.open_zarr(path, consolidated=None, decode_timedelta=True)
-        return xr.open_dataset(path, chunks={}, decode_timedelta=True)
-    except Exception as err:  # readers raise many types on a foreign file
-        raise DataError(
-            f"cannot read the forecast ({type(err).__name__}: {err})",
-            path=path,
-            hint="pass a .zarr or .nc written by 'forecast run'",
-        ) from None
 
 
 def score_forecast(
