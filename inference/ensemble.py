@@ -178,7 +178,8 @@ def run_forecast(
     layout : str
         A key of :data:`inference.writers.LAYOUTS`: ``default``, ``wb2`` or ``cdo``.
     compression : str
-        ``zstd`` or ``none``.
+        ``auto`` (zstd for Zarr, deflate for NetCDF), ``zstd``, ``deflate`` or ``none``;
+        the manifest records the codec it resolves to.
 
     Returns
     -------
@@ -253,7 +254,7 @@ def run_forecast(
         "channels": write_channels,
         "output_grid": grid_out.describe(),
         "layout": layout,
-        "compression": compression,
+        "compression": writer.compression,
     }
 
     with contextlib.ExitStack() as stack:

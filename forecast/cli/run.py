@@ -141,10 +141,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--compression",
-        default="zstd",
-        choices=("zstd", "none"),
-        help="compression of the forecast variables: zstd (byte shuffle + Zstandard level 1) or none "
-        "(default zstd; docs/performance.md)",
+        default="auto",
+        choices=("auto", "zstd", "deflate", "none"),
+        help="compression of the forecast variables, after a byte shuffle: zstd, deflate (zlib, which "
+        "every NetCDF reader decodes), none, or auto: zstd for Zarr, deflate for NetCDF (default auto; "
+        "docs/performance.md)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

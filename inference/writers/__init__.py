@@ -3,7 +3,7 @@
 ``--layout default`` (today's layout), ``wb2`` (WeatherBench2's names and
 dims, :mod:`inference.writers.wb2`) and ``cdo`` (one NetCDF file per init
 and member, at most 4-D variables, :mod:`inference.writers.cdo`);
-``--compression zstd|none``.
+``--compression auto|zstd|deflate|none``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from forecast.errors import ConfigError
 from inference.writers.base import BackgroundWriter, ForecastWriter
 from inference.writers.cdo import CDO, CDOWriter
-from inference.writers.compression import COMPRESSIONS, DEFAULT_COMPRESSION, check_compression
+from inference.writers.compression import COMPRESSIONS, DEFAULT_COMPRESSION
 from inference.writers.layout import DEFAULT, Layout, forecast_template
 from inference.writers.netcdf import NetCDFWriter
 from inference.writers.wb2 import WB2
@@ -76,7 +76,7 @@ def writer_for(
             f"--layout {layout!r} is not one of {', '.join(LAYOUTS)}",
             hint="default (this project's layout), wb2 (WeatherBench2) or cdo (CDO, NCO, Iris)",
         )
-    return LAYOUTS[layout](Path(path), check_compression(compression))
+    return LAYOUTS[layout](Path(path), compression)
 
 
 __all__ = [

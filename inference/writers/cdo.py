@@ -32,7 +32,7 @@ from forecast.errors import ConfigError
 from forecast.time import format_time
 from inference.writers.base import ForecastWriter
 from inference.writers.cf import NO_FILL
-from inference.writers.compression import DEFAULT_COMPRESSION, check_compression
+from inference.writers.compression import DEFAULT_COMPRESSION, resolve_compression
 from inference.writers.layout import Layout
 from inference.writers.netcdf import create_netcdf
 
@@ -128,7 +128,7 @@ class CDOWriter(ForecastWriter):
     path : Path
         The output directory (no ``.zarr`` suffix).
     compression : str
-        ``"zstd"`` or ``"none"``.
+        One of :data:`~inference.writers.compression.COMPRESSIONS` (``auto``: deflate).
     """
 
     suffix = ""
@@ -141,7 +141,7 @@ class CDOWriter(ForecastWriter):
                 hint="give --out a directory name such as fc_cdo",
             )
         super().__init__(path)
-        self.compression = check_compression(compression)
+        self.compression = resolve_compression(compression, "netcdf")
         self._open_files: OrderedDict[tuple[int, int], object] = OrderedDict()
 
     @property

@@ -1,9 +1,19 @@
-"""Compression of forecast variables, by name: ``--compression zstd|none``.
+"""Compression of forecast variables, by name: ``--compression auto|zstd|deflate|none``.
 
-``zstd`` is Zstandard at level 1 after a byte shuffle, in both formats
-(Zarr: Blosc with the zstd codec; NetCDF-4: the HDF5 shuffle filter and the
-zstd filter that netCDF-C >= 4.9 ships). The default and the level come from
-the measurement in docs/performance.md ("Forecast output compression").
+Codecs run at level 1, which keeps most of the size saving for the least
+CPU, after a byte shuffle (the four bytes of each float32 grouped by
+significance) except for NetCDF's zstd (netCDF4-python sets the shuffle
+filter only together with deflate):
+
+- ``zstd``: Zstandard (Zarr: Blosc's zstd; NetCDF-4: netCDF-C's zstd filter,
+  which a reader can only decode where netCDF-C >= 4.9 was built with it and
+  finds the HDF5 plugin: Debian's CDO and NCO cannot);
+- ``deflate``: zlib, the one filter every NetCDF-4/HDF5 reader has;
+- ``none``;
+- ``auto`` (the default): ``zstd`` for Zarr, ``deflate`` for NetCDF.
+
+The default and the level come from the measurement in docs/performance.md
+("Forecast output compression").
 """
 
 from __future__ import annotations
@@ -13,34 +23,47 @@ from typing import Any
 from forecast.errors import ConfigError
 
 #: ``--compression`` choices.
-COMPRESSIONS = ("zstd", "none")
-#: Chosen from the measurement in docs/performance.md.
-DEFAULT_COMPRESSION = "zstd"
-#: Zstandard level (1: most of the size saving at the least CPU).
-ZSTD_LEVEL = 1
+COMPRESSIONS = ("auto", "zstd", "deflate", "none")
+#: The default (docs/performance.md).
+DEFAULT_COMPRESSION = "auto"
+#: What ``auto`` means for each format.
+AUTO = {"zarr": "zstd", "netcdf": "deflate"}
+#: Compression level (1: most of the size saving at the least CPU).
+LEVEL = 1
 
 
-def check_compression(name: str) -> str:
-    """``name`` if it is one of :data:`COMPRESSIONS`; a ConfigError otherwise."""
+def resolve_compression(name: str, file_format: str) -> str:
+    """The codec that ``name`` means for ``file_format`` (``"zarr"`` or ``"netcdf"``).
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is not one of :data:`COMPRESSIONS`.
+    """
     if name not in COMPRESSIONS:
         raise ConfigError(
             f"--compression {name!r} is not one of {', '.join(COMPRESSIONS)}",
-            hint="use zstd (smaller files) or none (fastest writes)",
+            hint="auto (zstd for Zarr, deflate for NetCDF), zstd, deflate or none",
         )
-    return name
+    return AUTO[file_format] if name == "auto" else name
 
 
 def zarr_compressors(name: str) -> Any:
-    """The ``compressors`` argument of :func:`zarr.Group.create_array`."""
-    if check_compression(name) == "none":
+    """The ``compressors`` argument of :func:`zarr.Group.create_array` for a resolved codec."""
+    if name == "none":
         return None
     from zarr.codecs import BloscCodec
 
-    return (BloscCodec(cname="zstd", clevel=ZSTD_LEVEL, shuffle="shuffle", typesize=4),)
+    cname = {"zstd": "zstd", "deflate": "zlib"}[name]
+    return (BloscCodec(cname=cname, clevel=LEVEL, shuffle="shuffle", typesize=4),)
 
 
 def netcdf_compression(name: str) -> dict[str, Any]:
-    """Keyword arguments of :meth:`netCDF4.Dataset.createVariable`."""
-    if check_compression(name) == "none":
+    """Keyword arguments of :meth:`netCDF4.Dataset.createVariable` for a resolved codec."""
+    if name == "none":
         return {}
-    return {"compression": "zstd", "complevel": ZSTD_LEVEL, "shuffle": True}
+    return {
+        "compression": {"zstd": "zstd", "deflate": "zlib"}[name],
+        "complevel": LEVEL,
+        "shuffle": True,
+    }

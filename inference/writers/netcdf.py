@@ -15,7 +15,11 @@ import xarray as xr
 
 from forecast.scoring.layouts import file_order
 from inference.writers.base import ForecastWriter
-from inference.writers.compression import DEFAULT_COMPRESSION, check_compression, netcdf_compression
+from inference.writers.compression import (
+    DEFAULT_COMPRESSION,
+    netcdf_compression,
+    resolve_compression,
+)
 from inference.writers.layout import DEFAULT, Layout
 
 
@@ -38,7 +42,7 @@ def create_netcdf(
     variables : list of str
         Data variables to create, float32 with NaN fill, in :func:`file_order`.
     compression : str
-        ``"zstd"`` or ``"none"``.
+        A resolved codec: ``"zstd"``, ``"deflate"`` or ``"none"``.
     unlimited_dims : tuple of str
         Dims to make unlimited (the record dimension).
 
@@ -82,7 +86,8 @@ class NetCDFWriter(ForecastWriter):
     layout : Layout
         How the forecast is arranged (default: the template's layout).
     compression : str
-        ``"zstd"`` or ``"none"`` (:mod:`inference.writers.compression`).
+        One of :data:`~inference.writers.compression.COMPRESSIONS`; ``auto`` is resolved
+        for the format (``compression`` holds the codec).
     """
 
     suffix = ".nc"
@@ -92,7 +97,7 @@ class NetCDFWriter(ForecastWriter):
     ):
         super().__init__(path)
         self.layout = layout
-        self.compression = check_compression(compression)
+        self.compression = resolve_compression(compression, "netcdf")
 
     @property
     def partial_path(self) -> Path:

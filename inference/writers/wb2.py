@@ -128,6 +128,8 @@ class WB2Layout(Layout):
         ds = xr.Dataset(data_vars, coords=coords, attrs=dict(template.attrs))
         ds.attrs["channels"] = " ".join(channels)
         ds.attrs["layout"] = self.name
+        if grid.wb2_name():
+            ds.attrs["wb2_grid"] = grid.wb2_name()
         for name in ("time", "valid_time"):
             ds[name].encoding = dict(template[name].encoding)
         ds[WB2_LEAD_DIM].encoding = dict(template["lead_time"].encoding)

@@ -18,7 +18,7 @@ import zarr
 
 from forecast.errors import DataError
 from inference.writers.base import ForecastWriter
-from inference.writers.compression import DEFAULT_COMPRESSION, check_compression, zarr_compressors
+from inference.writers.compression import DEFAULT_COMPRESSION, resolve_compression, zarr_compressors
 from inference.writers.layout import DEFAULT, Arrangement, Layout
 
 
@@ -32,7 +32,8 @@ class ZarrWriter(ForecastWriter):
     layout : Layout
         How the forecast is arranged (default: the template's layout).
     compression : str
-        ``"zstd"`` or ``"none"`` (:mod:`inference.writers.compression`).
+        One of :data:`~inference.writers.compression.COMPRESSIONS`; ``auto`` is resolved
+        for the format (``compression`` holds the codec).
     """
 
     suffix = ".zarr"
@@ -44,7 +45,7 @@ class ZarrWriter(ForecastWriter):
     ):
         super().__init__(path)
         self.layout = layout
-        self.compression = check_compression(compression)
+        self.compression = resolve_compression(compression, "zarr")
 
     def create(self, template: xr.Dataset) -> None:
         if self.path.exists():
