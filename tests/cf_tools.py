@@ -69,7 +69,7 @@ for cube in cubes:
         "dims": [c.name() for c in cube.dim_coords],
         "scalar": {c.name(): [float(c.points[0]) if c.points.dtype.kind in "fiu" else str(c.points[0]),
                               str(c.units)] for c in cube.coords(dimensions=())},
-        "aux": {c.name(): [str(p) for p in c.points.ravel()[:8]] for c in cube.aux_coords if c.ndim},
+        "aux": {c.var_name or c.name(): [str(p) for p in c.points.ravel()[:8]] for c in cube.aux_coords if c.ndim},
     })
 print(json.dumps(out))
 """
