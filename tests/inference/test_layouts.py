@@ -344,3 +344,53 @@ def test_cli_choices_match_the_registries():
     actions = {a.dest: a for a in parser._actions}
     assert tuple(actions["layout"].choices) == tuple(LAYOUTS)
     assert tuple(actions["compression"].choices) == COMPRESSIONS
+
+
+def _wb2_truth(store) -> xr.Dataset:
+    """The store as WeatherBench2's ERA5 datasets look: long names, a level dim, latitude ascending."""
+    data = store["data"].drop_vars("channel")
+    pieces = [
+        data.isel(channel=[CHANNELS.index("z500")]).rename(channel="level")
+        .assign_coords(level=[500]).rename("geopotential"),
+        data.isel(channel=[CHANNELS.index("t850")]).rename(channel="level")
+        .assign_coords(level=[850]).rename("temperature"),
+        data.isel(channel=CHANNELS.index("t2m")).rename("2m_temperature"),
+        data.isel(channel=CHANNELS.index("u10m")).rename("10m_u_component_of_wind"),
+    ]
+    truth = xr.merge(pieces, join="outer", compat="no_conflicts")
+    return truth.isel(latitude=slice(None, None, -1))
+
+
+def test_wb2_layout_scores_the_same_with_scores_package(written, store, store_path):
+    """The wb2 file, evaluated as WeatherBench2 does (by init), with `scores`: same as forecast score."""
+    import scores.continuous
+    import scores.probability
+
+    from forecast.scoring.score import score_files
+
+    ours, _, _ = score_files(written / "wb2.zarr", store_path, spectra=False)
+    forecast = xr.open_zarr(written / "wb2.zarr").rename(
+        {"prediction_timedelta": "lead_time", "time": "init_time"}
+    )
+    forecast = forecast.assign_coords(valid_time=forecast.init_time + forecast.lead_time)
+    truth = _wb2_truth(store).sel(time=forecast.valid_time)
+    # WeatherBench2's latitude weights: cell areas between mid-latitudes and the poles, mean 1
+    lat = np.deg2rad(forecast["latitude"].values)
+    edges = np.concatenate([[-np.pi / 2], (lat[:-1] + lat[1:]) / 2, [np.pi / 2]])
+    area = np.diff(np.sin(edges))
+    weights = xr.DataArray(area / area.mean(), dims="latitude", coords={"latitude": forecast.latitude})
+    weights = weights.broadcast_like(forecast["longitude"])
+    space = ["latitude", "longitude"]
+    for channel, name, level in (("z500", "geopotential", 500), ("t2m", "2m_temperature", None)):
+        f, t = forecast[name], truth[name]
+        if level is not None:
+            f, t = f.sel(level=level), t.sel(level=level)
+        f, t = f.load().astype(np.float64), t.load().astype(np.float64)
+        mse = scores.continuous.mse(f.mean("realization"), t, reduce_dims=space, weights=weights)
+        rmse = np.sqrt(mse.mean("init_time")).values
+        crps = scores.probability.crps_for_ensemble(
+            f, t, ensemble_member_dim="realization", method="fair", reduce_dims=space, weights=weights
+        ).mean("init_time").values
+        expected = ours.sel(model="forecast", channel=channel, region="global")
+        np.testing.assert_allclose(rmse, expected["rmse"].values, rtol=1e-9)
+        np.testing.assert_allclose(crps, expected["crps"].values, rtol=1e-6)
