@@ -178,7 +178,7 @@ def run_forecast(
     layout : str
         A key of :data:`inference.writers.LAYOUTS`: ``default``, ``wb2`` or ``cdo``.
     compression : str
-        ``auto`` (zstd for Zarr, deflate for NetCDF), ``zstd``, ``deflate`` or ``none``;
+        ``auto`` (zstd for Zarr, none for NetCDF), ``zstd``, ``deflate`` or ``none``;
         the manifest records the codec it resolves to.
 
     Returns

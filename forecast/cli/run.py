@@ -143,8 +143,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compression",
         default="auto",
         choices=("auto", "zstd", "deflate", "none"),
-        help="compression of the forecast variables, after a byte shuffle: zstd, deflate (zlib, which "
-        "every NetCDF reader decodes), none, or auto: zstd for Zarr, deflate for NetCDF (default auto; "
+        help="compression of the forecast variables: zstd, deflate (zlib: every NetCDF reader decodes "
+        "it, but it writes ~10x slower), none, or auto: zstd for Zarr, none for NetCDF (default auto; "
         "docs/performance.md)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -128,7 +128,7 @@ class CDOWriter(ForecastWriter):
     path : Path
         The output directory (no ``.zarr`` suffix).
     compression : str
-        One of :data:`~inference.writers.compression.COMPRESSIONS` (``auto``: deflate).
+        One of :data:`~inference.writers.compression.COMPRESSIONS` (``auto``: none).
     """
 
     suffix = ""
