@@ -48,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         required=True,
-        metavar="OUT.zarr|OUT.nc",
-        help="output; the suffix picks the format; {init} is replaced by the (first) init time, e.g. fc/{init}.zarr",
+        metavar="OUT.zarr|OUT.nc|OUT_DIR",
+        help="output; the suffix picks the format (a directory for --layout cdo); {init} is replaced by the "
+        "(first) init time, e.g. fc/{init}.zarr",
     )
     parser.add_argument(
         "--members",
