@@ -172,7 +172,8 @@ def score_files(
     Parameters
     ----------
     forecast_path : str or Path
-        Forecast ``.zarr`` or ``.nc`` in the output layout.
+        Forecast ``.zarr``, ``.nc`` or ``cdo`` directory in any layout of ``forecast run``
+        (:func:`~forecast.scoring.layouts.open_forecast`).
     truth_path : str or Path
         Training store (``.zarr``).
     out : str or Path, optional

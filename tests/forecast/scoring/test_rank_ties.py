@@ -76,7 +76,7 @@ def test_even_split_is_the_mean_of_random_tie_breaking(weights):
     # xskillscore: random choice among tied ranks, then counts (unweighted); weight by area here
     ranks = []
     for seed in range(3):
-        np.random.seed(seed)  # xskillscore draws from numpy's global generator
+        np.random.seed(seed)  # noqa: NPY002 (xskillscore draws from numpy's global generator)
         per_cell = xskillscore.rank_histogram(
             t.expand_dims(cell=[0]), f.expand_dims(cell=[0]), dim=["cell"], random_for_tied=True
         )
