@@ -64,7 +64,7 @@ def squared_units(units: str) -> str:
 
 def _variable_units(name: str, channel_units: str) -> str:
     if name in METRICS:
-        return channel_units or "1" if METRICS[name].units == "data" else METRICS[name].units
+        return (channel_units or "1") if METRICS[name].units == "data" else METRICS[name].units
     kind = PER_CHANNEL[name]
     return squared_units(channel_units) if kind == "squared" else kind
 
