@@ -78,6 +78,6 @@ def test_reordered_channels_keep_their_names(tmp_path, store_path, checkpoint):
     order = ",".join(reversed(CHANNELS))
     assert main(forecast(checkpoint, store_path, reordered, "--channels", order)) == 0
     with xr.open_dataset(full) as a, xr.open_dataset(reordered) as b:
-        assert list(b.data_vars) == list(reversed(CHANNELS))
+        assert {v for v in b.data_vars if v in CHANNELS} == set(CHANNELS)
         for channel in CHANNELS:
             np.testing.assert_array_equal(a[channel].values, b[channel].values)
