@@ -185,7 +185,7 @@ def storage_errors(path: str | Path, action: str = "access") -> Iterator[None]:
     """
     try:
         yield
-    except ForecastError:
+    except (ForecastError, FileExistsError):
         raise
     except Exception as err:
         if is_local(path) and isinstance(err, OSError):
@@ -222,6 +222,7 @@ def exists(path: str | Path) -> bool:
         return local_path(path).exists()
     fs, inner = filesystem(path)
     with storage_errors(path, "look up"):
+        fs.invalidate_cache(inner)  # another process may have written it since this one listed
         return bool(fs.exists(inner))
 
 
@@ -255,6 +256,7 @@ def glob(pattern: str | Path) -> list[str]:
     else:
         fs, inner = filesystem(text)
         with storage_errors(text, "list"):
+            fs.invalidate_cache()
             if magic:
                 if scheme(text) in ("http", "https"):
                     raise StorageError("globs need a filesystem that can list folders; https:// cannot", path=text, hint="list the files one by one")
@@ -273,6 +275,7 @@ def listdir(path: str | Path) -> list[str]:
         return sorted(os.listdir(folder)) if folder.is_dir() else []
     fs, inner = filesystem(path)
     with storage_errors(path, "list"):
+        fs.invalidate_cache(inner)
         try:
             return sorted(basename(p) for p in fs.ls(inner, detail=False) if p.rstrip("/") != inner.rstrip("/"))
         except FileNotFoundError:
@@ -285,6 +288,7 @@ def is_dir(path: str | Path) -> bool:
         return local_path(path).is_dir()
     fs, inner = filesystem(path)
     with storage_errors(path, "look up"):
+        fs.invalidate_cache(inner)
         return bool(fs.isdir(inner))
 
 
@@ -314,6 +318,23 @@ def read_bytes(path: str | Path) -> bytes:
     fs, inner = filesystem(path)
     with storage_errors(path, "read"):
         return fs.cat_file(inner)
+
+
+def read_head(path: str | Path, size: int) -> bytes:
+    """The first ``size`` bytes of a file or object."""
+    if is_local(path):
+        with open(local_path(path), "rb") as handle:
+            return handle.read(size)
+    fs, inner = filesystem(path)
+    with storage_errors(path, "read"):
+        return fs.cat_file(inner, start=0, end=size)
+
+
+def open_file(path: str | Path):
+    """A read-only binary file object for ``path`` (fsspec's, buffered; it pickles, so Dask workers reopen it)."""
+    fs, inner = filesystem(path)
+    with storage_errors(path, "open"):
+        return fs.open(inner, "rb")
 
 
 def write_bytes(path: str | Path, data: bytes, exclusive: bool = False) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 
 from forecast.errors import DataError
 from forecast.time import format_time, time_index
+from pipelines.chunkwriter import fast_writer
 from pipelines.sources import file_for_time
 from pipelines.statistics import (
     ClimatologyPlan,
@@ -49,6 +50,9 @@ BLOCK_BYTES = 64 * 2**20
 
 #: Days of one hour smoothed by one task (each task reads its days plus a window's worth).
 SMOOTH_DAYS = 32
+
+#: Bytes of bin means a smoothing task reads at once; beyond it, it reads a field at a time.
+SMOOTH_BYTES = 256 * 2**20
 
 
 def block_bounds(chunks: tuple[int, ...], step_bytes: int) -> list[tuple[int, int]]:
@@ -137,17 +141,23 @@ class FiniteCheck:
 
 
 def _write(target, start: int, block: np.ndarray) -> int:
-    target[start : start + block.shape[0]] = block
+    fast_writer(target)[start : start + block.shape[0]] = block
     return int(block.shape[0])
 
 
 def _bin_mean(target, day: int, hour: int, count: int, *sums: np.ndarray) -> None:
-    target[day, hour] = (add_fields(*sums) / count).astype(np.float32)
+    fast_writer(target)[day, hour] = (add_fields(*sums) / count).astype(np.float32)
 
 
 def _smooth_and_write(climatology, means, counts: np.ndarray, days: list[int], hour: int, plan: ClimatologyPlan, *after) -> int:
-    fields = smooth(lambda day: means[day, hour], counts, days, plan)
-    climatology[days[0] : days[-1] + 1, hour] = fields
+    needed = sorted({d for day in days for d in plan.window(day) if counts[d]})
+    field_bytes = 4 * int(np.prod(means.shape[2:]))
+    if len(needed) * field_bytes <= SMOOTH_BYTES:  # one read of the whole window range: Zarr decodes it in parallel
+        fields = dict(zip(needed, means.get_orthogonal_selection((np.asarray(needed), hour)), strict=True))
+        read = fields.__getitem__
+    else:  # a field at a time: memory stays a few fields however large they are
+        read = lambda day: means[day, hour]  # noqa: E731
+    fast_writer(climatology)[days[0] : days[-1] + 1, hour] = smooth(read, counts, days, plan)
     return len(days)
 
 

@@ -254,33 +254,46 @@ def add_fields(*fields: np.ndarray) -> np.ndarray:
 def smooth(read: Callable[[int], np.ndarray], counts: np.ndarray, days: list[int], plan: ClimatologyPlan) -> np.ndarray:
     """Window means at ``days`` (consecutive, one hour) from bin means read one day at a time.
 
-    ``read(day)`` gives the bin mean of a day (float32 field); ``counts`` are
-    that hour's counts per day. A running float64 sum of ``count * mean``
-    moves through the days: each day's mean is read once entering the window
-    and once leaving it.
+    ``read(day)`` gives the bin mean of a day (float32 ``(channel, lat, lon)``);
+    ``counts`` are that hour's counts per day. A float64 running sum of
+    ``count * (mean - reference)`` moves through the days, with the
+    reference the per-channel mean of the first field read: each day's mean
+    is read once entering the window and once leaving it. The rounding is
+    that of the float32 bin means (within about 1e-7 of a field's magnitude).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(days), channel, lat, lon)`` float32.
     """
-    shape = None
-    running = None
+    running = reference = scratch = out = None
     total = 0
-    window = plan.window(days[0])
-    out = []
-    for day in window:
+
+    def add(day: int, sign: int) -> None:
+        nonlocal running, reference, scratch, out, total
+        field = read(day)
+        if running is None:
+            reference = field.mean(axis=tuple(range(1, field.ndim)), dtype=np.float64).astype(np.float32)
+            reference = reference.reshape(-1, *([1] * (field.ndim - 1)))
+            running = np.zeros(field.shape, dtype=np.float64)
+            scratch = np.empty(field.shape, dtype=np.float32)
+            out = np.empty((len(days), *field.shape), dtype=np.float32)
+        np.subtract(field, reference, out=scratch)
+        scratch *= np.float32(sign * counts[day])
+        running += scratch
+        total += sign * int(counts[day])
+
+    for day in plan.window(days[0]):
         if counts[day]:
-            field = read(day)
-            if running is None:
-                shape = field.shape
-                running = np.zeros(shape, dtype=np.float64)
-            running += counts[day] * field.astype(np.float64)
-            total += int(counts[day])
+            add(day, 1)
     for i, day in enumerate(days):
-        out.append((running / total).astype(np.float32))
+        np.multiply(running, 1.0 / total, out=out[i], casting="same_kind")
+        out[i] += reference
         if i + 1 == len(days):
             break
         leaving, entering = (day - plan.half) % plan.ndays, (day + plan.half + 1) % plan.ndays
         if counts[leaving]:
-            running -= counts[leaving] * read(leaving).astype(np.float64)
-            total -= int(counts[leaving])
+            add(leaving, -1)
         if counts[entering]:
-            running += counts[entering] * read(entering).astype(np.float64)
-            total += int(counts[entering])
-    return np.stack(out)
+            add(entering, 1)
+    return out

@@ -62,14 +62,15 @@ def test_moments_and_tendencies_match_numpy(monkeypatch: pytest.MonkeyPatch, pie
 
 
 def test_a_steps_moments_do_not_depend_on_its_block() -> None:
-    """Each field is centred on its own reference: the same step gives the same float32 products in any block."""
+    """Each field is centred on its own reference: the same step gives the same moments in any block, up to
+    BLAS's blocking (a reference shared by the block, its first field's mean, gave differences of 3e-4 here)."""
     rng = np.random.default_rng(5)
     data = (5.5e4 + rng.normal(0, 300, (6, 2, 9, 18))).astype(np.float32)
     weights = area_weights(np.cos(np.deg2rad(np.linspace(80, -80, 9))), 18)
     whole = statistics.field_moments(data, weights)
     part = statistics.field_moments(data[3:], weights)
-    np.testing.assert_array_equal(whole[0][3:], part[0])
-    np.testing.assert_array_equal(whole[1][3:], part[1])
+    np.testing.assert_allclose(whole[0][3:], part[0], rtol=1e-9)
+    np.testing.assert_allclose(whole[1][3:], part[1], rtol=1e-6)
 
 
 def test_merge_moments_is_chan_et_al() -> None:
@@ -126,7 +127,9 @@ def test_climatology_matches_a_brute_force_window_mean(block: int) -> None:
             expected[d - 1, h_index] = data[near].astype(np.float64).mean(axis=0)
     assert np.isnan(expected).any() and (~np.isnan(expected)).any()
     np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
-    # float32 bin means combined in float64: within ~1e-7 of each channel's range
+    # float32 bin means (half an ulp: 2e-3 at 5e4, 2.1e-6 of this channel's range) combined in float64
+    # into a float32 result (another half ulp): within 5e-6 of each channel's range, a third of what
+    # int16-packed ERA5 resolves (1.5e-5); a wrong window or count would be far more
     for c in range(field[0]):
         spread = float(data[:, c].max() - data[:, c].min())
-        np.testing.assert_allclose(out[:, :, c], expected[:, :, c], rtol=0, atol=3e-6 * spread)
+        np.testing.assert_allclose(out[:, :, c], expected[:, :, c], rtol=0, atol=5e-6 * spread)
