@@ -2,7 +2,7 @@
 
 For an array whose chunks are one element long on the leading axes and
 whole on the others (the store's ``data`` and ``climatology``), whose codecs
-are little-endian bytes, Blosc and optionally CRC32C, and which lives in a
+are little-endian bytes, optionally Blosc and CRC32C, and which lives in a
 local directory, :class:`ChunkWriter` encodes each chunk with numcodecs'
 Blosc at the array's settings (the codec Zarr itself calls), appends the
 CRC32C as Zarr's ``crc32c`` codec does, and writes the file of its chunk key
@@ -48,10 +48,12 @@ class ChunkWriter:
         self.leading = next((i for i, c in enumerate(chunks) if c != 1), len(chunks))
         self.directory = Path(array.store_path.store.root) / array.store_path.path
         codecs = meta.codecs
-        blosc = codecs[1]
-        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[str(getattr(blosc.shuffle, "value", blosc.shuffle))]
-        cname = str(getattr(blosc.cname, "value", blosc.cname))
-        self._codec = Blosc(cname=cname, clevel=blosc.clevel, shuffle=shuffle, blocksize=blosc.blocksize, typesize=blosc.typesize)
+        self._codec = None
+        if len(codecs) > 1:
+            blosc = codecs[1]
+            shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[str(getattr(blosc.shuffle, "value", blosc.shuffle))]
+            cname = str(getattr(blosc.cname, "value", blosc.cname))
+            self._codec = Blosc(cname=cname, clevel=blosc.clevel, shuffle=shuffle, blocksize=blosc.blocksize, typesize=blosc.typesize)
         self._crc = len(codecs) == 3
         self._encoding = meta.chunk_key_encoding
         self._trailing = (0,) * (len(self.shape) - self.leading)
@@ -67,11 +69,11 @@ class ChunkWriter:
         return (
             isinstance(store, zarr.storage.LocalStore)
             and all(c == n for c, n in zip(chunks[leading:], shape[leading:], strict=True))
-            and len(codecs) in (2, 3)
+            and len(codecs) in (1, 2, 3)
             and isinstance(codecs[0], zarr.codecs.BytesCodec)
             and str(getattr(codecs[0].endian, "value", codecs[0].endian)) == "little"
-            and isinstance(codecs[1], zarr.codecs.BloscCodec)
-            and (len(codecs) == 2 or isinstance(codecs[2], zarr.codecs.Crc32cCodec))
+            and (len(codecs) == 1 or isinstance(codecs[1], zarr.codecs.BloscCodec))
+            and (len(codecs) < 3 or isinstance(codecs[2], zarr.codecs.Crc32cCodec))
             and sys.byteorder == "little"
         )
 
@@ -105,7 +107,7 @@ class ChunkWriter:
             chunk = np.ascontiguousarray(values[index])
             coords = tuple(r[i] for r, i in zip(ranges, index, strict=True)) + self._trailing
             target = self.directory / self._encoding.encode_chunk_key(coords)
-            encoded = self._codec.encode(chunk)
+            encoded = self._codec.encode(chunk) if self._codec is not None else memoryview(chunk).cast("B")
             if self._crc:
                 encoded = bytes(encoded) + np.uint32(google_crc32c.value(bytes(encoded))).tobytes()
             temporary = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
@@ -121,3 +123,24 @@ class ChunkWriter:
 def fast_writer(array: zarr.Array):
     """``array`` itself, or a :class:`ChunkWriter` for it where that writes the same bytes faster (local disk)."""
     return ChunkWriter(array) if ChunkWriter.applies(array) else array
+
+
+def read_fields(array: zarr.Array, days, hour: int) -> np.ndarray:
+    """``array[days, hour]`` for a list of ``days``: straight from the chunk files of a local uncompressed array, else through Zarr.
+
+    The temporary bin means are uncompressed; reading their files directly
+    skips Zarr's read machinery (1.2 s against 0.2 s for 400 MB).
+    """
+    codecs = getattr(array.metadata, "codecs", ())
+    if not (ChunkWriter.applies(array) and len(codecs) == 1 and array.chunks[:2] == (1, 1)):
+        return array.get_orthogonal_selection((np.asarray(days), hour))
+    directory = Path(array.store_path.store.root) / array.store_path.path
+    encoding = array.metadata.chunk_key_encoding
+    trailing = (0,) * (len(array.shape) - 2)
+    out = np.empty((len(days), *array.shape[2:]), dtype=array.dtype)
+    for i, day in enumerate(days):
+        path = directory / encoding.encode_chunk_key((int(day), int(hour), *trailing))
+        with open(path, "rb") as handle:
+            if handle.readinto(memoryview(out[i]).cast("B")) != out[i].nbytes:
+                raise OSError(f"short read of {path}")
+    return out

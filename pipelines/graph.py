@@ -29,7 +29,7 @@ import numpy as np
 
 from forecast.errors import DataError
 from forecast.time import format_time, time_index
-from pipelines.chunkwriter import fast_writer
+from pipelines.chunkwriter import fast_writer, read_fields
 from pipelines.sources import file_for_time
 from pipelines.statistics import (
     ClimatologyPlan,
@@ -145,19 +145,26 @@ def _write(target, start: int, block: np.ndarray) -> int:
     return int(block.shape[0])
 
 
-def _bin_mean(target, day: int, hour: int, count: int, *sums: np.ndarray) -> None:
-    fast_writer(target)[day, hour] = (add_fields(*sums) / count).astype(np.float32)
+def _bin_mean(target, day: int, hour: int, count: int, *sums: np.ndarray) -> np.ndarray:
+    """Write a bin's mean as float32 departures from its per-channel field mean; returns that mean (float64)."""
+    mean = add_fields(*sums) if len(sums) > 1 or count > 1 else sums[0]
+    if count > 1:
+        mean = mean / count
+    reference = mean.reshape(mean.shape[0], -1).mean(axis=1, dtype=np.float64)
+    fast_writer(target)[day, hour] = (mean - reference[:, None, None]).astype(np.float32)
+    return reference
 
 
-def _smooth_and_write(climatology, means, counts: np.ndarray, days: list[int], hour: int, plan: ClimatologyPlan, *after) -> int:
-    needed = sorted({d for day in days for d in plan.window(day) if counts[d]})
+def _smooth_and_write(climatology, means, counts: np.ndarray, days: list[int], hour: int, plan: ClimatologyPlan, references: dict) -> int:
+    """Smooth and write one hour's climatology at ``days`` from the bin means (``references``: each bin's per-channel mean)."""
+    needed = sorted(references)
     field_bytes = 4 * int(np.prod(means.shape[2:]))
-    if len(needed) * field_bytes <= SMOOTH_BYTES:  # one read of the whole window range: Zarr decodes it in parallel
-        fields = dict(zip(needed, means.get_orthogonal_selection((np.asarray(needed), hour)), strict=True))
+    if len(needed) * field_bytes <= SMOOTH_BYTES:  # one read of the whole window range
+        fields = dict(zip(needed, read_fields(means, needed, hour), strict=True))
         read = fields.__getitem__
     else:  # a field at a time: memory stays a few fields however large they are
-        read = lambda day: means[day, hour]  # noqa: E731
-    fast_writer(climatology)[days[0] : days[-1] + 1, hour] = smooth(read, counts, days, plan)
+        read = lambda day: read_fields(means, [day], hour)[0]  # noqa: E731
+    fast_writer(climatology)[days[0] : days[-1] + 1, hour] = smooth(read, references, counts, days, plan)
     return len(days)
 
 
@@ -239,7 +246,7 @@ def _climatology_graph(per_bin: dict, plan: ClimatologyPlan, targets: Targets) -
     for hour in range(plan.hours.size):
         counts = plan.counts[:, hour]
         for days in plan.segments(hour, SMOOTH_DAYS):
-            needed = {d for day in days for d in plan.window(day) if counts[d]}
-            after = [written[(d, hour)] for d in sorted(needed)]
-            tasks.append(task(_smooth_and_write)(targets.climatology, targets.means, counts, days, hour, plan, *after))
+            needed = sorted({d for day in days for d in plan.window(day) if counts[d]})
+            references = {d: written[(d, hour)] for d in needed}
+            tasks.append(task(_smooth_and_write)(targets.climatology, targets.means, counts, days, hour, plan, references))
     return tasks

@@ -251,34 +251,35 @@ def add_fields(*fields: np.ndarray) -> np.ndarray:
     return total
 
 
-def smooth(read: Callable[[int], np.ndarray], counts: np.ndarray, days: list[int], plan: ClimatologyPlan) -> np.ndarray:
+def smooth(read: Callable[[int], np.ndarray], references: dict[int, np.ndarray], counts: np.ndarray, days: list[int], plan: ClimatologyPlan) -> np.ndarray:
     """Window means at ``days`` (consecutive, one hour) from bin means read one day at a time.
 
-    ``read(day)`` gives the bin mean of a day (float32 ``(channel, lat, lon)``);
-    ``counts`` are that hour's counts per day. A float64 running sum of
-    ``count * (mean - reference)`` moves through the days, with the
-    reference the per-channel mean of the first field read: each day's mean
-    is read once entering the window and once leaving it. The rounding is
-    that of the float32 bin means (within about 1e-7 of a field's magnitude).
+    ``read(day)`` gives a day's bin mean as float32 departures from
+    ``references[day]`` (its per-channel field mean, float64 ``(channel,)``);
+    ``counts`` are that hour's counts per day. A float32 running sum of
+    ``count * (mean - R)``, with ``R`` the first day's references, moves
+    through the days: each day's mean is read once entering the window and
+    once leaving it. Departures round relative to the fields' range, not
+    their magnitude (within about 1e-6 of it, tested).
 
     Returns
     -------
     numpy.ndarray
         ``(len(days), channel, lat, lon)`` float32.
     """
-    running = reference = scratch = out = None
+    base = references[days[0]]
+    running = scratch = out = None
     total = 0
 
     def add(day: int, sign: int) -> None:
-        nonlocal running, reference, scratch, out, total
+        nonlocal running, scratch, out, total
         field = read(day)
         if running is None:
-            reference = field.mean(axis=tuple(range(1, field.ndim)), dtype=np.float64).astype(np.float32)
-            reference = reference.reshape(-1, *([1] * (field.ndim - 1)))
-            running = np.zeros(field.shape, dtype=np.float64)
+            running = np.zeros(field.shape, dtype=np.float32)
             scratch = np.empty(field.shape, dtype=np.float32)
             out = np.empty((len(days), *field.shape), dtype=np.float32)
-        np.subtract(field, reference, out=scratch)
+        shift = (references[day] - base).astype(np.float32).reshape(-1, *([1] * (field.ndim - 1)))
+        np.add(field, shift, out=scratch)
         scratch *= np.float32(sign * counts[day])
         running += scratch
         total += sign * int(counts[day])
@@ -286,9 +287,9 @@ def smooth(read: Callable[[int], np.ndarray], counts: np.ndarray, days: list[int
     for day in plan.window(days[0]):
         if counts[day]:
             add(day, 1)
+    offset = base.reshape(-1, *([1] * (running.ndim - 1)))
     for i, day in enumerate(days):
-        np.multiply(running, 1.0 / total, out=out[i], casting="same_kind")
-        out[i] += reference
+        out[i] = running / np.float64(total) + offset  # one rounding to float32, of the final value
         if i + 1 == len(days):
             break
         leaving, entering = (day - plan.half) % plan.ndays, (day + plan.half + 1) % plan.ndays

@@ -106,7 +106,11 @@ def open_array(store, name: str) -> zarr.Array:
 
 
 def create_means(store, climatology: zarr.Array) -> zarr.Array:
-    """The temporary array of bin means, shaped and chunked like ``climatology`` (no checksum: it never outlives the write)."""
+    """The temporary array of bin means, shaped and chunked like ``climatology``.
+
+    Uncompressed and without a checksum: it is written once, read about
+    twice, and never outlives the ingest.
+    """
     group = zarr.open_group(store, mode="r+", use_consolidated=False)
     return group.create_array(
         MEANS,
@@ -114,7 +118,7 @@ def create_means(store, climatology: zarr.Array) -> zarr.Array:
         chunks=climatology.chunks,
         dtype="float32",
         fill_value=np.nan,
-        compressors=[FAST_COMPRESSOR],
+        compressors=None,
         chunk_key_encoding=FLAT_KEYS,
         overwrite=True,
         config=WRITE_CONFIG,

@@ -14,7 +14,6 @@ from forecast.cli.main import main
 from forecast.errors import CalendarError, DataError, GridError
 from forecast.grid import Grid
 from forecast.store import open_store
-from pipelines import ingest as ingest_module
 from pipelines.ingest import ingest
 from tests.pipelines.sources_factory import era5_like, hours, write_netcdf
 
