@@ -129,7 +129,7 @@ def read_fields(array: zarr.Array, days, hour: int) -> np.ndarray:
     """``array[days, hour]`` for a list of ``days``: straight from the chunk files of a local uncompressed array, else through Zarr.
 
     The temporary bin means are uncompressed; reading their files directly
-    skips Zarr's read machinery (1.2 s against 0.2 s for 400 MB).
+    skips Zarr's read machinery (the smoothing of 1/3 GB: 2.6 CPU-s through Zarr, 1.3 here).
     """
     codecs = getattr(array.metadata, "codecs", ())
     if not (ChunkWriter.applies(array) and len(codecs) == 1 and array.chunks[:2] == (1, 1)):

@@ -52,6 +52,14 @@ def area_weights(weights: np.ndarray, nlon: int) -> np.ndarray:
     return np.repeat(w / (w.sum() * nlon), nlon).astype(np.float32)
 
 
+def one_blas_thread():
+    """Hold BLAS to one thread: its threaded products round differently, and a worker's threads would make
+    the statistics differ in the last bit from one scheduler to another (and busy-wait between products)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def field_moments(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Area-weighted means and within-field variances of each field, float64.
 
@@ -135,7 +143,8 @@ def merge_moments(*parts: Moments) -> Moments:
 
 def moment_partial(block: np.ndarray, weights: np.ndarray, check: Callable[[np.ndarray, np.ndarray], None] | None = None) -> Moments:
     """The :class:`Moments` of a block ``(time, channel, lat, lon)``; ``check(means, block)`` may reject non-finite fields."""
-    means, variances = field_moments(block, weights)
+    with one_blas_thread():
+        means, variances = field_moments(block, weights)
     if check is not None:
         check(means, block)
     return moments_of(means, variances)
@@ -148,6 +157,11 @@ def last_step(block: np.ndarray) -> np.ndarray:
 
 def tendency_partial(block: np.ndarray, previous: np.ndarray | None, weights: np.ndarray) -> Moments:
     """Moments of the one-step differences within ``block`` and from ``previous`` (the step before it) to its first."""
+    with one_blas_thread():
+        return _tendency_partial(block, previous, weights)
+
+
+def _tendency_partial(block: np.ndarray, previous: np.ndarray | None, weights: np.ndarray) -> Moments:
     parts = []
     if previous is not None:
         parts.append(moments_of(*field_moments((block[:1] - previous[None]), weights)))

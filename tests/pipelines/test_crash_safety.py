@@ -78,7 +78,7 @@ def _files(store: Path) -> dict[str, bytes]:
     return found
 
 
-@pytest.mark.parametrize("recompute", [False, True], ids=["append", "append --recompute-statistics"])
+@pytest.mark.parametrize("recompute", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["append", "append --recompute-statistics"])
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_an_append_killed_anywhere_leaves_the_old_store_and_the_rerun_completes_it(tmp_path: Path, months: list[Path], point: str, recompute: bool) -> None:
     reference, store = tmp_path / "reference.zarr", tmp_path / "store.zarr"
