@@ -120,21 +120,33 @@ def _inside(inner: str, outer: str) -> bool:
 def involves(target: str | Path, inputs: Iterable[str | Path]) -> str | None:
     """The first input that ``target`` is, contains or lies inside, or None.
 
-    Globs among the inputs are compared by their folder part up to the
-    first wildcard, so ``--out vict`` involves ``vict/*.nc``.
+    A glob among the inputs clashes when the target contains its folder
+    (``--out vict`` with ``vict/*.nc``) or matches it (or lies inside a
+    match); a target beside the matched files, in the same folder, is fine.
     """
+    import fnmatch
+
     where = storage.normalise(target)
     for item in inputs:
         text = str(item)
-        fixed = text
-        for i, char in enumerate(text):
-            if char in "*?[":
-                fixed = text[:i].rsplit("/", 1)[0] if "/" in text[:i] else "."
-                break
-        candidate = storage.normalise(fixed)
-        if _inside(candidate, where) or _inside(where, candidate):
+        magic = next((i for i, char in enumerate(text) if char in "*?["), None)
+        if magic is None:
+            candidate = storage.normalise(text)
+            if _inside(candidate, where) or _inside(where, candidate):
+                return text
+            continue
+        folder = text[:magic].rsplit("/", 1)[0] if "/" in text[:magic] else "."
+        pattern = storage.normalise(text)
+        if _inside(storage.normalise(folder), where) or any(
+            fnmatch.fnmatchcase(prefix, pattern) for prefix in _prefixes(where)
+        ):
             return text
     return None
+
+
+def _prefixes(location: str) -> list[str]:
+    parts = location.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
 def _sample(location: str, count: int = 3) -> str:

@@ -193,6 +193,7 @@ def ingest(
     """
     began = wallclock.perf_counter()
     out = str(out)
+    storage.filesystem(out)  # a scheme without a filesystem is named with the store, before the lock
     with lock(out, "forecast ingest"):
         _clean_leftovers(out)
         exists = storage.exists(out)
