@@ -93,7 +93,7 @@ def test_statistics_match_numpy(tmp_path: Path, two_months: list[Path]) -> None:
     diff = np.diff(data, axis=0)
     diff_mean = (diff * w).sum(axis=(2, 3)).mean(axis=0)
     diff_std = np.sqrt(((diff - diff_mean[None, :, None, None]) ** 2 * w).sum(axis=(2, 3)).mean(axis=0))
-    np.testing.assert_allclose(store["mean"].values, mean, rtol=1e-7)  # float32 reductions, see MomentAccumulator
+    np.testing.assert_allclose(store["mean"].values, mean, rtol=1e-7)  # float32 products per field, see pipelines.statistics
     np.testing.assert_allclose(store["std"].values, std, rtol=1e-5)
     np.testing.assert_allclose(store["diff_std"].values, diff_std, rtol=1e-5)
     # Climatology at (1 Feb, 06 UTC) with a 5-day window: mean of the 06 UTC fields of 30 Jan .. 3 Feb.
