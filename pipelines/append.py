@@ -19,6 +19,7 @@ fresh ingest checks overlapping files: they must agree.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import dask.array
@@ -103,9 +104,9 @@ def _check_overlap(existing: xr.Dataset, data: xr.DataArray, index, stored, span
     )
 
 
-def append_to(out: str, existing: xr.Dataset, prepared, recompute: bool, window: int, where: Scheduler, progress: bool, now: str) -> np.ndarray:
-    """Append ``prepared`` to the store at ``out`` (under its lock) and publish; returns all the store's times."""
-    from pipelines.ingest import run_pass, statistics_attrs
+def append_to(out: str, existing: xr.Dataset, prepared, recompute: bool, window: int, where: Scheduler, progress: bool, now: str, held=None) -> np.ndarray:
+    """Append ``prepared`` to the store at ``out`` (under its lock ``held``) and publish; returns all the store's times."""
+    from pipelines.ingest import run_pass, statistics_attrs, still_held
 
     store = storage.zarr_store(out)
     with storage.storage_errors(out, "write"):
@@ -137,9 +138,11 @@ def append_to(out: str, existing: xr.Dataset, prepared, recompute: bool, window:
                 writer.delete_means(store)
                 attrs.update(statistics_attrs(all_times, plan, window))
                 arrays += list(flipped.values())
+            still_held(held, out)
             publish.commit(store, attrs, arrays=arrays)
         except BaseException:
-            writer.delete_means(store)
+            with contextlib.suppress(Exception):
+                writer.delete_means(store)
             raise
         if recompute:
             for name in STATISTICS_ARRAYS:  # the chunks of the statistics published before

@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 from forecast import __version__, publish, storage
 from forecast.errors import CalendarError, DataError
 from forecast.grid import Grid
-from forecast.locking import lock
+from forecast.locking import LockedError, lock
 from forecast.overwrite import check_replaceable
 from forecast.regrid import Regridder, regrid_dataarray
 from forecast.store import STORE_FORMAT_VERSION, open_store, store_channels, store_grid, store_step
@@ -194,7 +194,7 @@ def ingest(
     began = wallclock.perf_counter()
     out = str(out)
     storage.filesystem(out)  # a scheme without a filesystem is named with the store, before the lock
-    with lock(out, "forecast ingest"):
+    with lock(out, "forecast ingest") as held:
         _clean_leftovers(out)
         exists = storage.exists(out)
         if append and not exists:
@@ -212,12 +212,12 @@ def ingest(
         # then compete with the reader and writer threads for the cores (2 CPU-s per GB on 2 cores)
         with dask_scheduler(scheduler) as where, threadpool_limits(limits=1, user_api="blas"):
             if existing is None:
-                _write_new(out, prepared, climatology_window_days, where, progress)
+                _write_new(out, prepared, climatology_window_days, where, progress, held)
                 times = prepared.times
             else:
                 from pipelines.append import append_to
 
-                times = append_to(out, existing, prepared, recompute_statistics, climatology_window_days, where, progress, _provenance_entry())
+                times = append_to(out, existing, prepared, recompute_statistics, climatology_window_days, where, progress, _provenance_entry(), held)
     index = time_index(times)
     return IngestReport(
         store=out,
@@ -317,7 +317,17 @@ def run_pass(store, data, times, prepared: Prepared, targets: Targets, plan, whe
     return results["moments"], results["tendencies"]
 
 
-def _write_new(out: str, prepared: Prepared, window: int, where: Scheduler, progress: bool) -> None:
+def still_held(held, out: str) -> None:
+    """Raise if an object-storage lock's lease ran out and another writer took it (checked just before publishing)."""
+    if hasattr(held, "held") and not held.held():
+        raise LockedError(
+            "this ingest lost its lock (its lease expired and another process took it over); nothing was published",
+            path=out,
+            hint="rerun when the other writer is done; a lease that expires while its holder runs means the holder was stalled",
+        )
+
+
+def _write_new(out: str, prepared: Prepared, window: int, where: Scheduler, progress: bool, held=None) -> None:
     local = storage.is_local(out)
     location = storage.staging_path(out) if local else out
     if not local and storage.exists(out):
@@ -346,6 +356,7 @@ def _write_new(out: str, prepared: Prepared, window: int, where: Scheduler, prog
             moments, tendencies = run_pass(store, prepared.data.data, times, prepared, targets, plan, where, progress, "ingest")
             writer.write_statistics(store, moments.mean, moments.std, tendencies.std)
             writer.delete_means(store)
+            still_held(held, out)
             publish.commit(store, statistics_attrs(times, plan, window))
         if local:
             writer.publish_local(location, out)

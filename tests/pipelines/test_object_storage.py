@@ -210,3 +210,17 @@ def test_lock_on_object_storage_expires_and_is_taken_over(s3: str) -> None:  # n
     assert second.held()
     second.release()
     assert not storage.exists(target + ".lock")
+
+
+def test_an_ingest_that_lost_its_lease_does_not_publish(s3: str) -> None:  # noqa: F811
+    from forecast.locking import Owner
+    from pipelines.ingest import still_held
+
+    target = f"{s3}/store.zarr"
+    held = lock(target, "forecast ingest").acquire()
+    still_held(held, target)  # ours: fine
+    storage.write_bytes(target + ".lock", Owner.current("forecast ingest").to_json().encode())  # taken over meanwhile
+    with pytest.raises(LockedError, match=r"store.zarr: this ingest lost its lock .*nothing was published"):
+        still_held(held, target)
+    held.release()
+    assert storage.exists(target + ".lock")  # the new holder's lock is left alone
