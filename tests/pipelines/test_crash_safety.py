@@ -79,7 +79,9 @@ def _files(store: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("recompute", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["append", "append --recompute-statistics"])
-@pytest.mark.parametrize("point", list(KILL_POINTS))
+@pytest.mark.parametrize(
+    "point", [p if p in ("during the data", "during the metadata", "before the root write") else pytest.param(p, marks=pytest.mark.slow) for p in KILL_POINTS]
+)
 def test_an_append_killed_anywhere_leaves_the_old_store_and_the_rerun_completes_it(tmp_path: Path, months: list[Path], point: str, recompute: bool) -> None:
     reference, store = tmp_path / "reference.zarr", tmp_path / "store.zarr"
     flags = ["--no-progress", "--scheduler", "synchronous"] + (["--recompute-statistics"] if recompute else [])

@@ -141,6 +141,7 @@ def test_cluster_writes_the_same_store_and_the_client_receives_under_one_percent
     print(f"client received {during} B from the cluster for a store of {size} B ({100 * during / size:.3f}%)")
 
 
+@pytest.mark.slow
 def test_processes_scheduler_writes_the_same_store(files: list[Path], threaded: Path, tmp_path: Path) -> None:
     out = tmp_path / "processes.zarr"
     ingest(files, out, scheduler="processes", progress=False)
@@ -165,6 +166,7 @@ def _kill_a_worker_when(staging: Path, pids: list[int], chunks: int, killed: lis
     return thread
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_ingest_is_recomputed(cluster: str, files: list[Path], threaded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipelines import graph
 
@@ -182,6 +184,7 @@ def test_a_worker_killed_mid_ingest_is_recomputed(cluster: str, files: list[Path
     _assert_same(reference, out)
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_for_good_is_a_one_line_error(files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipelines import graph
 
@@ -198,6 +201,7 @@ def test_a_worker_that_dies_for_good_is_a_one_line_error(files: list[Path], tmp_
         _stop_cluster(process)
 
 
+@pytest.mark.slow
 def test_a_killed_client_publishes_nothing_and_the_rerun_succeeds(cluster: str, files: list[Path], threaded: Path, tmp_path: Path) -> None:
     out = tmp_path / "c.zarr"
     script = (
