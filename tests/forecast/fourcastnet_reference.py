@@ -79,7 +79,7 @@ def afnonet():
         return importlib.import_module("ai_models_fourcastnet.afnonet")
 
 
-def randomize(network: torch.nn.Module, seed: int, scale: float = 0.1) -> torch.nn.Module:
+def randomize(network: torch.nn.Module, seed: int, scale: float = 0.5) -> torch.nn.Module:
     """Give every parameter random values (normal, ``scale`` relative to the layer's fan-in).
 
     Zero-initialised parameters (positional embeddings, norms, biases) would
