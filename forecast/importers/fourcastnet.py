@@ -84,7 +84,7 @@ def release_of(weights: PublishedWeights) -> tuple[str, tuple[str, ...]]:
     CheckpointError
         When the count is neither 20 nor 26.
     """
-    channels = weights.shape("patch_embed.proj.weight")[1]
+    channels = weights.shape("patch_embed.proj.weight", ndim=4)[1]
     if channels not in RELEASES:
         known = " or ".join(f"{n} (release {r})" for n, (r, _) in RELEASES.items())
         raise CheckpointError(
@@ -97,15 +97,15 @@ def release_of(weights: PublishedWeights) -> tuple[str, tuple[str, ...]]:
 
 def read_hparams(weights: PublishedWeights) -> dict[str, Any]:
     """The AFNO hyperparameters that the shapes of the weights tell."""
-    embed_dim, _, patch_h, patch_w = weights.shape("patch_embed.proj.weight")
-    _, num_blocks, block_size, hidden = weights.shape("blocks.0.filter.w1")
+    embed_dim, _, patch_h, patch_w = weights.shape("patch_embed.proj.weight", ndim=4)
+    _, num_blocks, block_size, hidden = weights.shape("blocks.0.filter.w1", ndim=4)
     return {
         "patch_size": (patch_h, patch_w),
         "embed_dim": embed_dim,
         "depth": weights.count(r"^blocks\.(\d+)\."),
         "num_blocks": num_blocks,
         "hidden_size_factor": hidden // block_size,
-        "mlp_ratio": weights.shape("blocks.0.mlp.fc1.weight")[0] / embed_dim,
+        "mlp_ratio": weights.shape("blocks.0.mlp.fc1.weight", ndim=2)[0] / embed_dim,
     }
 
 
@@ -152,7 +152,7 @@ def convert(
         model_grid = without_south_pole(grid)
     except ForecastError as err:
         raise CheckpointError(f"--grid {options['grid']}: {err}") from err
-    (ph, pw), tokens = read["patch_size"], weights.shape("pos_embed")[1]
+    (ph, pw), tokens = read["patch_size"], weights.shape("pos_embed", ndim=3)[1]
     if (
         model_grid.nlat % ph
         or model_grid.nlon % pw

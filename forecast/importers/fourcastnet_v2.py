@@ -77,17 +77,17 @@ def read_hparams(weights: PublishedWeights) -> tuple[dict[str, Any], Grid]:
     CheckpointError
         A key needed to read them is missing, or the channel count is not 73.
     """
-    _, embed_dim, nlat, nlon = weights.shape("pos_embed")
-    in_channels = weights.shape("encoder.fwd.0.weight")[1]
-    out_channels = weights.shape("decoder.fwd.2.weight")[0]
+    in_channels = weights.shape("encoder.fwd.0.weight", ndim=4)[1]
+    _, embed_dim, nlat, nlon = weights.shape("pos_embed", ndim=4)
+    out_channels = weights.shape("decoder.fwd.2.weight", ndim=4)[0]
     if (in_channels, out_channels) != (len(CHANNELS), len(CHANNELS)):
         raise CheckpointError(
             f"the network maps {in_channels} channels to {out_channels}; FourCastNet v2-small has {len(CHANNELS)} in and out",
             path=weights.path,
             hint="pass the weights.tar of FourCastNet v2-small",
         )
-    hidden = weights.shape("blocks.0.filter_layer.filter.w.0")[1]
-    decoder_in = weights.shape("decoder.fwd.0.weight")[1]
+    hidden = weights.shape("blocks.0.filter_layer.filter.w.0", ndim=3)[1]
+    decoder_in = weights.shape("decoder.fwd.0.weight", ndim=4)[1]
     hparams = {
         "embed_dim": embed_dim,
         "num_layers": weights.count(r"^blocks\.(\d+)\."),

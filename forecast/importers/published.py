@@ -57,15 +57,22 @@ class PublishedWeights:
         """A key as the file spells it (with ``module.`` when the file has it)."""
         return f"{DDP_PREFIX}{name}" if self.prefixed else name
 
-    def shape(self, name: str) -> tuple[int, ...]:
-        """Shape of ``name``; a one-line error naming the key when the file lacks it."""
+    def shape(self, name: str, ndim: int | None = None) -> tuple[int, ...]:
+        """Shape of ``name``; a one-line error naming the key when the file lacks it or it has not ``ndim`` axes."""
         if name not in self.state:
             raise CheckpointError(
                 f"no key {self.published_name(name)!r} in the weights",
                 path=self.path,
                 hint="pass the weights file of this model",
             )
-        return tuple(self.state[name].shape)
+        shape = tuple(self.state[name].shape)
+        if ndim is not None and len(shape) != ndim:
+            raise CheckpointError(
+                f"key {self.published_name(name)!r} has shape {shape}, expected {ndim} axes",
+                path=self.path,
+                hint="pass the weights file of this model",
+            )
+        return shape
 
     def count(self, pattern: str) -> int:
         """Number of distinct integers ``N`` in keys matching ``pattern`` (a regex with one group)."""
@@ -76,6 +83,18 @@ class PublishedWeights:
 
 def _load(path: Path, mmap: bool):
     return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def _unreadable(path: Path, err: Exception) -> CheckpointError:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    reason = next(
+        (line for line in lines if "Unsupported" in line), lines[0] if lines else type(err).__name__
+    )
+    return CheckpointError(
+        f"cannot read the weights, not a torch.save file or truncated ({reason[:160]})",
+        path=path,
+        hint="download the file again",
+    )
 
 
 def read_published_weights(path: str | Path) -> PublishedWeights:
@@ -98,19 +117,27 @@ def read_published_weights(path: str | Path) -> PublishedWeights:
                 raise
             payload = _load(path, mmap=False)  # the legacy (pre-zip) format
     except pickle.UnpicklingError as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(
-            f"refusing to load: the file contains pickled objects that could execute code ({reason[:160]})",
-            path=path,
-            hint="use the weights as the publisher distributes them, from a source you trust",
-        ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(
-            f"cannot read the weights, not a torch.save file or truncated ({reason[:160]})",
-            path=path,
-            hint="download the file again",
-        ) from err
+        text = str(err)
+        code = re.search(r"Unsupported (?:global|class)[:\s]+(?:GLOBAL\s+)?([\w.]+)", text)
+        if code is not None or "Unsupported operand" not in text:
+            needs = f"it needs {code.group(1)}" if code is not None else text.splitlines()[0][:120]
+            raise CheckpointError(
+                f"refusing to load: the file contains pickled objects that could execute code ({needs})",
+                path=path,
+                hint="use the weights as the publisher distributes them, from a source you trust",
+            ) from err
+        raise _unreadable(path, err) from err
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        IndexError,
+        KeyError,
+    ) as err:
+        # (the weights-only unpickler fails on arbitrary bytes with index and key errors too)
+        raise _unreadable(path, err) from err
     if not isinstance(payload, Mapping) or "model_state" not in payload:
         found = (
             ", ".join(map(str, list(payload)[:5]))

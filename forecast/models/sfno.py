@@ -338,7 +338,9 @@ class SFNO(nn.Module):
         else:
             inner_sht, inner_isht = sht_pair(*self.inner_shape, inner_kind, self.lmax)
 
-        self.encoder = pointwise_stack(in_channels, dim, dim, hparams.encoder_layers, hparams.activation)
+        self.encoder = pointwise_stack(
+            in_channels, dim, dim, hparams.encoder_layers, hparams.activation
+        )
         if hparams.pos_embed == "learned":
             self.pos_embed: nn.Module = LearnedEmbedding(grid, dim)
         elif hparams.pos_embed == "spherical_harmonics":
