@@ -169,7 +169,8 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _read_statistic(path: Path, label: str, channels: int) -> np.ndarray:
+def _read_statistic(path: Path, label: str, channels: int) -> tuple[np.ndarray, int]:
+    """The first ``channels`` values of a ``(1, C, 1, 1)`` .npy file (float32 precision), and ``C``."""
     if not path.is_file():
         raise CheckpointError(f"no such {label} file", path=path, hint=f"check the --{label} path")
     try:
@@ -196,7 +197,7 @@ def _read_statistic(path: Path, label: str, channels: int) -> np.ndarray:
     if not np.issubdtype(values.dtype, np.floating) or not np.isfinite(values[0, :channels]).all():
         raise CheckpointError(f"{label} are not finite floating-point numbers", path=path)
     # float32 as the publishers' own code normalises with them
-    return values[0, :channels, 0, 0].astype(np.float32).astype(np.float64)
+    return values[0, :channels, 0, 0].astype(np.float32).astype(np.float64), values.shape[1]
 
 
 def read_normalizer(
@@ -222,13 +223,12 @@ def read_normalizer(
         non-finite values, or a standard deviation that is not positive.
     """
     means, stds = Path(means), Path(stds)
-    mean = _read_statistic(means, "means", len(channels))
-    std = _read_statistic(stds, "stds", len(channels))
+    mean, total = _read_statistic(means, "means", len(channels))
+    std, _ = _read_statistic(stds, "stds", len(channels))
     if np.any(std <= 0):
         first = channels[int(np.argmax(std <= 0))]
         raise CheckpointError(f"std of channel {first} is not positive", path=stds)
-    extra = int(np.load(means, mmap_mode="r", allow_pickle=False).shape[1]) - len(channels)
-    return Normalizer(tuple(channels), mean, std, std.copy()), extra
+    return Normalizer(tuple(channels), mean, std, std.copy()), total - len(channels)
 
 
 @dataclass(frozen=True)

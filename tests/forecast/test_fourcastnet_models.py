@@ -142,3 +142,53 @@ def test_v2_small_count_against_the_reference_at_the_published_size():
     network = reference.sfnonet().FourierNeuralOperatorNet()  # the published defaults, 721 x 1440
     counted = sum(p.numel() for p in network.parameters())
     assert counted == preset_parameter_count("fourcastnet-v2-small") == 288_413_696
+
+
+def test_stepper_drop_south_pole_hook():
+    import datetime as dt
+
+    from forecast.errors import GridError
+    from forecast.normalize import Normalizer
+    from forecast.stepper import Stepper
+
+    channels = ["z500", "t850"]
+    normalizer = Normalizer(tuple(channels), np.zeros(2), np.ones(2), np.ones(2))
+    grid = Grid.equiangular(9, 16)
+    hparams = {"patch_size": 4, "embed_dim": 8, "depth": 1, "num_blocks": 2}
+    stepper = Stepper(
+        "afno",
+        hparams,
+        channels,
+        grid,
+        dt.timedelta(hours=6),
+        normalizer,
+        forcings=False,
+        residual=False,
+        drop_south_pole=True,
+    )
+    assert stepper.model.grid.shape == (8, 16) and stepper.model.grid.latitude[-1] == -67.5
+    config = stepper.config()
+    assert config["drop_south_pole"] is True and config["grid"]["nlat"] == 9
+    assert Stepper.from_config(config).drop_south_pole
+    del config["drop_south_pole"]  # checkpoints written before the hook existed
+    assert not Stepper.from_config(config).drop_south_pole
+    state = torch.randn(1, 2, 9, 16)
+    out = stepper.eval().step(state, np.array(["2020-01-01T00"], dtype="datetime64[ns]"))
+    assert out.shape == (1, 2, 9, 16)
+    assert torch.equal(out[..., -1, :], out[..., -2, :])
+    changed = state.clone()
+    changed[..., -1, :] += 100.0  # the pole row of the input is not seen
+    again = stepper.step(changed, np.array(["2020-01-01T00"], dtype="datetime64[ns]"))
+    assert torch.equal(again, out)
+    with pytest.raises(GridError, match="needs an equiangular grid with poles"):
+        Stepper(
+            "afno",
+            hparams,
+            channels,
+            Grid.legendre_gauss(8, 16),
+            dt.timedelta(hours=6),
+            normalizer,
+            forcings=False,
+            residual=False,
+            drop_south_pole=True,
+        )
