@@ -188,7 +188,7 @@ def convert(
     provenance = {
         "release": release,
         "read_from_weights": {k: full[k] for k in _READ_OFF} | {"channels": len(channels)},
-        "publisher_defaults": {k: full[k] for k in _DEFAULTED} | {"grid": grid.describe()},
+        "not_in_weights": {k: full[k] for k in _DEFAULTED} | {"grid": grid.describe()},
         "model_grid": f"the {model_grid.nlat} northernmost rows of {grid.describe()}",
         "statistics_channels_ignored": extra,
     }

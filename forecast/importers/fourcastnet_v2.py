@@ -132,7 +132,7 @@ def convert(
     stepper.eval()
     provenance = {
         "read_from_weights": {k: full[k] for k in _READ_OFF} | {"grid": grid.describe()},
-        "publisher_defaults": {k: full[k] for k in _DEFAULTED},
+        "not_in_weights": {k: full[k] for k in _DEFAULTED},
         "statistics_channels_ignored": extra,
     }
     return Imported(stepper, provenance)

@@ -343,3 +343,16 @@ def test_a_text_file_is_an_unreadable_checkpoint(tmp_path):
         CheckpointError, match="cannot read the checkpoint, the file is truncated or corrupt"
     ):
         read_metadata(notes)
+
+
+def test_config_file_keys_mirror_the_flags(v1_files, tmp_path, capsys):
+    weights, means, stds = v1_files
+    config = tmp_path / "import.yaml"
+    config.write_text(
+        f"model: fourcastnet\nweights: {weights}\nmeans: {means}\nstds: {stds}\n"
+        f"out: {tmp_path / 'fcn.ckpt'}\ngrid: 9x16\nsparsity-threshold: 0.02\nno-progress: true\n"
+    )
+    assert main(["import", "--config", str(config)]) == 0
+    metadata = read_metadata(tmp_path / "fcn.ckpt")
+    assert metadata["hparams"]["sparsity_threshold"] == 0.02
+    assert metadata["provenance"]["not_in_weights"]["sparsity_threshold"] == 0.02

@@ -225,7 +225,7 @@ def test_v2_small_one_step_and_four_step_run_match_the_reference(store, tmp_path
     }
     assert (metadata["forcings"], metadata["residual"], metadata["history"]) == (False, False, 1)
     assert metadata["provenance"]["read_from_weights"]["embed_dim"] == 16
-    assert metadata["provenance"]["publisher_defaults"]["scale_factor"] == 2
+    assert metadata["provenance"]["not_in_weights"]["scale_factor"] == 2
     mean, std = np.load(means).ravel(), np.load(stds).ravel()
     assert metadata["normalizer"]["mean"] == pytest.approx(mean.astype(np.float64).tolist())
 
