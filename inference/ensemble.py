@@ -54,7 +54,12 @@ from inference.schedule import (
     same_request,
     write_json_atomic,
 )
-from inference.writers import BackgroundWriter, forecast_template, writer_for
+from inference.writers import (
+    DEFAULT_COMPRESSION,
+    BackgroundWriter,
+    forecast_template,
+    writer_for,
+)
 
 #: What ``on_blowup`` accepts.
 ON_BLOWUP = ("continue", "stop")
@@ -120,6 +125,8 @@ def run_forecast(
     overwrite: bool = False,
     show_progress: bool = True,
     log=print,
+    layout: str = "default",
+    compression: str = DEFAULT_COMPRESSION,
 ) -> RunResult:
     """Run forecasts from each of ``init_times`` and stream them to ``out``.
 
@@ -168,6 +175,11 @@ def run_forecast(
         Show a progress bar over steps (rank 0).
     log : callable
         Receives one-line messages (blow-ups, resume, skip).
+    layout : str
+        A key of :data:`inference.writers.LAYOUTS`: ``default``, ``wb2`` or ``cdo``.
+    compression : str
+        ``auto`` (zstd for Zarr, none for NetCDF), ``zstd``, ``deflate`` or ``none``;
+        the manifest records the codec it resolves to.
 
     Returns
     -------
@@ -203,7 +215,7 @@ def run_forecast(
             f"--channels names channel(s) {', '.join(unknown)} the model does not forecast",
             hint=f"it forecasts {', '.join(model_channels)}",
         )
-    writer = writer_for(out)
+    writer = writer_for(out, layout, compression)
     if world_size > 1 and not writer.parallel:
         raise ConfigError(
             f"{writer.suffix} output cannot be written by {world_size} ranks",
@@ -241,6 +253,8 @@ def run_forecast(
         "seed": int(seed),
         "channels": write_channels,
         "output_grid": grid_out.describe(),
+        "layout": layout,
+        "compression": writer.compression,
     }
 
     with contextlib.ExitStack() as stack:

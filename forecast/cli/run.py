@@ -11,7 +11,9 @@ Examples
 forecast is already finished it says so and exits 0. An interrupted Zarr run
 resumes from its last complete lead time when run again with the same
 options; a lock stops two runs writing one output. Each run leaves
-OUT.manifest.json. Under torchrun, ranks share the init times and members and
+OUT.manifest.json. --layout wb2 writes what WeatherBench2's evaluation reads
+without renames; --layout cdo writes a directory OUT/ of NetCDF files, one per
+init and member, that CDO, NCO and Iris read. Under torchrun, ranks share the init times and members and
 write their own regions of one Zarr store.
 """
 
@@ -46,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         required=True,
-        metavar="OUT.zarr|OUT.nc",
-        help="output; the suffix picks the format; {init} is replaced by the (first) init time, e.g. fc/{init}.zarr",
+        metavar="OUT.zarr|OUT.nc|OUT_DIR",
+        help="output; the suffix picks the format (a directory for --layout cdo); {init} is replaced by the "
+        "(first) init time, e.g. fc/{init}.zarr",
     )
     parser.add_argument(
         "--members",
@@ -128,6 +131,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite",
         action="store_true",
         help="replace an output that holds another or a finished forecast",
+    )
+    parser.add_argument(
+        "--layout",
+        default="default",
+        choices=("default", "wb2", "cdo"),
+        help="output layout: default (time, lead_time, member per channel), wb2 (WeatherBench2's names "
+        "and dims, read by its evaluation as is) or cdo (a directory OUT/ of NetCDF files, one per init "
+        "and member, for CDO, NCO and Iris) (default: default)",
+    )
+    parser.add_argument(
+        "--compression",
+        default="auto",
+        choices=("auto", "zstd", "deflate", "none"),
+        help="compression of the forecast variables: zstd, deflate (zlib: every NetCDF reader decodes "
+        "it, but it writes ~10x slower), none, or auto: zstd for Zarr, none for NetCDF (default auto; "
+        "docs/performance.md)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -211,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         show_progress=not args.no_progress,
         log=log,
+        layout=args.layout,
+        compression=args.compression,
     )
     if rank == 0 and result.status == "finished":
         blowups = (

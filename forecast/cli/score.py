@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "forecast",
         metavar="FORECAST",
-        help="forecast .zarr or .nc in the output layout of 'forecast run'",
+        help="forecast written by 'forecast run' in any --layout: .zarr, .nc or a cdo directory",
     )
     parser.add_argument(
         "--truth",

@@ -52,8 +52,9 @@ def test_layout_and_attributes_opened_by_plain_xarray(tmp_path, store, stepper, 
         "member": 3,
         "latitude": 16,
         "longitude": 32,
+        "bnds": 2,
     }
-    assert sorted(ds.data_vars) == sorted(CHANNELS)
+    assert list(ds.data_vars) == sorted([*CHANNELS, "latitude_bnds", "longitude_bnds"])
     assert ds["z500"].dims == ("time", "lead_time", "member", "latitude", "longitude")
     assert ds["z500"].dtype == np.float32
     assert ds["lead_time"].dtype.kind == "m"
@@ -153,7 +154,7 @@ def test_channel_subset_and_output_grid(tmp_path, store, stepper):
         output_grid=Grid.parse("8x16"),
     )
     ds = xr.open_dataset(out.out)
-    assert sorted(ds.data_vars) == ["t2m", "z500"]
+    assert sorted(ds.data_vars) == ["latitude_bnds", "longitude_bnds", "t2m", "z500"]
     assert ds.sizes["latitude"] == 8 and ds.sizes["longitude"] == 16
     np.testing.assert_allclose(ds["latitude"].values, Grid.equiangular(8, 16).latitude)
     # regridded, the field keeps its values where the grids share points, and its pattern elsewhere
