@@ -110,6 +110,7 @@ class Stepper(nn.Module):
         forcings: bool = True,
         residual: bool = True,
         diurnal: tuple[Sequence[float], np.ndarray] | None = None,
+        drop_south_pole: bool = False,
     ):
         super().__init__()
         channels = [str(c) for c in channels]
@@ -144,7 +145,9 @@ class Stepper(nn.Module):
         self.residual = bool(residual)
         self.n_forcing = len(FORCING_NAMES) if forcings else 0
         in_channels = self.history * len(channels) + self.n_forcing
-        self.model = build_model(model_name, in_channels, len(channels), grid, **self.hparams)
+        self.drop_south_pole = bool(drop_south_pole)
+        model_grid = without_south_pole(grid) if self.drop_south_pole else grid
+        self.model = build_model(model_name, in_channels, len(channels), model_grid, **self.hparams)
         # statistics as float32 buffers (not saved: the checkpoint holds the normaliser as plain numbers)
         self.register_buffer("mean", _as_buffer(self.normalizer.mean), persistent=False)
         self.register_buffer("std", _as_buffer(self.normalizer.std), persistent=False)
@@ -312,13 +315,20 @@ class Stepper(nn.Module):
             if tuple(forcing.shape) != expected:
                 raise DataError(f"forcing has shape {tuple(forcing.shape)}, expected {expected}")
             inputs = torch.cat([inputs, forcing[:, : self.n_forcing].to(inputs.dtype)], dim=1)
-        output = self.model(inputs)
+        output = self._backbone(inputs)
         if self.residual:
             last = x[:, -1]
             if self.n_baseline:
                 last = last + forcing[:, self.n_forcing :].to(x.dtype)
             return last + output.to(x.dtype) * self.tendency_scale.to(x.dtype)
         return output.to(x.dtype)
+
+    def _backbone(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The backbone on ``(batch, in, lat, lon)``; without the pole row when ``drop_south_pole``."""
+        if not self.drop_south_pole:
+            return self.model(inputs)
+        output = self.model(inputs[..., :-1, :])
+        return torch.cat([output, output[..., -1:, :]], dim=-2)
 
     def forward(self, x: torch.Tensor, forcing: torch.Tensor | None = None) -> torch.Tensor:
         """Same as :meth:`forward_normalized`."""
@@ -429,6 +439,7 @@ class Stepper(nn.Module):
             "residual": self.residual,
             "normalizer": self.normalizer.to_dict(),
             "diurnal_hours": None if self.diurnal_hours is None else list(self.diurnal_hours),
+            "drop_south_pole": self.drop_south_pole,
         }
 
     @classmethod
@@ -450,7 +461,27 @@ class Stepper(nn.Module):
             forcings=config["forcings"],
             residual=config["residual"],
             diurnal=diurnal,
+            drop_south_pole=bool(config.get("drop_south_pole", False)),  # absent before imports
         )
+
+
+def without_south_pole(grid: Grid) -> Grid:
+    """``grid`` without its last row, which must be the south pole of an equiangular grid.
+
+    Returns a ``regional`` grid with the same longitudes (e.g. the 720
+    northernmost rows 90 .. -89.75 of the 0.25-degree grid).
+
+    Raises
+    ------
+    GridError
+        If ``grid`` is not equiangular (its last row is not the pole).
+    """
+    if grid.kind != "equiangular":
+        raise GridError(
+            f"dropping the south-pole row needs an equiangular grid with poles, got {grid.describe()}",
+            hint="ingest the data on an equiangular grid, e.g. --grid 0.25deg",
+        )
+    return Grid("regional", grid.latitude[:-1], grid.longitude)
 
 
 def _as_buffer(values: np.ndarray) -> torch.Tensor:
