@@ -38,7 +38,7 @@ import torch
 from forecast.errors import CheckpointError, ForecastError
 from forecast.files import atomic_write
 from forecast.grid import Grid
-from forecast.stepper import Stepper
+from forecast.stepper import Stepper, TrainableStepper
 from forecast.steppers import stepper_from_config
 from forecast.time import format_step
 
@@ -110,7 +110,16 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
             path=path,
             hint="only load checkpoints written by save_checkpoint from a source you trust",
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        IndexError,
+        KeyError,
+    ) as err:
+        # (the weights-only unpickler fails on arbitrary bytes with index and key errors too)
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(
             f"cannot read the checkpoint, the file is truncated or corrupt ({reason[:160]})",
@@ -148,7 +157,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[Stepper, dict[str, Any]]:
+) -> tuple[TrainableStepper, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
     Parameters

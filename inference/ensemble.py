@@ -122,7 +122,7 @@ def run_forecast(
         When a member blows up and ``request.on_blowup == "stop"``.
     """
     started = time.perf_counter()
-    _check_agree(stepper, initial, perturbation, request)
+    _check_agree(stepper, initial, perturbation, writer, request)
     output = OutputFields(stepper.channels, stepper.grid, request.channels, request.output_grid)
     with ForecastRun(writer, request, log=log) as run:
         if run.action == "skip":
@@ -154,7 +154,11 @@ def run_forecast(
 
 
 def _check_agree(
-    stepper: Stepper, initial: InitialStates, perturbation: Perturbation, request: RunRequest
+    stepper: Stepper,
+    initial: InitialStates,
+    perturbation: Perturbation,
+    writer: Writer,
+    request: RunRequest,
 ) -> None:
     """The collaborators were built for ``request``: the identity describes what is computed."""
     if tuple(initial.labels) != tuple(request.init_times):
@@ -164,6 +168,10 @@ def _check_agree(
     if perturbation.spec != request.perturbation:
         raise ValueError(
             f"the perturbation was built from {perturbation.spec}, the request names {request.perturbation}"
+        )
+    if writer.compression != request.compression:
+        raise ValueError(
+            f"the writer compresses with {writer.compression}, the request names {request.compression}"
         )
     if list(initial.channels) != list(stepper.channels):
         raise ValueError("the initial states were loaded for another model's channels")
@@ -233,13 +241,12 @@ class _Members:
         self.timings = {"setup": 0.0, "perturbation": 0.0, "compute": 0.0, "wait": 0.0}
         self.blowups: list[BlowUp] = []
         self.background = BackgroundWriter(max_pending=2)
-        self.bar: Any = None
 
     def run(self, batches: list[Batch], show_progress: bool) -> list[BlowUp]:
         """Every batch, then wait for the writes; returns the blow-ups of all ranks."""
         done = {batch.index: self.run_record.completed(batch.index) for batch in batches}
         todo = sum(self.steps - max(done[b.index], 0) for b in batches)
-        self.bar = tqdm(
+        bar = tqdm(
             total=todo,
             desc="forecast steps",
             unit="step",
@@ -249,17 +256,17 @@ class _Members:
         try:
             for batch in batches:
                 if done[batch.index] < self.steps:
-                    self._batch(batch, done[batch.index])
+                    self._batch(batch, done[batch.index], bar)
             self._drain()
         except BaseException as err:
-            self.bar.close()
+            bar.close()
             try:
                 self.background.close()
             except BaseException:
                 pass
             self.run_record.fail(err, self.blowups)
             raise
-        self.bar.close()
+        bar.close()
         self.timings["write"] = self.background.busy_seconds
         return [b for part in distributed.gather(self.blowups) for b in part]
 
@@ -268,7 +275,7 @@ class _Members:
         self.background.close()
         self.timings["wait"] += time.perf_counter() - wait
 
-    def _batch(self, batch: Batch, done: int) -> None:
+    def _batch(self, batch: Batch, done: int, bar: tqdm) -> None:
         """Roll one batch out from lead ``done + 1`` (or from the start) and queue its writes."""
         times = self.initial.times[batch.init_index]
         labels = [self.initial.labels[i] for i in batch.init_index]
@@ -304,7 +311,7 @@ class _Members:
             self.background.submit(self.run_record.mark, batch.index, lead)
             self.timings["wait"] += time.perf_counter() - tick
             if lead > 0:
-                self.bar.update(1)
+                bar.update(1)
             if new and self.stop_on_blowup:
                 self._drain()
                 raise BlowUpError(

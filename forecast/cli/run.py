@@ -20,8 +20,10 @@ its interpolator, at the store's step like any forecast.
 forecast is already finished it says so and exits 0. An interrupted Zarr run
 resumes from its last complete lead time when run again with the same
 options; a lock stops two runs writing one output. Each run leaves
-OUT.manifest.json. Under torchrun, ranks share the init times and members and
-write their own regions of one Zarr store.
+OUT.manifest.json. --layout wb2 writes what WeatherBench2's evaluation reads
+without renames; --layout cdo writes a directory OUT/ of NetCDF files, one per
+init and member, that CDO, NCO and Iris read. Under torchrun, ranks share the
+init times and members and write their own regions of one Zarr store.
 """
 
 from __future__ import annotations
@@ -29,15 +31,18 @@ from __future__ import annotations
 import sys
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from forecast.cli.config import CommandConfig, option
 from forecast.errors import ConfigError
 from inference.perturbations.base import DEFAULT_AMPLITUDE
 from inference.perturbations.bred import BredPerturbation
 from inference.perturbations.grf import GRFPerturbation
 from inference.request import RunRequest, request_default
+from inference.writers.compression import DEFAULT_COMPRESSION
 
 
-def _option_default(options: type, name: str) -> Any:
+def _option_default(options: type[BaseModel], name: str) -> Any:
     return options.model_fields[name].default
 
 
@@ -52,12 +57,11 @@ class Config(CommandConfig):
     )
     steps: int = option(help="model steps per forecast", metavar="N")
     out: str = option(
-        help="output; the suffix picks the format; {init} is replaced by the (first) init time, e.g. fc/{init}.zarr",
-        metavar="OUT.zarr|OUT.nc",
+        help="output; the suffix picks the format (a directory for --layout cdo); {init} is replaced "
+        "by the (first) init time, e.g. fc/{init}.zarr",
+        metavar="OUT.zarr|OUT.nc|OUT_DIR",
     )
-    members: int = option(
-        request_default("members"), "ensemble members per init time", metavar="M"
-    )
+    members: int = option(request_default("members"), "ensemble members per init time", metavar="M")
     perturbation: str = option(
         "none", "initial-condition perturbation: none, gaussian, grf or bred"
     )
@@ -107,8 +111,18 @@ class Config(CommandConfig):
     device: Literal["auto", "cpu", "cuda"] = option(
         "auto", "where the model runs (auto: cuda when available)"
     )
-    overwrite: bool = option(
-        False, "replace an output that holds another or a finished forecast"
+    overwrite: bool = option(False, "replace an output that holds another or a finished forecast")
+    layout: Literal["default", "wb2", "cdo"] = option(
+        request_default("layout"),
+        "output layout: default (time, lead_time, member per channel), wb2 (WeatherBench2's names "
+        "and dims, read by its evaluation as is) or cdo (a directory OUT/ of NetCDF files, one per "
+        "init and member, for CDO, NCO and Iris)",
+    )
+    compression: Literal["auto", "zstd", "deflate", "none"] = option(
+        DEFAULT_COMPRESSION,
+        "compression of the forecast variables: zstd, deflate (zlib: every NetCDF reader decodes "
+        "it, but it writes ~10x slower), none, or auto: zstd for Zarr, none for NetCDF "
+        "(docs/performance.md)",
     )
     no_progress: bool = option(False, "no progress bar")
 
@@ -175,7 +189,7 @@ def run(args: Config) -> int:
     else:
         init_times = parse_init_spec(args.init, store_calendar(store))
         out = output_for(args.out, init_times[0])
-    writer = writer_for(out)
+    writer = writer_for(out, args.layout, args.compression)
     initial = InitialStates(store, init_times, stepper)
     spec = perturbation_spec(
         args.perturbation,
@@ -192,6 +206,8 @@ def run(args: Config) -> int:
         output_grid=Grid.parse(args.output_grid) if args.output_grid else None,
         members=args.members,
         perturbation=spec,
+        layout=args.layout,
+        compression=writer.compression,
         checkpoint_digest=checkpoint_digest(args.checkpoint),
         store=str(Path(args.data).resolve()),
         model_name=str(metadata.get("model", "")),

@@ -24,16 +24,14 @@ class Config(CommandConfig):
     """Options of ``forecast score``."""
 
     forecast: str = option(
-        help="forecast .zarr or .nc in the output layout of 'forecast run'",
+        help="forecast written by 'forecast run' in any --layout: .zarr, .nc or a cdo directory",
         metavar="FORECAST",
         positional=True,
     )
     truth: str = option(
         help="training store that holds the truth and its climatology", metavar="STORE.zarr"
     )
-    out: str | None = option(
-        None, "write the scores NetCDF here (atomically)", metavar="SCORES.nc"
-    )
+    out: str | None = option(None, "write the scores NetCDF here (atomically)", metavar="SCORES.nc")
     plots: str | None = option(
         None,
         "draw skill, spread-skill, rank histogram, spectra and map plots into DIR",
@@ -50,9 +48,7 @@ class Config(CommandConfig):
     table_region: str | None = option(
         None, "region shown in the printed table (default the first)", metavar="REGION"
     )
-    no_baselines: bool = option(
-        False, "score only the forecast, not persistence and climatology"
-    )
+    no_baselines: bool = option(False, "score only the forecast, not persistence and climatology")
     no_spectra: bool = option(False, "skip the power spectra")
     no_progress: bool = option(False, "hide the progress bar")
 

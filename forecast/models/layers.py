@@ -205,7 +205,7 @@ class PointwiseMLP(nn.Module):
         self.activation = activation
         self.fc2 = nn.Conv2d(hidden_channels, out_channels, 1, bias=False)
         nn.init.normal_(self.fc1.weight, std=math.sqrt(2.0 / in_channels))
-        nn.init.zeros_(self.fc1.bias)
+        nn.init.zeros_(self.fc1.bias)  # type: ignore[arg-type]  # made with bias=True
         nn.init.normal_(self.fc2.weight, std=math.sqrt(gain / hidden_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -226,6 +226,35 @@ def pointwise_linear(
     """A 1x1 convolution with variance-preserving initialisation (times ``gain``)."""
     layer = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
     nn.init.normal_(layer.weight, std=math.sqrt(gain / in_channels))
-    if bias:
+    if layer.bias is not None:
         nn.init.zeros_(layer.bias)
     return layer
+
+
+def pointwise_stack(
+    in_channels: int,
+    hidden: int,
+    out_channels: int,
+    layers: int,
+    activation: str,
+    output_bias: bool = False,
+) -> nn.Module:
+    """Encoder/decoder MLP of 1x1 convolutions: ``layers`` hidden layers of width ``hidden``.
+
+    ``layers == 0`` gives a single linear map. Hidden layers have a bias; the
+    output layer has one only with ``output_bias``. Acts on
+    ``(batch, in_channels, lat, lon)`` and returns ``(batch, out_channels, lat, lon)``;
+    with one hidden layer the parameters are ``0.weight``, ``0.bias`` and ``2.weight``.
+    """
+    if layers == 0:
+        return pointwise_linear(in_channels, out_channels, bias=output_bias)
+    modules: list[nn.Module] = []
+    current = in_channels
+    for _ in range(layers):
+        modules += [
+            pointwise_linear(current, hidden, gain=2.0, bias=True),
+            ACTIVATIONS[activation](),
+        ]
+        current = hidden
+    modules.append(pointwise_linear(current, out_channels, bias=output_bias))
+    return nn.Sequential(*modules)

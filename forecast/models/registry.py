@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from forecast.errors import ConfigError
+from forecast.errors import ConfigError, describe_problems
 from forecast.grid import Grid
 
 
@@ -88,15 +88,9 @@ def check_hparams(
     try:
         return cls(**dict(hparams or {}))
     except ValidationError as err:
-        problems = []
-        for item in err.errors():
-            key = ".".join(str(p) for p in item["loc"]) or "hparams"
-            if item["type"] == "extra_forbidden":
-                problems.append(f"unknown hyperparameter {key!r}")
-            else:
-                problems.append(f"{key}={item.get('input')!r}: {item['msg']}")
+        problems = describe_problems(err.errors(), "unknown hyperparameter {key!r}")
         raise ConfigError(
-            f"invalid hyperparameters for model {name!r}: {'; '.join(problems)}",
+            f"invalid hyperparameters for model {name!r}: {problems}",
             hint=f"allowed: {describe_hparams(cls)}",
         ) from err
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from forecast.errors import CheckpointError
-from forecast.stepper import StagedStepper, Stepper
+from forecast.stepper import StagedStepper, Stepper, TrainableStepper
 from forecast.steppers.backbone import BackboneStepper
 from forecast.steppers.boosted import BoostedStepper
 from forecast.steppers.dyffusion import DYffusionStepper
@@ -49,7 +49,7 @@ def check_trained(stepper: Stepper, path: str | Path | None = None) -> None:
         )
 
 
-def stepper_from_config(config: dict[str, Any]) -> Stepper:
+def stepper_from_config(config: dict[str, Any]) -> TrainableStepper:
     """Rebuild a stepper (freshly initialised tensors) from its ``config()``.
 
     Raises

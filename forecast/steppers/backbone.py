@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from forecast.diurnal import DiurnalBaseline
-from forecast.errors import DataError
+from forecast.errors import DataError, GridError
 from forecast.forcings import TIME_FORCINGS, Forcings, stack_forcings, time_forcings
 from forecast.grid import Grid
 from forecast.models import build_model, get_spec, hparams_to_dict, validate_hparams
@@ -61,9 +61,17 @@ class BackboneStepper(StateStepper):
         ``(hour, channel, lat, lon)``, anomalies from the daily mean in physical
         units of ``channels`` (:func:`forecast.store.diurnal_cycle`). Needs
         ``forcings`` and ``residual``.
+    drop_south_pole : bool
+        The backbone sees ``grid`` without its last row, the south pole of an
+        equiangular grid (FourCastNet v1: the 720 northernmost of the 721
+        rows at 0.25 degree); the pole row of each output is a copy of the
+        row next to it, so states stay on ``grid``.
     """
 
     kind = "backbone"
+    mean: torch.Tensor
+    std: torch.Tensor
+    tendency_scale: torch.Tensor
 
     def __init__(
         self,
@@ -76,7 +84,8 @@ class BackboneStepper(StateStepper):
         history: int = 1,
         forcings: bool = True,
         residual: bool = True,
-        diurnal: tuple[Sequence[float], np.ndarray] | None = None,
+        diurnal: tuple[Sequence[float] | np.ndarray, np.ndarray] | None = None,
+        drop_south_pole: bool = False,
     ):
         super().__init__(channels, grid, step, normalizer, history)
         self.model_name = model_name
@@ -87,12 +96,19 @@ class BackboneStepper(StateStepper):
         names = self.channels
         #: channels of :meth:`backbone_inputs`
         self.in_channels = self.history * len(names) + len(self.time_forcing_names)
-        self.model = build_model(model_name, self.in_channels, len(names), grid, **self.hparams)
+        self.drop_south_pole = bool(drop_south_pole)
+        #: grid the backbone sees (``grid`` without its pole row when ``drop_south_pole``)
+        self.model_grid = without_south_pole(grid) if self.drop_south_pole else grid
+        self.model = build_model(
+            model_name, self.in_channels, len(names), self.model_grid, **self.hparams
+        )
         self.diurnal: DiurnalBaseline | None = None
         if diurnal is not None:
             self.diurnal = self._diurnal_baseline(*diurnal)
 
-    def _diurnal_baseline(self, hours: Sequence[float], table: np.ndarray) -> DiurnalBaseline:
+    def _diurnal_baseline(
+        self, hours: Sequence[float] | np.ndarray, table: np.ndarray
+    ) -> DiurnalBaseline:
         if not (self.use_forcings and self.residual):
             raise DataError(
                 "the diurnal baseline needs time forcings and residual mode",
@@ -174,7 +190,7 @@ class BackboneStepper(StateStepper):
                 hint="pass stepper.forcings(times)",
             )
         for name in self.forcing_names:
-            expected = (batch, *self.grid.shape)
+            expected: tuple[int, ...] = (batch, *self.grid.shape)
             if name == DIURNAL_CHANGE:
                 expected = (batch, len(self.channels), *self.grid.shape)
             if tuple(forcings[name].shape) != expected:
@@ -201,13 +217,24 @@ class BackboneStepper(StateStepper):
         torch.Tensor
             ``(batch, channel, lat, lon)``, normalised state one step after ``x[:, -1]``.
         """
-        output = self.model(self.backbone_inputs(x, forcings))
+        output = self.apply_network(self.model, self.backbone_inputs(x, forcings))
         if self.residual:
             last = x[:, -1]
             if self.diurnal is not None:
                 last = last + forcings[DIURNAL_CHANGE].to(x.dtype)
             return last + output.to(x.dtype) * self.tendency_scale.to(x.dtype)
         return output.to(x.dtype)
+
+    def apply_network(self, network: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """``network`` (on :attr:`model_grid`) on ``(batch, in, lat, lon)`` fields of :attr:`grid`.
+
+        Without the pole row when ``drop_south_pole``; the pole row of the
+        output is then a copy of the row next to it.
+        """
+        if not self.drop_south_pole:
+            return network(inputs)
+        output = network(inputs[..., :-1, :])
+        return torch.cat([output, output[..., -1:, :]], dim=-2)
 
     def forward(self, x: torch.Tensor, forcings: Forcings | None = None) -> torch.Tensor:
         """Same as :meth:`forward_normalized`."""
@@ -264,6 +291,7 @@ class BackboneStepper(StateStepper):
             "forcings": self.use_forcings,
             "residual": self.residual,
             "diurnal_hours": None if self.diurnal is None else list(self.diurnal.hours),
+            "drop_south_pole": self.drop_south_pole,
         }
 
     @classmethod
@@ -285,4 +313,25 @@ class BackboneStepper(StateStepper):
             forcings=config["forcings"],
             residual=config["residual"],
             diurnal=diurnal,
+            drop_south_pole=bool(config.get("drop_south_pole", False)),  # absent before imports
         )
+
+
+def without_south_pole(grid: Grid) -> Grid:
+    """``grid`` without its last row, which must be the south pole of an equiangular grid.
+
+    Returns a ``regional`` grid with the same longitudes (e.g. the 720
+    northernmost rows 90 .. -89.75 of the 0.25-degree grid).
+
+    Raises
+    ------
+    GridError
+        If ``grid`` is not equiangular (its last row is not the pole).
+    """
+    if grid.kind != "equiangular":
+        raise GridError(
+            f"dropping the south-pole row needs an equiangular grid with poles, got {grid.describe()}",
+            hint="ingest the data on an equiangular grid, e.g. --grid 0.25deg",
+        )
+    return Grid("regional", grid.latitude[:-1], grid.longitude)
+

@@ -77,7 +77,9 @@ class BoostedStepper(StateStepper):
         self.model_name = model_name
         self.hparams = hparams_to_dict(validate_hparams(get_spec(model_name), hparams or {}))
         n = len(self.channels)
-        self.booster = build_model(model_name, first.in_channels + n, n, first.grid, **self.hparams)
+        self.booster = build_model(
+            model_name, first.in_channels + n, n, first.model_grid, **self.hparams
+        )
         scale = np.ones(n) if residual_scale is None else np.asarray(residual_scale, np.float64)
         if scale.shape != (n,) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
             raise DataError(f"residual_scale needs {n} positive values, got {scale.tolist()}")
@@ -113,7 +115,7 @@ class BoostedStepper(StateStepper):
         """
         base = self.first.forward_normalized(x, forcings)
         inputs = torch.cat([self.first.backbone_inputs(x, forcings), base.to(x.dtype)], dim=1)
-        residual = self.booster(inputs).to(x.dtype)
+        residual = self.first.apply_network(self.booster, inputs).to(x.dtype)
         return base + residual * self.residual_scale.to(x.dtype)
 
     def forward(self, x: torch.Tensor, forcings: Forcings | None = None) -> torch.Tensor:

@@ -34,12 +34,15 @@ class Writer(Protocol):
         (then :meth:`resume` and :meth:`read` work).
     parallel : bool
         Whether several processes may write their own regions of one output.
+    compression : str
+        The codec of the forecast variables (``zstd``, ``deflate`` or ``none``).
     """
 
     path: Path
     suffix: str
     resumable: bool
     parallel: bool
+    compression: str
 
     def create(self, template: xr.Dataset) -> None:
         """Start a new output (replacing any unfinished one) from an empty template."""
@@ -87,6 +90,8 @@ class ForecastWriter:
     resumable = False
     #: Whether several processes may write their own regions of one output.
     parallel = False
+    #: The codec of the forecast variables (resolved by subclasses that compress).
+    compression = "none"
 
     def __init__(self, path: Path):
         self.path = Path(path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import pathlib
 import subprocess
 import sys
@@ -46,7 +45,9 @@ def make_stepper(model: str = "sfno", hparams: dict | None = None) -> BackboneSt
         "pos_embed": "spherical_harmonics",
         "pos_embed_degree": 2,
     }
-    return BackboneStepper(model, hparams, CHANNELS, GRID, dt.timedelta(hours=6), NORMALIZER, history=2)
+    return BackboneStepper(
+        model, hparams, CHANNELS, GRID, dt.timedelta(hours=6), NORMALIZER, history=2
+    )
 
 
 def state() -> torch.Tensor:
@@ -100,17 +101,17 @@ def test_round_trip_in_fresh_process_is_bit_for_bit(saved, tmp_path, one_thread)
         f"""
         import numpy as np, torch
         from forecast.checkpoint import load_checkpoint
+        torch.set_num_threads({torch.get_num_threads()})
         stepper, metadata = load_checkpoint({str(path)!r})
         x = torch.load({str(inputs)!r}, weights_only=True)["state"]
         times = np.array({[str(t) for t in TIMES]!r}, dtype="datetime64[ns]")
         torch.save({{"out": stepper.advance(x, times)}}, {str(tmp_path / "out.pt")!r})
         """
     )
-    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    # the same thread count as this process: a float sum's order depends on it
     subprocess.run(
         [sys.executable, "-c", script],
         check=True,
-        env=environment,
         cwd=pathlib.Path(__file__).parents[2],
     )
     out = torch.load(tmp_path / "out.pt", weights_only=True)["out"]
@@ -159,6 +160,31 @@ def test_truncated_file(saved, tmp_path):
     ) as info:
         load_checkpoint(broken)
     assert "\n" not in str(info.value) and "copy it again" in str(info.value)
+
+
+def test_errors_keep_their_cause_for_debug(saved, tmp_path, capsys):
+    """A corrupt file's error names the file in one line, and --debug shows the reader's own error."""
+    from forecast.cli.main import main
+
+    path, _ = saved
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(broken)
+    assert info.value.__cause__ is not None
+    argv = ["run", "--checkpoint", str(broken), "--data", str(tmp_path), "--init", "2020-01-01",
+            "--steps", "1", "--out", str(tmp_path / "fc.zarr")]  # fmt: skip
+    store = tmp_path / "store.zarr"  # the store is opened first: give it one
+    from tests.inference.conftest import write_store
+
+    write_store(store)
+    argv[4] = str(store)
+    assert main(argv) == 1
+    assert "\n" not in capsys.readouterr().err.strip()
+    assert main([*argv, "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "The above exception was the direct cause of the following exception" in err
+    assert type(info.value.__cause__).__name__ in err
 
 
 def test_unknown_format_version(tmp_path):
@@ -260,7 +286,9 @@ def test_diurnal_baseline_round_trip_and_missing_table(tmp_path):
     loaded, metadata = load_checkpoint(path)
     assert metadata["diurnal_hours"] == hours
     torch.testing.assert_close(loaded.diurnal.table, stepper.diurnal.table, rtol=0, atol=0)
-    torch.testing.assert_close(loaded.advance(state(), TIMES), stepper.eval().advance(state(), TIMES))
+    torch.testing.assert_close(
+        loaded.advance(state(), TIMES), stepper.eval().advance(state(), TIMES)
+    )
     payload = torch.load(path, weights_only=True)
     assert set(payload["state_dict"]) == set(stepper.state_dict())  # saved as it is
     del payload["state_dict"]["diurnal.table"]

@@ -62,9 +62,10 @@ def _build(
 
 
 def test_registry_names():
-    assert model_names() == ["afno", "fno", "sfno"]
-    assert set(MODELS) == {"afno", "fno", "sfno"}
+    assert model_names() == ["afno", "fno", "sfno", "sfno-nonlinear"]
+    assert set(MODELS) == {"afno", "fno", "sfno", "sfno-nonlinear"}
     assert MODELS["sfno"].global_only and not MODELS["afno"].global_only
+    assert MODELS["sfno-nonlinear"].global_only
 
 
 @pytest.mark.parametrize(("name", "kind"), CASES)
@@ -249,6 +250,17 @@ def test_patch_size_pair_and_int():
     assert build_model(
         "afno", 2, 2, grid, embed_dim=8, depth=1, num_blocks=2, patch_size=[2, 8]
     ).patch == (2, 8)
+
+
+@pytest.mark.parametrize("name", ["sfno", "afno", "fno"])
+def test_default_hyperparameters_build_and_run(name):
+    """Every backbone with no hyperparameters given: the defaults pass their own validators."""
+    grid = Grid.equiangular(32, 64)
+    model = build_model(name, 4, 4, grid)
+    out = model(torch.randn(1, 4, *grid.shape))
+    assert out.shape == (1, 4, *grid.shape) and torch.isfinite(out).all()
+    if name == "afno":
+        assert model.patch == (8, 8)
 
 
 def test_bad_channel_count():

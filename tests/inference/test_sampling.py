@@ -114,7 +114,13 @@ def test_interrupted_mid_horizon_resumes_to_the_uninterrupted_output(tmp_path, s
 
     def attempt(writer):
         request = RunRequest.for_stepper(
-            sampler, initial.labels, STEPS, members=3, batch_size=2, perturbation=spec
+            sampler,
+            initial.labels,
+            STEPS,
+            members=3,
+            batch_size=2,
+            perturbation=spec,
+            compression=writer.compression,
         )
         return run_forecast(
             sampler, initial, build_perturbation(spec, sampler), writer, request,
