@@ -86,11 +86,13 @@ def trained(run_dir: Path) -> bool:
     return (run_dir / "latest.ckpt").exists() and (run_dir / "cpu.json").exists()
 
 
-def train_dyffusion(work: Path, store: Path) -> float:
+def train_dyffusion(work: Path, store: Path, *budget: str) -> float:
+    """Train DYffusion (``budget``: extra ``forecast train`` options); its CPU seconds."""
     run_dir = work / "dyffusion"
     if not trained(run_dir):
         cpu = forecast("train", "--config", str(DYFFUSION_CONFIG), "--data", str(store),
-                       "--out", str(run_dir), "--no-progress", log=work / "dyffusion.log")  # fmt: skip
+                       "--out", str(run_dir), "--no-progress", *budget,
+                       log=work / "dyffusion.log")  # fmt: skip
         (run_dir / "cpu.json").write_text(json.dumps({"cpu_s": cpu}))
     return json.loads((run_dir / "cpu.json").read_text())["cpu_s"]
 
@@ -132,15 +134,15 @@ def train_sfno(work: Path, store: Path, budget: float) -> tuple[float, int]:
     return record["cpu_s"], record["steps"]
 
 
-def held_out_inits(store: Path, history: int = 2, lead_steps: int = 20) -> str:
-    """Initial times whose history and 120 h of truth lie in the last 15% of the store, every 12 h."""
+def held_out_inits(store: Path, history: int = 2, lead_steps: int = 20, every_h: int = 12) -> str:
+    """Initial times whose history and 120 h of truth lie in the last 15% of the store."""
     from forecast.store import open_store
     from forecast.time import format_time
 
     times = open_store(store)["time"].values
     first = int(round(len(times) * 0.85)) + history - 1
     last = len(times) - 1 - lead_steps
-    return f"{format_time(times[first])}/{format_time(times[last])}/12h"
+    return f"{format_time(times[first])}/{format_time(times[last])}/{every_h}h"
 
 
 def run_and_score(work: Path, store: Path, name: str, checkpoint: Path, inits: str, *extra: str):
@@ -217,16 +219,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="work/dyffusion_evidence")
     parser.add_argument("--skip-long", action="store_true", help="skip the one-year rollout")
+    parser.add_argument("--max-steps", type=int, help="DYffusion's optimiser steps (default: its config's)")
+    parser.add_argument("--interpolator-steps", type=int, help="of which stage 1 (default: its config's)")
+    parser.add_argument("--init-every", type=int, default=12, help="hours between held-out inits")
     args = parser.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     print("== store", flush=True)
     store = build_store(work)
     print("== train DYffusion", flush=True)
-    dy_cpu = train_dyffusion(work, store)
+    budget = [f"--{k.replace('_', '-')}={v}" for k, v in
+              (("max_steps", args.max_steps), ("interpolator_steps", args.interpolator_steps),
+               ("val_every", args.max_steps)) if v]  # fmt: skip
+    dy_cpu = train_dyffusion(work, store, *budget)
     print("== train the deterministic SFNO for the same CPU time", flush=True)
     sfno_cpu, sfno_steps = train_sfno(work, store, dy_cpu)
-    inits = held_out_inits(store)
+    inits = held_out_inits(store, every_h=args.init_every)
     print(f"== ensembles from {inits}", flush=True)
     dy = run_and_score(work, store, "dyffusion", work / "dyffusion" / "best.ckpt", inits)
     sfno = run_and_score(work, store, "sfno", work / "sfno" / "best.ckpt", inits,

@@ -59,6 +59,14 @@ def continue_training(first: Path, store: Path, out: Path, steps: int, rollout_s
     train(request, stepper=stepper)
 
 
+def first_budget(steps: int | None) -> list[str]:
+    """``forecast train`` options for a first model of ``steps`` steps, the demo's curriculum scaled."""
+    if not steps:
+        return []
+    schedule = f"0:1,{int(0.5 * steps)}:2,{int(0.8 * steps)}:4"
+    return ["--max-steps", str(steps), "--rollout-schedule", schedule, "--val-every", str(steps)]
+
+
 def child(*argv: str) -> float:
     """This script in a child process; its CPU seconds."""
     import os
@@ -91,6 +99,7 @@ def main() -> int:
     parser.add_argument("--booster", default="fno", help="backbone of the booster")
     parser.add_argument("--booster-hparams", default="embed_dim=32,num_layers=4")
     parser.add_argument("--boost-steps", type=int, default=400)
+    parser.add_argument("--first-steps", type=int, help="first model's steps (default: the config's 1000)")
     parser.add_argument("--continue-rollout-steps", type=int, default=4)
     parser.add_argument("--only", choices=("continue",), help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
@@ -110,7 +119,8 @@ def main() -> int:
         print(f"== first model ({args.first})", flush=True)
         record["first_cpu_s"] = forecast(
             "train", "--config", str(DEMO / "train.yaml"), "--model", args.first, "--data", str(store),
-            "--out", str(first_dir), "--no-progress", log=work / f"first_{args.first}.log",
+            "--out", str(first_dir), "--no-progress", *first_budget(args.first_steps),
+            log=work / f"first_{args.first}.log",
         )  # fmt: skip
         record_path.write_text(json.dumps(record))
     boosted_dir = work / f"boosted_{args.first}_{args.booster}"
