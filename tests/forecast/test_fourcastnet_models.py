@@ -192,3 +192,37 @@ def test_stepper_drop_south_pole_hook():
             residual=False,
             drop_south_pole=True,
         )
+
+
+def test_booster_of_a_model_without_the_pole_row_sees_the_same_rows():
+    """SpecBoost over an imported FourCastNet v1 (drop_south_pole): the booster runs on its rows."""
+    import datetime as dt
+
+    from forecast.normalize import Normalizer
+    from forecast.steppers import BackboneStepper, BoostedStepper
+
+    channels = ["z500", "t850"]
+    normalizer = Normalizer(tuple(channels), np.zeros(2), np.ones(2), np.ones(2))
+    first = BackboneStepper(
+        "afno",
+        {"patch_size": 4, "embed_dim": 8, "depth": 1, "num_blocks": 2},
+        channels,
+        Grid.equiangular(9, 16),
+        dt.timedelta(hours=6),
+        normalizer,
+        forcings=False,
+        residual=False,
+        drop_south_pole=True,
+    )
+    torch.manual_seed(0)
+    boosted = BoostedStepper(first, "afno", {"patch_size": 4, "embed_dim": 8, "depth": 1})
+    assert boosted.booster.grid.shape == (8, 16)
+    torch.nn.init.normal_(boosted.booster.head.weight)  # a booster that adds something
+    state = torch.randn(1, 2, 9, 16)
+    time = np.array(["2020-01-01T00"], dtype="datetime64[ns]")
+    out = boosted.eval().advance(state, time)
+    assert not torch.equal(out, first.advance(state, time))
+    assert torch.equal(out[..., -1, :], out[..., -2, :])
+    changed = state.clone()
+    changed[..., -1, :] += 100.0  # neither network sees the pole row of the input
+    assert torch.equal(boosted.advance(changed, time), out)
