@@ -154,9 +154,9 @@ def run_and_score(work: Path, store: Path, name: str, checkpoint: Path, inits: s
         (work / f"{name}_run_cpu.json").write_text(json.dumps({"cpu_s": cpu}))
         forecast("score", str(out), "--truth", str(store), "--out", str(scores),
                  "--region", "global", "--no-progress", log=work / f"{name}_score.log")  # fmt: skip
-    import xarray as xr
+    from forecast.scoring.scores_file import open_scores
 
-    return xr.open_dataset(scores)
+    return open_scores(scores)
 
 
 def _at(scores, metric: str, hours: int):

@@ -257,3 +257,44 @@ def test_boost_resumes_and_refuses_a_non_backbone(toy_store, tmp_path):
                 toy_store, "dyffusion", tmp_path / "y", boost=first_dir / "latest.ckpt", **OPTIONS
             )
         )
+
+
+def test_boosted_checkpoint_runs_and_scores_as_one_model(toy_store, tmp_path, capsys):
+    """``forecast train --boost``, then ``forecast run`` and ``forecast score`` of the pair."""
+    import xarray as xr
+
+    from forecast.store import open_store
+
+    first_dir, run_dir = tmp_path / "first", tmp_path / "boosted"
+    train(TrainRequest(
+        toy_store, "sfno", first_dir, hparams=TINY, max_steps=2, val_every=2, workers=0, **OPTIONS,
+    ))  # fmt: skip
+    common = ["--batch-size", "4", "--val-samples", "4", "--workers", "0", "--device", "cpu"]
+    assert main([
+        "train", "--data", str(toy_store), "--boost", str(first_dir / "latest.ckpt"), "--model",
+        "fno", "--hparams", "embed_dim=8,num_layers=1", "--max-steps", "3", "--val-every", "3",
+        "--out", str(run_dir), "--no-progress", *common,
+    ]) == 0  # fmt: skip
+    checkpoint = run_dir / "latest.ckpt"
+    out, scores = tmp_path / "fc.zarr", tmp_path / "scores.nc"
+    assert main([
+        "run", "--checkpoint", str(checkpoint), "--data", str(toy_store), "--init",
+        "2020-01-10T00", "--steps", "2", "--out", str(out), "--no-progress",
+    ]) == 0  # fmt: skip
+    boosted, _ = load_checkpoint(checkpoint)
+    store = open_store(toy_store)
+    initial = torch.as_tensor(store["data"].sel(time=["2020-01-10T00"]).values, dtype=torch.float32)
+    expected = boosted.advance(initial, store["time"].sel(time=["2020-01-10T00"]).values)
+    written = xr.open_zarr(out)
+    for index, channel in enumerate(boosted.channels):
+        np.testing.assert_allclose(
+            written[channel].isel(time=0, lead_time=1, member=0).values,
+            expected[0, index].numpy(),
+            rtol=1e-5,
+            atol=1e-4,
+        )
+    assert main(["score", str(out), "--truth", str(toy_store), "--out", str(scores), "--no-progress"]) == 0
+    from forecast.scoring.scores_file import open_scores
+
+    rmse = open_scores(scores)["rmse"].sel(model="forecast")
+    assert np.isfinite(rmse.values).all() and float(rmse.max()) > 0
