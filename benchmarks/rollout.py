@@ -213,6 +213,7 @@ def engine_run(
     start = time.perf_counter()
     initial = InitialStates(store, parse_init_spec(INIT, "standard"), stepper)
     spec = perturbation_spec(perturbation, 0.05, stepper.channels, seed=0)
+    writer = writer_for(out, compression="none")  # uncompressed chunks, as measured below
     request = RunRequest.for_stepper(
         stepper,
         initial.labels,
@@ -221,12 +222,13 @@ def engine_run(
         perturbation=spec,
         batch_size=batch_size,
         overwrite=True,
+        compression=writer.compression,
     )
     result = run_forecast(
         stepper,
         initial,
         build_perturbation(spec, stepper),
-        writer_for(out),
+        writer,
         request,
         show_progress=False,
         log=lambda m: None,
