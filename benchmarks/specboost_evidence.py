@@ -12,8 +12,8 @@ Stages (each skipped when its product exists; the store is the one of
    ``--boost-steps`` one-step (``--rollout-steps 1``) steps; its process CPU
    time measured.
 3. ``continued``: the fair comparison: the first model trained on from its
-   best checkpoint for the same CPU time (its number of steps set from a
-   20-step calibration of its cost per step), with the same optimiser
+   best checkpoint for the same CPU time (its number of steps set from its
+   marginal CPU cost per step: a 30-step minus a 10-step run), with the same optimiser
    settings and its own final curriculum (``--continue-rollout-steps``, default
    4 as the demo's last phase).
 4. The 24 h (4-step) area-weighted RMSE per channel of the first model, the
@@ -137,10 +137,17 @@ def main() -> int:
     continued_dir = work / f"continued_{args.first}"
     if "continued_cpu_s" not in record:
         print("== the first model trained on for the same CPU time", flush=True)
-        calibration = child("--workdir", str(work), "--first", args.first, "--only", "continue",
-                            "--steps", "20", "--out", str(work / "calibrate_continue"),
-                            "--continue-rollout-steps", str(args.continue_rollout_steps))  # fmt: skip
-        steps = max(int(record["boost_cpu_s"] / (calibration / 20)), 1)
+        # marginal cost per step: 30 minus 10 steps, so that the process start cancels
+        calibration = {}
+        for calibration_steps in (10, 30):
+            calibration[calibration_steps] = child(
+                "--workdir", str(work), "--first", args.first, "--only", "continue",
+                "--steps", str(calibration_steps),
+                "--out", str(work / f"calibrate_continue_{calibration_steps}"),
+                "--continue-rollout-steps", str(args.continue_rollout_steps),
+            )  # fmt: skip
+        per_step = max(calibration[30] - calibration[10], 1e-3) / 20
+        steps = max(int(record["boost_cpu_s"] / per_step), 1)
         record["continued_steps"] = steps
         record["continued_cpu_s"] = child(
             "--workdir", str(work), "--first", args.first, "--only", "continue", "--steps", str(steps),
