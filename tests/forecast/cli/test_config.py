@@ -83,8 +83,7 @@ def test_every_yaml_under_configs_loads_through_its_model(path: Path):
 def test_demo_train_config_holds_each_backbone():
     path = REPO / "configs" / "demo" / "train.yaml"
     config = resolve(config_class("train"), argparse.Namespace(**REQUIRED["train"]), path, "train")
-    # every backbone but the published FourCastNet v2's non-linear SFNO (from forecast import)
-    assert set(config.model.sections) == set(MODELS) - {"sfno-nonlinear"}
+    assert set(config.model.sections) == set(MODELS)
     fno = resolve(
         config_class("train"), parse("train", ["--model", "fno", *_required_flags()]), path, "train"
     ).to_request()
