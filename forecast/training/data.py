@@ -42,7 +42,7 @@ class TrainingWindows:
 
     Attributes
     ----------
-    store_path : Path
+    store_path : str or Path
         The training store.
     times : numpy.ndarray
         Its time coordinate, shape ``(time,)``.
@@ -52,7 +52,7 @@ class TrainingWindows:
         Window start indices (see :func:`split_windows`).
     """
 
-    store_path: Path
+    store_path: str | Path
     times: np.ndarray
     channel_indices: tuple[int, ...]
     train_starts: np.ndarray
@@ -184,7 +184,10 @@ class WindowDataset(Dataset):
         if self._array is None:
             import zarr
 
-            self._array = zarr.open_array(self.path, path="data", mode="r")
+            from forecast import storage
+
+            store = storage.zarr_store(self.path, read_only=True)
+            self._array = zarr.open_array(store, path="data", mode="r")
         return self._array
 
     def read(self, start: int, length: int) -> np.ndarray:
