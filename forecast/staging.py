@@ -8,15 +8,16 @@ exactly as they write a local one, in a staging folder on the local disk
 
 - **a file** is one object (a single PUT, or a multipart upload that only
   appears when it completes): readers see the old object or the new one;
-- **a folder** (a Zarr forecast, a cdo directory) first loses its
-  completion marker (``OUT.manifest.json``) and root ``zarr.json``, so it
-  stops looking complete; then its data objects are uploaded, then every
+- **a forecast** (a Zarr store, a NetCDF file, a cdo directory) first gets
+  the manifest ``OUT.manifest.json`` with status ``publishing`` (the
+  completion marker taken away) and loses its root ``zarr.json``, so it
+  stops looking complete; then the objects of an older version that the
+  new one lacks are deleted, its data objects are uploaded, then every
   array's metadata, then the root ``zarr.json``, and the manifest with
   status ``finished`` is written last (:func:`inference.remote.publish_run`).
-  Objects of an older version that the new one lacks are deleted before
-  the root is written. A publish killed at any point leaves an output
-  that readers refuse (:func:`require_published`); rerunning the command
-  publishes it again from the stage.
+  A publish killed at any point leaves an output that readers refuse
+  (:func:`require_published`); rerunning the command publishes it again
+  from the stage (the ``publishing`` manifest names the same request).
 
 The staging folder is ``$FORECAST_STAGING`` (default
 ``~/.cache/forecast/staging``), one subfolder per remote folder, so that a
@@ -168,9 +169,9 @@ def require_published(url: str, what: str = "forecast", writer: str = "forecast 
     )
 
 
-def withdraw(url: str) -> None:
-    """Make the output at ``url`` stop looking complete: delete its manifest, then its root metadata."""
-    storage.remove(manifest_url(url))
+def withdraw(url: str, marker: bytes) -> None:
+    """Make the output at ``url`` stop looking complete: ``marker`` (an unfinished manifest) replaces its manifest, then its root metadata goes."""
+    storage.write_bytes(manifest_url(url), marker)
     for name in _METADATA:
         storage.remove(storage.join(url, name))
 
@@ -183,21 +184,22 @@ def _upload_order(local: Path) -> list[Path]:
     return data + metadata
 
 
-def publish(local: str | Path, url: str, manifest: bool = True) -> None:
+def publish(local: str | Path, url: str, marker: bytes | None = None) -> None:
     """Upload a staged file or folder to ``url`` so that no reader sees part of it as complete.
 
     A file is one object. A folder's files are uploaded in
-    :func:`_upload_order`. With ``manifest`` (a forecast, a folder this
-    software owns), the output is first withdrawn (:func:`withdraw`), the
-    objects under it that the staged folder lacks are deleted, and the caller
-    writes the manifest afterwards (:func:`inference.remote.publish_run`) as the
-    completion marker. Without it (plots), other objects are left alone.
+    :func:`_upload_order`. With ``marker`` (a forecast: its manifest with
+    an unfinished status), the output is first withdrawn (:func:`withdraw`),
+    the objects under it that the staged folder lacks are deleted, and the
+    caller writes the finished manifest afterwards
+    (:func:`inference.remote.publish_run`) as the completion marker. Without
+    it (checkpoints, scores, plots), other objects are left alone.
     """
     local = Path(local)
     fs, inner = storage.filesystem(url)
     with storage.storage_errors(url, "write"):
-        if manifest:
-            withdraw(url)
+        if marker is not None:
+            withdraw(url, marker)
         if local.is_file():
             fs.put_file(str(local), inner)
             return
@@ -208,7 +210,7 @@ def publish(local: str | Path, url: str, manifest: bool = True) -> None:
             existing = fs.find(inner)
         except FileNotFoundError:
             existing = []
-        stale = [key for key in existing if key not in wanted] if manifest else []
+        stale = [key for key in existing if key not in wanted] if marker is not None else []
         if stale:
             fs.rm(stale)
         data = [p for p in order if p.name not in _METADATA]
@@ -235,7 +237,7 @@ def output_path(url: str | Path) -> Iterator[Path]:
         local = Path(folder) / storage.basename(url)
         yield local
         if local.exists():
-            publish(local, str(url), manifest=False)
+            publish(local, str(url))
 
 
 def open_remote_dataset(url: str):

@@ -8,9 +8,11 @@ under the URL's own lock (:func:`forecast.locking.lock`):
   beside the URL, like :func:`inference.run.decide` does locally: a finished
   forecast of the same request is skipped, another request's or a foreign
   output is refused without ``--overwrite``;
-- :func:`publish_run` uploads the finished stage (:func:`forecast.staging.publish`)
-  and writes the manifest last, with ``output`` set to the URL, then empties
-  the stage.
+- :func:`publish_run` uploads the finished stage (:func:`forecast.staging.publish`,
+  which first replaces the manifest by one with status ``publishing``) and
+  writes the finished manifest last, with ``output`` set to the URL, then
+  empties the stage. A killed publish leaves the ``publishing`` manifest:
+  readers refuse the output, and the same command publishes it again.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from forecast.errors import DataError
 from inference.request import RunRequest
 from inference.schedule import FINISHED, manifest_path, read_manifest
 
-__all__ = ["decide_remote", "publish_run"]
+__all__ = ["PUBLISHING", "decide_remote", "publish_run"]
+
+#: Manifest status of a forecast whose objects are being uploaded.
+PUBLISHING = "publishing"
+
+
+def _json(content: dict) -> bytes:
+    return (json.dumps(content, indent=2, default=str) + "\n").encode()
 
 
 def decide_remote(url: str, request: RunRequest) -> Literal["skip", "run"]:
@@ -71,9 +80,10 @@ def publish_run(stage: Path, url: str) -> None:
     manifest = read_manifest(stage)
     if manifest is None or manifest.get("status") != FINISHED:
         raise DataError("the staged forecast is not finished; nothing was published", path=stage, hint="rerun the command")
-    staging.publish(stage, url)
     manifest["output"] = url
-    storage.write_bytes(staging.manifest_url(url), (json.dumps(manifest, indent=2, default=str) + "\n").encode())
+    marker = {**manifest, "status": PUBLISHING}
+    staging.publish(stage, url, marker=_json(marker))
+    storage.write_bytes(staging.manifest_url(url), _json(manifest))
     if stage.is_dir():
         shutil.rmtree(stage)
     else:

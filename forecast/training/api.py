@@ -178,7 +178,7 @@ def _publisher(stage: Path, url: str):
     def publish(names: list[str]) -> None:
         for name in names:
             if (stage / name).exists():
-                staging.publish(stage / name, storage.join(url, name), manifest=False)
+                staging.publish(stage / name, storage.join(url, name))
 
     return publish
 

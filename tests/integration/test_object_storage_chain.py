@@ -10,8 +10,13 @@ from s3:// sources.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +39,7 @@ TRAIN = [
     "--batch-size", "2", "--workers", "0", "--device", "cpu", "--val-fraction", "0.3",
     "--val-every", "2", "--val-samples", "2", "--no-progress",
 ]  # fmt: skip
+REPO = Path(__file__).resolve().parents[2]
 RUN = ["--init", "2020-01-02T00", "--steps", "2", "--no-progress"]
 
 
@@ -153,16 +159,89 @@ def test_a_forecast_being_published_is_refused_and_another_request_is_refused(ch
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
     assert err.startswith(f"forecast run: error: {forecast}: output holds a finished forecast with other settings (init_times")
-    # a publish that stops after withdrawing the old one (a kill): readers refuse it until a rerun publishes again
-    staging.withdraw(forecast)
-    manifest_key = forecast + ".manifest.json"
-    storage.write_bytes(manifest_key, json.dumps({"status": "running"}).encode())
-    code = main(["score", forecast, "--truth", store, "--no-progress", "--no-spectra"])
-    err = capsys.readouterr().err.strip()
-    assert code == 1 and len(err.splitlines()) == 1 and f"{forecast}: the forecast is incomplete" in err
-    assert main(["run", "--checkpoint", f"{run}/best.ckpt", "--data", store, "--out", forecast, *RUN, "--overwrite"]) == 0
-    assert json.loads(storage.read_bytes(manifest_key))["status"] == "finished"
-    assert main(["score", forecast, "--truth", store, "--no-progress", "--no-spectra"]) == 0
+    # a publish stopped after the data objects, before the metadata: readers refuse it ...
+    args = ["run", "--checkpoint", f"{run}/best.ckpt", "--data", store, "--out", forecast, "--init", "2020-01-02T06", "--steps", "2", "--no-progress"]
+    with _stopped_before_metadata(), pytest.raises(_Stopped):
+        main([*args, "--overwrite"])
+    _assert_refused_while_publishing(forecast, store, capsys)
+    # ... and the same command, even without --overwrite, publishes it from the stage
+    assert main(args) == 0
+    _assert_published(forecast, "2020-01-02T06", chain)
+
+
+class _Stopped(RuntimeError):
+    """Stands for a kill (not an error that the code words; fsspec would swallow a BaseException in its loop)."""
+
+
+@contextlib.contextmanager
+def _stopped_before_metadata():
+    """Uploads of Zarr metadata stop the process (after the data objects were uploaded)."""
+    import s3fs
+
+    real = s3fs.S3FileSystem._put_file
+
+    async def put_file(self, lpath, rpath, *args, **kwargs):
+        if str(rpath).endswith("zarr.json"):
+            raise _Stopped
+        return await real(self, lpath, rpath, *args, **kwargs)
+
+    s3fs.S3FileSystem.clear_instance_cache()  # (cached instances hold their sync methods already)
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            monkeypatch.setattr(s3fs.S3FileSystem, "_put_file", put_file)
+            yield
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+def _assert_refused_while_publishing(forecast: str, store: str, capsys: pytest.CaptureFixture) -> None:
+    manifest = json.loads(storage.read_bytes(forecast + ".manifest.json"))
+    assert manifest["status"] == "publishing"
+    assert not storage.exists(f"{forecast}/zarr.json")  # the old root is gone: no mix of old and new is readable
+    err = _one_line_error(capsys, ["score", forecast, "--truth", store, "--no-progress", "--no-spectra"])
+    assert f"{forecast}: the forecast is incomplete (its manifest says 'publishing')" in err
+
+
+def _assert_published(forecast: str, init: str, chain: dict) -> None:
+    """The forecast on the bucket is finished and holds what a run on local paths writes."""
+    manifest = json.loads(storage.read_bytes(forecast + ".manifest.json"))
+    assert manifest["status"] == "finished" and manifest["init_times"] == [f"{init}:00"]
+    (_, store_local), (_, run_local) = chain["paths"]["store"], chain["paths"]["run"]
+    reference = chain["tmp"] / f"reference-{init}.zarr"
+    if not reference.exists():
+        args = ["--init", init, "--steps", "2", "--no-progress", "--out", str(reference)]
+        assert main(["run", "--checkpoint", f"{run_local}/best.ckpt", "--data", store_local, *args]) == 0
+    got = xr.open_zarr(storage.zarr_store(forecast, read_only=True), decode_timedelta=True)
+    want = xr.open_zarr(reference, decode_timedelta=True)
+    for name in want.data_vars:
+        np.testing.assert_array_equal(got[name].values, want[name].values)
+
+
+@pytest.mark.slow
+def test_a_publish_killed_by_sigkill_is_refused_then_completed(chain: dict, capsys: pytest.CaptureFixture) -> None:
+    """SIGKILL of 'forecast run' while it uploads the metadata: the 'publishing' manifest makes readers
+    refuse the forecast; the same command then takes over the dead process's lock and publishes it."""
+    (store, _), (run, _), (forecast, _) = (chain["paths"][k] for k in ("store", "run", "forecast"))
+    script = (
+        "import os, signal, sys\n"
+        "import s3fs\n"
+        "real = s3fs.S3FileSystem._put_file\n"
+        "async def put_file(self, lpath, rpath, *args, **kwargs):\n"
+        "    if str(rpath).endswith('zarr.json'):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return await real(self, lpath, rpath, *args, **kwargs)\n"
+        "s3fs.S3FileSystem._put_file = put_file\n"
+        "from forecast.cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["run", "--checkpoint", f"{run}/best.ckpt", "--data", store, "--out", forecast, "--init", "2020-01-02T12", "--steps", "2", "--no-progress"]
+    result = subprocess.run([sys.executable, "-c", script, *args, "--overwrite"], cwd=REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert storage.exists(forecast + ".lock")  # the dead process's lock is left ...
+    _assert_refused_while_publishing(forecast, store, capsys)
+    assert main(args) == 0  # ... and taken over (same host, process gone)
+    _assert_published(forecast, "2020-01-02T12", chain)
+    assert not storage.exists(forecast + ".lock")
 
 
 def _one_line_error(capsys: pytest.CaptureFixture, args: list[str]) -> str:
