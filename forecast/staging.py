@@ -109,7 +109,12 @@ def local_copy(url: str | Path) -> Path:
     with storage.storage_errors(url, "read"):
         fs.invalidate_cache(inner)
         info = fs.info(inner)
-        version = str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or (info.get("size"), info.get("LastModified") or info.get("mtime")))
+        version = str(
+            info.get("ETag")
+            or info.get("etag")
+            or info.get("md5Hash")
+            or (info.get("size"), info.get("LastModified") or info.get("mtime"))
+        )
         key = hashlib.sha256(f"{storage.normalise(url)}\n{version}".encode()).hexdigest()[:24]
         target = staging_root() / "downloads" / key / storage.basename(url)
         if target.exists():
@@ -180,7 +185,10 @@ def _upload_order(local: Path) -> list[Path]:
     """Files of a staged folder: data first, then metadata deepest first, the root's last."""
     files = sorted(p for p in local.rglob("*") if p.is_file() and not p.name.endswith(".partial"))
     data = [p for p in files if p.name not in _METADATA]
-    metadata = sorted((p for p in files if p.name in _METADATA), key=lambda p: (-len(p.relative_to(local).parts), str(p)))
+    metadata = sorted(
+        (p for p in files if p.name in _METADATA),
+        key=lambda p: (-len(p.relative_to(local).parts), str(p)),
+    )
     return data + metadata
 
 
@@ -215,7 +223,10 @@ def publish(local: str | Path, url: str, marker: bytes | None = None) -> None:
             fs.rm(stale)
         data = [p for p in order if p.name not in _METADATA]
         if data:  # one call: the filesystem uploads them concurrently
-            fs.put([str(p) for p in data], [inner.rstrip("/") + "/" + p.relative_to(local).as_posix() for p in data])
+            fs.put(
+                [str(p) for p in data],
+                [inner.rstrip("/") + "/" + p.relative_to(local).as_posix() for p in data],
+            )
         for path in order[len(data) :]:  # metadata one by one, in order, the root's last
             fs.put_file(str(path), inner.rstrip("/") + "/" + path.relative_to(local).as_posix())
 
@@ -251,7 +262,11 @@ def open_remote_dataset(url: str):
     import xarray as xr
 
     require_published(url)
-    if storage.exists(storage.join(url, "zarr.json")) or storage.exists(storage.join(url, ".zgroup")):
+    if storage.exists(storage.join(url, "zarr.json")) or storage.exists(
+        storage.join(url, ".zgroup")
+    ):
         with storage.storage_errors(url, "read"):
-            return xr.open_zarr(storage.zarr_store(url, read_only=True), consolidated=None, decode_timedelta=True)
+            return xr.open_zarr(
+                storage.zarr_store(url, read_only=True), consolidated=None, decode_timedelta=True
+            )
     return local_copy(url)

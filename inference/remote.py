@@ -79,7 +79,11 @@ def publish_run(stage: Path, url: str) -> None:
     """
     manifest = read_manifest(stage)
     if manifest is None or manifest.get("status") != FINISHED:
-        raise DataError("the staged forecast is not finished; nothing was published", path=stage, hint="rerun the command")
+        raise DataError(
+            "the staged forecast is not finished; nothing was published",
+            path=stage,
+            hint="rerun the command",
+        )
     manifest["output"] = url
     marker = {**manifest, "status": PUBLISHING}
     staging.publish(stage, url, marker=_json(marker))

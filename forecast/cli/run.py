@@ -233,7 +233,9 @@ def run(args: Config) -> int:
     with lock(url, "forecast run") if url and rank == 0 else contextlib.nullcontext():
         if url and decide_remote(url, request) == "skip":
             if rank == 0:
-                log(f"{url}: the forecast from {format_time(init_times[0])} is already finished; nothing to do")
+                log(
+                    f"{url}: the forecast from {format_time(init_times[0])} is already finished; nothing to do"
+                )
             return 0
         result = run_forecast(
             stepper,
