@@ -158,7 +158,6 @@ def _device(name: str):
 def run(args: Config) -> int:
     """Run ``forecast run``: build the collaborators from the options and hand them to the workflow."""
     import contextlib
-    import dataclasses
     import time
 
     from forecast import staging, storage
@@ -248,7 +247,6 @@ def run(args: Config) -> int:
         )
         if url and rank == 0:
             publish_run(out, url)
-            result = dataclasses.replace(result, out=url)
     if rank == 0 and result.status == "finished":
         blowups = (
             f"; {len(result.blowups)} member(s) blew up (see the manifest)"
@@ -256,7 +254,7 @@ def run(args: Config) -> int:
             else ""
         )
         print(
-            f"forecast run: wrote {result.out}: {len(init_times)} init time(s) x {args.members} member(s) x "
+            f"forecast run: wrote {url or result.out}: {len(init_times)} init time(s) x {args.members} member(s) x "
             f"{args.steps} step(s) in {time.perf_counter() - started:.1f} s (batch size {result.batch_size}){blowups}"
         )
     return 0
