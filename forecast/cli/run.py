@@ -24,6 +24,12 @@ OUT.manifest.json. --layout wb2 writes what WeatherBench2's evaluation reads
 without renames; --layout cdo writes a directory OUT/ of NetCDF files, one per
 init and member, that CDO, NCO and Iris read. Under torchrun, ranks share the
 init times and members and write their own regions of one Zarr store.
+
+--checkpoint, --data and --out may be URLs (s3://, gs://, file://; https://
+for reading). An --out on object storage is built in a local staging folder
+($FORECAST_STAGING, default ~/.cache/forecast/staging), where a killed run
+resumes, and published when finished: its objects first, the manifest last,
+so that nothing half-written is ever seen as complete (docs/formats.md).
 """
 
 from __future__ import annotations
@@ -49,8 +55,12 @@ def _option_default(options: type[BaseModel], name: str) -> Any:
 class Config(CommandConfig):
     """Options of ``forecast run``."""
 
-    checkpoint: str = option(help="checkpoint written by 'forecast train'", metavar="CKPT")
-    data: str = option(help="training store with the initial conditions", metavar="STORE.zarr")
+    checkpoint: str = option(
+        help="checkpoint written by 'forecast train' (a path or URL)", metavar="CKPT"
+    )
+    data: str = option(
+        help="training store with the initial conditions (a path or URL)", metavar="STORE.zarr"
+    )
     init: str = option(
         help="initial time(s): one time, a range with a step (2020-01-01T00/2020-03-01T00/12h), or latest",
         metavar="TIME|START/END/STEP|latest",
@@ -58,7 +68,7 @@ class Config(CommandConfig):
     steps: int = option(help="model steps per forecast", metavar="N")
     out: str = option(
         help="output; the suffix picks the format (a directory for --layout cdo); {init} is replaced "
-        "by the (first) init time, e.g. fc/{init}.zarr",
+        "by the (first) init time, e.g. fc/{init}.zarr; a path or URL (s3://, gs://)",
         metavar="OUT.zarr|OUT.nc|OUT_DIR",
     )
     members: int = option(request_default("members"), "ensemble members per init time", metavar="M")
@@ -154,11 +164,13 @@ def _device(name: str):
 
 def run(args: Config) -> int:
     """Run ``forecast run``: build the collaborators from the options and hand them to the workflow."""
+    import contextlib
     import time
-    from pathlib import Path
 
+    from forecast import staging, storage
     from forecast.checkpoint import checkpoint_digest, load_checkpoint
     from forecast.grid import Grid
+    from forecast.locking import lock
     from forecast.steppers import check_trained
     from forecast.store import open_store, store_calendar
     from forecast.time import format_time
@@ -166,6 +178,7 @@ def run(args: Config) -> int:
     from inference.ensemble import run_forecast
     from inference.initial import InitialStates, available_init_times, parse_init_spec
     from inference.perturbations import build_perturbation, perturbation_spec
+    from inference.remote import decide_remote, publish_run
     from inference.schedule import output_for, resolve_latest
     from inference.writers import writer_for
 
@@ -174,13 +187,17 @@ def run(args: Config) -> int:
     distributed.init_from_env(device)
     rank, _ = distributed.rank_and_size()
     store = open_store(args.data)
-    stepper, metadata = load_checkpoint(args.checkpoint, map_location=device)
+    checkpoint = staging.local_copy(args.checkpoint)  # a download when it is a URL
+    stepper, metadata = load_checkpoint(checkpoint, map_location=device)
     check_trained(stepper, args.checkpoint)
+    # an --out on object storage is written in a local stage, then published (inference.remote)
+    remote = not storage.is_local(args.out)
+    out_template = str(staging.stage(args.out)) if remote else args.out
     if str(args.init).strip().lower() == "latest":
         init_times, out, finished = resolve_latest(
-            available_init_times(store, stepper.history), args.out
+            available_init_times(store, stepper.history), out_template
         )
-        if finished:
+        if finished and not remote:  # a staged forecast that is finished is published below
             if rank == 0:
                 print(
                     f"forecast run: {out}: the forecast from {format_time(init_times[0])} is already finished; nothing to do"
@@ -188,7 +205,8 @@ def run(args: Config) -> int:
             return 0
     else:
         init_times = parse_init_spec(args.init, store_calendar(store))
-        out = output_for(args.out, init_times[0])
+        out = output_for(out_template, init_times[0])
+    url = staging.remote_for(args.out, out) if remote else None
     writer = writer_for(out, args.layout, args.compression)
     initial = InitialStates(store, init_times, stepper)
     spec = perturbation_spec(
@@ -208,8 +226,8 @@ def run(args: Config) -> int:
         perturbation=spec,
         layout=args.layout,
         compression=writer.compression,
-        checkpoint_digest=checkpoint_digest(args.checkpoint),
-        store=str(Path(args.data).resolve()),
+        checkpoint_digest=checkpoint_digest(checkpoint),
+        store=storage.normalise(args.data),
         model_name=str(metadata.get("model", "")),
         batch_size=args.batch_size,
         max_memory=args.max_memory,
@@ -220,15 +238,24 @@ def run(args: Config) -> int:
     def log(message: str) -> None:
         print(f"forecast run: {message}", file=sys.stderr)
 
-    result = run_forecast(
-        stepper,
-        initial,
-        build_perturbation(spec, stepper),
-        writer,
-        request,
-        show_progress=not args.no_progress,
-        log=log,
-    )
+    with lock(url, "forecast run") if url and rank == 0 else contextlib.nullcontext():
+        if url and decide_remote(url, request) == "skip":
+            if rank == 0:
+                log(
+                    f"{url}: the forecast from {format_time(init_times[0])} is already finished; nothing to do"
+                )
+            return 0
+        result = run_forecast(
+            stepper,
+            initial,
+            build_perturbation(spec, stepper),
+            writer,
+            request,
+            show_progress=not args.no_progress,
+            log=log,
+        )
+        if url and rank == 0:
+            publish_run(out, url)
     if rank == 0 and result.status == "finished":
         blowups = (
             f"; {len(result.blowups)} member(s) blew up (see the manifest)"
@@ -236,7 +263,7 @@ def run(args: Config) -> int:
             else ""
         )
         print(
-            f"forecast run: wrote {result.out}: {len(init_times)} init time(s) x {args.members} member(s) x "
+            f"forecast run: wrote {url or result.out}: {len(init_times)} init time(s) x {args.members} member(s) x "
             f"{args.steps} step(s) in {time.perf_counter() - started:.1f} s (batch size {result.batch_size}){blowups}"
         )
     return 0

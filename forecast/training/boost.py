@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from forecast import staging
 from forecast.errors import ConfigError
 from forecast.forcings import select_step
 from forecast.models import MODELS
@@ -47,7 +48,7 @@ def load_first_model(request: TrainRequest, ds: xr.Dataset) -> BackboneStepper:
             f"--boost trains a backbone on the first model's residual; {request.model!r} is not one",
             hint=f"use --model {', '.join(sorted(MODELS))}",
         )
-    first, metadata = load_checkpoint(request.boost)
+    first, metadata = load_checkpoint(staging.local_copy(request.boost))  # a URL is downloaded
     if not isinstance(first, BackboneStepper):
         raise ConfigError(
             f"SpecBoost boosts a backbone checkpoint, this one is a {metadata.get('stepper')!r} model",
