@@ -55,21 +55,30 @@ class Config(CommandConfig):
 
 def run(args: Config) -> int:
     """Score, print the table, write the file and plots."""
+    import contextlib
+
+    from forecast.locking import lock
+    from forecast.overwrite import check_replaceable
     from forecast.scoring.score import BASELINES, score_files
 
-    regions = args.region
-    _, table, written = score_files(
-        args.forecast,
-        args.truth,
-        out=args.out,
-        plots=args.plots,
-        regions=regions,
-        lead_for_maps=args.lead_for_maps,
-        table_region=args.table_region,
-        baselines=() if args.no_baselines else BASELINES,
-        spectra=not args.no_spectra,
-        progress=not args.no_progress,
-    )
+    with contextlib.ExitStack() as held:
+        if args.out:  # one writer at a time; replace only a scores file, never an input
+            held.enter_context(lock(args.out, "forecast score"))
+            check_replaceable(
+                args.out, inputs=[args.forecast, args.truth], kinds=("scores",), flag="--out", action="replace"
+            )
+        _, table, written = score_files(
+            args.forecast,
+            args.truth,
+            out=args.out,
+            plots=args.plots,
+            regions=args.region,
+            lead_for_maps=args.lead_for_maps,
+            table_region=args.table_region,
+            baselines=() if args.no_baselines else BASELINES,
+            spectra=not args.no_spectra,
+            progress=not args.no_progress,
+        )
     print(table)
     if args.out:
         print(f"scores written to {written[0]}", file=sys.stderr)

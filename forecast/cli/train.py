@@ -176,21 +176,25 @@ Config = create_model(
 
 def run(args: Any) -> int:
     """Run ``forecast train``; returns the exit code."""
+    import contextlib
     import os
 
-    import yaml
-
-    from forecast.files import atomic_write
+    from forecast.locking import lock
     from forecast.training import train
 
     request = args.to_request()
     rank = int(os.environ.get("RANK", "0"))
-    existing_run = (request.out / "latest.ckpt").exists() and not request.resume
-    if rank == 0 and not existing_run:  # train() refuses an existing run: keep its config
-        request.out.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(json.loads(json.dumps(request.options())), sort_keys=False)
-        atomic_write(request.out / "config.yaml", lambda path: path.write_text(text))
-    result = train(request)
+    with contextlib.ExitStack() as held:
+        if rank == 0:  # one training per run directory (torchrun's other ranks follow rank 0)
+            held.enter_context(lock(request.out, "forecast train"))
+            existed = request.out.exists()
+            _prepare_run_directory(request)
+        try:
+            result = train(request)
+        except BaseException:
+            if rank == 0:
+                _remove_unstarted(request, existed)
+            raise
     if rank == 0:
         line = f"trained {result.steps} steps; checkpoints in {request.out}"
         scores = result.last_validation
@@ -203,3 +207,54 @@ def run(args: Any) -> int:
             line += f"; validation RMSE at {lead} step(s): " + ", ".join(parts)
         print(line)
     return 0
+
+
+#: What ``forecast train`` writes into a run directory before its first checkpoint.
+_UNSTARTED = ("config.yaml", "metrics.jsonl")
+
+
+def _prepare_run_directory(request: Any) -> None:
+    """Check ``--out`` (under its lock), clear what an unstarted run left, write config.yaml.
+
+    The run directory must not be, hold or lie in the store, and an existing
+    non-empty folder must be a run directory of ``forecast train``; a fresh
+    run clears the config and metrics of a run that stopped before its first
+    checkpoint.
+    """
+    import yaml
+
+    from forecast.files import atomic_write
+    from forecast.overwrite import check_replaceable, involves
+    from forecast.training.trainer import LATEST
+
+    out = request.out
+    empty = out.is_dir() and not any(out.iterdir())
+    if not empty or involves(out, [request.data]) is not None:
+        check_replaceable(
+            out, inputs=[request.data], kinds=("run-directory",), flag="--out", action="write into"
+        )
+    started = (out / LATEST).exists()
+    if started and not request.resume:
+        return  # train() refuses an existing run: keep its config
+    if not started and not request.resume:
+        for name in _UNSTARTED:
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(json.loads(json.dumps(request.options())), sort_keys=False)
+    atomic_write(out / "config.yaml", lambda path: path.write_text(text))
+
+
+def _remove_unstarted(request: Any, existed: bool) -> None:
+    """After a failure before training began, leave no run directory of only config.yaml.
+
+    Metrics of a run that trained (and stopped before its first checkpoint)
+    stay for the user to read; the next fresh start clears them.
+    """
+    from forecast.training.trainer import LATEST, METRICS
+
+    out = request.out
+    if not out.is_dir() or (out / LATEST).exists() or (out / METRICS).exists():
+        return
+    (out / "config.yaml").unlink(missing_ok=True)
+    if not existed and not any(out.iterdir()):
+        out.rmdir()
