@@ -59,3 +59,10 @@ def test_overwrite_refuses_a_foreign_output_and_replaces_our_own(inputs, tmp_pat
         (out.with_name(out.name + ".manifest.json")).unlink()  # even without its manifest, ours by its attributes
         assert _run(store, checkpoint, out, "--overwrite", "--members", "2") == 0, capsys.readouterr().err
         assert xr.open_dataset(out, engine="zarr" if suffix == ".zarr" else None).sizes["member"] == 2
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_one_line(inputs, tmp_path, capsys):
+    store, checkpoint = inputs
+    assert _run(store, checkpoint, tmp_path / "fc.zarr", "--device", "cuda") == 1
+    assert _error(capsys) == "forecast run: error: --device cuda but no CUDA device is available; use --device cpu or auto"
