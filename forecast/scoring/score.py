@@ -18,7 +18,7 @@ import xarray as xr
 
 from forecast import __version__
 from forecast.channels import channel_info
-from forecast.errors import ConfigError, DataError
+from forecast.errors import ConfigError, DataError, ForecastError
 from forecast.grid import Grid
 from forecast.scoring.blocks import score_blocks
 from forecast.scoring.kernels import STATISTICS
@@ -234,9 +234,18 @@ def score_files(
                 f"the forecast has no lead time {lead_label(map_lead)} for the maps",
                 hint=f"choose --lead-for-maps among {', '.join(lead_label(x) for x in leads[:12])}",
             )
-    scores = score_forecast(
-        forecast, store, regions=parsed, baselines=baselines, spectra=spectra, progress=progress
-    )
+    try:
+        scores = score_forecast(
+            forecast, store, regions=parsed, baselines=baselines, spectra=spectra, progress=progress
+        )
+    except (RuntimeError, ValueError, OSError) as err:
+        if isinstance(err, ForecastError) or not _is_decode_error(err):
+            raise
+        raise DataError(
+            f"a chunk cannot be decoded, the data are damaged ({' '.join(str(err).split())[:160]})",
+            path=f"{forecast_path} or {truth_path}",
+            hint="rerun the forecast (forecast run ... --overwrite) or re-ingest the store",
+        ) from err
     written = []
     if out:
         written.append(write_scores(scores, out))
@@ -247,6 +256,16 @@ def score_files(
             )
         )
     return scores, format_table(scores, region=table_region), written
+
+
+#: Words of the errors that codecs and the HDF5 library raise for a damaged chunk.
+_DECODE_WORDS = ("decompress", "checksum", "codec", "hdf error", "corrupt", "truncated", "cannot reshape")
+
+
+def _is_decode_error(err: BaseException) -> bool:
+    """Whether an error from reading the data comes from a chunk that does not decode."""
+    text = str(err).lower()
+    return any(word in text for word in _DECODE_WORDS)
 
 
 def default_regions(grid: Grid) -> list[Region]:

@@ -66,3 +66,63 @@ def test_device_cuda_without_a_gpu_is_one_line(inputs, tmp_path, capsys):
     store, checkpoint = inputs
     assert _run(store, checkpoint, tmp_path / "fc.zarr", "--device", "cuda") == 1
     assert _error(capsys) == "forecast run: error: --device cuda but no CUDA device is available; use --device cpu or auto"
+
+
+def _damage(chunk) -> None:
+    chunk.write_bytes(chunk.read_bytes()[:20])  # truncated, as by a full disk or a killed copy
+
+
+def test_a_damaged_forecast_chunk_is_one_line_for_score_and_for_a_resume(inputs, tmp_path, capsys):
+    import json
+
+    store, checkpoint = inputs
+    out = tmp_path / "fc.zarr"
+    assert _run(store, checkpoint, out, "--steps", "2") == 0
+    codecs = json.loads((out / "z500" / "zarr.json").read_text())["codecs"]
+    assert codecs[-1]["name"] == "crc32c"  # every chunk carries its checksum
+    clean = tmp_path / "clean.zarr"
+    __import__("shutil").copytree(out, clean)
+    chunk = out / "z500" / "c" / "0" / "1" / "0" / "0" / "0"  # init 0, lead 1
+    _damage(chunk)
+    capsys.readouterr()
+    assert main(["score", str(out), "--truth", str(store), "--no-progress", "--no-spectra"]) == 1
+    assert _error(capsys) == (
+        f"forecast score: error: {out}: chunk z500/c/0/1/0/0/0 is damaged (its CRC32C checksum does "
+        "not match: truncated or overwritten); rerun the forecast (forecast run ... --overwrite)"
+    )
+    assert main(["score", str(clean), "--truth", str(store), "--no-progress", "--no-spectra"]) == 0
+    # an interrupted run whose last complete lead is 1: resuming reads that lead back
+    manifest_file = out.with_name(out.name + ".manifest.json")
+    manifest = json.loads(manifest_file.read_text())
+    manifest_file.write_text(json.dumps({**manifest, "status": "running"}))
+    progress = out.with_name(out.name + ".progress")
+    progress.mkdir()
+    (progress / "batch-000000.json").write_text('{"lead": 1}')
+    capsys.readouterr()
+    assert _run(store, checkpoint, out, "--steps", "2") == 1
+    resuming, line = capsys.readouterr().err.strip().splitlines()
+    assert resuming == f"forecast run: {out}: resuming an interrupted run"
+    assert line == (
+        f"forecast run: error: {out}: a chunk of z500 (init 0, lead 1) is damaged and cannot be read "
+        "back to resume (its CRC32C checksum does not match: truncated or overwritten); rerun with "
+        "--overwrite to write the forecast again"
+    )
+    assert _run(store, checkpoint, out, "--steps", "2", "--overwrite") == 0  # the fix works
+    assert main(["score", str(out), "--truth", str(store), "--no-progress", "--no-spectra"]) == 0
+
+
+def test_a_damaged_chunk_without_a_checksum_is_one_line_for_score(inputs, tmp_path, capsys):
+    store, checkpoint = inputs
+    out = tmp_path / "fc.zarr"
+    assert _run(store, checkpoint, out, "--steps", "1") == 0
+    forecast = xr.open_zarr(out, decode_timedelta=True).load()
+    for variable in forecast.variables.values():
+        variable.encoding = {}
+    older = tmp_path / "older.zarr"  # as written before checksums: Zarr's default zstd, no CRC32C
+    forecast.to_zarr(older, zarr_format=3, consolidated=True)
+    _damage(next(p for p in (older / "z500" / "c").rglob("*") if p.is_file()))
+    capsys.readouterr()
+    assert main(["score", str(older), "--truth", str(store), "--no-progress", "--no-spectra"]) == 1
+    line = _error(capsys)
+    assert line.startswith(f"forecast score: error: {older} or {store}: a chunk cannot be decoded, the data are damaged (")
+    assert line.endswith("rerun the forecast (forecast run ... --overwrite) or re-ingest the store")
