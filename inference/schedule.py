@@ -119,6 +119,40 @@ class Progress:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def finished_inits(out: Path, manifest: dict[str, Any], field_bytes: int) -> list[int]:
+    """Indices of the init times of an unfinished run that are written to their last lead.
+
+    Parameters
+    ----------
+    out : Path
+        The output; its ``OUT.progress/`` records each batch's last complete lead.
+    manifest : dict
+        Its manifest (``init_times``, ``members``, ``steps``, ``batch_size``).
+    field_bytes : int
+        Bytes of one member's field of one channel on the output grid (the
+        run's member chunking depends on it).
+
+    Returns
+    -------
+    list of int
+        Ascending; empty when the run had not started writing.
+    """
+    from inference.batching import member_chunk, plan_batches
+
+    try:
+        steps, members = int(manifest["steps"]), int(manifest["members"])
+        size, n_init = int(manifest["batch_size"]), len(manifest["init_times"])
+    except (KeyError, TypeError, ValueError):
+        return []
+    plan = plan_batches(n_init, members, size, member_chunk(size, members, field_bytes))
+    progress = Progress(Path(out))
+    done = set(range(n_init))
+    for batch in plan:
+        if progress.completed(batch.index) < steps:
+            done -= {int(i) for i in batch.init_index}
+    return sorted(done)
+
+
 def resolve_latest(
     available: np.ndarray, out_template: str | Path
 ) -> tuple[np.ndarray, Path, bool]:

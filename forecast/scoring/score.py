@@ -166,6 +166,7 @@ def score_files(
     baselines: Sequence[str] = BASELINES,
     spectra: bool = True,
     progress: bool = False,
+    init_indices: Sequence[int] | None = None,
 ) -> tuple[xr.Dataset, str, list[Path]]:
     """Score a forecast file against a store file: the whole of ``forecast score``.
 
@@ -189,6 +190,9 @@ def score_files(
         Region of the table and plots (default the first).
     baselines, spectra, progress
         As :func:`score_forecast`.
+    init_indices : sequence of int, optional
+        Score only these init times (positions in the forecast), e.g. the
+        finished ones of an unfinished run.
 
     Returns
     -------
@@ -227,6 +231,8 @@ def score_files(
     if not regions:  # the default regions that the grid reaches (a limited area may miss some)
         parsed = default_regions(store_grid(store))
     forecast = open_forecast(forecast_path)
+    if init_indices is not None:
+        forecast = forecast.isel({INIT_DIM: list(init_indices)})
     if plots and LEAD_DIM in forecast.coords:
         leads = forecast[LEAD_DIM].values.astype("timedelta64[ns]")
         if map_lead not in leads:

@@ -126,3 +126,41 @@ def test_a_damaged_chunk_without_a_checksum_is_one_line_for_score(inputs, tmp_pa
     line = _error(capsys)
     assert line.startswith(f"forecast score: error: {older} or {store}: a chunk cannot be decoded, the data are damaged (")
     assert line.endswith("rerun the forecast (forecast run ... --overwrite) or re-ingest the store")
+
+
+def test_score_refuses_an_unfinished_forecast_unless_allow_partial(tmp_path, store_path, store, stepper, capsys):
+    import json
+
+    from forecast.scoring.score import score_files
+    from inference.initial import parse_init_spec
+    from inference.schedule import progress_dir
+    from tests.inference.conftest import run as run_forecast
+    from tests.inference.test_layouts_killed import INITS, RUN, STEPS, _kill_when, _start
+
+    out = tmp_path / "killed.zarr"
+    # 2 inits x 3 members in batches of 2 members: batches 0, 1 hold init 0; 2, 3 init 1
+    process = _start(tmp_path, store_path, out, "default")
+    _kill_when(process, lambda: (progress_dir(out) / "batch-000002.json").exists())
+    manifest = json.loads(out.with_name(out.name + ".manifest.json").read_text())
+    assert manifest["status"] == "running"
+    argv = ["score", str(out), "--truth", str(store_path), "--no-progress", "--no-spectra", "--region", "global"]
+    assert main(argv) == 1
+    assert _error(capsys) == (
+        f"forecast score: error: {out}: the forecast is unfinished (its manifest says running; 1 of 2 "
+        "init time(s) complete); let 'forecast run' finish (rerun it to resume), or pass "
+        "--allow-partial to score the complete init times"
+    )
+    scores_file = tmp_path / "partial.nc"
+    assert main([*argv, "--allow-partial", "--out", str(scores_file)]) == 0
+    said = capsys.readouterr().err
+    assert f"forecast score: {out}: unfinished (running); scoring only its 1 of 2 init time(s) complete" in said
+    reference = run_forecast(
+        stepper, store, parse_init_spec(INITS, "standard"), STEPS, tmp_path / "reference.zarr",
+        layout="default", log=lambda m: None, **RUN,
+    )  # fmt: skip
+    expected, _, _ = score_files(reference.out, store_path, regions=["global"], spectra=False, init_indices=[0])
+    from forecast.scoring.scores_file import open_scores
+
+    partial = open_scores(scores_file)
+    assert int(partial["n_init"].max()) == 1
+    np.testing.assert_allclose(partial["rmse"].values, expected["rmse"].values, rtol=1e-6)
