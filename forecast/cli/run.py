@@ -21,13 +21,14 @@ init times and members and write their own regions of one Zarr store.
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from forecast.cli.config import CommandConfig, option
-from forecast.errors import ConfigError
+from forecast.errors import CheckpointError, ConfigError, DataError, with_path
 from inference.perturbations.base import DEFAULT_AMPLITUDE
 from inference.perturbations.bred import BredPerturbation
 from inference.perturbations.grf import GRFPerturbation
@@ -181,7 +182,12 @@ def run(args: Config) -> int:
         init_times = parse_init_spec(args.init, store_calendar(store))
         out = output_for(args.out, init_times[0])
     writer = writer_for(out, args.layout, args.compression)
-    initial = InitialStates(store, init_times, stepper)
+    try:
+        initial = InitialStates(store, init_times, stepper)
+    except CheckpointError as err:  # the checks see datasets: name the files
+        raise with_path(err, f"{args.checkpoint} with {args.data}") from err
+    except DataError as err:
+        raise with_path(err, args.data) from err
     spec = perturbation_spec(
         args.perturbation,
         args.amplitude,
@@ -211,15 +217,24 @@ def run(args: Config) -> int:
     def log(message: str) -> None:
         print(f"forecast run: {message}", file=sys.stderr)
 
-    result = run_forecast(
-        stepper,
-        initial,
-        build_perturbation(spec, stepper),
-        writer,
-        request,
-        show_progress=not args.no_progress,
-        log=log,
-    )
+    try:
+        result = run_forecast(
+            stepper,
+            initial,
+            build_perturbation(spec, stepper),
+            writer,
+            request,
+            show_progress=not args.no_progress,
+            log=log,
+        )
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise DataError(
+            "the disk is full: the forecast could not be written",
+            path=out,
+            hint="free some disk space and rerun the same command (a Zarr output resumes)",
+        ) from err
     if rank == 0 and result.status == "finished":
         blowups = (
             f"; {len(result.blowups)} member(s) blew up (see the manifest)"

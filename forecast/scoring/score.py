@@ -18,7 +18,7 @@ import xarray as xr
 
 from forecast import __version__
 from forecast.channels import channel_info
-from forecast.errors import ConfigError, DataError, ForecastError
+from forecast.errors import ConfigError, DataError, ForecastError, with_path
 from forecast.grid import Grid
 from forecast.scoring.blocks import score_blocks
 from forecast.scoring.kernels import STATISTICS
@@ -244,8 +244,13 @@ def score_files(
         scores = score_forecast(
             forecast, store, regions=parsed, baselines=baselines, spectra=spectra, progress=progress
         )
+    except ForecastError as err:  # checks of the opened datasets: name the files
+        named = with_path(err, f"{forecast_path} against {truth_path}")
+        if named is err:
+            raise
+        raise named from err
     except (RuntimeError, ValueError, OSError) as err:
-        if isinstance(err, ForecastError) or not _is_decode_error(err):
+        if not _is_decode_error(err):
             raise
         raise DataError(
             f"a chunk cannot be decoded, the data are damaged ({' '.join(str(err).split())[:160]})",

@@ -164,3 +164,33 @@ def test_score_refuses_an_unfinished_forecast_unless_allow_partial(tmp_path, sto
     partial = open_scores(scores_file)
     assert int(partial["n_init"].max()) == 1
     np.testing.assert_allclose(partial["rmse"].values, expected["rmse"].values, rtol=1e-6)
+
+
+def test_store_mismatch_missing_init_and_full_disk_name_the_files(inputs, tmp_path, capsys, monkeypatch):
+    import errno
+    import json
+
+    from inference.writers.zarr import ZarrWriter
+
+    store, checkpoint = inputs
+    other = write_store(tmp_path / "other.zarr", periods=4, nlat=8, nlon=16)
+    assert _run(other, checkpoint, tmp_path / "a.zarr") == 1
+    line = _error(capsys)
+    assert line.startswith(f"forecast run: error: {checkpoint} with {other}: checkpoint does not match the store: ")
+    assert _run(store, checkpoint, tmp_path / "b.zarr", "--init", "2021-01-01T00") == 1
+    line = _error(capsys)
+    assert line.startswith(f"forecast run: error: {store}: initial time(s) 2021-01-01T00:00 not in the store; the store covers ")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ZarrWriter, "write", full)
+    out = tmp_path / "c.zarr"
+    assert _run(store, checkpoint, out) == 1
+    assert _error(capsys) == (
+        f"forecast run: error: {out}: the disk is full: the forecast could not be written; free some "
+        "disk space and rerun the same command (a Zarr output resumes)"
+    )
+    assert json.loads(out.with_name("c.zarr.manifest.json").read_text())["status"] == "failed"
+    monkeypatch.undo()
+    assert _run(store, checkpoint, out) == 0  # the rerun completes it
