@@ -32,6 +32,7 @@ from forecast.training.data import (
     TrainingWindows,
     WindowDataset,
     make_loader,
+    unwrap_worker_error,
     validation_batches,
 )
 from forecast.training.distributed import DistributedContext
@@ -267,7 +268,13 @@ class TrainingLoop:
         set_learning_rate(self.optimizer, lr)
         channel_loss = torch.zeros(len(self.channels), device=self.device)
         for micro in range(self.accumulation):
-            batch = next(batches)
+            try:
+                batch = next(batches)
+            except ForecastError as err:  # a worker's (a damaged chunk of the store): one line again
+                unwrapped = unwrap_worker_error(err)
+                if unwrapped is err:
+                    raise
+                raise unwrapped from err
             last = micro == self.accumulation - 1
             sync = (
                 contextlib.nullcontext()

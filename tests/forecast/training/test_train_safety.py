@@ -112,3 +112,31 @@ def test_a_run_refused_by_validation_leaves_no_run_directory(toy_store, tmp_path
     assert "store lacks channel(s) q700" in _error(capsys)
     assert not run_dir.exists()
     assert not Path(lock_path(run_dir)).exists()
+
+
+def test_a_damaged_store_chunk_stops_training_with_one_line_naming_it(tmp_path, capsys):
+    import warnings
+
+    import xarray as xr
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    plain = write_toy_store(tmp_path / "plain.zarr", n_time=16)
+    store = tmp_path / "checked.zarr"  # with the CRC32C that forecast ingest writes
+    ds = xr.open_zarr(plain).load()
+    for variable in ds.variables.values():
+        variable.encoding = {}
+    encoding = {"data": {"chunks": (1, 2, 16, 32), "compressors": (BloscCodec(cname="lz4"), Crc32cCodec())}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.to_zarr(store, zarr_format=3, consolidated=True, encoding=encoding)
+    chunk = store / "data" / "c" / "5" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:30])
+    for workers in ("0", "1"):  # read in the process and in a data-loader worker
+        run_dir = tmp_path / f"run{workers}"
+        argv = _argv(store, run_dir, "--max-steps", "40", "--val-every", "100", "--workers", workers, "--val-fraction", "0")
+        assert main(argv) == 1
+        assert _error(capsys) == (
+            f"forecast train: error: {store}: chunk data/c/5/0/0/0 is damaged (its CRC32C checksum does not "
+            "match: truncated or overwritten); re-ingest the data (forecast ingest ... --overwrite), or "
+            "restore the store from a copy"
+        )
