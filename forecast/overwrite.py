@@ -80,12 +80,12 @@ def _netcdf_attrs(location: str) -> dict | None:
 
 
 def _is_store(location: str) -> bool:
-    attrs = _zarr_attrs(location)
-    return bool(attrs) and "store_format_version" in attrs and "software_version" in attrs
+    attrs = _zarr_attrs(location) or {}
+    return "store_format_version" in attrs and "software_version" in attrs
 
 
 def _ours(attrs: dict | None) -> bool:
-    return bool(attrs) and str(attrs.get("software_version", "")).startswith("forecast")
+    return bool(attrs) and str((attrs or {}).get("software_version", "")).startswith("forecast")
 
 
 def _is_forecast(location: str) -> bool:
