@@ -361,8 +361,7 @@ class TrainingLoop:
         channels: list[str] = []
         times: list[str] = []
         for starts, mask in batches:
-            mask = mask.cpu().numpy()
-            for sample, offset, channel in zip(*np.nonzero(mask), strict=True):
+            for sample, offset, channel in zip(*np.nonzero(mask.cpu().numpy()), strict=True):
                 if self.channels[channel] not in channels:
                     channels.append(self.channels[channel])
                 when = format_time(self.times[int(starts[sample]) + int(offset)])
