@@ -231,8 +231,8 @@ def run(args: Config) -> int:
         if err.errno != errno.ENOSPC:
             raise
         raise DataError(
-            "the disk is full: the forecast could not be written",
-            path=out,
+            f"{err.strerror or 'No space left on device'}: the disk is full, the forecast could not be written",
+            path=err.filename or out,
             hint="free some disk space and rerun the same command (a Zarr output resumes)",
         ) from err
     if rank == 0 and result.status == "finished":

@@ -188,7 +188,7 @@ def test_store_mismatch_missing_init_and_full_disk_name_the_files(inputs, tmp_pa
     out = tmp_path / "c.zarr"
     assert _run(store, checkpoint, out) == 1
     assert _error(capsys) == (
-        f"forecast run: error: {out}: the disk is full: the forecast could not be written; free some "
+        f"forecast run: error: {out}: No space left on device: the disk is full, the forecast could not be written; free some "
         "disk space and rerun the same command (a Zarr output resumes)"
     )
     assert json.loads(out.with_name("c.zarr.manifest.json").read_text())["status"] == "failed"
