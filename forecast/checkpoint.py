@@ -19,7 +19,10 @@ beside them) are read too.
 
 It is written atomically (temporary file in the same folder, then
 ``os.replace``) and read with ``torch.load(..., weights_only=True)``, which
-refuses any pickled object other than tensors and plain containers.
+refuses any pickled object other than tensors and plain containers. Before
+that, every record of the file's zip archive is checked against the CRC-32
+that ``torch.save`` stored with it (``torch.load`` itself does not check
+them), so a file whose bytes changed fails to load, naming the record.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
         raise CheckpointError(
             "no such checkpoint file", path=path, hint="check the --checkpoint path"
         )
+    _verify_checksums(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -148,6 +152,34 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
             hint="re-save it with save_checkpoint",
         )
     return payload
+
+
+def _verify_checksums(path: Path) -> None:
+    """Check every record of the checkpoint's zip archive against its CRC-32 (torch.load does not).
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file and the first record whose bytes changed since it was saved.
+    """
+    if not zipfile.is_zipfile(path):
+        return  # not an archive: torch.load names the problem
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise CheckpointError(
+            f"cannot read the checkpoint, the file is truncated or corrupt ({err})",
+            path=path,
+            hint="copy it again or re-save it; compare checkpoint_digest with the original",
+        ) from err
+    if bad is not None:
+        record = bad.split("/", 1)[-1]
+        raise CheckpointError(
+            f"the checkpoint is corrupt: its record {record} fails the CRC-32 check (its bytes changed after it was saved)",
+            path=path,
+            hint="copy it again from the original or re-save it; do not use this file",
+        )
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

@@ -33,6 +33,21 @@ class ForecastError(Exception):
         return text
 
 
+def with_path(err: ForecastError, path: str | Path) -> ForecastError:
+    """``err`` naming ``path`` when it names no file yet (raise it ``from err``).
+
+    For errors raised where the file is not known (a check on an opened
+    dataset), named by the caller that opened it.
+    """
+    if err.path:
+        return err
+    try:
+        named = type(err)(err.problem, path=path, hint=err.hint)
+    except TypeError:  # a subclass with other arguments
+        return err
+    return named
+
+
 class DataError(ForecastError, ValueError):
     """Input data is malformed: missing channel, irregular times, NaNs, ..."""
 

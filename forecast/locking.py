@@ -256,6 +256,12 @@ class ObjectLock:
             owner = Owner.current(self.command, self.lease)
             try:
                 storage.write_bytes(self.path, owner.to_json().encode(), exclusive=True)
+            except storage.StorageError as err:  # name the output, not its lock object
+                raise type(err)(
+                    err.problem.replace("trying to write it", "trying to lock it for writing"),
+                    path=self.target,
+                    hint=err.hint,
+                ) from err
             except FileExistsError:
                 holder, text = self._read()
                 if holder is None and not text:

@@ -22,9 +22,12 @@ whether it is of its kind):
   ``software_version`` in the root attributes);
 - ``"forecast"``: a forecast written by ``forecast run`` (Zarr or NetCDF
   whose ``software_version`` attribute starts with ``forecast``);
-- ``"scores"``: a scores NetCDF of ``forecast score`` (same attribute);
+- ``"scores"``: a scores NetCDF of ``forecast score`` (its ``title`` or
+  ``history`` names it);
 - ``"run-directory"``: a training run directory (holds ``config.yaml`` and a
-  ``checkpoints`` folder or a ``*.pt``).
+  ``checkpoints`` folder or a ``*.pt``, or a ``config.yaml`` that
+  ``forecast train`` wrote: a run stopped before its first checkpoint);
+- ``"checkpoint"``: a checkpoint of :func:`forecast.checkpoint.save_checkpoint`.
 
 Commands that add output kinds register a function here rather than
 testing paths themselves.
@@ -89,22 +92,58 @@ def _is_forecast(location: str) -> bool:
     return _ours(_zarr_attrs(location) if storage.is_dir(location) else _netcdf_attrs(location))
 
 
+def _is_scores(location: str) -> bool:
+    attrs = _netcdf_attrs(location) or {}
+    return str(attrs.get("title", "")).startswith("forecast skill scores") or "forecast score" in str(
+        attrs.get("history", "")
+    )
+
+
+#: Keys of the config.yaml that ``forecast train`` writes into a run directory.
+_TRAIN_CONFIG_KEYS = ("data", "model", "out", "max_steps")
+
+
 def _is_run_directory(location: str) -> bool:
     if not storage.is_local(location):
         return False
     path = storage.local_path(location)
-    return (path / "config.yaml").is_file() and (
-        (path / "checkpoints").is_dir() or any(path.glob("*.pt"))
-    )
+    if not (path / "config.yaml").is_file():
+        return False
+    if (path / "checkpoints").is_dir() or any(path.glob("*.pt")):
+        return True
+    import yaml
+
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(config, dict) and all(key in config for key in _TRAIN_CONFIG_KEYS)
+
+
+def _is_checkpoint(location: str) -> bool:
+    if not storage.is_local(location) or not storage.local_path(location).is_file():
+        return False
+    from forecast.checkpoint import read_metadata
+
+    try:
+        read_metadata(storage.local_path(location))
+    except ForecastError:
+        return False
+    return True
 
 
 #: Kind of output -> whether a location is one that this software wrote.
 RECOGNISERS: dict[str, Callable[[str], bool]] = {
     "store": _is_store,
     "forecast": _is_forecast,
-    "scores": _is_forecast,
+    "scores": _is_scores,
     "run-directory": _is_run_directory,
+    "checkpoint": _is_checkpoint,
 }
+
+
+#: How a kind is named in messages, where its key does not say it.
+_LABELS = {"scores": "scores file"}
 
 
 def written_by_us(location: str | Path, kinds: Iterable[str]) -> str | None:
@@ -162,6 +201,7 @@ def check_replaceable(
     inputs: Sequence[str | Path] = (),
     kinds: Sequence[str] = ("store",),
     flag: str = "--overwrite",
+    action: str = "delete",
 ) -> None:
     """Raise :class:`OverwriteError` unless ``target`` may be deleted and replaced.
 
@@ -175,20 +215,23 @@ def check_replaceable(
         Names in :data:`RECOGNISERS` that the target may be.
     flag : str
         The option being checked, for the message.
+    action : str
+        What the command would do to the target, for the message
+        (``"delete"``; ``"write into"`` for a run directory).
     """
     clash = involves(target, inputs)
     if clash is not None:
         raise OverwriteError(
-            f"{flag} would delete an input of this command ({clash})",
+            f"{flag} would {action} an input of this command ({clash})",
             path=target,
             hint="write the output somewhere else",
         )
     if not storage.exists(target):
         return
     if written_by_us(target, kinds) is None:
-        what = " or ".join(k.replace("-", " ") for k in kinds)
+        what = " or ".join(_LABELS.get(k, k.replace("-", " ")) for k in kinds)
         raise OverwriteError(
-            f"{flag} refuses to delete it: it is not a {what} written by forecast (it holds {_sample(str(target))})",
+            f"{flag} refuses to {action} it: it is not a {what} written by forecast (it holds {_sample(str(target))})",
             path=target,
             hint="choose another output path, or remove it yourself if it really should go",
         )

@@ -59,17 +59,23 @@ class CheckedStore(WrapperStore):
     naming the chunk and the fix, instead of a codec's traceback.
     """
 
-    def __init__(self, store, location: str, checked: frozenset[str]):
+    #: The fix named when a chunk of a training store is damaged.
+    STORE_HINT = "re-ingest the data (forecast ingest ... --overwrite), or restore the store from a copy"
+
+    def __init__(self, store, location: str, checked: frozenset[str], hint: str = STORE_HINT):
         super().__init__(store)
         self.location = location
         self.checked = checked
+        self.hint = hint
 
     def _with_store(self, store):
-        return type(self)(store, self.location, self.checked)
+        return type(self)(store, self.location, self.checked, self.hint)
 
     async def get(self, key, prototype, byte_range=None):
         value = await self._store.get(key, prototype, byte_range)
-        if value is None or byte_range is not None or key.rsplit("/", 1)[0] not in self.checked or key.endswith("zarr.json"):
+        # the array of a chunk key: NAME/c/0/1 (Zarr v3's default encoding) or NAME/0.1 (v2's)
+        array = key.split("/c/", 1)[0] if "/c/" in key else key.rsplit("/", 1)[0]
+        if value is None or byte_range is not None or array not in self.checked or key.endswith("zarr.json"):
             return value
         data = value.as_numpy_array()
         import google_crc32c
@@ -78,7 +84,7 @@ class CheckedStore(WrapperStore):
             raise DataError(
                 f"chunk {key} is damaged (its CRC32C checksum does not match: truncated or overwritten)",
                 path=self.location,
-                hint="re-ingest the data (forecast ingest ... --overwrite), or restore the store from a copy",
+                hint=self.hint,
             )
         return value
 
@@ -97,6 +103,15 @@ def _checksummed_arrays(store) -> frozenset[str]:
         if codecs and type(codecs[-1]).__name__ == "Crc32cCodec":
             names.add(name)
     return frozenset(names)
+
+
+def checked_zarr_store(location: str | Path, hint: str = CheckedStore.STORE_HINT) -> CheckedStore:
+    """A read-only Zarr store at ``location`` whose checksummed arrays are verified chunk by chunk.
+
+    ``hint`` is the fix a damaged chunk's error names.
+    """
+    raw = storage.zarr_store(str(location), read_only=True)
+    return CheckedStore(raw, str(location), _checksummed_arrays(raw), hint)
 
 
 def _unreadable(location: str, err: Exception) -> DataError:
@@ -137,9 +152,7 @@ def open_store(path: str | Path) -> xr.Dataset:
         raise FileNotFoundError(2, "No such file or directory", location)
     require_complete(location, "store", "forecast ingest")
     try:
-        raw = storage.zarr_store(location, read_only=True)
-        store = CheckedStore(raw, location, _checksummed_arrays(raw))
-        ds = xr.open_zarr(store, consolidated=None, use_cftime=None, decode_timedelta=False)
+        ds = xr.open_zarr(checked_zarr_store(location), consolidated=None, use_cftime=None, decode_timedelta=False)
     except ForecastError:
         raise
     except FileNotFoundError as err:

@@ -22,6 +22,8 @@ import xarray as xr
 
 from forecast import __version__
 from forecast.errors import ConfigError, DataError, ForecastError
+from forecast.locking import lock
+from forecast.overwrite import check_replaceable, involves
 from inference import distributed
 from inference.request import RunRequest
 from inference.rollout import BlowUp
@@ -30,7 +32,6 @@ from inference.schedule import (
     FINISHED,
     RUNNING,
     Progress,
-    RunLock,
     manifest_path,
     read_manifest,
     write_json_atomic,
@@ -54,8 +55,13 @@ def decide(out: Path, writer: Writer, request: RunRequest) -> tuple[Action, dict
     DataError
         The output exists without a manifest, or holds a forecast of another
         request (naming the differing settings), and ``request.overwrite`` is off.
+    forecast.overwrite.OverwriteError
+        ``request.overwrite`` is on but the output is the store, lies in it or
+        holds it, or is something else than a forecast of this software.
     """
     manifest = read_manifest(out)
+    if request.overwrite and out.exists():
+        _check_overwrite(out, manifest, request)
     if manifest is None or request.overwrite:
         if out.exists() and not request.overwrite and manifest is None:
             raise DataError(
@@ -77,6 +83,14 @@ def decide(out: Path, writer: Writer, request: RunRequest) -> tuple[Action, dict
     if writer.resumable and out.exists() and "batch_size" in manifest:
         return "resume", manifest
     return "create", manifest
+
+
+def _check_overwrite(out: Path, manifest: dict[str, Any] | None, request: RunRequest) -> None:
+    """Let ``--overwrite`` replace only a forecast of ours, never the store it reads."""
+    inputs = [request.store] if request.store else []
+    # beside a manifest of forecast run it is ours; either way it must not be the store
+    if manifest is None or involves(out, inputs) is not None:
+        check_replaceable(out, inputs=inputs, kinds=("forecast",))
 
 
 def _now() -> str:
@@ -127,7 +141,7 @@ class ForecastRun:
         failure: ForecastError | None = None
         if self.rank == 0:
             try:
-                self._stack.enter_context(RunLock(self.out))
+                self._stack.enter_context(lock(self.out, "forecast run"))
                 action, manifest = decide(self.out, self.writer, self.request)
                 decision = {"action": action, "manifest": manifest}
             except ForecastError as err:

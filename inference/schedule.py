@@ -2,10 +2,10 @@
 
 Next to an output ``OUT`` (``.zarr`` or ``.nc``) a run keeps
 
-- ``OUT.lock``: held (``fcntl.flock``) while a run writes ``OUT`` and removed
-  when the run ends; the kernel releases the lock when the process ends,
-  however it ends, so a file left by a killed run is no stale lock (the next
-  run takes it and removes it);
+- ``OUT.lock``: the :mod:`forecast.locking` lock, held while a run writes
+  ``OUT`` and removed when the run ends; the kernel releases it when the
+  process ends, however it ends, so a file left by a killed run is no stale
+  lock (the next run takes it and removes it);
 - ``OUT.manifest.json``: what was run (checkpoint digest, store, init times,
   members, perturbation, seed, batch size), timings, software version and
   ``status`` (``running``, ``finished``, ``failed``);
@@ -15,28 +15,20 @@ Next to an output ``OUT`` (``.zarr`` or ``.nc``) a run keeps
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import fcntl
 import json
-import os
 import shutil
-import socket
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
-from forecast.errors import ConfigError, ForecastError
+from forecast import locking
+from forecast.errors import ConfigError
 from forecast.files import atomic_write
 from forecast.time import format_time
 
 #: Statuses of a manifest.
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
-
-class LockedError(ForecastError, RuntimeError):
-    """Another run holds the lock of this output."""
-
 
 def manifest_path(out: Path) -> Path:
     """``OUT.manifest.json``."""
@@ -44,8 +36,8 @@ def manifest_path(out: Path) -> Path:
 
 
 def lock_path(out: Path) -> Path:
-    """``OUT.lock``."""
-    return out.with_name(out.name + ".lock")
+    """``OUT.lock`` (:func:`forecast.locking.lock_path`)."""
+    return Path(locking.lock_path(out))
 
 
 def progress_dir(out: Path) -> Path:
@@ -64,67 +56,6 @@ def output_for(out_template: str | Path, init_time) -> Path:
     if "{init}" not in text:
         return Path(text)
     return Path(text.replace("{init}", init_label(init_time).replace("-", "")))
-
-
-class RunLock:
-    """An exclusive, non-blocking lock on an output, held for the life of a run.
-
-    Parameters
-    ----------
-    out : Path
-        The output path; the lock file is ``OUT.lock``.
-
-    Raises
-    ------
-    LockedError
-        On entry, naming the process that holds the lock.
-    """
-
-    def __init__(self, out: Path):
-        self.path = lock_path(Path(out))
-        self._file: TextIO | None = None
-
-    def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            handle = open(self.path, "a+")
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as err:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                handle.close()
-                raise LockedError(
-                    f"another forecast run is writing this output ({holder})",
-                    path=self.path.with_name(self.path.name[: -len(".lock")]),
-                    hint="wait for it to finish; the lock frees itself when that process ends",
-                ) from err
-            # the holder before us may have removed the file after we opened it: lock the
-            # file that is at the path now, or two runs would hold locks on different files
-            try:
-                same = os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            handle.close()
-        handle.seek(0)
-        handle.truncate()
-        handle.write(
-            f"pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}"
-        )
-        handle.flush()
-        self._file = handle
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            # removed while still held, so no other run can be waiting on this file's lock
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
 
 
 def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
@@ -186,6 +117,40 @@ class Progress:
     def remove(self) -> None:
         """Delete the records (the run finished)."""
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def finished_inits(out: Path, manifest: dict[str, Any], field_bytes: int) -> list[int]:
+    """Indices of the init times of an unfinished run that are written to their last lead.
+
+    Parameters
+    ----------
+    out : Path
+        The output; its ``OUT.progress/`` records each batch's last complete lead.
+    manifest : dict
+        Its manifest (``init_times``, ``members``, ``steps``, ``batch_size``).
+    field_bytes : int
+        Bytes of one member's field of one channel on the output grid (the
+        run's member chunking depends on it).
+
+    Returns
+    -------
+    list of int
+        Ascending; empty when the run had not started writing.
+    """
+    from inference.batching import member_chunk, plan_batches
+
+    try:
+        steps, members = int(manifest["steps"]), int(manifest["members"])
+        size, n_init = int(manifest["batch_size"]), len(manifest["init_times"])
+    except (KeyError, TypeError, ValueError):
+        return []
+    plan = plan_batches(n_init, members, size, member_chunk(size, members, field_bytes))
+    progress = Progress(Path(out))
+    done = set(range(n_init))
+    for batch in plan:
+        if progress.completed(batch.index) < steps:
+            done -= {int(i) for i in batch.init_index}
+    return sorted(done)
 
 
 def resolve_latest(

@@ -66,26 +66,17 @@ class Config(CommandConfig):
     no_progress: bool = option(False, "no progress bar", flags=("--no-progress", "--quiet"))
 
 
-def _check_out(path, overwrite: bool) -> None:
-    from forecast.checkpoint import read_metadata
-    from forecast.errors import CheckpointError, DataError
+def _check_out(path, overwrite: bool, inputs: list[str]) -> None:
+    from forecast.errors import DataError
+    from forecast.overwrite import check_replaceable
 
-    if not path.exists():
-        return
-    if not overwrite:
+    if path.exists() and not overwrite:
         raise DataError(
             "output exists",
             path=path,
             hint="choose another --out, or pass --overwrite to replace it",
         )
-    try:
-        read_metadata(path)
-    except CheckpointError as err:
-        raise DataError(
-            "output exists and is not a checkpoint of this software; --overwrite replaces only those",
-            path=path,
-            hint="choose another --out",
-        ) from err
+    check_replaceable(path, inputs=inputs, kinds=("checkpoint",), flag="--out" if not overwrite else "--overwrite")
 
 
 def run(args: Config) -> int:
@@ -98,8 +89,8 @@ def run(args: Config) -> int:
     from forecast.checkpoint import save_checkpoint
     from forecast.errors import ConfigError, DataError
     from forecast.importers import convert_published, get_importer
+    from forecast.locking import lock
     from forecast.time import format_step
-    from inference.schedule import RunLock
 
     started = time.perf_counter()
     importer = get_importer(args.model)
@@ -114,8 +105,8 @@ def run(args: Config) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise DataError("folder does not exist", path=out.parent, hint="create it first")
-    with RunLock(out):
-        _check_out(out, args.overwrite)
+    with lock(out, "forecast import"):
+        _check_out(out, args.overwrite, [str(p) for p in (args.weights, args.means, args.stds) if p])
         with tqdm(
             total=2,
             desc=f"import {args.model}",

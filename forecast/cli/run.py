@@ -34,13 +34,14 @@ so that nothing half-written is ever seen as complete (docs/formats.md).
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from forecast.cli.config import CommandConfig, option
-from forecast.errors import ConfigError
+from forecast.errors import CheckpointError, ConfigError, DataError, with_path
 from inference.perturbations.base import DEFAULT_AMPLITUDE
 from inference.perturbations.bred import BredPerturbation
 from inference.perturbations.grf import GRFPerturbation
@@ -208,7 +209,12 @@ def run(args: Config) -> int:
         out = output_for(out_template, init_times[0])
     url = staging.remote_for(args.out, out) if remote else None
     writer = writer_for(out, args.layout, args.compression)
-    initial = InitialStates(store, init_times, stepper)
+    try:
+        initial = InitialStates(store, init_times, stepper)
+    except CheckpointError as err:  # the checks see datasets: name the files
+        raise with_path(err, f"{args.checkpoint} with {args.data}") from err
+    except DataError as err:
+        raise with_path(err, args.data) from err
     spec = perturbation_spec(
         args.perturbation,
         args.amplitude,
@@ -245,15 +251,24 @@ def run(args: Config) -> int:
                     f"{url}: the forecast from {format_time(init_times[0])} is already finished; nothing to do"
                 )
             return 0
-        result = run_forecast(
-            stepper,
-            initial,
-            build_perturbation(spec, stepper),
-            writer,
-            request,
-            show_progress=not args.no_progress,
-            log=log,
-        )
+        try:
+            result = run_forecast(
+                stepper,
+                initial,
+                build_perturbation(spec, stepper),
+                writer,
+                request,
+                show_progress=not args.no_progress,
+                log=log,
+            )
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            raise DataError(
+                f"{err.strerror or 'No space left on device'}: the disk is full, the forecast could not be written",
+                path=err.filename or out,
+                hint="free some disk space and rerun the same command (a Zarr output resumes)",
+            ) from err
         if url and rank == 0:
             publish_run(out, url)
     if rank == 0 and result.status == "finished":

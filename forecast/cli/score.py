@@ -50,29 +50,84 @@ class Config(CommandConfig):
     )
     no_baselines: bool = option(False, "score only the forecast, not persistence and climatology")
     no_spectra: bool = option(False, "skip the power spectra")
+    allow_partial: bool = option(
+        False,
+        "score an unfinished forecast (its manifest says running or failed): only its finished init times",
+    )
     no_progress: bool = option(False, "hide the progress bar")
 
 
 def run(args: Config) -> int:
     """Score, print the table, write the file and plots."""
+    import contextlib
+
+    from forecast.locking import lock
+    from forecast.overwrite import check_replaceable
     from forecast.scoring.score import BASELINES, score_files
 
-    regions = args.region
-    _, table, written = score_files(
-        args.forecast,
-        args.truth,
-        out=args.out,
-        plots=args.plots,
-        regions=regions,
-        lead_for_maps=args.lead_for_maps,
-        table_region=args.table_region,
-        baselines=() if args.no_baselines else BASELINES,
-        spectra=not args.no_spectra,
-        progress=not args.no_progress,
-    )
+    init_indices = _finished_part(args.forecast, args.allow_partial)
+    with contextlib.ExitStack() as held:
+        if args.out:  # one writer at a time; replace only a scores file, never an input
+            held.enter_context(lock(args.out, "forecast score"))
+            check_replaceable(
+                args.out, inputs=[args.forecast, args.truth], kinds=("scores",), flag="--out", action="replace"
+            )
+        _, table, written = score_files(
+            args.forecast,
+            args.truth,
+            out=args.out,
+            plots=args.plots,
+            regions=args.region,
+            lead_for_maps=args.lead_for_maps,
+            table_region=args.table_region,
+            baselines=() if args.no_baselines else BASELINES,
+            spectra=not args.no_spectra,
+            progress=not args.no_progress,
+            init_indices=init_indices,
+        )
     print(table)
     if args.out:
         print(f"scores written to {written[0]}", file=sys.stderr)
     if args.plots:
         print(f"{len(written) - bool(args.out)} plots written to {args.plots}", file=sys.stderr)
     return 0
+
+
+def _finished_part(forecast: str, allow_partial: bool) -> list[int] | None:
+    """The init times to score of a forecast whose manifest says it is unfinished (None: all).
+
+    Raises
+    ------
+    DataError
+        The run is unfinished and ``allow_partial`` is off, or no init time is finished.
+    """
+    from pathlib import Path
+
+    from forecast.errors import DataError
+    from forecast.scoring.layouts import open_forecast
+    from inference.schedule import FINISHED, finished_inits, read_manifest
+
+    manifest = read_manifest(Path(forecast))
+    if manifest is None or manifest.get("status") in (FINISHED, None):
+        return None
+    status, total = manifest["status"], len(manifest.get("init_times", []))
+    grid = open_forecast(forecast)
+    done = finished_inits(Path(forecast), manifest, grid.sizes["latitude"] * grid.sizes["longitude"] * 4)
+    counted = f"{len(done)} of {total} init time(s) complete"
+    if not allow_partial:
+        raise DataError(
+            f"the forecast is unfinished (its manifest says {status}; {counted})",
+            path=forecast,
+            hint="let 'forecast run' finish (rerun it to resume), or pass --allow-partial to score the complete init times",
+        )
+    if not done:
+        raise DataError(
+            f"the forecast is unfinished (its manifest says {status}) and no init time is complete yet",
+            path=forecast,
+            hint="let 'forecast run' finish (rerun it to resume)",
+        )
+    print(
+        f"forecast score: {forecast}: unfinished ({status}); scoring only its {counted}",
+        file=sys.stderr,
+    )
+    return done

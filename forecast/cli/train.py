@@ -186,22 +186,31 @@ Config = create_model(
 
 def run(args: Any) -> int:
     """Run ``forecast train``; returns the exit code."""
+    import contextlib
     import os
 
-    import yaml
-
     from forecast import storage
+    from forecast.locking import lock
     from forecast.training import train
 
     request = args.to_request()
     rank = int(os.environ.get("RANK", "0"))
-    existing_run = storage.exists(storage.join(request.out, "latest.ckpt")) and not request.resume
-    if rank == 0 and not existing_run:  # train() refuses an existing run: keep its config
-        if storage.is_local(request.out):
-            storage.local_path(request.out).mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(json.loads(json.dumps(request.options())), sort_keys=False)
-        storage.write_bytes(storage.join(request.out, "config.yaml"), text.encode())  # atomic
-    result = train(request)
+    local = storage.is_local(request.out)
+    existed = False
+    with contextlib.ExitStack() as held:
+        if rank == 0:  # one training per run directory (torchrun's other ranks follow rank 0)
+            held.enter_context(lock(request.out, "forecast train"))
+            if local:
+                existed = request.out.exists()
+                _prepare_run_directory(request)
+            else:
+                _write_remote_config(request)
+        try:
+            result = train(request)
+        except BaseException:
+            if rank == 0 and local:
+                _remove_unstarted(request, existed)
+            raise
     if rank == 0:
         line = f"trained {result.steps} steps; checkpoints in {request.out}"
         scores = result.last_validation
@@ -214,3 +223,67 @@ def run(args: Any) -> int:
             line += f"; validation RMSE at {lead} step(s): " + ", ".join(parts)
         print(line)
     return 0
+
+
+#: What ``forecast train`` writes into a run directory before its first checkpoint.
+_UNSTARTED = ("config.yaml", "metrics.jsonl")
+
+
+def _prepare_run_directory(request: Any) -> None:
+    """Check ``--out`` (under its lock), clear what an unstarted run left, write config.yaml.
+
+    The run directory must not be, hold or lie in the store, and an existing
+    non-empty folder must be a run directory of ``forecast train``; a fresh
+    run clears the config and metrics of a run that stopped before its first
+    checkpoint.
+    """
+    import yaml
+
+    from forecast.files import atomic_write
+    from forecast.overwrite import check_replaceable, involves
+    from forecast.training.trainer import LATEST
+
+    out = request.out
+    empty = out.is_dir() and not any(out.iterdir())
+    if not empty or involves(out, [request.data]) is not None:
+        check_replaceable(
+            out, inputs=[request.data], kinds=("run-directory",), flag="--out", action="write into"
+        )
+    started = (out / LATEST).exists()
+    if started and not request.resume:
+        return  # train() refuses an existing run: keep its config
+    if not started and not request.resume:
+        for name in _UNSTARTED:
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(json.loads(json.dumps(request.options())), sort_keys=False)
+    atomic_write(out / "config.yaml", lambda path: path.write_text(text))
+
+
+def _write_remote_config(request: Any) -> None:
+    """Write config.yaml of a run directory on object storage (one object), unless the run has begun."""
+    import yaml
+
+    from forecast import storage
+    from forecast.training.trainer import LATEST
+
+    if storage.exists(storage.join(request.out, LATEST)) and not request.resume:
+        return  # train() refuses an existing run: keep its config
+    text = yaml.safe_dump(json.loads(json.dumps(request.options())), sort_keys=False)
+    storage.write_bytes(storage.join(request.out, "config.yaml"), text.encode())
+
+
+def _remove_unstarted(request: Any, existed: bool) -> None:
+    """After a failure before training began, leave no run directory of only config.yaml.
+
+    Metrics of a run that trained (and stopped before its first checkpoint)
+    stay for the user to read; the next fresh start clears them.
+    """
+    from forecast.training.trainer import LATEST, METRICS
+
+    out = request.out
+    if not out.is_dir() or (out / LATEST).exists() or (out / METRICS).exists():
+        return
+    (out / "config.yaml").unlink(missing_ok=True)
+    if not existed and not any(out.iterdir()):
+        out.rmdir()

@@ -108,7 +108,40 @@ def build_model(
             f"model {name!r} needs a global equiangular or legendre-gauss grid, got {grid.describe()}",
             hint="use the afno or fno model for regional grids",
         )
-    return spec.build(in_channels, out_channels, grid, validate_hparams(spec, hparams))
+    validated = validate_hparams(spec, hparams)
+    try:
+        return spec.build(in_channels, out_channels, grid, validated)
+    except (RuntimeError, MemoryError) as err:
+        if not _out_of_memory(err):
+            raise
+        raise ConfigError(
+            f"the {name} model with {_size_hparams(validated)} does not fit in memory"
+            f"{_parameter_size(spec, in_channels, out_channels, grid, validated)}",
+            hint="lower embed_dim or num_layers in --hparams (or the config's model section)",
+        ) from err
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether an error is an allocation failure (CPU allocator, CUDA, Python)."""
+    text = str(err).lower()
+    return isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def _size_hparams(hparams: HParams) -> str:
+    values = hparams_to_dict(hparams)
+    shown = [f"{key}={values[key]}" for key in ("embed_dim", "num_layers", "depth") if key in values]
+    return ", ".join(shown) or "these hyperparameters"
+
+
+def _parameter_size(spec: ModelSpec, in_channels: int, out_channels: int, grid: Grid, hparams: HParams) -> str:
+    """`` (N parameters, X GB)`` from a build on the meta device, or empty when that fails too."""
+    try:
+        with torch.device("meta"):
+            model = spec.build(in_channels, out_channels, grid, hparams)
+    except Exception:  # only for the message
+        return ""
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    return f" ({count_parameters(model):,} parameters, {size / 1e9:.3g} GB of weights alone)"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import xarray as xr
 
 from forecast.channels import channel_info
 from forecast.errors import DataError
+from forecast.store import checked_zarr_store
 
 #: WeatherBench2's names of pressure-level variables, by the channel id's base letter.
 WB2_PRESSURE_NAMES: dict[str, str] = {
@@ -222,8 +223,9 @@ def open_forecast(path: str | Path) -> xr.Dataset:
     try:
         if is_cdo(path):
             return open_cdo(path)
-        if path.is_dir():
-            ds = xr.open_zarr(path, consolidated=None, decode_timedelta=True)
+        if path.is_dir():  # chunks with a CRC32C (forecast run writes them) are checked as read
+            store = checked_zarr_store(path, hint="rerun the forecast (forecast run ... --overwrite)")
+            ds = xr.open_zarr(store, consolidated=None, decode_timedelta=True)
         else:
             ds = xr.open_dataset(path, chunks={}, decode_timedelta=True)
     except DataError:

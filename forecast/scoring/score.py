@@ -18,7 +18,7 @@ import xarray as xr
 
 from forecast import __version__, staging, storage
 from forecast.channels import channel_info
-from forecast.errors import ConfigError, DataError
+from forecast.errors import ConfigError, DataError, ForecastError, with_path
 from forecast.grid import Grid
 from forecast.scoring.blocks import score_blocks
 from forecast.scoring.kernels import STATISTICS
@@ -166,6 +166,7 @@ def score_files(
     baselines: Sequence[str] = BASELINES,
     spectra: bool = True,
     progress: bool = False,
+    init_indices: Sequence[int] | None = None,
 ) -> tuple[xr.Dataset, str, list[Path | str]]:
     """Score a forecast file against a store file: the whole of ``forecast score``.
 
@@ -189,6 +190,9 @@ def score_files(
         Region of the table and plots (default the first).
     baselines, spectra, progress
         As :func:`score_forecast`.
+    init_indices : sequence of int, optional
+        Score only these init times (positions in the forecast), e.g. the
+        finished ones of an unfinished run.
 
     Returns
     -------
@@ -227,6 +231,8 @@ def score_files(
     if not regions:  # the default regions that the grid reaches (a limited area may miss some)
         parsed = default_regions(store_grid(store))
     forecast = open_forecast(forecast_path)
+    if init_indices is not None:
+        forecast = forecast.isel({INIT_DIM: list(init_indices)})
     if plots and LEAD_DIM in forecast.coords:
         leads = forecast[LEAD_DIM].values.astype("timedelta64[ns]")
         if map_lead not in leads:
@@ -234,9 +240,23 @@ def score_files(
                 f"the forecast has no lead time {lead_label(map_lead)} for the maps",
                 hint=f"choose --lead-for-maps among {', '.join(lead_label(x) for x in leads[:12])}",
             )
-    scores = score_forecast(
-        forecast, store, regions=parsed, baselines=baselines, spectra=spectra, progress=progress
-    )
+    try:
+        scores = score_forecast(
+            forecast, store, regions=parsed, baselines=baselines, spectra=spectra, progress=progress
+        )
+    except ForecastError as err:  # checks of the opened datasets: name the files
+        named = with_path(err, f"{forecast_path} against {truth_path}")
+        if named is err:
+            raise
+        raise named from err
+    except (RuntimeError, ValueError, OSError) as err:
+        if not _is_decode_error(err):
+            raise
+        raise DataError(
+            f"a chunk cannot be decoded, the data are damaged ({' '.join(str(err).split())[:160]})",
+            path=f"{forecast_path} or {truth_path}",
+            hint="rerun the forecast (forecast run ... --overwrite) or re-ingest the store",
+        ) from err
     written: list[Path | str] = []
     if out:
         with staging.output_path(out) as local:  # a URL: written locally, then uploaded
@@ -252,6 +272,16 @@ def score_files(
         else:
             written.extend(storage.join(str(plots), Path(p).name) for p in drawn)
     return scores, format_table(scores, region=table_region), written
+
+
+#: Words of the errors that codecs and the HDF5 library raise for a damaged chunk.
+_DECODE_WORDS = ("decompress", "checksum", "codec", "hdf error", "corrupt", "truncated", "cannot reshape")
+
+
+def _is_decode_error(err: BaseException) -> bool:
+    """Whether an error from reading the data comes from a chunk that does not decode."""
+    text = str(err).lower()
+    return any(word in text for word in _DECODE_WORDS)
 
 
 def default_regions(grid: Grid) -> list[Region]:

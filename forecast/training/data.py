@@ -188,10 +188,10 @@ class WindowDataset(Dataset):
             # client (its event-loop thread does not exist in the child)
             import zarr
 
-            from forecast import storage
+            from forecast.store import checked_zarr_store
 
-            store = storage.zarr_store(self.path, read_only=True)
-            self._array = zarr.open_array(store, path="data", mode="r")
+            # through the store's checksums: a damaged chunk is a DataError naming it
+            self._array = zarr.open_array(checked_zarr_store(self.path), path="data", mode="r")
             self._pid = os.getpid()
         return self._array
 
@@ -322,3 +322,25 @@ def validation_batches(
 def store_times(ds: xr.Dataset) -> np.ndarray:
     """The decoded time coordinate of a store as a numpy array."""
     return np.asarray(ds["time"].values)
+
+
+def unwrap_worker_error(err: BaseException) -> BaseException:
+    """The one-line error that a data-loader worker raised, from torch's re-raised copy.
+
+    torch re-raises a worker's exception in the main process as the same type
+    with the worker's traceback in its message; for a :class:`ForecastError`
+    this gives back the original one-line message (the traceback's last line).
+    """
+    from forecast.errors import ForecastError
+
+    text = str(err)
+    if not isinstance(err, ForecastError) or not text.startswith("Caught "):
+        return err
+    marker = f"{type(err).__name__}: "
+    last = next((line for line in reversed(text.splitlines()) if marker in line), None)
+    if last is None:
+        return err
+    unwrapped = ForecastError.__new__(type(err))
+    Exception.__init__(unwrapped, last.split(marker, 1)[1])
+    unwrapped.path, unwrapped.problem, unwrapped.hint = None, last.split(marker, 1)[1], None
+    return unwrapped

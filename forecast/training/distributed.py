@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from forecast.errors import ConfigError
+
 __all__ = ["DistributedContext", "init_distributed", "resolve_device"]
 
 
@@ -66,7 +68,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
     Raises
     ------
-    ValueError
+    ConfigError
         If ``"cuda"`` is asked for on a machine without CUDA, or the name is unknown.
     """
     if name == "auto":
@@ -75,11 +77,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
-                "--device cuda was asked for but no CUDA device is available; use --device cpu or auto"
+            raise ConfigError(
+                "--device cuda was asked for but no CUDA device is available",
+                hint="use --device cpu or auto",
             )
         return torch.device("cuda", local_rank % torch.cuda.device_count())
-    raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
+    raise ConfigError(f"unknown device {name!r}", hint="use auto, cpu or cuda")
 
 
 def init_distributed(device: str = "auto") -> DistributedContext:

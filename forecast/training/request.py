@@ -139,6 +139,8 @@ class TrainRequest:
             object.__setattr__(self, "grad_clip", None)
         for item in dataclasses.fields(self):
             _check_bounds(item.name, getattr(self, item.name), item.metadata)
+        if self.rollout_schedule is not None:
+            _check_schedule(self.rollout_schedule, self.rollout_steps, self.max_steps)
         if self.ensemble_size > 1 and self.ensemble_noise == 0:
             raise ConfigError("an ensemble needs --ensemble-noise > 0")
 
@@ -184,6 +186,23 @@ def _check_bounds(name: str, value: Any, metadata: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"--{name.replace('_', '-')} must be {words} {metadata[key]}, got {value}"
             )
+
+
+def _check_schedule(schedule: tuple[tuple[int, int], ...], rollout_steps: int, max_steps: int) -> None:
+    """Milestones ascend in step, and each K lies in 1 .. ``rollout_steps``."""
+    text = ",".join(f"{step}:{k}" for step, k in schedule)
+    steps = [step for step, _ in schedule]
+    if steps != sorted(steps) or len(set(steps)) != len(steps) or min(steps) < 0:
+        raise ConfigError(
+            f"--rollout-schedule {text}: the steps must ascend from 0 or more",
+            hint="give step:K pairs in increasing step order, e.g. 0:1,500:2,1000:4",
+        )
+    above = [f"{step}:{k}" for step, k in schedule if k > rollout_steps or k < 1]
+    if above:
+        raise ConfigError(
+            f"--rollout-schedule {text}: K of {', '.join(above)} is outside 1 .. --rollout-steps {rollout_steps}",
+            hint=f"raise --rollout-steps to {max(k for _, k in schedule)} or lower those milestones",
+        )
 
 
 def parse_schedule(text: str | Sequence[Any]) -> tuple[tuple[int, int], ...]:

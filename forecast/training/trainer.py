@@ -27,11 +27,13 @@ from torch import nn
 from forecast.errors import ConfigError, ForecastError
 from forecast.forcings import select_step
 from forecast.stepper import StagedStepper, TrainableStepper
+from forecast.time import format_time
 from forecast.training.data import (
     StepBatchSampler,
     TrainingWindows,
     WindowDataset,
     make_loader,
+    unwrap_worker_error,
     validation_batches,
 )
 from forecast.training.distributed import DistributedContext
@@ -204,6 +206,9 @@ class TrainingLoop:
         self.best_score: float | None = None
         self.last_validation: RolloutScores | None = None
         self._pending: list[tuple[int, torch.Tensor, torch.Tensor, int, float]] = []
+        #: Per pending step: (start indices, non-finite mask (sample, time, channel)) of its batches.
+        self._pending_inputs: list[list[tuple[np.ndarray, torch.Tensor]]] = []
+        self._step_inputs: list[tuple[np.ndarray, torch.Tensor]] = []
         self._last_loss: float | None = None
 
     # -- stages -----------------------------------------------------------------------
@@ -262,6 +267,11 @@ class TrainingLoop:
 
     # -- one optimiser step -----------------------------------------------------------
     def _loss_per_channel(self, batch: dict, n_steps: int) -> torch.Tensor:
+        # which store values of the batch are NaN/inf, per (sample, time, channel): read only if the loss is
+        window = torch.cat([batch["history"], batch["targets"][:, :n_steps]], dim=1)
+        self._step_inputs.append(
+            (np.asarray(batch["start"]), (~torch.isfinite(window)).flatten(3).any(dim=-1))
+        )
         history = self.stepper.normalize(batch["history"].to(self.device, non_blocking=True))
         targets = self.stepper.normalize(batch["targets"].to(self.device, non_blocking=True))
         if self.staged:
@@ -320,7 +330,13 @@ class TrainingLoop:
         set_learning_rate(self.optimizer, lr)
         channel_loss = torch.zeros(len(self.channels), device=self.device)
         for micro in range(self.accumulation):
-            batch = next(batches)
+            try:
+                batch = next(batches)
+            except ForecastError as err:  # a worker's (a damaged chunk of the store): one line again
+                unwrapped = unwrap_worker_error(err)
+                if unwrapped is err:
+                    raise
+                raise unwrapped from err
             last = micro == self.accumulation - 1
             sync = (
                 contextlib.nullcontext()
@@ -347,6 +363,8 @@ class TrainingLoop:
         self._pending.append(
             (self.step, channel_loss, grad_norm.detach().float().reshape(1), n_steps, lr)
         )
+        self._pending_inputs.append(self._step_inputs)
+        self._step_inputs = []
 
     # -- logging and checks -----------------------------------------------------------
     def _flush(self) -> None:
@@ -360,6 +378,7 @@ class TrainingLoop:
         values = (combined / self.context.world_size).cpu().numpy()
         losses_np, norms_np = values[:, :-1], values[:, -1]
         pending, self._pending = self._pending, []
+        inputs, self._pending_inputs = self._pending_inputs, []
         bad_rows = np.flatnonzero(~np.isfinite(losses_np).all(axis=1) | ~np.isfinite(norms_np))
         if len(bad_rows):
             row = bad_rows[0]
@@ -370,6 +389,9 @@ class TrainingLoop:
                 if bad_channels
                 else f"the gradients became non-finite at step {step} (the loss was finite)"
             )
+            source = self._nonfinite_inputs(inputs[row] if row < len(inputs) else [])
+            if source:  # the store's NaNs, not the optimisation: name them, not every channel they spread to
+                what = f"the loss became {_nonfinite_word(losses_np[row])} at step {step} because {source}"
             latest = self.out_dir / LATEST
             kept = (
                 f"the last good checkpoint is {latest}"
@@ -396,6 +418,24 @@ class TrainingLoop:
                 "lr": lr,
                 "steps_averaged": len(pending),
             }
+        )
+
+    def _nonfinite_inputs(self, batches: list[tuple[np.ndarray, torch.Tensor]]) -> str:
+        """``the store S holds NaN/inf in channel(s) C at T`` for a step's batches, or empty."""
+        channels: list[str] = []
+        times: list[str] = []
+        for starts, mask in batches:
+            for sample, offset, channel in zip(*np.nonzero(mask.cpu().numpy()), strict=True):
+                if self.channels[channel] not in channels:
+                    channels.append(self.channels[channel])
+                when = format_time(self.times[int(starts[sample]) + int(offset)])
+                if when not in times:
+                    times.append(when)
+        if not channels:
+            return ""
+        shown = ", ".join(sorted(times)[:3]) + (f" and {len(times) - 3} more" if len(times) > 3 else "")
+        return (
+            f"the store {self.request.data} holds NaN/inf in channel(s) {', '.join(channels)} at {shown}"
         )
 
     def _log(self, record: dict) -> None:

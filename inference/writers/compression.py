@@ -52,13 +52,18 @@ def resolve_compression(name: str, file_format: str) -> str:
 
 
 def zarr_compressors(name: str) -> Any:
-    """The ``compressors`` argument of :func:`zarr.Group.create_array` for a resolved codec."""
-    if name == "none":
-        return None
-    from zarr.codecs import BloscCodec
+    """The ``compressors`` argument of :func:`zarr.Group.create_array` for a resolved codec.
 
+    Every chunk ends with a CRC32C of its (compressed) bytes, Zarr's
+    ``crc32c`` codec, whatever the codec: a damaged chunk is an error that
+    names it, never wrong numbers.
+    """
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    if name == "none":
+        return (Crc32cCodec(),)
     cname: Literal["zstd", "zlib"] = "zstd" if name == "zstd" else "zlib"
-    return (BloscCodec(cname=cname, clevel=LEVEL, shuffle="shuffle", typesize=4),)
+    return (BloscCodec(cname=cname, clevel=LEVEL, shuffle="shuffle", typesize=4), Crc32cCodec())
 
 
 def netcdf_compression(name: str) -> dict[str, Any]:

@@ -122,15 +122,22 @@ class ZarrWriter(ForecastWriter):
     def read(self, init_index: int, member_start: int, member_stop: int, lead: int) -> np.ndarray:
         members = slice(member_start, member_stop)
         arrangement = self._arrangement
-        return np.stack(
-            [
-                arrangement.unfield(
-                    np.asarray(array[arrangement.index(target, init_index, lead, members)])
-                )
-                for target, array in self._arrays
-            ],
-            axis=1,
-        )
+        fields = []
+        for target, array in self._arrays:
+            where = arrangement.index(target, init_index, lead, members)
+            try:
+                fields.append(arrangement.unfield(np.asarray(array[where])))
+            except (ValueError, RuntimeError) as err:  # the codecs' errors: checksum, truncation
+                reason = " ".join(str(err).split())[:120]
+                if "checksum" in reason:
+                    reason = "its CRC32C checksum does not match: truncated or overwritten"
+                raise DataError(
+                    f"a chunk of {target.variable} (init {init_index}, lead {lead}) is damaged "
+                    f"and cannot be read back to resume ({reason})",
+                    path=self.path,
+                    hint="rerun with --overwrite to write the forecast again",
+                ) from err
+        return np.stack(fields, axis=1)
 
     def close(self) -> None:
         self._arrays = []

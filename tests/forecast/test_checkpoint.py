@@ -317,3 +317,61 @@ def test_version_1_checkpoints_still_load(tmp_path):
     torch.save(payload, tmp_path / "v1.ckpt")
     loaded, _ = load_checkpoint(tmp_path / "v1.ckpt")
     assert torch.equal(loaded.advance(state(), TIMES), stepper.advance(state(), TIMES))
+
+
+def _flip_middle(path: pathlib.Path, out: pathlib.Path, record: str | None = None, count: int = 64) -> str:
+    """Write ``path`` to ``out`` with ``count`` bytes inverted in the middle of a record's data.
+
+    The record is the largest tensor unless named; returns its name in the archive.
+    """
+    import struct
+    import zipfile
+
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+    info = (
+        max((i for i in infos if "/data/" in i.filename), key=lambda i: i.compress_size)
+        if record is None
+        else next(i for i in infos if i.filename.endswith(record))
+    )
+    assert info.compress_type == zipfile.ZIP_STORED
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_length + extra_length
+    middle = start + info.compress_size // 2 - count // 2
+    assert info.compress_size >= count
+    for k in range(middle, middle + count):
+        data[k] ^= 0xFF
+    out.write_bytes(bytes(data))
+    return info.filename.split("/", 1)[1]
+
+
+@pytest.mark.parametrize("record", [None, "data.pkl"])
+def test_flipped_bytes_fail_to_load_naming_the_file_and_record(saved, tmp_path, record):
+    path, _ = saved
+    flipped = tmp_path / "flipped.ckpt"
+    name = _flip_middle(path, flipped, record)
+    assert checkpoint_digest(flipped) != checkpoint_digest(path)
+    for load in (load_checkpoint, read_metadata):
+        with pytest.raises(CheckpointError) as info:
+            load(flipped)
+        assert str(info.value) == (
+            f"{flipped}: the checkpoint is corrupt: its record {name} fails the CRC-32 check "
+            "(its bytes changed after it was saved); copy it again from the original or re-save it; "
+            "do not use this file"
+        )
+    load_checkpoint(path)  # the original still loads
+
+
+def test_flipped_checkpoint_is_one_line_on_the_command_line(saved, tmp_path, capsys):
+    from forecast.cli.main import main
+    from tests.inference.conftest import write_store
+
+    path, _ = saved
+    flipped = tmp_path / "flipped.ckpt"
+    name = _flip_middle(path, flipped)
+    write_store(tmp_path / "s.zarr", periods=3)
+    code = main(["run", "--checkpoint", str(flipped), "--data", str(tmp_path / "s.zarr"), "--init", "latest", "--steps", "1", "--out", str(tmp_path / "fc.zarr"), "--device", "cpu"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(lines) == 1
+    assert lines[0].startswith(f"forecast run: error: {flipped}: the checkpoint is corrupt: its record {name} fails")

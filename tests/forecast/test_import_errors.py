@@ -295,8 +295,14 @@ def test_overwrite_replaces_only_our_checkpoints(v1_files, tmp_path, capsys):
     line = _one_line_error(
         *_import(capsys, "fourcastnet", weights, means, stds, out, "--grid", "9x16", "--overwrite")
     )
-    assert "not a checkpoint of this software" in line
+    assert "it is not a checkpoint written by forecast" in line
     assert out.read_text() == "somebody's notes"
+    before = weights.read_bytes()
+    line = _one_line_error(
+        *_import(capsys, "fourcastnet", weights, means, stds, weights, "--grid", "9x16", "--overwrite")
+    )
+    assert "--overwrite would delete an input of this command" in line
+    assert weights.read_bytes() == before
     out.unlink()
     assert _import(capsys, "fourcastnet", weights, means, stds, out, "--grid", "9x16")[0] == 0
     assert (

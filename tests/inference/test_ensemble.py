@@ -11,11 +11,12 @@ import xarray as xr
 
 from forecast.errors import ConfigError, DataError
 from forecast.grid import Grid
+from forecast.locking import LockedError, lock
 from forecast.stepper import Stepper
 from forecast.store import open_store
 from inference.initial import parse_init_spec
 from inference.rollout import BlowUp, BlowUpError
-from inference.schedule import LockedError, RunLock, manifest_path
+from inference.schedule import manifest_path
 from tests.inference.conftest import CHANNELS, STDS, run
 
 INITS = "2020-01-01T06/2020-01-01T12/6h"
@@ -269,9 +270,9 @@ def test_bad_requests_fail_before_compute(tmp_path, store, stepper):
 def test_lock_and_conflicting_outputs(tmp_path, store, stepper):
     out = tmp_path / "fc.zarr"
     with (
-        RunLock(out),
+        lock(out, "forecast run"),
         pytest.raises(
-            LockedError, match=r"fc.zarr: another forecast run is writing this output \(pid \d+"
+            LockedError, match=r"fc.zarr: another process is writing this output \(forecast run pid \d+"
         ),
     ):
         _run(stepper, store, out)

@@ -206,7 +206,9 @@ def test_cli_run_latest_twice_and_errors(tmp_path, store_path, checkpoint, capsy
     assert main(bad) == 1
     err = capsys.readouterr().err.strip()
     assert (
-        err.startswith("forecast run: error: initial time(s) 2030-01-01T00:00 not in the store")
+        err.startswith(
+            f"forecast run: error: {store_path}: initial time(s) 2030-01-01T00:00 not in the store"
+        )
         and "\n" not in err
     )
     assert main([*bad[:-1], str(tmp_path / "x.grib")]) == 1

@@ -107,7 +107,7 @@ def test_flags_override_yaml_and_keys_mirror_flags(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text(
         "model: fno\nmax-steps: 7\nbatch_size: 4\nno-progress: true\nstate-loss: true\n"
-        "channels: z500,t850\nchannel-weights: {t850: 2}\nrollout-schedule: '0:1,5:2'\n"
+        "channels: z500,t850\nchannel-weights: {t850: 2}\nrollout-schedule: '0:1,5:2'\nrollout-steps: 2\n"
     )
     config = resolve(
         config_class("train"), parse("train", ["--max-steps", "9", *_required_flags()]), path

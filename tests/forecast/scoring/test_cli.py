@@ -71,8 +71,67 @@ def test_score_command_errors_are_one_line(tiny_store, tmp_path, capsys):
     assert main(["score", str(forecast_path), "--truth", str(path), "--no-progress"]) == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1
-    assert error[0].startswith("forecast score: error: no valid time of the forecast (2029-")
+    assert error[0].startswith(
+        f"forecast score: error: {forecast_path} against {path}: no valid time of the forecast (2029-"
+    )
     assert main(["score", str(tmp_path / "missing.zarr"), "--truth", str(path)]) == 1
     assert "missing.zarr: no such file or directory" in capsys.readouterr().err
     assert main(["score", str(forecast_path), "--truth", str(path), "--region", "atlantis"]) == 1
     assert "unknown region 'atlantis'" in capsys.readouterr().err
+
+
+def _score_argv(forecast_path, store, out, *extra):
+    return ["score", str(forecast_path), "--truth", str(store), "--out", str(out), "--no-spectra", "--no-progress", *extra]
+
+
+def test_score_out_never_replaces_an_input_or_a_foreign_file(tiny_store, tmp_path, capsys):
+    from forecast.locking import lock
+
+    path, truth, _ = tiny_store()
+    forecast_path = tmp_path / "fc.nc"
+    make_forecast(truth, [0], n_leads=2, members=2).to_netcdf(forecast_path)
+    before = forecast_path.read_bytes()
+    assert main(_score_argv(forecast_path, path, forecast_path)) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [
+        f"forecast score: error: {forecast_path}: --out would replace an input of this command "
+        f"({forecast_path}); write the output somewhere else"
+    ]
+    assert forecast_path.read_bytes() == before
+    assert main(_score_argv(forecast_path, path, path / "scores.nc")) == 1  # inside the store
+    assert "--out would replace an input" in capsys.readouterr().err
+    other = tmp_path / "other.nc"
+    xr.Dataset({"x": ("i", np.arange(3.0))}).to_netcdf(other)
+    other_bytes = other.read_bytes()
+    assert main(_score_argv(forecast_path, path, other)) == 1
+    assert "--out refuses to replace it: it is not a scores file written by forecast" in capsys.readouterr().err
+    assert other.read_bytes() == other_bytes
+    out = tmp_path / "scores.nc"
+    assert main(_score_argv(forecast_path, path, out)) == 0
+    assert main(_score_argv(forecast_path, path, out, "--no-baselines")) == 0  # our own scores: replaced
+    assert list(open_scores(out)["model"].values) == ["forecast"]
+    capsys.readouterr()
+    with lock(out, "forecast score"):
+        assert main(_score_argv(forecast_path, path, out)) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and f"{out}: another process is writing this output (forecast score pid " in error[0]
+
+
+def test_score_grid_and_channel_mismatches_name_the_files(tiny_store, tmp_path, capsys):
+    path, truth, _ = tiny_store()
+    coarse = make_forecast(truth, [0], n_leads=2, members=2).isel(latitude=slice(0, 8))
+    coarse_path = tmp_path / "coarse.nc"
+    coarse.to_netcdf(coarse_path)
+    assert main(["score", str(coarse_path), "--truth", str(path), "--no-progress"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [
+        f"forecast score: error: {coarse_path} against {path}: forecast grid 8x16 does not match the "
+        "store's equiangular 9x16 grid; score against the store the model was run from, or regrid the forecast"
+    ]
+    other, _, _ = tiny_store(channels=("z500",))
+    forecast_path = tmp_path / "fc.nc"
+    make_forecast(truth, [0], n_leads=2, members=2).to_netcdf(forecast_path)
+    assert main(["score", str(forecast_path), "--truth", str(other), "--no-progress"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"forecast score: error: {forecast_path} against {other}: ")
+    assert "t850" in error[0]

@@ -121,7 +121,9 @@ def test_nan_loss_stops_with_step_and_channel(tmp_path):
             )
         )
     message = str(caught.value)
-    assert f"the loss became NaN at step {bad_step} in channel(s)" in message and "t850" in message
+    when = str(np.datetime64("2020-01-01T00:00") + np.timedelta64(6 * index, "h"))[:16]
+    assert f"the loss became NaN at step {bad_step} because the store {store} holds NaN/inf in channel(s) t850 at {when}" in message
+    assert "z500" not in message  # only the channel the NaN came from, not those it spread to
     assert f"the last good checkpoint is {run_dir / 'latest.ckpt'}" in message
     stepper, metadata = load_checkpoint(run_dir / "latest.ckpt")
     assert metadata["provenance"]["step"] < bad_step
@@ -143,6 +145,19 @@ def test_nan_loss_stops_with_step_and_channel(tmp_path):
         ),
         (["--hparams", "embed_dim"], "cannot parse --hparams 'embed_dim'"),
         (["--model", "resnet"], "unknown model 'resnet'"),
+        (
+            ["--rollout-schedule", "0:1,2:4", "--rollout-steps", "2"],
+            "--rollout-schedule 0:1,2:4: K of 2:4 is outside 1 .. --rollout-steps 2; raise --rollout-steps to 4",
+        ),
+        (
+            ["--rollout-schedule", "3:1,2:2", "--rollout-steps", "2"],
+            "--rollout-schedule 3:1,2:2: the steps must ascend",
+        ),
+        (
+            # 3.6e13 bytes for one layer's weights: more than any machine's memory, refused at once
+            ["--hparams", "embed_dim=3000000,num_layers=1"],
+            "the sfno model with embed_dim=3000000, num_layers=1 does not fit in memory (",
+        ),
     ],
 )
 def test_bad_input_gives_one_line_errors(short_store, toy_store, tmp_path, capsys, extra, message):
@@ -163,6 +178,19 @@ def test_bad_input_gives_one_line_errors(short_store, toy_store, tmp_path, capsy
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("forecast train: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "run").exists()  # a refused run leaves no run directory
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_one_line(toy_store, tmp_path, capsys):
+    argv = ["train", "--data", str(toy_store), "--model", "sfno", "--out", str(tmp_path / "run")]
+    assert main([*argv, "--device", "cuda", "--workers", "0", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "forecast train: error: --device cuda was asked for but no CUDA device is available; "
+        "use --device cpu or auto"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_trains_resumes_and_refuses_to_overwrite(toy_store, tmp_path, capsys):
