@@ -33,11 +33,15 @@ class LeadState:
         Shape ``(batch,)``: when each member's state is valid.
     state : torch.Tensor
         Shape ``(batch, channel, lat, lon)``, physical units, float32.
+    history : torch.Tensor
+        Shape ``(batch, history, channel, lat, lon)``: the window the next step
+        starts from (its last slice is ``state``); a restart file keeps it.
     """
 
     lead: int
     valid_time: np.ndarray
     state: torch.Tensor
+    history: torch.Tensor
 
 
 def rollout(
@@ -79,7 +83,7 @@ def rollout(
         raise ValueError(f"{len(init_times)} init times for a batch of {initial.shape[0]}")
     history = initial
     times = shift_times(np.asarray(init_times), start_lead * stepper.step)
-    yield LeadState(start_lead, times, history[:, -1])
+    yield LeadState(start_lead, times, history[:, -1], history)
     for lead in range(start_lead + 1, steps + 1):
         with torch.inference_mode():
             new = stepper.advance(history, times, check_finite=False).to(history.dtype)
@@ -89,7 +93,7 @@ def rollout(
             if history.shape[1] > 1
             else new[:, None]
         )
-        yield LeadState(lead, times, new)
+        yield LeadState(lead, times, new, history)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from forecast.normalize import Normalizer
 from forecast.periods import PERIOD_KINDS, Period, lead_periods, run_periods
 from inference.climate.accumulators import Histogram, MeanSum
 
@@ -45,6 +46,10 @@ class Record:
     values: dict[str, np.ndarray]
 
 
+#: Default half-width of the histograms' range, in standard deviations of each channel.
+HISTOGRAM_SIGMAS = 5.0
+
+
 @dataclass(frozen=True)
 class HistogramSpec:
     """Fixed bins of the histograms: ``bins`` per channel over ``[low, high]`` (shape ``(channel,)``)."""
@@ -52,6 +57,20 @@ class HistogramSpec:
     bins: int
     low: np.ndarray
     high: np.ndarray
+
+    @classmethod
+    def from_normalizer(
+        cls,
+        normalizer: Normalizer,
+        channels: Sequence[str],
+        bins: int,
+        sigmas: float = HISTOGRAM_SIGMAS,
+    ) -> HistogramSpec:
+        """``bins`` bins over ``mean +- sigmas * std`` of each of ``channels`` (the model's statistics)."""
+        index = [list(normalizer.channels).index(c) for c in channels]
+        mean = np.asarray(normalizer.mean, dtype=np.float64)[index]
+        std = np.asarray(normalizer.std, dtype=np.float64)[index]
+        return cls(int(bins), mean - sigmas * std, mean + sigmas * std)
 
 
 class RunPeriods:

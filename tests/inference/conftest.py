@@ -166,16 +166,17 @@ def run(
     output_grid: Grid | None = None,
     show_progress: bool = False,
     log=lambda message: None,
+    writer=None,
     **options,
 ):
-    """``run_forecast`` with its collaborators built as ``forecast run`` builds them."""
+    """``run_forecast`` with its collaborators built as ``forecast run`` builds them (``writer``: another writer)."""
     from inference.ensemble import run_forecast
     from inference.initial import InitialStates
     from inference.perturbations import build_perturbation, perturbation_spec
     from inference.request import RunRequest
     from inference.writers import writer_for
 
-    writer = writer_for(out)
+    writer = writer_for(out) if writer is None else writer
     initial = InitialStates(dataset, init_times, stepper)
     spec = perturbation_spec(perturbation, amplitude, stepper.channels, seed, perturbation_options)
     request = RunRequest.for_stepper(
