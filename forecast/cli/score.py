@@ -11,6 +11,12 @@ examples:
   forecast score fc.zarr --truth era5.zarr --out scores.nc
   forecast score fc.nc --truth era5.zarr --plots plots/ --lead-for-maps 48h
   forecast score fc.zarr --truth era5.zarr --region global europe=35,72,345,45
+  forecast score climate.zarr --truth reference.zarr --climate --out climate_scores.nc --plots plots/
+
+With --climate, FORECAST is the --out of a climate run (forecast run --reduce
+...) or one of its product files: the time-mean RMSE and bias maps, the annual
+cycle of global means, the drift of annual global means and the Wasserstein-1
+distance of the histograms against the same reductions of the store.
 """
 
 from __future__ import annotations
@@ -31,9 +37,7 @@ class Config(CommandConfig):
     truth: str = option(
         help="training store that holds the truth and its climatology", metavar="STORE.zarr"
     )
-    out: str | None = option(
-        None, "write the scores NetCDF here (atomically)", metavar="SCORES.nc"
-    )
+    out: str | None = option(None, "write the scores NetCDF here (atomically)", metavar="SCORES.nc")
     plots: str | None = option(
         None,
         "draw skill, spread-skill, rank histogram, spectra and map plots into DIR",
@@ -50,15 +54,38 @@ class Config(CommandConfig):
     table_region: str | None = option(
         None, "region shown in the printed table (default the first)", metavar="REGION"
     )
-    no_baselines: bool = option(
-        False, "score only the forecast, not persistence and climatology"
-    )
+    no_baselines: bool = option(False, "score only the forecast, not persistence and climatology")
     no_spectra: bool = option(False, "skip the power spectra")
     no_progress: bool = option(False, "hide the progress bar")
+    climate: bool = option(
+        False,
+        "score a climate run's products (time-mean RMSE and bias maps, annual cycle, drift, "
+        "histogram distances) against the same reductions of --truth",
+    )
+
+
+def run_climate(args: Config) -> int:
+    """``forecast score --climate``: score, print the table, write the file and plots."""
+    if args.plots:  # cartopy before any NetCDF I/O (see forecast.scoring.plots)
+        from forecast.scoring.climate_plots import draw_climate
+    from forecast.scoring.climate import climate_scores, format_climate_table, open_products
+    from forecast.scoring.score import write_scores
+    from forecast.store import open_store
+
+    scores = climate_scores(open_products(args.forecast), open_store(args.truth))
+    print(format_climate_table(scores))
+    if args.out:
+        print(f"scores written to {write_scores(scores, args.out)}", file=sys.stderr)
+    if args.plots:
+        written = draw_climate(scores, args.plots)
+        print(f"{len(written)} plots written to {args.plots}", file=sys.stderr)
+    return 0
 
 
 def run(args: Config) -> int:
     """Score, print the table, write the file and plots."""
+    if args.climate:
+        return run_climate(args)
     from forecast.scoring.score import BASELINES, score_files
 
     regions = args.region

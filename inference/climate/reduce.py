@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from forecast.accumulators import Histogram, MeanSum
 from forecast.normalize import Normalizer
 from forecast.periods import PERIOD_KINDS, Period, lead_periods, run_periods
-from inference.climate.accumulators import Histogram, MeanSum
 
 #: The period kind every other one is merged from.
 BASE = "monthly"

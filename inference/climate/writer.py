@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from forecast.accumulators import bin_edges
 from forecast.errors import ConfigError, DataError
 from forecast.periods import PERIOD_KINDS
-from inference.climate.accumulators import bin_edges
 from inference.climate.layout import histogram_dataset, period_dataset
 from inference.climate.reduce import BatchReducer, HistogramSpec, Record, RunPeriods
 from inference.climate.stores import ProductStore, product_path, product_store

@@ -36,8 +36,9 @@ def write_store(
     step_hours: int = 6,
     mean_factor: float = 1.0,
     units: dict | None = None,
+    time_chunk: int = 1,
 ) -> Path:
-    """A store with the layout of forecast.store: smooth fields drifting eastwards."""
+    """A store with the layout of forecast.store: smooth fields drifting eastwards (``time_chunk`` times a chunk)."""
     grid = Grid.equiangular(nlat, nlon)
     units = units or {}
     if calendar == "standard":
@@ -90,7 +91,7 @@ def write_store(
             "software_version": "test",
         },
     )
-    ds["data"].encoding = {"chunks": (1, len(channels), nlat, nlon)}
+    ds["data"].encoding = {"chunks": (time_chunk, len(channels), nlat, nlon)}
     if calendar != "standard":
         ds["time"].encoding = {"units": "hours since 2000-01-01", "calendar": calendar}
     with warnings.catch_warnings():

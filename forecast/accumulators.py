@@ -1,4 +1,4 @@
-"""Small, exactly mergeable accumulators of a climate run: sums for means, counts for histograms.
+"""Small, exactly mergeable accumulators: sums for means, counts for histograms (climate runs and their scoring).
 
 Both hold sufficient statistics whose merge is an addition: a mean over a
 year is the merge of its months' sums; integer histogram counts merge
