@@ -38,7 +38,7 @@ import torch
 from forecast.errors import CheckpointError, ForecastError
 from forecast.files import atomic_write
 from forecast.grid import Grid
-from forecast.stepper import Stepper
+from forecast.stepper import Stepper, TrainableStepper
 from forecast.steppers import stepper_from_config
 from forecast.time import format_step
 
@@ -148,7 +148,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[Stepper, dict[str, Any]]:
+) -> tuple[TrainableStepper, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
     Parameters

@@ -39,7 +39,9 @@ class DiurnalBaseline(nn.Module):
         Misordered hours, or NaN in the table.
     """
 
-    def __init__(self, hours: Sequence[float], table: np.ndarray):
+    table: torch.Tensor
+
+    def __init__(self, hours: Sequence[float] | np.ndarray, table: np.ndarray):
         super().__init__()
         hours_array = np.asarray(hours, dtype=np.float64).ravel()
         if (
@@ -66,7 +68,7 @@ class DiurnalBaseline(nn.Module):
 
     @classmethod
     def from_physical(
-        cls, hours: Sequence[float], table: np.ndarray, std: np.ndarray
+        cls, hours: Sequence[float] | np.ndarray, table: np.ndarray, std: np.ndarray
     ) -> DiurnalBaseline:
         """From anomalies in physical units ``(hour, channel, lat, lon)`` and each channel's std."""
         scaled = np.asarray(table, dtype=np.float64) / np.asarray(std)[None, :, None, None]

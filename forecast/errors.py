@@ -8,7 +8,9 @@ shows the traceback instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 
 class ForecastError(Exception):
@@ -49,3 +51,26 @@ class CheckpointError(ForecastError, ValueError):
 
 class ConfigError(ForecastError, ValueError):
     """A configuration file or option is invalid."""
+
+
+def describe_problems(
+    errors: Iterable[Mapping[str, Any]],
+    unknown: str = "unknown key {key!r}",
+    invalid: str = "{key}={value!r}: {message}",
+) -> str:
+    """One line from the items of a pydantic ``ValidationError.errors()``.
+
+    Parameters
+    ----------
+    errors : iterable of mapping
+        ``{"loc", "type", "msg", "input"}`` items.
+    unknown, invalid : str
+        Templates for a key that is not allowed and for a bad value; they
+        receive ``key`` (the dotted location), ``value`` and ``message``.
+    """
+    problems = []
+    for item in errors:
+        key = ".".join(str(part) for part in item["loc"])
+        template = unknown if item["type"] == "extra_forbidden" else invalid
+        problems.append(template.format(key=key, value=item.get("input"), message=item["msg"]))
+    return "; ".join(problems)

@@ -45,12 +45,14 @@ def time_forcings(
         (so it varies along longitude); the fraction of the year follows the
         calendar of ``times`` (constant over the grid).
     """
-    day, year = fraction_of_day_and_year(np.atleast_1d(np.asarray(times)))
+    day_fraction, year_fraction = fraction_of_day_and_year(np.atleast_1d(np.asarray(times)))
     longitude = torch.tensor(grid.longitude, dtype=torch.float64, device=device) / 360.0
-    day = torch.as_tensor(np.asarray(day, dtype=np.float64), device=device).reshape(-1, 1, 1)
-    year = torch.as_tensor(np.asarray(year, dtype=np.float64), device=device).reshape(-1, 1, 1)
-    local = (2.0 * np.pi * (day + longitude.reshape(1, 1, -1))).expand(-1, grid.nlat, -1)
-    annual = (2.0 * np.pi * year).expand(-1, grid.nlat, grid.nlon)
+    day = torch.as_tensor(np.asarray(day_fraction, dtype=np.float64), device=device)
+    year = torch.as_tensor(np.asarray(year_fraction, dtype=np.float64), device=device)
+    local = (2.0 * np.pi * (day.reshape(-1, 1, 1) + longitude.reshape(1, 1, -1))).expand(
+        -1, grid.nlat, -1
+    )  # (batch, lat, lon)
+    annual = (2.0 * np.pi * year.reshape(-1, 1, 1)).expand(-1, grid.nlat, grid.nlon)
     fields = (torch.cos(local), torch.sin(local), torch.cos(annual), torch.sin(annual))
     return {
         name: field.to(torch.float32) for name, field in zip(TIME_FORCINGS, fields, strict=True)

@@ -12,6 +12,13 @@ grid in the orientation of the training store: latitude descending
 
 and any other rectangle (a limited area, or a global grid that matches
 neither) is ``regional``; spherical models refuse those.
+
+WeatherBench2's equiangular grids with poles are equiangular grids here
+(:data:`WB2_GRIDS`): its ``64x33_equiangular_with_poles`` (5.625 degrees),
+``240x121_equiangular_with_poles`` (1.5 degrees) and ``1440x721``
+(0.25 degrees, ERA5's own) are our ``33x64``, ``121x240`` and ``721x1440``
+(WeatherBench2 names grids longitude first). Its ``64x32_equiangular`` grid
+has no poles and matches no grid here.
 """
 
 from __future__ import annotations
@@ -27,6 +34,13 @@ from forecast.errors import GridError
 
 GLOBAL_KINDS = ("equiangular", "legendre-gauss")
 KINDS = (*GLOBAL_KINDS, "regional")
+
+#: WeatherBench2's equiangular grids with poles: its name (longitudes x latitudes) -> (nlat, nlon).
+WB2_GRIDS: dict[str, tuple[int, int]] = {
+    "64x33_equiangular_with_poles": (33, 64),
+    "240x121_equiangular_with_poles": (121, 240),
+    "1440x721": (721, 1440),
+}
 
 
 def _th_latitudes(nlat: int, kind: str) -> np.ndarray:
@@ -124,14 +138,21 @@ class Grid:
         text = spec.strip().lower()
         shape = re.fullmatch(r"(\d+)x(\d+)", text)
         if shape:
-            return cls.from_kind(kind, int(shape.group(1)), int(shape.group(2)))
+            nlat, nlon = int(shape.group(1)), int(shape.group(2))
+            if nlat > nlon:
+                raise GridError(
+                    f"grid {spec!r} has more latitudes than longitudes",
+                    hint=f"write NLATxNLON, latitudes first: {nlon}x{nlat} "
+                    "(WeatherBench2's names put the longitudes first)",
+                )
+            return cls.from_kind(kind, nlat, nlon)
         degrees = re.fullmatch(r"(\d+(?:\.\d+)?)\s*deg", text)
         if degrees:
             res = float(degrees.group(1))
-            nlat, nlon = 180.0 / res + 1, 360.0 / res
-            if res <= 0 or abs(nlat - round(nlat)) > 1e-6 or abs(nlon - round(nlon)) > 1e-6:
+            rows, columns = (180.0 / res + 1, 360.0 / res) if res > 0 else (0.5, 0.5)
+            if abs(rows - round(rows)) > 1e-6 or abs(columns - round(columns)) > 1e-6:
                 raise GridError(f"resolution {spec!r} does not divide 180 and 360 degrees", hint="use e.g. 0.25deg, 1.0deg, 1.5deg, 5.625deg")
-            return cls.equiangular(round(nlat), round(nlon))
+            return cls.equiangular(round(rows), round(columns))
         raise GridError(f"cannot parse grid {spec!r}", hint="write NLATxNLON (e.g. 32x64) or a resolution such as 1.0deg")
 
     # -- properties -------------------------------------------------------------------
@@ -193,6 +214,33 @@ class Grid:
     def describe(self) -> str:
         """Short text such as ``"equiangular 32x64"``."""
         return f"{self.kind} {self.nlat}x{self.nlon}"
+
+    def wb2_name(self) -> str | None:
+        """WeatherBench2's name of this grid (:data:`WB2_GRIDS`), or None when it has none."""
+        if self.kind != "equiangular":
+            return None
+        for name, shape in WB2_GRIDS.items():
+            if shape == self.shape:
+                return name
+        return None
+
+    @classmethod
+    def from_wb2_name(cls, name: str) -> Grid:
+        """The grid of a WeatherBench2 name such as ``240x121_equiangular_with_poles_conservative``.
+
+        Raises
+        ------
+        GridError
+            For names of grids without poles (``64x32_equiangular``) or unknown names.
+        """
+        text = name.strip().lower().removesuffix("_conservative")
+        if text not in WB2_GRIDS:
+            raise GridError(
+                f"{name!r} is not one of WeatherBench2's equiangular grids with poles",
+                hint=f"use one of {', '.join(WB2_GRIDS)} (64x32_equiangular has no poles: regrid "
+                "ERA5 with --grid 33x64 instead)",
+            )
+        return cls.equiangular(*WB2_GRIDS[text])
 
     def to_attrs(self) -> dict[str, str | int]:
         """Attributes that record the grid in a store or checkpoint."""

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from forecast.dims import CHANNEL
+
 
 @dataclass(frozen=True)
 class Normalizer:
@@ -28,8 +30,8 @@ class Normalizer:
     @classmethod
     def from_store(cls, ds: xr.Dataset, channels: list[str] | None = None) -> Normalizer:
         """Read the statistics of ``channels`` (default: all) from a training store."""
-        channels = list(channels) if channels is not None else [str(c) for c in ds["channel"].values]
-        sel = {"channel": channels}
+        channels = list(channels) if channels is not None else [str(c) for c in ds[CHANNEL].values]
+        sel = {CHANNEL: channels}
         return cls(
             tuple(channels),
             ds["mean"].sel(sel).values.astype(np.float64),

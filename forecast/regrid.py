@@ -17,11 +17,14 @@ one: that would invent data outside the region.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import xarray as xr
 from torch_harmonics import ResampleS2
 
+from forecast.dims import LATITUDE, LONGITUDE, SPACE
 from forecast.errors import GridError
 from forecast.grid import Grid
 
@@ -133,7 +136,7 @@ class Regridder:
             padded = padded[:, 1:-1]
             lat_p = lat
         lon_p = np.concatenate([[lon[-1] - 360.0], lon, [lon[0] + 360.0]])
-        field = xr.DataArray(padded, dims=("sample", "latitude", "longitude"), coords={"latitude": lat_p, "longitude": lon_p})
+        field = xr.DataArray(padded, dims=("sample", *SPACE), coords={LATITUDE: lat_p, LONGITUDE: lon_p})
         out = field.interp(latitude=self.target.latitude, longitude=self.target.longitude, method="linear")
         return out.values.astype(np.float32).reshape(*lead, self.target.nlat, self.target.nlon)
 
@@ -142,13 +145,14 @@ def regrid_dataarray(data: xr.DataArray, regridder: Regridder) -> xr.DataArray:
     """Apply a regridder lazily to ``(..., latitude, longitude)`` Dask data, block by block."""
     if regridder.identity:
         return data
-    data = data.chunk({"latitude": -1, "longitude": -1})
+    data = data.chunk({LATITUDE: -1, LONGITUDE: -1})
     target = regridder.target
+    chunks = data.chunks or ()
     out = data.data.map_blocks(
         regridder,
         dtype=np.float32,
-        chunks=(*data.chunks[:-2], (target.nlat,), (target.nlon,)),
+        chunks=(*chunks[:-2], (target.nlat,), (target.nlon,)),
     )
-    coords = {name: data[name] for name in data.dims[:-2] if name in data.coords}
+    coords: dict[Any, Any] = {name: data[name] for name in data.dims[:-2] if name in data.coords}
     coords.update(latitude=target.latitude, longitude=target.longitude)
     return xr.DataArray(out, dims=data.dims, coords=coords, name=data.name, attrs=data.attrs)

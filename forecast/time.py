@@ -107,7 +107,7 @@ def parse_time(text: str, calendar: str = "standard"):
     parts = [int(p) if p else 0 for p in match.groups()]
     try:
         if calendar == "standard":
-            return np.datetime64(dt.datetime(*parts), "ns")
+            return np.datetime64(dt.datetime(*parts), "ns")  # type: ignore[call-overload,arg-type]
         return cftime.datetime(*parts, calendar=calendar)
     except ValueError as err:
         raise CalendarError(f"invalid date {text!r} in the {calendar} calendar ({err})") from err

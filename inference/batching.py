@@ -128,15 +128,17 @@ def _probe_bytes(step_fn: StepFunction, state: torch.Tensor, times: np.ndarray) 
         return torch.cuda.max_memory_allocated(device) - base
     if not _reset_peak_rss():
         return None
-    base = _current_rss()
+    before = _current_rss()
     step_fn(state, times)
     peak = _peak_rss()
-    if base is None or peak is None:
+    if before is None or peak is None:
         return None
-    return max(peak - base, 0)
+    return max(peak - before, 0)
 
 
-def member_bytes(step_fn: StepFunction, state: torch.Tensor, times: np.ndarray, queued_states: int = 4) -> int:
+def member_bytes(
+    step_fn: StepFunction, state: torch.Tensor, times: np.ndarray, queued_states: int = 4
+) -> int:
     """Memory one member costs: model activations per member plus the states it keeps.
 
     Parameters

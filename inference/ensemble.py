@@ -123,7 +123,7 @@ def run_forecast(
         When a member blows up and ``request.on_blowup == "stop"``.
     """
     started = time.perf_counter()
-    _check_agree(stepper, initial, perturbation, request)
+    _check_agree(stepper, initial, perturbation, writer, request)
     output = OutputFields(stepper.channels, stepper.grid, request.channels, request.output_grid)
     with ForecastRun(writer, request, log=log) as run:
         if run.action == "skip":
@@ -155,7 +155,11 @@ def run_forecast(
 
 
 def _check_agree(
-    stepper: Stepper, initial: InitialStates, perturbation: Perturbation, request: RunRequest
+    stepper: Stepper,
+    initial: InitialStates,
+    perturbation: Perturbation,
+    writer: Writer,
+    request: RunRequest,
 ) -> None:
     """The collaborators were built for ``request``: the identity describes what is computed."""
     if tuple(initial.labels) != tuple(request.init_times):
@@ -165,6 +169,10 @@ def _check_agree(
     if perturbation.spec != request.perturbation:
         raise ValueError(
             f"the perturbation was built from {perturbation.spec}, the request names {request.perturbation}"
+        )
+    if writer.compression != request.compression:
+        raise ValueError(
+            f"the writer compresses with {writer.compression}, the request names {request.compression}"
         )
     if list(initial.channels) != list(stepper.channels):
         raise ValueError("the initial states were loaded for another model's channels")

@@ -15,6 +15,7 @@ import torch
 import xarray as xr
 
 from forecast.channels import channel_info
+from forecast.dims import CHANNEL, TIME
 from forecast.errors import CalendarError, CheckpointError, ConfigError, DataError
 from forecast.grid import Grid
 from forecast.normalize import Normalizer
@@ -75,7 +76,7 @@ def parse_init_spec(spec: str, calendar: str) -> np.ndarray:
 
 def available_init_times(ds: xr.Dataset, history: int) -> np.ndarray:
     """Store times that can start a forecast: those with ``history - 1`` earlier steps present."""
-    values = np.asarray(ds["time"].values)
+    values = np.asarray(ds[TIME].values)
     step = store_step(ds)
     index = time_index(values)
     usable = np.ones(len(values), dtype=bool)
@@ -160,7 +161,7 @@ def check_store_matches(
 def _store_units(ds: xr.Dataset) -> dict[str, str]:
     """Units per channel as the store records them (``channel_units(channel)``), if it does."""
     for name in ("channel_units", "units"):
-        if name in ds.variables and ds[name].dims == ("channel",):
+        if name in ds.variables and ds[name].dims == (CHANNEL,):
             return {c: str(u) for c, u in zip(store_channels(ds), ds[name].values, strict=True)}
     return {}
 
@@ -181,7 +182,7 @@ def check_init_times(ds: xr.Dataset, init_times: np.ndarray, history: int) -> No
         Listing the missing times (the first few, and how many).
     """
     step = store_step(ds)
-    index = time_index(ds["time"].values)
+    index = time_index(ds[TIME].values)
     init_times = np.asarray(init_times)
     missing_init = list(init_times[index.get_indexer(time_index(init_times)) < 0])
     earlier = [shift_times(init_times, -k * step) for k in range(1, history)]
@@ -222,7 +223,7 @@ def load_initial_state(
     step = store_step(ds)
     wanted = [shift_times(np.asarray(init_times), -k * step) for k in range(history - 1, -1, -1)]
     times = np.stack(wanted, axis=1).reshape(-1)  # (n_init * history,)
-    index = time_index(ds["time"].values)
+    index = time_index(ds[TIME].values)
     positions = index.get_indexer(time_index(times))
     if (positions < 0).any():
         check_init_times(ds, init_times, history)
@@ -289,4 +290,3 @@ class InitialStates:
             Shape ``(len(index), history, channel, lat, lon)``, float32, physical units.
         """
         return load_initial_state(self.store, self.channels, self.times[index], self.history)
-

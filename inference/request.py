@@ -43,6 +43,10 @@ class RunRequest:
         Channels written, a subset of the model's in any order.
     output_grid : Grid
         Grid written (the model's, or another one to regrid to).
+    layout : str
+        Output layout, a key of :data:`inference.writers.LAYOUTS`.
+    compression : str
+        The codec the writer uses (its ``compression``: ``zstd``, ``deflate`` or ``none``).
     members : int
         Ensemble size per init time.
     perturbation : PerturbationSpec
@@ -88,6 +92,8 @@ class RunRequest:
     output_grid: Grid
     members: int = 1
     perturbation: PerturbationSpec = field(default_factory=PerturbationSpec)
+    layout: str = "default"
+    compression: str = "none"
     checkpoint_digest: str = ""
     store: str = ""
     reduce: tuple[str, ...] = ()

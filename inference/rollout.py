@@ -172,7 +172,11 @@ class BlowUpGuard:
         return cls(channels, mean - sigmas * std, mean + sigmas * std)
 
     def check(
-        self, state: torch.Tensor, init_labels: Sequence[str], members: Sequence[int], lead: int
+        self,
+        state: torch.Tensor,
+        init_labels: Sequence[str],
+        members: Sequence[int] | np.ndarray,
+        lead: int,
     ) -> list[BlowUp]:
         """Find members of ``state`` that are newly bad.
 

@@ -2,9 +2,10 @@
 
 Next to an output ``OUT`` (``.zarr`` or ``.nc``) a run keeps
 
-- ``OUT.lock``: held (``fcntl.flock``) while a run writes ``OUT``; the kernel
-  releases it when the process ends, however it ends, so there are no stale
-  locks;
+- ``OUT.lock``: held (``fcntl.flock``) while a run writes ``OUT`` and removed
+  when the run ends; the kernel releases the lock when the process ends,
+  however it ends, so a file left by a killed run is no stale lock (the next
+  run takes it and removes it);
 - ``OUT.manifest.json``: what was run (checkpoint digest, store, init times,
   members, perturbation, seed, batch size), timings, software version and
   ``status`` (``running``, ``finished``, ``failed``);
@@ -14,6 +15,7 @@ Next to an output ``OUT`` (``.zarr`` or ``.nc``) a run keeps
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -21,7 +23,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -31,21 +33,6 @@ from forecast.time import format_time
 
 #: Statuses of a manifest.
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
-
-#: Manifest keys that must agree for a run to resume or skip an existing output.
-REQUEST_KEYS = (
-    "checkpoint_digest",
-    "store",
-    "init_times",
-    "steps",
-    "members",
-    "perturbation",
-    "amplitude",
-    "seed",
-    "channels",
-    "output_grid",
-)
-
 
 class LockedError(ForecastError, RuntimeError):
     """Another run holds the lock of this output."""
@@ -95,22 +82,32 @@ class RunLock:
 
     def __init__(self, out: Path):
         self.path = lock_path(Path(out))
-        self._file = None
+        self._file: TextIO | None = None
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as err:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise LockedError(
+                    f"another forecast run is writing this output ({holder})",
+                    path=self.path.with_name(self.path.name[: -len(".lock")]),
+                    hint="wait for it to finish; the lock frees itself when that process ends",
+                ) from err
+            # the holder before us may have removed the file after we opened it: lock the
+            # file that is at the path now, or two runs would hold locks on different files
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             handle.close()
-            raise LockedError(
-                f"another forecast run is writing this output ({holder})",
-                path=self.path.with_name(self.path.name[: -len(".lock")]),
-                hint="wait for it to finish; the lock frees itself when that process ends",
-            ) from err
         handle.seek(0)
         handle.truncate()
         handle.write(
@@ -122,8 +119,9 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:
-            self._file.seek(0)
-            self._file.truncate()
+            # removed while still held, so no other run can be waiting on this file's lock
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
@@ -142,16 +140,6 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def same_request(manifest: dict[str, Any], request: dict[str, Any]) -> list[str]:
-    """Keys of :data:`REQUEST_KEYS` on which a manifest and a request differ."""
-    return [
-        k
-        for k in REQUEST_KEYS
-        if json.loads(json.dumps(manifest.get(k), default=str))
-        != json.loads(json.dumps(request.get(k), default=str))
-    ]
 
 
 def is_finished(out: Path, init_times: list[str] | None = None) -> bool:

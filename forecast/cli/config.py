@@ -62,10 +62,15 @@ def option(
     **constraints
         Pydantic constraints (``ge``, ``gt``, ...).
     """
-    cli = {"flags": list(flags) if flags else None, "metavar": metavar, "positional": positional}
-    cli["group"] = group
-    cli["nargs"] = nargs
-    return Field(default, description=help, json_schema_extra={"cli": cli}, **constraints)
+    cli: dict[str, Any] = {
+        "flags": list(flags) if flags else None,
+        "metavar": metavar,
+        "positional": positional,
+        "group": group,
+        "nargs": nargs,
+    }
+    extra: dict[str, Any] = {"cli": cli}
+    return Field(default, description=help, json_schema_extra=extra, **constraints)
 
 
 class CommandConfig(BaseModel):
@@ -167,13 +172,15 @@ def flags_of(name: str, info: FieldInfo) -> list[str]:
 def _help(info: FieldInfo) -> str:
     text = (info.description or "").replace("%", "%%")
     default = info.default
-    shown = not (
-        default is PydanticUndefined or default is None or _is_bool(info) or default == {}
-    )
+    shown = not (default is PydanticUndefined or default is None or _is_bool(info) or default == {})
     if shown and "(default" not in text:
         value = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         text += f" (default {value})"
     return text
+
+
+#: Placeholders in ``--help`` for options of these types without their own.
+_METAVARS: dict[Any, str] = {int: "N", float: "X", Path: "PATH"}
 
 
 def _choices(info: FieldInfo) -> list[str] | None:
@@ -207,12 +214,12 @@ def add_arguments(parser: argparse.ArgumentParser, model: type[CommandConfig]) -
                 kwargs["help"] = f"turn off: {kwargs['help']}"
             target.add_argument(*flags_of(name, info), dest=name, action=action, **kwargs)
             continue
-        if cli.get("metavar"):
-            kwargs["metavar"] = cli["metavar"]
+        kwargs["metavar"] = cli.get("metavar") or _METAVARS.get(_strip_optional(info.annotation))
         if cli.get("nargs"):
             kwargs["nargs"] = cli["nargs"]
         if _choices(info):
             kwargs["choices"] = _choices(info)
+            kwargs.pop("metavar")
         target.add_argument(*flags_of(name, info), dest=name, **kwargs)
 
 
@@ -287,7 +294,11 @@ def resolve(
         label = name
         if info is not None:
             cli = _cli(info)
-            label = (cli.get("metavar") or name.upper()) if cli.get("positional") else flags_of(name, info)[0]
+            label = (
+                (cli.get("metavar") or name.upper())
+                if cli.get("positional")
+                else flags_of(name, info)[0]
+            )
         if len(item["loc"]) > 1:  # inside a mapping: name the key path
             label = ".".join(str(part) for part in item["loc"])
         where = config if name in from_file and name not in given else None
@@ -298,6 +309,4 @@ def resolve(
                 hint=f"give {label} on the command line or as {name.replace('_', '-')!r} in --config",
             ) from err
         message = str(item["msg"]).removeprefix("Value error, ")
-        raise ConfigError(
-            f"invalid {label} {item.get('input')!r}: {message}", path=where
-        ) from err
+        raise ConfigError(f"invalid {label} {item.get('input')!r}: {message}", path=where) from err

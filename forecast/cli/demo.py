@@ -118,7 +118,6 @@ def run(args: Config) -> int:
 
 
 def _summary(work: Path, store: Path, outputs: list[Path], scores: list[Path], plots: Path, seconds: float) -> None:
-    import xarray as xr
 
     print("\n== summary")
     print(f"store:      {store}")
@@ -127,9 +126,10 @@ def _summary(work: Path, store: Path, outputs: list[Path], scores: list[Path], p
     for path in scores:
         print(f"scores:     {path}")
     print(f"plots:      {plots}/")
+    from forecast.scoring.scores_file import open_scores
+
     for path in scores:
-        with xr.open_dataset(path) as ds:
-            table = _skill_table(ds)
+        table = _skill_table(open_scores(path))
         print(f"\nRMSE at 24 h and 120 h lead ({path.stem.removeprefix('scores_').upper()}; global; lower is better):")
         print(table)
     first = outputs[0]

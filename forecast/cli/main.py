@@ -92,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         where = f"{err.filename}: " if getattr(err, "filename", None) else ""
         hint = "; free some disk space and rerun" if getattr(err, "errno", None) == 28 else ""
-        print(f"forecast {args.command}: error: {where}{err.strerror or err}{hint}", file=sys.stderr)
+        print(
+            f"forecast {args.command}: error: {where}{err.strerror or err}{hint}", file=sys.stderr
+        )
         return 1
 
 

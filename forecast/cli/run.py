@@ -15,16 +15,19 @@ Examples
 forecast is already finished it says so and exits 0. An interrupted Zarr run
 resumes from its last complete lead time when run again with the same
 options; a lock stops two runs writing one output. Each run leaves
-OUT.manifest.json.
+OUT.manifest.json. --layout wb2 writes what WeatherBench2's evaluation reads
+without renames; --layout cdo writes a directory OUT/ of NetCDF files, one per
+init and member, that CDO, NCO and Iris read. Under torchrun, ranks share the
+init times and members and write their own regions of one Zarr store.
 
 A climate run (--reduce, --histograms or --output-every; one init time) keeps
 only what is asked for, computed on the fly: monthly, seasonal, annual or
 whole-run means, exact in the store's calendar, in OUT.monthly.zarr ...
 (CF: time_bnds, cell_methods "time: mean", partial first and last periods
 flagged), per-channel histograms in OUT.histograms.zarr, and snapshots every
---output-every in OUT itself. Its state is saved every --restart-every, and
-an interrupted Zarr run resumes from there to the same result. Under torchrun, ranks share the init times and members and
-write their own regions of one Zarr store.
+--output-every in OUT itself (in --layout). Its state is saved every
+--restart-every, and an interrupted Zarr run resumes from there to the same
+result.
 """
 
 from __future__ import annotations
@@ -32,15 +35,18 @@ from __future__ import annotations
 import sys
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from forecast.cli.config import CommandConfig, option
 from forecast.errors import ConfigError
 from inference.perturbations.base import DEFAULT_AMPLITUDE
 from inference.perturbations.bred import BredPerturbation
 from inference.perturbations.grf import GRFPerturbation
 from inference.request import RunRequest, request_default
+from inference.writers.compression import DEFAULT_COMPRESSION
 
 
-def _option_default(options: type, name: str) -> Any:
+def _option_default(options: type[BaseModel], name: str) -> Any:
     return options.model_fields[name].default
 
 
@@ -60,8 +66,9 @@ class Config(CommandConfig):
         metavar="LENGTH",
     )
     out: str = option(
-        help="output; the suffix picks the format; {init} is replaced by the (first) init time, e.g. fc/{init}.zarr",
-        metavar="OUT.zarr|OUT.nc",
+        help="output; the suffix picks the format (a directory for --layout cdo); {init} is replaced "
+        "by the (first) init time, e.g. fc/{init}.zarr",
+        metavar="OUT.zarr|OUT.nc|OUT_DIR",
     )
     members: int = option(request_default("members"), "ensemble members per init time", metavar="M")
     perturbation: str = option(
@@ -137,6 +144,18 @@ class Config(CommandConfig):
         "climate run: save the state to resume from every this long of model time",
         metavar="DURATION",
     )
+    layout: Literal["default", "wb2", "cdo"] = option(
+        request_default("layout"),
+        "output layout: default (time, lead_time, member per channel), wb2 (WeatherBench2's names "
+        "and dims, read by its evaluation as is) or cdo (a directory OUT/ of NetCDF files, one per "
+        "init and member, for CDO, NCO and Iris)",
+    )
+    compression: Literal["auto", "zstd", "deflate", "none"] = option(
+        DEFAULT_COMPRESSION,
+        "compression of the forecast variables: zstd, deflate (zlib: every NetCDF reader decodes "
+        "it, but it writes ~10x slower), none, or auto: zstd for Zarr, none for NetCDF "
+        "(docs/performance.md)",
+    )
     no_progress: bool = option(False, "no progress bar")
 
     def perturbation_option_values(self) -> dict[str, Any]:
@@ -210,16 +229,21 @@ def build_writer(args: Config, out, stepper, climate: bool, output_every: int):
     from inference.writers import writer_for
 
     if not climate:
-        return writer_for(out)
+        return writer_for(out, args.layout, args.compression)
     channels = args.channels or list(stepper.channels)
     histograms = (
         HistogramSpec.from_normalizer(stepper.normalizer, channels, args.histograms)
         if args.histograms
         else None
     )
-    snapshots = writer_for(out) if output_every else None
+    snapshots = writer_for(out, args.layout, args.compression) if output_every else None
     return ClimateWriter(
-        out, args.reduce or (), histograms, snapshots, output_every=max(output_every, 1)
+        out,
+        args.reduce or (),
+        histograms,
+        snapshots,
+        output_every=max(output_every, 1),
+        compression=args.compression,
     )
 
 
@@ -280,6 +304,8 @@ def run(args: Config) -> int:
         output_grid=Grid.parse(args.output_grid) if args.output_grid else None,
         members=args.members,
         perturbation=spec,
+        layout=args.layout,
+        compression=writer.compression,
         checkpoint_digest=checkpoint_digest(args.checkpoint),
         store=str(Path(args.data).resolve()),
         model_name=str(metadata.get("model", "")),

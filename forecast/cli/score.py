@@ -30,7 +30,7 @@ class Config(CommandConfig):
     """Options of ``forecast score``."""
 
     forecast: str = option(
-        help="forecast .zarr or .nc in the output layout of 'forecast run'",
+        help="forecast written by 'forecast run' in any --layout: .zarr, .nc or a cdo directory",
         metavar="FORECAST",
         positional=True,
     )

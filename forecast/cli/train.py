@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
@@ -143,6 +143,10 @@ OWN_FIELDS: dict[str, Any] = {
 
 class _TrainOptions(CommandConfig):
     """Behaviour of ``Config``; its fields come from :class:`TrainRequest`."""
+
+    if TYPE_CHECKING:  # fields made by create_model below
+        model: ModelSection
+        hparams: dict[str, Any]
 
     @field_validator("rollout_schedule", mode="before", check_fields=False)
     @classmethod

@@ -67,7 +67,7 @@ class AFNOHParams(HParams):
     @field_validator("patch_size")
     @classmethod
     def _pair(cls, value: int | tuple[int, int]) -> tuple[int, int]:
-        return (value, value) if isinstance(value, int) else tuple(value)
+        return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
     @field_validator("num_blocks")
     @classmethod
@@ -216,7 +216,7 @@ class AFNO(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, grid: Grid, hparams: AFNOHParams):
         super().__init__()
         self.grid, self.hparams, self.out_channels = grid, hparams, out_channels
-        patch_h, patch_w = hparams.patch_size
+        patch_h, patch_w = hparams.patch_size  # type: ignore[misc]  # a pair once validated
         self.patch = (patch_h, patch_w)
         self.padded = (
             math.ceil(grid.nlat / patch_h) * patch_h,

@@ -205,7 +205,7 @@ class PointwiseMLP(nn.Module):
         self.activation = activation
         self.fc2 = nn.Conv2d(hidden_channels, out_channels, 1, bias=False)
         nn.init.normal_(self.fc1.weight, std=math.sqrt(2.0 / in_channels))
-        nn.init.zeros_(self.fc1.bias)
+        nn.init.zeros_(self.fc1.bias)  # type: ignore[arg-type]  # made with bias=True
         nn.init.normal_(self.fc2.weight, std=math.sqrt(gain / hidden_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -226,6 +226,6 @@ def pointwise_linear(
     """A 1x1 convolution with variance-preserving initialisation (times ``gain``)."""
     layer = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
     nn.init.normal_(layer.weight, std=math.sqrt(gain / in_channels))
-    if bias:
+    if layer.bias is not None:
         nn.init.zeros_(layer.bias)
     return layer

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from forecast.errors import ConfigError
+from forecast.errors import ConfigError, describe_problems
 from forecast.grid import Grid
 
 
@@ -75,15 +75,9 @@ def validate_hparams(spec: ModelSpec, hparams: Mapping[str, Any] | HParams | Non
     try:
         return spec.hparams(**dict(hparams or {}))
     except ValidationError as err:
-        problems = []
-        for item in err.errors():
-            key = ".".join(str(p) for p in item["loc"]) or "hparams"
-            if item["type"] == "extra_forbidden":
-                problems.append(f"unknown hyperparameter {key!r}")
-            else:
-                problems.append(f"{key}={item.get('input')!r}: {item['msg']}")
+        problems = describe_problems(err.errors(), "unknown hyperparameter {key!r}")
         raise ConfigError(
-            f"invalid hyperparameters for model {spec.name!r}: {'; '.join(problems)}",
+            f"invalid hyperparameters for model {spec.name!r}: {problems}",
             hint=f"allowed: {describe_hparams(spec.hparams)}",
         ) from err
 

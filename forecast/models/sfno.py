@@ -272,7 +272,7 @@ class SphericalHarmonicEmbedding(nn.Module):
                 for part in ((1.0, 0.0), (0.0, 1.0)) if order > 0 else ((1.0, 0.0),):
                     c = torch.zeros(modes, modes, dtype=torch.complex64)
                     # the real transform doubles orders m > 0: halve their power for unit mean square
-                    c[degree_l, order] = complex(*part) * (math.sqrt(0.5) if order > 0 else 1.0)
+                    c[degree_l, order] = complex(*part) * (math.sqrt(0.5) if order > 0 else 1.0)  # type: ignore[assignment]
                     coefficients.append(c)
         functions = isht(torch.stack(coefficients)) * math.sqrt(4.0 * math.pi)
         self.register_buffer(
@@ -345,7 +345,7 @@ class SFNO(nn.Module):
                 hint="evaluate it on a finer grid",
             )
         self.inner_shape = inner_shape(grid, hparams.scale_factor)
-        inner_kind = hparams.inner_grid
+        inner_kind: str = hparams.inner_grid
         if inner_kind == "auto":
             inner_kind = grid.kind if hparams.scale_factor == 1 else "legendre-gauss"
         dim = hparams.embed_dim

@@ -19,6 +19,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from forecast.dims import SPACE
 from forecast.grid import Grid
 from forecast.scoring.kernels import STATISTICS, block_statistics
 from forecast.scoring.matching import INIT_DIM, LEAD_DIM, MEMBER_DIM, Matched
@@ -146,7 +147,7 @@ def score_blocks(
     clim_chunks = matched.climatology_fields.data.rechunk({0: 1, 1: -1, 2: -1, 3: -1}).to_delayed()[
         :, 0, 0, 0
     ]
-    weight_values = np.asarray(weights.transpose("region", "latitude", "longitude").values)
+    weight_values = np.asarray(weights.transpose("region", *SPACE).values)
     shared_weights = dask.delayed(weight_values, name="scoring-weights")
     grid = matched.grid if spectra else None
 
@@ -200,9 +201,11 @@ def score_blocks(
             name: np.full((n_init, n_lead, n_channel, size), np.nan)
             for name in ("forecast", "truth")
         }
-    for (init, leads, channel), (block_stats, block_spectra) in zip(where, results, strict=True):
+    for (init_at, lead_slice, channel_at), (block_stats, block_spectra) in zip(
+        where, results, strict=True
+    ):
         for model, values in block_stats.items():
-            statistics[model][init, leads, channel] = values
+            statistics[model][init_at, lead_slice, channel_at] = values
         for name, values in block_spectra.items():
-            spectra_out[name][init, leads, channel] = values
+            spectra_out[name][init_at, lead_slice, channel_at] = values
     return BlockResults(statistics=statistics, spectra=spectra_out)

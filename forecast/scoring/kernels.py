@@ -84,6 +84,50 @@ def fair_crps_sorted(ordered: np.ndarray, truth: np.ndarray, member_axis: int = 
     return skill - spread / (count * (count - 1))
 
 
+def rank_histogram_weights(ordered: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Area-weighted rank histogram per sample and region, ties split evenly.
+
+    The rank of the truth is the number of members below it. Where the truth
+    equals ``e`` members exactly (a bounded variable at its bound, a field
+    copied from the analysis), its rank is any of ``below .. below + e``
+    with equal chance: each of those ``e + 1`` bins gets ``1 / (e + 1)`` of
+    the cell's weight. That is the mean of WeatherBench2's tie-breaking by
+    random perturbation (``RankHistogram(break_ties_randomly=True)``),
+    without its sampling noise. Ties among members alone do not change the
+    rank and need nothing.
+
+    Parameters
+    ----------
+    ordered : numpy.ndarray
+        ``(samples, member, cells)``, members sorted (NaN last).
+    truth : numpy.ndarray
+        ``(samples, cells)``.
+    weights : numpy.ndarray
+        ``(cells, region)``, each region's weights summing to 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(samples, member + 1, region)`` float64.
+    """
+    samples, count = ordered.shape[:2]
+    below = (ordered < truth[:, None, :]).sum(axis=1)
+    tied = (ordered == truth[:, None, :]).sum(axis=1)
+    share = 1.0 / (tied + 1.0)
+    # a difference array over the bins: +share at the first tied rank, -share after the last
+    width = count + 2
+    base = np.arange(samples)[:, None] * width
+    keys = np.concatenate([(base + below).ravel(), (base + below + tied + 1).ravel()])
+    histogram = np.empty((samples, count + 1, weights.shape[1]))
+    for region in range(weights.shape[1]):
+        cell_share = (share * weights[None, :, region]).ravel()
+        steps = np.bincount(
+            keys, weights=np.concatenate([cell_share, -cell_share]), minlength=samples * width
+        ).reshape(samples, width)
+        histogram[..., region] = np.cumsum(steps, axis=1)[:, : count + 1]
+    return histogram
+
+
 def block_statistics(
     forecast: np.ndarray,
     truth: np.ndarray,
@@ -109,7 +153,8 @@ def block_statistics(
     numpy.ndarray
         ``(..., region, len(STATISTICS) + member + 1)`` float64: the statistics of
         :data:`STATISTICS`, then the area fraction of each rank of the truth
-        among the members (0: truth below all members, M: above all).
+        among the members (0: truth below all members, M: above all; ties
+        split evenly, :func:`rank_histogram_weights`).
     """
     lead_shape = truth.shape[:-2]
     count = forecast.shape[-3]
@@ -141,22 +186,8 @@ def block_statistics(
         crps = skill - (coefficients[None, :, None] * deviation).sum(axis=1) / (count * (count - 1))
     else:
         crps = skill
-    ranks = (ordered < truth_flat[:, None, :]).sum(axis=1)
     stats = [wmean(error), wmean(np.abs(error)), wmean(error**2), acc, wmean(variance), wmean(crps)]
-
-    # area-weighted rank counts per sample and region: one bincount per region
-    keys = (np.arange(samples)[:, None] * (count + 1) + ranks).ravel()
-    histogram = np.stack(
-        [
-            np.bincount(
-                keys,
-                weights=np.broadcast_to(w[:, region], (samples, cells)).ravel(),
-                minlength=samples * (count + 1),
-            )
-            for region in range(w.shape[1])
-        ],
-        axis=-1,
-    ).reshape((samples, count + 1, w.shape[1]))
+    histogram = rank_histogram_weights(ordered, truth_flat, w)
     out = np.concatenate(
         [np.stack(stats, axis=-1), histogram.transpose(0, 2, 1)], axis=-1
     )  # (samples, region, quantity)

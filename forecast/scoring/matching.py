@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from forecast.dims import LATITUDE, LONGITUDE, SPACE, VALID_TIME
+from forecast.dims import LEAD_TIME as LEAD_DIM
+from forecast.dims import MEMBER as MEMBER_DIM
+from forecast.dims import TIME as INIT_DIM
 from forecast.errors import DataError, GridError
 from forecast.grid import Grid
 from forecast.store import climatology_at, require_channels, store_grid
 from forecast.time import format_time, time_calendar, time_index
-
-INIT_DIM = "time"
-LEAD_DIM = "lead_time"
-MEMBER_DIM = "member"
 
 
 @dataclass
@@ -84,14 +84,14 @@ def forecast_channels(forecast: xr.Dataset) -> list[str]:
     return [
         str(name)
         for name, var in forecast.data_vars.items()
-        if {"latitude", "longitude"} <= set(var.dims)
+        if set(SPACE) <= set(var.dims)
     ]
 
 
 def valid_times(forecast: xr.Dataset) -> xr.DataArray:
     """The ``valid_time(time, lead_time)`` coordinate, or ``time + lead_time`` if absent."""
-    if "valid_time" in forecast.coords:
-        return forecast["valid_time"].transpose(INIT_DIM, LEAD_DIM)
+    if VALID_TIME in forecast.coords:
+        return forecast[VALID_TIME].transpose(INIT_DIM, LEAD_DIM)
     inits = np.asarray(forecast[INIT_DIM].values)
     leads = np.asarray(forecast[LEAD_DIM].values).astype("timedelta64[ns]")
     if np.issubdtype(inits.dtype, np.datetime64):
@@ -124,8 +124,8 @@ def check_grid(forecast: xr.Dataset, store: xr.Dataset) -> Grid:
         If the shapes or coordinates differ (naming a flipped latitude).
     """
     grid = store_grid(store)
-    lat = np.asarray(forecast["latitude"].values, dtype=np.float64)
-    lon = np.asarray(forecast["longitude"].values, dtype=np.float64)
+    lat = np.asarray(forecast[LATITUDE].values, dtype=np.float64)
+    lon = np.asarray(forecast[LONGITUDE].values, dtype=np.float64)
     if (
         lat.shape == grid.latitude.shape
         and np.allclose(lat[::-1], grid.latitude, atol=1e-4)
@@ -184,7 +184,7 @@ def match(forecast: xr.Dataset, store: xr.Dataset) -> Matched:
     grid = check_grid(forecast, store)
     if MEMBER_DIM not in forecast.dims:
         forecast = forecast.expand_dims({MEMBER_DIM: 1})
-    forecast = forecast[channels].transpose(INIT_DIM, LEAD_DIM, MEMBER_DIM, "latitude", "longitude")
+    forecast = forecast[channels].transpose(INIT_DIM, LEAD_DIM, MEMBER_DIM, *SPACE)
 
     valid = valid_times(forecast)
     positions = _positions(store[INIT_DIM].values, valid.values)

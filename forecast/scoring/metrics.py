@@ -28,11 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from forecast.dims import MEMBER as MEMBER_DIM
+from forecast.dims import SPACE as SPACE_DIMS
+from forecast.dims import TIME as INIT_DIM
 from forecast.scoring.kernels import STATISTICS, block_statistics
-
-MEMBER_DIM = "member"
-INIT_DIM = "time"
-SPACE_DIMS = ("latitude", "longitude")
 
 
 @dataclass(frozen=True)
@@ -67,11 +66,11 @@ def _init_mean(statistics: xr.Dataset, name: str) -> xr.DataArray:
 
 
 def _rmse(statistics: xr.Dataset, members: int) -> xr.DataArray:
-    return np.sqrt(_init_mean(statistics, "squared_error"))
+    return np.sqrt(_init_mean(statistics, "squared_error"))  # type: ignore[return-value]
 
 
 def _spread(statistics: xr.Dataset, members: int) -> xr.DataArray:
-    return np.sqrt(_init_mean(statistics, "ensemble_variance"))
+    return np.sqrt(_init_mean(statistics, "ensemble_variance"))  # type: ignore[return-value]
 
 
 def _ssr(statistics: xr.Dataset, members: int) -> xr.DataArray:

@@ -236,7 +236,7 @@ def plot_maps(
         ensemble_mean = fields.mean(MEMBER_DIM).values
         truth = matched.truth[channel].isel({INIT_DIM: init_index}).sel(lead_time=lead).values
         error = ensemble_mean - truth
-        panels = [
+        panels: list[tuple[str, np.ndarray, str, tuple[float, float] | None]] = [
             ("truth", truth, "viridis", None),
             ("ensemble mean" if members > 1 else "forecast", ensemble_mean, "viridis", None),
         ]

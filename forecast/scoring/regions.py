@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from forecast.dims import LATITUDE, LONGITUDE, SPACE
 from forecast.errors import ConfigError, GridError
 from forecast.grid import Grid
 
@@ -144,10 +145,10 @@ def region_weights(grid: Grid, regions: list[Region]) -> xr.DataArray:
         out[index] = weights / total
     return xr.DataArray(
         out,
-        dims=("region", "latitude", "longitude"),
+        dims=("region", *SPACE),
         coords={
             "region": [r.name for r in regions],
-            "latitude": grid.latitude,
-            "longitude": grid.longitude,
+            LATITUDE: grid.latitude,
+            LONGITUDE: grid.longitude,
         },
     )

@@ -3,7 +3,8 @@
 :func:`score_forecast` is the one call that scores a forecast Dataset (the
 output layout of ``forecast run``) against a training store and returns
 the scores Dataset of ``docs/metrics.md``; :func:`format_table` prints it;
-:func:`write_scores` writes it atomically.
+:func:`~forecast.scoring.scores_file.write_scores` writes it atomically (one
+variable per metric and channel, CF-1.8).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import xarray as xr
 from forecast import __version__
 from forecast.channels import channel_info
 from forecast.errors import ConfigError, DataError
-from forecast.files import atomic_write
 from forecast.grid import Grid
 from forecast.scoring.blocks import score_blocks
 from forecast.scoring.kernels import STATISTICS
+from forecast.scoring.layouts import open_forecast
 from forecast.scoring.matching import (
     INIT_DIM,
     LEAD_DIM,
@@ -33,37 +34,13 @@ from forecast.scoring.matching import (
 )
 from forecast.scoring.metrics import METRICS, finish_metrics
 from forecast.scoring.regions import REGIONS, Region, parse_region, region_weights
+from forecast.scoring.scores_file import write_scores
 from forecast.store import open_store, store_grid
 
 #: Baseline forecasts scored alongside the forecast (the ``model`` dim).
 BASELINES: tuple[str, ...] = ("persistence", "climatology")
 FORECAST_MODEL = "forecast"
 DEFAULT_REGIONS: tuple[str, ...] = ("global", "tropics", "extratropics_north", "extratropics_south")
-
-
-def open_forecast(path: str | Path) -> xr.Dataset:
-    """Open a forecast (``.zarr`` directory or NetCDF file) lazily with Dask.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the path does not exist.
-    DataError
-        If it cannot be read as a dataset.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
-    try:
-        if path.is_dir():
-            return xr.open_zarr(path, consolidated=None, decode_timedelta=True)
-        return xr.open_dataset(path, chunks={}, decode_timedelta=True)
-    except Exception as err:  # readers raise many types on a foreign file
-        raise DataError(
-            f"cannot read the forecast ({type(err).__name__}: {err})",
-            path=path,
-            hint="pass a .zarr or .nc written by 'forecast run'",
-        ) from None
 
 
 def score_forecast(
@@ -195,7 +172,8 @@ def score_files(
     Parameters
     ----------
     forecast_path : str or Path
-        Forecast ``.zarr`` or ``.nc`` in the output layout.
+        Forecast ``.zarr``, ``.nc`` or ``cdo`` directory in any layout of ``forecast run``
+        (:func:`~forecast.scoring.layouts.open_forecast`).
     truth_path : str or Path
         Training store (``.zarr``).
     out : str or Path, optional
@@ -281,7 +259,10 @@ def _annotate(
     scores: xr.Dataset, matched: Matched, regions: Sequence[Region], forecast: xr.Dataset
 ) -> xr.Dataset:
     for name, metric in METRICS.items():
-        scores[name].attrs = {"long_name": metric.long_name, "units": metric.units}
+        # metrics in the channel's units: see channel_units (the file has one variable per channel)
+        scores[name].attrs = {"long_name": metric.long_name}
+        if metric.units != "data":
+            scores[name].attrs["units"] = metric.units
     scores["rank_histogram"].attrs = {
         "long_name": "area fraction of each rank of the truth among the ensemble members (0: below all)",
         "units": "1",
@@ -297,16 +278,14 @@ def _annotate(
     if "power_spectrum" in scores:
         kind = "total spherical-harmonic" if matched.grid.is_global else "zonal"
         scores["power_spectrum"].attrs = {
-            "long_name": f"init-mean power spectrum by {kind} wavenumber (member 0)",
-            "units": "data**2",
+            "long_name": f"init-mean power spectrum by {kind} wavenumber (member 0)"
         }
         scores["truth_power_spectrum"].attrs = {
-            "long_name": f"init-mean power spectrum of the truth by {kind} wavenumber",
-            "units": "data**2",
+            "long_name": f"init-mean power spectrum of the truth by {kind} wavenumber"
         }
     scores["channel_units"] = ("channel", [_units(c) for c in matched.channels])
     scores["channel_units"].attrs = {
-        "long_name": "units of each channel (of metrics with units 'data')"
+        "long_name": "units of each channel (of the metrics without units of their own)"
     }
     scores["region_bounds"] = (
         ("region", "bound"),
@@ -334,18 +313,6 @@ def _units(channel: str) -> str:
         return channel_info(channel).units
     except DataError:
         return ""
-
-
-def write_scores(scores: xr.Dataset, path: str | Path) -> Path:
-    """Write the scores NetCDF atomically (temporary name, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    encoding = {
-        name: {"zlib": True, "complevel": 4}
-        for name in scores.data_vars
-        if scores[name].dtype.kind == "f"
-    }
-    return atomic_write(path, lambda temporary: scores.to_netcdf(temporary, encoding=encoding))
 
 
 def format_table(
@@ -415,9 +382,9 @@ def format_table(
         )
     if "n_nan_forecast" in scores and int(scores["n_nan_forecast"].sum()) > 0:
         bad = scores["n_nan_forecast"].sum("channel")
-        leads = ", ".join(lead_label(lead) for lead in bad[LEAD_DIM].values[bad.values > 0])
+        nan_leads = ", ".join(lead_label(lead) for lead in bad[LEAD_DIM].values[bad.values > 0])
         lines.append(
-            f"the forecast has NaN values at lead(s) {leads}: {int(bad.sum())} (init, channel) "
+            f"the forecast has NaN values at lead(s) {nan_leads}: {int(bad.sum())} (init, channel) "
             "field(s) left out of the means (see n_nan_forecast)"
         )
     return "\n".join(lines).rstrip() + "\n"

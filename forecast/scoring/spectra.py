@@ -17,8 +17,6 @@ import torch
 
 from forecast.grid import Grid
 
-SPACE_DIMS = ("latitude", "longitude")
-
 
 @functools.lru_cache(maxsize=8)
 def _sht(nlat: int, nlon: int, kind: str):

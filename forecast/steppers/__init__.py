@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from forecast.errors import CheckpointError
-from forecast.stepper import Stepper
+from forecast.stepper import TrainableStepper
 from forecast.steppers.backbone import BackboneStepper
 
 #: Stepper kind -> class (with ``from_config``).
@@ -21,7 +21,7 @@ STEPPERS: dict[str, Any] = {BackboneStepper.kind: BackboneStepper}
 DEFAULT_KIND = BackboneStepper.kind
 
 
-def stepper_from_config(config: dict[str, Any]) -> Stepper:
+def stepper_from_config(config: dict[str, Any]) -> TrainableStepper:
     """Rebuild a stepper (freshly initialised tensors) from its ``config()``.
 
     Raises

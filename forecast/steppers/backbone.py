@@ -64,6 +64,9 @@ class BackboneStepper(nn.Module):
     """
 
     kind = "backbone"
+    mean: torch.Tensor
+    std: torch.Tensor
+    tendency_scale: torch.Tensor
 
     def __init__(
         self,
@@ -76,7 +79,7 @@ class BackboneStepper(nn.Module):
         history: int = 1,
         forcings: bool = True,
         residual: bool = True,
-        diurnal: tuple[Sequence[float], np.ndarray] | None = None,
+        diurnal: tuple[Sequence[float] | np.ndarray, np.ndarray] | None = None,
     ):
         super().__init__()
         names = tuple(str(c) for c in channels)
@@ -121,7 +124,9 @@ class BackboneStepper(nn.Module):
         if diurnal is not None:
             self.diurnal = self._diurnal_baseline(*diurnal)
 
-    def _diurnal_baseline(self, hours: Sequence[float], table: np.ndarray) -> DiurnalBaseline:
+    def _diurnal_baseline(
+        self, hours: Sequence[float] | np.ndarray, table: np.ndarray
+    ) -> DiurnalBaseline:
         if not (self.use_forcings and self.residual):
             raise DataError(
                 "the diurnal baseline needs time forcings and residual mode",
@@ -202,7 +207,7 @@ class BackboneStepper(nn.Module):
                 hint="pass stepper.forcings(times)",
             )
         for name in self.forcing_names:
-            expected = (batch, *self.grid.shape)
+            expected: tuple[int, ...] = (batch, *self.grid.shape)
             if name == DIURNAL_CHANGE:
                 expected = (batch, len(self.channels), *self.grid.shape)
             if tuple(forcings[name].shape) != expected:

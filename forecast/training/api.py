@@ -149,9 +149,7 @@ def _new_stepper(
     )
 
 
-def _resume(
-    out_dir: Path, channels: list[str], grid: Grid, step
-) -> tuple[TrainableStepper, dict]:
+def _resume(out_dir: Path, channels: list[str], grid: Grid, step) -> tuple[TrainableStepper, dict]:
     from forecast.checkpoint import check_compatible, load_checkpoint
 
     stepper, metadata = load_checkpoint(out_dir / LATEST)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -174,12 +175,12 @@ class WindowDataset(Dataset):
         self.path = str(path)
         self.channel_indices = np.asarray(channel_indices, dtype=np.int64)
         self.history = int(history)
-        self._array = None  # opened in each worker on first use
+        self._array: Any = None  # opened in each worker on first use
         self._contiguous = bool(
             np.array_equal(self.channel_indices, np.arange(len(self.channel_indices)))
         )
 
-    def _data(self):
+    def _data(self) -> Any:
         if self._array is None:
             import zarr
 
@@ -293,7 +294,7 @@ def make_loader(
     pin_memory : bool
         Pin host memory (for a CUDA device).
     """
-    options = {"num_workers": workers, "pin_memory": pin_memory}
+    options: dict[str, Any] = {"num_workers": workers, "pin_memory": pin_memory}
     if workers > 0:
         options["prefetch_factor"] = prefetch
     return DataLoader(dataset, batch_sampler=batch_sampler, **options)

@@ -28,7 +28,8 @@ def build_optimizer(
     betas : (float, float)
         Adam's moment decay rates.
     """
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for parameter in parameters:
         if not parameter.requires_grad:
             continue

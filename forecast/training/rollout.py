@@ -17,7 +17,7 @@ __all__ = ["Rollout", "repeat_forcings", "rollout_forcings"]
 def rollout_forcings(
     stepper: TrainableStepper,
     times: np.ndarray,
-    starts: Sequence[int],
+    starts: Sequence[int] | np.ndarray,
     n_steps: int,
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
@@ -38,12 +38,12 @@ def rollout_forcings(
         Rollout length.
     device : torch.device
     """
-    starts = np.asarray(starts, dtype=np.int64)
+    first = np.asarray(starts, dtype=np.int64)
     # one call for every (step, window): the forcing of each time is independent of the others
-    index = (starts[None, :] + (stepper.history - 1) + np.arange(n_steps)[:, None]).ravel()
+    index = (first[None, :] + (stepper.history - 1) + np.arange(n_steps)[:, None]).ravel()
     forcings = stepper.forcings(times[index])
     return {
-        name: value.reshape(n_steps, len(starts), *value.shape[1:]).to(device)
+        name: value.reshape(n_steps, len(first), *value.shape[1:]).to(device)
         for name, value in forcings.items()
     }
 

@@ -263,7 +263,7 @@ class TrainingLoop:
             sync = (
                 contextlib.nullcontext()
                 if last or not self.context.distributed
-                else self.rollout.no_sync()
+                else self.rollout.no_sync()  # type: ignore[operator]  # DistributedDataParallel
             )
             with sync:
                 per_channel = self._loss_per_channel(batch, n_steps)
@@ -293,16 +293,16 @@ class TrainingLoop:
         norms = torch.cat([entry[2] for entry in self._pending])
         combined = torch.cat([losses, norms[:, None]], dim=1)
         self.context.all_reduce_sum(combined)
-        combined = (combined / self.context.world_size).cpu().numpy()
-        losses, norms = combined[:, :-1], combined[:, -1]
+        values = (combined / self.context.world_size).cpu().numpy()
+        losses_np, norms_np = values[:, :-1], values[:, -1]
         pending, self._pending = self._pending, []
-        bad_rows = np.flatnonzero(~np.isfinite(losses).all(axis=1) | ~np.isfinite(norms))
+        bad_rows = np.flatnonzero(~np.isfinite(losses_np).all(axis=1) | ~np.isfinite(norms_np))
         if len(bad_rows):
             row = bad_rows[0]
             step = pending[row][0]
-            bad_channels = [self.channels[i] for i in np.flatnonzero(~np.isfinite(losses[row]))]
+            bad_channels = [self.channels[i] for i in np.flatnonzero(~np.isfinite(losses_np[row]))]
             what = (
-                f"the loss became {_nonfinite_word(losses[row])} at step {step} in channel(s) {', '.join(bad_channels)}"
+                f"the loss became {_nonfinite_word(losses_np[row])} at step {step} in channel(s) {', '.join(bad_channels)}"
                 if bad_channels
                 else f"the gradients became non-finite at step {step} (the loss was finite)"
             )
@@ -317,7 +317,7 @@ class TrainingLoop:
                 f"{what}; training stopped and {kept}",
                 hint="lower --lr, tighten --grad-clip or check the store for NaNs in those channels",
             )
-        mean = losses.mean(axis=0)
+        mean = losses_np.mean(axis=0)
         weights = None if self.channel_weights is None else self.channel_weights.cpu()
         self._last_loss = float(reduce_channels(torch.as_tensor(mean), weights))
         last_step, _, _, n_steps, lr = pending[-1]
@@ -327,7 +327,7 @@ class TrainingLoop:
                 "kind": "train",
                 "loss": self._last_loss,
                 "loss_per_channel": dict(zip(self.channels, mean.tolist(), strict=True)),
-                "grad_norm": float(norms.mean()),
+                "grad_norm": float(norms_np.mean()),
                 "rollout_steps": n_steps,
                 "lr": lr,
                 "steps_averaged": len(pending),

@@ -19,6 +19,12 @@ import xarray as xr
 import zarr
 
 from forecast.errors import ConfigError, DataError
+from inference.writers.compression import (
+    DEFAULT_COMPRESSION,
+    netcdf_compression,
+    resolve_compression,
+    zarr_compressors,
+)
 
 
 class ProductStore:
@@ -28,14 +34,20 @@ class ProductStore:
     ----------
     path : Path
         The final path.
+    compression : str
+        One of :data:`inference.writers.compression.COMPRESSIONS` (``auto``
+        is resolved for the format; :attr:`compression` holds the codec).
     """
 
     suffix = ""
+    #: ``zarr`` or ``netcdf`` (for :func:`resolve_compression`).
+    file_format = ""
     #: Whether a resumed run can continue writing the file.
     resumable = False
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, compression: str = DEFAULT_COMPRESSION):
         self.path = Path(path)
+        self.compression = resolve_compression(compression, self.file_format)
 
     def create(self, dataset: xr.Dataset) -> None:
         """Write ``dataset``'s coordinates and define its (lazy, never computed) data variables."""
@@ -64,11 +76,15 @@ class ZarrProductStore(ProductStore):
     """A Zarr (v3) product, written in place."""
 
     suffix = ".zarr"
+    file_format = "zarr"
     resumable = True
 
     def create(self, dataset: xr.Dataset) -> None:
         if self.path.exists():
             shutil.rmtree(self.path)
+        dataset = dataset.copy()
+        for name in dataset.data_vars:
+            dataset[name].encoding["compressors"] = zarr_compressors(self.compression)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr: consolidated metadata is not in the v3 spec yet
             dataset.to_zarr(self.path, mode="w", compute=False, consolidated=False, zarr_format=3)
@@ -105,6 +121,7 @@ class NetCDFProductStore(ProductStore):
     """A NetCDF-4 product, grown under ``NAME.nc.partial`` and renamed at the end."""
 
     suffix = ".nc"
+    file_format = "netcdf"
 
     @property
     def partial_path(self) -> Path:
@@ -128,6 +145,7 @@ class NetCDFProductStore(ProductStore):
                 variable.dims,
                 fill_value=False if fill is None else fill,
                 chunksizes=encoding["chunks"],
+                **netcdf_compression(self.compression),
             )
             attributes = dict(variable.attrs)
             shared = [
@@ -164,15 +182,15 @@ PRODUCT_STORES: dict[str, type[ProductStore]] = {
 }
 
 
-def product_store(path: Path) -> ProductStore:
-    """The store for ``path``, by its suffix (``.zarr`` or ``.nc``)."""
+def product_store(path: Path, compression: str = DEFAULT_COMPRESSION) -> ProductStore:
+    """The store for ``path``, by its suffix (``.zarr`` or ``.nc``), with ``compression``."""
     suffix = Path(path).suffix.lower()
     if suffix not in PRODUCT_STORES:
         raise ConfigError(
             f"cannot tell the format of {Path(path).name!r}",
             hint=f"end --out with one of {', '.join(PRODUCT_STORES)}",
         )
-    return PRODUCT_STORES[suffix](Path(path))
+    return PRODUCT_STORES[suffix](Path(path), compression)
 
 
 def product_path(out: Path, product: str) -> Path:

@@ -32,6 +32,7 @@ from inference.climate.layout import histogram_dataset, period_dataset
 from inference.climate.reduce import BatchReducer, HistogramSpec, Record, RunPeriods
 from inference.climate.stores import ProductStore, product_path, product_store
 from inference.writers.base import ForecastWriter
+from inference.writers.compression import DEFAULT_COMPRESSION, resolve_compression
 
 #: Name of the histogram product.
 HISTOGRAMS = "histograms"
@@ -53,6 +54,9 @@ class ClimateWriter(ForecastWriter):
         Writer of the snapshots (None: none).
     output_every : int
         Steps between snapshots (lead 0, ``output_every``, ...).
+    compression : str
+        Codec of the products (``auto``: as :mod:`inference.writers.compression`
+        chooses for the format); the snapshots' writer has its own.
 
     Notes
     -----
@@ -69,6 +73,7 @@ class ClimateWriter(ForecastWriter):
         histograms: HistogramSpec | None = None,
         snapshots: ForecastWriter | None = None,
         output_every: int = 1,
+        compression: str = DEFAULT_COMPRESSION,
     ):
         super().__init__(Path(out))
         unknown = [k for k in reduce if k not in PERIOD_KINDS]
@@ -89,8 +94,12 @@ class ClimateWriter(ForecastWriter):
         self.snapshots = snapshots
         self.output_every = int(output_every)
         self.stores: dict[str, ProductStore] = {
-            name: product_store(product_path(self.path, name)) for name in self.product_names
+            name: product_store(product_path(self.path, name), compression)
+            for name in self.product_names
         }
+        self.compression = resolve_compression(
+            compression, "zarr" if self.suffix == ".zarr" else "netcdf"
+        )
         self.resumable = all(s.resumable for s in self.stores.values()) and (
             snapshots is None or snapshots.resumable
         )

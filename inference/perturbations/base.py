@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from forecast.errors import ConfigError
+from forecast.errors import ConfigError, describe_problems
 from forecast.grid import Grid
 from forecast.stepper import Stepper
 
@@ -69,7 +69,7 @@ class Perturbation(Protocol):
         self,
         state: torch.Tensor,
         init_labels: Sequence[str],
-        members: Sequence[int],
+        members: Sequence[int] | np.ndarray,
         stepper: Stepper | None = None,
         times: np.ndarray | None = None,
     ) -> torch.Tensor:
@@ -217,20 +217,16 @@ class BasePerturbation:
             return cls.Options(**dict(options or {}))
         except ValidationError as err:
             allowed = ", ".join(cls.Options.model_fields) or "no options"
-            problems = []
-            for item in err.errors():
-                key = ".".join(str(p) for p in item["loc"])
-                if item["type"] == "extra_forbidden":
-                    problems.append(f"takes no option {key!r}")
-                else:
-                    problems.append(f"option {key}={item.get('input')!r}: {item['msg']}")
+            problems = describe_problems(
+                err.errors(), "takes no option {key!r}", "option {key}={value!r}: {message}"
+            )
             raise ConfigError(
-                f"perturbation {cls.name!r} {'; '.join(problems)}",
+                f"perturbation {cls.name!r} {problems}",
                 hint=f"it takes {allowed}",
             ) from err
 
     def noise(
-        self, init_labels: Sequence[str], members: Sequence[int], channels: int
+        self, init_labels: Sequence[str], members: Sequence[int] | np.ndarray, channels: int
     ) -> torch.Tensor:
         """Noise of unit scale per member: shape ``(batch, channel, lat, lon)`` float32 on CPU."""
         raise NotImplementedError
@@ -239,7 +235,7 @@ class BasePerturbation:
         self,
         state: torch.Tensor,
         init_labels: Sequence[str],
-        members: Sequence[int],
+        members: Sequence[int] | np.ndarray,
         stepper: Stepper | None = None,
         times: np.ndarray | None = None,
     ) -> torch.Tensor:

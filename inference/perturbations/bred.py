@@ -68,7 +68,7 @@ class BredPerturbation(BasePerturbation):
         self,
         state: torch.Tensor,
         init_labels: Sequence[str],
-        members: Sequence[int],
+        members: Sequence[int] | np.ndarray,
         stepper: Stepper | None = None,
         times: np.ndarray | None = None,
     ) -> torch.Tensor:

@@ -20,7 +20,7 @@ class NoPerturbation(BasePerturbation):
         self,
         state: torch.Tensor,
         init_labels: Sequence[str],
-        members: Sequence[int],
+        members: Sequence[int] | np.ndarray,
         stepper: Stepper | None = None,
         times: np.ndarray | None = None,
     ) -> torch.Tensor:
@@ -33,7 +33,7 @@ class GaussianPerturbation(BasePerturbation):
     name = "gaussian"
 
     def noise(
-        self, init_labels: Sequence[str], members: Sequence[int], channels: int
+        self, init_labels: Sequence[str], members: Sequence[int] | np.ndarray, channels: int
     ) -> torch.Tensor:
         shape = (channels, *self.grid.shape)
         return torch.stack(

@@ -101,7 +101,7 @@ class GRFPerturbation(BasePerturbation):
         self.weights = torch.as_tensor(grid.area_weights(), dtype=torch.float32)
 
     def noise(
-        self, init_labels: Sequence[str], members: Sequence[int], channels: int
+        self, init_labels: Sequence[str], members: Sequence[int] | np.ndarray, channels: int
     ) -> torch.Tensor:
         lmax, mmax = self.field.isht.lmax, self.field.isht.mmax
         xi = torch.stack(

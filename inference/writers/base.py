@@ -38,6 +38,8 @@ class Writer(Protocol):
         Whether the writer holds state in memory between leads (accumulators
         of a climate run): a resumed run then restarts from restart files
         that keep :meth:`snapshot`, not from the output.
+    compression : str
+        The codec of the forecast variables (``zstd``, ``deflate`` or ``none``).
     """
 
     path: Path
@@ -45,6 +47,7 @@ class Writer(Protocol):
     resumable: bool
     parallel: bool
     stateful: bool
+    compression: str
 
     def create(self, template: xr.Dataset) -> None:
         """Start a new output (replacing any unfinished one) from an empty template."""
@@ -106,6 +109,8 @@ class ForecastWriter:
     parallel = False
     #: Whether the writer keeps state between leads (see :class:`Writer`).
     stateful = False
+    #: The codec of the forecast variables (resolved by subclasses that compress).
+    compression = "none"
 
     def __init__(self, path: Path):
         self.path = Path(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -17,72 +18,118 @@ import zarr
 
 from forecast.errors import DataError
 from inference.writers.base import ForecastWriter
+from inference.writers.compression import DEFAULT_COMPRESSION, resolve_compression, zarr_compressors
+from inference.writers.layout import DEFAULT, Arrangement, Layout
 
 
 class ZarrWriter(ForecastWriter):
-    """Writes ``OUT.zarr``; resumable and safe for parallel writers."""
+    """Writes ``OUT.zarr`` in a layout; resumable and safe for parallel writers.
+
+    Parameters
+    ----------
+    path : Path
+        The output.
+    layout : Layout
+        How the forecast is arranged (default: the template's layout).
+    compression : str
+        One of :data:`~inference.writers.compression.COMPRESSIONS`; ``auto`` is resolved
+        for the format (``compression`` holds the codec).
+    """
 
     suffix = ".zarr"
     resumable = True
     parallel = True
 
+    def __init__(
+        self, path: Path, layout: Layout = DEFAULT, compression: str = DEFAULT_COMPRESSION
+    ):
+        super().__init__(path)
+        self.layout = layout
+        self.compression = resolve_compression(compression, "zarr")
+
     def create(self, template: xr.Dataset) -> None:
         if self.path.exists():
             shutil.rmtree(self.path)
-        channels = [str(c) for c in template.data_vars]
+        arrangement = self.layout.arrange(template)
+        output = arrangement.dataset
+        names = arrangement.variables
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr: consolidated metadata is not in the v3 spec yet
-            template.drop_vars(channels).to_zarr(
-                self.path, mode="w", consolidated=False, zarr_format=3
-            )
+            output.drop_vars(names).to_zarr(self.path, mode="w", consolidated=False, zarr_format=3)
             group = zarr.open_group(self.path, mode="r+")
-            for c in channels:
-                variable = template[c]
+            for name in names:
+                variable = output[name]
+                attributes = dict(variable.attrs)
+                if variable.encoding.get("coordinates"):
+                    attributes["coordinates"] = variable.encoding["coordinates"]
                 group.create_array(
-                    c,
+                    name,
                     shape=variable.shape,
                     chunks=variable.encoding["chunks"],
                     dtype="float32",
                     fill_value=np.float32(np.nan),
-                    compressors=None,  # zstd saves ~12% on float32 fields and costs the writer thread CPU
-                    dimension_names=variable.dims,
-                    attributes={**variable.attrs, "coordinates": "valid_time"},
+                    compressors=zarr_compressors(self.compression),
+                    dimension_names=[str(d) for d in variable.dims],
+                    attributes=attributes,
                 )
+            # coordinates that belong to no variable (the bounds) are listed per variable or
+            # not at all, as in NetCDF: a global "coordinates" attribute is not CF
+            if "coordinates" in group.attrs:
+                del group.attrs["coordinates"]
             zarr.consolidate_metadata(self.path)
-        self._open(template)
+        self._open(arrangement)
 
     def resume(self, template: xr.Dataset) -> None:
+        arrangement = self.layout.arrange(template)
+        output = arrangement.dataset
         existing = xr.open_zarr(self.path, consolidated=True, decode_timedelta=True)
-        for name in ("time", "lead_time", "member", "latitude", "longitude"):
-            if existing.sizes.get(name) != template.sizes[name]:
+        for name, size in output.sizes.items():
+            if existing.sizes.get(name) != size:
                 raise DataError(
-                    f"existing output has {existing.sizes.get(name)} {name}, this run writes {template.sizes[name]}",
+                    f"existing output has {existing.sizes.get(name)} {name}, this run writes {size}",
                     path=self.path,
                     hint="use another --out or --overwrite",
                 )
-        missing = [c for c in template.data_vars if c not in existing.data_vars]
+        missing = [c for c in arrangement.variables if c not in existing.data_vars]
         if missing:
             raise DataError(
                 f"existing output lacks variable(s) {', '.join(missing)}",
                 path=self.path,
                 hint="use another --out or --overwrite",
             )
-        self._open(template)
+        self._open(arrangement)
 
-    def _open(self, template: xr.Dataset) -> None:
-        self.channels = [str(c) for c in template.data_vars]
+    def _open(self, arrangement: Arrangement) -> None:
+        self._arrangement = arrangement
+        self.channels = [t.variable for t in arrangement.targets]
         group = zarr.open_group(self.path, mode="r+")
         # every chunk is written whole and once: skip zarr's comparison of each chunk with the fill value
-        self._arrays = [group[c].with_config({"write_empty_chunks": True}) for c in self.channels]
+        arrays = {}
+        for name in arrangement.variables:
+            array = group[name]
+            assert isinstance(array, zarr.Array)
+            arrays[name] = array.with_config({"write_empty_chunks": True})
+        self._arrays = [(target, arrays[target.variable]) for target in arrangement.targets]
 
     def write(self, init_index: int, member_start: int, lead: int, block: np.ndarray) -> None:
-        stop = member_start + block.shape[0]
-        for k, array in enumerate(self._arrays):
-            array[init_index, lead, member_start:stop] = block[:, k]
+        members = slice(member_start, member_start + block.shape[0])
+        arrangement = self._arrangement
+        for k, (target, array) in enumerate(self._arrays):
+            array[arrangement.index(target, init_index, lead, members)] = arrangement.field(
+                block, k
+            )
 
     def read(self, init_index: int, member_start: int, member_stop: int, lead: int) -> np.ndarray:
+        members = slice(member_start, member_stop)
+        arrangement = self._arrangement
         return np.stack(
-            [array[init_index, lead, member_start:member_stop] for array in self._arrays], axis=1
+            [
+                arrangement.unfield(
+                    np.asarray(array[arrangement.index(target, init_index, lead, members)])
+                )
+                for target, array in self._arrays
+            ],
+            axis=1,
         )
 
     def close(self) -> None:

@@ -46,7 +46,9 @@ def make_stepper(model: str = "sfno", hparams: dict | None = None) -> BackboneSt
         "pos_embed": "spherical_harmonics",
         "pos_embed_degree": 2,
     }
-    return BackboneStepper(model, hparams, CHANNELS, GRID, dt.timedelta(hours=6), NORMALIZER, history=2)
+    return BackboneStepper(
+        model, hparams, CHANNELS, GRID, dt.timedelta(hours=6), NORMALIZER, history=2
+    )
 
 
 def state() -> torch.Tensor:
@@ -161,6 +163,31 @@ def test_truncated_file(saved, tmp_path):
     assert "\n" not in str(info.value) and "copy it again" in str(info.value)
 
 
+def test_errors_keep_their_cause_for_debug(saved, tmp_path, capsys):
+    """A corrupt file's error names the file in one line, and --debug shows the reader's own error."""
+    from forecast.cli.main import main
+
+    path, _ = saved
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(broken)
+    assert info.value.__cause__ is not None
+    argv = ["run", "--checkpoint", str(broken), "--data", str(tmp_path), "--init", "2020-01-01",
+            "--steps", "1", "--out", str(tmp_path / "fc.zarr")]  # fmt: skip
+    store = tmp_path / "store.zarr"  # the store is opened first: give it one
+    from tests.inference.conftest import write_store
+
+    write_store(store)
+    argv[4] = str(store)
+    assert main(argv) == 1
+    assert "\n" not in capsys.readouterr().err.strip()
+    assert main([*argv, "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "The above exception was the direct cause of the following exception" in err
+    assert type(info.value.__cause__).__name__ in err
+
+
 def test_unknown_format_version(tmp_path):
     path = tmp_path / "future.ckpt"
     torch.save(
@@ -260,7 +287,9 @@ def test_diurnal_baseline_round_trip_and_missing_table(tmp_path):
     loaded, metadata = load_checkpoint(path)
     assert metadata["diurnal_hours"] == hours
     torch.testing.assert_close(loaded.diurnal.table, stepper.diurnal.table, rtol=0, atol=0)
-    torch.testing.assert_close(loaded.advance(state(), TIMES), stepper.eval().advance(state(), TIMES))
+    torch.testing.assert_close(
+        loaded.advance(state(), TIMES), stepper.eval().advance(state(), TIMES)
+    )
     payload = torch.load(path, weights_only=True)
     assert set(payload["state_dict"]) == set(stepper.state_dict())  # saved as it is
     del payload["state_dict"]["diurnal.table"]

@@ -251,6 +251,17 @@ def test_patch_size_pair_and_int():
     ).patch == (2, 8)
 
 
+@pytest.mark.parametrize("name", ["sfno", "afno", "fno"])
+def test_default_hyperparameters_build_and_run(name):
+    """Every backbone with no hyperparameters given: the defaults pass their own validators."""
+    grid = Grid.equiangular(32, 64)
+    model = build_model(name, 4, 4, grid)
+    out = model(torch.randn(1, 4, *grid.shape))
+    assert out.shape == (1, 4, *grid.shape) and torch.isfinite(out).all()
+    if name == "afno":
+        assert model.patch == (8, 8)
+
+
 def test_bad_channel_count():
     with pytest.raises(ConfigError, match="in_channels must be a positive integer"):
         build_model("fno", 0, 2, Grid.equiangular(16, 32))

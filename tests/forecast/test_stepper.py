@@ -294,7 +294,9 @@ def test_diurnal_config_round_trip():
     assert isinstance(rebuilt, BackboneStepper) and rebuilt.diurnal.hours == tuple(HOURS)
     assert rebuilt.diurnal.table.shape == stepper.diurnal.table.shape
     assert float(rebuilt.diurnal.table.abs().max()) == 0.0  # the checkpoint fills it
-    older = {k: v for k, v in make_stepper().config().items() if k not in ("diurnal_hours", "stepper")}
+    older = {
+        k: v for k, v in make_stepper().config().items() if k not in ("diurnal_hours", "stepper")
+    }
     assert stepper_from_config(older).diurnal is None
 
 

@@ -165,6 +165,8 @@ def run(
     perturbation_options: dict | None = None,
     channels=None,
     output_grid: Grid | None = None,
+    layout: str = "default",
+    compression: str = "auto",
     show_progress: bool = False,
     log=lambda message: None,
     writer=None,
@@ -177,7 +179,7 @@ def run(
     from inference.request import RunRequest
     from inference.writers import writer_for
 
-    writer = writer_for(out) if writer is None else writer
+    writer = writer_for(out, layout, compression) if writer is None else writer
     initial = InitialStates(dataset, init_times, stepper)
     spec = perturbation_spec(perturbation, amplitude, stepper.channels, seed, perturbation_options)
     request = RunRequest.for_stepper(
@@ -187,6 +189,8 @@ def run(
         channels=channels,
         output_grid=output_grid,
         perturbation=spec,
+        layout=layout,
+        compression=writer.compression,
         **options,
     )
     return run_forecast(

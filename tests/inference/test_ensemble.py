@@ -11,9 +11,10 @@ import xarray as xr
 
 from forecast.errors import ConfigError, DataError
 from forecast.grid import Grid
+from forecast.stepper import Stepper
 from forecast.store import open_store
 from inference.initial import parse_init_spec
-from inference.rollout import BlowUpError
+from inference.rollout import BlowUp, BlowUpError
 from inference.schedule import LockedError, RunLock, manifest_path
 from tests.inference.conftest import CHANNELS, STDS, run
 
@@ -47,8 +48,9 @@ def test_layout_and_attributes_opened_by_plain_xarray(tmp_path, store, stepper, 
         "member": 3,
         "latitude": 16,
         "longitude": 32,
+        "bnds": 2,
     }
-    assert sorted(ds.data_vars) == sorted(CHANNELS)
+    assert list(ds.data_vars) == sorted([*CHANNELS, "latitude_bnds", "longitude_bnds"])
     assert ds["z500"].dims == ("time", "lead_time", "member", "latitude", "longitude")
     assert ds["z500"].dtype == np.float32
     assert ds["lead_time"].dtype.kind == "m"
@@ -148,7 +150,7 @@ def test_channel_subset_and_output_grid(tmp_path, store, stepper):
         output_grid=Grid.parse("8x16"),
     )
     ds = xr.open_dataset(out.out)
-    assert sorted(ds.data_vars) == ["t2m", "z500"]
+    assert sorted(ds.data_vars) == ["latitude_bnds", "longitude_bnds", "t2m", "z500"]
     assert ds.sizes["latitude"] == 8 and ds.sizes["longitude"] == 16
     np.testing.assert_allclose(ds["latitude"].values, Grid.equiangular(8, 16).latitude)
     # regridded, the field keeps its values where the grids share points, and its pattern elsewhere
@@ -161,7 +163,9 @@ def test_channel_subset_and_output_grid(tmp_path, store, stepper):
 def test_360_day_calendar_survives_into_valid_time(tmp_path, store_360_path, stepper):
     store = open_store(store_360_path)
     for suffix in (".zarr", ".nc"):
-        out = run(stepper, store, parse_init_spec("2000-02-30T00", "360_day"), 4, tmp_path / f"c{suffix}").out
+        out = run(
+            stepper, store, parse_init_spec("2000-02-30T00", "360_day"), 4, tmp_path / f"c{suffix}"
+        ).out
         ds = xr.open_zarr(out) if suffix == ".zarr" else xr.open_dataset(out)
         valid = ds["valid_time"].values
         assert isinstance(valid[0, 0], cftime.Datetime360Day)
@@ -224,11 +228,17 @@ def test_blowup_is_reported_and_continues_or_stops(tmp_path, store, stepper, mod
         with pytest.raises(
             BlowUpError,
             match=r"member 1 of the forecast from 2020-01-01T06:00 blew up at lead 2 in z500 \(non-finite\)",
-        ):
+        ) as caught:
             _run(_Exploding(stepper), store, out, **kwargs)
-        assert json.loads(manifest_path(out).read_text())["status"] == "failed"
+        assert caught.value.blowups == (
+            BlowUp("2020-01-01T06:00", 1, 2, "z500", "non-finite"),
+        )  # a field of the error
+        manifest = json.loads(manifest_path(out).read_text())
+        assert manifest["status"] == "failed" and manifest["blowups"][0]["member"] == 1
         return
-    result = _run(_Exploding(stepper), store, out, **kwargs)
+    exploding = _Exploding(stepper)
+    assert isinstance(exploding, Stepper)  # a wrapper is a model family of its own
+    result = _run(exploding, store, out, **kwargs)
     assert [(b.member, b.lead, b.channel) for b in result.blowups] == [(1, 2, "z500")]
     assert messages == [
         "warning: member 1 of the forecast from 2020-01-01T06:00 blew up at lead 2 in z500 (non-finite)"

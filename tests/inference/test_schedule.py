@@ -118,9 +118,7 @@ def test_latest_picks_newest_time_and_skips_finished_runs(tmp_path, store, stepp
     assert init_times[0] == np.datetime64("2020-01-03T18:00")
     assert out == tmp_path / "fc" / "20200103T18.zarr"
     assert not finished
-    result = run(
-        stepper, store, init_times, 2, out
-    )
+    result = run(stepper, store, init_times, 2, out)
     assert result.status == "finished"
     assert resolve_latest(available, template)[2] is True
     # with history 2 the newest time is the same; an earlier store end moves it

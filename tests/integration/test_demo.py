@@ -49,7 +49,9 @@ def test_demo_forecasts_agree_between_zarr_and_netcdf(demo_workdir: Path) -> Non
 
 
 def test_demo_scores_have_model_and_baselines(demo_workdir: Path) -> None:
-    scores = xr.open_dataset(demo_workdir / "scores_sfno.nc")
+    from forecast.scoring.scores_file import open_scores
+
+    scores = open_scores(demo_workdir / "scores_sfno.nc")
     assert {"persistence", "climatology"} <= {str(m) for m in scores["model"].values}
     rmse = scores["rmse"]
     assert np.isfinite(rmse.values).any()

@@ -454,7 +454,7 @@ def assert_products(argv: list[str], stdout: str) -> None:
         assert match and match.group(1) == out, stdout
         inits, members, steps = (int(match.group(i)) for i in (2, 3, 4))
         forecast = xr.open_zarr(out) if out.endswith(".zarr") else xr.open_dataset(out)
-        assert set(forecast.dims) == {"time", "member", "lead_time", "latitude", "longitude"}
+        assert set(forecast.dims) == {"time", "member", "lead_time", "latitude", "longitude", "bnds"}
         sizes = forecast.sizes
         assert (sizes["time"], sizes["member"], sizes["lead_time"]) == (inits, members, steps + 1)
         assert forecast["lead_time"].values[0] == np.timedelta64(0, "ns")
@@ -465,7 +465,9 @@ def assert_products(argv: list[str], stdout: str) -> None:
             assert inits == len(pd.date_range(start, end, freq=step))
         assert Path(f"{out}.manifest.json").is_file()
     elif subcommand == "score":
-        scores = xr.open_dataset(out)
+        from forecast.scoring.scores_file import open_scores
+
+        scores = open_scores(out)
         assert {"model", "channel", "lead_time"} <= set(scores["rmse"].dims)
         assert {"persistence", "climatology"} <= {str(m) for m in scores["model"].values}
         assert np.isfinite(scores["rmse"].values).any()

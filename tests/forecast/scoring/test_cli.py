@@ -6,6 +6,7 @@ import numpy as np
 import xarray as xr
 
 from forecast.cli.main import main
+from forecast.scoring.scores_file import open_scores
 from tests.forecast.scoring.conftest import make_forecast
 
 
@@ -37,10 +38,13 @@ def test_score_command_writes_scores_table_and_plots(tiny_store, tmp_path, capsy
     assert code == 0
     printed = capsys.readouterr().out
     assert "RMSE (global)" in printed and "t850 [K]" in printed and "persistence" in printed
-    scores = xr.open_dataset(out)
+    raw = xr.open_dataset(out)  # the file: one variable per metric and channel, char labels
+    assert [bytes(r).decode() for r in raw["region"].values] == ["global", "europe"]
+    assert raw["rmse_t850"].attrs["units"] == "K"
+    raw.close()
+    scores = open_scores(out)
     assert list(scores["region"].values) == ["global", "europe"]
     assert np.all(scores["rmse"].sel(model="forecast") < scores["rmse"].sel(model="climatology"))
-    scores.close()
     names = sorted(p.name for p in plots.iterdir())
     assert names == sorted(
         [

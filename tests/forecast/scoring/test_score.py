@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import xarray as xr
 
 from forecast.errors import DataError, GridError
 from forecast.scoring.regions import parse_region
 from forecast.scoring.score import format_table, score_forecast, write_scores
+from forecast.scoring.scores_file import open_scores
 from forecast.store import open_store
 from tests.forecast.scoring.conftest import make_forecast
 
@@ -113,7 +113,7 @@ def test_scores_file_layout_and_atomic_write(tiny_store, tmp_path):
     scores = score_forecast(forecast, open_store(path))
     out = write_scores(scores, tmp_path / "out" / "scores.nc")
     assert sorted(p.name for p in out.parent.iterdir()) == ["scores.nc"]
-    reread = xr.open_dataset(out)
+    reread = open_scores(out)
     for name in ("rmse", "bias", "mae", "acc", "spread", "ssr", "crps"):
         assert reread[name].dims == ("model", "channel", "lead_time", "region")
     assert reread["rank_histogram"].dims == ("channel", "lead_time", "region", "rank")
@@ -129,7 +129,6 @@ def test_scores_file_layout_and_atomic_write(tiny_store, tmp_path):
     assert np.allclose(reread["rmse"], scores["rmse"], equal_nan=True)
     table = format_table(scores)
     assert "RMSE (global)" in table and "z500 [m**2 s**-2]" in table and "12h" in table
-    reread.close()
 
 
 def test_nan_forecast_values_are_counted_and_reported(tiny_store):
