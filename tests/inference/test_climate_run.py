@@ -217,3 +217,72 @@ def test_length_is_exact_in_the_calendar(calendar):
     assert steps_for_length("1mo", start, dt.timedelta(hours=6)) == 4 * (
         30 if calendar == "360_day" else 31
     )
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from forecast.checkpoint import save_checkpoint
+    from tests.inference.conftest import make_stepper
+
+    path = tmp_path_factory.mktemp("climate-ckpt") / "model.pt"
+    save_checkpoint(path, make_stepper(), provenance={"test": True})
+    return path
+
+
+def test_cli_climate_run_and_its_errors(tmp_path, store_360_path, checkpoint, capsys):
+    from forecast.cli.main import main
+
+    base = ["run", "--checkpoint", str(checkpoint), "--data", str(store_360_path), "--no-progress"]
+    out = tmp_path / "cli.nc"
+    code = main(
+        [
+            *base,
+            "--init",
+            INIT,
+            "--length",
+            "5d",
+            "--reduce",
+            "monthly,time-mean",
+            "--output-every",
+            "1d",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert "cli.monthly.nc" in capsys.readouterr().out
+    monthly = xr.open_dataset(product_path(out, "monthly"))
+    assert int(monthly["samples"].sum()) == 20  # 5 days of 6 h: 2 days (8 states) in February (360_day), 3 days (12) in March
+    assert list(monthly["samples"].values) == [8, 12]
+    assert xr.open_dataset(out).sizes["lead_time"] == 6  # days 0..5
+    failures = {
+        "give exactly one of --steps and --length": [
+            "--init",
+            INIT,
+            "--steps",
+            "4",
+            "--length",
+            "1d",
+        ],
+        "starts from one init time": [
+            "--init",
+            "2000-02-29T00/2000-02-29T06/6h",
+            "--steps",
+            "2",
+            "--reduce",
+            "monthly",
+        ],
+        "is not a whole number of model steps": [
+            "--init",
+            INIT,
+            "--steps",
+            "4",
+            "--output-every",
+            "5h",
+        ],
+        "is not one of monthly": ["--init", INIT, "--steps", "4", "--reduce", "weekly"],
+        "cannot parse --length": ["--init", INIT, "--length", "ten years"],
+    }
+    for message, arguments in failures.items():
+        assert main([*base, *arguments, "--out", str(tmp_path / "bad.zarr")]) == 1
+        assert message in capsys.readouterr().err, message
