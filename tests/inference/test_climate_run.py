@@ -252,7 +252,8 @@ def test_cli_climate_run_and_its_errors(tmp_path, store_360_path, checkpoint, ca
     assert code == 0
     assert "cli.monthly.nc" in capsys.readouterr().out
     monthly = xr.open_dataset(product_path(out, "monthly"))
-    assert int(monthly["samples"].sum()) == 20  # 5 days of 6 h: 2 days (8 states) in February (360_day), 3 days (12) in March
+    # 5 days of 6 h: 2 days (8 states) in February (360_day), 3 days (12) in March
+    assert int(monthly["samples"].sum()) == 20
     assert list(monthly["samples"].values) == [8, 12]
     assert xr.open_dataset(out).sizes["lead_time"] == 6  # days 0..5
     failures = {
