@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# test-only reference networks (the publishers' FourCastNet code), without their dependencies
+	$(BIN)/python -m pip install --quiet --no-deps ai-models-fourcastnetv2==0.0.3 ai-models-fourcastnet==0.0.7
 	@touch $(STAMP)
 
 demo: $(STAMP)

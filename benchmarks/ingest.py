@@ -13,9 +13,16 @@ run, each in a fresh subprocess so that peak memory is its own:
 
 1 and 2 run ``--repeats`` times, alternately; the ratio is of their medians.
 
+With ``--workers 1,2,4,8`` it runs the scaling comparison instead: the same
+ingest on a ``distributed.LocalCluster`` of N single-threaded worker
+processes (``--scheduler local:N``), each N in a fresh process, and reports
+the wall time and the speed-up over one worker (the goal on a 16-core
+machine: 8 workers >= 5x one).
+
 Usage::
 
     .venv/bin/python benchmarks/ingest.py [--gigabytes 1.0] [--repeats 3] [--workdir /tmp/forecast-bench-ingest]
+    .venv/bin/python benchmarks/ingest.py --gigabytes 8 --workers 1,2,4,8
 
 Prints a table and the ratios; docs/performance.md records a run.
 """
@@ -63,7 +70,7 @@ if sys.argv[4] == "half":
 usage = resource.getrusage(resource.RUSAGE_SELF)
 cpu0 = usage.ru_utime + usage.ru_stime
 start = time.perf_counter()
-report = ingest(files, sys.argv[2], grid="source", progress=False, overwrite=True)
+report = ingest(files, sys.argv[2], grid="source", progress=False, overwrite=True, scheduler=sys.argv[5] if len(sys.argv) > 5 else "threads")
 seconds = time.perf_counter() - start
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime - cpu0, "peak_rss_mb": usage.ru_maxrss / 1024, "times": report.times, "channels": len(report.channels)}))
@@ -80,6 +87,7 @@ def main() -> None:
     parser.add_argument("--gigabytes", type=float, default=1.0, help="size of the synthetic NetCDF to ingest (default 1.0)")
     parser.add_argument("--workdir", default="/tmp/forecast-bench-ingest")
     parser.add_argument("--repeats", type=int, default=3, help="floor/ingest pairs, run alternately (default 3)")
+    parser.add_argument("--workers", default=None, help="comma-separated worker counts: run the scaling comparison (e.g. 1,2,4,8)")
     args = parser.parse_args()
     work = Path(args.workdir)
     source = work / f"synth-{args.gigabytes:g}GB"
@@ -100,6 +108,9 @@ def main() -> None:
         with open(path, "rb") as handle:
             while handle.read(16 * 2**20):
                 pass
+    if args.workers:
+        _scaling(pattern, store, [int(n) for n in args.workers.split(",")], args.repeats, size, days)
+        return
     floors, fulls = [], []
     for _ in range(args.repeats):  # interleaved, so that a noisy spell on the shared machine hits both
         floors.append(_run(FLOOR, pattern))
@@ -122,6 +133,21 @@ def main() -> None:
         f"{full['cpu_seconds'] / cores:.1f} s = {full['cpu_seconds'] / cores / floor['seconds']:.1f}x the floor, however well it overlaps"
     )
     print(f"peak memory, all / half of the data: {full['peak_rss_mb'] / half['peak_rss_mb']:.2f}x (bounded by chunks: ~1x)")
+
+def _scaling(pattern: str, store: Path, workers: list[int], repeats: int, size: float, days: int) -> None:
+    runs: dict[int, list[dict]] = {n: [] for n in workers}
+    for _ in range(repeats):
+        for n in workers:  # interleaved, like the floor and the ingest
+            runs[n].append(_run(INGEST, pattern, str(store), str(REPO), "all", f"local:{n}"))
+            shutil.rmtree(store, ignore_errors=True)
+    print(f"\nsource: {size:.2f} GB of NetCDF, {days} days, 1.0deg; {len(os.sched_getaffinity(0))} cores")
+    print(f"{'workers':>8}{'seconds (each run)':>28}{'median s':>10}{'speed-up':>10}")
+    base = float(np.median([r["seconds"] for r in runs[workers[0]]]))
+    for n in workers:
+        seconds = [r["seconds"] for r in runs[n]]
+        median = float(np.median(seconds))
+        print(f"{n:>8}{', '.join(f'{t:.1f}' for t in seconds):>28}{median:>10.1f}{base / median:>9.2f}x")
+
 
 if __name__ == "__main__":
     main()

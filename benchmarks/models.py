@@ -12,6 +12,15 @@ Run by hand, from the repository root, with an interpreter that has both
 
     work/.venv-bench/bin/python benchmarks/models.py [--threads 1] [--repeats 5] [--sizes 64x128,128x256]
 
+With ``--published fourcastnet-v2-small`` it instead times the published
+model at its size (721x1440, batch 1, forward only): our imported FourCastNet
+v2-small against the publisher's network from ai-models-fourcastnetv2, in one
+process; with ``--device cuda`` also bf16 and a 7-day (28-step) forecast
+(see ``benchmarks/fourcastnet_v2.py``)::
+
+    .venv/bin/python benchmarks/models.py --published fourcastnet-v2-small [--threads 1] [--repeats 3]
+    .venv/bin/python benchmarks/models.py --published fourcastnet-v2-small --device cuda --threads 8
+
 Each measurement runs in a fresh subprocess. Time: median of ``--repeats``
 forward+backward passes after one warm-up, ours and the reference alternating
 so that load on a shared machine hits both alike; on CPU with one thread it is
@@ -217,8 +226,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--models", default="sfno,afno")
+    parser.add_argument(
+        "--published",
+        choices=["fourcastnet-v2-small"],
+        help="time the published model at its size instead (our import against the publisher's network)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.published:
+        from benchmarks import fourcastnet_v2
+
+        repeats = args.repeats if "--repeats" in (argv or sys.argv) else 3
+        print(fourcastnet_v2.table(fourcastnet_v2.run(args.device, args.threads, repeats)))
+        return
     if args.child:
         task = json.loads(args.child)
         if task["what"] == "memory":

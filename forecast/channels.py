@@ -3,7 +3,7 @@
 A *channel* is one 2-D field of the model state, named by a short id:
 pressure-level variables are a base letter followed by the level in hPa
 (``z500``, ``t850``, ``u250``); single-level variables have fixed ids
-(``t2m``, ``u10m``, ``v10m``, ``msl``, ``sp``, ``tcwv``).
+(``t2m``, ``u10m``, ``v10m``, ``u100m``, ``v100m``, ``msl``, ``sp``, ``tcwv``).
 
 The lexicon maps the names under which sources deliver these fields (ERA5
 short names from the CDS, GRIB/cfgrib names, WeatherBench2 long names, NCEP
@@ -84,6 +84,8 @@ _SINGLE_LEVEL = {
     "t2m": _Variable("t2m", "2 metre temperature", "K", "air_temperature", ("t2m", "2t", "2m_temperature", "air", "tas")),
     "u10m": _Variable("u10", "10 metre U wind component", "m s**-1", "eastward_wind", ("u10", "10u", "10m_u_component_of_wind", "uas")),
     "v10m": _Variable("v10", "10 metre V wind component", "m s**-1", "northward_wind", ("v10", "10v", "10m_v_component_of_wind", "vas")),
+    "u100m": _Variable("u100", "100 metre U wind component", "m s**-1", "eastward_wind", ("u100", "100u", "100m_u_component_of_wind")),
+    "v100m": _Variable("v100", "100 metre V wind component", "m s**-1", "northward_wind", ("v100", "100v", "100m_v_component_of_wind")),
     "msl": _Variable("msl", "Mean sea level pressure", "Pa", "air_pressure_at_mean_sea_level", ("msl", "mean_sea_level_pressure", "slp", "psl", "prmsl")),
     "sp": _Variable("sp", "Surface pressure", "Pa", "surface_air_pressure", ("sp", "surface_pressure", "pres", "ps")),
     "tcwv": _Variable("tcwv", "Total column vertically-integrated water vapour", "kg m**-2", "atmosphere_mass_content_of_water_vapor", ("tcwv", "total_column_water_vapour", "prw")),

@@ -110,7 +110,16 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
             path=path,
             hint="only load checkpoints written by save_checkpoint from a source you trust",
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        IndexError,
+        KeyError,
+    ) as err:
+        # (the weights-only unpickler fails on arbitrary bytes with index and key errors too)
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(
             f"cannot read the checkpoint, the file is truncated or corrupt ({reason[:160]})",

@@ -11,7 +11,11 @@ A store is a Zarr (v3) group written by ``forecast ingest`` that
 - ``climatology(dayofyear, hour, channel, latitude, longitude)`` float32: the
   mean by day of year and hour of day, smoothed over a window of days
   (NaN where no data fall in the window);
-- attributes: see :data:`REQUIRED_ATTRS`.
+- attributes: see :data:`REQUIRED_ATTRS`; ``forecast_status`` is ``complete``
+  once the store is published (:mod:`forecast.publish`).
+
+A store may live on local disk or on object storage (any location of
+:mod:`forecast.storage`); readers see it as last published.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from zarr.storage import WrapperStore
 
-from forecast.errors import DataError
+from forecast import storage
+from forecast.errors import DataError, ForecastError
 from forecast.grid import Grid
+from forecast.publish import require_complete
 from forecast.time import canonical_calendar, parse_step, time_calendar
 
 #: Version of the store layout written by this software.
@@ -42,35 +49,94 @@ REQUIRED_ATTRS = (
 )
 
 
+class CheckedStore(WrapperStore):
+    """A read-only Zarr store that verifies each chunk's CRC32C before Zarr decodes it.
+
+    The store's ``data`` and ``climatology`` chunks end with a CRC32C of their
+    compressed bytes (Zarr's ``crc32c`` codec). A chunk that fails the check
+    (truncated, overwritten, bit rot) raises a one-line :class:`DataError`
+    naming the chunk and the fix, instead of a codec's traceback.
+    """
+
+    def __init__(self, store, location: str, checked: frozenset[str]):
+        super().__init__(store)
+        self.location = location
+        self.checked = checked
+
+    def _with_store(self, store):
+        return type(self)(store, self.location, self.checked)
+
+    async def get(self, key, prototype, byte_range=None):
+        value = await self._store.get(key, prototype, byte_range)
+        if value is None or byte_range is not None or key.rsplit("/", 1)[0] not in self.checked or key.endswith("zarr.json"):
+            return value
+        data = value.as_numpy_array()
+        import google_crc32c
+
+        if len(data) < 4 or np.uint32(google_crc32c.value(data[:-4].tobytes())).tobytes() != data[-4:].tobytes():
+            raise DataError(
+                f"chunk {key} is damaged (its CRC32C checksum does not match: truncated or overwritten)",
+                path=self.location,
+                hint="re-ingest the data (forecast ingest ... --overwrite), or restore the store from a copy",
+            )
+        return value
+
+
+def _checksummed_arrays(store) -> frozenset[str]:
+    """Names of the arrays whose codecs end with ``crc32c``."""
+    import zarr
+
+    try:
+        group = zarr.open_group(store, mode="r")
+    except Exception:  # not a group: open_zarr will say so
+        return frozenset()
+    names = set()
+    for name, node in group.members():
+        codecs = getattr(node.metadata, "codecs", ())
+        if codecs and type(codecs[-1]).__name__ == "Crc32cCodec":
+            names.add(name)
+    return frozenset(names)
+
+
 def open_store(path: str | Path) -> xr.Dataset:
     """Open and validate a training store lazily (Dask-backed).
 
     Parameters
     ----------
     path : str or Path
-        The ``.zarr`` directory written by ``forecast ingest``.
+        The ``.zarr`` directory written by ``forecast ingest``, or its URL
+        (``s3://``, ``gs://``, ``file://``, ``https://``; see
+        :mod:`forecast.storage`).
 
     Returns
     -------
     xarray.Dataset
-        The store, with ``time`` decoded in its own calendar.
+        The store as last published (its consolidated metadata), with
+        ``time`` decoded in its own calendar. Chunks are checked against
+        their CRC32C as they are read (:class:`CheckedStore`).
 
     Raises
     ------
     FileNotFoundError
         If the path does not exist.
     DataError
-        If it is not a store of a version this software reads.
+        If it is not a store of a version this software reads, or an ingest
+        is writing it or left it unfinished.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
+    location = str(path)
+    if not storage.exists(location):
+        raise FileNotFoundError(2, "No such file or directory", location)
+    require_complete(location, "store", "forecast ingest")
     try:
-        ds = xr.open_zarr(path, consolidated=None, use_cftime=None, decode_timedelta=False)
+        raw = storage.zarr_store(location, read_only=True)
+        store = CheckedStore(raw, location, _checksummed_arrays(raw))
+        ds = xr.open_zarr(store, consolidated=None, use_cftime=None, decode_timedelta=False)
+    except (ForecastError, FileNotFoundError):
+        raise
     except Exception as err:  # zarr raises many types for a non-store directory
         raise DataError(
             f"not a readable Zarr store ({type(err).__name__}: {err})",
-            path=path,
+            path=location,
             hint="point at a store written by 'forecast ingest'",
         ) from None
     missing = [v for v in REQUIRED_VARIABLES if v not in ds.variables]
@@ -78,20 +144,20 @@ def open_store(path: str | Path) -> xr.Dataset:
     if missing:
         raise DataError(
             f"not a training store: missing {', '.join(missing)}",
-            path=path,
+            path=location,
             hint="write the store with 'forecast ingest'",
         )
     version = int(ds.attrs["store_format_version"])
     if version > STORE_FORMAT_VERSION:
         raise DataError(
             f"store format version {version} is newer than this software reads ({STORE_FORMAT_VERSION})",
-            path=path,
+            path=location,
             hint="upgrade forecast or re-ingest the data",
         )
     if ds["data"].dims != ("time", "channel", "latitude", "longitude"):
         raise DataError(
             f"data has dims {ds['data'].dims}, expected (time, channel, latitude, longitude)",
-            path=path,
+            path=location,
         )
     return ds
 

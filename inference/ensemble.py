@@ -244,13 +244,12 @@ class _Members:
         self.timings = {"setup": 0.0, "perturbation": 0.0, "compute": 0.0, "wait": 0.0}
         self.blowups: list[BlowUp] = []
         self.background = BackgroundWriter(max_pending=2)
-        self.bar: Any = None
 
     def run(self, batches: list[Batch], show_progress: bool) -> list[BlowUp]:
         """Every batch, then wait for the writes; returns the blow-ups of all ranks."""
         done = {batch.index: self.run_record.completed(batch.index) for batch in batches}
         todo = sum(self.steps - max(done[b.index], 0) for b in batches)
-        self.bar = tqdm(
+        bar = tqdm(
             total=todo,
             desc="forecast steps",
             unit="step",
@@ -260,17 +259,17 @@ class _Members:
         try:
             for batch in batches:
                 if done[batch.index] < self.steps:
-                    self._batch(batch, done[batch.index])
+                    self._batch(batch, done[batch.index], bar)
             self._drain()
         except BaseException as err:
-            self.bar.close()
+            bar.close()
             try:
                 self.background.close()
             except BaseException:
                 pass
             self.run_record.fail(err, self.blowups)
             raise
-        self.bar.close()
+        bar.close()
         self.timings["write"] = self.background.busy_seconds
         return [b for part in distributed.gather(self.blowups) for b in part]
 
@@ -279,7 +278,7 @@ class _Members:
         self.background.close()
         self.timings["wait"] += time.perf_counter() - wait
 
-    def _batch(self, batch: Batch, done: int) -> None:
+    def _batch(self, batch: Batch, done: int, bar: tqdm) -> None:
         """Roll one batch out from lead ``done + 1`` (or from the start) and queue its writes."""
         times = self.initial.times[batch.init_index]
         labels = [self.initial.labels[i] for i in batch.init_index]
@@ -312,7 +311,7 @@ class _Members:
                 self._queue_restart(batch, lead_state.lead, lead_state.history)
             self.timings["wait"] += time.perf_counter() - tick
             if lead > 0:
-                self.bar.update(1)
+                bar.update(1)
             if new and self.stop_on_blowup:
                 self._drain()
                 raise BlowUpError(

@@ -1,6 +1,6 @@
 """Open ERA5-style sources lazily and bring them to one layout.
 
-Sources are NetCDF files (the CDS layout with ``valid_time``/``pressure_level``
+Sources are local paths or URLs (:mod:`forecast.storage`): NetCDF files (the CDS layout with ``valid_time``/``pressure_level``
 and the older one with ``time``/``level``), Zarr stores (WeatherBench2 style,
 long variable names, latitude ascending) and GRIB files (through cfgrib).
 After :func:`open_sources` every dataset has
@@ -13,8 +13,6 @@ After :func:`open_sources` every dataset has
 
 from __future__ import annotations
 
-import glob
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from forecast import storage
 from forecast.errors import CalendarError, DataError, GridError
 from forecast.time import format_time, time_index
 
@@ -51,27 +50,23 @@ class Source:
 
 
 def expand_paths(patterns: Sequence[str | Path]) -> list[str]:
-    """Expand globs; a pattern that matches nothing is an error naming it."""
+    """Expand globs, local or on object storage; a pattern that matches nothing is an error naming it."""
     paths: list[str] = []
     for pattern in patterns:
-        text = str(pattern)
-        matches = sorted(glob.glob(text)) if glob.has_magic(text) else ([text] if os.path.exists(text) else [])
-        if not matches:
-            raise FileNotFoundError(2, "No such file or directory", text)
-        paths.extend(matches)
+        paths.extend(storage.glob(pattern))
     return list(dict.fromkeys(paths))
 
 
 def _engine(path: str) -> str:
     lowered = path.lower().rstrip("/")
-    if lowered.endswith(".zarr") or os.path.isdir(path):
+    if lowered.endswith(".zarr") or storage.is_dir(path):
         return "zarr"
     if lowered.endswith(_GRIB_SUFFIXES):
         return "cfgrib"
     if lowered.endswith(_NETCDF_SUFFIXES):
         return "netcdf4"
-    with open(path, "rb") as handle:
-        magic = handle.read(8)
+    with storage.storage_errors(path, "read"):
+        magic = storage.read_head(path, 8)
     if magic.startswith(b"GRIB"):
         return "cfgrib"
     return "netcdf4"
@@ -88,20 +83,27 @@ def open_file(path: str) -> xr.Dataset:
         If its time axis uses a calendar that cannot be decoded.
     """
     engine = _engine(path)
-    kwargs: dict = {"chunks": {}}
+    kwargs: dict = {}
+    local = storage.is_local(path)
     if engine == "cfgrib":
         try:
             import cfgrib  # noqa: F401
         except ImportError:
             raise DataError("reading GRIB needs cfgrib and eccodes", path=path, hint="pip install 'forecast[grib]'") from None
+        if not local:
+            raise DataError("GRIB sources must be local files (cfgrib reads files only)", path=path, hint="copy the file to a local disk first")
         kwargs["backend_kwargs"] = {"indexpath": ""}
     try:
         if engine == "zarr":
-            return xr.open_zarr(path, chunks={}, decode_timedelta=False)
+            return xr.open_zarr(storage.zarr_store(path, read_only=True) if not local else str(storage.local_path(path)), chunks={}, decode_timedelta=False)
         # opened once, lazily (no cache: Dask reads each block), then chunked along time
-        del kwargs["chunks"]
-        ds = xr.open_dataset(path, engine=engine, decode_timedelta=False, cache=False, **kwargs)
+        if local:
+            ds = xr.open_dataset(str(storage.local_path(path)), engine=engine, decode_timedelta=False, cache=False, **kwargs)
+        else:  # NetCDF-4 (HDF5) on object storage or https: read through an fsspec file by h5netcdf
+            ds = xr.open_dataset(storage.open_file(path), engine="h5netcdf", decode_timedelta=False, cache=False)
         return ds.chunk(_time_chunks(ds))
+    except storage.StorageError:
+        raise
     except ValueError as err:
         text = str(err)
         if "calendar" in text:

@@ -1,41 +1,44 @@
-"""Streaming statistics over a store's data, computed in the same pass that writes it.
+"""The store's statistics as Dask reductions whose partial results merge exactly.
 
-- :class:`MomentAccumulator`: area-weighted mean and standard deviation per
-  channel. Each block contributes per-time-step weighted first and second
-  moments of the centred values (two matrix-vector products); the total
-  variance is the mean within-field variance plus the variance of the field
-  means, which is exact and independent of how the data are split into blocks.
-- :class:`TendencyAccumulator`: the same for one-step differences.
-- :class:`ClimatologyAccumulator`: sums by (day of year, hour of day) kept in
-  a temporary raw float32 file (positional reads and writes of one field per
-  bin: the page cache holds them, not the process), so memory stays one field
-  per bin touched, then smoothed over a window of days into the climatology at
-  the days of year that have data. Sums are float32 of departures from a
-  per-channel reference (the first field's mean), so that their rounding is
-  relative to the field's range, not its magnitude; the window sum is moved
-  across the year in pieces of the field that stay in the CPU cache.
+- **Moments** (:func:`moment_partial`, :func:`merge_moments`): per channel,
+  a block of time steps gives ``(count, mean, M2)`` of the area-weighted
+  field means and within-field variances; partials merge with the pairwise
+  formula of Chan, Golub and LeVeque (1979), so the result does not depend
+  on how the time axis is cut, nor on the order of merging (up to float64
+  rounding). Every time step counts equally; within a step points are
+  weighted by area. The standard deviation is ``sqrt(M2 / count)``.
+- **Tendencies** (:func:`tendency_partial`): the same moments of one-step
+  differences ``x[t] - x[t-1]``; a block also gets the last step of the block
+  before it, so the differences across block edges are counted once.
+- **Climatology** (:class:`ClimatologyPlan`): a grouped mean by (day of
+  year, hour of day), reduced cohort by cohort (each bin only from the
+  blocks whose times fall in it, as flox's ``cohorts`` method does), written
+  bin by bin to a temporary array, then smoothed over a centred window of
+  days (circular over the year) by a running sum over each hour's days.
+
+Each field is centred on a reference of its own (the mean of a fixed sample
+of its points) before the float32 products, so that squaring does not lose
+the variance to cancellation and a step's products do not depend on the
+block it came in; partials are float64.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
-import zarr
 
 from forecast.time import day_of_year_and_hour
 
-#: Bytes of the pieces that the moment accumulators work through at a time: small enough
-#: for the CPU cache to hold a piece through centring, squaring and both reductions.
+#: Bytes of the pieces the moment partials work through at a time (CPU-cache sized).
 PIECE_BYTES = 4 * 2**20
 
+#: Points of each field averaged for the reference that centres it.
+REFERENCE_POINTS = 64
 
-#: Elements of the field that the climatology smoothing works through at a time: the
-#: running sum of a piece (256 KB) and its read buffer stay in the CPU cache.
-SMOOTH_PIECE = 64 * 1024
+#: Partials merged per task of a tree reduction.
+FAN_IN = 8
 
 
 def piece_steps(step_bytes: int) -> int:
@@ -43,118 +46,152 @@ def piece_steps(step_bytes: int) -> int:
     return max(1, PIECE_BYTES // max(1, step_bytes))
 
 
-class MomentAccumulator:
-    """Area-weighted mean and (population) standard deviation per channel.
+def area_weights(weights: np.ndarray, nlon: int) -> np.ndarray:
+    """Flat float32 point weights ``(lat*lon,)`` summing to one, from per-row ``weights`` ``(lat,)``."""
+    w = np.asarray(weights, dtype=np.float64)
+    return np.repeat(w / (w.sum() * nlon), nlon).astype(np.float32)
 
-    Every time step counts equally; within a step, points are weighted by
-    ``weights`` (per latitude, normalised here to sum to one over the grid).
-    Values are centred on a per-channel reference (the first field's mean)
-    before the float32 reductions, so that squaring does not lose the
-    variance to cancellation; steps are combined in float64. Relative
-    accuracy is about 1e-6. Centring and squaring work piece by piece (a few
-    MB, see :data:`PIECE_BYTES`) in one reusable buffer: no fresh allocation
-    per block, and the four passes over a piece hit the CPU cache.
+
+def one_blas_thread():
+    """Hold BLAS to one thread: its threaded products round differently, and a worker's threads would make
+    the statistics differ in the last bit from one scheduler to another (and busy-wait between products)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def field_moments(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Area-weighted means and within-field variances of each field, float64.
 
     Parameters
     ----------
+    values : numpy.ndarray
+        ``(time, channel, lat, lon)``, any float dtype.
     weights : numpy.ndarray
-        Relative area of each latitude row, shape ``(nlat,)``.
-    nlon : int
-        Number of longitudes.
+        ``(lat*lon,)`` float32 summing to one (:func:`area_weights`).
+
+    Returns
+    -------
+    means, variances : numpy.ndarray
+        ``(time, channel)`` each; a non-finite value makes its field's mean non-finite.
+    """
+    nt, nc = values.shape[:2]
+    flat = values.reshape(nt, nc, -1)
+    # each field is centred on the mean of a fixed sample of its own points: the float32
+    # products of a step then do not depend on the block it came in
+    stride = max(1, flat.shape[-1] // REFERENCE_POINTS)
+    reference = flat[:, :, ::stride].mean(axis=-1, dtype=np.float64).astype(np.float32)  # (time, channel)
+    rows = piece_steps(flat[0].size * 4)
+    scratch = np.empty((min(rows, nt), nc, flat.shape[-1]), dtype=np.float32)
+    first = np.empty((nt, nc), dtype=np.float64)
+    second = np.empty((nt, nc), dtype=np.float64)
+    for start in range(0, nt, rows):  # pieces that stay in the CPU cache through the four passes
+        piece = flat[start : start + rows]
+        work = scratch[: len(piece)]
+        np.subtract(piece, reference[start : start + len(piece), :, None], out=work, casting="unsafe")
+        centred = work.reshape(-1, work.shape[-1])
+        first[start : start + len(piece)] = (centred @ weights).reshape(len(piece), nc)
+        np.square(centred, out=centred)
+        second[start : start + len(piece)] = (centred @ weights).reshape(len(piece), nc)
+    variances = np.maximum(second - first * first, 0.0)
+    return first + reference.astype(np.float64), variances
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Mergeable moments per channel: ``count`` time steps, ``mean`` and ``m2``, each ``(channel,)`` float64.
+
+    ``m2`` is the sum over steps of the within-field variance plus the squared
+    departure of the field mean from ``mean``; ``std = sqrt(m2 / count)``.
     """
 
-    def __init__(self, weights: np.ndarray, nlon: int):
-        w = np.asarray(weights, dtype=np.float64)
-        self._weights = np.repeat(w / (w.sum() * nlon), nlon).astype(np.float32)  # (lat*lon,), sums to 1
-        self.count = 0
-        self._reference: np.ndarray | None = None  # (channel,), float32
-        self._means: list[np.ndarray] = []  # centred field means per step, (time, channel) float64
-        self._sum_var = None  # sum over steps of within-field variances, (channel,)
-        self._scratch = np.empty(0, dtype=np.float32)  # reused between blocks: no fresh pages per block
-        #: Centred field means ``(time, channel)`` of the last block added: non-finite where a
-        #: field holds a NaN or inf.
-        self.latest_means = np.zeros((0, 0))
-
-    def scratch(self, size: int) -> np.ndarray:
-        """A reusable float32 buffer of at least ``size`` elements (flat)."""
-        if self._scratch.size < size:
-            self._scratch = np.empty(size, dtype=np.float32)
-        return self._scratch[:size]
-
-    def update(self, block: np.ndarray) -> None:
-        """Add a block of shape ``(time, channel, lat, lon)``."""
-        if block.shape[0] == 0:
-            return
-        nt, nc = block.shape[:2]
-        values = block.reshape(nt, nc, -1).astype(np.float32, copy=False)
-        if self._reference is None:
-            self._reference = (values[0] @ self._weights).astype(np.float32)
-        in_place = np.may_share_memory(values, self._scratch)  # the caller's differences already sit in the scratch buffer
-        rows = piece_steps(values[0].nbytes)
-        first = np.empty((nt, nc), dtype=np.float64)
-        second = np.empty((nt, nc), dtype=np.float64)
-        for start in range(0, nt, rows):  # pieces that stay in the CPU cache through the four passes
-            piece = values[start : start + rows]
-            if in_place:
-                work = piece
-                work -= self._reference[None, :, None]
-            else:
-                work = self.scratch(piece.size).reshape(piece.shape)
-                np.subtract(piece, self._reference[None, :, None], out=work)
-            centred = work.reshape(-1, work.shape[-1])
-            first[start : start + len(piece)] = (centred @ self._weights).reshape(len(piece), nc)
-            np.square(centred, out=centred)
-            second[start : start + len(piece)] = (centred @ self._weights).reshape(len(piece), nc)
-        self._means.append(first)
-        self.latest_means = first
-        variance = np.maximum(second - first * first, 0.0).sum(axis=0)
-        self._sum_var = variance if self._sum_var is None else self._sum_var + variance
-        self.count += nt
-
-    @property
-    def mean(self) -> np.ndarray:
-        """Mean per channel."""
-        if not self._means:
-            raise ValueError("no data accumulated")
-        return np.concatenate(self._means).mean(axis=0) + self._reference.astype(np.float64)
+    count: int
+    mean: np.ndarray
+    m2: np.ndarray
 
     @property
     def std(self) -> np.ndarray:
-        """Standard deviation per channel (population, area-weighted)."""
-        if not self._means:
-            raise ValueError("no data accumulated")
-        means = np.concatenate(self._means)
-        spread = np.square(means - means.mean(axis=0)).sum(axis=0)
-        return np.sqrt((self._sum_var + spread) / self.count)
+        """Population standard deviation per channel (NaN without data)."""
+        if self.count == 0:
+            return np.full_like(self.mean, np.nan)
+        return np.sqrt(self.m2 / self.count)
 
 
-class TendencyAccumulator:
-    """Mean/std of one-step differences ``x[t+1] - x[t]``, fed block by block in time order."""
+def moments_of(means: np.ndarray, variances: np.ndarray) -> Moments:
+    """The :class:`Moments` of fields with these ``(time, channel)`` means and variances."""
+    if means.shape[0] == 0:
+        return Moments(0, np.zeros(means.shape[1]), np.zeros(means.shape[1]))
+    mean = means.mean(axis=0)
+    m2 = variances.sum(axis=0) + np.square(means - mean).sum(axis=0)
+    return Moments(int(means.shape[0]), mean, m2)
 
-    def __init__(self, weights: np.ndarray, nlon: int):
-        self.moments = MomentAccumulator(weights, nlon)
-        self._last: np.ndarray | None = None
 
-    def update(self, block: np.ndarray) -> None:
-        """Add the next block of consecutive time steps, shape ``(time, channel, lat, lon)``."""
-        if block.shape[0] == 0:
-            return
-        if self._last is not None:
-            self.moments.update(block[:1] - self._last[None])
-        rows = piece_steps(block[0].nbytes)
-        for start in range(1, block.shape[0], rows):  # differences formed piece by piece, in the cache
-            stop = min(start + rows, block.shape[0])
-            differences = self.moments.scratch(block[start:stop].size).reshape(block[start:stop].shape)
-            np.subtract(block[start:stop], block[start - 1 : stop - 1], out=differences)
-            self.moments.update(differences)
-        self._last = block[-1].copy()
+def merge_moments(*parts: Moments) -> Moments:
+    """Merge partial moments exactly (Chan et al.): the moments of all their steps together."""
+    parts = tuple(p for p in parts if p.count)
+    if not parts:
+        raise ValueError("no data to merge")
+    total = parts[0]
+    for part in parts[1:]:
+        count = total.count + part.count
+        delta = part.mean - total.mean
+        mean = total.mean + delta * (part.count / count)
+        m2 = total.m2 + part.m2 + delta * delta * (total.count * part.count / count)
+        total = Moments(count, mean, m2)
+    return total
 
-    @property
-    def std(self) -> np.ndarray:
-        """Standard deviation of one-step tendencies per channel (NaN from a single time step)."""
-        if self.moments.count == 0 and self._last is not None:
-            return np.full(self._last.shape[0], np.nan)
-        return self.moments.std
+
+def moment_partial(block: np.ndarray, weights: np.ndarray, check: Callable[[np.ndarray, np.ndarray], None] | None = None) -> Moments:
+    """The :class:`Moments` of a block ``(time, channel, lat, lon)``; ``check(means, block)`` may reject non-finite fields."""
+    with one_blas_thread():
+        means, variances = field_moments(block, weights)
+    if check is not None:
+        check(means, block)
+    return moments_of(means, variances)
+
+
+def last_step(block: np.ndarray) -> np.ndarray:
+    """The last time step of a block, ``(channel, lat, lon)`` (a copy: it travels to the next block's task)."""
+    return np.array(block[-1])
+
+
+def tendency_partial(block: np.ndarray, previous: np.ndarray | None, weights: np.ndarray) -> Moments:
+    """Moments of the one-step differences within ``block`` and from ``previous`` (the step before it) to its first."""
+    with one_blas_thread():
+        return _tendency_partial(block, previous, weights)
+
+
+def _tendency_partial(block: np.ndarray, previous: np.ndarray | None, weights: np.ndarray) -> Moments:
+    parts = []
+    if previous is not None:
+        parts.append(moments_of(*field_moments((block[:1] - previous[None]), weights)))
+    rows = piece_steps(block[0].nbytes)
+    for start in range(1, block.shape[0], rows):
+        stop = min(start + rows, block.shape[0])
+        parts.append(moments_of(*field_moments(block[start:stop] - block[start - 1 : stop - 1], weights)))
+    if not parts:
+        return Moments(0, np.zeros(block.shape[1]), np.zeros(block.shape[1]))
+    return merge_moments(*parts) if any(p.count for p in parts) else parts[0]
+
+
+def task(function: Callable):
+    """``dask.delayed(function)`` with a random key: no hashing of arguments (Zarr arrays, plans) per task."""
+    from dask import delayed
+
+    return delayed(function, pure=False)
+
+
+def tree(parts: Sequence, combine: Callable, fan_in: int = FAN_IN):
+    """Reduce delayed ``parts`` with ``combine(*some)`` in a tree of ``fan_in`` per task (one delayed result)."""
+
+    level = list(parts)
+    if not level:
+        raise ValueError("nothing to reduce")
+    if len(level) == 1:
+        return task(combine)(level[0])
+    while len(level) > 1:
+        level = [task(combine)(*level[i : i + fan_in]) for i in range(0, len(level), fan_in)]
+    return level[0]
 
 
 def days_in_calendar_year(calendar: str) -> int:
@@ -162,184 +199,116 @@ def days_in_calendar_year(calendar: str) -> int:
     return {"360_day": 360, "noleap": 365}.get(calendar, 366)
 
 
-class ClimatologyAccumulator:
-    """Sums and counts by (day of year, hour), stored in a temporary raw file.
+class ClimatologyPlan:
+    """Which time steps fall in which (day of year, hour) bin, and the window that smooths them.
 
     Parameters
     ----------
-    directory : Path
-        Where the temporary file ``.{name}.f32`` of sums is created (the store
-        being written); :meth:`finalize` deletes it.
+    times : array of datetime64 or cftime
+        Every time step of the statistics period, in order.
     hours : sequence of int
-        Hours of day present in the data.
+        Hours of day of the climatology (the store's ``hour`` coordinate).
     ndays : int
-        Number of days of year in the calendar.
-    field_shape : tuple of int
-        ``(channel, lat, lon)``.
-    name : str
-        Stem of the temporary file of sums.
+        Days of year in the calendar.
+    window_days : int
+        Width of the centred window of days (circular over the year).
     """
 
-    def __init__(self, directory: Path, hours, ndays: int, field_shape: tuple[int, int, int], name: str = "climatology_sum"):
+    def __init__(self, times, hours, ndays: int, window_days: int):
         self.hours = np.asarray(sorted(set(int(h) for h in hours)))
         self.ndays = ndays
-        self.field_shape = field_shape
-        self.counts = np.zeros((ndays, self.hours.size), dtype=np.int64)
-        self._field_bytes = 4 * int(np.prod(field_shape))
-        self.path = Path(directory) / f".{name}.f32"
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        #: Per-channel value (the first field's mean) subtracted from every value before it is
-        #: summed, so that float32 sums round relative to the field's range, not its magnitude.
-        self.reference: np.ndarray | None = None
-        self._scratch = np.empty(0, dtype=np.float32)  # one field, reused by update
-
-    def _offset(self, d: int, h: int) -> int:
-        return (d * self.hours.size + h) * self._field_bytes
-
-    def _read(self, d: int, h: int, into: np.ndarray | None = None, start: int = 0) -> np.ndarray:
-        """The sum of bin (day index ``d``, hour index ``h``), float32 (thread-safe: positional read).
-
-        ``into`` (float32, C-contiguous) receives it when given, from flat element
-        ``start`` of the field on, as many elements as it holds: a reused buffer
-        spares a fresh allocation, and its page faults, per read.
-        """
-        if into is None:
-            into = np.empty(self.field_shape, dtype=np.float32)
-        if os.preadv(self._fd, [memoryview(into).cast("B")], self._offset(d, h) + 4 * start) != into.nbytes:
-            raise OSError(f"short read of {self.path} at bin ({d}, {h})")
-        return into
-
-    def _write(self, d: int, h: int, total: np.ndarray) -> None:
-        data = memoryview(np.ascontiguousarray(total, dtype=np.float32)).cast("B")
-        written = os.pwrite(self._fd, data, self._offset(d, h))
-        if written != self._field_bytes:
-            raise OSError(f"short write to {self.path} at bin ({d}, {h}) (is the disk full?)")
-
-    def update(self, block: np.ndarray, times) -> None:
-        """Add a block ``(time, channel, lat, lon)`` with its times."""
         doy, hour = day_of_year_and_hour(times)
-        keys = (doy - 1) * self.hours.size + np.searchsorted(self.hours, hour)
-        if self.reference is None:
-            self.reference = block[0].mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
-        if self._scratch.size == 0:
-            self._scratch = np.empty(self.field_shape, dtype=np.float32)
-        reference = self.reference[:, None, None]
-        for key in np.unique(keys):
-            members = np.flatnonzero(keys == key)
-            d, h = divmod(int(key), self.hours.size)
-            total = self._scratch
-            if members.size == 1:
-                np.subtract(block[members[0]], reference, out=total)
-            else:
-                np.subtract(block[members].sum(axis=0, dtype=np.float64), members.size * reference, out=total, casting="same_kind")
-            if self.counts[d, h]:
-                total += self._read(d, h)
-            self._write(d, h, total)
-            self.counts[d, h] += members.size
+        self.day = np.asarray(doy, dtype=np.int64) - 1
+        self.hour = np.searchsorted(self.hours, np.asarray(hour))
+        self.counts = np.zeros((ndays, self.hours.size), dtype=np.int64)
+        np.add.at(self.counts, (self.day, self.hour), 1)
+        self.half = min(max(int(window_days), 1) // 2, (ndays - 1) // 2)
 
-    def finalize(
-        self,
-        out: zarr.Array,
-        window_days: int,
-        batch_bytes: int = 64 * 2**20,
-        on_written: Callable[[int], None] | None = None,
-    ) -> None:
-        """Write the window mean at each (day, hour) bin that has data to ``out``.
-
-        The mean is over a centred window of ``window_days`` days, circular
-        in the year. ``out`` has shape ``(ndays, nhours, channel, lat, lon)``
-        and NaN as its fill value: bins without data of their own stay NaN
-        (:func:`forecast.store.climatology_at` then takes the nearest day
-        that has a value). Each bin's sums are read at most twice. The
-        temporary file of sums is deleted. Consecutive days are written
-        together, in batches of about ``batch_bytes``; ``on_written(n)`` is
-        called after each batch of ``n`` (day, hour) fields (for a progress bar;
-        from worker threads).
-        """
-        half = min(max(window_days, 1) // 2, (self.ndays - 1) // 2)
-        batch = max(1, batch_bytes // self._field_bytes)
-        try:
-            with ThreadPoolExecutor(max_workers=min(2, self.hours.size)) as pool:  # hours are independent
-                for future in [pool.submit(self._smooth_hour, out, h, half, batch, on_written) for h in range(self.hours.size)]:
-                    future.result()
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Delete the temporary file of sums (idempotent)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-            self.path.unlink(missing_ok=True)
+    def bins_in(self, start: int, stop: int) -> dict[tuple[int, int], np.ndarray]:
+        """Bin ``(day index, hour index)`` -> positions (relative to ``start``) of steps ``start:stop`` in it."""
+        found: dict[tuple[int, int], list[int]] = {}
+        for offset, key in enumerate(zip(self.day[start:stop].tolist(), self.hour[start:stop].tolist(), strict=True)):
+            found.setdefault(key, []).append(offset)
+        return {key: np.asarray(v) for key, v in found.items()}
 
     @property
-    def bins_with_data(self) -> int:
-        """Number of (day, hour) bins that have data: the fields :meth:`finalize` writes."""
-        return int(np.count_nonzero(self.counts))
+    def days_with_data(self) -> np.ndarray:
+        """Day indices (0-based) that have data at some hour."""
+        return np.flatnonzero(self.counts.any(axis=1))
 
-    def _smooth_hour(self, out: zarr.Array, h: int, half: int, batch: int, on_written) -> None:
-        """Write the window means of hour index ``h`` at the days that have data.
+    def window(self, day: int) -> list[int]:
+        """Day indices in the window centred on ``day`` (circular)."""
+        return [(day + offset) % self.ndays for offset in range(-self.half, self.half + 1)]
 
-        A running window sum moves through the days of the year: a day with
-        data is emitted, then the day leaving the window is subtracted and the
-        one entering it added. Those steps are listed first, then carried out
-        batch by batch of emitted days and, within a batch, piece by piece of
-        the field (:data:`SMOOTH_PIECE`), so that a piece of the running sum
-        stays in the CPU cache through the whole batch. The sums are of
-        departures from :attr:`reference`, in float32 (a float64 running sum
-        took twice as long): the rounding of a window sum moved across a year
-        stays within about 1e-6 of the field's range (tested), below the
-        1.5e-5 that int16-packed ERA5 resolves.
-        """
-        counts = self.counts[:, h]
-        present = counts > 0
-        if not present.any():
-            return
-        # steps: (+1, day, 0) add the day's sums, (-1, day, 0) subtract them, (0, day, n) emit
-        # the window mean of ``n`` values; a segment ends with a batch to write
-        steps: list[tuple[int, int, int]] = []
-        segments: list[tuple[list[tuple[int, int, int]], int, int]] = []  # (steps, first day, days)
-        window = 0
-        for offset in range(-half, half + 1):
-            if present[offset % self.ndays]:
-                steps.append((1, offset % self.ndays, 0))
-                window += int(counts[offset % self.ndays])
-        filled = 0
-        for d in range(self.ndays):
-            if present[d]:
-                steps.append((0, d, window))
-                filled += 1
-            if filled and (not present[d] or d == self.ndays - 1 or filled == batch):
-                last = d if present[d] else d - 1
-                segments.append((steps, last - filled + 1, filled))
-                steps, filled = [], 0
-            leaving, entering = (d - half) % self.ndays, (d + half + 1) % self.ndays
-            if present[leaving]:
-                steps.append((-1, leaving, 0))
-                window -= int(counts[leaving])
-            if present[entering]:
-                steps.append((1, entering, 0))
-                window += int(counts[entering])
-        size = int(np.prod(self.field_shape))
-        piece = min(SMOOTH_PIECE, size)
-        running = np.zeros(size, dtype=np.float32)  # sums of departures from the reference
-        reference = np.repeat(self.reference, size // self.field_shape[0])
-        buffer = np.empty(piece, dtype=np.float32)
-        pending = np.empty((max(days for _, _, days in segments), size), dtype=np.float32)
-        for segment, first, days in segments:
-            for lo in range(0, size, piece):
-                part, into = running[lo : lo + piece], buffer[: min(piece, size - lo)]
-                k = 0
-                for sign, d, n in segment:
-                    if sign == 0:
-                        mean = pending[k, lo : lo + piece]
-                        np.multiply(part, np.float32(1.0 / n), out=mean)
-                        mean += reference[lo : lo + piece]
-                        k += 1
-                    elif sign > 0:
-                        part += self._read(d, h, into=into, start=lo)
-                    else:
-                        part -= self._read(d, h, into=into, start=lo)
-            out[first : first + days, h] = pending[:days].reshape(days, *self.field_shape)
-            if on_written is not None:
-                on_written(days)
+    def segments(self, hour: int, days_per_task: int) -> list[list[int]]:
+        """Runs of at most ``days_per_task`` consecutive days with data at ``hour``: one smoothing task each."""
+        present = np.flatnonzero(self.counts[:, hour] > 0)
+        runs: list[list[int]] = []
+        for day in present.tolist():
+            if runs and runs[-1][-1] == day - 1 and len(runs[-1]) < days_per_task:
+                runs[-1].append(day)
+            else:
+                runs.append([day])
+        return runs
+
+
+def bin_sums(block: np.ndarray, bins: dict[tuple[int, int], np.ndarray]) -> dict[tuple[int, int], np.ndarray]:
+    """Sum of the block's fields in each bin: a float32 field for a single step, float64 for several."""
+    return {key: (block[rows[0]] if rows.size == 1 else block[rows].sum(axis=0, dtype=np.float64)) for key, rows in bins.items()}
+
+
+def add_fields(*fields: np.ndarray) -> np.ndarray:
+    """Sum of fields in float64."""
+    total = np.array(fields[0], dtype=np.float64)
+    for field in fields[1:]:
+        total += field
+    return total
+
+
+def smooth(read: Callable[[int], np.ndarray], references: dict[int, np.ndarray], counts: np.ndarray, days: list[int], plan: ClimatologyPlan) -> np.ndarray:
+    """Window means at ``days`` (consecutive, one hour) from bin means read one day at a time.
+
+    ``read(day)`` gives a day's bin mean as float32 departures from
+    ``references[day]`` (its per-channel field mean, float64 ``(channel,)``);
+    ``counts`` are that hour's counts per day. A float32 running sum of
+    ``count * (mean - R)``, with ``R`` the first day's references, moves
+    through the days: each day's mean is read once entering the window and
+    once leaving it. Departures round relative to the fields' range, not
+    their magnitude (within about 1e-6 of it, tested).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(days), channel, lat, lon)`` float32.
+    """
+    base = references[days[0]]
+    running = scratch = out = None
+    total = 0
+
+    def add(day: int, sign: int) -> None:
+        nonlocal running, scratch, out, total
+        field = read(day)
+        if running is None:
+            running = np.zeros(field.shape, dtype=np.float32)
+            scratch = np.empty(field.shape, dtype=np.float32)
+            out = np.empty((len(days), *field.shape), dtype=np.float32)
+        shift = (references[day] - base).astype(np.float32).reshape(-1, *([1] * (field.ndim - 1)))
+        np.add(field, shift, out=scratch)
+        scratch *= np.float32(sign * counts[day])
+        running += scratch
+        total += sign * int(counts[day])
+
+    for day in plan.window(days[0]):
+        if counts[day]:
+            add(day, 1)
+    offset = base.reshape(-1, *([1] * (running.ndim - 1)))
+    for i, day in enumerate(days):
+        out[i] = running / np.float64(total) + offset  # one rounding to float32, of the final value
+        if i + 1 == len(days):
+            break
+        leaving, entering = (day - plan.half) % plan.ndays, (day + plan.half + 1) % plan.ndays
+        if counts[leaving]:
+            add(leaving, -1)
+        if counts[entering]:
+            add(entering, 1)
+    return out

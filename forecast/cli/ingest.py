@@ -2,13 +2,20 @@
 
 Sources may be NetCDF files (CDS layouts old and new), Zarr stores
 (WeatherBench2 style) and GRIB files (needs the 'grib' extra); globs allowed.
-The data are read once, with Dask; the store is written under a temporary
-name and renamed into place when complete.
+Sources and the store may be local paths or URLs: s3://, gs://, file://
+(read and write) and https:// (read); credentials come from each
+filesystem's own environment or config (AWS_*, GOOGLE_APPLICATION_CREDENTIALS).
+The data are read once, by the Dask workers, which also write the store's
+chunks and reduce the statistics. The store is published only when complete
+(locally: written under a hidden name and renamed; on object storage: a
+completion marker written last); STORE.lock keeps other writers out, and
+--overwrite replaces only a store that forecast wrote, never a source.
 
 examples:
   forecast ingest 'era5/*.nc' --out era5.zarr --grid 1.0deg
   forecast ingest era5/2024-06.nc --out era5.zarr --append
-  forecast ingest 'era5/*.nc' --out era5.zarr --scheduler tcp://scheduler:8786
+  forecast ingest 'era5/*.nc' --out era5.zarr --scheduler local:8
+  forecast ingest 's3://bucket/era5/*.nc' --out s3://bucket/era5.zarr --scheduler tcp://scheduler:8786
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ from forecast.cli.config import CommandConfig, option
 class Config(CommandConfig):
     """Options of ``forecast ingest``."""
 
-    sources: list[str] = option(help="NetCDF/GRIB files, Zarr stores or globs (quote globs)", metavar="SOURCE", positional=True, min_length=1)
-    out: str = option(help="the store to write", metavar="STORE.zarr")
+    sources: list[str] = option(help="NetCDF/GRIB files, Zarr stores or globs (quote globs); paths or URLs", metavar="SOURCE", positional=True, min_length=1)
+    out: str = option(help="the store to write (a path or an s3://, gs://, file:// URL)", metavar="STORE.zarr")
     channels: list[str] | None = option(None, "comma-separated channel ids (default: every channel the sources provide)")
     grid: str = option("source", "target grid: 'source', NLATxNLON (e.g. 32x64) or a resolution (1.0deg)")
     grid_kind: Literal["equiangular", "legendre-gauss"] = option("equiangular", "kind of an NLATxNLON grid")
@@ -32,8 +39,8 @@ class Config(CommandConfig):
     member: int | None = option(None, "ensemble member to take from a source with a 'number' dimension")
     append: bool = option(False, "add times after the end of an existing store")
     recompute_statistics: bool = option(False, "with --append: recompute statistics and climatology over the whole store")
-    overwrite: bool = option(False, "replace an existing store")
-    scheduler: str = option("threads", "Dask scheduler: threads, processes, synchronous or tcp://HOST:PORT")
+    overwrite: bool = option(False, "replace an existing store written by forecast (never a source, nor anything else)")
+    scheduler: str = option("threads", "Dask scheduler: threads, processes, synchronous, local:N (a local cluster of N worker processes) or tcp://HOST:PORT")
     climatology_window: int = option(31, "days in the smoothing window of the climatology", metavar="DAYS")
     no_progress: bool = option(False, "no progress bar", flags=("--no-progress", "--quiet"))
 

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("forecast.cli.train", "train an SFNO/AFNO/FNO model on a store"),
     "run": ("forecast.cli.run", "run deterministic or ensemble forecasts from a checkpoint"),
     "score": ("forecast.cli.score", "score forecasts against the store the WeatherBench2 way"),
+    "import": ("forecast.cli.import_", "turn published FourCastNet weights into a checkpoint"),
     "demo": ("forecast.cli.demo", "run the whole chain on built-in synthetic data"),
 }
 

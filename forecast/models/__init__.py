@@ -21,7 +21,7 @@ from torch import nn
 
 from forecast.errors import ConfigError, GridError
 from forecast.grid import Grid
-from forecast.models import afno, fno, sfno
+from forecast.models import afno, fno, sfno, sfno_nonlinear
 from forecast.models.registry import (
     HParams,
     ModelSpec,
@@ -30,7 +30,9 @@ from forecast.models.registry import (
     validate_hparams,
 )
 
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (sfno.SPEC, afno.SPEC, fno.SPEC)}
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec for spec in (sfno.SPEC, sfno_nonlinear.SPEC, afno.SPEC, fno.SPEC)
+}
 
 __all__ = [
     "MODELS",
@@ -176,8 +178,21 @@ PRESETS: dict[str, Preset] = {
             "num_blocks": 8,
             "mlp_ratio": 4.0,
             "sparsity_threshold": 0.01,
+            "mode_truncation": "fourcastnet",
         },
         "Pathak et al. 2022 (arXiv 2202.11214), section 3; FourCastNet repository config/AFNO.yaml (afno_backbone)",
+    ),
+    # NVIDIA's FourCastNet v2-small as ECMWF's ai-models-fourcastnetv2 runs it: 721 x 1440, 73 channels,
+    # non-linear spectral filter (3 complex layers), embed 256, 12 blocks, scale factor 6, learned
+    # positional embedding, big skip; the defaults of SFNONonlinearHParams.
+    "fourcastnet-v2-small": Preset(
+        "sfno-nonlinear",
+        73,
+        73,
+        "equiangular",
+        (721, 1440),
+        {},
+        "ai-models-fourcastnetv2 0.0.3, FourierNeuralOperatorNet defaults; Bonev et al. 2023 (arXiv 2306.03838)",
     ),
 }
 

@@ -52,6 +52,19 @@ class AFNOHParams(HParams):
         Fraction of the Fourier modes kept, in (0, 1].
     hidden_size_factor : int
         Width of the filter's complex MLP relative to the block size.
+    activation : str
+        Activation of the block MLP.
+    mode_truncation : str
+        Which Fourier modes of the ``h x w`` token grid the filter keeps.
+        ``"per_axis"``: the lowest ``int((h // 2 + 1) * f)`` latitude
+        wavenumbers (both ends of the two-sided axis) and ``int((w // 2 + 1) * f)``
+        longitude ones, ``f`` the ``hard_thresholding_fraction``.
+        ``"fourcastnet"``: the block that FourCastNet's (and physicsnemo's)
+        ``AFNO2D`` keeps, with ``k = int((h // 2 + 1) * f)``: latitude rows
+        ``h // 2 + 1 - k`` to ``h // 2 + k`` and longitude wavenumbers ``0`` to
+        ``k - 1``. At ``f = 1`` that is every latitude wavenumber and the
+        ``h // 2 + 1`` lowest longitude ones (46 of 91 on FourCastNet's
+        90 x 180 tokens); the published weights need it.
     """
 
     patch_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 8
@@ -63,6 +76,7 @@ class AFNOHParams(HParams):
     hard_thresholding_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     hidden_size_factor: PositiveInt = 1
     activation: Literal["gelu", "relu", "silu"] = "gelu"
+    mode_truncation: Literal["per_axis", "fourcastnet"] = "per_axis"
 
     @field_validator("patch_size")
     @classmethod
@@ -93,6 +107,8 @@ class AFNOFilter(nn.Module):
         Fraction of modes kept.
     hidden_size_factor : int
         Hidden width factor of the complex MLP.
+    mode_truncation : str
+        ``"per_axis"`` or ``"fourcastnet"`` (see :class:`AFNOHParams`).
     """
 
     def __init__(
@@ -102,8 +118,10 @@ class AFNOFilter(nn.Module):
         sparsity_threshold: float,
         hard_thresholding_fraction: float,
         hidden_size_factor: int,
+        mode_truncation: str = "per_axis",
     ):
         super().__init__()
+        self.mode_truncation = mode_truncation
         self.num_blocks = num_blocks
         self.block_size = dim // num_blocks
         self.sparsity_threshold = sparsity_threshold
@@ -144,6 +162,22 @@ class AFNOFilter(nn.Module):
         out = out.reshape(blocks, count, 2, size).permute(1, 0, 3, 2).contiguous()
         return torch.view_as_complex(out).reshape(*lead, blocks * size)
 
+    def _kept_modes(self, height: int, width: int) -> tuple[list[int] | slice | None, int]:
+        """Latitude rows (None: all) and number of longitude wavenumbers the filter keeps."""
+        fraction = self.hard_thresholding_fraction
+        half = height // 2 + 1
+        if self.mode_truncation == "fourcastnet":
+            kept = int(half * fraction)
+            start, stop = max(half - kept, 0), min(half + kept, height)
+            rows = None if (start, stop) == (0, height) else slice(start, stop)
+            return rows, min(kept, width // 2 + 1)
+        kept_w = max(int((width // 2 + 1) * fraction), 1)
+        kept_h = max(int(half * fraction), 1)
+        # latitude wavenumbers are two-sided: keep the lowest at both ends
+        if kept_h >= half:
+            return None, kept_w
+        return sorted(set(range(kept_h)) | set(range(height - kept_h + 1, height))), kept_w
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, h, w, dim) -> (batch, h, w, dim)``; the filter output plus its input (bias path)."""
         dtype = x.dtype
@@ -152,14 +186,7 @@ class AFNOFilter(nn.Module):
             x = x.float()
             spectrum = torch.fft.rfft2(x, dim=(1, 2), norm="ortho")  # (batch, h, w//2+1, dim)
             total = width // 2 + 1
-            kept_w = max(int(total * self.hard_thresholding_fraction), 1)
-            kept_h = max(int((height // 2 + 1) * self.hard_thresholding_fraction), 1)
-            # latitude wavenumbers are two-sided: keep the lowest at both ends
-            rows = (
-                sorted(set(range(kept_h)) | set(range(height - kept_h + 1, height)))
-                if kept_h < height // 2 + 1
-                else None
-            )
+            rows, kept_w = self._kept_modes(height, width)
             modes = spectrum[:, :, :kept_w] if rows is None else spectrum[:, rows, :kept_w]
             filtered = self._complex_block_mlp(modes)
             if rows is None and kept_w == total:
@@ -186,6 +213,7 @@ class AFNOBlock(nn.Module):
             hparams.sparsity_threshold,
             hparams.hard_thresholding_fraction,
             hparams.hidden_size_factor,
+            hparams.mode_truncation,
         )
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         hidden = max(int(dim * hparams.mlp_ratio), 1)

@@ -229,3 +229,32 @@ def pointwise_linear(
     if layer.bias is not None:
         nn.init.zeros_(layer.bias)
     return layer
+
+
+def pointwise_stack(
+    in_channels: int,
+    hidden: int,
+    out_channels: int,
+    layers: int,
+    activation: str,
+    output_bias: bool = False,
+) -> nn.Module:
+    """Encoder/decoder MLP of 1x1 convolutions: ``layers`` hidden layers of width ``hidden``.
+
+    ``layers == 0`` gives a single linear map. Hidden layers have a bias; the
+    output layer has one only with ``output_bias``. Acts on
+    ``(batch, in_channels, lat, lon)`` and returns ``(batch, out_channels, lat, lon)``;
+    with one hidden layer the parameters are ``0.weight``, ``0.bias`` and ``2.weight``.
+    """
+    if layers == 0:
+        return pointwise_linear(in_channels, out_channels, bias=output_bias)
+    modules: list[nn.Module] = []
+    current = in_channels
+    for _ in range(layers):
+        modules += [
+            pointwise_linear(current, hidden, gain=2.0, bias=True),
+            ACTIVATIONS[activation](),
+        ]
+        current = hidden
+    modules.append(pointwise_linear(current, out_channels, bias=output_bias))
+    return nn.Sequential(*modules)

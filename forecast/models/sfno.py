@@ -35,7 +35,7 @@ from torch_harmonics import InverseRealSHT, RealSHT
 
 from forecast.errors import GridError
 from forecast.grid import Grid
-from forecast.models.layers import ACTIVATIONS, PointwiseMLP, make_norm, pointwise_linear
+from forecast.models.layers import PointwiseMLP, make_norm, pointwise_linear, pointwise_stack
 from forecast.models.registry import HParams, ModelSpec
 
 
@@ -121,7 +121,7 @@ class _ShapeOnlyTransform(nn.Module):
         )
 
 
-def _transforms(nlat: int, nlon: int, kind: str, lmax: int) -> tuple[nn.Module, nn.Module]:
+def sht_pair(nlat: int, nlon: int, kind: str, lmax: int) -> tuple[nn.Module, nn.Module]:
     """Forward and inverse real SHT of a grid (shape-only stand-ins on the meta device)."""
     if torch.empty(0).device.type == "meta":
         return _ShapeOnlyTransform(nlat, nlon, lmax, lmax), _ShapeOnlyTransform(
@@ -130,23 +130,6 @@ def _transforms(nlat: int, nlon: int, kind: str, lmax: int) -> tuple[nn.Module, 
     forward = RealSHT(nlat, nlon, lmax=lmax, mmax=lmax, grid=kind).float()
     inverse = InverseRealSHT(nlat, nlon, lmax=lmax, mmax=lmax, grid=kind).float()
     return forward, inverse
-
-
-def _mlp(
-    in_channels: int, hidden: int, out_channels: int, layers: int, activation: str
-) -> nn.Module:
-    if layers == 0:
-        return pointwise_linear(in_channels, out_channels)
-    modules: list[nn.Module] = []
-    current = in_channels
-    for _ in range(layers):
-        modules += [
-            pointwise_linear(current, hidden, gain=2.0, bias=True),
-            ACTIVATIONS[activation](),
-        ]
-        current = hidden
-    modules.append(pointwise_linear(current, out_channels))
-    return nn.Sequential(*modules)
 
 
 class SpectralConvS2(nn.Module):
@@ -349,13 +332,15 @@ class SFNO(nn.Module):
         if inner_kind == "auto":
             inner_kind = grid.kind if hparams.scale_factor == 1 else "legendre-gauss"
         dim = hparams.embed_dim
-        outer_sht, outer_isht = _transforms(*grid.shape, grid.kind, self.lmax)
+        outer_sht, outer_isht = sht_pair(*grid.shape, grid.kind, self.lmax)
         if self.inner_shape == grid.shape and inner_kind == grid.kind:
             inner_sht, inner_isht = outer_sht, outer_isht
         else:
-            inner_sht, inner_isht = _transforms(*self.inner_shape, inner_kind, self.lmax)
+            inner_sht, inner_isht = sht_pair(*self.inner_shape, inner_kind, self.lmax)
 
-        self.encoder = _mlp(in_channels, dim, dim, hparams.encoder_layers, hparams.activation)
+        self.encoder = pointwise_stack(
+            in_channels, dim, dim, hparams.encoder_layers, hparams.activation
+        )
         if hparams.pos_embed == "learned":
             self.pos_embed: nn.Module = LearnedEmbedding(grid, dim)
         elif hparams.pos_embed == "spherical_harmonics":
@@ -373,7 +358,7 @@ class SFNO(nn.Module):
             for i in range(hparams.num_layers)
         )
         decoder_in = dim + (in_channels if hparams.big_skip else 0)
-        self.decoder = _mlp(
+        self.decoder = pointwise_stack(
             decoder_in, dim, out_channels, hparams.encoder_layers, hparams.activation
         )
 

@@ -61,6 +61,11 @@ class BackboneStepper(nn.Module):
         ``(hour, channel, lat, lon)``, anomalies from the daily mean in physical
         units of ``channels`` (:func:`forecast.store.diurnal_cycle`). Needs
         ``forcings`` and ``residual``.
+    drop_south_pole : bool
+        The backbone sees ``grid`` without its last row, the south pole of an
+        equiangular grid (FourCastNet v1: the 720 northernmost of the 721
+        rows at 0.25 degree); the pole row of each output is a copy of the
+        row next to it, so states stay on ``grid``.
     """
 
     kind = "backbone"
@@ -80,6 +85,7 @@ class BackboneStepper(nn.Module):
         forcings: bool = True,
         residual: bool = True,
         diurnal: tuple[Sequence[float] | np.ndarray, np.ndarray] | None = None,
+        drop_south_pole: bool = False,
     ):
         super().__init__()
         names = tuple(str(c) for c in channels)
@@ -111,7 +117,9 @@ class BackboneStepper(nn.Module):
         self.residual = bool(residual)
         self.time_forcing_names: tuple[str, ...] = TIME_FORCINGS if forcings else ()
         in_channels = self.history * len(names) + len(self.time_forcing_names)
-        self.model = build_model(model_name, in_channels, len(names), grid, **self.hparams)
+        self.drop_south_pole = bool(drop_south_pole)
+        model_grid = without_south_pole(grid) if self.drop_south_pole else grid
+        self.model = build_model(model_name, in_channels, len(names), model_grid, **self.hparams)
         # statistics as float32 buffers, not saved: the checkpoint's config holds the normaliser
         self.register_buffer("mean", _as_buffer(self.normalizer.mean), persistent=False)
         self.register_buffer("std", _as_buffer(self.normalizer.std), persistent=False)
@@ -217,13 +225,20 @@ class BackboneStepper(nn.Module):
         if self.time_forcing_names:
             fields = stack_forcings(forcings, self.time_forcing_names)
             inputs = torch.cat([inputs, fields.to(inputs.dtype)], dim=1)
-        output = self.model(inputs)
+        output = self._backbone(inputs)
         if self.residual:
             last = x[:, -1]
             if self.diurnal is not None:
                 last = last + forcings[DIURNAL_CHANGE].to(x.dtype)
             return last + output.to(x.dtype) * self.tendency_scale.to(x.dtype)
         return output.to(x.dtype)
+
+    def _backbone(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The backbone on ``(batch, in, lat, lon)``; without the pole row when ``drop_south_pole``."""
+        if not self.drop_south_pole:
+            return self.model(inputs)
+        output = self.model(inputs[..., :-1, :])
+        return torch.cat([output, output[..., -1:, :]], dim=-2)
 
     def forward(self, x: torch.Tensor, forcings: Forcings | None = None) -> torch.Tensor:
         """Same as :meth:`forward_normalized`."""
@@ -338,6 +353,7 @@ class BackboneStepper(nn.Module):
             "residual": self.residual,
             "normalizer": self.normalizer.to_dict(),
             "diurnal_hours": None if self.diurnal is None else list(self.diurnal.hours),
+            "drop_south_pole": self.drop_south_pole,
         }
 
     @classmethod
@@ -359,7 +375,27 @@ class BackboneStepper(nn.Module):
             forcings=config["forcings"],
             residual=config["residual"],
             diurnal=diurnal,
+            drop_south_pole=bool(config.get("drop_south_pole", False)),  # absent before imports
         )
+
+
+def without_south_pole(grid: Grid) -> Grid:
+    """``grid`` without its last row, which must be the south pole of an equiangular grid.
+
+    Returns a ``regional`` grid with the same longitudes (e.g. the 720
+    northernmost rows 90 .. -89.75 of the 0.25-degree grid).
+
+    Raises
+    ------
+    GridError
+        If ``grid`` is not equiangular (its last row is not the pole).
+    """
+    if grid.kind != "equiangular":
+        raise GridError(
+            f"dropping the south-pole row needs an equiangular grid with poles, got {grid.describe()}",
+            hint="ingest the data on an equiangular grid, e.g. --grid 0.25deg",
+        )
+    return Grid("regional", grid.latitude[:-1], grid.longitude)
 
 
 def _as_buffer(values: np.ndarray) -> torch.Tensor:

@@ -62,9 +62,10 @@ def _build(
 
 
 def test_registry_names():
-    assert model_names() == ["afno", "fno", "sfno"]
-    assert set(MODELS) == {"afno", "fno", "sfno"}
+    assert model_names() == ["afno", "fno", "sfno", "sfno-nonlinear"]
+    assert set(MODELS) == {"afno", "fno", "sfno", "sfno-nonlinear"}
     assert MODELS["sfno"].global_only and not MODELS["afno"].global_only
+    assert MODELS["sfno-nonlinear"].global_only
 
 
 @pytest.mark.parametrize(("name", "kind"), CASES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,6 @@ from forecast.cli.main import main
 from forecast.errors import CalendarError, DataError, GridError
 from forecast.grid import Grid
 from forecast.store import open_store
-from pipelines import ingest as ingest_module
 from pipelines.ingest import ingest
 from tests.pipelines.sources_factory import era5_like, hours, write_netcdf
 
@@ -93,7 +93,7 @@ def test_statistics_match_numpy(tmp_path: Path, two_months: list[Path]) -> None:
     diff = np.diff(data, axis=0)
     diff_mean = (diff * w).sum(axis=(2, 3)).mean(axis=0)
     diff_std = np.sqrt(((diff - diff_mean[None, :, None, None]) ** 2 * w).sum(axis=(2, 3)).mean(axis=0))
-    np.testing.assert_allclose(store["mean"].values, mean, rtol=1e-7)  # float32 reductions, see MomentAccumulator
+    np.testing.assert_allclose(store["mean"].values, mean, rtol=1e-7)  # float32 products per field, see pipelines.statistics
     np.testing.assert_allclose(store["std"].values, std, rtol=1e-5)
     np.testing.assert_allclose(store["diff_std"].values, diff_std, rtol=1e-5)
     # Climatology at (1 Feb, 06 UTC) with a 5-day window: mean of the 06 UTC fields of 30 Jan .. 3 Feb.
@@ -109,22 +109,23 @@ def test_statistics_match_numpy(tmp_path: Path, two_months: list[Path]) -> None:
 
 @pytest.mark.parametrize("cutting", ["split chunks", "whole chunks"])
 def test_block_size_does_not_change_the_store(tmp_path: Path, two_months: list[Path], monkeypatch: pytest.MonkeyPatch, cutting: str) -> None:
-    """One block for everything, against many: 3-step pieces of each file's single chunk (computed
-    through ``isel``), or 8-step source chunks, one per block (computed from the chunks' delayed
-    objects, so the two block buffers are reused several times over)."""
+    """One block per file, against many: 3-step pieces of each file's single chunk, or 8-step
+    source chunks, one per block; the blocks never straddle the two files' chunks."""
+    from pipelines import graph
+
     a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
     ingest([str(p) for p in two_months], a, progress=False)
     step_bytes = 8 * 19 * 36 * 4  # 8 channels on the 19 x 36 grid
     if cutting == "split chunks":
-        monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 3 * step_bytes)
+        monkeypatch.setattr(graph, "BLOCK_BYTES", 3 * step_bytes)
     else:
         from pipelines import sources
 
         monkeypatch.setattr(sources, "CHUNK_BYTES", 8 * 2 * 19 * 36 * 4)  # 8 steps of a two-level variable
-        monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 8 * step_bytes)
+        monkeypatch.setattr(graph, "BLOCK_BYTES", 8 * step_bytes)
     blocks: list[tuple[int, int]] = []
-    read = ingest_module._BlockReader.read
-    monkeypatch.setattr(ingest_module._BlockReader, "read", lambda self, start, stop: blocks.append((start, stop)) or read(self, start, stop))
+    bounds = graph.block_bounds
+    monkeypatch.setattr(graph, "block_bounds", lambda chunks, step_bytes: blocks.extend(bounds(chunks, step_bytes)) or bounds(chunks, step_bytes))
     ingest([str(p) for p in two_months], b, progress=False)
     # January has 28 steps, February 20: the blocks never straddle the two files' chunks
     expected = [(s, min(s + 3, 28)) for s in range(0, 28, 3)] + [(s, min(s + 3, 48)) for s in range(28, 48, 3)]
@@ -136,25 +137,6 @@ def test_block_size_does_not_change_the_store(tmp_path: Path, two_months: list[P
     for name in ("mean", "std", "diff_std"):
         np.testing.assert_allclose(sa[name].values, sb[name].values, rtol=1e-12)
     np.testing.assert_allclose(sa["climatology"].values, sb["climatology"].values, rtol=1e-6)
-
-
-def test_block_reader_keeps_the_block_before_intact() -> None:
-    """Blocks alternate between two buffers: a block stays valid while the next one is read."""
-    import dask.array as dsa
-
-    source = np.arange(48 * 2 * 3 * 4, dtype=np.float32).reshape(48, 2, 3, 4)
-    data = xr.DataArray(dsa.from_array(source, chunks=(8, 1, 3, 4)), dims=("time", "channel", "latitude", "longitude"))
-    bounds = [(0, 8), (8, 16), (16, 24), (28, 36)]
-    reader = ingest_module._BlockReader(data, bounds)
-    first = reader.read(0, 8)
-    second = reader.read(8, 16)
-    np.testing.assert_array_equal(first, source[0:8])
-    np.testing.assert_array_equal(second, source[8:16])
-    third = reader.read(16, 24)
-    assert np.shares_memory(third, first)  # the buffer of the block before last is reused
-    np.testing.assert_array_equal(third, source[16:24])
-    np.testing.assert_array_equal(second, source[8:16])
-    np.testing.assert_array_equal(reader.read(28, 36), source[28:36])  # not on chunk edges: through isel
 
 
 @pytest.mark.parametrize("calendar", ["noleap", "360_day"])
@@ -342,18 +324,18 @@ def test_missing_file_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def _fill_disk_after(monkeypatch: pytest.MonkeyPatch, blocks: int) -> None:
-    """Make the store's data writes fail with ENOSPC after ``blocks`` blocks (3 time steps each)."""
-    real = ingest_module.writer.write_block
-    written: list[int] = []
+    """Make the store's data writes (the graph's write tasks) fail with ENOSPC from block ``blocks`` on (blocks of 3 steps)."""
+    from pipelines import graph
 
-    def write_block(path: Path, start: int, values: np.ndarray) -> None:
-        if len(written) >= blocks:
-            raise OSError(28, "No space left on device", str(Path(path) / "data" / f"c.{start}.0.0.0"))
-        written.append(start)
-        real(path, start, values)
+    real = graph._write
 
-    monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 3 * 8 * 19 * 36 * 4)
-    monkeypatch.setattr(ingest_module.writer, "write_block", write_block)
+    def write(target, start: int, values: np.ndarray) -> int:
+        if start >= 3 * blocks:
+            raise OSError(28, "No space left on device", f"{target.store_path}/c.{start}.0.0.0")
+        return real(target, start, values)
+
+    monkeypatch.setattr(graph, "BLOCK_BYTES", 3 * 8 * 19 * 36 * 4)
+    monkeypatch.setattr(graph, "_write", write)
 
 
 def test_full_disk_is_one_line_and_leaves_no_store(
@@ -364,7 +346,8 @@ def test_full_disk_is_one_line_and_leaves_no_store(
     code = main(["ingest", *map(str, two_months), "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
-    assert "No space left on device" in err and "free some disk space" in err and "data/c.6.0.0.0" in err
+    assert "No space left on device" in err and "free some disk space" in err
+    assert int(re.search(r"data/c\.(\d+)\.0\.0\.0: No space", err).group(1)) in range(6, 48, 3)  # a failed block's first chunk
     _assert_clean(tmp_path, out)  # neither the store nor its temporary copy (or the climatology sums) is left
 
 

@@ -1,4 +1,4 @@
-"""The streaming moment accumulators against numpy in float64, however the data are cut."""
+"""The mergeable statistics partials against numpy in float64, however the data are cut and merged."""
 
 from __future__ import annotations
 
@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from pipelines import statistics
-from pipelines.statistics import MomentAccumulator, TendencyAccumulator
+from pipelines.statistics import (
+    ClimatologyPlan,
+    add_fields,
+    area_weights,
+    bin_sums,
+    last_step,
+    merge_moments,
+    moment_partial,
+    smooth,
+    tendency_partial,
+)
 
 
 def _reference(data: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -27,28 +37,61 @@ def test_moments_and_tendencies_match_numpy(monkeypatch: pytest.MonkeyPatch, pie
     nt, nc, nlat, nlon = 11, 3, 5, 8
     offsets = np.array([5.0e4, 280.0, -3.0])[None, :, None, None]  # geopotential-, temperature- and wind-like
     data = (offsets + rng.normal(0, 1, (nt, nc, nlat, nlon)) * np.array([300.0, 5.0, 8.0])[None, :, None, None]).astype(np.float32)
-    weights = np.cos(np.deg2rad(np.linspace(80, -80, nlat)))
-    moments, tendencies = MomentAccumulator(weights, nlon), TendencyAccumulator(weights, nlon)
-    start = 0
+    row_weights = np.cos(np.deg2rad(np.linspace(80, -80, nlat)))
+    weights = area_weights(row_weights, nlon)
+    moments, tendencies = [], []
+    start, previous = 0, None
     for size in cuts:
-        moments.update(data[start : start + size])
-        tendencies.update(data[start : start + size])
+        block = data[start : start + size]
+        moments.append(moment_partial(block, weights))
+        tendencies.append(tendency_partial(block, previous, weights))
+        previous = last_step(block)
         start += size
-    mean, std = _reference(data, weights)
-    np.testing.assert_allclose(moments.mean, mean, rtol=1e-7)
-    np.testing.assert_allclose(moments.std, std, rtol=2e-6)
-    _, diff_std = _reference(np.diff(data.astype(np.float64), axis=0), weights)
-    np.testing.assert_allclose(tendencies.std, diff_std, rtol=2e-6)
-    assert moments.count == nt and tendencies.moments.count == nt - 1
+    total = merge_moments(*moments)
+    mean, std = _reference(data, row_weights)
+    np.testing.assert_allclose(total.mean, mean, rtol=1e-7)
+    np.testing.assert_allclose(total.std, std, rtol=2e-6)
+    _, diff_std = _reference(np.diff(data.astype(np.float64), axis=0), row_weights)
+    diffs = merge_moments(*tendencies)
+    np.testing.assert_allclose(diffs.std, diff_std, rtol=2e-6)
+    assert total.count == nt and diffs.count == nt - 1
+    # the merge is exact: any order and grouping of the partials gives the same moments
+    regrouped = merge_moments(merge_moments(*moments[::-1][:1]), *moments[::-1][1:])
+    np.testing.assert_allclose(regrouped.mean, total.mean, rtol=1e-13)
+    np.testing.assert_allclose(regrouped.m2, total.m2, rtol=1e-12)
 
 
-@pytest.mark.parametrize(("piece", "batch_fields"), [(7, 2), (10**6, 1000)])  # many pieces and batches / one of each
-def test_climatology_matches_a_brute_force_window_mean(tmp_path, monkeypatch: pytest.MonkeyPatch, piece: int, batch_fields: int) -> None:
-    """500 days of a 360_day calendar at 00 and 12 UTC with a 50-day gap, in blocks that straddle bins:
-    every (day, hour) with data gets the mean of all values within +-2 days (circular), others stay NaN."""
+def test_a_steps_moments_do_not_depend_on_its_block() -> None:
+    """Each field is centred on its own reference: the same step gives the same moments in any block, up to
+    BLAS's blocking (a reference shared by the block, its first field's mean, gave differences of 3e-4 here)."""
+    rng = np.random.default_rng(5)
+    data = (5.5e4 + rng.normal(0, 300, (6, 2, 9, 18))).astype(np.float32)
+    weights = area_weights(np.cos(np.deg2rad(np.linspace(80, -80, 9))), 18)
+    whole = statistics.field_moments(data, weights)
+    part = statistics.field_moments(data[3:], weights)
+    np.testing.assert_allclose(whole[0][3:], part[0], rtol=1e-9)
+    np.testing.assert_allclose(whole[1][3:], part[1], rtol=1e-6)
+
+
+def test_merge_moments_is_chan_et_al() -> None:
+    """Two groups of scalar 'fields' (one point each): the merged M2 is the pooled sum of squared departures."""
+    a = np.array([1.0, 2.0, 4.0])
+    b = np.array([10.0, 12.0])
+    weights = np.ones(1, dtype=np.float32)
+    parts = [moment_partial(x.reshape(-1, 1, 1, 1).astype(np.float32), weights) for x in (a, b)]
+    merged = merge_moments(*parts)
+    both = np.concatenate([a, b])
+    assert merged.count == 5
+    assert merged.mean[0] == pytest.approx(both.mean(), rel=1e-15)
+    assert merged.m2[0] == pytest.approx(((both - both.mean()) ** 2).sum(), rel=1e-14)
+
+
+@pytest.mark.parametrize("block", [9, 1000])  # blocks that straddle bins / one block
+def test_climatology_matches_a_brute_force_window_mean(block: int) -> None:
+    """500 days of a 360_day calendar at 00 and 12 UTC with a 50-day gap: every (day, hour) with data
+    gets the mean of all values within +-2 days (circular), others stay NaN."""
     import xarray as xr
 
-    monkeypatch.setattr(statistics, "SMOOTH_PIECE", piece)
     times = xr.date_range("2001-11-20", periods=2 * 500, freq="12h", calendar="360_day", use_cftime=True)
     keep = np.ones(len(times), dtype=bool)
     keep[300:400] = False  # a gap: bins with two years, one, none
@@ -61,15 +104,23 @@ def test_climatology_matches_a_brute_force_window_mean(tmp_path, monkeypatch: py
     seasonal = 400.0 * np.sin(2 * np.pi * doy / 360.0)[:, None, None, None]
     data = (offsets[None] + seasonal + rng.normal(0, 20, (len(times), *field))).astype(np.float32)
 
-    accumulator = statistics.ClimatologyAccumulator(tmp_path, [0, 12], 360, field)
-    for start in range(0, len(times), 9):
-        accumulator.update(data[start : start + 9], times[start : start + 9])
-    out = np.full((360, 2, *field), np.nan, dtype=np.float32)
-    written: list[int] = []
-    accumulator.finalize(out, window_days=5, batch_bytes=batch_fields * 4 * int(np.prod(field)), on_written=written.append)
-    assert not accumulator.path.exists()  # the temporary sums are deleted
-    assert sum(written) == accumulator.bins_with_data == np.count_nonzero(~np.isnan(out[..., 0, 0, 0]))  # the progress bar's total
-    assert accumulator.counts.max() == 2  # bins hit in two years: read, added to and written back
+    plan = ClimatologyPlan(times, [0, 12], 360, window_days=5)
+    sums: dict = {}
+    for start in range(0, len(times), block):
+        for key, value in bin_sums(data[start : start + block], plan.bins_in(start, start + block)).items():
+            sums.setdefault(key, []).append(value)
+    means = np.full((360, 2, *field), np.nan, dtype=np.float32)
+    references: dict = {}
+    for (d, h), parts in sums.items():  # as the graph's bin tasks store them: departures from each bin's channel means
+        mean = add_fields(*parts) / plan.counts[d, h]
+        references[(d, h)] = mean.reshape(field[0], -1).mean(axis=1)
+        means[d, h] = mean - references[(d, h)][:, None, None]
+    assert plan.counts.max() == 2  # bins hit in two years
+    out = np.full_like(means, np.nan)
+    for h in range(2):
+        for days in plan.segments(h, days_per_task=7):
+            needed = {d: references[(d, h)] for day in days for d in plan.window(day) if plan.counts[d, h]}
+            out[days[0] : days[-1] + 1, h] = smooth(lambda d, h=h: means[d, h], needed, plan.counts[:, h], days, plan)
 
     expected = np.full_like(out, np.nan, dtype=np.float64)
     for d in range(1, 361):
@@ -80,8 +131,9 @@ def test_climatology_matches_a_brute_force_window_mean(tmp_path, monkeypatch: py
             expected[d - 1, h_index] = data[near].astype(np.float64).mean(axis=0)
     assert np.isnan(expected).any() and (~np.isnan(expected)).any()
     np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
-    # float32 sums of departures, moved across the year: rounding within ~1e-6 of each channel's range
-    # (int16-packed ERA5 resolves 1.5e-5 of it); far more than that would be a wrong window, not rounding
+    # float32 departures summed in float32: rounding within ~1e-6 of each channel's range (int16-packed
+    # ERA5 resolves 1.5e-5 of it), plus the half ulp of the float32 result; a wrong window would be far more
     for c in range(field[0]):
         spread = float(data[:, c].max() - data[:, c].min())
-        np.testing.assert_allclose(out[:, :, c], expected[:, :, c], rtol=0, atol=3e-6 * spread)
+        ulp = np.spacing(np.float32(np.nanmax(np.abs(expected[:, :, c]))))
+        np.testing.assert_allclose(out[:, :, c], expected[:, :, c], rtol=0, atol=3e-6 * spread + ulp / 2)

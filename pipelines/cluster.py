@@ -1,0 +1,121 @@
+"""Where the ingest graph runs: threads, processes, a local cluster or a ``dask.distributed`` scheduler.
+
+- ``threads`` (default) and ``synchronous``: in this process;
+- ``processes``: Dask's multiprocessing scheduler (every task's result
+  passes through this process: use ``local:N`` to keep the data in the workers);
+- ``local:N``: a ``distributed.LocalCluster`` of N worker processes started
+  for this command;
+- ``tcp://HOST:PORT`` (or ``tls://``): a running ``dask.distributed`` scheduler.
+
+:func:`compute` runs a graph with a progress bar. On a distributed
+scheduler the results stay on the workers until they are gathered, the
+futures are cancelled if anything fails, and a worker that dies for good
+(``KilledWorker``) becomes a one-line error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dask
+import dask.local
+import dask.multiprocessing
+import dask.threaded
+from tqdm.auto import tqdm
+
+from forecast.errors import DataError
+
+_LOCAL = {"threads": dask.threaded.get, "processes": dask.multiprocessing.get, "synchronous": dask.local.get_sync}
+
+
+@dataclass
+class Scheduler:
+    """A scheduler to compute on: ``client`` for distributed ones, else the local ``get`` function."""
+
+    name: str
+    get: object | None = None
+    client: object | None = None
+
+
+@contextlib.contextmanager
+def dask_scheduler(scheduler: str) -> Iterator[Scheduler]:
+    """Run the enclosed Dask computations on ``scheduler`` (see the module docstring)."""
+    if scheduler in _LOCAL:
+        # the scheduler's function, not its name: a name makes every compute look for a
+        # dask.distributed client first, and importing distributed for that takes 0.3 s
+        with dask.config.set(scheduler=_LOCAL[scheduler]):
+            yield Scheduler(scheduler, get=_LOCAL[scheduler])
+        return
+    if scheduler.startswith("local:"):
+        from distributed import Client, LocalCluster
+
+        try:
+            workers = int(scheduler.split(":", 1)[1])
+        except ValueError:
+            raise DataError(f"bad scheduler {scheduler!r}", hint="use local:N with N the number of worker processes") from None
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
+            with dask.config.set(scheduler=client.get):
+                yield Scheduler(scheduler, client=client)
+        return
+    if scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+        from distributed import Client
+
+        try:
+            client = Client(scheduler, timeout="20s", set_as_default=False)
+        except OSError as err:
+            raise DataError(f"cannot reach the Dask scheduler at {scheduler} ({err})", hint="start it with 'dask scheduler' or check the address") from None
+        try:
+            with dask.config.set(scheduler=client.get):
+                yield Scheduler(scheduler, client=client)
+        finally:
+            client.close()
+        return
+    raise DataError(f"unknown scheduler {scheduler!r}", hint="use threads, processes, synchronous, local:N or tcp://HOST:PORT")
+
+
+def _killed_worker(err: BaseException, scheduler: str) -> DataError:
+    return DataError(
+        f"a Dask worker died for good while ingesting ({' '.join(str(err).split())[:200]})",
+        path=scheduler,
+        hint="check the workers' logs and memory (a worker killed for memory needs smaller --chunks or more memory per worker), then rerun; nothing was published",
+    )
+
+
+def compute(scheduler: Scheduler, work: list, results: dict, progress: bool, description: str, total: int | None = None, unit: str = "step") -> dict:
+    """Compute ``work`` (delayed tasks returning how many ``unit`` s they did) and ``results`` (small delayed values).
+
+    Returns ``results`` computed, by key. Only the small results and the
+    work tasks' counts reach this process.
+    """
+    keys = list(results)
+    with tqdm(total=total, unit=unit, desc=description, disable=not progress, leave=False) as bar:
+        if scheduler.client is None:
+            from dask.callbacks import Callback
+
+            work_keys = {task.key for task in work}
+
+            class _Bar(Callback):
+                def _posttask(self, key, result, dsk, state, worker_id):
+                    if key in work_keys:
+                        bar.update(int(result or 0))
+
+            with _Bar():
+                computed = dask.compute(*work, *[results[k] for k in keys], scheduler=scheduler.get)
+            return dict(zip(keys, computed[len(work) :], strict=True))
+        from distributed import as_completed
+        from distributed.scheduler import KilledWorker
+
+        futures = scheduler.client.compute([*work, *[results[k] for k in keys]])
+        try:
+            for future in as_completed(futures[: len(work)], loop=scheduler.client.loop):
+                bar.update(int(future.result() or 0))
+            values = scheduler.client.gather(futures[len(work) :])
+        except KilledWorker as err:
+            scheduler.client.cancel(futures)
+            raise _killed_worker(err, scheduler.name) from err
+        except BaseException:
+            scheduler.client.cancel(futures)
+            raise
+        return dict(zip(keys, values, strict=True))

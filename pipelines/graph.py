@@ -1,0 +1,252 @@
+"""The ingest pass as one Dask graph: read, write and reduce on the workers, in one pass over the data.
+
+:func:`build_pass` turns the lazy ``(time, channel, lat, lon)`` array into
+blocks of whole source chunks (each read once), and from every block:
+
+- a **write** task: the block's chunks into the store's ``data`` array,
+  through Zarr, from the worker that holds the block (whole chunks: one per
+  time step);
+- a **moment** partial and a **tendency** partial (which also takes the
+  last step of the block before), merged in a tree
+  (:func:`pipelines.statistics.tree`);
+- the block's **climatology** bin sums: each (day, hour) bin is the sum over
+  the blocks that hold its times, divided by its count and written to a
+  temporary array, which the smoothing tasks stream through to write the
+  climatology.
+
+The client receives only the merged moments; every block stays on the
+workers. :func:`run` computes the graph on the chosen scheduler with a
+progress bar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dask
+import dask.array
+import numpy as np
+
+from forecast.errors import DataError
+from forecast.time import format_time, time_index
+from pipelines.chunkwriter import fast_writer, read_fields
+from pipelines.sources import file_for_time
+from pipelines.statistics import (
+    ClimatologyPlan,
+    Moments,
+    add_fields,
+    bin_sums,
+    last_step,
+    merge_moments,
+    moment_partial,
+    smooth,
+    task,
+    tendency_partial,
+    tree,
+)
+
+#: Target size in bytes of one block of time steps (whole source chunks are never cut below it).
+BLOCK_BYTES = 64 * 2**20
+
+#: Days of one hour smoothed by one task (each task reads its days plus a window's worth).
+SMOOTH_DAYS = 32
+
+#: Bytes of bin means a smoothing task reads at once; beyond it, it reads a field at a time.
+SMOOTH_BYTES = 256 * 2**20
+
+
+def block_bounds(chunks: tuple[int, ...], step_bytes: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the blocks of time steps computed at once.
+
+    Blocks gather whole source chunks (Dask reads a whole chunk for any slice
+    of it, so a block that cut a chunk would make the next block read it
+    again) up to about :data:`BLOCK_BYTES`; a single chunk larger than that is
+    one block, unless it is over four times larger, when it is split.
+
+    Parameters
+    ----------
+    chunks : tuple of int
+        The source's chunk sizes along time.
+    step_bytes : int
+        Bytes of one time step (all channels).
+    """
+    steps = max(1, int(BLOCK_BYTES // max(step_bytes, 1)))
+    bounds: list[tuple[int, int]] = []
+    start = edge = 0
+    for size in chunks:
+        if edge + size - start > steps and edge > start:  # close the block before this chunk
+            bounds.append((start, edge))
+            start = edge
+        if size > 4 * steps:  # an oversized chunk alone: split it
+            bounds.extend((s, min(s + steps, edge + size)) for s in range(edge, edge + size, steps))
+            start = edge + size
+        edge += size
+    if edge > start:
+        bounds.append((start, edge))
+    return bounds
+
+
+def blocks_of(array: dask.array.Array) -> tuple[list, list[tuple[int, int]]]:
+    """The delayed blocks of ``array`` (time, channel, lat, lon), whole in every axis but time, and their bounds."""
+    step_bytes = 4 * int(np.prod(array.shape[1:]))
+    bounds = block_bounds(array.chunks[0], step_bytes)
+    sizes = tuple(stop - start for start, stop in bounds)
+    whole = array.astype(np.float32).rechunk((sizes, -1, -1, -1))
+    return list(whole.to_delayed().ravel()), bounds
+
+
+@dataclass
+class Targets:
+    """Where a pass writes.
+
+    Attributes
+    ----------
+    data : zarr.Array or None
+        The store's ``data`` (a view that may be larger than the published
+        shape); None: the pass writes no data.
+    write_from : int
+        Blocks starting before this time index are not written (old data read back).
+    offset : int
+        Time index in ``data`` of the pass's first step.
+    climatology, means : zarr.Array or None
+        The climatology to write and the temporary array of bin means; None:
+        no climatology.
+    """
+
+    data: object | None
+    write_from: int = 0
+    offset: int = 0
+    climatology: object | None = None
+    means: object | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class FiniteCheck:
+    """Rejects a block with a NaN/inf, naming channel, time and file (called with the block's field means and the block)."""
+
+    def __init__(self, times, channels: list[str], spans):
+        self.times, self.channels, self.spans = times, channels, spans
+
+    def __call__(self, means: np.ndarray, block: np.ndarray) -> None:
+        finite = np.isfinite(means)  # a NaN/inf anywhere in a field makes its mean one
+        if finite.all():
+            return
+        t, c = np.argwhere(~finite)[0]
+        count = int((~np.isfinite(block[t, c])).sum())
+        raise DataError(
+            f"{count} NaN/inf value(s) in channel {self.channels[c]} at {format_time(time_index(self.times)[t])}",
+            path=file_for_time(self.spans, self.times[t]),
+            hint="fill or mask them before ingesting, or exclude that period with --start/--end",
+        )
+
+
+def _write(target, start: int, block: np.ndarray) -> int:
+    fast_writer(target)[start : start + block.shape[0]] = block
+    return int(block.shape[0])
+
+
+def _bin_mean(target, day: int, hour: int, count: int, *sums: np.ndarray) -> np.ndarray:
+    """Write a bin's mean as float32 departures from its per-channel field mean; returns that mean (float64)."""
+    mean = add_fields(*sums) if len(sums) > 1 or count > 1 else sums[0]
+    if count > 1:
+        mean = mean / count
+    reference = mean.reshape(mean.shape[0], -1).mean(axis=1, dtype=np.float64)
+    fast_writer(target)[day, hour] = (mean - reference[:, None, None]).astype(np.float32)
+    return reference
+
+
+def _smooth_and_write(climatology, means, counts: np.ndarray, days: list[int], hour: int, plan: ClimatologyPlan, references: dict) -> int:
+    """Smooth and write one hour's climatology at ``days`` from the bin means (``references``: each bin's per-channel mean)."""
+    needed = sorted(references)
+    field_bytes = 4 * int(np.prod(means.shape[2:]))
+    if len(needed) * field_bytes <= SMOOTH_BYTES:  # one read of the whole window range
+        fields = dict(zip(needed, read_fields(means, needed, hour), strict=True))
+        read = fields.__getitem__
+    else:  # a field at a time: memory stays a few fields however large they are
+        read = lambda day: read_fields(means, [day], hour)[0]  # noqa: E731
+    fast_writer(climatology)[days[0] : days[-1] + 1, hour] = smooth(read, references, counts, days, plan)
+    return len(days)
+
+
+def build_pass(
+    data: dask.array.Array,
+    times: np.ndarray,
+    channels: list[str],
+    spans,
+    weights: np.ndarray,
+    targets: Targets,
+    plan: ClimatologyPlan | None,
+) -> dict:
+    """The graph of one pass: delayed writes, merged moments and tendencies, climatology writes.
+
+    Parameters
+    ----------
+    data : dask.array.Array
+        ``(time, channel, lat, lon)`` float32, lazy.
+    times : numpy.ndarray
+        Its times.
+    channels : list of str
+        Its channels (for error messages).
+    spans : dict
+        :func:`pipelines.sources.combine`'s spans (names the file behind a time).
+    weights : numpy.ndarray
+        Flat point weights (:func:`pipelines.statistics.area_weights`).
+    targets : Targets
+        Where to write.
+    plan : ClimatologyPlan or None
+        The climatology bins of ``times``; None: no climatology.
+
+    Returns
+    -------
+    dict
+        ``writes`` (delayed step counts), ``moments`` and ``tendencies``
+        (delayed :class:`pipelines.statistics.Moments`), ``climatology``
+        (delayed field counts).
+    """
+    blocks, bounds = blocks_of(data)
+    writes, moments, tendencies = [], [], []
+    previous = None
+    per_bin: dict[tuple[int, int], list] = {}
+    for block, (start, stop) in zip(blocks, bounds, strict=True):
+        check = FiniteCheck(times[start:stop], channels, spans)
+        if targets.data is not None and start >= targets.write_from:
+            writes.append(task(_write)(targets.data, targets.offset + start - targets.write_from, block))
+        moments.append(task(moment_partial)(block, weights, check))
+        tendencies.append(task(tendency_partial)(block, previous, weights))
+        previous = task(last_step)(block)
+        if plan is not None:
+            bins = plan.bins_in(start, stop)
+            sums = task(bin_sums)(block, bins)
+            for key in bins:
+                per_bin.setdefault(key, []).append(sums[key])
+    graph = {
+        "writes": writes,
+        "moments": tree(moments, merge_moments),
+        "tendencies": tree(tendencies, _merge_tendencies),
+        "climatology": [],
+    }
+    if plan is not None:
+        graph["climatology"] = _climatology_graph(per_bin, plan, targets)
+    return graph
+
+
+def _merge_tendencies(*parts: Moments) -> Moments:
+    counted = [p for p in parts if p.count]
+    return merge_moments(*counted) if counted else parts[0]
+
+
+def _climatology_graph(per_bin: dict, plan: ClimatologyPlan, targets: Targets) -> list:
+    written: dict[tuple[int, int], object] = {}
+    for (day, hour), sums in per_bin.items():
+        # a tree of partial sums for bins met in many blocks (one per year), then one mean per bin
+        while len(sums) > 8:
+            sums = [task(add_fields)(*sums[i : i + 8]) for i in range(0, len(sums), 8)]
+        written[(day, hour)] = task(_bin_mean)(targets.means, day, hour, int(plan.counts[day, hour]), *sums)
+    tasks = []
+    for hour in range(plan.hours.size):
+        counts = plan.counts[:, hour]
+        for days in plan.segments(hour, SMOOTH_DAYS):
+            needed = sorted({d for day in days for d in plan.window(day) if counts[d]})
+            references = {d: written[(d, hour)] for d in needed}
+            tasks.append(task(_smooth_and_write)(targets.climatology, targets.means, counts, days, hour, plan, references))
+    return tasks

@@ -1,0 +1,226 @@
+"""Ingest from and to object storage: a real S3-compatible server on 127.0.0.1 (moto), every path an s3:// URL."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+
+from forecast import publish, storage
+from forecast.cli.main import main
+from forecast.errors import DataError
+from forecast.locking import LockedError, lock
+from forecast.store import open_store
+from pipelines.ingest import ingest
+from tests.object_storage import s3, s3_server  # noqa: F401
+from tests.pipelines.sources_factory import era5_like, hours, write_netcdf
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def sources(tmp_path: Path, s3: str) -> tuple[list[Path], str]:  # noqa: F811
+    """Three local NetCDF files, and the same uploaded under s3://BUCKET/era5/."""
+    ds = era5_like(hours("2020-01-01", 24))
+    files = [write_netcdf(ds.isel(valid_time=slice(8 * i, 8 * i + 8)), tmp_path / f"era5_{i}.nc") for i in range(3)]
+    fs = fsspec.filesystem("s3")
+    for path in files:
+        fs.put_file(str(path), f"{s3[5:]}/era5/{path.name}")
+    return files, s3
+
+
+def _assert_same_store(a, b) -> None:
+    for name in ("data", "mean", "std", "diff_std", "climatology"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    np.testing.assert_array_equal(a["time"].values, b["time"].values)
+
+
+@pytest.mark.slow
+def test_ingest_s3_zarr_sources_to_an_s3_store_and_read_it_back(tmp_path: Path, s3: str) -> None:  # noqa: F811
+    """Zarr sources found by a glob on the bucket, the store on the bucket, read back through open_store."""
+    import xarray as xr
+
+    ds = era5_like(hours("2020-01-01", 16), layout="old")
+    local_sources = []
+    for i in range(2):
+        part = ds.isel(time=slice(8 * i, 8 * i + 8))
+        part.to_zarr(f"{s3}/wb2/part{i}.zarr", zarr_format=3, consolidated=True)
+        local_sources.append(tmp_path / f"part{i}.zarr")
+        part.to_zarr(local_sources[-1], zarr_format=3, consolidated=True)
+    local = tmp_path / "local.zarr"
+    ingest(local_sources, local, progress=False)
+    url = f"{s3}/stores/era5.zarr"
+    report = ingest([f"{s3}/wb2/part*.zarr"], url, progress=False)
+    assert report.store == url and report.times == 16
+    assert report.sources == [f"{s3}/wb2/part0.zarr", f"{s3}/wb2/part1.zarr"]
+    remote = open_store(url)
+    _assert_same_store(open_store(local), remote)
+    assert remote.attrs[publish.STATUS_ATTR] == publish.COMPLETE
+    assert xr.open_zarr(url).sizes["time"] == 16  # and plain xarray opens it too
+    assert not storage.exists(url + ".lock")  # released and deleted
+
+
+@pytest.mark.slow
+def test_ingest_s3_netcdf_glob_to_an_s3_store_and_append(tmp_path: Path, sources) -> None:
+    files, bucket = sources
+    local = tmp_path / "local.zarr"
+    ingest(files[:2], local, progress=False)
+    url = f"{bucket}/stores/era5.zarr"
+    report = ingest([f"{bucket}/era5/era5_[01].nc"], url, progress=False)
+    assert report.store == url and report.times == 16
+    remote = open_store(url)
+    _assert_same_store(open_store(local), remote)
+    assert remote.attrs[publish.STATUS_ATTR] == publish.COMPLETE
+    assert not storage.exists(url + ".lock")  # released and deleted
+    # an append on object storage, the same as locally
+    ingest([files[2]], local, append=True, progress=False)
+    ingest([f"{bucket}/era5/era5_2.nc"], url, append=True, progress=False)
+    _assert_same_store(open_store(local), open_store(url))
+
+
+def test_cli_on_s3_and_a_store_being_written_is_refused(sources, capsys: pytest.CaptureFixture) -> None:
+    files, bucket = sources
+    url = f"{bucket}/era5.zarr"
+    assert main(["ingest", str(files[0]), "--out", url, "--no-progress"]) == 0
+    assert "wrote s3://" in capsys.readouterr().out
+    local = files[0].parent / "local.zarr"
+    ingest([files[0]], local, progress=False)
+    _assert_same_store(open_store(local), open_store(url))  # read back through forecast.store from the bucket
+    assert open_store(url).attrs[publish.STATUS_ATTR] == publish.COMPLETE and not storage.exists(url + ".lock")
+    with lock(url, "forecast ingest"):  # another ingest holds the store
+        code = main(["ingest", str(files[1]), "--out", url, "--overwrite", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert f"{url}: another process is writing this output (forecast ingest pid {os.getpid()}" in err and "lease until" in err
+
+
+def test_an_unpublished_store_is_refused_by_readers(sources) -> None:
+    files, bucket = sources
+    url = f"{bucket}/era5.zarr"
+    ingest([files[0]], url, progress=False)
+    import zarr
+
+    publish.mark_writing(zarr.open_group(storage.zarr_store(url), mode="r+", use_consolidated=False))
+    with pytest.raises(DataError, match=r"era5.zarr: the store is incomplete: 'forecast ingest' is writing it or was interrupted; wait for it"):
+        open_store(url)
+
+
+@pytest.mark.slow
+def test_a_killed_client_publishes_nothing_and_the_rerun_succeeds(sources) -> None:
+    """SIGKILL of the ingest while it writes chunks: the store stays 'writing' (readers refuse it); the
+    same command then completes it without --overwrite, taking over the dead process's lock."""
+    files, bucket = sources
+    url = f"{bucket}/killed.zarr"
+    script = (
+        "import os, signal, sys\n"
+        "from pipelines import graph\n"
+        "real = graph._write\n"
+        "def write(target, start, block):\n"
+        "    real(target, start, block)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "graph._write = write\n"
+        "from forecast.cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["ingest", f"{bucket}/era5/*.nc", "--out", url, "--no-progress", "--scheduler", "synchronous"]
+    result = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert publish.status(url) == publish.WRITING
+    assert storage.exists(url + ".lock")  # the dead process's lock is still there ...
+    with pytest.raises(DataError, match="the store is incomplete"):
+        open_store(url)
+    assert main([*args[:-2]]) == 0  # ... and is taken over: same host, process gone
+    local = Path(files[0]).parent / "all.zarr"
+    ingest(files, local, progress=False)
+    _assert_same_store(open_store(local), open_store(url))
+
+
+class _Forbidden(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint that refuses every request with 403 AccessDenied."""
+
+    def _deny(self) -> None:
+        body = b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+        self.send_response(403)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _deny
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_unauthorised_and_missing_buckets_are_one_line_errors(s3: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:  # noqa: F811
+    write_netcdf(era5_like(hours("2020-01-01", 4)), tmp_path / "a.nc")
+    code = main(["ingest", "s3://no-such-bucket-here/era5/*.nc", "--out", str(tmp_path / "s.zarr"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "s3://no-such-bucket-here/era5/*.nc" in err
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        fsspec.config.conf.clear()
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+        code = main(["ingest", str(tmp_path / "a.nc"), "--out", "s3://private-bucket/era5.zarr", "--no-progress"])
+        # (aiohttp may warn about the sessions of the s3fs instances this test dropped from the cache)
+        err = "\n".join(line for line in capsys.readouterr().err.strip().splitlines() if "client_session" not in line and "Unclosed" not in line)
+        assert code == 1 and len(err.splitlines()) == 1, err
+        assert "s3://private-bucket/era5.zarr" in err and "access denied" in err and "AWS_ACCESS_KEY_ID" in err
+    finally:
+        server.shutdown()
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_a_scheme_without_a_filesystem_names_the_package(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_netcdf(era5_like(hours("2020-01-01", 4)), tmp_path / "a.nc")
+    code = main(["ingest", str(tmp_path / "a.nc"), "--out", "az://container/era5.zarr", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "az://container/era5.zarr: no filesystem for az:// is installed" in err and "pip install adlfs" in err
+    code = main(["ingest", "nosuch://x/a.nc", "--out", str(tmp_path / "s.zarr"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "nosuch://x/a.nc: unknown URL scheme nosuch://" in err
+
+
+def test_lock_on_object_storage_expires_and_is_taken_over(s3: str) -> None:  # noqa: F811
+    target = f"{s3}/store.zarr"
+    first = lock(target, "forecast ingest", lease=0.5)
+    first.acquire()
+    first._stop.set()  # a holder that stops renewing (a frozen or partitioned machine)
+    with pytest.raises(LockedError, match="lease until"):
+        lock(target, "forecast ingest").acquire()
+    time.sleep(1.0)
+    second = lock(target, "forecast ingest").acquire()  # the expired lease is taken over
+    assert not first.held() and second.held()
+    first.release()  # no longer its lock: releasing leaves the new holder's object alone
+    assert second.held()
+    second.release()
+    assert not storage.exists(target + ".lock")
+
+
+def test_an_ingest_that_lost_its_lease_does_not_publish(s3: str) -> None:  # noqa: F811
+    from forecast.locking import Owner
+    from pipelines.ingest import still_held
+
+    target = f"{s3}/store.zarr"
+    held = lock(target, "forecast ingest").acquire()
+    still_held(held, target)  # ours: fine
+    storage.write_bytes(target + ".lock", Owner.current("forecast ingest").to_json().encode())  # taken over meanwhile
+    with pytest.raises(LockedError, match=r"store.zarr: this ingest lost its lock .*nothing was published"):
+        still_held(held, target)
+    held.release()
+    assert storage.exists(target + ".lock")  # the new holder's lock is left alone
