@@ -54,6 +54,13 @@ def child(workdir: Path, steps: int, grid: str, members: int) -> dict:
     initial = InitialStates(store, parse_init_spec(INIT, "standard"), stepper)
     spec = perturbation_spec("gaussian", 0.05, stepper.channels, seed=0)
     reduce = ("monthly", "seasonal", "annual", "time-mean")
+    writer = ClimateWriter(
+        out,
+        reduce,
+        HistogramSpec.from_normalizer(stepper.normalizer, CHANNELS, 50),
+        writer_for(out),
+        output_every=4,
+    )
     request = RunRequest.for_stepper(
         stepper,
         initial.labels,
@@ -65,13 +72,7 @@ def child(workdir: Path, steps: int, grid: str, members: int) -> dict:
         histogram_bins=50,
         output_every=4,
         restart_every=120,
-    )
-    writer = ClimateWriter(
-        out,
-        reduce,
-        HistogramSpec.from_normalizer(stepper.normalizer, CHANNELS, 50),
-        writer_for(out),
-        output_every=4,
+        compression=writer.compression,
     )
     start = time.perf_counter()
     run_forecast(
