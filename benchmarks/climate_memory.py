@@ -121,6 +121,7 @@ def main() -> int:
             ]
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             results[steps].append(json.loads(output.strip().splitlines()[-1]))
+            print(json.dumps(results[steps][-1]), file=sys.stderr, flush=True)
     median = {s: sorted(r["peak_rss"] for r in runs)[len(runs) // 2] for s, runs in results.items()}
     summary = {
         "grid": args.grid,
