@@ -64,7 +64,12 @@ DECADE = slice("2001-01-01", "2010-12-31T18")
 
 
 def _environment() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # offline Natural Earth data for the plots, as the Makefile sets it
+    cartopy = REPO.parent / "shared" / "data" / "cartopy"
+    if cartopy.is_dir():
+        environment.setdefault("CARTOPY_DATA_DIR", str(cartopy.resolve()))
+    return environment
 
 
 def forecast(*args: str) -> float:
