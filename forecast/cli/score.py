@@ -68,14 +68,18 @@ def run_climate(args: Config) -> int:
     """``forecast score --climate``: score, print the table, write the file and plots."""
     if args.plots:  # cartopy before any NetCDF I/O (see forecast.scoring.plots)
         from forecast.scoring.climate_plots import draw_climate
-    from forecast.scoring.climate import climate_scores, format_climate_table, open_products
-    from forecast.scoring.score import write_scores
+    from forecast.scoring.climate import (
+        climate_scores,
+        format_climate_table,
+        open_products,
+        write_climate_scores,
+    )
     from forecast.store import open_store
 
     scores = climate_scores(open_products(args.forecast), open_store(args.truth))
     print(format_climate_table(scores))
     if args.out:
-        print(f"scores written to {write_scores(scores, args.out)}", file=sys.stderr)
+        print(f"scores written to {write_climate_scores(scores, args.out)}", file=sys.stderr)
     if args.plots:
         written = draw_climate(scores, args.plots)
         print(f"{len(written)} plots written to {args.plots}", file=sys.stderr)

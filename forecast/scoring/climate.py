@@ -32,6 +32,7 @@ import xarray as xr
 
 from forecast.accumulators import Histogram
 from forecast.errors import DataError, GridError
+from forecast.files import atomic_write
 from forecast.grid import Grid
 from forecast.store import store_grid
 
@@ -284,7 +285,8 @@ def _drift_scores(product, store, channels, weights) -> xr.Dataset:
         {
             "annual_global_mean": annual,
             "interannual_std": spread,
-            "drift": (run.isel(year=-1) - run.isel(year=0)).drop_vars("year", errors="ignore") / spread,
+            "drift": (run.isel(year=-1) - run.isel(year=0)).drop_vars("year", errors="ignore")
+            / spread,
         }
     )
 
@@ -345,6 +347,19 @@ TABLE_COLUMNS = (
     ("drift", "drift / interannual std"),
     ("wasserstein", "Wasserstein-1"),
 )
+
+
+def write_climate_scores(scores: xr.Dataset, path: str | Path) -> Path:
+    """Write :func:`climate_scores` to NetCDF-4 atomically (temporary name, then rename).
+
+    The per-lead scores file (:func:`forecast.scoring.scores_file.write_scores`)
+    has another layout (lead times, regions); climate scores keep the
+    dataset's own variables, dims and attributes and open with plain
+    ``xarray.open_dataset``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda temporary: scores.to_netcdf(temporary, format="NETCDF4"))
 
 
 def format_climate_table(scores: xr.Dataset) -> str:
