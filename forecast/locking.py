@@ -45,11 +45,20 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from forecast import storage
 from forecast.errors import ForecastError
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "FileLock", "LockedError", "ObjectLock", "Owner", "lock", "lock_path"]
+__all__ = [
+    "DEFAULT_LEASE_SECONDS",
+    "FileLock",
+    "LockedError",
+    "ObjectLock",
+    "Owner",
+    "lock",
+    "lock_path",
+]
 
 #: Seconds a lock on object storage stays valid without renewal.
 DEFAULT_LEASE_SECONDS = 120.0
@@ -151,7 +160,11 @@ def lock_path(target: str | Path) -> str:
 
 def _locked(target: str, holder: str, object_storage: bool) -> LockedError:
     hint = "wait for it to finish"
-    hint += "; if it died, the lock is taken over when its lease expires" if object_storage else "; the lock frees itself when that process ends"
+    hint += (
+        "; if it died, the lock is taken over when its lease expires"
+        if object_storage
+        else "; the lock frees itself when that process ends"
+    )
     return LockedError(f"another process is writing this output ({holder})", path=target, hint=hint)
 
 
@@ -163,7 +176,7 @@ class FileLock:
         self.path = Path(storage.local_path(lock_path(target)))
         self.command = command
         self.owner: Owner | None = None
-        self._handle = None
+        self._handle: IO[str] | None = None
 
     def acquire(self) -> FileLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +189,9 @@ class FileLock:
                 text = handle.read().strip()
                 handle.close()
                 owner = Owner.parse(text)
-                raise _locked(self.target, owner.describe() if owner else (text or "another process"), False) from None
+                raise _locked(
+                    self.target, owner.describe() if owner else (text or "another process"), False
+                ) from None
             try:  # the holder before us may have deleted the file after we opened it: lock the one at the path
                 same = os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
             except FileNotFoundError:
@@ -246,13 +261,17 @@ class ObjectLock:
                 if holder is None and not text:
                     continue  # released meanwhile: try again
                 if not self._stale(holder):
-                    raise _locked(self.target, holder.describe() if holder else text[:120], True) from None
+                    raise _locked(
+                        self.target, holder.describe() if holder else text[:120], True
+                    ) from None
                 again, _ = self._read()  # delete only the stale holder we saw
-                if again is not None and again.token == holder.token:
+                if again is not None and holder is not None and again.token == holder.token:
                     storage.remove(self.path)
                 continue
             self.owner = owner
-            self._thread = threading.Thread(target=self._renew, name=f"lease {self.path}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._renew, name=f"lease {self.path}", daemon=True
+            )
             self._thread.start()
             return self
         raise _locked(self.target, "another process that keeps taking it", True)
@@ -287,7 +306,9 @@ class ObjectLock:
         self.release()
 
 
-def lock(target: str | Path, command: str, lease: float = DEFAULT_LEASE_SECONDS) -> FileLock | ObjectLock:
+def lock(
+    target: str | Path, command: str, lease: float = DEFAULT_LEASE_SECONDS
+) -> FileLock | ObjectLock:
     """The lock of ``target`` for ``command``: a :class:`FileLock` locally, an :class:`ObjectLock` on object storage.
 
     Use it as a context manager; entering it raises :class:`LockedError`
@@ -311,7 +332,9 @@ def is_held(target: str | Path) -> Owner | None:
                 except OSError as err:
                     if err.errno in (errno.EAGAIN, errno.EACCES):
                         handle.seek(0)
-                        return Owner.parse(handle.read()) or Owner("?", 0, "?", None, "another process", "")
+                        return Owner.parse(handle.read()) or Owner(
+                            "?", 0, "?", None, "another process", ""
+                        )
                     raise
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
                 return None

@@ -77,12 +77,12 @@ def _netcdf_attrs(location: str) -> dict | None:
 
 
 def _is_store(location: str) -> bool:
-    attrs = _zarr_attrs(location)
-    return bool(attrs) and "store_format_version" in attrs and "software_version" in attrs
+    attrs = _zarr_attrs(location) or {}
+    return "store_format_version" in attrs and "software_version" in attrs
 
 
 def _ours(attrs: dict | None) -> bool:
-    return bool(attrs) and str(attrs.get("software_version", "")).startswith("forecast")
+    return bool(attrs) and str((attrs or {}).get("software_version", "")).startswith("forecast")
 
 
 def _is_forecast(location: str) -> bool:
@@ -93,7 +93,9 @@ def _is_run_directory(location: str) -> bool:
     if not storage.is_local(location):
         return False
     path = storage.local_path(location)
-    return (path / "config.yaml").is_file() and ((path / "checkpoints").is_dir() or any(path.glob("*.pt")))
+    return (path / "config.yaml").is_file() and (
+        (path / "checkpoints").is_dir() or any(path.glob("*.pt"))
+    )
 
 
 #: Kind of output -> whether a location is one that this software wrote.

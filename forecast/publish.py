@@ -39,13 +39,24 @@ import zarr
 from zarr.core.array import Array, AsyncArray
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding, V2ChunkKeyEncoding
-from zarr.core.group import ConsolidatedMetadata
+from zarr.core.group import ConsolidatedMetadata, GroupMetadata
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
 
 from forecast import storage
 from forecast.errors import DataError
 
-__all__ = ["COMPLETE", "STATUS_ATTR", "WRITING", "commit", "flipped", "grown", "repair", "require_complete", "status"]
+__all__ = [
+    "COMPLETE",
+    "STATUS_ATTR",
+    "WRITING",
+    "commit",
+    "flipped",
+    "grown",
+    "repair",
+    "require_complete",
+    "status",
+]
 
 #: Root attribute that says whether a group is published.
 STATUS_ATTR = "forecast_status"
@@ -112,7 +123,10 @@ def commit(store, attrs: dict | None = None, arrays: Iterable[Array] = ()) -> No
     for array in arrays:
         sync(array._async_array._save_metadata(array.metadata, ensure_parents=False))
     group = zarr.open_group(store, mode="r+", use_consolidated=False)
-    members = {name: node.metadata for name, node in group.members(max_depth=None, use_consolidated_for_children=False)}
+    members = {
+        name: node.metadata
+        for name, node in group.members(max_depth=None, use_consolidated_for_children=False)
+    }
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         metadata = dataclasses.replace(
@@ -126,7 +140,9 @@ def commit(store, attrs: dict | None = None, arrays: Iterable[Array] = ()) -> No
 def grown(array: Array, shape: tuple[int, ...]) -> Array:
     """A view of ``array`` with a larger ``shape`` whose metadata is not saved (see the module docstring)."""
     metadata = array.metadata.update_shape(tuple(shape))
-    return Array(AsyncArray(metadata=metadata, store_path=array.store_path, config=array._async_array.config))
+    return Array(
+        AsyncArray(metadata=metadata, store_path=array.store_path, config=array._async_array.config)
+    )
 
 
 def _other_encoding(metadata):
@@ -138,12 +154,20 @@ def _other_encoding(metadata):
 
 def flipped(array: Array) -> Array:
     """A view of ``array`` whose chunks live under the other key encoding (metadata not saved)."""
-    metadata = dataclasses.replace(array.metadata, chunk_key_encoding=_other_encoding(array.metadata))
-    return Array(AsyncArray(metadata=metadata, store_path=array.store_path, config=array._async_array.config))
+    assert isinstance(array.metadata, ArrayV3Metadata), "only Zarr v3 arrays change key encoding"
+    metadata = dataclasses.replace(
+        array.metadata, chunk_key_encoding=_other_encoding(array.metadata)
+    )
+    return Array(
+        AsyncArray(metadata=metadata, store_path=array.store_path, config=array._async_array.config)
+    )
 
 
 def delete_chunks(array: Array, encoding_of: Array) -> None:
     """Delete the chunk keys of every chunk of ``array`` under ``encoding_of``'s key encoding (old keys after a flip)."""
+    assert isinstance(encoding_of.metadata, ArrayV3Metadata), (
+        "only Zarr v3 arrays change key encoding"
+    )
     encoding = encoding_of.metadata.chunk_key_encoding
     store = array.store_path.store
     prefix = array.store_path.path
@@ -229,7 +253,11 @@ def repair(store, location: str, flippable: Iterable[str] = ()) -> list[str]:
             fixed.append(name)
             continue
         metadata = consolidated.metadata[name]
-        if node.metadata != metadata:
+        if (
+            node.metadata != metadata
+            and isinstance(node, Array)
+            and not isinstance(metadata, GroupMetadata)
+        ):
             sync(node._async_array._save_metadata(metadata, ensure_parents=False))
             fixed.append(name)
         if getattr(metadata, "chunk_key_encoding", None) is None:

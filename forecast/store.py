@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from zarr.errors import NodeNotFoundError
 from zarr.storage import WrapperStore
 
 from forecast import storage
@@ -98,6 +99,14 @@ def _checksummed_arrays(store) -> frozenset[str]:
     return frozenset(names)
 
 
+def _unreadable(location: str, err: Exception) -> DataError:
+    return DataError(
+        f"not a readable Zarr store ({type(err).__name__}: {err})",
+        path=location,
+        hint="point at a store written by 'forecast ingest'",
+    )
+
+
 def open_store(path: str | Path) -> xr.Dataset:
     """Open and validate a training store lazily (Dask-backed).
 
@@ -131,14 +140,14 @@ def open_store(path: str | Path) -> xr.Dataset:
         raw = storage.zarr_store(location, read_only=True)
         store = CheckedStore(raw, location, _checksummed_arrays(raw))
         ds = xr.open_zarr(store, consolidated=None, use_cftime=None, decode_timedelta=False)
-    except (ForecastError, FileNotFoundError):
+    except ForecastError:
         raise
+    except FileNotFoundError as err:
+        if not isinstance(err, NodeNotFoundError):  # zarr's "no group here" is a FileNotFoundError
+            raise
+        raise _unreadable(location, err) from err
     except Exception as err:  # zarr raises many types for a non-store directory
-        raise DataError(
-            f"not a readable Zarr store ({type(err).__name__}: {err})",
-            path=location,
-            hint="point at a store written by 'forecast ingest'",
-        ) from None
+        raise _unreadable(location, err) from err
     missing = [v for v in REQUIRED_VARIABLES if v not in ds.variables]
     missing += [a for a in REQUIRED_ATTRS if a not in ds.attrs]
     if missing:

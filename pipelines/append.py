@@ -112,13 +112,15 @@ def append_to(out: str, existing: xr.Dataset, prepared, recompute: bool, window:
     with storage.storage_errors(out, "write"):
         publish.repair(store, out, flippable=STATISTICS_ARRAYS)
         root = zarr.open_group(store, mode="r", use_consolidated=True)
-        old_length = int(root["time"].shape[0])
+        time_array, hours = root["time"], root["hour"]
+        assert isinstance(time_array, zarr.Array) and isinstance(hours, zarr.Array)
+        old_length = int(time_array.shape[0])
         if old_length != existing.sizes["time"]:
             raise DataError("the store changed while this ingest started", path=out, hint="rerun the command")
         views = writer.grow(store, prepared.times, old_length)
         all_times = np.concatenate([existing["time"].values, prepared.times])
         attrs = {
-            "sources": json.dumps(json.loads(root.attrs.get("sources", "[]")) + [s.path for s in prepared.opened]),
+            "sources": json.dumps(json.loads(str(root.attrs.get("sources", "[]"))) + [s.path for s in prepared.opened]),
             "history": str(root.attrs.get("history", "")) + f"\n{now} forecast ingest --append",
         }
         arrays = [views["time"], views["data"]]
@@ -129,7 +131,7 @@ def append_to(out: str, existing: xr.Dataset, prepared, recompute: bool, window:
             else:
                 flipped = {name: publish.flipped(writer.open_array(store, name)) for name in STATISTICS_ARRAYS}
                 climatology = flipped["climatology"]
-                plan = ClimatologyPlan(all_times, root["hour"][:], climatology.shape[0], window)
+                plan = ClimatologyPlan(all_times, hours[:], climatology.shape[0], window)
                 targets = Targets(views["data"], write_from=old_length, offset=old_length, climatology=climatology, means=writer.create_means(store, climatology))
                 old = existing["data"].data.astype(np.float32)
                 data = dask.array.concatenate([old, prepared.data.data.astype(np.float32)], axis=0)

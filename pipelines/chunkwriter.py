@@ -23,7 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+import zarr.codecs
+import zarr.storage
 from numcodecs import Blosc
+from zarr.core.metadata import ArrayV3Metadata
 
 
 class ChunkWriter:
@@ -43,14 +46,16 @@ class ChunkWriter:
     def __init__(self, array: zarr.Array):
         self.shape = tuple(array.shape)
         self.dtype = array.dtype
-        meta = array.metadata
+        meta, store = array.metadata, array.store_path.store
+        assert isinstance(meta, ArrayV3Metadata) and isinstance(store, zarr.storage.LocalStore), "see applies()"
         chunks = array.chunks
         self.leading = next((i for i, c in enumerate(chunks) if c != 1), len(chunks))
-        self.directory = Path(array.store_path.store.root) / array.store_path.path
+        self.directory = Path(store.root) / array.store_path.path
         codecs = meta.codecs
         self._codec = None
         if len(codecs) > 1:
             blosc = codecs[1]
+            assert isinstance(blosc, zarr.codecs.BloscCodec)
             shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[str(getattr(blosc.shuffle, "value", blosc.shuffle))]
             cname = str(getattr(blosc.cname, "value", blosc.cname))
             self._codec = Blosc(cname=cname, clevel=blosc.clevel, shuffle=shuffle, blocksize=blosc.blocksize, typesize=blosc.typesize)
@@ -63,7 +68,7 @@ class ChunkWriter:
         """Whether ``array`` has the layout and codecs this writer reproduces byte for byte."""
         store = array.store_path.store
         meta = array.metadata
-        codecs = getattr(meta, "codecs", ())
+        codecs: tuple = getattr(meta, "codecs", ())
         chunks, shape = array.chunks, array.shape
         leading = next((i for i, c in enumerate(chunks) if c != 1), len(chunks))
         return (
@@ -84,7 +89,8 @@ class ChunkWriter:
         key = key if isinstance(key, tuple) else (key,)
         if len(key) > self.leading:
             raise IndexError(f"{self.directory}: only the leading {self.leading} axes can be indexed")
-        ranges, squeeze = [], []
+        ranges: list[range] = []
+        squeeze: list[int] = []
         for axis, item in enumerate(key):
             if isinstance(item, slice):
                 start, stop, step = item.indices(self.shape[axis])
@@ -103,11 +109,11 @@ class ChunkWriter:
             values = np.expand_dims(values, tuple(squeeze))
         values = np.broadcast_to(values, selection)
         self.directory.mkdir(parents=True, exist_ok=True)
-        for index in np.ndindex(*selection[: self.leading]):
-            chunk = np.ascontiguousarray(values[index])
-            coords = tuple(r[i] for r, i in zip(ranges, index, strict=True)) + self._trailing
+        for block in np.ndindex(*selection[: self.leading]):
+            chunk = np.ascontiguousarray(values[block])
+            coords = tuple(r[i] for r, i in zip(ranges, block, strict=True)) + self._trailing
             target = self.directory / self._encoding.encode_chunk_key(coords)
-            encoded = self._codec.encode(chunk) if self._codec is not None else memoryview(chunk).cast("B")
+            encoded = self._codec.encode(chunk) if self._codec is not None else memoryview(chunk.data).cast("B")
             if self._crc:
                 encoded = bytes(encoded) + np.uint32(google_crc32c.value(bytes(encoded))).tobytes()
             temporary = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
@@ -133,9 +139,11 @@ def read_fields(array: zarr.Array, days, hour: int) -> np.ndarray:
     """
     codecs = getattr(array.metadata, "codecs", ())
     if not (ChunkWriter.applies(array) and len(codecs) == 1 and array.chunks[:2] == (1, 1)):
-        return array.get_orthogonal_selection((np.asarray(days), hour))
-    directory = Path(array.store_path.store.root) / array.store_path.path
-    encoding = array.metadata.chunk_key_encoding
+        return np.asarray(array.get_orthogonal_selection((np.asarray(days), hour)))
+    store, metadata = array.store_path.store, array.metadata
+    assert isinstance(store, zarr.storage.LocalStore) and isinstance(metadata, ArrayV3Metadata), "see applies()"
+    directory = Path(store.root) / array.store_path.path
+    encoding = metadata.chunk_key_encoding
     trailing = (0,) * (len(array.shape) - 2)
     out = np.empty((len(days), *array.shape[2:]), dtype=array.dtype)
     for i, day in enumerate(days):

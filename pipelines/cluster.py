@@ -16,8 +16,9 @@ futures are cancelled if anything fails, and a worker that dies for good
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import dask
 import dask.local
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 
 from forecast.errors import DataError
 
-_LOCAL = {"threads": dask.threaded.get, "processes": dask.multiprocessing.get, "synchronous": dask.local.get_sync}
+_LOCAL: dict[str, Callable[..., Any]] = {"threads": dask.threaded.get, "processes": dask.multiprocessing.get, "synchronous": dask.local.get_sync}
 
 
 @dataclass
@@ -35,8 +36,8 @@ class Scheduler:
     """A scheduler to compute on: ``client`` for distributed ones, else the local ``get`` function."""
 
     name: str
-    get: object | None = None
-    client: object | None = None
+    get: Callable[..., Any] | None = None
+    client: Any = None  # a distributed.Client; typed loosely so that distributed stays optional
 
 
 @contextlib.contextmanager

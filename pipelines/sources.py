@@ -247,15 +247,15 @@ def combine(sources: Iterable[Source]) -> tuple[xr.Dataset, dict[str, list[tuple
     """
     groups: dict[tuple[str, ...], list[Source]] = {}
     for source in sources:
-        key = tuple(sorted(source.dataset.data_vars))
+        key = tuple(sorted(str(name) for name in source.dataset.data_vars))
         groups.setdefault(key, []).append(source)
-    merged = []
+    merged: list[xr.Dataset] = []
     spans: dict[str, list[tuple]] = {}
     reference: Source | None = None
     for names, members in groups.items():
         members = sorted(members, key=lambda s: s.dataset["time"].values[0])
         pieces = []
-        seen = None
+        seen: xr.Dataset | None = None
         for source in members:
             ds = source.dataset
             reference = reference or source
@@ -268,7 +268,8 @@ def combine(sources: Iterable[Source]) -> tuple[xr.Dataset, dict[str, list[tuple
             seen = ds if seen is None else xr.concat([seen, ds], dim="time", data_vars="all", coords="minimal", compat="override", join="override")
             for name in names:
                 spans.setdefault(name, []).append((ds["time"].values[0], ds["time"].values[-1], source.path))
-        merged.append(seen)
+        if seen is not None:
+            merged.append(seen)
     if not merged:
         raise DataError("no data variables with a time dimension in the sources")
     combined = xr.merge(merged, join="outer", compat="override", combine_attrs="drop") if len(merged) > 1 else merged[0]

@@ -282,7 +282,9 @@ def smooth(read: Callable[[int], np.ndarray], references: dict[int, np.ndarray],
         ``(len(days), channel, lat, lon)`` float32.
     """
     base = references[days[0]]
-    running = scratch = out = None
+    running: np.ndarray | None = None
+    scratch: np.ndarray | None = None
+    out: np.ndarray | None = None
     total = 0
 
     def add(day: int, sign: int) -> None:
@@ -292,6 +294,7 @@ def smooth(read: Callable[[int], np.ndarray], references: dict[int, np.ndarray],
             running = np.zeros(field.shape, dtype=np.float32)
             scratch = np.empty(field.shape, dtype=np.float32)
             out = np.empty((len(days), *field.shape), dtype=np.float32)
+        assert running is not None and scratch is not None
         shift = (references[day] - base).astype(np.float32).reshape(-1, *([1] * (field.ndim - 1)))
         np.add(field, shift, out=scratch)
         scratch *= np.float32(sign * counts[day])
@@ -301,6 +304,7 @@ def smooth(read: Callable[[int], np.ndarray], references: dict[int, np.ndarray],
     for day in plan.window(days[0]):
         if counts[day]:
             add(day, 1)
+    assert running is not None and out is not None, "the window holds at least one counted day"
     offset = base.reshape(-1, *([1] * (running.ndim - 1)))
     for i, day in enumerate(days):
         out[i] = running / np.float64(total) + offset  # one rounding to float32, of the final value

@@ -17,6 +17,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+import zarr.codecs
+from zarr.core.array_spec import ArrayConfigParams
+from zarr.core.chunk_key_encodings import ChunkKeyEncodingParams
 
 from forecast import publish, storage
 from forecast.channels import channel_info
@@ -25,7 +28,7 @@ from forecast.time import format_time, uses_cftime
 
 #: Chunk files named ``c.0.0.0.0`` in one directory rather than nested folders: far fewer
 #: directories to create, list and delete.
-FLAT_KEYS = {"name": "default", "separator": "."}
+FLAT_KEYS: ChunkKeyEncodingParams = {"name": "default", "separator": "."}
 
 #: Blosc LZ4 with byte shuffle. On 1-degree weather fields it compresses float32 1.72x
 #: (bit-shuffle: 1.84x) and encodes in 0.8 s per GB on one core (bit-shuffle: 1.5 s).
@@ -39,7 +42,7 @@ CHUNK_CODECS = [FAST_COMPRESSOR, zarr.codecs.Crc32cCodec()]
 MEANS = "_climatology_means"
 
 #: Zarr settings of the arrays the workers write: whole chunks, never all fill (no comparison).
-WRITE_CONFIG = {"write_empty_chunks": True}
+WRITE_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
 
 
 def time_encoding(first_time, step: dt.timedelta, calendar: str) -> dict:
@@ -143,7 +146,7 @@ def write_statistics(store, mean: np.ndarray, std: np.ndarray, diff_std: np.ndar
 def encode_times(store, times: np.ndarray) -> np.ndarray:
     """``times`` encoded like the store's ``time`` array (its CF units and calendar)."""
     array = zarr.open_array(store, path="time", mode="r")
-    units, calendar = array.attrs["units"], array.attrs.get("calendar", "proleptic_gregorian")
+    units, calendar = str(array.attrs["units"]), str(array.attrs.get("calendar", "proleptic_gregorian"))
     encoded, _, _ = xr.coding.times.encode_cf_datetime(times, units, calendar, dtype=np.dtype("int64"))
     return np.asarray(encoded, dtype=np.int64)
 

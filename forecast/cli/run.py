@@ -28,6 +28,12 @@ flagged), per-channel histograms in OUT.histograms.zarr, and snapshots every
 --output-every in OUT itself (in --layout). Its state is saved every
 --restart-every, and an interrupted Zarr run resumes from there to the same
 result.
+
+--checkpoint, --data and --out may be URLs (s3://, gs://, file://; https://
+for reading). An --out on object storage is built in a local staging folder
+($FORECAST_STAGING, default ~/.cache/forecast/staging), where a killed run
+resumes, and published when finished: its objects first, the manifest last,
+so that nothing half-written is ever seen as complete (docs/formats.md).
 """
 
 from __future__ import annotations
@@ -53,8 +59,12 @@ def _option_default(options: type[BaseModel], name: str) -> Any:
 class Config(CommandConfig):
     """Options of ``forecast run``."""
 
-    checkpoint: str = option(help="checkpoint written by 'forecast train'", metavar="CKPT")
-    data: str = option(help="training store with the initial conditions", metavar="STORE.zarr")
+    checkpoint: str = option(
+        help="checkpoint written by 'forecast train' (a path or URL)", metavar="CKPT"
+    )
+    data: str = option(
+        help="training store with the initial conditions (a path or URL)", metavar="STORE.zarr"
+    )
     init: str = option(
         help="initial time(s): one time, a range with a step (2020-01-01T00/2020-03-01T00/12h), or latest",
         metavar="TIME|START/END/STEP|latest",
@@ -67,7 +77,7 @@ class Config(CommandConfig):
     )
     out: str = option(
         help="output; the suffix picks the format (a directory for --layout cdo); {init} is replaced "
-        "by the (first) init time, e.g. fc/{init}.zarr",
+        "by the (first) init time, e.g. fc/{init}.zarr; a path or URL (s3://, gs://)",
         metavar="OUT.zarr|OUT.nc|OUT_DIR",
     )
     members: int = option(request_default("members"), "ensemble members per init time", metavar="M")
@@ -249,17 +259,20 @@ def build_writer(args: Config, out, stepper, climate: bool, output_every: int):
 
 def run(args: Config) -> int:
     """Run ``forecast run``: build the collaborators from the options and hand them to the workflow."""
+    import contextlib
     import time
-    from pathlib import Path
 
+    from forecast import staging, storage
     from forecast.checkpoint import checkpoint_digest, load_checkpoint
     from forecast.grid import Grid
+    from forecast.locking import lock
     from forecast.store import open_store, store_calendar
     from forecast.time import format_time
     from inference import distributed
     from inference.ensemble import run_forecast
     from inference.initial import InitialStates, available_init_times, parse_init_spec
     from inference.perturbations import build_perturbation, perturbation_spec
+    from inference.remote import decide_remote, publish_run
     from inference.schedule import output_for, resolve_latest
 
     started = time.perf_counter()
@@ -267,12 +280,16 @@ def run(args: Config) -> int:
     distributed.init_from_env(device)
     rank, _ = distributed.rank_and_size()
     store = open_store(args.data)
-    stepper, metadata = load_checkpoint(args.checkpoint, map_location=device)
+    checkpoint = staging.local_copy(args.checkpoint)  # a download when it is a URL
+    stepper, metadata = load_checkpoint(checkpoint, map_location=device)
+    # an --out on object storage is written in a local stage, then published (inference.remote)
+    remote = not storage.is_local(args.out)
+    out_template = str(staging.stage(args.out)) if remote else args.out
     if str(args.init).strip().lower() == "latest":
         init_times, out, finished = resolve_latest(
-            available_init_times(store, stepper.history), args.out
+            available_init_times(store, stepper.history), out_template
         )
-        if finished:
+        if finished and not remote:  # a staged forecast that is finished is published below
             if rank == 0:
                 print(
                     f"forecast run: {out}: the forecast from {format_time(init_times[0])} is already finished; nothing to do"
@@ -280,9 +297,15 @@ def run(args: Config) -> int:
             return 0
     else:
         init_times = parse_init_spec(args.init, store_calendar(store))
-        out = output_for(args.out, init_times[0])
+        out = output_for(out_template, init_times[0])
+    url = staging.remote_for(args.out, out) if remote else None
     steps = run_steps(args, init_times[0], stepper.step)
     climate = bool(args.reduce) or args.histograms > 0 or args.output_every is not None
+    if climate and url:
+        raise ConfigError(
+            f"{args.out}: a climate run (--reduce, --histograms, --output-every) writes to a local path only",
+            hint="give a local --out and copy its products afterwards",
+        )
     if args.output_every is not None:
         output_every = steps_of(args.output_every, stepper.step, "--output-every")
     else:
@@ -306,8 +329,8 @@ def run(args: Config) -> int:
         perturbation=spec,
         layout=args.layout,
         compression=writer.compression,
-        checkpoint_digest=checkpoint_digest(args.checkpoint),
-        store=str(Path(args.data).resolve()),
+        checkpoint_digest=checkpoint_digest(checkpoint),
+        store=storage.normalise(args.data),
         model_name=str(metadata.get("model", "")),
         batch_size=args.batch_size,
         max_memory=args.max_memory,
@@ -324,15 +347,24 @@ def run(args: Config) -> int:
     def log(message: str) -> None:
         print(f"forecast run: {message}", file=sys.stderr)
 
-    result = run_forecast(
-        stepper,
-        initial,
-        build_perturbation(spec, stepper),
-        writer,
-        request,
-        show_progress=not args.no_progress,
-        log=log,
-    )
+    with lock(url, "forecast run") if url and rank == 0 else contextlib.nullcontext():
+        if url and decide_remote(url, request) == "skip":
+            if rank == 0:
+                log(
+                    f"{url}: the forecast from {format_time(init_times[0])} is already finished; nothing to do"
+                )
+            return 0
+        result = run_forecast(
+            stepper,
+            initial,
+            build_perturbation(spec, stepper),
+            writer,
+            request,
+            show_progress=not args.no_progress,
+            log=log,
+        )
+        if url and rank == 0:
+            publish_run(out, url)
     if rank == 0 and result.status == "finished":
         blowups = (
             f"; {len(result.blowups)} member(s) blew up (see the manifest)"
@@ -340,7 +372,7 @@ def run(args: Config) -> int:
             else ""
         )
         print(
-            f"forecast run: wrote {_written(result)}: {len(init_times)} init time(s) x {args.members} member(s) x "
+            f"forecast run: wrote {url or _written(result)}: {len(init_times)} init time(s) x {args.members} member(s) x "
             f"{steps} step(s) in {time.perf_counter() - started:.1f} s (batch size {result.batch_size}){blowups}"
         )
     return 0

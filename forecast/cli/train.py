@@ -180,16 +180,17 @@ def run(args: Any) -> int:
 
     import yaml
 
-    from forecast.files import atomic_write
+    from forecast import storage
     from forecast.training import train
 
     request = args.to_request()
     rank = int(os.environ.get("RANK", "0"))
-    existing_run = (request.out / "latest.ckpt").exists() and not request.resume
+    existing_run = storage.exists(storage.join(request.out, "latest.ckpt")) and not request.resume
     if rank == 0 and not existing_run:  # train() refuses an existing run: keep its config
-        request.out.mkdir(parents=True, exist_ok=True)
+        if storage.is_local(request.out):
+            storage.local_path(request.out).mkdir(parents=True, exist_ok=True)
         text = yaml.safe_dump(json.loads(json.dumps(request.options())), sort_keys=False)
-        atomic_write(request.out / "config.yaml", lambda path: path.write_text(text))
+        storage.write_bytes(storage.join(request.out, "config.yaml"), text.encode())  # atomic
     result = train(request)
     if rank == 0:
         line = f"trained {result.steps} steps; checkpoints in {request.out}"

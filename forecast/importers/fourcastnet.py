@@ -37,7 +37,7 @@ from forecast.importers.published import (
     read_normalizer,
 )
 from forecast.importers.spec import Imported, Importer, Option
-from forecast.models.afno import AFNOHParams
+from forecast.models.afno import AFNO, AFNOHParams
 from forecast.steppers.backbone import BackboneStepper, without_south_pole
 
 #: The original release (0.0): 20 channels in the publisher's order, as our ids.
@@ -112,6 +112,7 @@ def read_hparams(weights: PublishedWeights) -> dict[str, Any]:
 def _rules(stepper: BackboneStepper) -> dict[str, Rule]:
     """Our names -> the publisher's, with the two tensors laid out differently."""
     model = stepper.model
+    assert isinstance(model, AFNO), "FourCastNet v1 is an AFNO"
     (height, width), (ph, pw) = model.tokens, model.patch
     channels, dim = len(stepper.channels), stepper.hparams["embed_dim"]
     rules = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from forecast.importers.published import PublishedWeights
-from forecast.stepper import Stepper
+from forecast.steppers.backbone import BackboneStepper
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,13 @@ class Imported:
 
     Attributes
     ----------
-    stepper : Stepper
+    stepper : BackboneStepper
         In eval mode on the CPU, ready for :func:`forecast.checkpoint.save_checkpoint`.
     provenance : dict
         JSON-able: what was read off the weights, what was taken as a default.
     """
 
-    stepper: Stepper
+    stepper: BackboneStepper
     provenance: dict[str, Any] = field(default_factory=dict)
 
 

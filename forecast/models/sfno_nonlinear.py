@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 from torch import nn
-from torch_harmonics import truncate_sht
+from torch_harmonics import InverseRealSHT, truncate_sht
 
 from forecast.errors import GridError
 from forecast.grid import Grid
@@ -159,7 +159,7 @@ class SpectralMLPS2(nn.Module):
     def __init__(
         self,
         forward_transform: nn.Module,
-        inverse_transform: nn.Module,
+        inverse_transform: InverseRealSHT,
         embed_dim: int,
         hidden: int,
         spectral_layers: int,
@@ -173,7 +173,7 @@ class SpectralMLPS2(nn.Module):
         sizes = [embed_dim] + [hidden] * spectral_layers
         self.weights = nn.ParameterList(_complex_weight(a, b) for a, b in itertools.pairwise(sizes))
         self.weight_out = _complex_weight(hidden, embed_dim)
-        lmax, mmax = inverse_transform.lmax, inverse_transform.mmax
+        lmax, mmax = int(inverse_transform.lmax), int(inverse_transform.mmax)
         degree, order = torch.tril_indices(lmax, mmax)  # the coefficients with m <= l
         self.register_buffer("modes", degree * mmax + order, persistent=False)
 
@@ -216,7 +216,7 @@ class SFNONonlinearBlock(nn.Module):
     def __init__(
         self,
         forward_transform: nn.Module,
-        inverse_transform: nn.Module,
+        inverse_transform: InverseRealSHT,
         dim: int,
         hparams: SFNONonlinearHParams,
         skips: bool,

@@ -209,7 +209,14 @@ def open_forecast(path: str | Path) -> xr.Dataset:
     DataError
         If it cannot be read as a forecast.
     """
-    path = Path(path)
+    from forecast import staging, storage
+
+    if not storage.is_local(path):  # object storage: Zarr read in place, other files downloaded
+        opened = staging.open_remote_dataset(str(path))
+        if isinstance(opened, xr.Dataset):
+            return from_wb2(opened) if is_wb2(opened) else opened
+        path = opened
+    path = storage.local_path(path)
     if not path.exists():
         raise FileNotFoundError(2, "No such file or directory", str(path))
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from forecast import __version__
+from forecast import __version__, staging, storage
 from forecast.channels import channel_info
 from forecast.errors import ConfigError, DataError
 from forecast.grid import Grid
@@ -166,7 +166,7 @@ def score_files(
     baselines: Sequence[str] = BASELINES,
     spectra: bool = True,
     progress: bool = False,
-) -> tuple[xr.Dataset, str, list[Path]]:
+) -> tuple[xr.Dataset, str, list[Path | str]]:
     """Score a forecast file against a store file: the whole of ``forecast score``.
 
     Parameters
@@ -237,15 +237,20 @@ def score_files(
     scores = score_forecast(
         forecast, store, regions=parsed, baselines=baselines, spectra=spectra, progress=progress
     )
-    written = []
+    written: list[Path | str] = []
     if out:
-        written.append(write_scores(scores, out))
+        with staging.output_path(out) as local:  # a URL: written locally, then uploaded
+            write_scores(scores, local)
+        written.append(local if storage.is_local(out) else str(out))
     if plots:
-        written.extend(
-            plotting.draw_all(
-                scores, forecast, store, plots, lead_for_maps=map_lead, region=table_region
+        with staging.output_path(plots) as folder:
+            drawn = plotting.draw_all(
+                scores, forecast, store, folder, lead_for_maps=map_lead, region=table_region
             )
-        )
+        if storage.is_local(plots):
+            written.extend(drawn)
+        else:
+            written.extend(storage.join(str(plots), Path(p).name) for p in drawn)
     return scores, format_table(scores, region=table_region), written
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
+from forecast import staging, storage
 from forecast.errors import ConfigError, DataError
 from forecast.grid import Grid
 from forecast.normalize import Normalizer
@@ -26,7 +28,15 @@ from forecast.training.data import TrainingWindows, split_windows
 from forecast.training.distributed import init_distributed
 from forecast.training.request import TrainRequest
 from forecast.training.state import load_training_state
-from forecast.training.trainer import LATEST, METRICS, STATE, TrainingLoop, TrainingResult
+from forecast.training.trainer import (
+    BEST,
+    CONFIG,
+    LATEST,
+    METRICS,
+    STATE,
+    TrainingLoop,
+    TrainingResult,
+)
 
 __all__ = ["train"]
 
@@ -72,8 +82,15 @@ def train(request: TrainRequest, *, stop_after: int | None = None) -> TrainingRe
             calendar=str(ds.attrs.get("calendar", "standard")),
             path=path,
         )
-        out_dir = request.out
-        _check_run_directory(out_dir, request.resume)
+        remote = None if isinstance(request.out, Path) else request.out
+        if remote is not None:  # built in a local stage, each save published (forecast.staging)
+            out_dir = staging.stage(remote)
+            if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+                _pull_run(remote, out_dir)
+            context.barrier()
+            request = request.replace(out=out_dir)
+        out_dir = Path(request.out)
+        _check_run_directory(out_dir, request.resume, shown=remote)
         if context.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
         context.barrier()
@@ -98,7 +115,7 @@ def train(request: TrainRequest, *, stop_after: int | None = None) -> TrainingRe
             val_starts,
         )
         provenance = {
-            "store": str(path.resolve()),
+            "store": storage.normalise(path),
             "model": stepper.config().get("model", request.model),
             "max_steps": request.max_steps,
             "rollout_steps": request.rollout_steps,
@@ -106,7 +123,10 @@ def train(request: TrainRequest, *, stop_after: int | None = None) -> TrainingRe
             "seed": request.seed,
             "world_size": context.world_size,
         }
-        loop = TrainingLoop(stepper, windows, context, request, provenance=provenance)
+        on_save = None if remote is None else _publisher(out_dir, remote)
+        loop = TrainingLoop(
+            stepper, windows, context, request, provenance=provenance, on_save=on_save
+        )
         if state is not None:
             loop.load_state_dict(state)
             if context.is_main:
@@ -116,18 +136,51 @@ def train(request: TrainRequest, *, stop_after: int | None = None) -> TrainingRe
         context.close()
 
 
-def _check_run_directory(out_dir: Path, resume: bool) -> None:
+def _check_run_directory(out_dir: Path, resume: bool, shown: str | None = None) -> None:
     has_run = (out_dir / LATEST).exists()
     if has_run and not resume:
         raise ConfigError(
             "the run directory already holds a run",
-            path=out_dir,
+            path=shown or out_dir,
             hint="pass --resume to continue it or choose another --out",
         )
     if resume and not has_run:
         raise ConfigError(
-            "nothing to resume: no latest.ckpt", path=out_dir, hint="start without --resume"
+            "nothing to resume: no latest.ckpt",
+            path=shown or out_dir,
+            hint="start without --resume",
         )
+
+
+#: Files of a run directory, in the order a save writes them.
+RUN_FILES = (CONFIG, STATE, LATEST, BEST, METRICS)
+
+
+def _pull_run(url: str, stage: Path) -> None:
+    """Make the local stage of a run on object storage a copy of what is published there."""
+    import shutil
+
+    shutil.rmtree(stage, ignore_errors=True)  # the published run is the truth, not an older stage
+    stage.mkdir(parents=True)
+    for name in RUN_FILES:
+        location = storage.join(url, name)
+        if storage.exists(location):
+            (stage / name).write_bytes(storage.read_bytes(location))
+
+
+def _publisher(stage: Path, url: str):
+    """The ``on_save`` of a run on object storage: upload each file written, as one object, in order.
+
+    The resume state goes before latest.ckpt, as locally, so a published
+    latest.ckpt always has its state (resuming checks that their steps agree).
+    """
+
+    def publish(names: list[str]) -> None:
+        for name in names:
+            if (stage / name).exists():
+                staging.publish(stage / name, storage.join(url, name))
+
+    return publish
 
 
 def _new_stepper(

@@ -14,6 +14,7 @@ replays exactly the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ class TrainingWindows:
 
     Attributes
     ----------
-    store_path : Path
+    store_path : str or Path
         The training store.
     times : numpy.ndarray
         Its time coordinate, shape ``(time,)``.
@@ -52,7 +53,7 @@ class TrainingWindows:
         Window start indices (see :func:`split_windows`).
     """
 
-    store_path: Path
+    store_path: str | Path
     times: np.ndarray
     channel_indices: tuple[int, ...]
     train_starts: np.ndarray
@@ -176,15 +177,22 @@ class WindowDataset(Dataset):
         self.channel_indices = np.asarray(channel_indices, dtype=np.int64)
         self.history = int(history)
         self._array: Any = None  # opened in each worker on first use
+        self._pid: int | None = None  # the process that opened it (a forked worker reopens it)
         self._contiguous = bool(
             np.array_equal(self.channel_indices, np.arange(len(self.channel_indices)))
         )
 
     def _data(self) -> Any:
-        if self._array is None:
+        if self._array is None or self._pid != os.getpid():
+            # a forked loader worker must not reuse the parent's object-storage
+            # client (its event-loop thread does not exist in the child)
             import zarr
 
-            self._array = zarr.open_array(self.path, path="data", mode="r")
+            from forecast import storage
+
+            store = storage.zarr_store(self.path, read_only=True)
+            self._array = zarr.open_array(store, path="data", mode="r")
+            self._pid = os.getpid()
         return self._array
 
     def read(self, start: int, length: int) -> np.ndarray:

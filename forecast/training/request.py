@@ -37,9 +37,13 @@ class TrainRequest:
     """
 
     # -- what is trained ------------------------------------------------------------------------
-    data: Path = field(metadata={"help": "training store (STORE.zarr from 'forecast ingest')"})
+    data: str | Path = field(
+        metadata={"help": "training store (STORE.zarr from 'forecast ingest'; a path or URL)"}
+    )
     model: str = field(metadata={"help": "backbone: sfno, afno or fno"})
-    out: Path = field(metadata={"help": "run directory for checkpoints, metrics and config"})
+    out: str | Path = field(
+        metadata={"help": "run directory for checkpoints, metrics and config (a path or URL)"}
+    )
     hparams: Mapping[str, Any] = _option({}, "backbone hyperparameters (default: the backbone's)")
     channels: tuple[str, ...] | None = _option(
         None, "channel ids to model (default: all in the store)"
@@ -104,8 +108,8 @@ class TrainRequest:
     progress: bool = _option(True, "show a progress bar")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "data", Path(self.data))
-        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "data", _location(self.data))
+        object.__setattr__(self, "out", _location(self.out))
         object.__setattr__(self, "hparams", dict(self.hparams or {}))
         if self.channels is not None:
             object.__setattr__(self, "channels", tuple(str(c) for c in self.channels))
@@ -138,6 +142,13 @@ class TrainRequest:
                 value = dict(value)
             out[item.name] = value
         return out
+
+
+def _location(value: str | Path) -> str | Path:
+    """A local path as :class:`Path` (``file://`` stripped), an object-storage URL as its string."""
+    from forecast import storage
+
+    return storage.local_path(value) if storage.is_local(value) else str(value)
 
 
 _BOUNDS = {

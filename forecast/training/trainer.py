@@ -16,7 +16,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,7 @@ LATEST = "latest.ckpt"
 BEST = "best.ckpt"
 STATE = "latest.state.pt"
 METRICS = "metrics.jsonl"
+CONFIG = "config.yaml"
 
 
 class TrainingDivergedError(ForecastError, RuntimeError):
@@ -108,6 +109,10 @@ class TrainingLoop:
     val_batch_size : int, optional
         Validation windows per batch on this rank (default: the training
         micro-batch of one rank).
+    on_save : callable, optional
+        Called on the main process after each save with the names of the
+        files written, in the order written (a run directory on object
+        storage publishes them: :func:`forecast.training.api.train`).
 
     Notes
     -----
@@ -128,6 +133,7 @@ class TrainingLoop:
         *,
         provenance: dict | None = None,
         val_batch_size: int | None = None,
+        on_save: Callable[[list[str]], None] | None = None,
     ):
         if request.batch_size % context.world_size:
             raise ConfigError(
@@ -142,6 +148,7 @@ class TrainingLoop:
         self.train_starts = np.asarray(windows.train_starts)
         self.val_starts = np.asarray(windows.val_starts)
         self.out_dir = Path(request.out)
+        self.on_save = on_save
         self.max_steps = request.max_steps
         self.curriculum = RolloutCurriculum(
             request.max_steps, request.rollout_steps, milestones=request.rollout_schedule or None
@@ -391,6 +398,8 @@ class TrainingLoop:
         save_checkpoint(self.out_dir / LATEST, self.stepper, provenance=provenance)  # atomic itself
         if best:
             save_checkpoint(self.out_dir / BEST, self.stepper, provenance=provenance)
+        if self.on_save is not None:
+            self.on_save([STATE, LATEST, *([BEST] if best else []), METRICS])
 
     def _validate_and_save(self) -> None:
         scores = self.validate()

@@ -81,20 +81,7 @@ class WB2Layout(Layout):
             "longitude": nlon,
         }
 
-        coords = {
-            "time": template["time"].variable,
-            WB2_LEAD_DIM: _renamed(template["lead_time"], (WB2_LEAD_DIM,)),
-            **grid_coordinates(grid, ascending_latitude=True),
-            "valid_time": _renamed(template["valid_time"], ("time", WB2_LEAD_DIM)),
-        }
-        if members > 1:
-            coords[WB2_MEMBER_DIM] = member_coordinate(members, WB2_MEMBER_DIM)
-        if levels:
-            coords[WB2_LEVEL_DIM] = xr.Variable(
-                WB2_LEVEL_DIM,
-                np.asarray(levels, dtype=np.int32),
-                attrs={**pressure_attrs(), "long_name": "pressure level"},
-            )
+        coords = _coordinates(template, grid, members, levels)
         data_vars: dict[str, xr.Variable] = {}
         encodings: dict[str, dict] = {}
         targets = []
@@ -144,6 +131,27 @@ class WB2Layout(Layout):
             member_dim=WB2_MEMBER_DIM if members > 1 else None,
             flip_latitude=True,
         )
+
+
+def _coordinates(
+    template: xr.Dataset, grid: Grid, members: int, levels: list[int]
+) -> dict[str, xr.Variable]:
+    """The WB2 layout's coordinates: init time, lead, ascending latitude, valid time, member and level."""
+    coords = {
+        "time": template["time"].variable,
+        WB2_LEAD_DIM: _renamed(template["lead_time"], (WB2_LEAD_DIM,)),
+        **grid_coordinates(grid, ascending_latitude=True),
+        "valid_time": _renamed(template["valid_time"], ("time", WB2_LEAD_DIM)),
+    }
+    if members > 1:
+        coords[WB2_MEMBER_DIM] = member_coordinate(members, WB2_MEMBER_DIM)
+    if levels:
+        coords[WB2_LEVEL_DIM] = xr.Variable(
+            WB2_LEVEL_DIM,
+            np.asarray(levels, dtype=np.int32),
+            attrs={**pressure_attrs(), "long_name": "pressure level"},
+        )
+    return coords
 
 
 #: The WeatherBench2 layout.

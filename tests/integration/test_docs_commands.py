@@ -56,6 +56,17 @@ NOT_RUNNABLE = {
     "make demo": "the 5-10 minute demo; its stages are README's forecast lines, run here tiny",
     "make test": "runs the whole test suite, this test included",
     "source .venv/bin/activate": "changes the calling shell's environment; nothing to run",
+    **dict.fromkeys(
+        (
+            "forecast ingest 's3://bucket/era5/*.nc' --out s3://bucket/era5.zarr",
+            "forecast train --data s3://bucket/era5.zarr --model sfno --out s3://bucket/runs/sfno",
+            "forecast run --checkpoint s3://bucket/runs/sfno/best.ckpt --data s3://bucket/era5.zarr "
+            "--init 2020-01-01T00 --steps 20 --out s3://bucket/fc.zarr",
+            "forecast score s3://bucket/fc.zarr --truth s3://bucket/era5.zarr --out s3://bucket/scores.nc",
+        ),
+        "needs an S3 bucket; the same chain runs on a moto S3 server in "
+        "tests/integration/test_object_storage_chain.py",
+    ),
 }
 
 #: Tiny stand-ins for the configs the docs name (keys mirror the flags, as in the real files).

@@ -219,7 +219,7 @@ def test_diurnal_baseline_from_the_store_and_in_training(tmp_path):
     assert stepper.diurnal.table.shape == (4, 2, 16, 32)
 
 
-@pytest.mark.parametrize("model", ["sfno", "afno", "fno"])
+@pytest.mark.parametrize("model", ["sfno", "afno", "fno", "sfno-nonlinear"])
 def test_demo_config_trains_every_backbone(toy_store, tmp_path, capsys, model):
     """One config, any backbone: each takes its own section of configs/demo/train.yaml."""
     from pathlib import Path
