@@ -38,6 +38,7 @@ from inference.initial import InitialStates
 from inference.output import OutputFields
 from inference.perturbations import Perturbation, member_seed
 from inference.request import RunRequest
+from inference.restart import Restart, rng_state, set_rng_state
 from inference.rollout import BlowUp, BlowUpError, BlowUpGuard, rollout
 from inference.run import ForecastRun
 from inference.writers import BackgroundWriter, Writer, forecast_template
@@ -236,8 +237,14 @@ class _Members:
         self.guard = BlowUpGuard.from_normalizer(
             stepper.normalizer, stepper.channels, request.blowup_sigmas
         )
-        # a resumed batch restarts from its last written lead only if the output holds the state
-        self.restartable = output.is_model_state and writer.resumable
+        # a resumed batch restarts from its last written lead only if the output holds the state;
+        # a stateful writer (climate products) restarts from restart files every restart_every steps
+        self.stateful = bool(getattr(writer, "stateful", False))
+        self.restartable = output.is_model_state and writer.resumable and not self.stateful
+        self.restart_every = request.restart_every if self.stateful and writer.resumable else 0
+        if self.restart_every and isinstance(stepper, SamplingStepper):
+            block = int(stepper.block_steps)  # sampling resumes at the start of a block only
+            self.restart_every = -(-self.restart_every // block) * block
         self.timings = {"setup": 0.0, "perturbation": 0.0, "compute": 0.0, "wait": 0.0}
         self.blowups: list[BlowUp] = []
         self.background = BackgroundWriter(max_pending=2)
@@ -308,7 +315,10 @@ class _Members:
                     lead,
                     block[offset : offset + member_stop - member_start],
                 )
-            self.background.submit(self.run_record.mark, batch.index, lead)
+            if not self.stateful:
+                self.background.submit(self.run_record.mark, batch.index, lead)
+            elif self.restart_every and (lead == self.steps or lead % self.restart_every == 0):
+                self._queue_restart(batch, lead_state.lead, lead_state.history)
             self.timings["wait"] += time.perf_counter() - tick
             if lead > 0:
                 bar.update(1)
@@ -320,14 +330,67 @@ class _Members:
                 )
             tick = time.perf_counter()
 
+    def _queue_restart(self, batch: Batch, lead: int, history: torch.Tensor) -> None:
+        """Save the batch's restart at ``lead`` once the writes queued so far are done.
+
+        At the run's last lead only the completion (and the generators'
+        state, from which the next batch starts) is kept.
+        """
+        window = None if lead == self.steps else history.detach().to("cpu", copy=True)
+        restart = Restart(
+            lead,
+            window,
+            rng=rng_state(self.stepper.device),
+            blowups=[vars(b) for b in self.blowups],
+            reported=[list(key) for key in sorted(self.guard.reported)],
+        )
+        regions = batch.regions()
+
+        def save() -> None:
+            if window is not None:
+                restart.writer = {str(m0): self.writer.snapshot(m0) for _, m0, _, _ in regions}
+            self.run_record.save_restart(batch.index, restart)
+
+        self.background.submit(save)
+
+    def _restore(self, batch: Batch, done: int) -> tuple[torch.Tensor, int] | None:
+        """The state and lead a stateful writer's batch resumes from (None: start afresh).
+
+        Restores the generators, the blow-ups and the writer's accumulators
+        as they were at that lead; a batch that had not started takes the
+        generators' state at the end of the batch before it.
+        """
+        restart = self.run_record.restart(batch.index) if done >= 0 else None
+        if restart is None or restart.history is None:
+            previous = self.run_record.restart(batch.index - 1) if batch.index > 0 else None
+            if previous is not None and previous.rng:
+                set_rng_state(previous.rng, self.stepper.device)
+                self._restore_blowups(previous)
+            return None
+        set_rng_state(restart.rng, self.stepper.device)
+        self._restore_blowups(restart)
+        for _, m0, m1, _ in batch.regions():
+            self.background.submit(self.writer.restore, m0, m1, restart.writer.get(str(m0), {}))
+        return restart.history.to(self.stepper.device), restart.lead
+
+    def _restore_blowups(self, restart: Restart) -> None:
+        self.blowups = [BlowUp(**fields) for fields in restart.blowups]
+        self.guard.reported = {(str(label), int(member)) for label, member in restart.reported}
+
     def _start(self, batch: Batch, labels: list[str], done: int) -> tuple[torch.Tensor, int]:
         """The state ``(batch, history, channel, lat, lon)`` a batch starts from, and its lead.
 
         A resumed batch restarts from its last written lead when the output
         holds the model's state (a sampling stepper: from the start of the
         block that lead is in), reading the history back from the output
-        (and from the perturbed initial state for leads before 0).
+        (and from the perturbed initial state for leads before 0); with a
+        stateful writer, from its restart file.
         """
+        if self.stateful and self.run_record.resuming:
+            restored = self._restore(batch, done)
+            if restored is not None:
+                return restored
+            return self._perturbed_initial(batch, labels), 0
         if isinstance(self.stepper, SamplingStepper) and done > 0:
             done -= done % self.stepper.block_steps
         if done < 0 or not self.restartable:

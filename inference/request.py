@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from forecast.errors import ConfigError
 from forecast.grid import Grid
+from forecast.periods import PERIOD_KINDS
 from forecast.stepper import Stepper
 from inference.perturbations.base import PerturbationSpec
 
@@ -54,6 +55,16 @@ class RunRequest:
         SHA-256 of the checkpoint (provenance; part of the identity).
     store : str
         The store the initial conditions come from.
+    reduce : tuple of str
+        Period means computed on the fly (keys of
+        :data:`forecast.periods.PERIOD_KINDS`: ``monthly``, ``seasonal``,
+        ``annual``, ``time-mean``); a climate run (:mod:`inference.climate`).
+    histogram_bins : int
+        Bins of the per-channel histograms of a climate run (0: none).
+    output_every : int
+        Steps between written states: 1 writes every lead; more writes
+        snapshots (lead 0, ``output_every``, ...); 0 writes none (only the
+        climate products).
     model_name : str
         Backbone or family name, for the output attributes (runtime).
     batch_size : int or None
@@ -66,6 +77,8 @@ class RunRequest:
         A value further than this many std from the channel mean is a blow-up (runtime).
     overwrite : bool
         Replace an output that holds another or a finished forecast (runtime).
+    restart_every : int
+        Steps between restart files of a climate run (0: none; runtime).
 
     Raises
     ------
@@ -83,12 +96,16 @@ class RunRequest:
     compression: str = "none"
     checkpoint_digest: str = ""
     store: str = ""
+    reduce: tuple[str, ...] = ()
+    histogram_bins: int = 0
+    output_every: int = 1
     model_name: str = field(default="", metadata=RUNTIME)
     batch_size: int | None = field(default=None, metadata=RUNTIME)
     max_memory: str | int | None = field(default=None, metadata=RUNTIME)
     on_blowup: Literal["continue", "stop"] = field(default="continue", metadata=RUNTIME)
     blowup_sigmas: float = field(default=50.0, metadata=RUNTIME)
     overwrite: bool = field(default=False, metadata=RUNTIME)
+    restart_every: int = field(default=0, metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         if not self.init_times:
@@ -105,6 +122,29 @@ class RunRequest:
             )
         if not self.channels:
             raise ConfigError("a run must write at least one channel")
+        unknown = [kind for kind in self.reduce if kind not in PERIOD_KINDS]
+        if unknown:
+            raise ConfigError(
+                f"--reduce {','.join(unknown)} is not one of {', '.join(PERIOD_KINDS)}",
+                hint="e.g. --reduce monthly,annual",
+            )
+        if self.histogram_bins < 0 or self.output_every < 0 or self.restart_every < 0:
+            raise ConfigError("--histograms, --output-every and --restart-every cannot be negative")
+        if self.output_every == 0 and not self.climate:
+            raise ConfigError(
+                "this run would write nothing", hint="give --output-every, --reduce or --histograms"
+            )
+        if self.climate and len(self.init_times) != 1:
+            raise ConfigError(
+                f"a climate run (--reduce, --histograms, --output-every) starts from one init time, "
+                f"not {len(self.init_times)}",
+                hint="give --init a single time; --members may be many",
+            )
+
+    @property
+    def climate(self) -> bool:
+        """Whether the run reduces on the fly or writes snapshots (not every lead)."""
+        return bool(self.reduce) or self.histogram_bins > 0 or self.output_every != 1
 
     @classmethod
     def for_stepper(

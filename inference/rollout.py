@@ -36,11 +36,15 @@ class LeadState:
         Shape ``(batch,)``: when each member's state is valid.
     state : torch.Tensor
         Shape ``(batch, channel, lat, lon)``, physical units, float32.
+    history : torch.Tensor
+        Shape ``(batch, history, channel, lat, lon)``: the window the next step
+        starts from (its last slice is ``state``); a restart file keeps it.
     """
 
     lead: int
     valid_time: np.ndarray
     state: torch.Tensor
+    history: torch.Tensor
 
 
 def block_seed(seed: int, block: int) -> int:
@@ -97,7 +101,7 @@ def rollout(
         raise ValueError(f"{len(init_times)} init times for a batch of {initial.shape[0]}")
     history = initial
     times = shift_times(np.asarray(init_times), start_lead * stepper.step)
-    yield LeadState(start_lead, times, history[:, -1])
+    yield LeadState(start_lead, times, history[:, -1], history)
     if isinstance(stepper, SamplingStepper):
         yield from _sampled(stepper, history, times, steps, start_lead, seeds)
         return
@@ -110,7 +114,7 @@ def rollout(
             if history.shape[1] > 1
             else new[:, None]
         )
-        yield LeadState(lead, times, new)
+        yield LeadState(lead, times, new, history)
 
 
 def _sampled(
@@ -123,7 +127,7 @@ def _sampled(
 ) -> Iterator[LeadState]:
     """Leads ``start_lead + 1 .. steps`` of a sampling stepper, a block per call."""
     block = int(stepper.block_steps)
-    if start_lead % block:
+    if start_lead % block and start_lead < steps:
         raise ValueError(
             f"a sampling stepper restarts at the start of a block of {block} leads, not at lead {start_lead}"
         )
@@ -136,11 +140,13 @@ def _sampled(
         with torch.inference_mode():
             states = stepper.advance_block(history, times, seeds=block_seeds, check_finite=False)
         states = states.to(history.dtype)
+        window = torch.cat([history, states], dim=1)
         for k in range(min(block, steps - lead)):
             times = shift_times(times, stepper.step)
             lead += 1
-            yield LeadState(lead, times, states[:, k])
-        history = torch.cat([history, states], dim=1)[:, -history.shape[1] :]
+            end = history.shape[1] + k + 1
+            yield LeadState(lead, times, states[:, k], window[:, end - history.shape[1] : end])
+        history = window[:, -history.shape[1] :]
 
 
 @dataclass(frozen=True)

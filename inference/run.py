@@ -26,6 +26,7 @@ from forecast.locking import lock
 from forecast.overwrite import check_replaceable, involves
 from inference import distributed
 from inference.request import RunRequest
+from inference.restart import Restart, RestartFiles
 from inference.rollout import BlowUp
 from inference.schedule import (
     FAILED,
@@ -60,10 +61,11 @@ def decide(out: Path, writer: Writer, request: RunRequest) -> tuple[Action, dict
         holds it, or is something else than a forecast of this software.
     """
     manifest = read_manifest(out)
-    if request.overwrite and out.exists():
+    exists = writer.exists()
+    if request.overwrite and exists:
         _check_overwrite(out, manifest, request)
     if manifest is None or request.overwrite:
-        if out.exists() and not request.overwrite and manifest is None:
+        if exists and not request.overwrite and manifest is None:
             raise DataError(
                 "output exists but was not written by 'forecast run' (no manifest)",
                 path=out,
@@ -78,9 +80,9 @@ def decide(out: Path, writer: Writer, request: RunRequest) -> tuple[Action, dict
             path=out,
             hint="choose another --out, or pass --overwrite to replace it",
         )
-    if manifest.get("status") == FINISHED and out.exists():
+    if manifest.get("status") == FINISHED and exists:
         return "skip", manifest
-    if writer.resumable and out.exists() and "batch_size" in manifest:
+    if writer.resumable and exists and "batch_size" in manifest:
         return "resume", manifest
     return "create", manifest
 
@@ -126,6 +128,9 @@ class ForecastRun:
         self.log = log
         self.rank, self.world_size = distributed.rank_and_size()
         self.progress = Progress(self.out)
+        # a stateful writer (climate products) resumes from restart files, not from its output
+        self.stateful = bool(getattr(writer, "stateful", False))
+        self.restarts = RestartFiles(self.out)
         self.action: Action = "create"
         self.previous: dict[str, Any] = {}
         self.manifest: dict[str, Any] = {}
@@ -185,6 +190,9 @@ class ForecastRun:
             "resumed": self.resuming,
             "blowups": [],
         }
+        products = getattr(self.writer, "products", None)
+        if products is not None:
+            manifest["products"] = products()
         resuming = self.resuming
         if self.rank == 0:
             if resuming:
@@ -206,6 +214,8 @@ class ForecastRun:
             if not resuming:
                 self.writer.create(template)
                 self.progress.reset()
+                if self.stateful:
+                    self.restarts.reset()
         resuming = distributed.broadcast(resuming)
         self.action = "resume" if resuming else "create"
         distributed.barrier()
@@ -214,8 +224,24 @@ class ForecastRun:
         self.manifest = manifest
 
     def completed(self, batch: int) -> int:
-        """Last lead written completely for ``batch`` by an interrupted run; -1 if none (or not resuming)."""
-        return self.progress.completed(batch) if self.resuming else -1
+        """Last lead written completely for ``batch`` by an interrupted run; -1 if none (or not resuming).
+
+        For a stateful writer, the lead of the batch's restart file.
+        """
+        if not self.resuming:
+            return -1
+        if self.stateful:
+            restart = self.restarts.load(batch)
+            return -1 if restart is None else restart.lead
+        return self.progress.completed(batch)
+
+    def restart(self, batch: int) -> Restart | None:
+        """The restart file of ``batch`` when resuming, else None."""
+        return self.restarts.load(batch) if self.resuming else None
+
+    def save_restart(self, batch: int, restart: Restart) -> None:
+        """Record a batch's restart (called in order with the writes it follows)."""
+        self.restarts.save(batch, restart)
 
     def mark(self, batch: int, lead: int) -> None:
         """Record that ``batch`` is written up to and including ``lead``."""
@@ -242,6 +268,7 @@ class ForecastRun:
             return self.manifest
         self.writer.finish()
         self.progress.remove()
+        self.restarts.remove()
         self.manifest.update(
             status=FINISHED,
             finished=_now(),

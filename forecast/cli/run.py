@@ -8,7 +8,9 @@ Examples
   forecast run --checkpoint model.pt --data store.zarr --init 2020-01-01T00 --steps 20 --members 8 \\
       --perturbation grf --perturbation-options length_scale_km=500,alpha=3 --out fc.zarr
   forecast run --checkpoint model.pt --data store.zarr --init latest --steps 40 --out 'fc/{init}.zarr'
-  forecast run --checkpoint dyffusion.ckpt --data store.zarr --init 2020-01-01T00 --steps 20 \
+  forecast run --checkpoint model.pt --data store.zarr --init 2002-01-01 --length 10y \\
+      --reduce monthly,annual,time-mean --histograms 100 --out climate.zarr
+  forecast run --checkpoint dyffusion.ckpt --data store.zarr --init 2020-01-01T00 --steps 20 \\
       --members 16 --seed 1 --out samples.zarr
 
 A DYffusion checkpoint samples: each member is its own stochastic
@@ -24,6 +26,15 @@ OUT.manifest.json. --layout wb2 writes what WeatherBench2's evaluation reads
 without renames; --layout cdo writes a directory OUT/ of NetCDF files, one per
 init and member, that CDO, NCO and Iris read. Under torchrun, ranks share the
 init times and members and write their own regions of one Zarr store.
+
+A climate run (--reduce, --histograms or --output-every; one init time) keeps
+only what is asked for, computed on the fly: monthly, seasonal, annual or
+whole-run means, exact in the store's calendar, in OUT.monthly.zarr ...
+(CF: time_bnds, cell_methods "time: mean", partial first and last periods
+flagged), per-channel histograms in OUT.histograms.zarr, and snapshots every
+--output-every in OUT itself (in --layout). Its state is saved every
+--restart-every, and an interrupted Zarr run resumes from there to the same
+result.
 
 --checkpoint, --data and --out may be URLs (s3://, gs://, file://; https://
 for reading). An --out on object storage is built in a local staging folder
@@ -66,7 +77,12 @@ class Config(CommandConfig):
         help="initial time(s): one time, a range with a step (2020-01-01T00/2020-03-01T00/12h), or latest",
         metavar="TIME|START/END/STEP|latest",
     )
-    steps: int = option(help="model steps per forecast", metavar="N")
+    steps: int | None = option(None, "model steps per forecast (or --length)", metavar="N", ge=1)
+    length: str | None = option(
+        None,
+        "length of the run instead of --steps: 10y, 18mo, 90d or 12h, exact in the store's calendar",
+        metavar="LENGTH",
+    )
     out: str = option(
         help="output; the suffix picks the format (a directory for --layout cdo); {init} is replaced "
         "by the (first) init time, e.g. fc/{init}.zarr; a path or URL (s3://, gs://)",
@@ -123,6 +139,29 @@ class Config(CommandConfig):
         "auto", "where the model runs (auto: cuda when available)"
     )
     overwrite: bool = option(False, "replace an output that holds another or a finished forecast")
+    reduce: list[str] | None = option(
+        None,
+        "climate run: write means over these periods, computed on the fly: monthly, seasonal, "
+        "annual, time-mean (several allowed, each in OUT.PERIOD.zarr)",
+        metavar="PERIOD,...",
+    )
+    histograms: int = option(
+        0,
+        "climate run: per-channel histograms with this many fixed bins over mean +- 5 std "
+        "(OUT.histograms.zarr; 0: none)",
+        metavar="BINS",
+        ge=0,
+    )
+    output_every: str | None = option(
+        None,
+        "write the state every this long, e.g. 1d (default: every step, or none in a climate run)",
+        metavar="DURATION",
+    )
+    restart_every: str = option(
+        "30d",
+        "climate run: save the state to resume from every this long of model time",
+        metavar="DURATION",
+    )
     layout: Literal["default", "wb2", "cdo"] = option(
         request_default("layout"),
         "output layout: default (time, lead_time, member per channel), wb2 (WeatherBench2's names "
@@ -163,6 +202,69 @@ def _device(name: str):
     return torch.device("cuda", local)
 
 
+def steps_of(text: str, step, flag: str) -> int:
+    """A duration (``1d``) as a whole number of model steps.
+
+    Raises
+    ------
+    ConfigError
+        When it is not a positive multiple of the step.
+    """
+    from forecast.time import format_step, parse_step
+
+    duration = parse_step(text)
+    count, remainder = divmod(duration.total_seconds(), step.total_seconds())
+    if remainder or count < 1:
+        raise ConfigError(
+            f"{flag} {text} is not a whole number of model steps ({format_step(step)})",
+            hint=f"use a multiple of {format_step(step)}",
+        )
+    return int(count)
+
+
+def run_steps(args: Config, init_time, step) -> int:
+    """``--steps``, or the steps of ``--length`` from the (first) init time.
+
+    Raises
+    ------
+    ConfigError
+        When neither or both are given.
+    """
+    from forecast.periods import steps_for_length
+
+    if (args.steps is None) == (args.length is None):
+        raise ConfigError(
+            "give exactly one of --steps and --length", hint="e.g. --steps 40 or --length 10y"
+        )
+    if args.steps is not None:
+        return int(args.steps)
+    return steps_for_length(args.length, init_time, step)
+
+
+def build_writer(args: Config, out, stepper, climate: bool, output_every: int):
+    """The run's writer: the forecast writer of ``out``, or a climate writer around it."""
+    from inference.climate import ClimateWriter, HistogramSpec
+    from inference.writers import writer_for
+
+    if not climate:
+        return writer_for(out, args.layout, args.compression)
+    channels = args.channels or list(stepper.channels)
+    histograms = (
+        HistogramSpec.from_normalizer(stepper.normalizer, channels, args.histograms)
+        if args.histograms
+        else None
+    )
+    snapshots = writer_for(out, args.layout, args.compression) if output_every else None
+    return ClimateWriter(
+        out,
+        args.reduce or (),
+        histograms,
+        snapshots,
+        output_every=max(output_every, 1),
+        compression=args.compression,
+    )
+
+
 def run(args: Config) -> int:
     """Run ``forecast run``: build the collaborators from the options and hand them to the workflow."""
     import contextlib
@@ -181,7 +283,6 @@ def run(args: Config) -> int:
     from inference.perturbations import build_perturbation, perturbation_spec
     from inference.remote import decide_remote, publish_run
     from inference.schedule import output_for, resolve_latest
-    from inference.writers import writer_for
 
     started = time.perf_counter()
     device = _device(args.device)
@@ -208,7 +309,18 @@ def run(args: Config) -> int:
         init_times = parse_init_spec(args.init, store_calendar(store))
         out = output_for(out_template, init_times[0])
     url = staging.remote_for(args.out, out) if remote else None
-    writer = writer_for(out, args.layout, args.compression)
+    steps = run_steps(args, init_times[0], stepper.step)
+    climate = bool(args.reduce) or args.histograms > 0 or args.output_every is not None
+    if climate and url:
+        raise ConfigError(
+            f"{args.out}: a climate run (--reduce, --histograms, --output-every) writes to a local path only",
+            hint="give a local --out and copy its products afterwards",
+        )
+    if args.output_every is not None:
+        output_every = steps_of(args.output_every, stepper.step, "--output-every")
+    else:
+        output_every = 0 if climate else 1
+    writer = build_writer(args, out, stepper, climate, output_every)
     try:
         initial = InitialStates(store, init_times, stepper)
     except CheckpointError as err:  # the checks see datasets: name the files
@@ -225,7 +337,7 @@ def run(args: Config) -> int:
     request = RunRequest.for_stepper(
         stepper,
         initial.labels,
-        args.steps,
+        steps,
         channels=args.channels,
         output_grid=Grid.parse(args.output_grid) if args.output_grid else None,
         members=args.members,
@@ -239,6 +351,12 @@ def run(args: Config) -> int:
         max_memory=args.max_memory,
         on_blowup=args.on_blowup,
         overwrite=args.overwrite,
+        reduce=tuple(args.reduce or ()),
+        histogram_bins=args.histograms,
+        output_every=output_every,
+        restart_every=steps_of(args.restart_every, stepper.step, "--restart-every")
+        if climate
+        else 0,
     )
 
     def log(message: str) -> None:
@@ -278,7 +396,12 @@ def run(args: Config) -> int:
             else ""
         )
         print(
-            f"forecast run: wrote {url or result.out}: {len(init_times)} init time(s) x {args.members} member(s) x "
-            f"{args.steps} step(s) in {time.perf_counter() - started:.1f} s (batch size {result.batch_size}){blowups}"
+            f"forecast run: wrote {url or _written(result)}: {len(init_times)} init time(s) x {args.members} member(s) x "
+            f"{steps} step(s) in {time.perf_counter() - started:.1f} s (batch size {result.batch_size}){blowups}"
         )
     return 0
+
+
+def _written(result) -> str:
+    products = result.manifest.get("products")
+    return ", ".join(products.values()) if products else str(result.out)

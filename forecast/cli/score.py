@@ -11,11 +11,19 @@ examples:
   forecast score fc.zarr --truth era5.zarr --out scores.nc
   forecast score fc.nc --truth era5.zarr --plots plots/ --lead-for-maps 48h
   forecast score fc.zarr --truth era5.zarr --region global europe=35,72,345,45
+  forecast score climate.zarr --truth reference.zarr --climate --out climate_scores.nc --plots plots/
+
+With --climate, FORECAST is the --out of a climate run (forecast run --reduce
+...) or one of its product files: the time-mean RMSE and bias maps, the annual
+cycle of global means, the drift of annual global means and the Wasserstein-1
+distance of the histograms against the same reductions of the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 from forecast.cli.config import CommandConfig, option
 
@@ -55,23 +63,61 @@ class Config(CommandConfig):
         "score an unfinished forecast (its manifest says running or failed): only its finished init times",
     )
     no_progress: bool = option(False, "hide the progress bar")
+    climate: bool = option(
+        False,
+        "score a climate run's products (time-mean RMSE and bias maps, annual cycle, drift, "
+        "histogram distances) against the same reductions of --truth",
+    )
+
+
+def run_climate(args: Config) -> int:
+    """``forecast score --climate``: score, print the table, write the file and plots."""
+    if args.plots:  # cartopy before any NetCDF I/O (see forecast.scoring.plots)
+        from forecast.scoring.climate_plots import draw_climate
+    from forecast.scoring.climate import (
+        climate_scores,
+        format_climate_table,
+        open_products,
+        write_climate_scores,
+    )
+    from forecast.store import open_store
+
+    scores = climate_scores(open_products(args.forecast), open_store(args.truth))
+    print(format_climate_table(scores))
+    if args.out:
+        with _scores_output(args):
+            written = write_climate_scores(scores, args.out)
+        print(f"scores written to {written}", file=sys.stderr)
+    if args.plots:
+        written = draw_climate(scores, args.plots)
+        print(f"{len(written)} plots written to {args.plots}", file=sys.stderr)
+    return 0
+
+
+@contextlib.contextmanager
+def _scores_output(args: Config) -> Iterator[None]:
+    """Hold ``--out``'s lock (one writer at a time) and refuse to replace anything but a scores file."""
+    from forecast.locking import lock
+    from forecast.overwrite import check_replaceable
+
+    if not args.out:
+        yield
+        return
+    with lock(args.out, "forecast score"):
+        check_replaceable(
+            args.out, inputs=[args.forecast, args.truth], kinds=("scores",), flag="--out", action="replace"
+        )
+        yield
 
 
 def run(args: Config) -> int:
     """Score, print the table, write the file and plots."""
-    import contextlib
-
-    from forecast.locking import lock
-    from forecast.overwrite import check_replaceable
+    if args.climate:
+        return run_climate(args)
     from forecast.scoring.score import BASELINES, score_files
 
     init_indices = _finished_part(args.forecast, args.allow_partial)
-    with contextlib.ExitStack() as held:
-        if args.out:  # one writer at a time; replace only a scores file, never an input
-            held.enter_context(lock(args.out, "forecast score"))
-            check_replaceable(
-                args.out, inputs=[args.forecast, args.truth], kinds=("scores",), flag="--out", action="replace"
-            )
+    with _scores_output(args):
         _, table, written = score_files(
             args.forecast,
             args.truth,

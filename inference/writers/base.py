@@ -34,6 +34,10 @@ class Writer(Protocol):
         (then :meth:`resume` and :meth:`read` work).
     parallel : bool
         Whether several processes may write their own regions of one output.
+    stateful : bool
+        Whether the writer holds state in memory between leads (accumulators
+        of a climate run): a resumed run then restarts from restart files
+        that keep :meth:`snapshot`, not from the output.
     compression : str
         The codec of the forecast variables (``zstd``, ``deflate`` or ``none``).
     """
@@ -42,6 +46,7 @@ class Writer(Protocol):
     suffix: str
     resumable: bool
     parallel: bool
+    stateful: bool
     compression: str
 
     def create(self, template: xr.Dataset) -> None:
@@ -68,6 +73,18 @@ class Writer(Protocol):
         """Release files without making the output final."""
         ...
 
+    def exists(self) -> bool:
+        """Whether the output (or part of it) is there."""
+        ...
+
+    def snapshot(self, member_start: int) -> dict[str, Any]:
+        """In-memory state of the batch of members from ``member_start`` (tensors and numbers)."""
+        ...
+
+    def restore(self, member_start: int, member_stop: int, state: dict[str, Any]) -> None:
+        """Continue the batch ``member_start:member_stop`` from a :meth:`snapshot`."""
+        ...
+
 
 class ForecastWriter:
     """Writes a forecast in the layout of :mod:`inference.writers.layout`, one block at a time.
@@ -90,6 +107,8 @@ class ForecastWriter:
     resumable = False
     #: Whether several processes may write their own regions of one output.
     parallel = False
+    #: Whether the writer keeps state between leads (see :class:`Writer`).
+    stateful = False
     #: The codec of the forecast variables (resolved by subclasses that compress).
     compression = "none"
 
@@ -118,6 +137,17 @@ class ForecastWriter:
 
     def close(self) -> None:
         """Release files without making the output final."""
+
+    def exists(self) -> bool:
+        """Whether the output is there."""
+        return self.path.exists()
+
+    def snapshot(self, member_start: int) -> dict[str, Any]:
+        """No in-memory state: an empty dict."""
+        return {}
+
+    def restore(self, member_start: int, member_stop: int, state: dict[str, Any]) -> None:
+        """Nothing to restore."""
 
 
 class BackgroundWriter:

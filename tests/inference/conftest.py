@@ -36,8 +36,9 @@ def write_store(
     step_hours: int = 6,
     mean_factor: float = 1.0,
     units: dict | None = None,
+    time_chunk: int = 1,
 ) -> Path:
-    """A store with the layout of forecast.store: smooth fields drifting eastwards."""
+    """A store with the layout of forecast.store: smooth fields drifting eastwards (``time_chunk`` times a chunk)."""
     grid = Grid.equiangular(nlat, nlon)
     units = units or {}
     if calendar == "standard":
@@ -90,7 +91,7 @@ def write_store(
             "software_version": "test",
         },
     )
-    ds["data"].encoding = {"chunks": (1, len(channels), nlat, nlon)}
+    ds["data"].encoding = {"chunks": (time_chunk, len(channels), nlat, nlon)}
     if calendar != "standard":
         ds["time"].encoding = {"units": "hours since 2000-01-01", "calendar": calendar}
     with warnings.catch_warnings():
@@ -168,16 +169,17 @@ def run(
     compression: str = "auto",
     show_progress: bool = False,
     log=lambda message: None,
+    writer=None,
     **options,
 ):
-    """``run_forecast`` with its collaborators built as ``forecast run`` builds them."""
+    """``run_forecast`` with its collaborators built as ``forecast run`` builds them (``writer``: another writer)."""
     from inference.ensemble import run_forecast
     from inference.initial import InitialStates
     from inference.perturbations import build_perturbation, perturbation_spec
     from inference.request import RunRequest
     from inference.writers import writer_for
 
-    writer = writer_for(out, layout, compression)
+    writer = writer_for(out, layout, compression) if writer is None else writer
     initial = InitialStates(dataset, init_times, stepper)
     spec = perturbation_spec(perturbation, amplitude, stepper.channels, seed, perturbation_options)
     request = RunRequest.for_stepper(

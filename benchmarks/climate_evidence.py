@@ -1,0 +1,272 @@
+"""Evidence for climate runs: a 10-year SFNO climate of the synthetic planet, scored as a climate.
+
+One command reproduces it (about an hour on 2 shared cores; each stage is
+skipped when its result exists)::
+
+    .venv/bin/python benchmarks/climate_evidence.py --workdir work/climate
+
+Stages (all through the ``forecast`` command line):
+
+1. ``forecast synth`` (16x32, noleap, 6-hourly), in chunks run side by side
+   (the generator is serial and costs ~0.3 s of CPU per simulated day):
+   the training year 2000 (seed 0) and the held-out reference decade
+   2001-2010 in four chunks (seeds 10, 40, 20, 30; the first starts at
+   2000-12-31T18, the one earlier state the two-state model starts from).
+   Each chunk spins up for the generator's 20 days, so a decade made of
+   chunks is a sample of the same climate as one made in one piece; only the
+   weather at the chunk boundaries is not continuous.
+2. ``forecast ingest``: ``train.zarr`` (2000), ``reference.zarr``
+   (2000-12-31T18 .. 2010-12-31T18).
+3. ``forecast train --config configs/climate/train.yaml`` on ``train.zarr``.
+4. ``forecast run --init 2001-01-01 --length 10y --reduce monthly`` from the
+   held-out decade: monthly means only.
+5. ``forecast score --climate`` against ``reference.zarr``, with plots.
+6. The natural floor, the expected area-weighted time-mean RMSE between two
+   independent 10-year climates of the generator, estimated from the
+   reference decade (a second decade from other seeds costs another hour of
+   the shared machine): with ``s2`` the interannual variance (ddof 1) of
+   each grid point's annual means, two independent 10-year means differ by
+   ``sqrt(<2 s2 / 10>)`` (years independent); cross-checked by the RMSE of
+   the difference of the decade's two 5-year means divided by ``sqrt(2)``.
+
+Prints a JSON summary (also written to ``WORKDIR/summary-MODEL.json``): wall
+time and steps per second of the run, the size of the monthly output against
+a 6-hourly output of the same run, time-mean RMSE per channel against the
+floor (goal: within 2x), and the drift of the annual global means (goal:
+last year within 2 interannual standard deviations of the first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GRID = "16x32"
+CHUNKS = {  # directory -> (seed, start, days, store)
+    "train": (0, "2000-01-01", 365, "train.zarr"),
+    "reference-1": (10, "2000-12-31T18", 2 * 365 + 0.25, "reference.zarr"),
+    "reference-4": (40, "2003-01-01", 2 * 365, "reference.zarr"),
+    "reference-2": (20, "2005-01-01", 3 * 365, "reference.zarr"),
+    "reference-3": (30, "2008-01-01", 3 * 365, "reference.zarr"),
+}
+INIT = "2001-01-01T00"
+DECADE = slice("2001-01-01", "2010-12-31T18")
+
+
+def _environment() -> dict[str, str]:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # offline Natural Earth data for the plots, as the Makefile sets it
+    cartopy = REPO.parent / "shared" / "data" / "cartopy"
+    if cartopy.is_dir():
+        environment.setdefault("CARTOPY_DATA_DIR", str(cartopy.resolve()))
+    return environment
+
+
+def forecast(*args: str) -> float:
+    """Run ``python -m forecast ARGS`` (one thread per process: the machine is shared); returns seconds."""
+    start = time.perf_counter()
+    print("+ forecast", " ".join(args), file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "forecast", *args], check=True, env=_environment())
+    return time.perf_counter() - start
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/cmdline").read_bytes().find(b"synth") >= 0
+
+
+def synthesize(work: Path) -> dict[str, subprocess.Popen | int | None]:
+    """Start every chunk of ``CHUNKS`` not yet written, side by side (one process each).
+
+    A chunk whose process (``DIR/pid``) still runs from an earlier start of
+    this script is waited for, not started again.
+    """
+    processes: dict[str, subprocess.Popen | int | None] = {}
+    for name, (seed, start, days, _) in CHUNKS.items():
+        directory = work / "synth" / name
+        pid_file = directory / "pid"
+        if (directory / "done").exists():
+            processes[name] = None
+        elif pid_file.exists() and _alive(int(pid_file.read_text())):
+            processes[name] = int(pid_file.read_text())
+        else:
+            arguments = ["synth", str(directory), "--grid", GRID, "--start", start]
+            arguments += ["--days", str(days), "--calendar", "noleap", "--seed", str(seed)]
+            print("+ forecast", " ".join(arguments), file=sys.stderr, flush=True)
+            command = [sys.executable, "-m", "forecast", *arguments, "--no-progress"]
+            process = subprocess.Popen(command, env=_environment())
+            directory.mkdir(parents=True, exist_ok=True)
+            pid_file.write_text(str(process.pid))
+            processes[name] = process
+    return processes
+
+
+def wait(work: Path, processes: dict[str, subprocess.Popen | int | None], store: str) -> None:
+    """Wait for the chunks of ``store``; a chunk is done when its last month is written."""
+    for name, process in processes.items():
+        if CHUNKS[name][3] != store or process is None:
+            continue
+        if isinstance(process, int):
+            while _alive(process):
+                time.sleep(10)
+        elif process.wait() != 0:
+            raise SystemExit(f"forecast synth of chunk {name} failed")
+        _, start, days, _ = CHUNKS[name]
+        year = int(start[:4]) + int(days // 365) - (1 if start.endswith("-01-01") else 0)
+        if not (work / "synth" / name / f"era5_synthetic_{year:04d}-12.nc").exists():
+            raise SystemExit(f"forecast synth of chunk {name} stopped before December {year}")
+        (work / "synth" / name / "done").touch()
+
+
+def ingest(work: Path, store: str) -> None:
+    """``work/store`` from the files of its chunks."""
+    files = []
+    for name, (*_, into) in CHUNKS.items():
+        if into == store:
+            files += sorted(str(f) for f in (work / "synth" / name).glob("era5_synthetic_*.nc"))
+    if not (work / store).exists():
+        forecast(
+            "ingest", *files, "--out", str(work / store), "--grid", "source", "--step", "6h",
+            "--no-progress",
+        )  # fmt: skip
+
+
+def floor(work: Path, channels: list[str]) -> dict[str, dict[str, float]]:
+    """Expected time-mean RMSE between two independent 10-year climates, per channel (see the module)."""
+    from forecast.grid import Grid
+    from forecast.store import open_store
+
+    store = open_store(work / "reference.zarr")
+    data = store["data"].sel(channel=channels, time=DECADE).astype("float64")
+    years = data["time"].dt.year
+    annual = data.groupby(years).mean().values  # (year, channel, lat, lon)
+    weights = Grid.from_coords(store["latitude"].values, store["longitude"].values).area_weights()
+    weights = weights[None, :, None] / weights.mean()
+    variance = annual.var(axis=0, ddof=1)
+    from_variance = np.sqrt((2.0 * variance / len(annual) * weights).mean(axis=(1, 2)))
+    half = len(annual) // 2
+    halves = annual[:half].mean(axis=0) - annual[half:].mean(axis=0)
+    from_halves = np.sqrt((halves**2 * weights).mean(axis=(1, 2))) / np.sqrt(2.0)
+    return {
+        "interannual_variance": dict(zip(channels, from_variance.round(6).tolist(), strict=True)),
+        "two_halves": dict(zip(channels, from_halves.round(6).tolist(), strict=True)),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workdir", default="work/climate")
+    parser.add_argument(
+        "--model", default="sfno", help="stepper to train (config configs/climate/train.yaml)"
+    )
+    args = parser.parse_args()
+    work = Path(args.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    processes = synthesize(work)
+    wait(work, processes, "train.zarr")
+    ingest(work, "train.zarr")
+    run_dir = work / "runs" / args.model
+    checkpoint = run_dir / "best.ckpt"
+    if not checkpoint.exists():
+        forecast(
+            "train",
+            "--config",
+            str(REPO / "configs/climate/train.yaml"),
+            "--model",
+            args.model,
+            "--data",
+            str(work / "train.zarr"),
+            "--out",
+            str(run_dir),
+            "--no-progress",
+        )
+    wait(work, processes, "reference.zarr")
+    ingest(work, "reference.zarr")
+    out = work / f"climate-{args.model}.zarr"
+    manifest_file = out.with_name(out.name + ".manifest.json")
+    if not (
+        manifest_file.exists() and json.loads(manifest_file.read_text()).get("status") == "finished"
+    ):
+        forecast(
+            "run",
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            str(work / "reference.zarr"),
+            "--init",
+            INIT,
+            "--length",
+            "10y",
+            "--reduce",
+            "monthly",
+            "--out",
+            str(out),
+            "--no-progress",
+        )
+    manifest = json.loads(manifest_file.read_text())
+    scores_file = work / f"scores-{args.model}.nc"
+    forecast(
+        "score",
+        str(out),
+        "--truth",
+        str(work / "reference.zarr"),
+        "--climate",
+        "--out",
+        str(scores_file),
+        "--plots",
+        str(work / f"plots-{args.model}"),
+    )
+
+    import xarray as xr
+
+    scores = xr.open_dataset(scores_file)
+    channels = [str(c) for c in scores["channel"].values]
+    floors = floor(work, channels)
+    natural = floors["interannual_variance"]
+    monthly = Path(manifest["products"]["monthly"])
+    size = sum(f.stat().st_size for f in monthly.rglob("*") if f.is_file())
+    steps = int(manifest["steps"])
+    nlat, nlon = (int(n) for n in GRID.split("x"))
+    six_hourly = (steps + 1) * len(channels) * nlat * nlon * 4  # float32, uncompressed
+    rmse = {c: float(scores["time_mean_rmse"].sel(channel=c)) for c in channels}
+    summary = {
+        "model": args.model,
+        "steps": steps,
+        "wall_seconds": manifest["timings"]["total"],
+        "steps_per_second": round(steps / manifest["timings"]["total"], 2),
+        "monthly_output_bytes": size,
+        "six_hourly_output_bytes": six_hourly,
+        "output_size_ratio": round(size / six_hourly, 5),
+        "time_mean_rmse": rmse,
+        "floor": natural,
+        "floor_two_halves": floors["two_halves"],
+        "rmse_over_floor": {c: round(rmse[c] / natural[c], 3) for c in channels},
+        "annual_cycle_rmse": {
+            c: float(scores["annual_cycle_rmse"].sel(channel=c)) for c in channels
+        },
+        "drift_in_interannual_std": {
+            c: round(float(scores["drift"].sel(channel=c)), 3) for c in channels
+        },
+    }
+    (work / f"summary-{args.model}.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
