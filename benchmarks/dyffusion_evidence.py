@@ -64,9 +64,14 @@ def forecast(*argv: str, log: Path | None = None) -> float:
     before = children_cpu()
     started = time.perf_counter()
     with open(log or os.devnull, "a") as out:
-        subprocess.run([*FORECAST, *argv], check=True, env=env, stdout=out, stderr=subprocess.STDOUT)
+        subprocess.run(
+            [*FORECAST, *argv], check=True, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     cpu = children_cpu() - before
-    print(f"   forecast {argv[0]}: {cpu:.0f} CPU-s, {time.perf_counter() - started:.0f} s wall", flush=True)
+    print(
+        f"   forecast {argv[0]}: {cpu:.0f} CPU-s, {time.perf_counter() - started:.0f} s wall",
+        flush=True,
+    )
     return cpu
 
 
@@ -208,7 +213,9 @@ def long_run(work: Path, store: Path, checkpoint: Path) -> dict:
     fc = xr.open_zarr(out)
     truth = open_store(truth_store)
     grid: Grid = store_grid(truth)
-    weights = xr.DataArray(grid.area_weights(), dims="latitude", coords={"latitude": truth.latitude})
+    weights = xr.DataArray(
+        grid.area_weights(), dims="latitude", coords={"latitude": truth.latitude}
+    )
     valid = fc["valid_time"].isel(time=0).values[1:]
     truth_data = truth["data"].sel(time=valid)
     channels = [str(c) for c in truth["channel"].values if str(c) in fc]
@@ -217,18 +224,26 @@ def long_run(work: Path, store: Path, checkpoint: Path) -> dict:
         values = fc[channel].isel(time=0, member=0, lead_time=slice(1, None))
         finite = bool(np.isfinite(values.values).all())
         model = float(values.weighted(weights).mean(("latitude", "longitude")).mean())
-        true = float(truth_data.sel(channel=channel).weighted(weights).mean(("latitude", "longitude")).mean())
+        true = float(
+            truth_data.sel(channel=channel).weighted(weights).mean(("latitude", "longitude")).mean()
+        )
         std = float(truth["std"].sel(channel=channel))
         result[channel] = {"finite": finite, "bias_over_std": (model - true) / std}
     return result
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workdir", default="work/dyffusion_evidence")
     parser.add_argument("--skip-long", action="store_true", help="skip the one-year rollout")
-    parser.add_argument("--max-steps", type=int, help="DYffusion's optimiser steps (default: its config's)")
-    parser.add_argument("--interpolator-steps", type=int, help="of which stage 1 (default: its config's)")
+    parser.add_argument(
+        "--max-steps", type=int, help="DYffusion's optimiser steps (default: its config's)"
+    )
+    parser.add_argument(
+        "--interpolator-steps", type=int, help="of which stage 1 (default: its config's)"
+    )
     parser.add_argument("--init-every", type=int, default=12, help="hours between held-out inits")
     args = parser.parse_args()
     work = Path(args.workdir)
@@ -248,8 +263,13 @@ def main() -> int:
     sfno = run_and_score(work, store, "sfno", work / "sfno" / "best.ckpt", inits,
                          "--config", str(DEMO / "run.yaml"))  # fmt: skip
     channels = [str(c) for c in dy["channel"].values]
-    report: dict = {"cpu_s": {"dyffusion": dy_cpu, "sfno": sfno_cpu, "sfno_steps": sfno_steps}, "inits": inits}
-    print(f"\nTraining CPU time: DYffusion {dy_cpu:.0f} s, SFNO {sfno_cpu:.0f} s ({sfno_steps} steps)\n")
+    report: dict = {
+        "cpu_s": {"dyffusion": dy_cpu, "sfno": sfno_cpu, "sfno_steps": sfno_steps},
+        "inits": inits,
+    }
+    print(
+        f"\nTraining CPU time: DYffusion {dy_cpu:.0f} s, SFNO {sfno_cpu:.0f} s ({sfno_steps} steps)\n"
+    )
     print("| channel | " + " | ".join(f"CRPS {h} h DY / SFNO" for h in LEADS_H) + " | "
           + " | ".join(f"SSR {h} h DY, SFNO" for h in SSR_LEADS_H) + " | power 120 h DY, SFNO |")  # fmt: skip
     print("| --- " * (1 + len(LEADS_H) + len(SSR_LEADS_H) + 1) + "|")
@@ -274,7 +294,9 @@ def main() -> int:
         report[channel] = row
         print(f"| {channel} | " + " | ".join(cells) + " |")
     crps_ok = all(report[c]["crps_ratio"][h] <= 0.9 for c in channels for h in LEADS_H)
-    ssr_ok = all(0.8 <= report[c]["ssr"][h]["dyffusion"] <= 1.2 for c in channels for h in SSR_LEADS_H)
+    ssr_ok = all(
+        0.8 <= report[c]["ssr"][h]["dyffusion"] <= 1.2 for c in channels for h in SSR_LEADS_H
+    )
     power_ok = all(
         abs(report[c]["power_120h"]["dyffusion"] - 1) < abs(report[c]["power_120h"]["sfno"] - 1)
         for c in channels

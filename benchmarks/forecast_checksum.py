@@ -68,7 +68,12 @@ def main() -> None:
     field = base[0]
     blocks = np.stack(
         [
-            np.stack([field * (1 + 0.01 * rng.standard_normal(field.shape, dtype=np.float32)) for _ in range(args.members)])
+            np.stack(
+                [
+                    field * (1 + 0.01 * rng.standard_normal(field.shape, dtype=np.float32))
+                    for _ in range(args.members)
+                ]
+            )
             for _ in range(args.steps + 1)
         ]
     ).astype(np.float32)
@@ -85,12 +90,16 @@ def main() -> None:
                     entry["write"].append(_write(path, blocks, compressors))
                     entry["read"].append(_read(path))
     print(f"{mib:.1f} MiB of float32, {args.repeats} repeats, medians")
-    print("| codec | write s (no CRC) | write s (CRC32C) | write ratio | read s (no CRC) | read s (CRC32C) | read ratio |")
+    print(
+        "| codec | write s (no CRC) | write s (CRC32C) | write ratio | read s (no CRC) | read s (CRC32C) | read ratio |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for codec in ("zstd", "none"):
         w0, w1 = (statistics.median(results[(codec, c)]["write"]) for c in (False, True))
         r0, r1 = (statistics.median(results[(codec, c)]["read"]) for c in (False, True))
-        print(f"| {codec} | {w0:.3f} | {w1:.3f} | {w1 / w0:.2f} | {r0:.3f} | {r1:.3f} | {r1 / r0:.2f} |")
+        print(
+            f"| {codec} | {w0:.3f} | {w1:.3f} | {w1 / w0:.2f} | {r0:.3f} | {r1:.3f} | {r1 / r0:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -78,16 +78,34 @@ print(json.dumps({"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_s
 
 
 def _run(code: str, *args: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gigabytes", type=float, default=1.0, help="size of the synthetic NetCDF to ingest (default 1.0)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--gigabytes",
+        type=float,
+        default=1.0,
+        help="size of the synthetic NetCDF to ingest (default 1.0)",
+    )
     parser.add_argument("--workdir", default="/tmp/forecast-bench-ingest")
-    parser.add_argument("--repeats", type=int, default=3, help="floor/ingest pairs, run alternately (default 3)")
-    parser.add_argument("--workers", default=None, help="comma-separated worker counts: run the scaling comparison (e.g. 1,2,4,8)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="floor/ingest pairs, run alternately (default 3)"
+    )
+    parser.add_argument(
+        "--workers",
+        default=None,
+        help="comma-separated worker counts: run the scaling comparison (e.g. 1,2,4,8)",
+    )
     args = parser.parse_args()
     work = Path(args.workdir)
     source = work / f"synth-{args.gigabytes:g}GB"
@@ -97,56 +115,95 @@ def main() -> None:
         print(f"writing {days} days of 1-degree synthetic data to {source} (once) ...", flush=True)
         tmp = source.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run([str(Path(sys.executable).parent / "forecast"), "synth", str(tmp), "--grid", "1.0deg", "--days", str(days), "--start", "2020-01-01"], check=True)
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "forecast"),
+                "synth",
+                str(tmp),
+                "--grid",
+                "1.0deg",
+                "--days",
+                str(days),
+                "--start",
+                "2020-01-01",
+            ],
+            check=True,
+        )
         tmp.rename(source)
     pattern = str(source / "*.nc")
     size = sum(p.stat().st_size for p in source.glob("*.nc")) / 1e9
     store, half_store = work / "store.zarr", work / "half.zarr"
     for old in (store, half_store):  # not timed: replacing an old store would add deleting it
         shutil.rmtree(old, ignore_errors=True)
-    for path in sorted(source.glob("*.nc")):  # not timed: the first run would otherwise pay for a cold page cache
+    for path in sorted(
+        source.glob("*.nc")
+    ):  # not timed: the first run would otherwise pay for a cold page cache
         with open(path, "rb") as handle:
             while handle.read(16 * 2**20):
                 pass
     if args.workers:
-        _scaling(pattern, store, [int(n) for n in args.workers.split(",")], args.repeats, size, days)
+        _scaling(
+            pattern, store, [int(n) for n in args.workers.split(",")], args.repeats, size, days
+        )
         return
     floors, fulls = [], []
-    for _ in range(args.repeats):  # interleaved, so that a noisy spell on the shared machine hits both
+    for _ in range(
+        args.repeats
+    ):  # interleaved, so that a noisy spell on the shared machine hits both
         floors.append(_run(FLOOR, pattern))
         fulls.append(_run(INGEST, pattern, str(store), str(REPO), "all"))
         shutil.rmtree(store, ignore_errors=True)
     half = _run(INGEST, pattern, str(half_store), str(REPO), "half")
-    print(f"\nsource: {size:.2f} GB of NetCDF, {days} days, 1.0deg, {fulls[0]['channels']} channels, {fulls[0]['times']} times")
+    print(
+        f"\nsource: {size:.2f} GB of NetCDF, {days} days, 1.0deg, {fulls[0]['channels']} channels, {fulls[0]['times']} times"
+    )
     print(f"{'run':<32}{'seconds':>10}{'CPU seconds':>14}{'peak RSS (MB)':>16}")
     rows = [(f"floor: read with xarray ({i + 1})", f) for i, f in enumerate(floors)]
     rows += [(f"ingest, all files ({i + 1})", f) for i, f in enumerate(fulls)]
     for label, run in [*rows, ("ingest, first half", half)]:
-        print(f"{label:<32}{run['seconds']:>10.1f}{run['cpu_seconds']:>14.1f}{run['peak_rss_mb']:>16.0f}")
+        print(
+            f"{label:<32}{run['seconds']:>10.1f}{run['cpu_seconds']:>14.1f}{run['peak_rss_mb']:>16.0f}"
+        )
     floor = {key: float(np.median([f[key] for f in floors])) for key in ("seconds", "cpu_seconds")}
-    full = {key: float(np.median([f[key] for f in fulls])) for key in ("seconds", "cpu_seconds", "peak_rss_mb")}
-    ratios = ", ".join(f"{f['seconds'] / g['seconds']:.2f}" for f, g in zip(fulls, floors, strict=True))
+    full = {
+        key: float(np.median([f[key] for f in fulls]))
+        for key in ("seconds", "cpu_seconds", "peak_rss_mb")
+    }
+    ratios = ", ".join(
+        f"{f['seconds'] / g['seconds']:.2f}" for f, g in zip(fulls, floors, strict=True)
+    )
     cores = len(os.sched_getaffinity(0))
-    print(f"\ningest / floor time, medians of {args.repeats}: {full['seconds'] / floor['seconds']:.2f}x (goal <= 2x; pair by pair: {ratios})")
+    print(
+        f"\ningest / floor time, medians of {args.repeats}: {full['seconds'] / floor['seconds']:.2f}x (goal <= 2x; pair by pair: {ratios})"
+    )
     print(
         f"ingest / floor CPU time: {full['cpu_seconds'] / floor['cpu_seconds']:.1f}x; on {cores} cores the ingest cannot take less than "
         f"{full['cpu_seconds'] / cores:.1f} s = {full['cpu_seconds'] / cores / floor['seconds']:.1f}x the floor, however well it overlaps"
     )
-    print(f"peak memory, all / half of the data: {full['peak_rss_mb'] / half['peak_rss_mb']:.2f}x (bounded by chunks: ~1x)")
+    print(
+        f"peak memory, all / half of the data: {full['peak_rss_mb'] / half['peak_rss_mb']:.2f}x (bounded by chunks: ~1x)"
+    )
 
-def _scaling(pattern: str, store: Path, workers: list[int], repeats: int, size: float, days: int) -> None:
+
+def _scaling(
+    pattern: str, store: Path, workers: list[int], repeats: int, size: float, days: int
+) -> None:
     runs: dict[int, list[dict]] = {n: [] for n in workers}
     for _ in range(repeats):
         for n in workers:  # interleaved, like the floor and the ingest
             runs[n].append(_run(INGEST, pattern, str(store), str(REPO), "all", f"local:{n}"))
             shutil.rmtree(store, ignore_errors=True)
-    print(f"\nsource: {size:.2f} GB of NetCDF, {days} days, 1.0deg; {len(os.sched_getaffinity(0))} cores")
+    print(
+        f"\nsource: {size:.2f} GB of NetCDF, {days} days, 1.0deg; {len(os.sched_getaffinity(0))} cores"
+    )
     print(f"{'workers':>8}{'seconds (each run)':>28}{'median s':>10}{'speed-up':>10}")
     base = float(np.median([r["seconds"] for r in runs[workers[0]]]))
     for n in workers:
         seconds = [r["seconds"] for r in runs[n]]
         median = float(np.median(seconds))
-        print(f"{n:>8}{', '.join(f'{t:.1f}' for t in seconds):>28}{median:>10.1f}{base / median:>9.2f}x")
+        print(
+            f"{n:>8}{', '.join(f'{t:.1f}' for t in seconds):>28}{median:>10.1f}{base / median:>9.2f}x"
+        )
 
 
 if __name__ == "__main__":

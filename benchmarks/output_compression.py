@@ -72,7 +72,11 @@ def blocks(base: np.ndarray, members: int, steps: int, seed: int = 0):
 
 
 def size_of(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    return (
+        sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        if path.is_dir()
+        else path.stat().st_size
+    )
 
 
 def write_once(out: Path, compression: str, template: xr.Dataset, data: list) -> float:
@@ -98,7 +102,14 @@ def main() -> None:
     data = list(blocks(base, args.members, args.steps))
     inits = np.array(["2020-01-01T00", "2020-07-01T00"], dtype="datetime64[ns]")
     template = forecast_template(
-        channels, grid, inits, args.steps, dt.timedelta(hours=6), args.members, "standard", {},
+        channels,
+        grid,
+        inits,
+        args.steps,
+        dt.timedelta(hours=6),
+        args.members,
+        "standard",
+        {},
         member_chunk=args.members,
     )
     raw = sum(block.nbytes for _, _, block in data)
@@ -115,7 +126,9 @@ def main() -> None:
         f"{len(data)} blocks of {args.members} members x {len(channels)} channels on {grid.describe()}: "
         f"{raw / 2**20:.0f} MiB of float32, median of {args.repeats} writes"
     )
-    print(f"{'format':<7}{'codec':<9}{'seconds':>9}{'MiB/s':>8}{'MiB':>8}{'size/none':>11}{'time/none':>11}")
+    print(
+        f"{'format':<7}{'codec':<9}{'seconds':>9}{'MiB/s':>8}{'MiB':>8}{'size/none':>11}{'time/none':>11}"
+    )
     for suffix in FORMATS:
         plain_time = statistics.median(seconds[(suffix, "none")])
         for codec in CODECS:

@@ -144,7 +144,9 @@ def make_dyffusion(nlat: int, nlon: int, horizon: int = 4) -> DYffusionStepper:
     ).eval()
 
 
-def dyffusion_cost(store, workdir: Path, nlat: int, nlon: int, members: int, steps: int, repeats: int) -> dict:
+def dyffusion_cost(
+    store, workdir: Path, nlat: int, nlon: int, members: int, steps: int, repeats: int
+) -> dict:
     """Member-steps per second of DYffusion and of the SFNO of the same size, timed alternately."""
     sfno, dyffusion = make_stepper(nlat, nlon), make_dyffusion(nlat, nlon)
     seconds = {"sfno": [], "dyffusion": []}
@@ -155,7 +157,13 @@ def dyffusion_cost(store, workdir: Path, nlat: int, nlon: int, members: int, ste
         for name, model in (("sfno", sfno), ("dyffusion", dyffusion)):
             before = time.process_time()
             elapsed, _ = engine_run(
-                model, store, workdir / f"cost-{name}.zarr", members, steps, members, perturbation="none"
+                model,
+                store,
+                workdir / f"cost-{name}.zarr",
+                members,
+                steps,
+                members,
+                perturbation="none",
             )
             cpu[name].append(time.process_time() - before)
             seconds[name].append(elapsed)
@@ -336,6 +344,7 @@ def main() -> int:
         },
         "members_per_s": round(args.members / engine, 3),
     }
+
     def child(python: str, only: str, steps: int, env: dict | None = None):
         """This script in another process, with the same grid, members and threads."""
         argv = [python, __file__, "--only", only, "--steps", str(steps), "--grid", args.grid,
@@ -365,7 +374,12 @@ def main() -> int:
 
 
 def run_earth2studio(
-    stepper: BackboneStepper, store_path: Path, workdir: Path, members: int, steps: int, batch_size: int
+    stepper: BackboneStepper,
+    store_path: Path,
+    workdir: Path,
+    members: int,
+    steps: int,
+    batch_size: int,
 ) -> dict:
     """earth2studio's ensemble workflow (Gaussian perturbation, Zarr backend) around the same model."""
     from collections import OrderedDict

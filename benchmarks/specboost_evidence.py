@@ -93,13 +93,17 @@ def rmse_24h(checkpoint: Path, store: Path):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workdir", default="work/dyffusion_evidence")
     parser.add_argument("--first", default="fno", help="backbone of the first model")
     parser.add_argument("--booster", default="fno", help="backbone of the booster")
     parser.add_argument("--booster-hparams", default="embed_dim=32,num_layers=4")
     parser.add_argument("--boost-steps", type=int, default=400)
-    parser.add_argument("--first-steps", type=int, help="first model's steps (default: the config's 1000)")
+    parser.add_argument(
+        "--first-steps", type=int, help="first model's steps (default: the config's 1000)"
+    )
     parser.add_argument("--continue-rollout-steps", type=int, default=4)
     parser.add_argument("--only", choices=("continue",), help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
@@ -109,7 +113,9 @@ def main() -> int:
     store = work / "store.zarr"
     first_dir = work / f"first_{args.first}"
     if args.only == "continue":
-        continue_training(first_dir / "best.ckpt", store, Path(args.out), args.steps, args.continue_rollout_steps)
+        continue_training(
+            first_dir / "best.ckpt", store, Path(args.out), args.steps, args.continue_rollout_steps
+        )
         return 0
     work.mkdir(parents=True, exist_ok=True)
     store = build_store(work)
@@ -162,7 +168,9 @@ def main() -> int:
     print(f"\nCPU: first model {record['first_cpu_s']:.0f} s; booster {record['boost_cpu_s']:.0f} s "
           f"({args.boost_steps} steps); continued {record['continued_cpu_s']:.0f} s "
           f"({record['continued_steps']} steps); {samples} held-out initial times\n")  # fmt: skip
-    print("| channel | first | first trained on | boosted | boosted / trained on | boosted / first |")
+    print(
+        "| channel | first | first trained on | boosted | boosted / trained on | boosted / first |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for channel in first:
         a, b, c = first[channel], continued[channel], boosted[channel]

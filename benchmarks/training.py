@@ -197,7 +197,9 @@ def measure(
         store = write_store(Path(tmp) / "bench.zarr", grid, n_time=n_time, n_channels=n_channels)
 
         def bare() -> list[float]:
-            seconds = bare_step_seconds(store, model, batch_size, steps + skip, device, hparams, precision)
+            seconds = bare_step_seconds(
+                store, model, batch_size, steps + skip, device, hparams, precision
+            )
             return seconds[skip:]
 
         bare_times = bare()

@@ -71,26 +71,116 @@ _PRESSURE_LEVEL = {
     for v in (
         _Variable("z", "Geopotential", "m**2 s**-2", "geopotential", ("z", "geopotential", "hgt")),
         _Variable("t", "Temperature", "K", "air_temperature", ("t", "temperature", "air", "ta")),
-        _Variable("u", "U component of wind", "m s**-1", "eastward_wind", ("u", "u_component_of_wind", "uwnd", "ua")),
-        _Variable("v", "V component of wind", "m s**-1", "northward_wind", ("v", "v_component_of_wind", "vwnd", "va")),
-        _Variable("q", "Specific humidity", "kg kg**-1", "specific_humidity", ("q", "specific_humidity", "shum", "hus")),
-        _Variable("r", "Relative humidity", "%", "relative_humidity", ("r", "relative_humidity", "rhum", "hur")),
-        _Variable("w", "Vertical velocity", "Pa s**-1", "lagrangian_tendency_of_air_pressure", ("w", "vertical_velocity", "omega", "wap")),
+        _Variable(
+            "u",
+            "U component of wind",
+            "m s**-1",
+            "eastward_wind",
+            ("u", "u_component_of_wind", "uwnd", "ua"),
+        ),
+        _Variable(
+            "v",
+            "V component of wind",
+            "m s**-1",
+            "northward_wind",
+            ("v", "v_component_of_wind", "vwnd", "va"),
+        ),
+        _Variable(
+            "q",
+            "Specific humidity",
+            "kg kg**-1",
+            "specific_humidity",
+            ("q", "specific_humidity", "shum", "hus"),
+        ),
+        _Variable(
+            "r",
+            "Relative humidity",
+            "%",
+            "relative_humidity",
+            ("r", "relative_humidity", "rhum", "hur"),
+        ),
+        _Variable(
+            "w",
+            "Vertical velocity",
+            "Pa s**-1",
+            "lagrangian_tendency_of_air_pressure",
+            ("w", "vertical_velocity", "omega", "wap"),
+        ),
     )
 }
 
 # Single-level variables: channel id is fixed (the first alias is the ERA5 CDS short name).
 _SINGLE_LEVEL = {
-    "t2m": _Variable("t2m", "2 metre temperature", "K", "air_temperature", ("t2m", "2t", "2m_temperature", "air", "tas")),
-    "u10m": _Variable("u10", "10 metre U wind component", "m s**-1", "eastward_wind", ("u10", "10u", "10m_u_component_of_wind", "uas")),
-    "v10m": _Variable("v10", "10 metre V wind component", "m s**-1", "northward_wind", ("v10", "10v", "10m_v_component_of_wind", "vas")),
-    "u100m": _Variable("u100", "100 metre U wind component", "m s**-1", "eastward_wind", ("u100", "100u", "100m_u_component_of_wind")),
-    "v100m": _Variable("v100", "100 metre V wind component", "m s**-1", "northward_wind", ("v100", "100v", "100m_v_component_of_wind")),
-    "msl": _Variable("msl", "Mean sea level pressure", "Pa", "air_pressure_at_mean_sea_level", ("msl", "mean_sea_level_pressure", "slp", "psl", "prmsl")),
-    "sp": _Variable("sp", "Surface pressure", "Pa", "surface_air_pressure", ("sp", "surface_pressure", "pres", "ps")),
-    "tcwv": _Variable("tcwv", "Total column vertically-integrated water vapour", "kg m**-2", "atmosphere_mass_content_of_water_vapor", ("tcwv", "total_column_water_vapour", "prw")),
-    "d2m": _Variable("d2m", "2 metre dewpoint temperature", "K", "dew_point_temperature", ("d2m", "2d", "2m_dewpoint_temperature")),
-    "sst": _Variable("sst", "Sea surface temperature", "K", "sea_surface_temperature", ("sst", "sea_surface_temperature")),
+    "t2m": _Variable(
+        "t2m",
+        "2 metre temperature",
+        "K",
+        "air_temperature",
+        ("t2m", "2t", "2m_temperature", "air", "tas"),
+    ),
+    "u10m": _Variable(
+        "u10",
+        "10 metre U wind component",
+        "m s**-1",
+        "eastward_wind",
+        ("u10", "10u", "10m_u_component_of_wind", "uas"),
+    ),
+    "v10m": _Variable(
+        "v10",
+        "10 metre V wind component",
+        "m s**-1",
+        "northward_wind",
+        ("v10", "10v", "10m_v_component_of_wind", "vas"),
+    ),
+    "u100m": _Variable(
+        "u100",
+        "100 metre U wind component",
+        "m s**-1",
+        "eastward_wind",
+        ("u100", "100u", "100m_u_component_of_wind"),
+    ),
+    "v100m": _Variable(
+        "v100",
+        "100 metre V wind component",
+        "m s**-1",
+        "northward_wind",
+        ("v100", "100v", "100m_v_component_of_wind"),
+    ),
+    "msl": _Variable(
+        "msl",
+        "Mean sea level pressure",
+        "Pa",
+        "air_pressure_at_mean_sea_level",
+        ("msl", "mean_sea_level_pressure", "slp", "psl", "prmsl"),
+    ),
+    "sp": _Variable(
+        "sp",
+        "Surface pressure",
+        "Pa",
+        "surface_air_pressure",
+        ("sp", "surface_pressure", "pres", "ps"),
+    ),
+    "tcwv": _Variable(
+        "tcwv",
+        "Total column vertically-integrated water vapour",
+        "kg m**-2",
+        "atmosphere_mass_content_of_water_vapor",
+        ("tcwv", "total_column_water_vapour", "prw"),
+    ),
+    "d2m": _Variable(
+        "d2m",
+        "2 metre dewpoint temperature",
+        "K",
+        "dew_point_temperature",
+        ("d2m", "2d", "2m_dewpoint_temperature"),
+    ),
+    "sst": _Variable(
+        "sst",
+        "Sea surface temperature",
+        "K",
+        "sea_surface_temperature",
+        ("sst", "sea_surface_temperature"),
+    ),
 }
 
 _LEVEL_ID = re.compile(r"^([a-z]+?)(\d+)$")
@@ -118,7 +208,12 @@ def channel_info(channel_id: str) -> ChannelInfo:
         var = _PRESSURE_LEVEL[match.group(1)]
         level = int(match.group(2))
         return ChannelInfo(
-            channel_id, f"{var.long_name} at {level} hPa", var.units, var.standard_name, level, var.base
+            channel_id,
+            f"{var.long_name} at {level} hPa",
+            var.units,
+            var.standard_name,
+            level,
+            var.base,
         )
     raise DataError(
         f"unknown channel id {channel_id!r}",
@@ -175,10 +270,31 @@ def _canonical_unit_spelling(units: str) -> str:
 # with value_canonical = value * scale + offset.
 _UNIT_CONVERSIONS: dict[str, dict[str, tuple[float, float]]] = {
     "m**2 s**-2": {"m2 s-2": (1.0, 0.0), "m2/s2": (1.0, 0.0), "m2s-2": (1.0, 0.0)},
-    "K": {"k": (1.0, 0.0), "kelvin": (1.0, 0.0), "degk": (1.0, 0.0), "degc": (1.0, 273.15), "c": (1.0, 273.15), "celsius": (1.0, 273.15), "deg c": (1.0, 273.15)},
+    "K": {
+        "k": (1.0, 0.0),
+        "kelvin": (1.0, 0.0),
+        "degk": (1.0, 0.0),
+        "degc": (1.0, 273.15),
+        "c": (1.0, 273.15),
+        "celsius": (1.0, 273.15),
+        "deg c": (1.0, 273.15),
+    },
     "m s**-1": {"m s-1": (1.0, 0.0), "m/s": (1.0, 0.0), "ms-1": (1.0, 0.0)},
-    "Pa": {"pa": (1.0, 0.0), "pascal": (1.0, 0.0), "hpa": (100.0, 0.0), "mbar": (100.0, 0.0), "millibars": (100.0, 0.0), "mb": (100.0, 0.0)},
-    "kg kg**-1": {"kg kg-1": (1.0, 0.0), "kg/kg": (1.0, 0.0), "1": (1.0, 0.0), "g kg-1": (1e-3, 0.0), "g/kg": (1e-3, 0.0)},
+    "Pa": {
+        "pa": (1.0, 0.0),
+        "pascal": (1.0, 0.0),
+        "hpa": (100.0, 0.0),
+        "mbar": (100.0, 0.0),
+        "millibars": (100.0, 0.0),
+        "mb": (100.0, 0.0),
+    },
+    "kg kg**-1": {
+        "kg kg-1": (1.0, 0.0),
+        "kg/kg": (1.0, 0.0),
+        "1": (1.0, 0.0),
+        "g kg-1": (1e-3, 0.0),
+        "g/kg": (1e-3, 0.0),
+    },
     "%": {"%": (1.0, 0.0), "percent": (1.0, 0.0)},
     "Pa s**-1": {"pa s-1": (1.0, 0.0), "pa/s": (1.0, 0.0)},
     "kg m**-2": {"kg m-2": (1.0, 0.0), "kg/m2": (1.0, 0.0), "mm": (1.0, 0.0)},

@@ -72,7 +72,9 @@ class Grid:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise GridError(f"unknown grid kind {self.kind!r}", hint=f"use one of {', '.join(KINDS)}")
+            raise GridError(
+                f"unknown grid kind {self.kind!r}", hint=f"use one of {', '.join(KINDS)}"
+            )
         lat = np.asarray(self.latitude, dtype=np.float64)
         lon = np.asarray(self.longitude, dtype=np.float64)
         object.__setattr__(self, "latitude", lat)
@@ -100,7 +102,10 @@ class Grid:
         """Build a global grid by kind name."""
         builders = {"equiangular": cls.equiangular, "legendre-gauss": cls.legendre_gauss}
         if kind not in builders:
-            raise GridError(f"cannot build a {kind!r} grid from a shape", hint=f"use one of {', '.join(builders)}")
+            raise GridError(
+                f"cannot build a {kind!r} grid from a shape",
+                hint=f"use one of {', '.join(builders)}",
+            )
         return builders[kind](nlat, nlon)
 
     @classmethod
@@ -151,9 +156,15 @@ class Grid:
             res = float(degrees.group(1))
             rows, columns = (180.0 / res + 1, 360.0 / res) if res > 0 else (0.5, 0.5)
             if abs(rows - round(rows)) > 1e-6 or abs(columns - round(columns)) > 1e-6:
-                raise GridError(f"resolution {spec!r} does not divide 180 and 360 degrees", hint="use e.g. 0.25deg, 1.0deg, 1.5deg, 5.625deg")
+                raise GridError(
+                    f"resolution {spec!r} does not divide 180 and 360 degrees",
+                    hint="use e.g. 0.25deg, 1.0deg, 1.5deg, 5.625deg",
+                )
             return cls.equiangular(round(rows), round(columns))
-        raise GridError(f"cannot parse grid {spec!r}", hint="write NLATxNLON (e.g. 32x64) or a resolution such as 1.0deg")
+        raise GridError(
+            f"cannot parse grid {spec!r}",
+            hint="write NLATxNLON (e.g. 32x64) or a resolution such as 1.0deg",
+        )
 
     # -- properties -------------------------------------------------------------------
     @property

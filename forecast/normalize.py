@@ -41,9 +41,19 @@ class Normalizer:
 
     def to_dict(self) -> dict[str, list]:
         """Plain lists, for a checkpoint."""
-        return {"channels": list(self.channels), "mean": self.mean.tolist(), "std": self.std.tolist(), "diff_std": self.diff_std.tolist()}
+        return {
+            "channels": list(self.channels),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "diff_std": self.diff_std.tolist(),
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> Normalizer:
         """Inverse of :meth:`to_dict`."""
-        return cls(tuple(values["channels"]), np.asarray(values["mean"]), np.asarray(values["std"]), np.asarray(values["diff_std"]))
+        return cls(
+            tuple(values["channels"]),
+            np.asarray(values["mean"]),
+            np.asarray(values["std"]),
+            np.asarray(values["diff_std"]),
+        )

@@ -94,9 +94,9 @@ def _is_forecast(location: str) -> bool:
 
 def _is_scores(location: str) -> bool:
     attrs = _netcdf_attrs(location) or {}
-    return str(attrs.get("title", "")).startswith("forecast skill scores") or "forecast score" in str(
-        attrs.get("history", "")
-    )
+    return str(attrs.get("title", "")).startswith(
+        "forecast skill scores"
+    ) or "forecast score" in str(attrs.get("history", ""))
 
 
 #: Keys of the config.yaml that ``forecast train`` writes into a run directory.

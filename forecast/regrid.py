@@ -33,7 +33,10 @@ def covers_globe(grid: Grid, atol: float = 1e-3) -> bool:
     """Whether a grid spans all longitudes regularly and reaches within one spacing of both poles."""
     lon, lat = grid.longitude, grid.latitude
     spacing = np.diff(lon)
-    regular = np.allclose(spacing, spacing[0], atol=atol) and abs(spacing[0] * lon.size - 360.0) < atol * lon.size
+    regular = (
+        np.allclose(spacing, spacing[0], atol=atol)
+        and abs(spacing[0] * lon.size - 360.0) < atol * lon.size
+    )
     lat_step = np.abs(np.diff(lat)).max()
     return bool(regular and lat[0] >= 90.0 - lat_step - atol and lat[-1] <= -90.0 + lat_step + atol)
 
@@ -100,14 +103,20 @@ class Regridder:
     def _resampler(self, device: torch.device | str = "cpu") -> ResampleS2:
         if self._module is None:
             self._module = ResampleS2(
-                self.source.nlat, self.source.nlon, self.target.nlat, self.target.nlon,
-                grid_in=self.source.kind, grid_out=self.target.kind,
+                self.source.nlat,
+                self.source.nlon,
+                self.target.nlat,
+                self.target.nlon,
+                grid_in=self.source.kind,
+                grid_out=self.target.kind,
             )
         return self._module.to(device)
 
     def _resample(self, values: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            out = self._resampler()(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)))
+            out = self._resampler()(
+                torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+            )
         return out.numpy()
 
     def regrid_tensor(self, values: torch.Tensor) -> torch.Tensor:
@@ -119,7 +128,9 @@ class Regridder:
         if self.identity:
             return values
         if not self.source.is_global:
-            raise GridError(f"tensor regridding needs a global source grid, got {self.source.describe()}")
+            raise GridError(
+                f"tensor regridding needs a global source grid, got {self.source.describe()}"
+            )
         with torch.no_grad():
             return self._resampler(values.device)(values)
 
@@ -136,8 +147,12 @@ class Regridder:
             padded = padded[:, 1:-1]
             lat_p = lat
         lon_p = np.concatenate([[lon[-1] - 360.0], lon, [lon[0] + 360.0]])
-        field = xr.DataArray(padded, dims=("sample", *SPACE), coords={LATITUDE: lat_p, LONGITUDE: lon_p})
-        out = field.interp(latitude=self.target.latitude, longitude=self.target.longitude, method="linear")
+        field = xr.DataArray(
+            padded, dims=("sample", *SPACE), coords={LATITUDE: lat_p, LONGITUDE: lon_p}
+        )
+        out = field.interp(
+            latitude=self.target.latitude, longitude=self.target.longitude, method="linear"
+        )
         return out.values.astype(np.float32).reshape(*lead, self.target.nlat, self.target.nlon)
 
 

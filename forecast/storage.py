@@ -156,7 +156,9 @@ def filesystem(path: str | Path) -> tuple[Any, str]:
     except ImportError as err:
         package = FILESYSTEM_PACKAGES.get(protocol, "the fsspec filesystem for it")
         raise StorageError(
-            f"no filesystem for {protocol}:// is installed ({err})", path=path, hint=f"pip install {package}"
+            f"no filesystem for {protocol}:// is installed ({err})",
+            path=path,
+            hint=f"pip install {package}",
         ) from err
     except ValueError as err:
         if "not known" in str(err) or "Protocol" in str(err):
@@ -192,7 +194,13 @@ def storage_errors(path: str | Path, action: str = "access") -> Iterator[None]:
             raise
         name = type(err).__name__
         text = _reason(err)
-        if isinstance(err, PermissionError) or "AccessDenied" in text or "Forbidden" in text or "403" in text or "credentials" in text.lower():
+        if (
+            isinstance(err, PermissionError)
+            or "AccessDenied" in text
+            or "Forbidden" in text
+            or "403" in text
+            or "credentials" in text.lower()
+        ):
             raise StorageError(
                 f"access denied while trying to {action} it ({text})",
                 path=path,
@@ -205,14 +213,22 @@ def storage_errors(path: str | Path, action: str = "access") -> Iterator[None]:
                 path=path,
                 hint="check the bucket and path (does the bucket exist?)",
             ) from err
-        if isinstance(err, (ConnectionError, TimeoutError)) or "connect" in text.lower() or name in ("ClientConnectorError", "EndpointConnectionError", "ServerTimeoutError"):
+        if (
+            isinstance(err, (ConnectionError, TimeoutError))
+            or "connect" in text.lower()
+            or name in ("ClientConnectorError", "EndpointConnectionError", "ServerTimeoutError")
+        ):
             raise StorageError(
                 f"cannot reach the storage service while trying to {action} it ({text})",
                 path=path,
                 hint="check the network and the endpoint (AWS_ENDPOINT_URL for S3-compatible services)",
             ) from err
         if isinstance(err, OSError):
-            raise StorageError(f"cannot {action} it ({name}: {text})", path=path, hint="check the URL and the storage service") from err
+            raise StorageError(
+                f"cannot {action} it ({name}: {text})",
+                path=path,
+                hint="check the URL and the storage service",
+            ) from err
         raise
 
 
@@ -251,7 +267,9 @@ def glob(pattern: str | Path) -> list[str]:
         import glob as local_glob
 
         base = str(local_path(text))
-        matches = sorted(local_glob.glob(base)) if magic else ([base] if os.path.exists(base) else [])
+        matches = (
+            sorted(local_glob.glob(base)) if magic else ([base] if os.path.exists(base) else [])
+        )
         matches = [_with_scheme(text, m) if scheme(text) else m for m in matches]
     else:
         fs, inner = filesystem(text)
@@ -259,7 +277,11 @@ def glob(pattern: str | Path) -> list[str]:
             fs.invalidate_cache()
             if magic:
                 if scheme(text) in ("http", "https"):
-                    raise StorageError("globs need a filesystem that can list folders; https:// cannot", path=text, hint="list the files one by one")
+                    raise StorageError(
+                        "globs need a filesystem that can list folders; https:// cannot",
+                        path=text,
+                        hint="list the files one by one",
+                    )
                 matches = sorted(_with_scheme(text, m) for m in fs.glob(inner))
             else:
                 matches = [text] if fs.exists(inner) else []
@@ -277,7 +299,11 @@ def listdir(path: str | Path) -> list[str]:
     with storage_errors(path, "list"):
         fs.invalidate_cache(inner)
         try:
-            return sorted(basename(p) for p in fs.ls(inner, detail=False) if p.rstrip("/") != inner.rstrip("/"))
+            return sorted(
+                basename(p)
+                for p in fs.ls(inner, detail=False)
+                if p.rstrip("/") != inner.rstrip("/")
+            )
         except FileNotFoundError:
             return []
 
@@ -362,7 +388,11 @@ def write_bytes(path: str | Path, data: bytes, exclusive: bool = False) -> None:
             temporary.unlink(missing_ok=True)
         return
     if scheme(path) in READ_ONLY_SCHEMES:
-        raise StorageError("https:// locations are read-only", path=path, hint="write to a local path, s3:// or gs://")
+        raise StorageError(
+            "https:// locations are read-only",
+            path=path,
+            hint="write to a local path, s3:// or gs://",
+        )
     fs, inner = filesystem(path)
     with storage_errors(path, "write"):
         if exclusive:
@@ -392,7 +422,11 @@ def zarr_store(path: str | Path, read_only: bool = False):
     if is_local(path):
         return zarr.storage.LocalStore(str(local_path(path)), read_only=read_only)
     if scheme(path) in READ_ONLY_SCHEMES and not read_only:
-        raise StorageError("https:// locations are read-only", path=path, hint="write to a local path, s3:// or gs://")
+        raise StorageError(
+            "https:// locations are read-only",
+            path=path,
+            hint="write to a local path, s3:// or gs://",
+        )
     filesystem(path)  # a clean error for a scheme without a filesystem
     with storage_errors(path, "open"):
         return zarr.storage.FsspecStore.from_url(str(path), read_only=read_only)

@@ -60,7 +60,9 @@ class CheckedStore(WrapperStore):
     """
 
     #: The fix named when a chunk of a training store is damaged.
-    STORE_HINT = "re-ingest the data (forecast ingest ... --overwrite), or restore the store from a copy"
+    STORE_HINT = (
+        "re-ingest the data (forecast ingest ... --overwrite), or restore the store from a copy"
+    )
 
     def __init__(self, store, location: str, checked: frozenset[str], hint: str = STORE_HINT):
         super().__init__(store)
@@ -75,12 +77,20 @@ class CheckedStore(WrapperStore):
         value = await self._store.get(key, prototype, byte_range)
         # the array of a chunk key: NAME/c/0/1 (Zarr v3's default encoding) or NAME/0.1 (v2's)
         array = key.split("/c/", 1)[0] if "/c/" in key else key.rsplit("/", 1)[0]
-        if value is None or byte_range is not None or array not in self.checked or key.endswith("zarr.json"):
+        if (
+            value is None
+            or byte_range is not None
+            or array not in self.checked
+            or key.endswith("zarr.json")
+        ):
             return value
         data = value.as_numpy_array()
         import google_crc32c
 
-        if len(data) < 4 or np.uint32(google_crc32c.value(data[:-4].tobytes())).tobytes() != data[-4:].tobytes():
+        if (
+            len(data) < 4
+            or np.uint32(google_crc32c.value(data[:-4].tobytes())).tobytes() != data[-4:].tobytes()
+        ):
             raise DataError(
                 f"chunk {key} is damaged (its CRC32C checksum does not match: truncated or overwritten)",
                 path=self.location,
@@ -152,7 +162,9 @@ def open_store(path: str | Path) -> xr.Dataset:
         raise FileNotFoundError(2, "No such file or directory", location)
     require_complete(location, "store", "forecast ingest")
     try:
-        ds = xr.open_zarr(checked_zarr_store(location), consolidated=None, use_cftime=None, decode_timedelta=False)
+        ds = xr.open_zarr(
+            checked_zarr_store(location), consolidated=None, use_cftime=None, decode_timedelta=False
+        )
     except ForecastError:
         raise
     except FileNotFoundError as err:

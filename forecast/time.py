@@ -48,7 +48,8 @@ def canonical_calendar(name: str | None) -> str:
     key = str(name).strip().lower()
     if key not in CALENDARS:
         raise CalendarError(
-            f"unknown calendar {name!r}", hint=f"use one of {', '.join(sorted(set(CALENDARS.values())))}"
+            f"unknown calendar {name!r}",
+            hint=f"use one of {', '.join(sorted(set(CALENDARS.values())))}",
         )
     return CALENDARS[key]
 
@@ -73,7 +74,9 @@ def parse_step(text: str | dt.timedelta | np.timedelta64) -> dt.timedelta:
     else:
         match = _STEP.match(str(text))
         if not match:
-            raise CalendarError(f"cannot parse time step {text!r}", hint="write e.g. 6h, 30min or 1d")
+            raise CalendarError(
+                f"cannot parse time step {text!r}", hint="write e.g. 6h, 30min or 1d"
+            )
         step = dt.timedelta(**{_STEP_UNITS[match.group(2).lower()]: int(match.group(1))})
     if step <= dt.timedelta(0):
         raise CalendarError(f"time step {text!r} must be positive")
@@ -100,10 +103,13 @@ def parse_time(text: str, calendar: str = "standard"):
     """
     calendar = canonical_calendar(calendar)
     match = re.fullmatch(
-        r"\s*(-?\d{1,4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2})(?::(\d{2}))?(?::(\d{2}))?)?Z?\s*", str(text)
+        r"\s*(-?\d{1,4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2})(?::(\d{2}))?(?::(\d{2}))?)?Z?\s*",
+        str(text),
     )
     if not match:
-        raise CalendarError(f"cannot parse time {text!r}", hint="write e.g. 2020-01-01 or 2020-01-01T06:00")
+        raise CalendarError(
+            f"cannot parse time {text!r}", hint="write e.g. 2020-01-01 or 2020-01-01T06:00"
+        )
     parts = [int(p) if p else 0 for p in match.groups()]
     try:
         if calendar == "standard":
@@ -206,7 +212,9 @@ def fraction_of_day_and_year(times) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(index, pd.DatetimeIndex):
         days_in_year = np.where(index.is_leap_year, 366.0, 365.0)
     else:
-        days_in_year = np.asarray([t.daysinyear if hasattr(t, "daysinyear") else _days_in_year(t) for t in index])
+        days_in_year = np.asarray(
+            [t.daysinyear if hasattr(t, "daysinyear") else _days_in_year(t) for t in index]
+        )
     year = (_day_of_year(index) - 1 + day) / days_in_year
     return day, year
 

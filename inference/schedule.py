@@ -30,6 +30,7 @@ from forecast.time import format_time
 #: Statuses of a manifest.
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
 
+
 def manifest_path(out: Path) -> Path:
     """``OUT.manifest.json``."""
     return out.with_name(out.name + ".manifest.json")

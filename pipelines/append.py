@@ -53,24 +53,47 @@ def check_append(existing: xr.Dataset, out: str, prepared):
         after the store's last time; on overlapping times that disagree with
         the store (naming the source file).
     """
-    data, channels, step, calendar = prepared.data, prepared.channels, prepared.step, prepared.calendar
+    data, channels, step, calendar = (
+        prepared.data,
+        prepared.channels,
+        prepared.step,
+        prepared.calendar,
+    )
     have = store_channels(existing)
     if channels != have:
-        raise DataError(f"the sources give channels {channels}, the store has {have}", path=out, hint="append sources with the same channels (pass --channels)")
+        raise DataError(
+            f"the sources give channels {channels}, the store has {have}",
+            path=out,
+            hint="append sources with the same channels (pass --channels)",
+        )
     if step != store_step(existing):
-        raise CalendarError(f"step {format_step(step)} differs from the store's {existing.attrs['time_step']}", path=out, hint="append data at the store's step")
+        raise CalendarError(
+            f"step {format_step(step)} differs from the store's {existing.attrs['time_step']}",
+            path=out,
+            hint="append data at the store's step",
+        )
     if canonical_calendar(calendar) != canonical_calendar(existing.attrs["calendar"]):
-        raise CalendarError(f"calendar {calendar} differs from the store's {existing.attrs['calendar']}", path=out)
+        raise CalendarError(
+            f"calendar {calendar} differs from the store's {existing.attrs['calendar']}", path=out
+        )
     grid = store_grid(existing)
     if not Grid(grid.kind, data["latitude"].values, data["longitude"].values).same_as(grid):
-        raise GridError("the sources' grid differs from the store's", path=out, hint="pass the store's grid with --grid")
+        raise GridError(
+            "the sources' grid differs from the store's",
+            path=out,
+            hint="pass the store's grid with --grid",
+        )
     stored = time_index(existing["time"].values)
     last = stored[-1]
     index = time_index(data["time"].values)
     new = np.asarray(index > last)
     _check_overlap(existing, data, index, stored, prepared.spans)
     if not new.any():
-        raise DataError(f"no times after the store's last time {format_time(last)}", path=out, hint="the store is already up to date")
+        raise DataError(
+            f"no times after the store's last time {format_time(last)}",
+            path=out,
+            hint="the store is already up to date",
+        )
     data = data.isel(time=np.flatnonzero(new))
     first_new = time_index(data["time"].values)[0]
     if pd.Timedelta(first_new - last) != pd.Timedelta(step):
@@ -104,7 +127,17 @@ def _check_overlap(existing: xr.Dataset, data: xr.DataArray, index, stored, span
     )
 
 
-def append_to(out: str, existing: xr.Dataset, prepared, recompute: bool, window: int, where: Scheduler, progress: bool, now: str, held=None) -> np.ndarray:
+def append_to(
+    out: str,
+    existing: xr.Dataset,
+    prepared,
+    recompute: bool,
+    window: int,
+    where: Scheduler,
+    progress: bool,
+    now: str,
+    held=None,
+) -> np.ndarray:
     """Append ``prepared`` to the store at ``out`` (under its lock ``held``) and publish; returns all the store's times."""
     from pipelines.ingest import run_pass, statistics_attrs, still_held
 
@@ -116,27 +149,54 @@ def append_to(out: str, existing: xr.Dataset, prepared, recompute: bool, window:
         assert isinstance(time_array, zarr.Array) and isinstance(hours, zarr.Array)
         old_length = int(time_array.shape[0])
         if old_length != existing.sizes["time"]:
-            raise DataError("the store changed while this ingest started", path=out, hint="rerun the command")
+            raise DataError(
+                "the store changed while this ingest started", path=out, hint="rerun the command"
+            )
         views = writer.grow(store, prepared.times, old_length)
         all_times = np.concatenate([existing["time"].values, prepared.times])
         attrs = {
-            "sources": json.dumps(json.loads(str(root.attrs.get("sources", "[]"))) + [s.path for s in prepared.opened]),
+            "sources": json.dumps(
+                json.loads(str(root.attrs.get("sources", "[]"))) + [s.path for s in prepared.opened]
+            ),
             "history": str(root.attrs.get("history", "")) + f"\n{now} forecast ingest --append",
         }
         arrays = [views["time"], views["data"]]
         try:
             if not recompute:
                 targets = Targets(views["data"], offset=old_length)
-                run_pass(store, prepared.data.data, prepared.times, prepared, targets, None, where, progress, "append")
+                run_pass(
+                    store,
+                    prepared.data.data,
+                    prepared.times,
+                    prepared,
+                    targets,
+                    None,
+                    where,
+                    progress,
+                    "append",
+                )
             else:
-                flipped = {name: publish.flipped(writer.open_array(store, name)) for name in STATISTICS_ARRAYS}
+                flipped = {
+                    name: publish.flipped(writer.open_array(store, name))
+                    for name in STATISTICS_ARRAYS
+                }
                 climatology = flipped["climatology"]
                 plan = ClimatologyPlan(all_times, hours[:], climatology.shape[0], window)
-                targets = Targets(views["data"], write_from=old_length, offset=old_length, climatology=climatology, means=writer.create_means(store, climatology))
+                targets = Targets(
+                    views["data"],
+                    write_from=old_length,
+                    offset=old_length,
+                    climatology=climatology,
+                    means=writer.create_means(store, climatology),
+                )
                 old = existing["data"].data.astype(np.float32)
                 data = dask.array.concatenate([old, prepared.data.data.astype(np.float32)], axis=0)
-                moments, tendencies = run_pass(store, data, all_times, prepared, targets, plan, where, progress, "append")
-                writer.write_statistics(store, moments.mean, moments.std, tendencies.std, arrays=flipped)
+                moments, tendencies = run_pass(
+                    store, data, all_times, prepared, targets, plan, where, progress, "append"
+                )
+                writer.write_statistics(
+                    store, moments.mean, moments.std, tendencies.std, arrays=flipped
+                )
                 writer.delete_means(store)
                 attrs.update(statistics_attrs(all_times, plan, window))
                 arrays += list(flipped.values())

@@ -47,7 +47,9 @@ class ChunkWriter:
         self.shape = tuple(array.shape)
         self.dtype = array.dtype
         meta, store = array.metadata, array.store_path.store
-        assert isinstance(meta, ArrayV3Metadata) and isinstance(store, zarr.storage.LocalStore), "see applies()"
+        assert isinstance(meta, ArrayV3Metadata) and isinstance(store, zarr.storage.LocalStore), (
+            "see applies()"
+        )
         chunks = array.chunks
         self.leading = next((i for i, c in enumerate(chunks) if c != 1), len(chunks))
         self.directory = Path(store.root) / array.store_path.path
@@ -56,9 +58,17 @@ class ChunkWriter:
         if len(codecs) > 1:
             blosc = codecs[1]
             assert isinstance(blosc, zarr.codecs.BloscCodec)
-            shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[str(getattr(blosc.shuffle, "value", blosc.shuffle))]
+            shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[
+                str(getattr(blosc.shuffle, "value", blosc.shuffle))
+            ]
             cname = str(getattr(blosc.cname, "value", blosc.cname))
-            self._codec = Blosc(cname=cname, clevel=blosc.clevel, shuffle=shuffle, blocksize=blosc.blocksize, typesize=blosc.typesize)
+            self._codec = Blosc(
+                cname=cname,
+                clevel=blosc.clevel,
+                shuffle=shuffle,
+                blocksize=blosc.blocksize,
+                typesize=blosc.typesize,
+            )
         self._crc = len(codecs) == 3
         self._encoding = meta.chunk_key_encoding
         self._trailing = (0,) * (len(self.shape) - self.leading)
@@ -88,7 +98,9 @@ class ChunkWriter:
 
         key = key if isinstance(key, tuple) else (key,)
         if len(key) > self.leading:
-            raise IndexError(f"{self.directory}: only the leading {self.leading} axes can be indexed")
+            raise IndexError(
+                f"{self.directory}: only the leading {self.leading} axes can be indexed"
+            )
         ranges: list[range] = []
         squeeze: list[int] = []
         for axis, item in enumerate(key):
@@ -105,7 +117,9 @@ class ChunkWriter:
             ranges.append(range(self.shape[axis]))
         selection = tuple(len(r) for r in ranges) + tuple(self.shape[self.leading :])
         values = np.asarray(values, dtype=self.dtype)
-        if squeeze and values.ndim == len(selection) - len(squeeze):  # integer indices drop their axes
+        if squeeze and values.ndim == len(selection) - len(
+            squeeze
+        ):  # integer indices drop their axes
             values = np.expand_dims(values, tuple(squeeze))
         values = np.broadcast_to(values, selection)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -113,7 +127,11 @@ class ChunkWriter:
             chunk = np.ascontiguousarray(values[block])
             coords = tuple(r[i] for r, i in zip(ranges, block, strict=True)) + self._trailing
             target = self.directory / self._encoding.encode_chunk_key(coords)
-            encoded = self._codec.encode(chunk) if self._codec is not None else memoryview(chunk.data).cast("B")
+            encoded = (
+                self._codec.encode(chunk)
+                if self._codec is not None
+                else memoryview(chunk.data).cast("B")
+            )
             if self._crc:
                 encoded = bytes(encoded) + np.uint32(google_crc32c.value(bytes(encoded))).tobytes()
             temporary = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
@@ -141,7 +159,9 @@ def read_fields(array: zarr.Array, days, hour: int) -> np.ndarray:
     if not (ChunkWriter.applies(array) and len(codecs) == 1 and array.chunks[:2] == (1, 1)):
         return np.asarray(array.get_orthogonal_selection((np.asarray(days), hour)))
     store, metadata = array.store_path.store, array.metadata
-    assert isinstance(store, zarr.storage.LocalStore) and isinstance(metadata, ArrayV3Metadata), "see applies()"
+    assert isinstance(store, zarr.storage.LocalStore) and isinstance(metadata, ArrayV3Metadata), (
+        "see applies()"
+    )
     directory = Path(store.root) / array.store_path.path
     encoding = metadata.chunk_key_encoding
     trailing = (0,) * (len(array.shape) - 2)

@@ -28,7 +28,11 @@ from tqdm.auto import tqdm
 
 from forecast.errors import DataError
 
-_LOCAL: dict[str, Callable[..., Any]] = {"threads": dask.threaded.get, "processes": dask.multiprocessing.get, "synchronous": dask.local.get_sync}
+_LOCAL: dict[str, Callable[..., Any]] = {
+    "threads": dask.threaded.get,
+    "processes": dask.multiprocessing.get,
+    "synchronous": dask.local.get_sync,
+}
 
 
 @dataclass
@@ -55,8 +59,16 @@ def dask_scheduler(scheduler: str) -> Iterator[Scheduler]:
         try:
             workers = int(scheduler.split(":", 1)[1])
         except ValueError:
-            raise DataError(f"bad scheduler {scheduler!r}", hint="use local:N with N the number of worker processes") from None
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
+            raise DataError(
+                f"bad scheduler {scheduler!r}",
+                hint="use local:N with N the number of worker processes",
+            ) from None
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster, set_as_default=False) as client,
+        ):
             with dask.config.set(scheduler=client.get):
                 yield Scheduler(scheduler, client=client)
         return
@@ -66,14 +78,20 @@ def dask_scheduler(scheduler: str) -> Iterator[Scheduler]:
         try:
             client = Client(scheduler, timeout="20s", set_as_default=False)
         except OSError as err:
-            raise DataError(f"cannot reach the Dask scheduler at {scheduler} ({err})", hint="start it with 'dask scheduler' or check the address") from None
+            raise DataError(
+                f"cannot reach the Dask scheduler at {scheduler} ({err})",
+                hint="start it with 'dask scheduler' or check the address",
+            ) from None
         try:
             with dask.config.set(scheduler=client.get):
                 yield Scheduler(scheduler, client=client)
         finally:
             client.close()
         return
-    raise DataError(f"unknown scheduler {scheduler!r}", hint="use threads, processes, synchronous, local:N or tcp://HOST:PORT")
+    raise DataError(
+        f"unknown scheduler {scheduler!r}",
+        hint="use threads, processes, synchronous, local:N or tcp://HOST:PORT",
+    )
 
 
 def _killed_worker(err: BaseException, scheduler: str) -> DataError:
@@ -84,7 +102,15 @@ def _killed_worker(err: BaseException, scheduler: str) -> DataError:
     )
 
 
-def compute(scheduler: Scheduler, work: list, results: dict, progress: bool, description: str, total: int | None = None, unit: str = "step") -> dict:
+def compute(
+    scheduler: Scheduler,
+    work: list,
+    results: dict,
+    progress: bool,
+    description: str,
+    total: int | None = None,
+    unit: str = "step",
+) -> dict:
     """Compute ``work`` (delayed tasks returning how many ``unit`` s they did) and ``results`` (small delayed values).
 
     Returns ``results`` computed, by key. Only the small results and the

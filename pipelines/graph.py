@@ -155,7 +155,15 @@ def _bin_mean(target, day: int, hour: int, count: int, *sums: np.ndarray) -> np.
     return reference
 
 
-def _smooth_and_write(climatology, means, counts: np.ndarray, days: list[int], hour: int, plan: ClimatologyPlan, references: dict) -> int:
+def _smooth_and_write(
+    climatology,
+    means,
+    counts: np.ndarray,
+    days: list[int],
+    hour: int,
+    plan: ClimatologyPlan,
+    references: dict,
+) -> int:
     """Smooth and write one hour's climatology at ``days`` from the bin means (``references``: each bin's per-channel mean)."""
     needed = sorted(references)
     field_bytes = 4 * int(np.prod(means.shape[2:]))
@@ -164,7 +172,9 @@ def _smooth_and_write(climatology, means, counts: np.ndarray, days: list[int], h
         read = fields.__getitem__
     else:  # a field at a time: memory stays a few fields however large they are
         read = lambda day: read_fields(means, [day], hour)[0]  # noqa: E731
-    fast_writer(climatology)[days[0] : days[-1] + 1, hour] = smooth(read, references, counts, days, plan)
+    fast_writer(climatology)[days[0] : days[-1] + 1, hour] = smooth(
+        read, references, counts, days, plan
+    )
     return len(days)
 
 
@@ -210,7 +220,9 @@ def build_pass(
     for block, (start, stop) in zip(blocks, bounds, strict=True):
         check = FiniteCheck(times[start:stop], channels, spans)
         if targets.data is not None and start >= targets.write_from:
-            writes.append(task(_write)(targets.data, targets.offset + start - targets.write_from, block))
+            writes.append(
+                task(_write)(targets.data, targets.offset + start - targets.write_from, block)
+            )
         moments.append(task(moment_partial)(block, weights, check))
         tendencies.append(task(tendency_partial)(block, previous, weights))
         previous = task(last_step)(block)
@@ -241,12 +253,18 @@ def _climatology_graph(per_bin: dict, plan: ClimatologyPlan, targets: Targets) -
         # a tree of partial sums for bins met in many blocks (one per year), then one mean per bin
         while len(sums) > 8:
             sums = [task(add_fields)(*sums[i : i + 8]) for i in range(0, len(sums), 8)]
-        written[(day, hour)] = task(_bin_mean)(targets.means, day, hour, int(plan.counts[day, hour]), *sums)
+        written[(day, hour)] = task(_bin_mean)(
+            targets.means, day, hour, int(plan.counts[day, hour]), *sums
+        )
     tasks = []
     for hour in range(plan.hours.size):
         counts = plan.counts[:, hour]
         for days in plan.segments(hour, SMOOTH_DAYS):
             needed = sorted({d for day in days for d in plan.window(day) if counts[d]})
             references = {d: written[(d, hour)] for d in needed}
-            tasks.append(task(_smooth_and_write)(targets.climatology, targets.means, counts, days, hour, plan, references))
+            tasks.append(
+                task(_smooth_and_write)(
+                    targets.climatology, targets.means, counts, days, hour, plan, references
+                )
+            )
     return tasks

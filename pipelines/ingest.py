@@ -82,19 +82,28 @@ class Prepared:
     spans: dict
 
 
-def _select_times(data: xr.DataArray, start, end, step: dt.timedelta | None, calendar: str, spans) -> tuple[xr.DataArray, dt.timedelta]:
+def _select_times(
+    data: xr.DataArray, start, end, step: dt.timedelta | None, calendar: str, spans
+) -> tuple[xr.DataArray, dt.timedelta]:
     index = time_index(data["time"].values)
     if not index.is_monotonic_increasing or index.has_duplicates:
         order = np.argsort(np.asarray(index), kind="stable")
         data = data.isel(time=order)
         index = time_index(data["time"].values)
         if index.has_duplicates:
-            raise CalendarError("the sources repeat time(s) with different values", path=file_for_time(spans, index[index.duplicated()][0]))
+            raise CalendarError(
+                "the sources repeat time(s) with different values",
+                path=file_for_time(spans, index[index.duplicated()][0]),
+            )
     keep = np.ones(len(index), dtype=bool)
     if start is not None:
-        keep &= np.asarray(index >= parse_time(start, calendar) if isinstance(start, str) else index >= start)
+        keep &= np.asarray(
+            index >= parse_time(start, calendar) if isinstance(start, str) else index >= start
+        )
     if end is not None:
-        keep &= np.asarray(index <= parse_time(end, calendar) if isinstance(end, str) else index <= end)
+        keep &= np.asarray(
+            index <= parse_time(end, calendar) if isinstance(end, str) else index <= end
+        )
     if not keep.any():
         raise DataError(
             f"no times between {start or 'the start'} and {end or 'the end'} (the sources cover {format_time(index[0])} to {format_time(index[-1])})",
@@ -118,8 +127,14 @@ def _select_times(data: xr.DataArray, start, end, step: dt.timedelta | None, cal
     try:
         check_regular(index, step)
     except CalendarError as err:
-        bad = next(i for i in range(len(index) - 1) if pd.Timedelta(index[i + 1] - index[i]) != pd.Timedelta(step))
-        raise CalendarError(err.problem, path=file_for_time(spans, index[bad]), hint=err.hint) from None
+        bad = next(
+            i
+            for i in range(len(index) - 1)
+            if pd.Timedelta(index[i + 1] - index[i]) != pd.Timedelta(step)
+        )
+        raise CalendarError(
+            err.problem, path=file_for_time(spans, index[bad]), hint=err.hint
+        ) from None
     return data, step
 
 
@@ -193,7 +208,9 @@ def ingest(
     """
     began = wallclock.perf_counter()
     out = str(out)
-    storage.filesystem(out)  # a scheme without a filesystem is named with the store, before the lock
+    storage.filesystem(
+        out
+    )  # a scheme without a filesystem is named with the store, before the lock
     with lock(out, "forecast ingest") as held:
         _clean_leftovers(out)
         exists = storage.exists(out)
@@ -202,12 +219,20 @@ def ingest(
         unfinished = exists and not append and publish.status(out) == publish.WRITING
         if exists and not append and not unfinished:
             if not overwrite:
-                raise DataError("the store already exists", path=out, hint="use --append to add new times, --overwrite to replace it, or another --out")
+                raise DataError(
+                    "the store already exists",
+                    path=out,
+                    hint="use --append to add new times, --overwrite to replace it, or another --out",
+                )
             check_replaceable(out, inputs=list(sources), kinds=("store",))
         elif unfinished:
-            check_replaceable(out, inputs=list(sources), kinds=("store",))  # an ingest of ours that was killed
+            check_replaceable(
+                out, inputs=list(sources), kinds=("store",)
+            )  # an ingest of ours that was killed
         existing = open_store(out) if append else None
-        prepared = _prepare(sources, out, channels, grid, grid_kind, start, end, step, member, existing)
+        prepared = _prepare(
+            sources, out, channels, grid, grid_kind, start, end, step, member, existing
+        )
         # NumPy's BLAS threads busy-wait between the statistics' matrix-vector products and
         # then compete with the reader and writer threads for the cores (2 CPU-s per GB on 2 cores)
         with dask_scheduler(scheduler) as where, threadpool_limits(limits=1, user_api="blas"):
@@ -217,7 +242,17 @@ def ingest(
             else:
                 from pipelines.append import append_to
 
-                times = append_to(out, existing, prepared, recompute_statistics, climatology_window_days, where, progress, _provenance_entry(), held)
+                times = append_to(
+                    out,
+                    existing,
+                    prepared,
+                    recompute_statistics,
+                    climatology_window_days,
+                    where,
+                    progress,
+                    _provenance_entry(),
+                    held,
+                )
     index = time_index(times)
     return IngestReport(
         store=out,
@@ -249,7 +284,9 @@ def _clean_leftovers(out: str) -> None:
             storage.remove(leftover)
 
 
-def _prepare(sources, out, channels, grid, grid_kind, start, end, step, member, existing) -> Prepared:
+def _prepare(
+    sources, out, channels, grid, grid_kind, start, end, step, member, existing
+) -> Prepared:
     opened = open_sources(sources, member=member)
     dataset, spans = combine(opened)
     label = opened[0].path if len(opened) == 1 else f"{len(opened)} sources"
@@ -258,7 +295,11 @@ def _prepare(sources, out, channels, grid, grid_kind, start, end, step, member, 
     data = select_channels(dataset, channels, path=label)
     channels = [str(c) for c in data["channel"].values]
     calendar = time_calendar(data["time"].values)
-    step_td = parse_step(step) if step is not None else (store_step(existing) if existing is not None else None)
+    step_td = (
+        parse_step(step)
+        if step is not None
+        else (store_step(existing) if existing is not None else None)
+    )
     data, step_td = _select_times(data, start, end, step_td, calendar, spans)
     source_grid = Grid.from_coords(data["latitude"].values, data["longitude"].values)
     if existing is not None:
@@ -271,7 +312,17 @@ def _prepare(sources, out, channels, grid, grid_kind, start, end, step, member, 
         target_grid = Grid.parse(grid, kind=grid_kind)
     regridder = Regridder(source_grid, target_grid, path=label)
     data = regrid_dataarray(data, regridder)
-    prepared = Prepared(data, data["time"].values, channels, target_grid, step_td, calendar, regridder, opened, spans)
+    prepared = Prepared(
+        data,
+        data["time"].values,
+        channels,
+        target_grid,
+        step_td,
+        calendar,
+        regridder,
+        opened,
+        spans,
+    )
     if existing is not None:
         from pipelines.append import check_append
 
@@ -293,7 +344,9 @@ def _provenance(opened, regridder: Regridder) -> dict:
 
 
 def _source_flags(opened) -> dict:
-    synthetic = any(str(s.dataset.attrs.get("synthetic", "")).lower() in ("true", "1", "yes") for s in opened)
+    synthetic = any(
+        str(s.dataset.attrs.get("synthetic", "")).lower() in ("true", "1", "yes") for s in opened
+    )
     return {"synthetic": "true"} if synthetic else {}
 
 
@@ -308,12 +361,29 @@ def statistics_attrs(times, plan: ClimatologyPlan, window: int) -> dict:
     }
 
 
-def run_pass(store, data, times, prepared: Prepared, targets: Targets, plan, where: Scheduler, progress: bool, description: str):
+def run_pass(
+    store,
+    data,
+    times,
+    prepared: Prepared,
+    targets: Targets,
+    plan,
+    where: Scheduler,
+    progress: bool,
+    description: str,
+):
     """Build and compute one pass; returns the merged moments and tendency moments."""
     weights = area_weights(prepared.grid.area_weights(), prepared.grid.nlon)
     graph = build_pass(data, times, prepared.channels, prepared.spans, weights, targets, plan)
     total = len(times) - targets.write_from if targets.data is not None else None
-    results = compute(where, graph["writes"] + graph["climatology"], {"moments": graph["moments"], "tendencies": graph["tendencies"]}, progress, description, total=total)
+    results = compute(
+        where,
+        graph["writes"] + graph["climatology"],
+        {"moments": graph["moments"], "tendencies": graph["tendencies"]},
+        progress,
+        description,
+        total=total,
+    )
     return results["moments"], results["tendencies"]
 
 
@@ -327,7 +397,9 @@ def still_held(held, out: str) -> None:
         )
 
 
-def _write_new(out: str, prepared: Prepared, window: int, where: Scheduler, progress: bool, held=None) -> None:
+def _write_new(
+    out: str, prepared: Prepared, window: int, where: Scheduler, progress: bool, held=None
+) -> None:
     local = storage.is_local(out)
     location = storage.staging_path(out) if local else out
     if not local and storage.exists(out):
@@ -349,11 +421,27 @@ def _write_new(out: str, prepared: Prepared, window: int, where: Scheduler, prog
     try:
         store = storage.zarr_store(location)
         with storage.storage_errors(location, "write"):
-            writer.create_store(store, times, prepared.channels, prepared.grid, prepared.step, prepared.calendar, days_in_calendar_year(prepared.calendar), hours, attrs)
+            writer.create_store(
+                store,
+                times,
+                prepared.channels,
+                prepared.grid,
+                prepared.step,
+                prepared.calendar,
+                days_in_calendar_year(prepared.calendar),
+                hours,
+                attrs,
+            )
             climatology = writer.open_array(store, "climatology")
             plan = ClimatologyPlan(times, hours, climatology.shape[0], window)
-            targets = Targets(writer.open_array(store, "data"), climatology=climatology, means=writer.create_means(store, climatology))
-            moments, tendencies = run_pass(store, prepared.data.data, times, prepared, targets, plan, where, progress, "ingest")
+            targets = Targets(
+                writer.open_array(store, "data"),
+                climatology=climatology,
+                means=writer.create_means(store, climatology),
+            )
+            moments, tendencies = run_pass(
+                store, prepared.data.data, times, prepared, targets, plan, where, progress, "ingest"
+            )
             writer.write_statistics(store, moments.mean, moments.std, tendencies.std)
             writer.delete_means(store)
             still_held(held, out)

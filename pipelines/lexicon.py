@@ -53,7 +53,9 @@ def canonical_order(channels: list[str]) -> list[str]:
     return sorted(channels, key=key)
 
 
-def select_channels(ds: xr.Dataset, channels: list[str] | None = None, path: str | None = None) -> xr.DataArray:
+def select_channels(
+    ds: xr.Dataset, channels: list[str] | None = None, path: str | None = None
+) -> xr.DataArray:
     """Stack the requested channels into one lazy array in canonical units.
 
     Parameters
@@ -106,7 +108,11 @@ def select_channels(ds: xr.Dataset, channels: list[str] | None = None, path: str
             field = field * np.float32(scale) + np.float32(offset)
         # the channel axis goes second before concatenating, so a computed block is one
         # contiguous (time, channel, lat, lon) array, not a transposed view that needs a copy
-        fields.append(field.transpose("time", "latitude", "longitude").drop_attrs(deep=False).expand_dims("channel", axis=1))
+        fields.append(
+            field.transpose("time", "latitude", "longitude")
+            .drop_attrs(deep=False)
+            .expand_dims("channel", axis=1)
+        )
     stacked = xr.concat(fields, dim="channel", coords="minimal", compat="override", join="override")
     stacked = stacked.assign_coords(channel=np.asarray(channels, dtype=object))
     return stacked.rename("data")

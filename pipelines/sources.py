@@ -89,29 +89,63 @@ def open_file(path: str) -> xr.Dataset:
         try:
             import cfgrib  # noqa: F401
         except ImportError:
-            raise DataError("reading GRIB needs cfgrib and eccodes", path=path, hint="pip install 'forecast[grib]'") from None
+            raise DataError(
+                "reading GRIB needs cfgrib and eccodes",
+                path=path,
+                hint="pip install 'forecast[grib]'",
+            ) from None
         if not local:
-            raise DataError("GRIB sources must be local files (cfgrib reads files only)", path=path, hint="copy the file to a local disk first")
+            raise DataError(
+                "GRIB sources must be local files (cfgrib reads files only)",
+                path=path,
+                hint="copy the file to a local disk first",
+            )
         kwargs["backend_kwargs"] = {"indexpath": ""}
     try:
         if engine == "zarr":
-            return xr.open_zarr(storage.zarr_store(path, read_only=True) if not local else str(storage.local_path(path)), chunks={}, decode_timedelta=False)
+            return xr.open_zarr(
+                storage.zarr_store(path, read_only=True)
+                if not local
+                else str(storage.local_path(path)),
+                chunks={},
+                decode_timedelta=False,
+            )
         # opened once, lazily (no cache: Dask reads each block), then chunked along time
         if local:
-            ds = xr.open_dataset(str(storage.local_path(path)), engine=engine, decode_timedelta=False, cache=False, **kwargs)
+            ds = xr.open_dataset(
+                str(storage.local_path(path)),
+                engine=engine,
+                decode_timedelta=False,
+                cache=False,
+                **kwargs,
+            )
         else:  # NetCDF-4 (HDF5) on object storage or https: read through an fsspec file by h5netcdf
-            ds = xr.open_dataset(storage.open_file(path), engine="h5netcdf", decode_timedelta=False, cache=False)
+            ds = xr.open_dataset(
+                storage.open_file(path), engine="h5netcdf", decode_timedelta=False, cache=False
+            )
         return ds.chunk(_time_chunks(ds))
     except storage.StorageError:
         raise
     except ValueError as err:
         text = str(err)
         if "calendar" in text:
-            raise CalendarError(f"cannot decode times ({text.splitlines()[0]})", path=path, hint="use a CF calendar: standard, noleap, 360_day, ...") from None
-        raise DataError(f"cannot read the file ({text.splitlines()[0]})", path=path, hint="check that it is a complete NetCDF, Zarr or GRIB file") from None
+            raise CalendarError(
+                f"cannot decode times ({text.splitlines()[0]})",
+                path=path,
+                hint="use a CF calendar: standard, noleap, 360_day, ...",
+            ) from None
+        raise DataError(
+            f"cannot read the file ({text.splitlines()[0]})",
+            path=path,
+            hint="check that it is a complete NetCDF, Zarr or GRIB file",
+        ) from None
     except Exception as err:  # readers raise OSError, KeyError, RuntimeError ... for corrupt files
         reason = " ".join(str(err).split()) or type(err).__name__
-        raise DataError(f"cannot read the file ({reason})", path=path, hint="check that it is a complete NetCDF, Zarr or GRIB file") from None
+        raise DataError(
+            f"cannot read the file ({reason})",
+            path=path,
+            hint="check that it is a complete NetCDF, Zarr or GRIB file",
+        ) from None
 
 
 def _time_chunks(ds: xr.Dataset) -> dict:
@@ -126,7 +160,11 @@ def _time_chunks(ds: xr.Dataset) -> dict:
     if time_dim is None:
         return {}
     per_step = max(
-        (ds[name].dtype.itemsize * ds[name].size // max(ds.sizes[time_dim], 1) for name in ds.data_vars if time_dim in ds[name].dims),
+        (
+            ds[name].dtype.itemsize * ds[name].size // max(ds.sizes[time_dim], 1)
+            for name in ds.data_vars
+            if time_dim in ds[name].dims
+        ),
         default=1,
     )
     return {time_dim: max(1, int(CHUNK_BYTES // max(per_step, 1)))}
@@ -144,22 +182,38 @@ def standardise(ds: xr.Dataset, path: str, member: int | None = None) -> xr.Data
     member : int, optional
         Ensemble member to select when the source has a ``number`` dimension.
     """
-    ds = ds.rename({name: alias for name, alias in _DIM_ALIASES.items() if name in ds.variables and alias not in ds.variables})
+    ds = ds.rename(
+        {
+            name: alias
+            for name, alias in _DIM_ALIASES.items()
+            if name in ds.variables and alias not in ds.variables
+        }
+    )
     ds = _standardise_time(ds, path)
     if "number" in ds.dims:
         members = ds["number"].values.tolist()
         if member is None:
             raise DataError(
-                f"the source is an ensemble with members {members}", path=path, hint="choose one with --member N"
+                f"the source is an ensemble with members {members}",
+                path=path,
+                hint="choose one with --member N",
             )
         if member not in members:
-            raise DataError(f"member {member} not in the source (members {members})", path=path, hint="choose one of those with --member")
+            raise DataError(
+                f"member {member} not in the source (members {members})",
+                path=path,
+                hint="choose one of those with --member",
+            )
         ds = ds.sel(number=member)
     if "number" in ds.coords:
         ds = ds.drop_vars("number")
     for name in ("latitude", "longitude"):
         if name not in ds.dims:
-            raise GridError(f"no {name} dimension (dims are {', '.join(map(str, ds.dims))})", path=path, hint="the source must be on a regular lat/lon grid")
+            raise GridError(
+                f"no {name} dimension (dims are {', '.join(map(str, ds.dims))})",
+                path=path,
+                hint="the source must be on a regular lat/lon grid",
+            )
     if "level" in ds.dims:
         units = str(ds["level"].attrs.get("units", "hPa")).lower()
         if units in ("pa", "pascal"):
@@ -182,7 +236,11 @@ def _standardise_time(ds: xr.Dataset, path: str) -> xr.Dataset:
         if "time" in ds.coords and ds["time"].ndim == 0:
             ds = ds.expand_dims("time")
         elif "valid_time" in ds.coords and ds["valid_time"].ndim == 0:
-            ds = ds.drop_vars([v for v in ("time",) if v in ds.variables]).rename({"valid_time": "time"}).expand_dims("time")
+            ds = (
+                ds.drop_vars([v for v in ("time",) if v in ds.variables])
+                .rename({"valid_time": "time"})
+                .expand_dims("time")
+            )
         else:
             dims = ", ".join(f"{name}={size}" for name, size in ds.sizes.items())
             raise CalendarError(
@@ -193,7 +251,11 @@ def _standardise_time(ds: xr.Dataset, path: str) -> xr.Dataset:
     values = ds["time"].values
     if not (np.issubdtype(values.dtype, np.datetime64) or values.dtype == object):
         calendar = ds["time"].attrs.get("calendar", "?")
-        raise CalendarError(f"times could not be decoded (calendar {calendar!r})", path=path, hint="use a CF calendar: standard, noleap, 360_day, ...")
+        raise CalendarError(
+            f"times could not be decoded (calendar {calendar!r})",
+            path=path,
+            hint="use a CF calendar: standard, noleap, 360_day, ...",
+        )
     # Variables without a time dimension (orography, land-sea mask) are not state channels.
     ds = ds[[name for name in ds.data_vars if "time" in ds[name].dims]]
     return ds
@@ -221,7 +283,9 @@ def _orient(ds: xr.Dataset) -> xr.Dataset:
 
 def open_sources(patterns: Sequence[str | Path], member: int | None = None) -> list[Source]:
     """Open every file matched by ``patterns``, standardised and lazy."""
-    return [Source(path, standardise(open_file(path), path, member)) for path in expand_paths(patterns)]
+    return [
+        Source(path, standardise(open_file(path), path, member)) for path in expand_paths(patterns)
+    ]
 
 
 def combine(sources: Iterable[Source]) -> tuple[xr.Dataset, dict[str, list[tuple]]]:
@@ -265,14 +329,31 @@ def combine(sources: Iterable[Source]) -> tuple[xr.Dataset, dict[str, list[tuple
                 if ds.sizes["time"] == 0:
                     continue
             pieces.append(ds)
-            seen = ds if seen is None else xr.concat([seen, ds], dim="time", data_vars="all", coords="minimal", compat="override", join="override")
+            seen = (
+                ds
+                if seen is None
+                else xr.concat(
+                    [seen, ds],
+                    dim="time",
+                    data_vars="all",
+                    coords="minimal",
+                    compat="override",
+                    join="override",
+                )
+            )
             for name in names:
-                spans.setdefault(name, []).append((ds["time"].values[0], ds["time"].values[-1], source.path))
+                spans.setdefault(name, []).append(
+                    (ds["time"].values[0], ds["time"].values[-1], source.path)
+                )
         if seen is not None:
             merged.append(seen)
     if not merged:
         raise DataError("no data variables with a time dimension in the sources")
-    combined = xr.merge(merged, join="outer", compat="override", combine_attrs="drop") if len(merged) > 1 else merged[0]
+    combined = (
+        xr.merge(merged, join="outer", compat="override", combine_attrs="drop")
+        if len(merged) > 1
+        else merged[0]
+    )
     combined.attrs["sources"] = [s.path for group in groups.values() for s in group]
     return combined, spans
 
@@ -280,7 +361,9 @@ def combine(sources: Iterable[Source]) -> tuple[xr.Dataset, dict[str, list[tuple
 def _check_same_grid(reference: Source, other: Source) -> None:
     a, b = reference.dataset, other.dataset
     for name in ("latitude", "longitude"):
-        if a.sizes[name] != b.sizes[name] or not np.allclose(a[name].values, b[name].values, atol=1e-6):
+        if a.sizes[name] != b.sizes[name] or not np.allclose(
+            a[name].values, b[name].values, atol=1e-6
+        ):
             raise GridError(
                 f"its {name} differs from that of {reference.path}",
                 path=other.path,

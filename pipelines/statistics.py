@@ -80,7 +80,9 @@ def field_moments(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, 
     # each field is centred on the mean of a fixed sample of its own points: the float32
     # products of a step then do not depend on the block it came in
     stride = max(1, flat.shape[-1] // REFERENCE_POINTS)
-    reference = flat[:, :, ::stride].mean(axis=-1, dtype=np.float64).astype(np.float32)  # (time, channel)
+    reference = (
+        flat[:, :, ::stride].mean(axis=-1, dtype=np.float64).astype(np.float32)
+    )  # (time, channel)
     rows = piece_steps(flat[0].size * 4)
     scratch = np.empty((min(rows, nt), nc, flat.shape[-1]), dtype=np.float32)
     first = np.empty((nt, nc), dtype=np.float64)
@@ -88,7 +90,9 @@ def field_moments(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, 
     for start in range(0, nt, rows):  # pieces that stay in the CPU cache through the four passes
         piece = flat[start : start + rows]
         work = scratch[: len(piece)]
-        np.subtract(piece, reference[start : start + len(piece), :, None], out=work, casting="unsafe")
+        np.subtract(
+            piece, reference[start : start + len(piece), :, None], out=work, casting="unsafe"
+        )
         centred = work.reshape(-1, work.shape[-1])
         first[start : start + len(piece)] = (centred @ weights).reshape(len(piece), nc)
         np.square(centred, out=centred)
@@ -141,7 +145,11 @@ def merge_moments(*parts: Moments) -> Moments:
     return total
 
 
-def moment_partial(block: np.ndarray, weights: np.ndarray, check: Callable[[np.ndarray, np.ndarray], None] | None = None) -> Moments:
+def moment_partial(
+    block: np.ndarray,
+    weights: np.ndarray,
+    check: Callable[[np.ndarray, np.ndarray], None] | None = None,
+) -> Moments:
     """The :class:`Moments` of a block ``(time, channel, lat, lon)``; ``check(means, block)`` may reject non-finite fields."""
     with one_blas_thread():
         means, variances = field_moments(block, weights)
@@ -155,20 +163,26 @@ def last_step(block: np.ndarray) -> np.ndarray:
     return np.array(block[-1])
 
 
-def tendency_partial(block: np.ndarray, previous: np.ndarray | None, weights: np.ndarray) -> Moments:
+def tendency_partial(
+    block: np.ndarray, previous: np.ndarray | None, weights: np.ndarray
+) -> Moments:
     """Moments of the one-step differences within ``block`` and from ``previous`` (the step before it) to its first."""
     with one_blas_thread():
         return _tendency_partial(block, previous, weights)
 
 
-def _tendency_partial(block: np.ndarray, previous: np.ndarray | None, weights: np.ndarray) -> Moments:
+def _tendency_partial(
+    block: np.ndarray, previous: np.ndarray | None, weights: np.ndarray
+) -> Moments:
     parts = []
     if previous is not None:
         parts.append(moments_of(*field_moments((block[:1] - previous[None]), weights)))
     rows = piece_steps(block[0].nbytes)
     for start in range(1, block.shape[0], rows):
         stop = min(start + rows, block.shape[0])
-        parts.append(moments_of(*field_moments(block[start:stop] - block[start - 1 : stop - 1], weights)))
+        parts.append(
+            moments_of(*field_moments(block[start:stop] - block[start - 1 : stop - 1], weights))
+        )
     if not parts:
         return Moments(0, np.zeros(block.shape[1]), np.zeros(block.shape[1]))
     return merge_moments(*parts) if any(p.count for p in parts) else parts[0]
@@ -227,7 +241,9 @@ class ClimatologyPlan:
     def bins_in(self, start: int, stop: int) -> dict[tuple[int, int], np.ndarray]:
         """Bin ``(day index, hour index)`` -> positions (relative to ``start``) of steps ``start:stop`` in it."""
         found: dict[tuple[int, int], list[int]] = {}
-        for offset, key in enumerate(zip(self.day[start:stop].tolist(), self.hour[start:stop].tolist(), strict=True)):
+        for offset, key in enumerate(
+            zip(self.day[start:stop].tolist(), self.hour[start:stop].tolist(), strict=True)
+        ):
             found.setdefault(key, []).append(offset)
         return {key: np.asarray(v) for key, v in found.items()}
 
@@ -252,9 +268,14 @@ class ClimatologyPlan:
         return runs
 
 
-def bin_sums(block: np.ndarray, bins: dict[tuple[int, int], np.ndarray]) -> dict[tuple[int, int], np.ndarray]:
+def bin_sums(
+    block: np.ndarray, bins: dict[tuple[int, int], np.ndarray]
+) -> dict[tuple[int, int], np.ndarray]:
     """Sum of the block's fields in each bin: a float32 field for a single step, float64 for several."""
-    return {key: (block[rows[0]] if rows.size == 1 else block[rows].sum(axis=0, dtype=np.float64)) for key, rows in bins.items()}
+    return {
+        key: (block[rows[0]] if rows.size == 1 else block[rows].sum(axis=0, dtype=np.float64))
+        for key, rows in bins.items()
+    }
 
 
 def add_fields(*fields: np.ndarray) -> np.ndarray:
@@ -265,7 +286,13 @@ def add_fields(*fields: np.ndarray) -> np.ndarray:
     return total
 
 
-def smooth(read: Callable[[int], np.ndarray], references: dict[int, np.ndarray], counts: np.ndarray, days: list[int], plan: ClimatologyPlan) -> np.ndarray:
+def smooth(
+    read: Callable[[int], np.ndarray],
+    references: dict[int, np.ndarray],
+    counts: np.ndarray,
+    days: list[int],
+    plan: ClimatologyPlan,
+) -> np.ndarray:
     """Window means at ``days`` (consecutive, one hour) from bin means read one day at a time.
 
     ``read(day)`` gives a day's bin mean as float32 departures from

@@ -48,7 +48,10 @@ WRITE_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
 def time_encoding(first_time, step: dt.timedelta, calendar: str) -> dict:
     """CF encoding of the store's time axis: integer hours (or minutes) since the first time."""
     unit = "hours" if step.total_seconds() % 3600 == 0 else "minutes"
-    encoding = {"units": f"{unit} since {format_time(first_time).replace('T', ' ')}:00", "dtype": "int64"}
+    encoding = {
+        "units": f"{unit} since {format_time(first_time).replace('T', ' ')}:00",
+        "dtype": "int64",
+    }
     encoding["calendar"] = calendar if uses_cftime(calendar) else "proleptic_gregorian"
     return encoding
 
@@ -70,26 +73,57 @@ def create_store(
     # Never computed (compute=False below): one Dask chunk each keeps the graph tiny;
     # the Zarr chunking comes from the encoding.
     data = da.zeros((ntime, nchan, nlat, nlon), dtype=np.float32, chunks=-1)
-    clim = da.zeros((climatology_days, len(climatology_hours), nchan, nlat, nlon), dtype=np.float32, chunks=-1)
+    clim = da.zeros(
+        (climatology_days, len(climatology_hours), nchan, nlat, nlon), dtype=np.float32, chunks=-1
+    )
     nan_channel = np.full(nchan, np.nan, dtype=np.float64)
     ds = xr.Dataset(
         {
-            "data": (("time", "channel", "latitude", "longitude"), data, {"long_name": "model state"}),
-            "mean": ("channel", nan_channel, {"long_name": "area-weighted mean over the statistics period"}),
-            "std": ("channel", nan_channel.copy(), {"long_name": "area-weighted standard deviation over the statistics period"}),
-            "diff_std": ("channel", nan_channel.copy(), {"long_name": "area-weighted standard deviation of one-step tendencies"}),
+            "data": (
+                ("time", "channel", "latitude", "longitude"),
+                data,
+                {"long_name": "model state"},
+            ),
+            "mean": (
+                "channel",
+                nan_channel,
+                {"long_name": "area-weighted mean over the statistics period"},
+            ),
+            "std": (
+                "channel",
+                nan_channel.copy(),
+                {"long_name": "area-weighted standard deviation over the statistics period"},
+            ),
+            "diff_std": (
+                "channel",
+                nan_channel.copy(),
+                {"long_name": "area-weighted standard deviation of one-step tendencies"},
+            ),
             "climatology": (
                 ("dayofyear", "hour", "channel", "latitude", "longitude"),
                 clim,
-                {"long_name": "mean by day of year and hour of day, smoothed over a window of days"},
+                {
+                    "long_name": "mean by day of year and hour of day, smoothed over a window of days"
+                },
             ),
-            "channel_units": ("channel", np.asarray([channel_info(c).units for c in channels], dtype=object)),
+            "channel_units": (
+                "channel",
+                np.asarray([channel_info(c).units for c in channels], dtype=object),
+            ),
         },
         coords={
             "time": ("time", times, {"standard_name": "time", "long_name": "valid time"}),
             "channel": ("channel", np.asarray(channels, dtype=object)),
-            "latitude": ("latitude", grid.latitude, {"units": "degrees_north", "standard_name": "latitude"}),
-            "longitude": ("longitude", grid.longitude, {"units": "degrees_east", "standard_name": "longitude"}),
+            "latitude": (
+                "latitude",
+                grid.latitude,
+                {"units": "degrees_north", "standard_name": "latitude"},
+            ),
+            "longitude": (
+                "longitude",
+                grid.longitude,
+                {"units": "degrees_east", "standard_name": "longitude"},
+            ),
             "dayofyear": ("dayofyear", np.arange(1, climatology_days + 1, dtype=np.int32)),
             "hour": ("hour", np.asarray(climatology_hours, dtype=np.int32)),
         },
@@ -97,8 +131,17 @@ def create_store(
     )
     encoding = {
         "time": time_encoding(times[0], step, calendar),
-        "data": {"chunks": (1, nchan, nlat, nlon), "compressors": CHUNK_CODECS, "chunk_key_encoding": FLAT_KEYS},
-        "climatology": {"chunks": (1, 1, nchan, nlat, nlon), "_FillValue": np.float32(np.nan), "compressors": CHUNK_CODECS, "chunk_key_encoding": FLAT_KEYS},
+        "data": {
+            "chunks": (1, nchan, nlat, nlon),
+            "compressors": CHUNK_CODECS,
+            "chunk_key_encoding": FLAT_KEYS,
+        },
+        "climatology": {
+            "chunks": (1, 1, nchan, nlat, nlon),
+            "_FillValue": np.float32(np.nan),
+            "compressors": CHUNK_CODECS,
+            "chunk_key_encoding": FLAT_KEYS,
+        },
     }
     ds.to_zarr(store, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=encoding)
 
@@ -135,7 +178,9 @@ def delete_means(store) -> None:
         del group[MEANS]
 
 
-def write_statistics(store, mean: np.ndarray, std: np.ndarray, diff_std: np.ndarray, arrays: dict | None = None) -> None:
+def write_statistics(
+    store, mean: np.ndarray, std: np.ndarray, diff_std: np.ndarray, arrays: dict | None = None
+) -> None:
     """Write the per-channel statistics (into ``arrays`` views by name when given: recomputed statistics)."""
     arrays = arrays or {name: open_array(store, name) for name in ("mean", "std", "diff_std")}
     arrays["mean"][:] = mean
@@ -146,8 +191,13 @@ def write_statistics(store, mean: np.ndarray, std: np.ndarray, diff_std: np.ndar
 def encode_times(store, times: np.ndarray) -> np.ndarray:
     """``times`` encoded like the store's ``time`` array (its CF units and calendar)."""
     array = zarr.open_array(store, path="time", mode="r")
-    units, calendar = str(array.attrs["units"]), str(array.attrs.get("calendar", "proleptic_gregorian"))
-    encoded, _, _ = xr.coding.times.encode_cf_datetime(times, units, calendar, dtype=np.dtype("int64"))
+    units, calendar = (
+        str(array.attrs["units"]),
+        str(array.attrs.get("calendar", "proleptic_gregorian")),
+    )
+    encoded, _, _ = xr.coding.times.encode_cf_datetime(
+        times, units, calendar, dtype=np.dtype("int64")
+    )
     return np.asarray(encoded, dtype=np.int64)
 
 
@@ -188,4 +238,8 @@ def leftovers(out: str) -> list[str]:
         return []
     prefixes = (f".{target.name}.tmp-", f".{target.name}.old-")
     mine = {f".{target.name}.tmp-{os.getpid()}", f".{target.name}.old-{os.getpid()}"}
-    return [str(p) for p in sorted(target.parent.iterdir()) if p.name.startswith(prefixes) and p.name not in mine]
+    return [
+        str(p)
+        for p in sorted(target.parent.iterdir())
+        if p.name.startswith(prefixes) and p.name not in mine
+    ]

@@ -13,7 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 FIRST_PARTY = {"forecast", "inference", "pipelines"}
 
 #: Packages used through another library's call rather than imported by name.
-USED_THROUGH = {"scipy": "xarray's interp (forecast/regrid.py: grids without poles, such as WeatherBench2's)"}
+USED_THROUGH = {
+    "scipy": "xarray's interp (forecast/regrid.py: grids without poles, such as WeatherBench2's)"
+}
 
 
 #: Modules that ship inside a declared distribution's own dependency (its public API).
@@ -27,13 +29,20 @@ def _names(requirements: list[str]) -> set[str]:
         match = re.match(r"([A-Za-z0-9_.-]+)(?:\[([^\]]*)\])?", item)
         assert match, item
         names.add(match.group(1).lower().replace("_", "-"))
-        names.update(extra.strip().lower() for extra in (match.group(2) or "").split(",") if extra.strip())
+        names.update(
+            extra.strip().lower() for extra in (match.group(2) or "").split(",") if extra.strip()
+        )
     return names
 
 
 def _declared() -> tuple[set[str], set[str]]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    extras = {name for group, items in project["optional-dependencies"].items() if group != "dev" for name in _names(items)}
+    extras = {
+        name
+        for group, items in project["optional-dependencies"].items()
+        if group != "dev"
+        for name in _names(items)
+    }
     return _names(project["dependencies"]), extras
 
 

@@ -72,10 +72,16 @@ def run(args: Config) -> int:
     import cartopy.crs  # noqa: F401
 
     configs = Path(args.configs)
-    needed = ["synth.yaml", "ingest.yaml", "train.yaml", "run.yaml", "score.yaml"] + (["train_afno.yaml"] if args.all else [])
+    needed = ["synth.yaml", "ingest.yaml", "train.yaml", "run.yaml", "score.yaml"] + (
+        ["train_afno.yaml"] if args.all else []
+    )
     missing = [name for name in needed if not (configs / name).exists()]
     if missing:
-        raise ConfigError(f"demo configs missing: {', '.join(missing)}", path=configs, hint="run from a source checkout or pass --configs DIR")
+        raise ConfigError(
+            f"demo configs missing: {', '.join(missing)}",
+            path=configs,
+            hint="run from a source checkout or pass --configs DIR",
+        )
     work = Path(args.workdir)
     if args.fresh and work.exists():
         shutil.rmtree(work)
@@ -83,15 +89,31 @@ def run(args: Config) -> int:
     synth, store, plots = work / "synth", work / "store.zarr", work / "plots"
     began = wallclock.perf_counter()
     timings = {}
-    timings["synth"] = _stage("1/5 synthesise ERA5-style NetCDF", ["synth", str(synth), "--config", str(configs / "synth.yaml")], done=synth)
+    timings["synth"] = _stage(
+        "1/5 synthesise ERA5-style NetCDF",
+        ["synth", str(synth), "--config", str(configs / "synth.yaml")],
+        done=synth,
+    )
     sources = sorted(glob.glob(str(synth / "*.nc")))
-    timings["ingest"] = _stage("2/5 ingest into a training store", ["ingest", *sources, "--out", str(store), "--config", str(configs / "ingest.yaml")], done=store)
+    timings["ingest"] = _stage(
+        "2/5 ingest into a training store",
+        ["ingest", *sources, "--out", str(store), "--config", str(configs / "ingest.yaml")],
+        done=store,
+    )
     models = [("sfno", "train.yaml")] + ([("afno", "train_afno.yaml")] if args.all else [])
     for name, config in models:
         run_dir = work / name
         timings[f"train {name}"] = _stage(
             f"3/5 train {name.upper()}",
-            ["train", "--config", str(configs / config), "--data", str(store), "--out", str(run_dir)],
+            [
+                "train",
+                "--config",
+                str(configs / config),
+                "--data",
+                str(store),
+                "--out",
+                str(run_dir),
+            ],
             done=run_dir / "best.ckpt",
         )
     outputs = []
@@ -101,7 +123,17 @@ def run(args: Config) -> int:
             outputs.append(out)
             timings[f"run {name} {suffix}"] = _stage(
                 f"4/5 ensemble forecast with {name.upper()} -> {out.name}",
-                ["run", "--config", str(configs / "run.yaml"), "--checkpoint", str(work / name / "best.ckpt"), "--data", str(store), "--out", str(out)],
+                [
+                    "run",
+                    "--config",
+                    str(configs / "run.yaml"),
+                    "--checkpoint",
+                    str(work / name / "best.ckpt"),
+                    "--data",
+                    str(store),
+                    "--out",
+                    str(out),
+                ],
                 done=out,
             )
     scores = []
@@ -110,14 +142,27 @@ def run(args: Config) -> int:
         scores.append(score_file)
         timings[f"score {name}"] = _stage(
             f"5/5 score {name.upper()} against truth, persistence and climatology",
-            ["score", str(work / f"forecast_{name}.zarr"), "--truth", str(store), "--out", str(score_file), "--plots", str(plots / name), "--config", str(configs / "score.yaml")],
+            [
+                "score",
+                str(work / f"forecast_{name}.zarr"),
+                "--truth",
+                str(store),
+                "--out",
+                str(score_file),
+                "--plots",
+                str(plots / name),
+                "--config",
+                str(configs / "score.yaml"),
+            ],
             done=score_file,
         )
     _summary(work, store, outputs, scores, plots, wallclock.perf_counter() - began)
     return 0
 
 
-def _summary(work: Path, store: Path, outputs: list[Path], scores: list[Path], plots: Path, seconds: float) -> None:
+def _summary(
+    work: Path, store: Path, outputs: list[Path], scores: list[Path], plots: Path, seconds: float
+) -> None:
 
     print("\n== summary")
     print(f"store:      {store}")
@@ -130,11 +175,13 @@ def _summary(work: Path, store: Path, outputs: list[Path], scores: list[Path], p
 
     for path in scores:
         table = _skill_table(open_scores(path))
-        print(f"\nRMSE at 24 h and 120 h lead ({path.stem.removeprefix('scores_').upper()}; global; lower is better):")
+        print(
+            f"\nRMSE at 24 h and 120 h lead ({path.stem.removeprefix('scores_').upper()}; global; lower is better):"
+        )
         print(table)
     first = outputs[0]
     print("\nopen the forecast in xarray:")
-    print(f'  python -c "import xarray as xr; print(xr.open_zarr(\'{first}\'))"')
+    print(f"  python -c \"import xarray as xr; print(xr.open_zarr('{first}'))\"")
     print(f"\ndemo finished in {seconds / 60:.1f} min", file=sys.stderr)
 
 
@@ -145,10 +192,16 @@ def _skill_table(ds) -> str:
     if "region" in rmse.dims:
         rmse = rmse.isel(region=0)
     leads = rmse["lead_time"].values
-    hours = (leads / np.timedelta64(1, "h")).astype(int) if np.issubdtype(leads.dtype, np.timedelta64) else np.asarray(leads)
+    hours = (
+        (leads / np.timedelta64(1, "h")).astype(int)
+        if np.issubdtype(leads.dtype, np.timedelta64)
+        else np.asarray(leads)
+    )
     picks = [h for h in (24, 120) if h in hours]
     models = [str(m) for m in rmse["model"].values]
-    header = f"{'channel':<8}" + "".join(f"{m + ' ' + str(h) + 'h':>22}" for h in picks for m in models)
+    header = f"{'channel':<8}" + "".join(
+        f"{m + ' ' + str(h) + 'h':>22}" for h in picks for m in models
+    )
     lines = [header]
     for channel in rmse["channel"].values:
         row = f"{channel!s:<8}"

@@ -39,7 +39,9 @@ class Config(CommandConfig):
     model: Literal["fourcastnet-v2-small", "fourcastnet"] = option(
         help=f"one of {', '.join(MODELS)}", metavar="MODEL", positional=True
     )
-    weights: str = option(help="the publisher's weights (weights.tar, backbone.ckpt)", metavar="FILE")
+    weights: str = option(
+        help="the publisher's weights (weights.tar, backbone.ckpt)", metavar="FILE"
+    )
     means: str = option(help="global_means.npy, shape (1, C, 1, 1)", metavar="FILE")
     stds: str = option(help="global_stds.npy, shape (1, C, 1, 1)", metavar="FILE")
     out: str = option(help="the checkpoint to write", metavar="CKPT")
@@ -49,7 +51,9 @@ class Config(CommandConfig):
         metavar="NLATxNLON",
     )
     scale_factor: int | None = option(
-        None, "fourcastnet-v2-small: inner grid is NLAT//S x NLON//S (publisher's default 6)", metavar="S"
+        None,
+        "fourcastnet-v2-small: inner grid is NLAT//S x NLON//S (publisher's default 6)",
+        metavar="S",
     )
     hard_thresholding_fraction: float | None = option(
         None, "fraction of the spectral/Fourier modes kept (publisher's default 1.0)", metavar="F"
@@ -76,7 +80,9 @@ def _check_out(path, overwrite: bool, inputs: list[str]) -> None:
             path=path,
             hint="choose another --out, or pass --overwrite to replace it",
         )
-    check_replaceable(path, inputs=inputs, kinds=("checkpoint",), flag="--out" if not overwrite else "--overwrite")
+    check_replaceable(
+        path, inputs=inputs, kinds=("checkpoint",), flag="--out" if not overwrite else "--overwrite"
+    )
 
 
 def run(args: Config) -> int:
@@ -106,7 +112,9 @@ def run(args: Config) -> int:
     if not out.parent.is_dir():
         raise DataError("folder does not exist", path=out.parent, hint="create it first")
     with lock(out, "forecast import"):
-        _check_out(out, args.overwrite, [str(p) for p in (args.weights, args.means, args.stds) if p])
+        _check_out(
+            out, args.overwrite, [str(p) for p in (args.weights, args.means, args.stds) if p]
+        )
         with tqdm(
             total=2,
             desc=f"import {args.model}",

@@ -28,20 +28,46 @@ from forecast.cli.config import CommandConfig, option
 class Config(CommandConfig):
     """Options of ``forecast ingest``."""
 
-    sources: list[str] = option(help="NetCDF/GRIB files, Zarr stores or globs (quote globs); paths or URLs", metavar="SOURCE", positional=True, min_length=1)
-    out: str = option(help="the store to write (a path or an s3://, gs://, file:// URL)", metavar="STORE.zarr")
-    channels: list[str] | None = option(None, "comma-separated channel ids (default: every channel the sources provide)")
-    grid: str = option("source", "target grid: 'source', NLATxNLON (e.g. 32x64) or a resolution (1.0deg)")
-    grid_kind: Literal["equiangular", "legendre-gauss"] = option("equiangular", "kind of an NLATxNLON grid")
-    start: str | None = option(None, "first time to keep, e.g. 2020-01-01 (default: the sources' first)")
+    sources: list[str] = option(
+        help="NetCDF/GRIB files, Zarr stores or globs (quote globs); paths or URLs",
+        metavar="SOURCE",
+        positional=True,
+        min_length=1,
+    )
+    out: str = option(
+        help="the store to write (a path or an s3://, gs://, file:// URL)", metavar="STORE.zarr"
+    )
+    channels: list[str] | None = option(
+        None, "comma-separated channel ids (default: every channel the sources provide)"
+    )
+    grid: str = option(
+        "source", "target grid: 'source', NLATxNLON (e.g. 32x64) or a resolution (1.0deg)"
+    )
+    grid_kind: Literal["equiangular", "legendre-gauss"] = option(
+        "equiangular", "kind of an NLATxNLON grid"
+    )
+    start: str | None = option(
+        None, "first time to keep, e.g. 2020-01-01 (default: the sources' first)"
+    )
     end: str | None = option(None, "last time to keep, inclusive (default: the sources' last)")
     step: str | None = option(None, "time step, e.g. 6h (default: the sources' step)")
-    member: int | None = option(None, "ensemble member to take from a source with a 'number' dimension")
+    member: int | None = option(
+        None, "ensemble member to take from a source with a 'number' dimension"
+    )
     append: bool = option(False, "add times after the end of an existing store")
-    recompute_statistics: bool = option(False, "with --append: recompute statistics and climatology over the whole store")
-    overwrite: bool = option(False, "replace an existing store written by forecast (never a source, nor anything else)")
-    scheduler: str = option("threads", "Dask scheduler: threads, processes, synchronous, local:N (a local cluster of N worker processes) or tcp://HOST:PORT")
-    climatology_window: int = option(31, "days in the smoothing window of the climatology", metavar="DAYS")
+    recompute_statistics: bool = option(
+        False, "with --append: recompute statistics and climatology over the whole store"
+    )
+    overwrite: bool = option(
+        False, "replace an existing store written by forecast (never a source, nor anything else)"
+    )
+    scheduler: str = option(
+        "threads",
+        "Dask scheduler: threads, processes, synchronous, local:N (a local cluster of N worker processes) or tcp://HOST:PORT",
+    )
+    climatology_window: int = option(
+        31, "days in the smoothing window of the climatology", metavar="DAYS"
+    )
     no_progress: bool = option(False, "no progress bar", flags=("--no-progress", "--quiet"))
 
 

@@ -238,7 +238,7 @@ def run_steps(args: Config, init_time, step) -> int:
         )
     if args.steps is not None:
         return int(args.steps)
-    return steps_for_length(args.length, init_time, step)
+    return steps_for_length(str(args.length), init_time, step)
 
 
 def build_writer(args: Config, out, stepper, climate: bool, output_every: int):

@@ -89,8 +89,8 @@ def run_climate(args: Config) -> int:
             written = write_climate_scores(scores, args.out)
         print(f"scores written to {written}", file=sys.stderr)
     if args.plots:
-        written = draw_climate(scores, args.plots)
-        print(f"{len(written)} plots written to {args.plots}", file=sys.stderr)
+        drawn = draw_climate(scores, args.plots)
+        print(f"{len(drawn)} plots written to {args.plots}", file=sys.stderr)
     return 0
 
 
@@ -105,7 +105,11 @@ def _scores_output(args: Config) -> Iterator[None]:
         return
     with lock(args.out, "forecast score"):
         check_replaceable(
-            args.out, inputs=[args.forecast, args.truth], kinds=("scores",), flag="--out", action="replace"
+            args.out,
+            inputs=[args.forecast, args.truth],
+            kinds=("scores",),
+            flag="--out",
+            action="replace",
         )
         yield
 
@@ -158,7 +162,9 @@ def _finished_part(forecast: str, allow_partial: bool) -> list[int] | None:
         return None
     status, total = manifest["status"], len(manifest.get("init_times", []))
     grid = open_forecast(forecast)
-    done = finished_inits(Path(forecast), manifest, grid.sizes["latitude"] * grid.sizes["longitude"] * 4)
+    done = finished_inits(
+        Path(forecast), manifest, grid.sizes["latitude"] * grid.sizes["longitude"] * 4
+    )
     counted = f"{len(done)} of {total} init time(s) complete"
     if not allow_partial:
         raise DataError(

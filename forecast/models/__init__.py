@@ -124,16 +124,22 @@ def build_model(
 def _out_of_memory(err: BaseException) -> bool:
     """Whether an error is an allocation failure (CPU allocator, CUDA, Python)."""
     text = str(err).lower()
-    return isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+    return (
+        isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+    )
 
 
 def _size_hparams(hparams: HParams) -> str:
     values = hparams_to_dict(hparams)
-    shown = [f"{key}={values[key]}" for key in ("embed_dim", "num_layers", "depth") if key in values]
+    shown = [
+        f"{key}={values[key]}" for key in ("embed_dim", "num_layers", "depth") if key in values
+    ]
     return ", ".join(shown) or "these hyperparameters"
 
 
-def _parameter_size(spec: ModelSpec, in_channels: int, out_channels: int, grid: Grid, hparams: HParams) -> str:
+def _parameter_size(
+    spec: ModelSpec, in_channels: int, out_channels: int, grid: Grid, hparams: HParams
+) -> str:
     """`` (N parameters, X GB)`` from a build on the meta device, or empty when that fails too."""
     try:
         with torch.device("meta"):

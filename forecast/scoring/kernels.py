@@ -84,7 +84,9 @@ def fair_crps_sorted(ordered: np.ndarray, truth: np.ndarray, member_axis: int = 
     return skill - spread / (count * (count - 1))
 
 
-def rank_histogram_weights(ordered: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def rank_histogram_weights(
+    ordered: np.ndarray, truth: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
     """Area-weighted rank histogram per sample and region, ties split evenly.
 
     The rank of the truth is the number of members below it. Where the truth

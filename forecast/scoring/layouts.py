@@ -188,8 +188,12 @@ def open_cdo(path: Path) -> xr.Dataset:
     nested = [[pieces[(i, m)] for m in members] for i in inits]
     try:
         combined = xr.combine_nested(
-            nested, concat_dim=["time", "member"], data_vars="minimal", coords="minimal",
-            compat="override", join="exact",
+            nested,
+            concat_dim=["time", "member"],
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+            join="exact",
         )
     except ValueError as err:
         raise DataError(
@@ -224,7 +228,9 @@ def open_forecast(path: str | Path) -> xr.Dataset:
         if is_cdo(path):
             return open_cdo(path)
         if path.is_dir():  # chunks with a CRC32C (forecast run writes them) are checked as read
-            store = checked_zarr_store(path, hint="rerun the forecast (forecast run ... --overwrite)")
+            store = checked_zarr_store(
+                path, hint="rerun the forecast (forecast run ... --overwrite)"
+            )
             ds = xr.open_zarr(store, consolidated=None, decode_timedelta=True)
         else:
             ds = xr.open_dataset(path, chunks={}, decode_timedelta=True)

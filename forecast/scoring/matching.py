@@ -81,11 +81,7 @@ class Matched:
 
 def forecast_channels(forecast: xr.Dataset) -> list[str]:
     """The channel variables of a forecast: data variables with latitude and longitude dims."""
-    return [
-        str(name)
-        for name, var in forecast.data_vars.items()
-        if set(SPACE) <= set(var.dims)
-    ]
+    return [str(name) for name, var in forecast.data_vars.items() if set(SPACE) <= set(var.dims)]
 
 
 def valid_times(forecast: xr.Dataset) -> xr.DataArray:

@@ -275,7 +275,15 @@ def score_files(
 
 
 #: Words of the errors that codecs and the HDF5 library raise for a damaged chunk.
-_DECODE_WORDS = ("decompress", "checksum", "codec", "hdf error", "corrupt", "truncated", "cannot reshape")
+_DECODE_WORDS = (
+    "decompress",
+    "checksum",
+    "codec",
+    "hdf error",
+    "corrupt",
+    "truncated",
+    "cannot reshape",
+)
 
 
 def _is_decode_error(err: BaseException) -> bool:

@@ -197,13 +197,18 @@ def from_cf(ds: xr.Dataset) -> xr.Dataset:
             out[name].attrs["units"] = METRICS[name].units
     out["n_init"] = ds["n_init"]
     # every metric in the channel's units carries them; rmse is always there
-    out["channel_units"] = ("channel", [str(ds[f"rmse_{c}"].attrs.get("units", "")) for c in channels])
+    out["channel_units"] = (
+        "channel",
+        [str(ds[f"rmse_{c}"].attrs.get("units", "")) for c in channels],
+    )
     out["region_bounds"] = (
         ("region", "bound"),
         np.stack([ds[f"region_{b}"].values for b in _BOUNDS], axis=1),
     )
     out = out.assign_coords(bound=list(_BOUNDS))
-    out.attrs = {k: v for k, v in ds.attrs.items() if k not in ("Conventions", "channels", "history")}
+    out.attrs = {
+        k: v for k, v in ds.attrs.items() if k not in ("Conventions", "channels", "history")
+    }
     return out
 
 

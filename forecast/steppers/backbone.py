@@ -221,6 +221,7 @@ class BackboneStepper(StateStepper):
         if self.residual:
             last = x[:, -1]
             if self.diurnal is not None:
+                assert forcings is not None, "a diurnal baseline comes with its forcings"
                 last = last + forcings[DIURNAL_CHANGE].to(x.dtype)
             return last + output.to(x.dtype) * self.tendency_scale.to(x.dtype)
         return output.to(x.dtype)
@@ -334,4 +335,3 @@ def without_south_pole(grid: Grid) -> Grid:
             hint="ingest the data on an equiangular grid, e.g. --grid 0.25deg",
         )
     return Grid("regional", grid.latitude[:-1], grid.longitude)
-

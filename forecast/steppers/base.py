@@ -48,6 +48,9 @@ class StateStepper(nn.Module):
         diff_std, ``history < 1`` or a non-positive step.
     """
 
+    mean: torch.Tensor  # buffers (see __init__)
+    std: torch.Tensor
+
     def __init__(
         self,
         channels: Sequence[str],

@@ -56,6 +56,8 @@ class BoostedStepper(StateStepper):
         ``r`` per channel, normalised units (default 1).
     """
 
+    residual_scale: torch.Tensor  # a buffer (see __init__)
+
     kind = "boosted"
 
     def __init__(
@@ -63,7 +65,7 @@ class BoostedStepper(StateStepper):
         first: BackboneStepper,
         model_name: str,
         hparams: dict[str, Any] | None = None,
-        residual_scale: Sequence[float] | None = None,
+        residual_scale: Sequence[float] | np.ndarray | None = None,
     ):
         if not isinstance(first, BackboneStepper):
             raise DataError(

@@ -90,7 +90,9 @@ class DYffusionHParams(SFNOHParams):
         """The SFNO hyperparameters of network ``name`` (``"interpolator"`` or ``"forecaster"``)."""
         shared = {key: getattr(self, key) for key in SFNOHParams.model_fields}
         overrides = self.interpolator if name == "interpolator" else self.forecaster
-        return validate_hparams(get_spec("sfno"), {**shared, **overrides})
+        hparams = validate_hparams(get_spec("sfno"), {**shared, **overrides})
+        assert isinstance(hparams, SFNOHParams)
+        return hparams
 
 
 class DYffusionStepper(StateStepper):
@@ -136,7 +138,7 @@ class DYffusionStepper(StateStepper):
         history: int = 1,
         forcings: bool = True,
         trained_steps: Mapping[str, int] | None = None,
-        diurnal: tuple[Sequence[float], np.ndarray] | None = None,
+        diurnal: tuple[Sequence[float] | np.ndarray, np.ndarray] | None = None,
     ):
         super().__init__(channels, grid, step, normalizer, history)
         if not grid.is_global:

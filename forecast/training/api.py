@@ -83,8 +83,8 @@ def train(
         if request.boost is not None and not request.resume:
             first = load_first_model(request, ds)
             stepper = None
-        if stepper is not None or first is not None:
-            given = stepper if stepper is not None else first
+        given = stepper if stepper is not None else first
+        if given is not None:
             request = request.replace(history=given.history)
             if request.channels is None:
                 request = request.replace(channels=tuple(given.channels))
@@ -119,7 +119,9 @@ def train(
         elif stepper is None and first is None:
             torch.manual_seed(request.seed)
             stepper = family(request.model).build(request, ds, channels, times[train_starts])
-        model_channels = list((stepper if stepper is not None else first).channels)
+        trained = stepper if stepper is not None else first
+        assert trained is not None, "built, resumed, given or boosted"
+        model_channels = list(trained.channels)
         if model_channels != channels:
             raise DataError(
                 f"the run was trained on channels {model_channels}, not {channels}",
@@ -137,6 +139,7 @@ def train(
         if first is not None:
             torch.manual_seed(request.seed)
             stepper = boosted_stepper(first, request, windows, context.device)
+        assert stepper is not None
         provenance = {
             "store": storage.normalise(path),
             "model": stepper.config().get("model", request.model),

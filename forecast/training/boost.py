@@ -48,6 +48,7 @@ def load_first_model(request: TrainRequest, ds: xr.Dataset) -> BackboneStepper:
             f"--boost trains a backbone on the first model's residual; {request.model!r} is not one",
             hint=f"use --model {', '.join(sorted(MODELS))}",
         )
+    assert request.boost is not None
     first, metadata = load_checkpoint(staging.local_copy(request.boost))  # a URL is downloaded
     if not isinstance(first, BackboneStepper):
         raise ConfigError(

@@ -98,7 +98,9 @@ def _dyffusion(
 
 
 def _dyffusion_targets(request: TrainRequest) -> int:
-    return int(check_hparams("dyffusion", DYffusionHParams, request.hparams).horizon)
+    hparams = check_hparams("dyffusion", DYffusionHParams, request.hparams)
+    assert isinstance(hparams, DYffusionHParams)
+    return int(hparams.horizon)
 
 
 def _backbone_family(spec: ModelSpec) -> Family:

@@ -40,9 +40,7 @@ class TrainRequest:
     data: str | Path = field(
         metadata={"help": "training store (STORE.zarr from 'forecast ingest'; a path or URL)"}
     )
-    model: str = field(
-        metadata={"help": "backbone (sfno, afno, fno) or model family (dyffusion)"}
-    )
+    model: str = field(metadata={"help": "backbone (sfno, afno, fno) or model family (dyffusion)"})
     out: str | Path = field(
         metadata={"help": "run directory for checkpoints, metrics and config (a path or URL)"}
     )
@@ -188,7 +186,9 @@ def _check_bounds(name: str, value: Any, metadata: Mapping[str, Any]) -> None:
             )
 
 
-def _check_schedule(schedule: tuple[tuple[int, int], ...], rollout_steps: int, max_steps: int) -> None:
+def _check_schedule(
+    schedule: tuple[tuple[int, int], ...], rollout_steps: int, max_steps: int
+) -> None:
     """Milestones ascend in step, and each K lies in 1 .. ``rollout_steps``."""
     text = ",".join(f"{step}:{k}" for step, k in schedule)
     steps = [step for step, _ in schedule]

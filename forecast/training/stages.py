@@ -22,6 +22,7 @@ from torch import nn
 from forecast.errors import ConfigError
 from forecast.forcings import Forcings, select_step
 from forecast.stepper import StagedStepper
+from forecast.steppers.dyffusion import DYffusionStepper
 from forecast.training.distributed import DistributedContext
 from forecast.training.evaluate import RolloutScores
 from forecast.training.optim import cosine_warmup_factor
@@ -117,7 +118,7 @@ class StageObjective(nn.Module):
 
 @torch.no_grad()
 def score_interpolation(
-    stepper: StagedStepper,
+    stepper: DYffusionStepper,
     batches: Iterable[dict],
     times: np.ndarray,
     latitude_weights: np.ndarray,
@@ -132,7 +133,7 @@ def score_interpolation(
 
     Parameters
     ----------
-    stepper : StagedStepper
+    stepper : DYffusionStepper
         Has ``interpolate(start, end, offset, forcings)`` and ``horizon``.
     batches : iterable of dict
         Loader batches of windows with ``horizon`` targets.

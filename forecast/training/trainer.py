@@ -189,13 +189,15 @@ class TrainingLoop:
             stepper.grid.area_weights(), dtype=torch.float32, device=self.device
         )
         self.staged = isinstance(stepper, StagedStepper)
-        if self.staged:
+        if isinstance(stepper, StagedStepper):
             if request.ensemble_size > 1:
                 raise ConfigError(
                     f"a {stepper.kind} model is trained stage by stage on MSE; --ensemble-size does not apply",
                     hint="drop --ensemble-size: its ensembles come from sampling",
                 )
-            self.plan = StagePlan.split(stepper.stages, request.max_steps, request.interpolator_steps)
+            self.plan = StagePlan.split(
+                stepper.stages, request.max_steps, request.interpolator_steps
+            )
         else:
             self.plan = StagePlan.single(request.max_steps)
         self.stage = ""
@@ -310,13 +312,17 @@ class TrainingLoop:
         self, batch: dict, history: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor:
         """Area-weighted MSE of the current stage's prediction (a staged stepper)."""
-        forcings = rollout_forcings(self.stepper, self.times, batch["start"].numpy(), 1, self.device)
+        forcings = rollout_forcings(
+            self.stepper, self.times, batch["start"].numpy(), 1, self.device
+        )
         with torch.autocast(
             self.device.type,
             dtype=self.autocast_dtype or torch.bfloat16,
             enabled=self.autocast_dtype is not None,
         ):
-            prediction, target = self.rollout(history, targets, select_step(forcings, 0), self.noise)
+            prediction, target = self.rollout(
+                history, targets, select_step(forcings, 0), self.noise
+            )
         return per_channel_mse(prediction.float(), target, self.latitude_weights) * self.error_scale
 
     def _optimizer_step(self, batches, n_steps: int) -> None:
@@ -332,7 +338,9 @@ class TrainingLoop:
         for micro in range(self.accumulation):
             try:
                 batch = next(batches)
-            except ForecastError as err:  # a worker's (a damaged chunk of the store): one line again
+            except (
+                ForecastError
+            ) as err:  # a worker's (a damaged chunk of the store): one line again
                 unwrapped = unwrap_worker_error(err)
                 if unwrapped is err:
                     raise
@@ -433,10 +441,10 @@ class TrainingLoop:
                     times.append(when)
         if not channels:
             return ""
-        shown = ", ".join(sorted(times)[:3]) + (f" and {len(times) - 3} more" if len(times) > 3 else "")
-        return (
-            f"the store {self.request.data} holds NaN/inf in channel(s) {', '.join(channels)} at {shown}"
+        shown = ", ".join(sorted(times)[:3]) + (
+            f" and {len(times) - 3} more" if len(times) > 3 else ""
         )
+        return f"the store {self.request.data} holds NaN/inf in channel(s) {', '.join(channels)} at {shown}"
 
     def _log(self, record: dict) -> None:
         if self.context.is_main:

@@ -126,7 +126,12 @@ class BatchReducer:
         self.sums = {kind: MeanSum(self.shape) for kind in self.kinds}
         self.open = dict.fromkeys(self.kinds, -1)
         self.histogram = (
-            Histogram(histograms.low, histograms.high, histograms.bins, self.shape[:3])
+            Histogram(
+                histograms.low,
+                histograms.high,
+                histograms.bins,
+                (self.shape[0], self.shape[1], self.shape[2]),
+            )
             if histograms is not None
             else None
         )

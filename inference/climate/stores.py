@@ -76,6 +76,7 @@ class ZarrProductStore(ProductStore):
     """A Zarr (v3) product, written in place."""
 
     suffix = ".zarr"
+    _group: zarr.Group | None = None
     file_format = "zarr"
     resumable = True
 
@@ -111,7 +112,9 @@ class ZarrProductStore(ProductStore):
         self._group = zarr.open_group(self.path, mode="r+")
 
     def write(self, name: str, index: tuple, values: np.ndarray) -> None:
-        self._group[name][index] = values
+        array = self._group[name] if self._group is not None else None
+        assert isinstance(array, zarr.Array), f"{self.path}: {name} is not an open array"
+        array[index] = values
 
     def close(self) -> None:
         self._group = None
@@ -142,7 +145,7 @@ class NetCDFProductStore(ProductStore):
             created = self._nc.createVariable(
                 name,
                 np.dtype(encoding["dtype"]),
-                variable.dims,
+                tuple(str(dim) for dim in variable.dims),
                 fill_value=False if fill is None else fill,
                 chunksizes=encoding["chunks"],
                 **netcdf_compression(self.compression),

@@ -79,7 +79,8 @@ def member_file(template: xr.Dataset, init_index: int, member: int) -> xr.Datase
     keep = [
         str(n)
         for n in template.coords
-        if n not in ("time", "lead_time", "member", "valid_time") and "member" not in template[n].dims
+        if n not in ("time", "lead_time", "member", "valid_time")
+        and "member" not in template[n].dims
     ]
     for name in keep:
         coords[name] = template[name].variable
@@ -104,9 +105,9 @@ def member_file(template: xr.Dataset, init_index: int, member: int) -> xr.Datase
     for c in channels:
         ds[c].encoding = {
             "chunks": (1, nlat, nlon),
-            "coordinates": template[c].encoding["coordinates"].replace(
-                "valid_time", "forecast_period forecast_reference_time realization"
-            ),
+            "coordinates": template[c]
+            .encoding["coordinates"]
+            .replace("valid_time", "forecast_period forecast_reference_time realization"),
         }
     return ds
 

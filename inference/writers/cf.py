@@ -172,9 +172,7 @@ def grid_coordinates(grid: Grid, ascending_latitude: bool = False) -> dict[str, 
                 "bounds": "longitude_bnds",
             },
         ),
-        "latitude_bnds": xr.Variable(
-            ("latitude", BOUNDS_DIM), cell_bounds(latitude, -90.0, 90.0)
-        ),
+        "latitude_bnds": xr.Variable(("latitude", BOUNDS_DIM), cell_bounds(latitude, -90.0, 90.0)),
         "longitude_bnds": xr.Variable(
             ("longitude", BOUNDS_DIM), cell_bounds(longitude, -360.0, 720.0)
         ),

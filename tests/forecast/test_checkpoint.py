@@ -319,7 +319,9 @@ def test_version_1_checkpoints_still_load(tmp_path):
     assert torch.equal(loaded.advance(state(), TIMES), stepper.advance(state(), TIMES))
 
 
-def _flip_middle(path: pathlib.Path, out: pathlib.Path, record: str | None = None, count: int = 64) -> str:
+def _flip_middle(
+    path: pathlib.Path, out: pathlib.Path, record: str | None = None, count: int = 64
+) -> str:
     """Write ``path`` to ``out`` with ``count`` bytes inverted in the middle of a record's data.
 
     The record is the largest tensor unless named; returns its name in the archive.
@@ -336,7 +338,9 @@ def _flip_middle(path: pathlib.Path, out: pathlib.Path, record: str | None = Non
         else next(i for i in infos if i.filename.endswith(record))
     )
     assert info.compress_type == zipfile.ZIP_STORED
-    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    name_length, extra_length = struct.unpack(
+        "<HH", data[info.header_offset + 26 : info.header_offset + 30]
+    )
     start = info.header_offset + 30 + name_length + extra_length
     middle = start + info.compress_size // 2 - count // 2
     assert info.compress_size >= count
@@ -371,7 +375,25 @@ def test_flipped_checkpoint_is_one_line_on_the_command_line(saved, tmp_path, cap
     flipped = tmp_path / "flipped.ckpt"
     name = _flip_middle(path, flipped)
     write_store(tmp_path / "s.zarr", periods=3)
-    code = main(["run", "--checkpoint", str(flipped), "--data", str(tmp_path / "s.zarr"), "--init", "latest", "--steps", "1", "--out", str(tmp_path / "fc.zarr"), "--device", "cpu"])
+    code = main(
+        [
+            "run",
+            "--checkpoint",
+            str(flipped),
+            "--data",
+            str(tmp_path / "s.zarr"),
+            "--init",
+            "latest",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "fc.zarr"),
+            "--device",
+            "cpu",
+        ]
+    )
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(lines) == 1
-    assert lines[0].startswith(f"forecast run: error: {flipped}: the checkpoint is corrupt: its record {name} fails")
+    assert lines[0].startswith(
+        f"forecast run: error: {flipped}: the checkpoint is corrupt: its record {name} fails"
+    )

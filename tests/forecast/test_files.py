@@ -20,7 +20,11 @@ def test_writes_through_a_hidden_temporary_with_the_same_suffix(tmp_path: Path) 
     target = tmp_path / "scores.nc"
     assert atomic_write(target, write, fsync=True) == target
     assert target.read_text() == "new"
-    assert seen[0].parent == tmp_path and seen[0].name.startswith(".scores.") and seen[0].suffix == ".nc"
+    assert (
+        seen[0].parent == tmp_path
+        and seen[0].name.startswith(".scores.")
+        and seen[0].suffix == ".nc"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.nc"]
 
 

@@ -299,7 +299,9 @@ def test_overwrite_replaces_only_our_checkpoints(v1_files, tmp_path, capsys):
     assert out.read_text() == "somebody's notes"
     before = weights.read_bytes()
     line = _one_line_error(
-        *_import(capsys, "fourcastnet", weights, means, stds, weights, "--grid", "9x16", "--overwrite")
+        *_import(
+            capsys, "fourcastnet", weights, means, stds, weights, "--grid", "9x16", "--overwrite"
+        )
     )
     assert "--overwrite would delete an input of this command" in line
     assert weights.read_bytes() == before

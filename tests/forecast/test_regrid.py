@@ -52,5 +52,8 @@ def test_identity_when_grids_match() -> None:
 
 def test_regional_source_cannot_become_global() -> None:
     region = Grid("regional", np.linspace(75, 15, 25), np.linspace(200, 330, 53))
-    with pytest.raises(GridError, match=r"regional .* cannot become the global grid equiangular 181x360; keep the regional grid \(ingest: --grid source"):
+    with pytest.raises(
+        GridError,
+        match=r"regional .* cannot become the global grid equiangular 181x360; keep the regional grid \(ingest: --grid source",
+    ):
         Regridder(region, Grid.parse("1.0deg"), path="air.zarr")

@@ -272,7 +272,8 @@ def test_lock_and_conflicting_outputs(tmp_path, store, stepper):
     with (
         lock(out, "forecast run"),
         pytest.raises(
-            LockedError, match=r"fc.zarr: another process is writing this output \(forecast run pid \d+"
+            LockedError,
+            match=r"fc.zarr: another process is writing this output \(forecast run pid \d+",
         ),
     ):
         _run(stepper, store, out)

@@ -40,7 +40,9 @@ OUTPUTS = {
 #: The one error the compliance-checker reports on the layouts whose `time` dim is the
 #: initialisation (docs/formats.md, "CF checkers": a dim named `time` must have
 #: standard_name `time` is the checker's rule, not CF's).
-TIME_NAME_RULE = "Coordinate variable 'time' should have standard_name='time', found: 'forecast_reference_time'"
+TIME_NAME_RULE = (
+    "Coordinate variable 'time' should have standard_name='time', found: 'forecast_reference_time'"
+)
 
 
 #: The environment of a shell: importing netCDF4 points HDF5_PLUGIN_PATH at its own zstd plugin.
@@ -59,7 +61,12 @@ def _run(stepper, store, out, **kwargs):
     )
     options.update(kwargs)
     return run(
-        stepper, store, parse_init_spec(INITS, "standard"), options.pop("steps", STEPS), out, **options
+        stepper,
+        store,
+        parse_init_spec(INITS, "standard"),
+        options.pop("steps", STEPS),
+        out,
+        **options,
     )
 
 
@@ -153,8 +160,14 @@ def test_cfchecks_finds_no_errors(written, name):
     assert messages["version"] == "CF-1.8"
     assert messages["ERROR"] == []
     if name == "wb2.nc":  # WeatherBench2's names 2m_temperature, 10m_u_component_of_wind
-        assert messages["WARN"] == ["(2.3): Variable names should begin with a letter and be "
-                                    "composed of letters, digits and underscores"] * 2
+        assert (
+            messages["WARN"]
+            == [
+                "(2.3): Variable names should begin with a letter and be "
+                "composed of letters, digits and underscores"
+            ]
+            * 2
+        )
     else:
         assert messages["WARN"] == []
 
@@ -167,7 +180,11 @@ def test_iris_tells_the_channels_apart(written):
     assert cubes["t2m"]["scalar"]["height"] == [2.0, "m"]
     assert cubes["u10m"]["scalar"]["height"] == [10.0, "m"]
     assert cubes["z500"]["dims"] == [
-        "forecast_reference_time", "forecast_period", "realization", "latitude", "longitude"
+        "forecast_reference_time",
+        "forecast_period",
+        "realization",
+        "latitude",
+        "longitude",
     ]
     member = {c["var_name"]: c for c in iris_cubes(sorted((written / "cdo").glob("*.nc"))[1])}
     assert member["t850"]["dims"] == ["time", "latitude", "longitude"]
@@ -183,15 +200,27 @@ def test_wb2_layout_has_what_weatherbench2_reads(written):
     assert ds["time"].attrs["standard_name"] == "forecast_reference_time"
     # metrics.REALIZATION; evaluation.make_latitude_increasing / _ensure_aligned_grid
     assert ds["geopotential"].dims == (
-        "time", "prediction_timedelta", "realization", "level", "latitude", "longitude"
+        "time",
+        "prediction_timedelta",
+        "realization",
+        "level",
+        "latitude",
+        "longitude",
     )
     assert ds["2m_temperature"].dims == (
-        "time", "prediction_timedelta", "realization", "latitude", "longitude"
+        "time",
+        "prediction_timedelta",
+        "realization",
+        "latitude",
+        "longitude",
     )
     assert (np.diff(ds["latitude"].values) > 0).all()
     assert list(ds["level"].values) == [500, 850] and ds["level"].dtype.kind == "i"
     assert {str(v) for v in ds.data_vars if "bnds" not in str(v)} == {
-        "geopotential", "temperature", "10m_u_component_of_wind", "2m_temperature"
+        "geopotential",
+        "temperature",
+        "10m_u_component_of_wind",
+        "2m_temperature",
     }
     assert all(ds[v].dtype == np.float32 for v in ("geopotential", "2m_temperature"))
     # what WeatherBench2 then does (by_init): rename, valid time from init + lead, select truth
@@ -210,7 +239,11 @@ def test_wb2_deterministic_forecast_has_no_realization(tmp_path, store, stepper)
     ds = xr.open_zarr(tmp_path / "one.zarr")
     assert "realization" not in ds.dims
     assert ds["temperature"].dims == (
-        "time", "prediction_timedelta", "level", "latitude", "longitude"
+        "time",
+        "prediction_timedelta",
+        "level",
+        "latitude",
+        "longitude",
     )
     back = open_forecast(tmp_path / "one.zarr")
     assert back.sizes["member"] == 1 and np.isfinite(back["t850"].values).all()
@@ -265,7 +298,10 @@ def test_cdo_cannot_decode_zstd_netcdf_from_a_shell(tmp_path, store, stepper):
     out = _run(stepper, store, tmp_path / "zstd", layout="cdo", compression="zstd").out
     file = sorted(out.glob("*.nc"))[0]
     done = subprocess.run(
-        ["cdo", "-s", "output", "-selname,t2m", str(file)], capture_output=True, text=True, env=SHELL
+        ["cdo", "-s", "output", "-selname,t2m", str(file)],
+        capture_output=True,
+        text=True,
+        env=SHELL,
     )
     assert "Filter error: undefined filter encountered" in done.stdout + done.stderr
 
@@ -350,10 +386,14 @@ def _wb2_truth(store) -> xr.Dataset:
     """The store as WeatherBench2's ERA5 datasets look: long names, a level dim, latitude ascending."""
     data = store["data"].drop_vars("channel")
     pieces = [
-        data.isel(channel=[CHANNELS.index("z500")]).rename(channel="level")
-        .assign_coords(level=[500]).rename("geopotential"),
-        data.isel(channel=[CHANNELS.index("t850")]).rename(channel="level")
-        .assign_coords(level=[850]).rename("temperature"),
+        data.isel(channel=[CHANNELS.index("z500")])
+        .rename(channel="level")
+        .assign_coords(level=[500])
+        .rename("geopotential"),
+        data.isel(channel=[CHANNELS.index("t850")])
+        .rename(channel="level")
+        .assign_coords(level=[850])
+        .rename("temperature"),
         data.isel(channel=CHANNELS.index("t2m")).rename("2m_temperature"),
         data.isel(channel=CHANNELS.index("u10m")).rename("10m_u_component_of_wind"),
     ]
@@ -378,7 +418,9 @@ def test_wb2_layout_scores_the_same_with_scores_package(written, store, store_pa
     lat = np.deg2rad(forecast["latitude"].values)
     edges = np.concatenate([[-np.pi / 2], (lat[:-1] + lat[1:]) / 2, [np.pi / 2]])
     area = np.diff(np.sin(edges))
-    weights = xr.DataArray(area / area.mean(), dims="latitude", coords={"latitude": forecast.latitude})
+    weights = xr.DataArray(
+        area / area.mean(), dims="latitude", coords={"latitude": forecast.latitude}
+    )
     weights = weights.broadcast_like(forecast["longitude"])
     space = ["latitude", "longitude"]
     for channel, name, level in (("z500", "geopotential", 500), ("t2m", "2m_temperature", None)):
@@ -388,9 +430,18 @@ def test_wb2_layout_scores_the_same_with_scores_package(written, store, store_pa
         f, t = f.load().astype(np.float64), t.load().astype(np.float64)
         mse = scores.continuous.mse(f.mean("realization"), t, reduce_dims=space, weights=weights)
         rmse = np.sqrt(mse.mean("init_time")).values
-        crps = scores.probability.crps_for_ensemble(
-            f, t, ensemble_member_dim="realization", method="fair", reduce_dims=space, weights=weights
-        ).mean("init_time").values
+        crps = (
+            scores.probability.crps_for_ensemble(
+                f,
+                t,
+                ensemble_member_dim="realization",
+                method="fair",
+                reduce_dims=space,
+                weights=weights,
+            )
+            .mean("init_time")
+            .values
+        )
         expected = ours.sel(model="forecast", channel=channel, region="global")
         np.testing.assert_allclose(rmse, expected["rmse"].values, rtol=1e-9)
         np.testing.assert_allclose(crps, expected["crps"].values, rtol=1e-6)

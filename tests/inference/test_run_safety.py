@@ -21,7 +21,9 @@ def inputs(tmp_path):
 
 def _run(store, checkpoint, out, *extra):
     argv = ["run", "--checkpoint", str(checkpoint), "--data", str(store), "--init", "2020-01-01T06"]
-    return main([*argv, "--steps", "1", "--out", str(out), "--device", "cpu", "--no-progress", *extra])
+    return main(
+        [*argv, "--steps", "1", "--out", str(out), "--device", "cpu", "--no-progress", *extra]
+    )
 
 
 def _error(capsys) -> str:
@@ -47,7 +49,10 @@ def test_overwrite_refuses_a_foreign_output_and_replaces_our_own(inputs, tmp_pat
     foreign.mkdir()
     (foreign / "thesis.txt").write_text("chapter 1")
     assert _run(store, checkpoint, foreign, "--overwrite") == 1
-    assert "--overwrite refuses to delete it: it is not a forecast written by forecast (it holds thesis.txt)" in _error(capsys)
+    assert (
+        "--overwrite refuses to delete it: it is not a forecast written by forecast (it holds thesis.txt)"
+        in _error(capsys)
+    )
     assert (foreign / "thesis.txt").read_text() == "chapter 1"
     other = tmp_path / "other.nc"
     xr.Dataset({"x": ("i", np.arange(3.0))}).to_netcdf(other)
@@ -56,16 +61,25 @@ def test_overwrite_refuses_a_foreign_output_and_replaces_our_own(inputs, tmp_pat
     for suffix in (".zarr", ".nc"):
         out = tmp_path / f"fc{suffix}"
         assert _run(store, checkpoint, out) == 0
-        (out.with_name(out.name + ".manifest.json")).unlink()  # even without its manifest, ours by its attributes
-        assert _run(store, checkpoint, out, "--overwrite", "--members", "2") == 0, capsys.readouterr().err
-        assert xr.open_dataset(out, engine="zarr" if suffix == ".zarr" else None).sizes["member"] == 2
+        (
+            out.with_name(out.name + ".manifest.json")
+        ).unlink()  # even without its manifest, ours by its attributes
+        assert _run(store, checkpoint, out, "--overwrite", "--members", "2") == 0, (
+            capsys.readouterr().err
+        )
+        assert (
+            xr.open_dataset(out, engine="zarr" if suffix == ".zarr" else None).sizes["member"] == 2
+        )
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_cuda_without_a_gpu_is_one_line(inputs, tmp_path, capsys):
     store, checkpoint = inputs
     assert _run(store, checkpoint, tmp_path / "fc.zarr", "--device", "cuda") == 1
-    assert _error(capsys) == "forecast run: error: --device cuda but no CUDA device is available; use --device cpu or auto"
+    assert (
+        _error(capsys)
+        == "forecast run: error: --device cuda but no CUDA device is available; use --device cpu or auto"
+    )
 
 
 def _damage(chunk) -> None:
@@ -124,11 +138,15 @@ def test_a_damaged_chunk_without_a_checksum_is_one_line_for_score(inputs, tmp_pa
     capsys.readouterr()
     assert main(["score", str(older), "--truth", str(store), "--no-progress", "--no-spectra"]) == 1
     line = _error(capsys)
-    assert line.startswith(f"forecast score: error: {older} or {store}: a chunk cannot be decoded, the data are damaged (")
+    assert line.startswith(
+        f"forecast score: error: {older} or {store}: a chunk cannot be decoded, the data are damaged ("
+    )
     assert line.endswith("rerun the forecast (forecast run ... --overwrite) or re-ingest the store")
 
 
-def test_score_refuses_an_unfinished_forecast_unless_allow_partial(tmp_path, store_path, store, stepper, capsys):
+def test_score_refuses_an_unfinished_forecast_unless_allow_partial(
+    tmp_path, store_path, store, stepper, capsys
+):
     import json
 
     from forecast.scoring.score import score_files
@@ -143,7 +161,16 @@ def test_score_refuses_an_unfinished_forecast_unless_allow_partial(tmp_path, sto
     _kill_when(process, lambda: (progress_dir(out) / "batch-000002.json").exists())
     manifest = json.loads(out.with_name(out.name + ".manifest.json").read_text())
     assert manifest["status"] == "running"
-    argv = ["score", str(out), "--truth", str(store_path), "--no-progress", "--no-spectra", "--region", "global"]
+    argv = [
+        "score",
+        str(out),
+        "--truth",
+        str(store_path),
+        "--no-progress",
+        "--no-spectra",
+        "--region",
+        "global",
+    ]
     assert main(argv) == 1
     assert _error(capsys) == (
         f"forecast score: error: {out}: the forecast is unfinished (its manifest says running; 1 of 2 "
@@ -153,12 +180,17 @@ def test_score_refuses_an_unfinished_forecast_unless_allow_partial(tmp_path, sto
     scores_file = tmp_path / "partial.nc"
     assert main([*argv, "--allow-partial", "--out", str(scores_file)]) == 0
     said = capsys.readouterr().err
-    assert f"forecast score: {out}: unfinished (running); scoring only its 1 of 2 init time(s) complete" in said
+    assert (
+        f"forecast score: {out}: unfinished (running); scoring only its 1 of 2 init time(s) complete"
+        in said
+    )
     reference = run_forecast(
         stepper, store, parse_init_spec(INITS, "standard"), STEPS, tmp_path / "reference.zarr",
         layout="default", log=lambda m: None, **RUN,
     )  # fmt: skip
-    expected, _, _ = score_files(reference.out, store_path, regions=["global"], spectra=False, init_indices=[0])
+    expected, _, _ = score_files(
+        reference.out, store_path, regions=["global"], spectra=False, init_indices=[0]
+    )
     from forecast.scoring.scores_file import open_scores
 
     partial = open_scores(scores_file)
@@ -166,7 +198,9 @@ def test_score_refuses_an_unfinished_forecast_unless_allow_partial(tmp_path, sto
     np.testing.assert_allclose(partial["rmse"].values, expected["rmse"].values, rtol=1e-6)
 
 
-def test_store_mismatch_missing_init_and_full_disk_name_the_files(inputs, tmp_path, capsys, monkeypatch):
+def test_store_mismatch_missing_init_and_full_disk_name_the_files(
+    inputs, tmp_path, capsys, monkeypatch
+):
     import errno
     import json
 
@@ -176,10 +210,14 @@ def test_store_mismatch_missing_init_and_full_disk_name_the_files(inputs, tmp_pa
     other = write_store(tmp_path / "other.zarr", periods=4, nlat=8, nlon=16)
     assert _run(other, checkpoint, tmp_path / "a.zarr") == 1
     line = _error(capsys)
-    assert line.startswith(f"forecast run: error: {checkpoint} with {other}: checkpoint does not match the store: ")
+    assert line.startswith(
+        f"forecast run: error: {checkpoint} with {other}: checkpoint does not match the store: "
+    )
     assert _run(store, checkpoint, tmp_path / "b.zarr", "--init", "2021-01-01T00") == 1
     line = _error(capsys)
-    assert line.startswith(f"forecast run: error: {store}: initial time(s) 2021-01-01T00:00 not in the store; the store covers ")
+    assert line.startswith(
+        f"forecast run: error: {store}: initial time(s) 2021-01-01T00:00 not in the store; the store covers "
+    )
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

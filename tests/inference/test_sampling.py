@@ -34,7 +34,10 @@ def sampler() -> DYffusionStepper:
         STEP,
         normalizer,
     )
-    for network in (stepper.interpolator, stepper.forecaster):  # weights where a fresh one has zeros
+    for network in (
+        stepper.interpolator,
+        stepper.forecaster,
+    ):  # weights where a fresh one has zeros
         torch.nn.init.normal_(network.sfno.decoder[-1].weight, std=0.3)
     return stepper.eval()
 

@@ -49,7 +49,9 @@ def run(code: str, root: Path, monkeypatch) -> dict:
 
     def savefig(figure, name, *args, **kwargs):
         saved[Path(name).name] = [
-            (type(ax).__name__, len(ax.get_lines())) for ax in figure.axes if ax.get_label() != "<colorbar>"
+            (type(ax).__name__, len(ax.get_lines()))
+            for ax in figure.axes
+            if ax.get_label() != "<colorbar>"
         ]
         return original(figure, name, *args, **kwargs)
 

@@ -34,7 +34,13 @@ def demo_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_demo_leaves_every_product(demo_workdir: Path) -> None:
-    for name in ("store.zarr", "sfno/best.ckpt", "forecast_sfno.zarr", "forecast_sfno.nc", "scores_sfno.nc"):
+    for name in (
+        "store.zarr",
+        "sfno/best.ckpt",
+        "forecast_sfno.zarr",
+        "forecast_sfno.nc",
+        "scores_sfno.nc",
+    ):
         assert (demo_workdir / name).exists(), name
     assert any((demo_workdir / "plots" / "sfno").glob("*.png"))
 
@@ -43,7 +49,11 @@ def test_demo_forecasts_agree_between_zarr_and_netcdf(demo_workdir: Path) -> Non
     zarr_fc = xr.open_zarr(demo_workdir / "forecast_sfno.zarr")
     nc_fc = xr.open_dataset(demo_workdir / "forecast_sfno.nc")
     assert dict(zarr_fc.sizes) == dict(nc_fc.sizes)
-    assert zarr_fc.sizes["member"] == 3 and zarr_fc.sizes["time"] == 2 and zarr_fc.sizes["lead_time"] == 5
+    assert (
+        zarr_fc.sizes["member"] == 3
+        and zarr_fc.sizes["time"] == 2
+        and zarr_fc.sizes["lead_time"] == 5
+    )
     np.testing.assert_array_equal(zarr_fc["z500"].values, nc_fc["z500"].values)
     assert np.issubdtype(nc_fc["lead_time"].dtype, np.timedelta64)
 
@@ -60,7 +70,9 @@ def test_demo_scores_have_model_and_baselines(demo_workdir: Path) -> None:
     assert float(np.nanmax(lead0.values)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_demo_rerun_skips_finished_stages(demo_workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_demo_rerun_skips_finished_stages(
+    demo_workdir: Path, capsys: pytest.CaptureFixture
+) -> None:
     configs = demo_workdir / "configs-used"
     before = (demo_workdir / "sfno" / "best.ckpt").stat().st_mtime_ns
     assert main(["demo", "--workdir", str(demo_workdir), "--configs", str(configs)]) == 0

@@ -465,7 +465,14 @@ def assert_products(argv: list[str], stdout: str) -> None:
         assert match and match.group(1) == out, stdout
         inits, members, steps = (int(match.group(i)) for i in (2, 3, 4))
         forecast = xr.open_zarr(out) if out.endswith(".zarr") else xr.open_dataset(out)
-        assert set(forecast.dims) == {"time", "member", "lead_time", "latitude", "longitude", "bnds"}
+        assert set(forecast.dims) == {
+            "time",
+            "member",
+            "lead_time",
+            "latitude",
+            "longitude",
+            "bnds",
+        }
         sizes = forecast.sizes
         assert (sizes["time"], sizes["member"], sizes["lead_time"]) == (inits, members, steps + 1)
         assert forecast["lead_time"].values[0] == np.timedelta64(0, "ns")

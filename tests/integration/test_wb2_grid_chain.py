@@ -33,7 +33,9 @@ def wb2_source(path, grid_name="240x121_equiangular_with_poles", times=16):
         {
             "geopotential": (
                 ("time", "level", "latitude", "longitude"),
-                np.stack([54000 + 2000 * pattern, 14000 + 900 * pattern], axis=1).astype(np.float32),
+                np.stack([54000 + 2000 * pattern, 14000 + 900 * pattern], axis=1).astype(
+                    np.float32
+                ),
                 {"units": "m**2 s**-2"},
             ),
             "temperature": (
@@ -42,7 +44,9 @@ def wb2_source(path, grid_name="240x121_equiangular_with_poles", times=16):
                 {"units": "K"},
             ),
             "2m_temperature": (
-                ("time", "latitude", "longitude"), (285 + 15 * pattern).astype(np.float32), {"units": "K"}
+                ("time", "latitude", "longitude"),
+                (285 + 15 * pattern).astype(np.float32),
+                {"units": "K"},
             ),
         },
         coords={"time": time, "level": level, "latitude": lat, "longitude": lon},
@@ -56,7 +60,9 @@ def wb2_source(path, grid_name="240x121_equiangular_with_poles", times=16):
 def test_33x64_through_ingest_train_run_and_score(tmp_path):
     source = wb2_source(tmp_path / "era5_240x121.zarr")
     store = tmp_path / "store.zarr"
-    assert main(["ingest", str(source), "--out", str(store), "--grid", "33x64", "--no-progress"]) == 0
+    assert (
+        main(["ingest", str(source), "--out", str(store), "--grid", "33x64", "--no-progress"]) == 0
+    )
     opened = xr.open_zarr(store)
     assert opened.attrs["grid_kind"] == "equiangular" and opened.sizes["latitude"] == 33
     run_dir = tmp_path / "run"
@@ -78,7 +84,12 @@ def test_33x64_through_ingest_train_run_and_score(tmp_path):
     np.testing.assert_allclose(ds["longitude"].values, np.arange(64) * 5.625, atol=1e-9)
     assert ds.attrs["wb2_grid"] == "64x33_equiangular_with_poles"
     assert ds["geopotential"].dims == (
-        "time", "prediction_timedelta", "realization", "level", "latitude", "longitude"
+        "time",
+        "prediction_timedelta",
+        "realization",
+        "level",
+        "latitude",
+        "longitude",
     )
     assert np.isfinite(ds["geopotential"].values).all()
     scores_path = tmp_path / "scores.nc"

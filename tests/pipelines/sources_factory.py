@@ -14,7 +14,11 @@ LEVELS = (500.0, 850.0)
 def smooth_field(lat: np.ndarray, lon: np.ndarray, phase: float = 0.0) -> np.ndarray:
     """A smooth field on the sphere, shape (lat, lon): low-degree spherical harmonics."""
     la, lo = np.deg2rad(lat)[:, None], np.deg2rad(lon)[None, :]
-    return np.sin(la) + 0.5 * np.cos(la) ** 2 * np.cos(2 * lo + phase) + 0.3 * np.cos(la) * np.sin(la) * np.sin(lo - phase)
+    return (
+        np.sin(la)
+        + 0.5 * np.cos(la) ** 2 * np.cos(2 * lo + phase)
+        + 0.3 * np.cos(la) * np.sin(la) * np.sin(lo - phase)
+    )
 
 
 def era5_like(
@@ -35,9 +39,21 @@ def era5_like(
     time_dim = "valid_time" if layout == "new" else "time"
     level_dim = "pressure_level" if layout == "new" else "level"
     level_fields = {
-        "z": (np.stack([5.5e4 + 1e3 * base + noise(), 1.5e4 + 5e2 * base + noise()], axis=1), "m**2 s**-2", "Geopotential"),
-        "u": (np.stack([10 * base + noise(), 5 * base + noise()], axis=1), "m s**-1", "U component of wind"),
-        "v": (np.stack([-8 * base + noise(), 3 * base + noise()], axis=1), "m s**-1", "V component of wind"),
+        "z": (
+            np.stack([5.5e4 + 1e3 * base + noise(), 1.5e4 + 5e2 * base + noise()], axis=1),
+            "m**2 s**-2",
+            "Geopotential",
+        ),
+        "u": (
+            np.stack([10 * base + noise(), 5 * base + noise()], axis=1),
+            "m s**-1",
+            "U component of wind",
+        ),
+        "v": (
+            np.stack([-8 * base + noise(), 3 * base + noise()], axis=1),
+            "m s**-1",
+            "V component of wind",
+        ),
     }
     single_fields = {
         "t2m": (280 + 15 * base + noise(), "K", "2 metre temperature"),
@@ -45,9 +61,17 @@ def era5_like(
     }
     data_vars = {}
     for name, (values, units, long_name) in level_fields.items():
-        data_vars[name] = ((time_dim, level_dim, "latitude", "longitude"), values.astype(np.float32), {"units": units, "long_name": long_name})
+        data_vars[name] = (
+            (time_dim, level_dim, "latitude", "longitude"),
+            values.astype(np.float32),
+            {"units": units, "long_name": long_name},
+        )
     for name, (values, units, long_name) in single_fields.items():
-        data_vars[name] = ((time_dim, "latitude", "longitude"), values.astype(np.float32), {"units": units, "long_name": long_name})
+        data_vars[name] = (
+            (time_dim, "latitude", "longitude"),
+            values.astype(np.float32),
+            {"units": units, "long_name": long_name},
+        )
     return xr.Dataset(
         data_vars,
         coords={

@@ -13,10 +13,18 @@ from pipelines.chunkwriter import ChunkWriter, fast_writer
 from pipelines.writer import CHUNK_CODECS, FAST_COMPRESSOR, FLAT_KEYS
 
 
-def _array(path: Path, name: str, shape: tuple, chunks: tuple, compressors=tuple(CHUNK_CODECS)) -> zarr.Array:
+def _array(
+    path: Path, name: str, shape: tuple, chunks: tuple, compressors=tuple(CHUNK_CODECS)
+) -> zarr.Array:
     group = zarr.open_group(str(path), mode="a", zarr_format=3)
     return group.create_array(
-        name, shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan, compressors=list(compressors), chunk_key_encoding=FLAT_KEYS
+        name,
+        shape=shape,
+        chunks=chunks,
+        dtype="float32",
+        fill_value=np.nan,
+        compressors=list(compressors),
+        chunk_key_encoding=FLAT_KEYS,
     )
 
 
@@ -28,7 +36,9 @@ def _smooth(rng: np.random.Generator, shape: tuple) -> np.ndarray:
     return (base + rng.normal(0, 1, shape)).astype(np.float32)
 
 
-@pytest.mark.parametrize("compressors", [tuple(CHUNK_CODECS), (FAST_COMPRESSOR,)], ids=["blosc+crc32c", "blosc"])
+@pytest.mark.parametrize(
+    "compressors", [tuple(CHUNK_CODECS), (FAST_COMPRESSOR,)], ids=["blosc+crc32c", "blosc"]
+)
 def test_data_chunks_are_byte_identical_to_zarrs(tmp_path: Path, compressors) -> None:
     rng = np.random.default_rng(0)
     shape = (7, 3, 19, 36)
@@ -56,11 +66,18 @@ def test_grown_and_flipped_views(tmp_path: Path) -> None:
     fast_writer(array)[0:2] = values[:2]
     grown = publish.grown(array, (4, 2, 5, 6))
     fast_writer(grown)[2:4] = values[2:]
-    assert zarr.open_array(str(tmp_path / "s.zarr"), path="data").shape == (2, 2, 5, 6)  # nothing published
+    assert zarr.open_array(str(tmp_path / "s.zarr"), path="data").shape == (
+        2,
+        2,
+        5,
+        6,
+    )  # nothing published
     np.testing.assert_array_equal(grown[:], values)
     flipped = publish.flipped(array)
     fast_writer(flipped)[0:2] = values[2:]
-    assert (tmp_path / "s.zarr" / "data" / "0.0.0.0").exists() and (tmp_path / "s.zarr" / "data" / "c.0.0.0.0").exists()
+    assert (tmp_path / "s.zarr" / "data" / "0.0.0.0").exists() and (
+        tmp_path / "s.zarr" / "data" / "c.0.0.0.0"
+    ).exists()
     np.testing.assert_array_equal(array[:], values[:2])  # the published chunks are untouched
     np.testing.assert_array_equal(flipped[:], values[2:])
 
@@ -87,19 +104,31 @@ def test_other_layouts_go_through_zarr(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     shape = (4, 2, 9, 18)
     values = _smooth(rng, shape)
-    zstd = _array(tmp_path / "a.zarr", "zstd", shape, (1, 2, 9, 18), compressors=(zarr.codecs.ZstdCodec(level=1),))
-    split = _array(tmp_path / "a.zarr", "split", shape, (2, 2, 9, 9))  # chunks that are not whole fields
+    zstd = _array(
+        tmp_path / "a.zarr",
+        "zstd",
+        shape,
+        (1, 2, 9, 18),
+        compressors=(zarr.codecs.ZstdCodec(level=1),),
+    )
+    split = _array(
+        tmp_path / "a.zarr", "split", shape, (2, 2, 9, 9)
+    )  # chunks that are not whole fields
     for array in (zstd, split):
         writer = fast_writer(array)
         assert writer is array
         writer[0:4] = values
-        np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "a.zarr"), path=array.basename, mode="r")[:], values)
+        np.testing.assert_array_equal(
+            zarr.open_array(str(tmp_path / "a.zarr"), path=array.basename, mode="r")[:], values
+        )
 
 
 def test_a_failed_chunk_write_names_the_chunk_file(tmp_path: Path) -> None:
     array = _array(tmp_path / "s.zarr", "data", (2, 1, 3, 4), (1, 1, 3, 4))
     (tmp_path / "s.zarr" / "data").mkdir(exist_ok=True)
-    (tmp_path / "s.zarr" / "data" / "c.1.0.0.0").mkdir()  # the chunk's file name is taken by a folder
+    (
+        tmp_path / "s.zarr" / "data" / "c.1.0.0.0"
+    ).mkdir()  # the chunk's file name is taken by a folder
     with pytest.raises(OSError) as caught:
         fast_writer(array)[0:2] = np.zeros((2, 1, 3, 4), dtype=np.float32)
     assert caught.value.filename == str(tmp_path / "s.zarr" / "data" / "c.1.0.0.0")

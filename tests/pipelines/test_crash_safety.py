@@ -53,13 +53,24 @@ sys.exit(main(sys.argv[4:]))
 
 def _kill_at(point: str, args: list[str]) -> subprocess.CompletedProcess:
     module, name, call = KILL_POINTS[point]
-    return subprocess.run([sys.executable, "-c", KILLER, module, name, str(call), *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", KILLER, module, name, str(call), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture
 def months(tmp_path: Path) -> list[Path]:
-    ds = era5_like(hours("2020-01-25", 48), lat=np.linspace(90, -90, 7), lon=np.arange(0, 360, 30.0))
-    return [write_netcdf(ds.isel(valid_time=slice(0, 28)), tmp_path / "jan.nc"), write_netcdf(ds.isel(valid_time=slice(28, 48)), tmp_path / "feb.nc")]
+    ds = era5_like(
+        hours("2020-01-25", 48), lat=np.linspace(90, -90, 7), lon=np.arange(0, 360, 30.0)
+    )
+    return [
+        write_netcdf(ds.isel(valid_time=slice(0, 28)), tmp_path / "jan.nc"),
+        write_netcdf(ds.isel(valid_time=slice(28, 48)), tmp_path / "feb.nc"),
+    ]
 
 
 def _files(store: Path) -> dict[str, bytes]:
@@ -71,20 +82,36 @@ def _files(store: Path) -> dict[str, bytes]:
             if path.relative_to(store).as_posix() == "zarr.json":
                 document = json.loads(content)
                 document["attributes"].pop("history")
-                for member in document.get("consolidated_metadata", {}).get("metadata", {}).values():
+                for member in (
+                    document.get("consolidated_metadata", {}).get("metadata", {}).values()
+                ):
                     member.get("attributes", {}).pop("history", None)
                 content = json.dumps(document, sort_keys=True).encode()
             found[path.relative_to(store).as_posix()] = content
     return found
 
 
-@pytest.mark.parametrize("recompute", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["append", "append --recompute-statistics"])
 @pytest.mark.parametrize(
-    "point", [p if p in ("during the data", "during the metadata", "before the root write") else pytest.param(p, marks=pytest.mark.slow) for p in KILL_POINTS]
+    "recompute",
+    [False, pytest.param(True, marks=pytest.mark.slow)],
+    ids=["append", "append --recompute-statistics"],
 )
-def test_an_append_killed_anywhere_leaves_the_old_store_and_the_rerun_completes_it(tmp_path: Path, months: list[Path], point: str, recompute: bool) -> None:
+@pytest.mark.parametrize(
+    "point",
+    [
+        p
+        if p in ("during the data", "during the metadata", "before the root write")
+        else pytest.param(p, marks=pytest.mark.slow)
+        for p in KILL_POINTS
+    ],
+)
+def test_an_append_killed_anywhere_leaves_the_old_store_and_the_rerun_completes_it(
+    tmp_path: Path, months: list[Path], point: str, recompute: bool
+) -> None:
     reference, store = tmp_path / "reference.zarr", tmp_path / "store.zarr"
-    flags = ["--no-progress", "--scheduler", "synchronous"] + (["--recompute-statistics"] if recompute else [])
+    flags = ["--no-progress", "--scheduler", "synchronous"] + (
+        ["--recompute-statistics"] if recompute else []
+    )
     for out in (reference, store):
         assert main(["ingest", str(months[0]), "--out", str(out), "--no-progress"]) == 0
     before = _files(store)
@@ -95,7 +122,9 @@ def test_an_append_killed_anywhere_leaves_the_old_store_and_the_rerun_completes_
     old = open_store(store)  # readers see the store as it was published before the append
     assert old.sizes["time"] == 28
     np.testing.assert_array_equal(old["data"].values, open_store(reference)["data"].values[:28])
-    assert (store.parent / "store.zarr.lock").exists()  # a SIGKILL leaves the lock file: the rerun takes it over
+    assert (
+        store.parent / "store.zarr.lock"
+    ).exists()  # a SIGKILL leaves the lock file: the rerun takes it over
 
     assert main(["ingest", str(months[1]), "--out", str(store), "--append", *flags]) == 0
     assert _files(store) == _files(reference)  # chunk for chunk, metadata included
@@ -108,29 +137,56 @@ def test_concurrent_appends_one_wins_the_other_is_told(tmp_path: Path, months: l
     for out in (reference, store):
         ingest([months[0]], out, progress=False)
     ingest([months[1]], reference, append=True, progress=False)
-    command = [sys.executable, "-m", "forecast", "ingest", str(months[1]), "--out", str(store), "--append", "--no-progress"]
-    runs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "forecast",
+        "ingest",
+        str(months[1]),
+        "--out",
+        str(store),
+        "--append",
+        "--no-progress",
+    ]
+    runs = [
+        subprocess.Popen(
+            command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 1], results
     loser = next(err for code, err in results if code == 1).strip()
     assert len(loser.splitlines()) == 1
-    assert "another process is writing this output (forecast ingest pid" in loser or "the store is already up to date" in loser
+    assert (
+        "another process is writing this output (forecast ingest pid" in loser
+        or "the store is already up to date" in loser
+    )
     assert _files(store) == _files(reference)
 
 
-def test_a_held_lock_names_its_holder(tmp_path: Path, months: list[Path], capsys: pytest.CaptureFixture) -> None:
+def test_a_held_lock_names_its_holder(
+    tmp_path: Path, months: list[Path], capsys: pytest.CaptureFixture
+) -> None:
     store = tmp_path / "store.zarr"
     ingest([months[0]], store, progress=False)
     with lock(store, "forecast ingest"):
-        assert main(["ingest", str(months[1]), "--out", str(store), "--append", "--no-progress"]) == 1
+        assert (
+            main(["ingest", str(months[1]), "--out", str(store), "--append", "--no-progress"]) == 1
+        )
     err = capsys.readouterr().err.strip()
-    assert f"{store}: another process is writing this output (forecast ingest pid {os.getpid()} on " in err
+    assert (
+        f"{store}: another process is writing this output (forecast ingest pid {os.getpid()} on "
+        in err
+    )
     assert "wait for it to finish; the lock frees itself when that process ends" in err
     assert not (tmp_path / "store.zarr.lock").exists()  # released and deleted: no empty lock files
 
 
-def test_overwrite_never_deletes_an_input_or_a_foreign_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_overwrite_never_deletes_an_input_or_a_foreign_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     vict = tmp_path / "vict"
     vict.mkdir()
     write_netcdf(era5_like(hours("2020-01-01", 4)), vict / "a.nc")
@@ -138,26 +194,41 @@ def test_overwrite_never_deletes_an_input_or_a_foreign_folder(tmp_path: Path, ca
     code = main(["ingest", str(vict / "*.nc"), "--out", str(vict), "--overwrite", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
-    assert f"{vict}: --overwrite would delete an input of this command ({vict}/*.nc); write the output somewhere else" in err
+    assert (
+        f"{vict}: --overwrite would delete an input of this command ({vict}/*.nc); write the output somewhere else"
+        in err
+    )
     anydir = tmp_path / "anydir"
     anydir.mkdir()
     (anydir / "thesis.txt").write_text("years of work")
-    code = main(["ingest", str(vict / "a.nc"), "--out", str(anydir), "--overwrite", "--no-progress"])
+    code = main(
+        ["ingest", str(vict / "a.nc"), "--out", str(anydir), "--overwrite", "--no-progress"]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
-    assert f"{anydir}: --overwrite refuses to delete it: it is not a store written by forecast (it holds thesis.txt)" in err
+    assert (
+        f"{anydir}: --overwrite refuses to delete it: it is not a store written by forecast (it holds thesis.txt)"
+        in err
+    )
     assert (vict / "notes.txt").read_text() == "keep me" and (vict / "a.nc").exists()
     assert (anydir / "thesis.txt").read_text() == "years of work"
     # a store this software wrote is replaced
     store = tmp_path / "s.zarr"
     assert main(["ingest", str(vict / "a.nc"), "--out", str(store), "--no-progress"]) == 0
-    assert main(["ingest", str(vict / "a.nc"), "--out", str(store), "--overwrite", "--no-progress"]) == 0
+    assert (
+        main(["ingest", str(vict / "a.nc"), "--out", str(store), "--overwrite", "--no-progress"])
+        == 0
+    )
     # ... but not when it is also a source of the command
     code = main(["ingest", str(store), "--out", str(store), "--overwrite", "--no-progress"])
-    assert code == 1 and "--overwrite would delete an input of this command" in capsys.readouterr().err
+    assert (
+        code == 1 and "--overwrite would delete an input of this command" in capsys.readouterr().err
+    )
 
 
-def test_leftovers_of_killed_ingests_are_cleaned_at_the_next_start(tmp_path: Path, months: list[Path]) -> None:
+def test_leftovers_of_killed_ingests_are_cleaned_at_the_next_start(
+    tmp_path: Path, months: list[Path]
+) -> None:
     store = tmp_path / "s.zarr"
     dead = tmp_path / ".s.zarr.tmp-999999"
     (dead / "data").mkdir(parents=True)
@@ -180,16 +251,24 @@ def test_appended_overlap_must_agree_with_the_store(tmp_path: Path) -> None:
     write_netcdf(other, tmp_path / "c_diff.nc")
     store = tmp_path / "s.zarr"
     ingest([tmp_path / "a.nc"], store, progress=False)
-    with pytest.raises(DataError, match=r"c_diff.nc: channel t2m disagrees with the store over 2 overlapping time\(s\) from 2020-01-02T12:00; drop the overlapping"):
+    with pytest.raises(
+        DataError,
+        match=r"c_diff.nc: channel t2m disagrees with the store over 2 overlapping time\(s\) from 2020-01-02T12:00; drop the overlapping",
+    ):
         ingest([tmp_path / "c_diff.nc"], store, append=True, progress=False)
     assert open_store(store).sizes["time"] == 8
-    ingest([tmp_path / "b_same.nc"], store, append=True, progress=False)  # an agreeing overlap is dropped
+    ingest(
+        [tmp_path / "b_same.nc"], store, append=True, progress=False
+    )  # an agreeing overlap is dropped
     assert open_store(store).sizes["time"] == 12
 
 
 def test_a_single_time_source_names_the_file(tmp_path: Path) -> None:
     write_netcdf(era5_like(hours("2020-01-01", 1)), tmp_path / "one.nc")
-    with pytest.raises(DataError, match=r"one.nc: cannot infer the time step from a single time \(2020-01-01T00:00\); pass --step"):
+    with pytest.raises(
+        DataError,
+        match=r"one.nc: cannot infer the time step from a single time \(2020-01-01T00:00\); pass --step",
+    ):
         ingest([tmp_path / "one.nc"], tmp_path / "s.zarr", progress=False)
 
 
@@ -201,6 +280,11 @@ def test_a_damaged_chunk_is_a_one_line_error_naming_it(tmp_path: Path, months: l
     content[len(content) // 2] ^= 0xFF
     chunk.write_bytes(bytes(content))
     ds = open_store(store)
-    np.testing.assert_array_equal(ds["data"].isel(time=2).values, open_store(store)["data"].isel(time=2).values)
-    with pytest.raises(DataError, match=r"s.zarr: chunk data/c.3.0.0.0 is damaged \(its CRC32C checksum does not match.*re-ingest the data"):
+    np.testing.assert_array_equal(
+        ds["data"].isel(time=2).values, open_store(store)["data"].isel(time=2).values
+    )
+    with pytest.raises(
+        DataError,
+        match=r"s.zarr: chunk data/c.3.0.0.0 is damaged \(its CRC32C checksum does not match.*re-ingest the data",
+    ):
         _ = ds["data"].isel(time=3).values

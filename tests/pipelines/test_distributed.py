@@ -46,7 +46,15 @@ if __name__ == "__main__":
 
 def _start_cluster(extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, **(extra_env or {})}
-    process = subprocess.Popen([sys.executable, "-c", CLUSTER], cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLUSTER],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     address = json.loads(process.stdout.readline())["address"]
     return process, address
 
@@ -77,8 +85,13 @@ def _worker_pids(address: str) -> list[int]:
 def files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """48 MB of sources: 96 six-hourly steps of 8 channels on a 2-degree grid, in two files."""
     folder = tmp_path_factory.mktemp("sources")
-    ds = era5_like(hours("2020-01-01", 96), lat=np.linspace(90, -90, 91), lon=np.arange(0, 360, 2.0))
-    return [write_netcdf(ds.isel(valid_time=slice(0, 48)), folder / "a.nc"), write_netcdf(ds.isel(valid_time=slice(48, 96)), folder / "b.nc")]
+    ds = era5_like(
+        hours("2020-01-01", 96), lat=np.linspace(90, -90, 91), lon=np.arange(0, 360, 2.0)
+    )
+    return [
+        write_netcdf(ds.isel(valid_time=slice(0, 48)), folder / "a.nc"),
+        write_netcdf(ds.isel(valid_time=slice(48, 96)), folder / "b.nc"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +139,9 @@ def test_cluster_writes_the_same_store_and_the_client_receives_under_one_percent
     from distributed import Client
 
     received = _Received(monkeypatch)
-    with Client(cluster, set_as_default=False) as client:  # the control: 8 MB gathered from a worker
+    with Client(
+        cluster, set_as_default=False
+    ) as client:  # the control: 8 MB gathered from a worker
         before = received.bytes
         assert client.submit(np.ones, 2**20, pure=False).result().nbytes == 8 * 2**20
         assert received.bytes - before >= 8 * 2**20
@@ -138,17 +153,23 @@ def test_cluster_writes_the_same_store_and_the_client_receives_under_one_percent
     size = _store_bytes(out)
     assert size > 0.5 * 96 * 8 * 91 * 180 * 4
     assert during < 0.01 * size, f"the client received {during} bytes for a store of {size}"
-    print(f"client received {during} B from the cluster for a store of {size} B ({100 * during / size:.3f}%)")
+    print(
+        f"client received {during} B from the cluster for a store of {size} B ({100 * during / size:.3f}%)"
+    )
 
 
 @pytest.mark.slow
-def test_processes_scheduler_writes_the_same_store(files: list[Path], threaded: Path, tmp_path: Path) -> None:
+def test_processes_scheduler_writes_the_same_store(
+    files: list[Path], threaded: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "processes.zarr"
     ingest(files, out, scheduler="processes", progress=False)
     _assert_same(threaded, out)
 
 
-def _kill_a_worker_when(staging: Path, pids: list[int], chunks: int, killed: list[int]) -> threading.Thread:
+def _kill_a_worker_when(
+    staging: Path, pids: list[int], chunks: int, killed: list[int]
+) -> threading.Thread:
     """A thread that SIGKILLs the first worker once ``chunks`` data chunks are in ``staging``."""
 
     def watch() -> None:
@@ -167,11 +188,17 @@ def _kill_a_worker_when(staging: Path, pids: list[int], chunks: int, killed: lis
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_ingest_is_recomputed(cluster: str, files: list[Path], threaded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_killed_mid_ingest_is_recomputed(
+    cluster: str, files: list[Path], threaded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pipelines import graph
 
-    monkeypatch.setattr(graph, "BLOCK_BYTES", 4 * 8 * 91 * 180 * 4)  # blocks of 4 steps: many tasks to interrupt
-    reference = tmp_path / "threads-4.zarr"  # the same blocks on threads (other blocks merge the moments in another order)
+    monkeypatch.setattr(
+        graph, "BLOCK_BYTES", 4 * 8 * 91 * 180 * 4
+    )  # blocks of 4 steps: many tasks to interrupt
+    reference = (
+        tmp_path / "threads-4.zarr"
+    )  # the same blocks on threads (other blocks merge the moments in another order)
     ingest(files, reference, progress=False)
     out = tmp_path / "k.zarr"
     pids = _worker_pids(cluster)
@@ -185,7 +212,9 @@ def test_a_worker_killed_mid_ingest_is_recomputed(cluster: str, files: list[Path
 
 
 @pytest.mark.slow
-def test_a_worker_that_dies_for_good_is_a_one_line_error(files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_that_dies_for_good_is_a_one_line_error(
+    files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pipelines import graph
 
     monkeypatch.setattr(graph, "BLOCK_BYTES", 4 * 8 * 91 * 180 * 4)
@@ -193,8 +222,13 @@ def test_a_worker_that_dies_for_good_is_a_one_line_error(files: list[Path], tmp_
     try:
         out = tmp_path / "dead.zarr"
         killed: list[int] = []
-        _kill_a_worker_when(tmp_path / f".dead.zarr.tmp-{os.getpid()}", _worker_pids(address), 4, killed)
-        with pytest.raises(DataError, match=rf"{address}: a Dask worker died for good while ingesting .*check the workers' logs and memory.*nothing was published"):
+        _kill_a_worker_when(
+            tmp_path / f".dead.zarr.tmp-{os.getpid()}", _worker_pids(address), 4, killed
+        )
+        with pytest.raises(
+            DataError,
+            match=rf"{address}: a Dask worker died for good while ingesting .*check the workers' logs and memory.*nothing was published",
+        ):
             ingest(files, out, scheduler=address, progress=False)
         assert killed and not out.exists()
     finally:
@@ -202,7 +236,9 @@ def test_a_worker_that_dies_for_good_is_a_one_line_error(files: list[Path], tmp_
 
 
 @pytest.mark.slow
-def test_a_killed_client_publishes_nothing_and_the_rerun_succeeds(cluster: str, files: list[Path], threaded: Path, tmp_path: Path) -> None:
+def test_a_killed_client_publishes_nothing_and_the_rerun_succeeds(
+    cluster: str, files: list[Path], threaded: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "c.zarr"
     script = (
         "import sys\n"
@@ -211,7 +247,21 @@ def test_a_killed_client_publishes_nothing_and_the_rerun_succeeds(cluster: str, 
         "from forecast.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    client = subprocess.Popen([sys.executable, "-c", script, "ingest", *map(str, files), "--out", str(out), "--scheduler", cluster, "--no-progress"], cwd=REPO)
+    client = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "ingest",
+            *map(str, files),
+            "--out",
+            str(out),
+            "--scheduler",
+            cluster,
+            "--no-progress",
+        ],
+        cwd=REPO,
+    )
     staging = tmp_path / f".c.zarr.tmp-{client.pid}" / "data"
     deadline = time.monotonic() + 300
     while (len(list(staging.glob("c.*"))) if staging.is_dir() else 0) < 8:
@@ -224,11 +274,15 @@ def test_a_killed_client_publishes_nothing_and_the_rerun_succeeds(cluster: str, 
     time.sleep(1.0)  # the scheduler cancels the dead client's tasks
     ingest(files, out, scheduler=cluster, progress=False)
     _assert_same(threaded, out)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # the staging copy was cleaned
+    assert (
+        sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    )  # the staging copy was cleaned
 
 
 def test_unreachable_scheduler_is_a_clear_error(tmp_path: Path) -> None:
     write_netcdf(era5_like(hours("2020-01-01", 4)), tmp_path / "a.nc")
     with pytest.raises(DataError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:1"):
-        ingest([tmp_path / "a.nc"], tmp_path / "s.zarr", scheduler="tcp://127.0.0.1:1", progress=False)
+        ingest(
+            [tmp_path / "a.nc"], tmp_path / "s.zarr", scheduler="tcp://127.0.0.1:1", progress=False
+        )
     assert not (tmp_path / "s.zarr").exists()

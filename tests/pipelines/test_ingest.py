@@ -29,10 +29,15 @@ def two_months(tmp_path: Path) -> list[Path]:
     ds = era5_like(times)
     jan = ds.isel(valid_time=ds.valid_time.dt.month == 1)
     feb = ds.isel(valid_time=ds.valid_time.dt.month == 2)
-    return [write_netcdf(jan, tmp_path / "era5_2020-01.nc"), write_netcdf(feb, tmp_path / "era5_2020-02.nc")]
+    return [
+        write_netcdf(jan, tmp_path / "era5_2020-01.nc"),
+        write_netcdf(feb, tmp_path / "era5_2020-02.nc"),
+    ]
 
 
-def test_new_cds_layout_values_survive_and_orientation(tmp_path: Path, two_months: list[Path]) -> None:
+def test_new_cds_layout_values_survive_and_orientation(
+    tmp_path: Path, two_months: list[Path]
+) -> None:
     out = tmp_path / "store.zarr"
     report = ingest([str(tmp_path / "era5_2020-*.nc")], out, progress=False)
     store = open_store(out)
@@ -40,7 +45,9 @@ def test_new_cds_layout_values_survive_and_orientation(tmp_path: Path, two_month
     assert store.sizes["time"] == 48 and store.attrs["time_step"] == "6h"
     assert store["latitude"].values[0] == 90.0 and np.all(np.diff(store["latitude"].values) < 0)
     source = xr.open_mfdataset([str(p) for p in two_months])
-    np.testing.assert_array_equal(store["data"].sel(channel="z850").values, source["z"].sel(pressure_level=850).values)
+    np.testing.assert_array_equal(
+        store["data"].sel(channel="z850").values, source["z"].sel(pressure_level=850).values
+    )
     np.testing.assert_array_equal(store["data"].sel(channel="msl").values, source["msl"].values)
     assert store["data"].dtype == np.float32
     assert store["data"].encoding["chunks"] == (1, 8, 19, 36)
@@ -78,7 +85,9 @@ def test_weatherbench_zarr_long_names(tmp_path: Path) -> None:
     report = ingest([tmp_path / "wb2.zarr"], out, progress=False)
     assert report.channels == ["z500", "z850", "t2m"]
     store = open_store(out)
-    np.testing.assert_array_equal(store["data"].sel(channel="t2m").values, ds["t2m"].values[:, ::-1, :])
+    np.testing.assert_array_equal(
+        store["data"].sel(channel="t2m").values, ds["t2m"].values[:, ::-1, :]
+    )
 
 
 def test_statistics_match_numpy(tmp_path: Path, two_months: list[Path]) -> None:
@@ -92,13 +101,23 @@ def test_statistics_match_numpy(tmp_path: Path, two_months: list[Path]) -> None:
     std = np.sqrt(((data - mean[None, :, None, None]) ** 2 * w).sum(axis=(2, 3)).mean(axis=0))
     diff = np.diff(data, axis=0)
     diff_mean = (diff * w).sum(axis=(2, 3)).mean(axis=0)
-    diff_std = np.sqrt(((diff - diff_mean[None, :, None, None]) ** 2 * w).sum(axis=(2, 3)).mean(axis=0))
-    np.testing.assert_allclose(store["mean"].values, mean, rtol=1e-7)  # float32 products per field, see pipelines.statistics
+    diff_std = np.sqrt(
+        ((diff - diff_mean[None, :, None, None]) ** 2 * w).sum(axis=(2, 3)).mean(axis=0)
+    )
+    np.testing.assert_allclose(
+        store["mean"].values, mean, rtol=1e-7
+    )  # float32 products per field, see pipelines.statistics
     np.testing.assert_allclose(store["std"].values, std, rtol=1e-5)
     np.testing.assert_allclose(store["diff_std"].values, diff_std, rtol=1e-5)
     # Climatology at (1 Feb, 06 UTC) with a 5-day window: mean of the 06 UTC fields of 30 Jan .. 3 Feb.
     out5 = tmp_path / "clim5.zarr"
-    ingest([str(p) for p in two_months], out5, channels=["z500", "t2m"], climatology_window_days=5, progress=False)
+    ingest(
+        [str(p) for p in two_months],
+        out5,
+        channels=["z500", "t2m"],
+        climatology_window_days=5,
+        progress=False,
+    )
     clim = open_store(out5)["climatology"].sel(dayofyear=32, hour=6).values
     times = store["time"].to_index()
     pick = (times.hour == 6) & (times >= "2020-01-30") & (times < "2020-02-04")
@@ -108,7 +127,9 @@ def test_statistics_match_numpy(tmp_path: Path, two_months: list[Path]) -> None:
 
 
 @pytest.mark.parametrize("cutting", ["split chunks", "whole chunks"])
-def test_block_size_does_not_change_the_store(tmp_path: Path, two_months: list[Path], monkeypatch: pytest.MonkeyPatch, cutting: str) -> None:
+def test_block_size_does_not_change_the_store(
+    tmp_path: Path, two_months: list[Path], monkeypatch: pytest.MonkeyPatch, cutting: str
+) -> None:
     """One block per file, against many: 3-step pieces of each file's single chunk, or 8-step
     source chunks, one per block; the blocks never straddle the two files' chunks."""
     from pipelines import graph
@@ -121,14 +142,24 @@ def test_block_size_does_not_change_the_store(tmp_path: Path, two_months: list[P
     else:
         from pipelines import sources
 
-        monkeypatch.setattr(sources, "CHUNK_BYTES", 8 * 2 * 19 * 36 * 4)  # 8 steps of a two-level variable
+        monkeypatch.setattr(
+            sources, "CHUNK_BYTES", 8 * 2 * 19 * 36 * 4
+        )  # 8 steps of a two-level variable
         monkeypatch.setattr(graph, "BLOCK_BYTES", 8 * step_bytes)
     blocks: list[tuple[int, int]] = []
     bounds = graph.block_bounds
-    monkeypatch.setattr(graph, "block_bounds", lambda chunks, step_bytes: blocks.extend(bounds(chunks, step_bytes)) or bounds(chunks, step_bytes))
+    monkeypatch.setattr(
+        graph,
+        "block_bounds",
+        lambda chunks, step_bytes: (
+            blocks.extend(bounds(chunks, step_bytes)) or bounds(chunks, step_bytes)
+        ),
+    )
     ingest([str(p) for p in two_months], b, progress=False)
     # January has 28 steps, February 20: the blocks never straddle the two files' chunks
-    expected = [(s, min(s + 3, 28)) for s in range(0, 28, 3)] + [(s, min(s + 3, 48)) for s in range(28, 48, 3)]
+    expected = [(s, min(s + 3, 28)) for s in range(0, 28, 3)] + [
+        (s, min(s + 3, 48)) for s in range(28, 48, 3)
+    ]
     if cutting == "whole chunks":
         expected = [(0, 8), (8, 16), (16, 24), (24, 28), (28, 36), (36, 44), (44, 48)]
     assert blocks == expected
@@ -152,13 +183,26 @@ def test_cftime_calendar_survives(tmp_path: Path, calendar: str) -> None:
     assert store.attrs["calendar"] == calendar
     # noleap: 28 Feb is followed by 1 Mar; 360_day: by 29 and 30 Feb.
     days = [(t.month, t.day) for t in decoded[::4]]
-    assert days == ([(2, 27), (2, 28), (3, 1), (3, 2)] if calendar == "noleap" else [(2, 27), (2, 28), (2, 29), (2, 30)])
+    assert days == (
+        [(2, 27), (2, 28), (3, 1), (3, 2)]
+        if calendar == "noleap"
+        else [(2, 27), (2, 28), (2, 29), (2, 30)]
+    )
     assert store.sizes["dayofyear"] == (365 if calendar == "noleap" else 360)
 
 
 def test_regrid_to_gaussian_grid_and_select_times(tmp_path: Path, two_months: list[Path]) -> None:
     out = tmp_path / "g.zarr"
-    report = ingest([str(p) for p in two_months], out, grid="16x32", grid_kind="legendre-gauss", start="2020-01-28", end="2020-02-02T12", step="12h", progress=False)
+    report = ingest(
+        [str(p) for p in two_months],
+        out,
+        grid="16x32",
+        grid_kind="legendre-gauss",
+        start="2020-01-28",
+        end="2020-02-02T12",
+        step="12h",
+        progress=False,
+    )
     store = open_store(out)
     assert report.regrid_method.startswith("torch-harmonics")
     assert store.attrs["grid_kind"] == "legendre-gauss" and store.sizes["latitude"] == 16
@@ -220,10 +264,15 @@ def test_missing_channel_lists_available(tmp_path: Path, two_months: list[Path])
 
 
 def test_irregular_times_name_the_file(tmp_path: Path) -> None:
-    times = np.concatenate([hours("2020-01-01", 4), hours("2020-01-02T06", 4)])  # 2 Jan 00 UTC missing
+    times = np.concatenate(
+        [hours("2020-01-01", 4), hours("2020-01-02T06", 4)]
+    )  # 2 Jan 00 UTC missing
     write_netcdf(era5_like(times), tmp_path / "gappy.nc")
     out = tmp_path / "s.zarr"
-    with pytest.raises(CalendarError, match=r"gappy.nc: times are not regular at step 6h: 2020-01-01T18:00 is followed by 2020-01-02T06:00"):
+    with pytest.raises(
+        CalendarError,
+        match=r"gappy.nc: times are not regular at step 6h: 2020-01-01T18:00 is followed by 2020-01-02T06:00",
+    ):
         ingest([tmp_path / "gappy.nc"], out, step="6h", progress=False)
     _assert_clean(tmp_path, out)
 
@@ -234,7 +283,9 @@ def test_nan_names_file_channel_and_time(tmp_path: Path) -> None:
     write_netcdf(ds.isel(valid_time=slice(0, 4)), tmp_path / "ok.nc")
     write_netcdf(ds.isel(valid_time=slice(4, 8)), tmp_path / "bad.nc")
     out = tmp_path / "s.zarr"
-    with pytest.raises(DataError, match=r"bad.nc: 1 NaN/inf value\(s\) in channel t2m at 2020-01-02T06:00"):
+    with pytest.raises(
+        DataError, match=r"bad.nc: 1 NaN/inf value\(s\) in channel t2m at 2020-01-02T06:00"
+    ):
         ingest([tmp_path / "ok.nc", tmp_path / "bad.nc"], out, progress=False)
     _assert_clean(tmp_path, out)
 
@@ -245,12 +296,17 @@ def test_overlapping_sources_that_disagree(tmp_path: Path) -> None:
     other = ds.isel(valid_time=slice(3, 8)).copy(deep=True)
     write_netcdf(other, tmp_path / "b_same.nc")
     out = tmp_path / "s.zarr"
-    ingest([tmp_path / "a.nc", tmp_path / "b_same.nc"], out, progress=False)  # agreeing overlap is fine
+    ingest(
+        [tmp_path / "a.nc", tmp_path / "b_same.nc"], out, progress=False
+    )  # agreeing overlap is fine
     assert open_store(out).sizes["time"] == 8
     other["z"] = other["z"] + 1.0
     write_netcdf(other, tmp_path / "c_diff.nc")
     out2 = tmp_path / "s2.zarr"
-    with pytest.raises(DataError, match=r"c_diff.nc: variable z disagrees with another source over 2 overlapping time\(s\) from 2020-01-01T18:00"):
+    with pytest.raises(
+        DataError,
+        match=r"c_diff.nc: variable z disagrees with another source over 2 overlapping time\(s\) from 2020-01-01T18:00",
+    ):
         ingest([tmp_path / "a.nc", tmp_path / "c_diff.nc"], out2, progress=False)
     _assert_clean(tmp_path, out2)
 
@@ -259,14 +315,22 @@ def test_regional_to_global_is_refused(tmp_path: Path) -> None:
     ds = era5_like(hours("2020-01-01", 4), lat=np.linspace(60, 30, 7), lon=np.arange(0, 60, 10.0))
     write_netcdf(ds, tmp_path / "region.nc")
     out = tmp_path / "s.zarr"
-    with pytest.raises(GridError, match=r"region.nc: the source grid is regional .* cannot become the global grid"):
+    with pytest.raises(
+        GridError, match=r"region.nc: the source grid is regional .* cannot become the global grid"
+    ):
         ingest([tmp_path / "region.nc"], out, grid="1.0deg", progress=False)
     _assert_clean(tmp_path, out)
 
 
 def test_unknown_calendar(tmp_path: Path) -> None:
     ds = era5_like(hours("2020-01-01", 4))
-    ds = ds.assign_coords(valid_time=("valid_time", np.arange(4) * 6, {"units": "hours since 2020-01-01", "calendar": "martian"}))
+    ds = ds.assign_coords(
+        valid_time=(
+            "valid_time",
+            np.arange(4) * 6,
+            {"units": "hours since 2020-01-01", "calendar": "martian"},
+        )
+    )
     ds.to_netcdf(tmp_path / "mars.nc")
     with pytest.raises(CalendarError, match=r"mars.nc: cannot decode times"):
         ingest([tmp_path / "mars.nc"], tmp_path / "s.zarr", progress=False)
@@ -283,10 +347,16 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_ensemble_source_needs_member(tmp_path: Path) -> None:
     ds = era5_like(hours("2020-01-01", 4)).expand_dims(number=[0, 1, 2])
     write_netcdf(ds, tmp_path / "ens.nc")
-    with pytest.raises(DataError, match=r"ens.nc: the source is an ensemble with members \[0, 1, 2\]; choose one with --member N"):
+    with pytest.raises(
+        DataError,
+        match=r"ens.nc: the source is an ensemble with members \[0, 1, 2\]; choose one with --member N",
+    ):
         ingest([tmp_path / "ens.nc"], tmp_path / "s.zarr", progress=False)
     ingest([tmp_path / "ens.nc"], tmp_path / "s.zarr", member=2, progress=False)
-    np.testing.assert_array_equal(open_store(tmp_path / "s.zarr")["data"].sel(channel="t2m").values, ds["t2m"].sel(number=2).values)
+    np.testing.assert_array_equal(
+        open_store(tmp_path / "s.zarr")["data"].sel(channel="t2m").values,
+        ds["t2m"].sel(number=2).values,
+    )
 
 
 def test_existing_store_is_not_overwritten(tmp_path: Path, two_months: list[Path]) -> None:
@@ -301,12 +371,26 @@ def test_existing_store_is_not_overwritten(tmp_path: Path, two_months: list[Path
 # -- command line ---------------------------------------------------------------------------
 
 
-def test_cli_config_file_and_one_line_error(tmp_path: Path, two_months: list[Path], capsys: pytest.CaptureFixture) -> None:
+def test_cli_config_file_and_one_line_error(
+    tmp_path: Path, two_months: list[Path], capsys: pytest.CaptureFixture
+) -> None:
     config = tmp_path / "ingest.yaml"
-    config.write_text(f"sources: ['{two_months[0]}']\nout: {tmp_path / 'c.zarr'}\nchannels: [z500, t2m]\nno-progress: true\n")
+    config.write_text(
+        f"sources: ['{two_months[0]}']\nout: {tmp_path / 'c.zarr'}\nchannels: [z500, t2m]\nno-progress: true\n"
+    )
     assert main(["ingest", "--config", str(config)]) == 0
     assert open_store(tmp_path / "c.zarr")["channel"].values.tolist() == ["z500", "t2m"]
-    code = main(["ingest", str(two_months[0]), "--out", str(tmp_path / "d.zarr"), "--channels", "q700", "--no-progress"])
+    code = main(
+        [
+            "ingest",
+            str(two_months[0]),
+            "--out",
+            str(tmp_path / "d.zarr"),
+            "--channels",
+            "q700",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
     assert "q700 not in the sources" in err and "Traceback" not in err
@@ -339,7 +423,10 @@ def _fill_disk_after(monkeypatch: pytest.MonkeyPatch, blocks: int) -> None:
 
 
 def test_full_disk_is_one_line_and_leaves_no_store(
-    tmp_path: Path, two_months: list[Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tmp_path: Path,
+    two_months: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     _fill_disk_after(monkeypatch, blocks=2)
     out = tmp_path / "s.zarr"
@@ -347,8 +434,12 @@ def test_full_disk_is_one_line_and_leaves_no_store(
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
     assert "No space left on device" in err and "free some disk space" in err
-    assert int(re.search(r"data/c\.(\d+)\.0\.0\.0: No space", err).group(1)) in range(6, 48, 3)  # a failed block's first chunk
-    _assert_clean(tmp_path, out)  # neither the store nor its temporary copy (or the climatology sums) is left
+    assert int(re.search(r"data/c\.(\d+)\.0\.0\.0: No space", err).group(1)) in range(
+        6, 48, 3
+    )  # a failed block's first chunk
+    _assert_clean(
+        tmp_path, out
+    )  # neither the store nor its temporary copy (or the climatology sums) is left
 
 
 def test_full_disk_during_append_rolls_the_store_back(

@@ -39,7 +39,11 @@ def test_source_names(name: str, has_level: bool, expected: str | None) -> None:
 def test_channel_info_and_unknown_id() -> None:
     info = channel_info("z500")
     assert (info.level, info.units, info.standard_name) == (500, "m**2 s**-2", "geopotential")
-    assert channel_info("u10m").attrs() == {"long_name": "10 metre U wind component", "units": "m s**-1", "standard_name": "eastward_wind"}
+    assert channel_info("u10m").attrs() == {
+        "long_name": "10 metre U wind component",
+        "units": "m s**-1",
+        "standard_name": "eastward_wind",
+    }
     with pytest.raises(DataError, match="unknown channel id 'x500'.*followed by the level in hPa"):
         channel_info("x500")
 
@@ -67,4 +71,11 @@ def test_inconvertible_units() -> None:
 
 
 def test_canonical_order() -> None:
-    assert canonical_order(["msl", "t2m", "u500", "z850", "z500", "t850"]) == ["z500", "z850", "t850", "u500", "t2m", "msl"]
+    assert canonical_order(["msl", "t2m", "u500", "z850", "z500", "t850"]) == [
+        "z500",
+        "z850",
+        "t850",
+        "u500",
+        "t2m",
+        "msl",
+    ]

@@ -31,7 +31,10 @@ REPO = Path(__file__).resolve().parents[2]
 def sources(tmp_path: Path, s3: str) -> tuple[list[Path], str]:  # noqa: F811
     """Three local NetCDF files, and the same uploaded under s3://BUCKET/era5/."""
     ds = era5_like(hours("2020-01-01", 24))
-    files = [write_netcdf(ds.isel(valid_time=slice(8 * i, 8 * i + 8)), tmp_path / f"era5_{i}.nc") for i in range(3)]
+    files = [
+        write_netcdf(ds.isel(valid_time=slice(8 * i, 8 * i + 8)), tmp_path / f"era5_{i}.nc")
+        for i in range(3)
+    ]
     fs = fsspec.filesystem("s3")
     for path in files:
         fs.put_file(str(path), f"{s3[5:]}/era5/{path.name}")
@@ -87,20 +90,29 @@ def test_ingest_s3_netcdf_glob_to_an_s3_store_and_append(tmp_path: Path, sources
     _assert_same_store(open_store(local), open_store(url))
 
 
-def test_cli_on_s3_and_a_store_being_written_is_refused(sources, capsys: pytest.CaptureFixture) -> None:
+def test_cli_on_s3_and_a_store_being_written_is_refused(
+    sources, capsys: pytest.CaptureFixture
+) -> None:
     files, bucket = sources
     url = f"{bucket}/era5.zarr"
     assert main(["ingest", str(files[0]), "--out", url, "--no-progress"]) == 0
     assert "wrote s3://" in capsys.readouterr().out
     local = files[0].parent / "local.zarr"
     ingest([files[0]], local, progress=False)
-    _assert_same_store(open_store(local), open_store(url))  # read back through forecast.store from the bucket
-    assert open_store(url).attrs[publish.STATUS_ATTR] == publish.COMPLETE and not storage.exists(url + ".lock")
+    _assert_same_store(
+        open_store(local), open_store(url)
+    )  # read back through forecast.store from the bucket
+    assert open_store(url).attrs[publish.STATUS_ATTR] == publish.COMPLETE and not storage.exists(
+        url + ".lock"
+    )
     with lock(url, "forecast ingest"):  # another ingest holds the store
         code = main(["ingest", str(files[1]), "--out", url, "--overwrite", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
-    assert f"{url}: another process is writing this output (forecast ingest pid {os.getpid()}" in err and "lease until" in err
+    assert (
+        f"{url}: another process is writing this output (forecast ingest pid {os.getpid()}" in err
+        and "lease until" in err
+    )
 
 
 def test_an_unpublished_store_is_refused_by_readers(sources) -> None:
@@ -109,8 +121,13 @@ def test_an_unpublished_store_is_refused_by_readers(sources) -> None:
     ingest([files[0]], url, progress=False)
     import zarr
 
-    publish.mark_writing(zarr.open_group(storage.zarr_store(url), mode="r+", use_consolidated=False))
-    with pytest.raises(DataError, match=r"era5.zarr: the store is incomplete: 'forecast ingest' is writing it or was interrupted; wait for it"):
+    publish.mark_writing(
+        zarr.open_group(storage.zarr_store(url), mode="r+", use_consolidated=False)
+    )
+    with pytest.raises(
+        DataError,
+        match=r"era5.zarr: the store is incomplete: 'forecast ingest' is writing it or was interrupted; wait for it",
+    ):
         open_store(url)
 
 
@@ -131,8 +148,23 @@ def test_a_killed_client_publishes_nothing_and_the_rerun_succeeds(sources) -> No
         "from forecast.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    args = ["ingest", f"{bucket}/era5/*.nc", "--out", url, "--no-progress", "--scheduler", "synchronous"]
-    result = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=300)
+    args = [
+        "ingest",
+        f"{bucket}/era5/*.nc",
+        "--out",
+        url,
+        "--no-progress",
+        "--scheduler",
+        "synchronous",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=REPO,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == -signal.SIGKILL, result.stderr
     assert publish.status(url) == publish.WRITING
     assert storage.exists(url + ".lock")  # the dead process's lock is still there ...
@@ -162,9 +194,22 @@ class _Forbidden(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_unauthorised_and_missing_buckets_are_one_line_errors(s3: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:  # noqa: F811
+def test_unauthorised_and_missing_buckets_are_one_line_errors(
+    s3: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+) -> None:
     write_netcdf(era5_like(hours("2020-01-01", 4)), tmp_path / "a.nc")
-    code = main(["ingest", "s3://no-such-bucket-here/era5/*.nc", "--out", str(tmp_path / "s.zarr"), "--no-progress"])
+    code = main(
+        [
+            "ingest",
+            "s3://no-such-bucket-here/era5/*.nc",
+            "--out",
+            str(tmp_path / "s.zarr"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and "s3://no-such-bucket-here/era5/*.nc" in err
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
@@ -175,22 +220,45 @@ def test_unauthorised_and_missing_buckets_are_one_line_errors(s3: str, monkeypat
         import s3fs
 
         s3fs.S3FileSystem.clear_instance_cache()
-        code = main(["ingest", str(tmp_path / "a.nc"), "--out", "s3://private-bucket/era5.zarr", "--no-progress"])
+        code = main(
+            [
+                "ingest",
+                str(tmp_path / "a.nc"),
+                "--out",
+                "s3://private-bucket/era5.zarr",
+                "--no-progress",
+            ]
+        )
         # (aiohttp may warn about the sessions of the s3fs instances this test dropped from the cache)
-        err = "\n".join(line for line in capsys.readouterr().err.strip().splitlines() if "client_session" not in line and "Unclosed" not in line)
+        err = "\n".join(
+            line
+            for line in capsys.readouterr().err.strip().splitlines()
+            if "client_session" not in line and "Unclosed" not in line
+        )
         assert code == 1 and len(err.splitlines()) == 1, err
-        assert "s3://private-bucket/era5.zarr" in err and "access denied" in err and "AWS_ACCESS_KEY_ID" in err
+        assert (
+            "s3://private-bucket/era5.zarr" in err
+            and "access denied" in err
+            and "AWS_ACCESS_KEY_ID" in err
+        )
     finally:
         server.shutdown()
         s3fs.S3FileSystem.clear_instance_cache()
 
 
-def test_a_scheme_without_a_filesystem_names_the_package(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_scheme_without_a_filesystem_names_the_package(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     write_netcdf(era5_like(hours("2020-01-01", 4)), tmp_path / "a.nc")
-    code = main(["ingest", str(tmp_path / "a.nc"), "--out", "az://container/era5.zarr", "--no-progress"])
+    code = main(
+        ["ingest", str(tmp_path / "a.nc"), "--out", "az://container/era5.zarr", "--no-progress"]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
-    assert "az://container/era5.zarr: no filesystem for az:// is installed" in err and "pip install adlfs" in err
+    assert (
+        "az://container/era5.zarr: no filesystem for az:// is installed" in err
+        and "pip install adlfs" in err
+    )
     code = main(["ingest", "nosuch://x/a.nc", "--out", str(tmp_path / "s.zarr"), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and "nosuch://x/a.nc: unknown URL scheme nosuch://" in err
@@ -219,8 +287,12 @@ def test_an_ingest_that_lost_its_lease_does_not_publish(s3: str) -> None:  # noq
     target = f"{s3}/store.zarr"
     held = lock(target, "forecast ingest").acquire()
     still_held(held, target)  # ours: fine
-    storage.write_bytes(target + ".lock", Owner.current("forecast ingest").to_json().encode())  # taken over meanwhile
-    with pytest.raises(LockedError, match=r"store.zarr: this ingest lost its lock .*nothing was published"):
+    storage.write_bytes(
+        target + ".lock", Owner.current("forecast ingest").to_json().encode()
+    )  # taken over meanwhile
+    with pytest.raises(
+        LockedError, match=r"store.zarr: this ingest lost its lock .*nothing was published"
+    ):
         still_held(held, target)
     held.release()
     assert storage.exists(target + ".lock")  # the new holder's lock is left alone

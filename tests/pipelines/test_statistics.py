@@ -29,14 +29,23 @@ def _reference(data: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.nd
     return mean, np.sqrt(var)
 
 
-@pytest.mark.parametrize("piece_bytes", [1, 3 * 5 * 8 * 4 * 2, 2**20])  # one step, two steps, everything per piece
+@pytest.mark.parametrize(
+    "piece_bytes", [1, 3 * 5 * 8 * 4 * 2, 2**20]
+)  # one step, two steps, everything per piece
 @pytest.mark.parametrize("cuts", [[11], [4, 7], [1, 1, 3, 6]])
-def test_moments_and_tendencies_match_numpy(monkeypatch: pytest.MonkeyPatch, piece_bytes: int, cuts: list[int]) -> None:
+def test_moments_and_tendencies_match_numpy(
+    monkeypatch: pytest.MonkeyPatch, piece_bytes: int, cuts: list[int]
+) -> None:
     monkeypatch.setattr(statistics, "PIECE_BYTES", piece_bytes)
     rng = np.random.default_rng(3)
     nt, nc, nlat, nlon = 11, 3, 5, 8
-    offsets = np.array([5.0e4, 280.0, -3.0])[None, :, None, None]  # geopotential-, temperature- and wind-like
-    data = (offsets + rng.normal(0, 1, (nt, nc, nlat, nlon)) * np.array([300.0, 5.0, 8.0])[None, :, None, None]).astype(np.float32)
+    offsets = np.array([5.0e4, 280.0, -3.0])[
+        None, :, None, None
+    ]  # geopotential-, temperature- and wind-like
+    data = (
+        offsets
+        + rng.normal(0, 1, (nt, nc, nlat, nlon)) * np.array([300.0, 5.0, 8.0])[None, :, None, None]
+    ).astype(np.float32)
     row_weights = np.cos(np.deg2rad(np.linspace(80, -80, nlat)))
     weights = area_weights(row_weights, nlon)
     moments, tendencies = [], []
@@ -92,7 +101,9 @@ def test_climatology_matches_a_brute_force_window_mean(block: int) -> None:
     gets the mean of all values within +-2 days (circular), others stay NaN."""
     import xarray as xr
 
-    times = xr.date_range("2001-11-20", periods=2 * 500, freq="12h", calendar="360_day", use_cftime=True)
+    times = xr.date_range(
+        "2001-11-20", periods=2 * 500, freq="12h", calendar="360_day", use_cftime=True
+    )
     keep = np.ones(len(times), dtype=bool)
     keep[300:400] = False  # a gap: bins with two years, one, none
     times = np.asarray(times)[keep]
@@ -107,11 +118,18 @@ def test_climatology_matches_a_brute_force_window_mean(block: int) -> None:
     plan = ClimatologyPlan(times, [0, 12], 360, window_days=5)
     sums: dict = {}
     for start in range(0, len(times), block):
-        for key, value in bin_sums(data[start : start + block], plan.bins_in(start, start + block)).items():
+        for key, value in bin_sums(
+            data[start : start + block], plan.bins_in(start, start + block)
+        ).items():
             sums.setdefault(key, []).append(value)
     means = np.full((360, 2, *field), np.nan, dtype=np.float32)
     references: dict = {}
-    for (d, h), parts in sums.items():  # as the graph's bin tasks store them: departures from each bin's channel means
+    for (
+        (d, h),
+        parts,
+    ) in (
+        sums.items()
+    ):  # as the graph's bin tasks store them: departures from each bin's channel means
         mean = add_fields(*parts) / plan.counts[d, h]
         references[(d, h)] = mean.reshape(field[0], -1).mean(axis=1)
         means[d, h] = mean - references[(d, h)][:, None, None]
@@ -119,8 +137,12 @@ def test_climatology_matches_a_brute_force_window_mean(block: int) -> None:
     out = np.full_like(means, np.nan)
     for h in range(2):
         for days in plan.segments(h, days_per_task=7):
-            needed = {d: references[(d, h)] for day in days for d in plan.window(day) if plan.counts[d, h]}
-            out[days[0] : days[-1] + 1, h] = smooth(lambda d, h=h: means[d, h], needed, plan.counts[:, h], days, plan)
+            needed = {
+                d: references[(d, h)] for day in days for d in plan.window(day) if plan.counts[d, h]
+            }
+            out[days[0] : days[-1] + 1, h] = smooth(
+                lambda d, h=h: means[d, h], needed, plan.counts[:, h], days, plan
+            )
 
     expected = np.full_like(out, np.nan, dtype=np.float64)
     for d in range(1, 361):
@@ -136,4 +158,6 @@ def test_climatology_matches_a_brute_force_window_mean(block: int) -> None:
     for c in range(field[0]):
         spread = float(data[:, c].max() - data[:, c].min())
         ulp = np.spacing(np.float32(np.nanmax(np.abs(expected[:, :, c]))))
-        np.testing.assert_allclose(out[:, :, c], expected[:, :, c], rtol=0, atol=3e-6 * spread + ulp / 2)
+        np.testing.assert_allclose(
+            out[:, :, c], expected[:, :, c], rtol=0, atol=3e-6 * spread + ulp / 2
+        )

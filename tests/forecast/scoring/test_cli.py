@@ -81,7 +81,17 @@ def test_score_command_errors_are_one_line(tiny_store, tmp_path, capsys):
 
 
 def _score_argv(forecast_path, store, out, *extra):
-    return ["score", str(forecast_path), "--truth", str(store), "--out", str(out), "--no-spectra", "--no-progress", *extra]
+    return [
+        "score",
+        str(forecast_path),
+        "--truth",
+        str(store),
+        "--out",
+        str(out),
+        "--no-spectra",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_score_out_never_replaces_an_input_or_a_foreign_file(tiny_store, tmp_path, capsys):
@@ -104,17 +114,25 @@ def test_score_out_never_replaces_an_input_or_a_foreign_file(tiny_store, tmp_pat
     xr.Dataset({"x": ("i", np.arange(3.0))}).to_netcdf(other)
     other_bytes = other.read_bytes()
     assert main(_score_argv(forecast_path, path, other)) == 1
-    assert "--out refuses to replace it: it is not a scores file written by forecast" in capsys.readouterr().err
+    assert (
+        "--out refuses to replace it: it is not a scores file written by forecast"
+        in capsys.readouterr().err
+    )
     assert other.read_bytes() == other_bytes
     out = tmp_path / "scores.nc"
     assert main(_score_argv(forecast_path, path, out)) == 0
-    assert main(_score_argv(forecast_path, path, out, "--no-baselines")) == 0  # our own scores: replaced
+    assert (
+        main(_score_argv(forecast_path, path, out, "--no-baselines")) == 0
+    )  # our own scores: replaced
     assert list(open_scores(out)["model"].values) == ["forecast"]
     capsys.readouterr()
     with lock(out, "forecast score"):
         assert main(_score_argv(forecast_path, path, out)) == 1
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and f"{out}: another process is writing this output (forecast score pid " in error[0]
+    assert (
+        len(error) == 1
+        and f"{out}: another process is writing this output (forecast score pid " in error[0]
+    )
 
 
 def test_score_grid_and_channel_mismatches_name_the_files(tiny_store, tmp_path, capsys):
@@ -133,5 +151,7 @@ def test_score_grid_and_channel_mismatches_name_the_files(tiny_store, tmp_path, 
     make_forecast(truth, [0], n_leads=2, members=2).to_netcdf(forecast_path)
     assert main(["score", str(forecast_path), "--truth", str(other), "--no-progress"]) == 1
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith(f"forecast score: error: {forecast_path} against {other}: ")
+    assert len(error) == 1 and error[0].startswith(
+        f"forecast score: error: {forecast_path} against {other}: "
+    )
     assert "t850" in error[0]

@@ -43,7 +43,9 @@ def test_truth_equal_to_every_member_is_uniform(weights):
 
 def test_partial_tie_spreads_over_the_tied_ranks(weights):
     # members 1, 2, 2, 5 and truth 2: one below, two tied -> ranks 1, 2, 3 with 1/3 each
-    forecast = np.broadcast_to(np.array([1.0, 2.0, 2.0, 5.0])[None, :, None, None], (1, 4, *GRID.shape))
+    forecast = np.broadcast_to(
+        np.array([1.0, 2.0, 2.0, 5.0])[None, :, None, None], (1, 4, *GRID.shape)
+    )
     f, t = _arrays(forecast.copy(), np.full((1, *GRID.shape), 2.0))
     histogram = metrics.rank_histogram(f, t, weights).squeeze()
     np.testing.assert_allclose(histogram.values, [0, 1 / 3, 1 / 3, 1 / 3, 0], atol=1e-12)

@@ -90,4 +90,9 @@ def test_default_regions_keep_only_those_a_limited_area_reaches() -> None:
 
     europe = Grid("regional", np.linspace(70.0, 35.0, 15), np.linspace(350.0, 390.0, 17))
     assert [r.name for r in default_regions(europe)] == ["global", "extratropics_north"]
-    assert [r.name for r in default_regions(Grid.equiangular(17, 32))] == ["global", "tropics", "extratropics_north", "extratropics_south"]
+    assert [r.name for r in default_regions(Grid.equiangular(17, 32))] == [
+        "global",
+        "tropics",
+        "extratropics_north",
+        "extratropics_south",
+    ]

@@ -33,7 +33,9 @@ def _check_against_single_process(ddp_dir: Path, toy_store: Path, tmp_path: Path
         assert torch.equal(rank0[name], rank1[name]), name
     torch.set_num_threads(1)
     single = train(
-        TrainRequest(toy_store, "sfno", tmp_path / "single", progress=False, device="cpu", **OPTIONS)
+        TrainRequest(
+            toy_store, "sfno", tmp_path / "single", progress=False, device="cpu", **OPTIONS
+        )
     )
     reference = single.stepper.model.state_dict()
     torch.manual_seed(0)  # the initial weights, drawn as train() draws them

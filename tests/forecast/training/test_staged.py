@@ -293,7 +293,10 @@ def test_boosted_checkpoint_runs_and_scores_as_one_model(toy_store, tmp_path, ca
             rtol=1e-5,
             atol=1e-4,
         )
-    assert main(["score", str(out), "--truth", str(toy_store), "--out", str(scores), "--no-progress"]) == 0
+    assert (
+        main(["score", str(out), "--truth", str(toy_store), "--out", str(scores), "--no-progress"])
+        == 0
+    )
     from forecast.scoring.scores_file import open_scores
 
     rmse = open_scores(scores)["rmse"].sel(model="forecast")

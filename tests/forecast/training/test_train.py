@@ -122,7 +122,10 @@ def test_nan_loss_stops_with_step_and_channel(tmp_path):
         )
     message = str(caught.value)
     when = str(np.datetime64("2020-01-01T00:00") + np.timedelta64(6 * index, "h"))[:16]
-    assert f"the loss became NaN at step {bad_step} because the store {store} holds NaN/inf in channel(s) t850 at {when}" in message
+    assert (
+        f"the loss became NaN at step {bad_step} because the store {store} holds NaN/inf in channel(s) t850 at {when}"
+        in message
+    )
     assert "z500" not in message  # only the channel the NaN came from, not those it spread to
     assert f"the last good checkpoint is {run_dir / 'latest.ckpt'}" in message
     stepper, metadata = load_checkpoint(run_dir / "latest.ckpt")

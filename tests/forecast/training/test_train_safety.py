@@ -54,7 +54,21 @@ def test_two_trainings_on_one_out_the_second_is_refused_and_a_killed_one_leaves_
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     first = subprocess.Popen(
-        [sys.executable, "-m", "forecast", *_argv(toy_store, run_dir, "--max-steps", "100000", "--val-every", "100000", "--log-every", "1")],
+        [
+            sys.executable,
+            "-m",
+            "forecast",
+            *_argv(
+                toy_store,
+                run_dir,
+                "--max-steps",
+                "100000",
+                "--val-every",
+                "100000",
+                "--log-every",
+                "1",
+            ),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -67,17 +81,25 @@ def test_two_trainings_on_one_out_the_second_is_refused_and_a_killed_one_leaves_
             time.sleep(0.2)
         assert main(_argv(toy_store, run_dir, "--max-steps", "2")) == 1
         line = _error(capsys)
-        assert line.startswith(f"forecast train: error: {run_dir}: another process is writing this output (forecast train pid {first.pid} on ")
+        assert line.startswith(
+            f"forecast train: error: {run_dir}: another process is writing this output (forecast train pid {first.pid} on "
+        )
         assert "wait for it to finish" in line
-        assert main(_argv(toy_store, run_dir, "--max-steps", "2", "--resume")) == 1  # nor may a resume
+        assert (
+            main(_argv(toy_store, run_dir, "--max-steps", "2", "--resume")) == 1
+        )  # nor may a resume
         assert f"forecast train pid {first.pid}" in _error(capsys)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    assert Path(lock_path(run_dir)).exists() and not (run_dir / "latest.ckpt").exists()  # left by the kill
+    assert (
+        Path(lock_path(run_dir)).exists() and not (run_dir / "latest.ckpt").exists()
+    )  # left by the kill
     # the killed run's lock is no lock any more, and its metrics are cleared by a fresh start
     assert main(_argv(toy_store, run_dir, "--max-steps", "2", "--val-every", "2")) == 0
-    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == sorted(steps) and max(steps) == 2
     assert not Path(lock_path(run_dir)).exists()
 
@@ -98,11 +120,16 @@ def test_out_must_not_be_the_store_nor_a_foreign_folder(tmp_path, capsys):
     foreign.mkdir()
     (foreign / "config.yaml").write_text("chapters: 3\n")
     assert main(_argv(store, foreign, "--max-steps", "2")) == 1
-    assert "--out refuses to write into it: it is not a run directory written by forecast (it holds config.yaml)" in _error(capsys)
+    assert (
+        "--out refuses to write into it: it is not a run directory written by forecast (it holds config.yaml)"
+        in _error(capsys)
+    )
     assert (foreign / "config.yaml").read_text() == "chapters: 3\n"
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(_argv(store, empty, "--max-steps", "2", "--val-every", "2")) == 0  # an empty folder is fine
+    assert (
+        main(_argv(store, empty, "--max-steps", "2", "--val-every", "2")) == 0
+    )  # an empty folder is fine
     assert (empty / "latest.ckpt").exists()
 
 
@@ -125,7 +152,9 @@ def test_a_damaged_store_chunk_stops_training_with_one_line_naming_it(tmp_path, 
     ds = xr.open_zarr(plain).load()
     for variable in ds.variables.values():
         variable.encoding = {}
-    encoding = {"data": {"chunks": (1, 2, 16, 32), "compressors": (BloscCodec(cname="lz4"), Crc32cCodec())}}
+    encoding = {
+        "data": {"chunks": (1, 2, 16, 32), "compressors": (BloscCodec(cname="lz4"), Crc32cCodec())}
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds.to_zarr(store, zarr_format=3, consolidated=True, encoding=encoding)
@@ -133,7 +162,18 @@ def test_a_damaged_store_chunk_stops_training_with_one_line_naming_it(tmp_path, 
     chunk.write_bytes(chunk.read_bytes()[:30])
     for workers in ("0", "1"):  # read in the process and in a data-loader worker
         run_dir = tmp_path / f"run{workers}"
-        argv = _argv(store, run_dir, "--max-steps", "40", "--val-every", "100", "--workers", workers, "--val-fraction", "0")
+        argv = _argv(
+            store,
+            run_dir,
+            "--max-steps",
+            "40",
+            "--val-every",
+            "100",
+            "--workers",
+            workers,
+            "--val-fraction",
+            "0",
+        )
         assert main(argv) == 1
         assert _error(capsys) == (
             f"forecast train: error: {store}: chunk data/c/5/0/0/0 is damaged (its CRC32C checksum does not "
