@@ -51,6 +51,19 @@ CHECKPOINT_FORMAT_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
 _FORMAT = "forecast-checkpoint"
 
+#: What ``torch.load(weights_only=True)`` raises on a file that is not a readable
+#: checkpoint (the weights-only unpickler fails on arbitrary bytes with index and
+#: key errors too).
+UNREADABLE_ERRORS = (
+    RuntimeError,
+    EOFError,
+    zipfile.BadZipFile,
+    OSError,
+    ValueError,
+    IndexError,
+    KeyError,
+)
+
 
 def save_checkpoint(
     path: str | Path, stepper: Stepper, provenance: dict[str, Any] | None = None
@@ -114,16 +127,7 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
             path=path,
             hint="only load checkpoints written by save_checkpoint from a source you trust",
         ) from err
-    except (
-        RuntimeError,
-        EOFError,
-        zipfile.BadZipFile,
-        OSError,
-        ValueError,
-        IndexError,
-        KeyError,
-    ) as err:
-        # (the weights-only unpickler fails on arbitrary bytes with index and key errors too)
+    except UNREADABLE_ERRORS as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(
             f"cannot read the checkpoint, the file is truncated or corrupt ({reason[:160]})",

@@ -21,7 +21,6 @@ FourCastNet's ``AFNO2D`` keeps (``mode_truncation="fourcastnet"``).
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from forecast.importers.published import (
     Rule,
     describe_architecture,
     match_weights,
+    published_stepper,
     read_normalizer,
 )
 from forecast.importers.spec import Imported, Importer, Option
@@ -166,17 +166,8 @@ def convert(
             hint="pass --grid with the data grid of these weights (default 721x1440)",
         )
     normalizer, extra = read_normalizer(means, stds, list(channels))
-    stepper = BackboneStepper(
-        "afno",
-        hparams,
-        list(channels),
-        grid,
-        dt.timedelta(hours=6),
-        normalizer,
-        history=1,
-        forcings=False,
-        residual=False,
-        drop_south_pole=True,
+    stepper = published_stepper(
+        "afno", hparams, list(channels), grid, normalizer, drop_south_pole=True
     )
     full = AFNOHParams(**hparams).model_dump()
     architecture = describe_architecture(

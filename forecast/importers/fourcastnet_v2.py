@@ -16,7 +16,6 @@ channel count (73). Taken as the publisher's defaults (flags override them):
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from forecast.importers.published import (
     Rule,
     describe_architecture,
     match_weights,
+    published_stepper,
     read_normalizer,
 )
 from forecast.importers.spec import Imported, Importer, Option
@@ -112,17 +112,7 @@ def convert(
     read, grid = read_hparams(weights)
     hparams = {**read, **{k: options[k] for k in _DEFAULTED}}
     normalizer, extra = read_normalizer(means, stds, list(CHANNELS))
-    stepper = BackboneStepper(
-        "sfno-nonlinear",
-        hparams,
-        list(CHANNELS),
-        grid,
-        dt.timedelta(hours=6),
-        normalizer,
-        history=1,
-        forcings=False,
-        residual=False,
-    )
+    stepper = published_stepper("sfno-nonlinear", hparams, list(CHANNELS), grid, normalizer)
     full = SFNONonlinearHParams(**hparams).model_dump()
     architecture = describe_architecture("FourCastNet v2-small", full, (*_READ_OFF, *_DEFAULTED))
     layers = stepper.hparams["num_layers"]

@@ -17,10 +17,10 @@ with ``numpy.load(allow_pickle=False)``.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import pickle
 import re
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from forecast.checkpoint import UNREADABLE_ERRORS
 from forecast.errors import CheckpointError
+from forecast.grid import Grid
 from forecast.normalize import Normalizer
+from forecast.steppers.backbone import BackboneStepper
 
 #: Prefix that ``DistributedDataParallel`` puts on every parameter name.
 DDP_PREFIX = "module."
@@ -127,16 +130,7 @@ def read_published_weights(path: str | Path) -> PublishedWeights:
                 hint="use the weights as the publisher distributes them, from a source you trust",
             ) from err
         raise _unreadable(path, err) from err
-    except (
-        RuntimeError,
-        EOFError,
-        zipfile.BadZipFile,
-        OSError,
-        ValueError,
-        IndexError,
-        KeyError,
-    ) as err:
-        # (the weights-only unpickler fails on arbitrary bytes with index and key errors too)
+    except UNREADABLE_ERRORS as err:
         raise _unreadable(path, err) from err
     if not isinstance(payload, Mapping) or "model_state" not in payload:
         found = (
@@ -317,6 +311,37 @@ def match_weights(
         ours: rule.convert(weights.state[rule.published].to(torch.float32)).contiguous()
         for ours, rule in rules.items()
     }
+
+
+#: The published models' step.
+PUBLISHED_STEP = dt.timedelta(hours=6)
+
+
+def published_stepper(
+    model: str,
+    hparams: Mapping[str, object],
+    channels: list[str],
+    grid: Grid,
+    normalizer: Normalizer,
+    drop_south_pole: bool = False,
+) -> BackboneStepper:
+    """A stepper as the publishers run their networks: one state in, the next state out.
+
+    No history, no forcings and no residual connection (the networks predict the
+    full next state), a 6 h step.
+    """
+    return BackboneStepper(
+        model,
+        dict(hparams),
+        channels,
+        grid,
+        PUBLISHED_STEP,
+        normalizer,
+        history=1,
+        forcings=False,
+        residual=False,
+        drop_south_pole=drop_south_pole,
+    )
 
 
 def describe_architecture(name: str, hparams: Mapping[str, object], keys: tuple[str, ...]) -> str:

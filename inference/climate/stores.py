@@ -25,6 +25,7 @@ from inference.writers.compression import (
     resolve_compression,
     zarr_compressors,
 )
+from inference.writers.zarr import require_same_shape
 
 
 class ProductStore:
@@ -97,18 +98,7 @@ class ZarrProductStore(ProductStore):
             existing = xr.open_zarr(self.path, consolidated=True)
         except (OSError, ValueError, KeyError) as err:
             raise DataError(f"cannot reopen the product ({err})", path=self.path) from err
-        for name, size in dataset.sizes.items():
-            if existing.sizes.get(name) != size:
-                raise DataError(
-                    f"existing product has {existing.sizes.get(name)} {name}, this run writes {size}",
-                    path=self.path,
-                    hint="use another --out or --overwrite",
-                )
-        missing = [v for v in dataset.data_vars if v not in existing.data_vars]
-        if missing:
-            raise DataError(
-                f"existing product lacks {', '.join(map(str, missing))}", path=self.path
-            )
+        require_same_shape(existing, dataset, dataset.data_vars, self.path, "product")
         self._group = zarr.open_group(self.path, mode="r+")
 
     def write(self, name: str, index: tuple, values: np.ndarray) -> None:

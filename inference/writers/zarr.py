@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,32 @@ from forecast.errors import DataError
 from inference.writers.base import ForecastWriter
 from inference.writers.compression import DEFAULT_COMPRESSION, resolve_compression, zarr_compressors
 from inference.writers.layout import DEFAULT, Arrangement, Layout
+
+
+def require_same_shape(
+    existing: xr.Dataset, planned: xr.Dataset, variables: Iterable[Hashable], path: Path, noun: str
+) -> None:
+    """Refuse to resume into ``existing`` unless it has ``planned``'s sizes and every one of ``variables``.
+
+    Raises
+    ------
+    DataError
+        Naming ``path`` (the ``noun``: an output, a product), the size or the variables that differ.
+    """
+    for name, size in planned.sizes.items():
+        if existing.sizes.get(name) != size:
+            raise DataError(
+                f"existing {noun} has {existing.sizes.get(name)} {name}, this run writes {size}",
+                path=path,
+                hint="use another --out or --overwrite",
+            )
+    missing = [str(v) for v in variables if v not in existing.data_vars]
+    if missing:
+        raise DataError(
+            f"existing {noun} lacks variable(s) {', '.join(missing)}",
+            path=path,
+            hint="use another --out or --overwrite",
+        )
 
 
 class ZarrWriter(ForecastWriter):
@@ -83,20 +110,7 @@ class ZarrWriter(ForecastWriter):
         arrangement = self.layout.arrange(template)
         output = arrangement.dataset
         existing = xr.open_zarr(self.path, consolidated=True, decode_timedelta=True)
-        for name, size in output.sizes.items():
-            if existing.sizes.get(name) != size:
-                raise DataError(
-                    f"existing output has {existing.sizes.get(name)} {name}, this run writes {size}",
-                    path=self.path,
-                    hint="use another --out or --overwrite",
-                )
-        missing = [c for c in arrangement.variables if c not in existing.data_vars]
-        if missing:
-            raise DataError(
-                f"existing output lacks variable(s) {', '.join(missing)}",
-                path=self.path,
-                hint="use another --out or --overwrite",
-            )
+        require_same_shape(existing, output, arrangement.variables, self.path, "output")
         self._open(arrangement)
 
     def _open(self, arrangement: Arrangement) -> None:
