@@ -54,7 +54,8 @@ GROUPS = {
         "out", "max_steps", "rollout_steps", "rollout_schedule", "interpolator_steps",
         "batch_size", "accumulation",
         "lr", "weight_decay", "warmup_steps", "min_lr_factor", "grad_clip", "precision",
-        "channel_weights", "tendency_loss", "ensemble_size", "ensemble_noise", "seed",
+        "channel_weights", "tendency_loss", "ensemble_size", "ensemble_noise", "input_noise",
+        "seed",
     ),
 }  # fmt: skip
 

@@ -111,6 +111,13 @@ class TrainRequest:
     ensemble_noise: float = _option(
         0.05, "std of the initial-state noise of ensemble members, normalised units", ge=0
     )
+    input_noise: float = _option(
+        0.0,
+        "std of Gaussian noise added to every input state of a training window, in units of "
+        "each channel's one-step tendency std (0: none); the targets stay clean, so the model "
+        "learns to pull a perturbed state back (long-rollout stability)",
+        ge=0,
+    )
     seed: int = _option(0, "seed of weights, data order and noise")
     # -- bookkeeping ------------------------------------------------------------------------------
     val_every: int = _option(100, "validate and checkpoint every N steps", ge=1)

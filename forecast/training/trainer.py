@@ -123,7 +123,11 @@ class TrainingLoop:
     The loss is the area-weighted MSE over the curriculum's K steps or, with
     ``ensemble_size > 1``, the fair CRPS of an ensemble made by adding
     Gaussian noise of std ``ensemble_noise`` (normalised units) to the initial
-    state; with ``tendency_loss`` each channel's error is divided by its
+    state; with ``input_noise`` every input state of a window gets Gaussian
+    noise of std ``input_noise`` one-step tendency stds per channel (the
+    targets stay clean, so the model learns to pull perturbed states back:
+    the noise injection of Sanchez-Gonzalez et al. 2020 for stable long
+    rollouts); with ``tendency_loss`` each channel's error is divided by its
     normalised tendency scale ``diff_std / std`` (so persistence scores about
     1 in every channel).
 
@@ -181,6 +185,10 @@ class TrainingLoop:
             dtype=torch.float32,
             device=self.device,
         )
+        # std of the input noise in normalised units: --input-noise tendency stds per channel
+        self.input_noise_std = torch.as_tensor(
+            request.input_noise * scale, dtype=torch.float32, device=self.device
+        ).reshape(1, 1, -1, 1, 1)
         self.val_batch_size = val_batch_size or max(request.batch_size // context.world_size, 1)
         self.provenance = dict(provenance or {})
         self.progress = request.progress and context.is_main
@@ -190,6 +198,11 @@ class TrainingLoop:
         )
         self.staged = isinstance(stepper, StagedStepper)
         if isinstance(stepper, StagedStepper):
+            if request.input_noise > 0:
+                raise ConfigError(
+                    f"a {stepper.kind} model is trained stage by stage on MSE; --input-noise does not apply",
+                    hint="drop --input-noise",
+                )
             if request.ensemble_size > 1:
                 raise ConfigError(
                     f"a {stepper.kind} model is trained stage by stage on MSE; --ensemble-size does not apply",
@@ -281,6 +294,10 @@ class TrainingLoop:
         forcings = rollout_forcings(
             self.stepper, self.times, batch["start"].numpy(), n_steps, self.device
         )
+        if self.request.input_noise > 0:
+            history = history + self.input_noise_std * torch.randn(
+                history.shape, generator=self.noise, device=self.device, dtype=history.dtype
+            )
         members = self.request.ensemble_size
         if members > 1:
             history = history.repeat(members, 1, 1, 1, 1)

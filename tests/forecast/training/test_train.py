@@ -275,3 +275,35 @@ def test_demo_config_trains_every_backbone(toy_store, tmp_path, capsys, model):
     assert metadata["history"] == 2 and metadata["diurnal_hours"] == [0.0, 6.0, 12.0, 18.0]
     written = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert written["model"] == model and written["hparams"] == metadata["hparams"]
+
+
+def test_input_noise_perturbs_the_inputs_by_tendency_stds(toy_store, tmp_path, monkeypatch):
+    """--input-noise X adds noise of X one-step tendency stds per channel to the inputs only."""
+    from forecast.training.rollout import Rollout
+
+    seen = []
+    original = Rollout.forward
+
+    def recording(self, history, forcings, n_steps):
+        if torch.is_grad_enabled():  # the training step, not validation
+            seen.append(history.detach().clone())
+        return original(self, history, forcings, n_steps)
+
+    monkeypatch.setattr(Rollout, "forward", recording)
+    options = dict(
+        hparams=TINY, max_steps=1, batch_size=8, history=2, val_every=1, val_samples=2,
+        workers=0, device="cpu", progress=False,
+    )  # fmt: skip
+    train(TrainRequest(toy_store, "sfno", tmp_path / "clean", **options))
+    train(TrainRequest(toy_store, "sfno", tmp_path / "noisy", input_noise=0.5, **options))
+    train(TrainRequest(toy_store, "sfno", tmp_path / "again", input_noise=0.0, **options))
+    assert len(seen) == 3
+    clean, noisy, again = seen
+    assert torch.equal(clean, again)  # 0: no noise, the same batch
+    stepper, _ = load_checkpoint(tmp_path / "noisy" / "latest.ckpt")
+    normalizer = stepper.normalizer
+    tendency = np.asarray(normalizer.diff_std) / np.asarray(normalizer.std)  # normalised units
+    difference = (noisy - clean).numpy()  # (batch, history, channel, lat, lon)
+    measured = difference.std(axis=(0, 1, 3, 4))
+    np.testing.assert_allclose(measured, 0.5 * tendency, rtol=0.03)
+    assert abs(difference.mean()) < 0.02 * measured.max()
