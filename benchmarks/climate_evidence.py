@@ -53,6 +53,8 @@ sys.path.insert(0, str(REPO))
 
 GRID = "16x32"
 CHUNKS = {  # directory -> (seed, start, days, store)
+    "train-1995": (1, "1995-01-01", 3 * 365, "train.zarr"),
+    "train-1998": (2, "1998-01-01", 2 * 365, "train.zarr"),
     "train": (0, "2000-01-01", 365, "train.zarr"),
     "reference-1": (10, "2000-12-31T18", 2 * 365 + 0.25, "reference.zarr"),
     "reference-4": (40, "2003-01-01", 2 * 365, "reference.zarr"),
@@ -160,9 +162,11 @@ def floor(work: Path, channels: list[str]) -> dict[str, dict[str, float]]:
     half = len(annual) // 2
     halves = annual[:half].mean(axis=0) - annual[half:].mean(axis=0)
     from_halves = np.sqrt((halves**2 * weights).mean(axis=(1, 2))) / np.sqrt(2.0)
+    local_std = np.sqrt((variance * weights).mean(axis=(1, 2)))
     return {
         "interannual_variance": dict(zip(channels, from_variance.round(6).tolist(), strict=True)),
         "two_halves": dict(zip(channels, from_halves.round(6).tolist(), strict=True)),
+        "local_interannual_std": dict(zip(channels, local_std.round(6).tolist(), strict=True)),
     }
 
 
@@ -244,6 +248,11 @@ def main() -> int:
     nlat, nlon = (int(n) for n in GRID.split("x"))
     six_hourly = (steps + 1) * len(channels) * nlat * nlon * 4  # float32, uncompressed
     rmse = {c: float(scores["time_mean_rmse"].sel(channel=c)) for c in channels}
+    annual = scores["annual_global_mean"].sel(source="forecast")
+    drift = {
+        c: annual.sel(channel=c).isel(year=-1) - annual.sel(channel=c).isel(year=0)
+        for c in channels
+    }
     summary = {
         "model": args.model,
         "steps": steps,
@@ -261,6 +270,13 @@ def main() -> int:
         },
         "drift_in_interannual_std": {
             c: round(float(scores["drift"].sel(channel=c)), 3) for c in channels
+        },
+        "interannual_std_of_global_mean": {
+            c: float(scores["interannual_std"].sel(channel=c)) for c in channels
+        },
+        "global_mean_drift": {c: float(drift[c]) for c in channels},
+        "drift_in_local_interannual_std": {
+            c: round(float(drift[c]) / floors["local_interannual_std"][c], 3) for c in channels
         },
     }
     (work / f"summary-{args.model}.json").write_text(json.dumps(summary, indent=2))

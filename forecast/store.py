@@ -268,6 +268,44 @@ def _climatology_days(ds: xr.Dataset) -> np.ndarray:
     return ds["dayofyear"].values[np.isfinite(first)]
 
 
+def seasonal_cycle(ds: xr.Dataset, channels: list[str], harmonics: int = 4) -> np.ndarray:
+    """The climatological seasonal cycle of ``channels``: Fourier coefficients of its daily means.
+
+    The store's climatology (day of year x hour) averaged over the hours,
+    each day's mean valid at the mean of its hours, fitted by least squares
+    with the mean and ``harmonics`` annual harmonics
+    (:func:`forecast.seasonal.fit_seasonal_cycle`); what
+    :class:`~forecast.steppers.backbone.BackboneStepper` takes as ``seasonal=``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A training store (:func:`open_store`).
+    channels : list of str
+        Channels, in the order wanted.
+    harmonics : int
+        Annual harmonics.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(2 * harmonics + 1, channel, latitude, longitude)`` float64, physical units.
+
+    Raises
+    ------
+    DataError
+        If the climatology covers too few days of the year for the harmonics.
+    """
+    from forecast.seasonal import fit_seasonal_cycle
+
+    clim = ds["climatology"].sel(channel=channels)
+    days = _climatology_days(ds)
+    daily = clim.sel(dayofyear=days).mean("hour").transpose("dayofyear", "channel", ...)
+    hour = float(np.mean(clim["hour"].values))
+    fraction = (days - 1 + hour / 24.0) / ds.sizes["dayofyear"]
+    return fit_seasonal_cycle(fraction, daily.values, harmonics)
+
+
 def diurnal_cycle(ds: xr.Dataset, channels: list[str], times=None) -> tuple[np.ndarray, np.ndarray]:
     """The climatological diurnal cycle of ``channels``: mean hour-of-day anomalies.
 

@@ -49,7 +49,8 @@ FLAGS = {"tendency_loss": ("--state-loss",)}
 #: ``--help`` group of each option (the rest are "run").
 GROUPS = {
     "data": ("data", "channels", "val_start", "val_end", "val_fraction", "workers", "prefetch"),
-    "model": ("model", "hparams", "history", "forcings", "residual", "diurnal_baseline", "boost"),
+    "model": ("model", "hparams", "history", "forcings", "residual", "diurnal_baseline",
+              "seasonal_baseline", "boost"),
     "optimisation": (
         "out", "max_steps", "rollout_steps", "rollout_schedule", "interpolator_steps",
         "batch_size", "accumulation",

@@ -8,7 +8,13 @@ normalised tendency divided by ``diff_std / std``; the next state is the last
 state plus the rescaled tendency. With a diurnal baseline
 (:class:`forecast.diurnal.DiurnalBaseline`) the residual starts from the
 last state plus the climatological change of the hour-of-day anomaly over the
-step, a named input ``"diurnal_change"`` beside the time forcings.
+step, a named input ``"diurnal_change"`` beside the time forcings. With a
+seasonal baseline (:class:`forecast.seasonal.SeasonalBaseline`, not in
+residual mode) the backbone sees the departures of its input states from the
+climatology (the seasonal cycle plus, with a diurnal table, the hour-of-day
+anomaly) and predicts the departure of the next state: a named input
+``"climatology"`` holds the climatology at the history's times and at the
+next one.
 """
 
 from __future__ import annotations
@@ -26,10 +32,14 @@ from forecast.forcings import TIME_FORCINGS, Forcings, stack_forcings, time_forc
 from forecast.grid import Grid
 from forecast.models import build_model, get_spec, hparams_to_dict, validate_hparams
 from forecast.normalize import Normalizer
+from forecast.seasonal import SeasonalBaseline
 from forecast.steppers.base import StateStepper
+from forecast.time import shift_times
 
 #: Name of the diurnal-baseline input among the forcings.
 DIURNAL_CHANGE = "diurnal_change"
+#: Name of the seasonal-baseline input: the climatology at the history's times and the next.
+CLIMATOLOGY = "climatology"
 
 
 class BackboneStepper(StateStepper):
@@ -60,7 +70,12 @@ class BackboneStepper(StateStepper):
         hours of day (UTC, ascending, in [0, 24)) of ``table``, shape
         ``(hour, channel, lat, lon)``, anomalies from the daily mean in physical
         units of ``channels`` (:func:`forecast.store.diurnal_cycle`). Needs
-        ``forcings`` and ``residual``.
+        ``forcings`` and ``residual`` or ``seasonal``.
+    seasonal : numpy.ndarray, optional
+        Fourier coefficients ``(2 * harmonics + 1, channel, lat, lon)`` of the
+        daily-mean climatology in physical units of ``channels``
+        (:func:`forecast.store.seasonal_cycle`): the backbone forecasts
+        departures from the climatology. Needs ``forcings`` and not ``residual``.
     drop_south_pole : bool
         The backbone sees ``grid`` without its last row, the south pole of an
         equiangular grid (FourCastNet v1: the 720 northernmost of the 721
@@ -86,6 +101,7 @@ class BackboneStepper(StateStepper):
         residual: bool = True,
         diurnal: tuple[Sequence[float] | np.ndarray, np.ndarray] | None = None,
         drop_south_pole: bool = False,
+        seasonal: np.ndarray | None = None,
     ):
         super().__init__(channels, grid, step, normalizer, history)
         self.model_name = model_name
@@ -102,16 +118,36 @@ class BackboneStepper(StateStepper):
         self.model = build_model(
             model_name, self.in_channels, len(names), self.model_grid, **self.hparams
         )
+        self.seasonal: SeasonalBaseline | None = None
+        if seasonal is not None:
+            self.seasonal = self._seasonal_baseline(seasonal)
         self.diurnal: DiurnalBaseline | None = None
         if diurnal is not None:
             self.diurnal = self._diurnal_baseline(*diurnal)
 
+    def _seasonal_baseline(self, coefficients: np.ndarray) -> SeasonalBaseline:
+        if not self.use_forcings or self.residual:
+            raise DataError(
+                "the seasonal baseline needs time forcings and --no-residual "
+                "(the backbone forecasts departures from the climatology)",
+                hint="drop --no-forcings and add --no-residual, or drop the seasonal baseline",
+            )
+        shape = np.shape(coefficients)
+        if len(shape) != 4 or shape[1:] != (len(self.channels), *self.grid.shape):
+            raise DataError(
+                f"seasonal coefficients have shape {shape}, "
+                f"expected (2 * harmonics + 1, {len(self.channels)}, {self.grid.nlat}, {self.grid.nlon})"
+            )
+        return SeasonalBaseline.from_physical(
+            coefficients, self.normalizer.mean, self.normalizer.std
+        )
+
     def _diurnal_baseline(
         self, hours: Sequence[float] | np.ndarray, table: np.ndarray
     ) -> DiurnalBaseline:
-        if not (self.use_forcings and self.residual):
+        if not (self.use_forcings and (self.residual or self.seasonal is not None)):
             raise DataError(
-                "the diurnal baseline needs time forcings and residual mode",
+                "the diurnal baseline needs time forcings and residual mode or a seasonal baseline",
                 hint="drop --no-forcings/--no-residual or the diurnal baseline",
             )
         expected = (len(np.ravel(hours)), len(self.channels), *self.grid.shape)
@@ -123,13 +159,16 @@ class BackboneStepper(StateStepper):
     @property
     def forcing_names(self) -> tuple[str, ...]:
         """Names of the inputs :meth:`forcings` returns."""
-        return self.time_forcing_names + ((DIURNAL_CHANGE,) if self.diurnal is not None else ())
+        names = self.time_forcing_names
+        if self.diurnal is not None and self.residual:
+            names += (DIURNAL_CHANGE,)
+        return names + ((CLIMATOLOGY,) if self.seasonal is not None else ())
 
     def extra_repr(self) -> str:
         return (
             f"model={self.model_name}, channels={len(self.channels)}, grid={self.grid.describe()}, "
             f"step={self.step}, history={self.history}, residual={self.residual}, "
-            f"diurnal={self.diurnal is not None}"
+            f"diurnal={self.diurnal is not None}, seasonal={self.seasonal is not None}"
         )
 
     # -- forcings ---------------------------------------------------------------------------------
@@ -153,9 +192,31 @@ class BackboneStepper(StateStepper):
             return {}
         values = np.atleast_1d(np.asarray(times))
         fields = time_forcings(values, self.grid, self.device)
-        if self.diurnal is not None:
+        if self.diurnal is not None and self.residual:
             fields[DIURNAL_CHANGE] = self.diurnal.change(values, self.step)
+        if self.seasonal is not None:
+            fields[CLIMATOLOGY] = torch.stack(
+                [
+                    self.climatology(shift_times(values, k * self.step))
+                    for k in range(1 - self.history, 2)
+                ],
+                dim=1,
+            ).to(self.device)
         return fields
+
+    def climatology(self, times: Sequence | np.ndarray) -> torch.Tensor:
+        """Normalised climatology at ``times`` (seasonal baseline, plus the diurnal anomaly).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(batch, channel, lat, lon)``.
+        """
+        assert self.seasonal is not None, "only with a seasonal baseline"
+        state = self.seasonal.state(times)
+        if self.diurnal is not None:
+            state = state + self.diurnal.anomaly(times).to(state.device)
+        return state
 
     # -- normalised step (training) ---------------------------------------------------------------
     def backbone_inputs(self, x: torch.Tensor, forcings: Forcings | None = None) -> torch.Tensor:
@@ -181,7 +242,6 @@ class BackboneStepper(StateStepper):
         """
         self._check_shape(x, "normalised input")
         batch = x.shape[0]
-        inputs = x.reshape(batch, self.history * len(self.channels), *self.grid.shape)
         forcings = forcings or {}
         missing = [name for name in self.forcing_names if name not in forcings]
         if missing:
@@ -193,10 +253,15 @@ class BackboneStepper(StateStepper):
             expected: tuple[int, ...] = (batch, *self.grid.shape)
             if name == DIURNAL_CHANGE:
                 expected = (batch, len(self.channels), *self.grid.shape)
+            if name == CLIMATOLOGY:
+                expected = (batch, self.history + 1, len(self.channels), *self.grid.shape)
             if tuple(forcings[name].shape) != expected:
                 raise DataError(
                     f"forcing {name!r} has shape {tuple(forcings[name].shape)}, expected {expected}"
                 )
+        if self.seasonal is not None:  # departures from the climatology
+            x = x - forcings[CLIMATOLOGY][:, : self.history].to(x.dtype)
+        inputs = x.reshape(batch, self.history * len(self.channels), *self.grid.shape)
         if self.time_forcing_names:
             fields = stack_forcings(forcings, self.time_forcing_names)
             inputs = torch.cat([inputs, fields.to(inputs.dtype)], dim=1)
@@ -224,6 +289,9 @@ class BackboneStepper(StateStepper):
                 assert forcings is not None, "a diurnal baseline comes with its forcings"
                 last = last + forcings[DIURNAL_CHANGE].to(x.dtype)
             return last + output.to(x.dtype) * self.tendency_scale.to(x.dtype)
+        if self.seasonal is not None:
+            assert forcings is not None, "a seasonal baseline comes with its forcings"
+            return forcings[CLIMATOLOGY][:, -1].to(x.dtype) + output.to(x.dtype)
         return output.to(x.dtype)
 
     def apply_network(self, network: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -293,16 +361,21 @@ class BackboneStepper(StateStepper):
             "residual": self.residual,
             "diurnal_hours": None if self.diurnal is None else list(self.diurnal.hours),
             "drop_south_pole": self.drop_south_pole,
+            "seasonal_harmonics": None if self.seasonal is None else self.seasonal.harmonics,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> BackboneStepper:
-        """Inverse of :meth:`config` (weights freshly initialised; a diurnal table of zeros)."""
+        """Inverse of :meth:`config` (weights freshly initialised; diurnal and seasonal tables of zeros)."""
         grid = Grid.from_dict(config["grid"])
         hours = config.get("diurnal_hours")  # absent from checkpoints of earlier versions
         diurnal = None
         if hours:
             diurnal = (hours, np.zeros((len(hours), len(config["channels"]), *grid.shape)))
+        harmonics = config.get("seasonal_harmonics")  # absent before the seasonal baseline
+        seasonal = None
+        if harmonics is not None:
+            seasonal = np.zeros((2 * harmonics + 1, len(config["channels"]), *grid.shape))
         return cls(
             config["model"],
             config["hparams"],
@@ -315,6 +388,7 @@ class BackboneStepper(StateStepper):
             residual=config["residual"],
             diurnal=diurnal,
             drop_south_pole=bool(config.get("drop_south_pole", False)),  # absent before imports
+            seasonal=seasonal,
         )
 
 

@@ -24,7 +24,7 @@ from forecast.normalize import Normalizer
 from forecast.stepper import TrainableStepper
 from forecast.steppers import BackboneStepper, DYffusionStepper
 from forecast.steppers.dyffusion import DYffusionHParams
-from forecast.store import diurnal_cycle, store_grid, store_step
+from forecast.store import diurnal_cycle, seasonal_cycle, store_grid, store_step
 from forecast.training.request import TrainRequest
 
 __all__ = ["FAMILIES", "Family", "family", "family_names", "validate_family_hparams"]
@@ -60,6 +60,7 @@ def _backbone(
 ) -> BackboneStepper:
     """A freshly initialised backbone stepper on the store's grid and step."""
     diurnal = diurnal_cycle(ds, channels, start_times) if request.diurnal_baseline else None
+    seasonal = seasonal_cycle(ds, channels) if request.seasonal_baseline else None
     return BackboneStepper(
         request.model,
         dict(request.hparams),
@@ -71,6 +72,7 @@ def _backbone(
         forcings=request.forcings,
         residual=request.residual,
         diurnal=diurnal,
+        seasonal=seasonal,
     )
 
 
@@ -78,6 +80,11 @@ def _dyffusion(
     request: TrainRequest, ds: xr.Dataset, channels: list[str], start_times: np.ndarray
 ) -> DYffusionStepper:
     """A freshly initialised DYffusion stepper (interpolator and forecaster SFNOs)."""
+    if request.seasonal_baseline:
+        raise ConfigError(
+            "dyffusion forecasts the states themselves: --seasonal-baseline does not apply",
+            hint="drop --seasonal-baseline",
+        )
     if not request.residual:
         raise ConfigError(
             "dyffusion interpolates and forecasts around the states themselves: "

@@ -55,6 +55,11 @@ class TrainRequest:
         False,
         "start each step from the store's climatological diurnal cycle (grids up to ~1 degree)",
     )
+    seasonal_baseline: bool = _option(
+        False,
+        "with --no-residual: forecast departures from the store's climatological seasonal cycle "
+        "(4 annual harmonics; with --diurnal-baseline plus its hour-of-day cycle)",
+    )
     boost: str | Path | None = field(
         default=None,
         metadata={
