@@ -9,13 +9,14 @@ Stages (all through the ``forecast`` command line):
 
 1. ``forecast synth`` (16x32, noleap, 6-hourly), in chunks run side by side
    (the generator is serial and costs ~0.3 s of CPU per simulated day):
-   the training year 2000 (seed 0) and the held-out reference decade
-   2001-2010 in four chunks (seeds 10, 40, 20, 30; the first starts at
-   2000-12-31T18, the one earlier state the two-state model starts from).
+   six training years 1995-2000 in three chunks (seeds 1, 2, 0) and the
+   held-out reference decade 2001-2010 in four chunks (seeds 10, 40, 20,
+   30; the first starts at 2000-12-31T18, the one earlier state the
+   two-state model starts from).
    Each chunk spins up for the generator's 20 days, so a decade made of
    chunks is a sample of the same climate as one made in one piece; only the
    weather at the chunk boundaries is not continuous.
-2. ``forecast ingest``: ``train.zarr`` (2000), ``reference.zarr``
+2. ``forecast ingest``: ``train.zarr`` (1995-2000), ``reference.zarr``
    (2000-12-31T18 .. 2010-12-31T18).
 3. ``forecast train --config configs/climate/train.yaml`` on ``train.zarr``.
 4. ``forecast run --init 2001-01-01 --length 10y --reduce monthly`` from the
@@ -28,12 +29,18 @@ Stages (all through the ``forecast`` command line):
    each grid point's annual means, two independent 10-year means differ by
    ``sqrt(<2 s2 / 10>)`` (years independent); cross-checked by the RMSE of
    the difference of the decade's two 5-year means divided by ``sqrt(2)``.
+   ``sqrt(<s2>)``, the local interannual std, is the scale the drift of the
+   global means is also given in: the generator conserves the global means
+   of most channels (shallow-water mass; the derived fields' global means
+   are set by the season alone), so their interannual std is float32
+   rounding (1e-10 to 1e-4 of the units) and the drift in it is no measure.
 
 Prints a JSON summary (also written to ``WORKDIR/summary-MODEL.json``): wall
 time and steps per second of the run, the size of the monthly output against
 a 6-hourly output of the same run, time-mean RMSE per channel against the
 floor (goal: within 2x), and the drift of the annual global means (goal:
-last year within 2 interannual standard deviations of the first).
+last year within 2 interannual standard deviations of the first), in the
+interannual std of the global means and in the local one.
 """
 
 from __future__ import annotations
