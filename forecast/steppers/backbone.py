@@ -34,7 +34,7 @@ from forecast.models import build_model, get_spec, hparams_to_dict, validate_hpa
 from forecast.normalize import Normalizer
 from forecast.seasonal import SeasonalBaseline
 from forecast.steppers.base import StateStepper
-from forecast.time import shift_times
+from forecast.time import fraction_of_day_and_year, shift_times
 
 #: Name of the diurnal-baseline input among the forcings.
 DIURNAL_CHANGE = "diurnal_change"
@@ -194,14 +194,13 @@ class BackboneStepper(StateStepper):
         fields = time_forcings(values, self.grid, self.device)
         if self.diurnal is not None and self.residual:
             fields[DIURNAL_CHANGE] = self.diurnal.change(values, self.step)
-        if self.seasonal is not None:
-            fields[CLIMATOLOGY] = torch.stack(
-                [
-                    self.climatology(shift_times(values, k * self.step))
-                    for k in range(1 - self.history, 2)
-                ],
-                dim=1,
-            ).to(self.device)
+        if self.seasonal is not None:  # one calendar conversion for every time: it costs per call
+            offsets = range(1 - self.history, 2)
+            shifted = np.concatenate([shift_times(values, k * self.step) for k in offsets])
+            climatology = self.climatology(shifted).to(self.device)
+            fields[CLIMATOLOGY] = climatology.reshape(
+                len(offsets), len(values), *climatology.shape[1:]
+            ).transpose(0, 1)
         return fields
 
     def climatology(self, times: Sequence | np.ndarray) -> torch.Tensor:
@@ -213,9 +212,11 @@ class BackboneStepper(StateStepper):
             ``(batch, channel, lat, lon)``.
         """
         assert self.seasonal is not None, "only with a seasonal baseline"
-        state = self.seasonal.state(times)
+        day, year = fraction_of_day_and_year(np.atleast_1d(np.asarray(times)))
+        state = self.seasonal.at_fractions(np.asarray(year, dtype=np.float64))
         if self.diurnal is not None:
-            state = state + self.diurnal.anomaly(times).to(state.device)
+            hours = np.asarray(day, dtype=np.float64) * 24.0
+            state = state + self.diurnal.at_hours(hours).to(state.device)
         return state
 
     # -- normalised step (training) ---------------------------------------------------------------
