@@ -122,6 +122,16 @@ def test_dyffusion_refuses_options_that_do_not_apply(toy_store, tmp_path):
             toy_store, "dyffusion", tmp_path / "b", hparams=DYFFUSION, max_steps=4,
             residual=False, workers=0, **OPTIONS,
         ))  # fmt: skip
+    with pytest.raises(ConfigError, match="--input-noise does not apply"):
+        train(TrainRequest(
+            toy_store, "dyffusion", tmp_path / "c", hparams=DYFFUSION, max_steps=4,
+            input_noise=0.5, workers=0, **OPTIONS,
+        ))  # fmt: skip
+    with pytest.raises(ConfigError, match="--seasonal-baseline does not apply"):
+        train(TrainRequest(
+            toy_store, "dyffusion", tmp_path / "d", hparams=DYFFUSION, max_steps=4,
+            seasonal_baseline=True, workers=0, **OPTIONS,
+        ))  # fmt: skip
 
 
 def test_cli_trains_dyffusion_and_run_refuses_an_untrained_forecaster(toy_store, tmp_path, capsys):
