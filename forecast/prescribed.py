@@ -41,6 +41,11 @@ COVERAGE_HINT = (
     "extend the forcing store over the whole period (forecast ingest ... --append), "
     "or shorten the run (--steps/--length) or move --init"
 )
+#: The fix named when a forcing store lacks a time of the training store.
+TRAINING_COVERAGE_HINT = (
+    "extend the forcing store over every time of --data (forecast ingest ... --append), "
+    "or train on a store of the period the forcing store covers"
+)
 
 
 class ForcingStore:
@@ -105,7 +110,9 @@ class ForcingStore:
         values = np.atleast_1d(np.asarray(times))
         return np.asarray(self.index.get_indexer(time_index(values)), dtype=np.int64)
 
-    def check_covers(self, times: Sequence | np.ndarray, what: str = "the run") -> None:
+    def check_covers(
+        self, times: Sequence | np.ndarray, what: str = "the run", hint: str = COVERAGE_HINT
+    ) -> None:
         """Raise unless every one of ``times`` is a time of the store.
 
         Raises
@@ -131,7 +138,7 @@ class ForcingStore:
             f"forcing store does not cover {what}: first missing time {format_time(first)} "
             f"({count} of {values.size} valid times missing; it covers {span})",
             path=self.location,
-            hint=COVERAGE_HINT,
+            hint=hint,
         )
 
     def read(self, times: Sequence | np.ndarray) -> np.ndarray:
@@ -197,6 +204,7 @@ def connect_forcing_store(
     model: str,
     flag: str = "--forcing-store",
     what: str = "the run",
+    hint: str = COVERAGE_HINT,
 ) -> ForcingStore | None:
     """Open and check the forcing store ``stepper`` needs, and hand it to the stepper.
 
@@ -219,6 +227,8 @@ def connect_forcing_store(
         The option that names the forcing store, for messages.
     what : str
         What ``times`` are, for the coverage message (``"the run"``).
+    hint : str
+        The fix a coverage error names.
 
     Returns
     -------
@@ -248,6 +258,6 @@ def connect_forcing_store(
             hint=f"add {flag} STORE.zarr holding {', '.join(names)} over the whole period",
         )
     store = ForcingStore(location, names, stepper.grid, calendar)
-    store.check_covers(times, what)
+    store.check_covers(times, what, hint)
     stepper.use_forcing_store(store)
     return store

@@ -12,7 +12,7 @@ import torch
 from forecast import staging, storage
 from forecast.errors import ConfigError, DataError
 from forecast.grid import Grid
-from forecast.prescribed import ForcingStore, connect_forcing_store
+from forecast.prescribed import TRAINING_COVERAGE_HINT, ForcingStore, connect_forcing_store
 from forecast.stepper import TrainableStepper
 from forecast.store import (
     open_store,
@@ -101,7 +101,7 @@ def train(
             forcing = ForcingStore(
                 request.forcing_store, request.forcing_vars, store_grid(ds), calendar
             )
-            forcing.check_covers(times, "the training store")
+            forcing.check_covers(times, "the training store", TRAINING_COVERAGE_HINT)
         targets = family(request.model).window_targets(request)
         train_starts, val_starts = split_windows(
             times,
@@ -142,6 +142,7 @@ def train(
             times,
             model="the model" if forcing is not None else _model_label(request),
             what="the training store",
+            hint=TRAINING_COVERAGE_HINT,
         )
         model_channels = list(trained.channels)
         if model_channels != channels:
