@@ -224,3 +224,85 @@ def test_climate_length_run_checks_coverage_in_its_calendar(tmp_path, store_360_
     assert code == 0
     monthly = xr.open_zarr(product_path(out, "monthly"))
     assert monthly.sizes["time"] == 1 and np.isfinite(monthly["t2m"].values).all()
+
+
+SCRIPT = """
+import sys, time
+import torch
+sys.path.insert(0, {repo!r})
+torch.set_num_threads(1)
+from forecast.prescribed import connect_forcing_store
+from forecast.store import open_store
+from inference.initial import parse_init_spec, run_valid_times
+from tests.inference.conftest import run
+from tests.inference.test_climate_run import INIT, STEPS, _climate_writer, _options
+from tests.inference.test_run_forcings import forced_stepper
+
+stepper = forced_stepper()
+init = parse_init_spec(INIT, "360_day")
+connect_forcing_store(stepper, {forcing!r}, "360_day", run_valid_times(init, STEPS, stepper.step, "360_day"), model="test")
+inner = stepper.forward_normalized
+def slow(*args, **kwargs):
+    time.sleep({sleep})
+    return inner(*args, **kwargs)
+stepper.forward_normalized = slow
+out = {out!r}
+run(stepper, open_store({store!r}), init, STEPS, out, writer=_climate_writer(out, stepper), **_options())
+"""
+
+
+@pytest.mark.slow  # three climate runs in subprocesses: ~1 minute on a shared 2-core machine
+def test_a_killed_climate_run_with_forcings_resumes_to_the_uninterrupted_result(
+    tmp_path, store_360_path
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    from inference.restart import restart_dir
+    from tests.inference.test_climate_run import INIT, REDUCE, REPO, STEPS, _restart_lead
+
+    forcing = write_forcing_store(
+        tmp_path / "sst.zarr", start=INIT[:10], periods=STEPS + 1, calendar="360_day"
+    )
+
+    def launch(out, sleep):
+        script = tmp_path / f"{out.stem}.py"
+        script.write_text(textwrap.dedent(SCRIPT.format(
+            repo=str(REPO), forcing=str(forcing), store=str(store_360_path), out=str(out), sleep=sleep
+        )))  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+
+    killed = tmp_path / "killed.zarr"
+    process = launch(killed, 0.1)
+    marker = restart_dir(killed) / "batch-000000.pt"
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if marker.exists() and _restart_lead(marker) >= 12:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, process.stderr.read().decode()
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+    assert 12 <= _restart_lead(marker) < STEPS
+    for out in (killed, tmp_path / "whole.zarr"):  # resume the killed run; run another whole
+        process = launch(out, 0)
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err.decode()
+    for product in REDUCE:
+        a = xr.open_zarr(product_path(killed, product))
+        b = xr.open_zarr(product_path(tmp_path / "whole.zarr", product))
+        for name in b.data_vars:
+            np.testing.assert_array_equal(
+                a[name].values, b[name].values, err_msg=f"{product} {name}"
+            )
