@@ -21,6 +21,7 @@ from inference.initial import parse_init_spec, run_valid_times
 from inference.schedule import manifest_path
 from tests.forcing_stores import store_times, write_forcing_store
 from tests.inference.conftest import make_stepper
+from tests.object_storage import s3, s3_server  # noqa: F401
 
 SST = Normalizer(("sst",), np.array([290.0]), np.array([10.0]), np.array([0.05]))
 
@@ -306,3 +307,22 @@ def test_a_killed_climate_run_with_forcings_resumes_to_the_uninterrupted_result(
             np.testing.assert_array_equal(
                 a[name].values, b[name].values, err_msg=f"{product} {name}"
             )
+
+
+def test_a_forcing_store_on_object_storage_gives_the_same_forecast(
+    tmp_path,
+    store_path,
+    checkpoint,
+    sst,
+    s3,  # noqa: F811
+):
+    import fsspec
+
+    fsspec.filesystem("s3").put(str(sst) + "/", f"{s3[5:]}/sst.zarr", recursive=True)
+    local, remote = tmp_path / "local.zarr", tmp_path / "remote.zarr"
+    assert _run(checkpoint, store_path, local, "--forcing-store", str(sst)) == 0
+    assert _run(checkpoint, store_path, remote, "--forcing-store", f"{s3}/sst.zarr") == 0
+    a, b = xr.open_zarr(local), xr.open_zarr(remote)
+    for channel in ("z500", "t2m"):
+        np.testing.assert_array_equal(a[channel].values, b[channel].values)
+    assert json.loads(manifest_path(remote).read_text())["forcing_store"] == f"{s3}/sst.zarr"
