@@ -38,20 +38,42 @@ def write_forcing_store(
     """A forcing store of :func:`pipelines.synthetic_forcing.sst_field` (each name its own seed).
 
     ``times`` (if given) replaces ``start``/``periods``/``calendar`` (e.g. a store with a gap).
+    Statistics: mean 290 K, std 10 K.
     """
     grid = Grid.equiangular(nlat, nlon)
     if times is None:
         times = store_times(start, periods, calendar, step_hours)
     data = np.stack([sst_field(times, grid, seed + k) for k in range(len(names))], axis=1)
+    return write_fields_store(path, times, grid, data, names, 290.0, 10.0, calendar, step_hours)
+
+
+def write_fields_store(
+    path: Path,
+    times,
+    grid: Grid,
+    data: np.ndarray,
+    names: tuple[str, ...],
+    mean: float | np.ndarray,
+    std: float | np.ndarray,
+    calendar: str = "standard",
+    step_hours: int = 6,
+) -> Path:
+    """A store of forecast.store's layout holding ``data`` ``(time, name, lat, lon)``.
+
+    ``mean``/``std`` per name (or one for all); ``diff_std`` is ``std / 4``.
+    """
+    n = len(names)
+    mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), (n,))
+    std = np.broadcast_to(np.asarray(std, dtype=np.float64), (n,))
     ds = xr.Dataset(
         {
-            "data": (("time", "channel", "latitude", "longitude"), data),
-            "mean": ("channel", np.full(len(names), 290.0)),
-            "std": ("channel", np.full(len(names), 10.0)),
-            "diff_std": ("channel", np.full(len(names), 0.05)),
+            "data": (("time", "channel", "latitude", "longitude"), data.astype(np.float32)),
+            "mean": ("channel", mean.copy()),
+            "std": ("channel", std.copy()),
+            "diff_std": ("channel", std / 4.0),
             "climatology": (
                 ("dayofyear", "hour", "channel", "latitude", "longitude"),
-                np.zeros((2, 1, len(names), nlat, nlon), np.float32),
+                np.zeros((2, 1, n, grid.nlat, grid.nlon), np.float32),
             ),
         },
         coords={
@@ -73,7 +95,7 @@ def write_forcing_store(
             "software_version": "test",
         },
     )
-    ds["data"].encoding = {"chunks": (1, len(names), nlat, nlon)}
+    ds["data"].encoding = {"chunks": (1, n, grid.nlat, grid.nlon)}
     if calendar != "standard":
         ds["time"].encoding = {"units": "hours since 2000-01-01", "calendar": calendar}
     with warnings.catch_warnings():

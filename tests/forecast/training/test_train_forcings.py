@@ -126,3 +126,56 @@ def test_the_forcing_values_change_the_training(toy_store, sst_store, tmp_path):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
     assert np.isfinite([float(v.float().abs().sum()) for v in weights[2].values()]).all()
+
+
+def _forced_toy(tmp_path, n_time: int = 160, coupling: float = 3.0):
+    """A state whose t2m jumps by ``coupling * a_t * P`` after time t, where the forcing holds ``a_t * P``.
+
+    ``a_t`` is white noise, so without the forcing the jump cannot be
+    predicted (its area-weighted RMS is the floor of such a model); t850 is
+    a pattern rotating eastward, predictable from the state.
+    """
+    from forecast.grid import Grid
+    from tests.forcing_stores import store_times, write_fields_store
+
+    grid = Grid.equiangular(16, 32)
+    lat = np.deg2rad(grid.latitude)[:, None]
+    lon = np.deg2rad(grid.longitude)[None, :]
+    pattern = np.cos(lat) ** 2 * np.cos(lon)  # P
+    amplitude = np.random.default_rng(0).standard_normal(n_time)  # a_t
+    times = store_times("2020-01-01", n_time)
+    forcing = 290.0 + 10.0 * amplitude[:, None, None, None] * pattern[None, None]
+    state = np.empty((n_time, 2, 16, 32))
+    for t in range(n_time):
+        rotating = np.cos(lat) * np.sin(2 * lon - 0.4 * t)
+        state[t, 0] = 285.0 + 2.0 * rotating + (coupling * amplitude[t - 1] * pattern if t else 0)
+        state[t, 1] = 275.0 + 8.0 * np.cos(lat) * np.sin(lon - 0.3 * t)
+    weights = grid.area_weights()[:, None] / grid.area_weights().mean()
+    floor = float(np.sqrt(((coupling * pattern) ** 2 * weights).mean()))
+    names = ("t2m", "t850")
+    std = state.std(axis=(0, 2, 3))
+    data = write_fields_store(
+        tmp_path / "state.zarr", times, grid, state, names, state.mean(axis=(0, 2, 3)), std
+    )
+    sst = write_fields_store(tmp_path / "forcing.zarr", times, grid, forcing, ("sst",), 290.0, 10.0)
+    return data, sst, floor
+
+
+def test_the_model_learns_what_the_forcing_tells(tmp_path):
+    data, sst, floor = _forced_toy(tmp_path)
+    options = {**OPTIONS, "max_steps": 150, "val_every": 150, "val_samples": 16, "lr": 3e-3,
+               "warmup_steps": 10, "batch_size": 4, "hparams": {"embed_dim": 16, "num_layers": 2}}  # fmt: skip
+    plain = train(TrainRequest(data, "sfno", tmp_path / "plain", **options))
+    forced = train(
+        TrainRequest(
+            data, "sfno", tmp_path / "forced", forcing_store=sst, forcing_vars=("sst",), **options
+        )
+    )
+    index = plain.last_validation.channels.index("t2m")
+    without = float(plain.last_validation.model[0, index])
+    with_forcing = float(forced.last_validation.model[0, index])
+    print(
+        f"t2m validation RMSE: without {without:.3f}, with the forcing {with_forcing:.3f}, floor without {floor:.3f}"
+    )
+    assert without > 0.8 * floor  # the model without the forcing cannot beat the unpredictable jump
+    assert with_forcing < 0.5 * without
