@@ -135,6 +135,14 @@ def train(
             )
         trained = stepper if stepper is not None else first
         assert trained is not None, "built, resumed, given or boosted"
+        taken = tuple(getattr(trained, "prescribed_names", ()))
+        if request.forcing_vars and tuple(request.forcing_vars) != taken:
+            raise ConfigError(
+                f"the model takes the prescribed forcings {list(taken)}, not --forcing-vars "
+                f"{','.join(request.forcing_vars)}",
+                path=out_dir if request.resume else None,
+                hint="resume with the original --forcing-vars, or drop the option",
+            )
         connect_forcing_store(
             trained,
             request.forcing_store,

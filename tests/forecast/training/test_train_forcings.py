@@ -49,6 +49,11 @@ def test_training_with_a_forcing_store_records_the_forcings(toy_store, sst_store
         match=r"the run in .* was trained with the prescribed forcing\(s\) sst, but no --forcing-store was given",
     ):
         train(request.replace(resume=True, forcing_store=None, forcing_vars=None))
+    with pytest.raises(
+        ConfigError,
+        match=r"the model takes the prescribed forcings \['sst'\], not --forcing-vars sic",
+    ):
+        train(request.replace(resume=True, forcing_vars=("sic",)))
     assert train(request.replace(resume=True)).steps == 4
     stepper, _ = load_checkpoint(tmp_path / "run" / LATEST)
     assert stepper.forcing_store is None  # a loaded checkpoint holds no store: runs name theirs
