@@ -97,7 +97,8 @@ def train(
         times = np.asarray(ds["time"].values)
         calendar = store_calendar(ds)
         forcing = None
-        if request.forcing_vars and not request.resume and stepper is None and first is None:
+        fresh = not request.resume and stepper is None and first is None
+        if request.forcing_vars and request.forcing_store is not None and fresh:
             forcing = ForcingStore(
                 request.forcing_store, request.forcing_vars, store_grid(ds), calendar
             )
