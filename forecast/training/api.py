@@ -13,7 +13,7 @@ from forecast import staging, storage
 from forecast.errors import ConfigError, DataError
 from forecast.grid import Grid
 from forecast.prescribed import TRAINING_COVERAGE_HINT, ForcingStore, connect_forcing_store
-from forecast.stepper import TrainableStepper
+from forecast.stepper import PrescribedStepper, TrainableStepper
 from forecast.store import (
     open_store,
     require_channels,
@@ -144,15 +144,19 @@ def train(
                 path=out_dir if request.resume else None,
                 hint="resume with the original --forcing-vars, or drop the option",
             )
-        connect_forcing_store(
-            trained,
-            request.forcing_store,
-            calendar,
-            times,
-            model="the model" if forcing is not None else _model_label(request),
-            what="the training store",
-            hint=TRAINING_COVERAGE_HINT,
-        )
+        if forcing is not None:  # opened and checked above, for the fresh model's statistics
+            assert isinstance(trained, PrescribedStepper), "built with prescribed forcings"
+            trained.use_forcing_store(forcing)
+        else:
+            connect_forcing_store(
+                trained,
+                request.forcing_store,
+                calendar,
+                times,
+                model=_model_label(request),
+                what="the training store",
+                hint=TRAINING_COVERAGE_HINT,
+            )
         model_channels = list(trained.channels)
         if model_channels != channels:
             raise DataError(
