@@ -95,21 +95,40 @@ def trained(run_dir: Path) -> bool:
     return (run_dir / "latest.ckpt").exists() and (run_dir / "cpu.json").exists()
 
 
-def dyffusion_name(dropout: float | None = None) -> str:
-    """The run directory of a DYffusion trained with interpolator ``dropout`` (None: the config's)."""
-    return "dyffusion" if dropout is None else f"dyffusion_dropout{dropout:g}"
+def dyffusion_name(dropout: float | None = None, forecaster_dropout: float | None = None) -> str:
+    """The run directory of a DYffusion trained with these dropouts (None: the config's)."""
+    name = "dyffusion" if dropout is None else f"dyffusion_dropout{dropout:g}"
+    return name if forecaster_dropout is None else f"{name}_fdropout{forecaster_dropout:g}"
 
 
-def train_dyffusion(work: Path, store: Path, *budget: str, dropout: float | None = None) -> float:
+def dyffusion_hparams(dropout: float | None, forecaster_dropout: float | None) -> list[str]:
+    """``forecast train`` options that override the config's dropouts.
+
+    ``dropout``: the interpolator's; ``forecaster_dropout``: the forecaster's,
+    kept on when sampling (``forecaster_sampling=true``). Each network samples
+    at the rate it was trained with.
+    """
+    values = [] if dropout is None else [f"dropout={dropout:g}"]
+    if forecaster_dropout is not None:
+        values += [f"forecaster_dropout={forecaster_dropout:g}", "forecaster_sampling=true"]
+    return ["--hparams", ",".join(values)] if values else []
+
+
+def train_dyffusion(
+    work: Path,
+    store: Path,
+    *budget: str,
+    dropout: float | None = None,
+    forecaster_dropout: float | None = None,
+) -> float:
     """Train DYffusion (``budget``: extra ``forecast train`` options); its CPU seconds.
 
-    ``dropout`` overrides the interpolator's dropout of the config (``--hparams
-    dropout=P``): the rate it is trained with is the rate it samples with.
+    ``dropout`` and ``forecaster_dropout`` override the config's
+    (:func:`dyffusion_hparams`), in their own run directory (:func:`dyffusion_name`).
     """
-    name = dyffusion_name(dropout)
+    name = dyffusion_name(dropout, forecaster_dropout)
     run_dir = work / name
-    if dropout is not None:
-        budget = (*budget, "--hparams", f"dropout={dropout:g}")
+    budget = (*budget, *dyffusion_hparams(dropout, forecaster_dropout))
     if not trained(run_dir):
         cpu = forecast("train", "--config", str(DYFFUSION_CONFIG), "--data", str(store),
                        "--out", str(run_dir), "--no-progress", *budget,
@@ -292,6 +311,12 @@ def parser() -> argparse.ArgumentParser:
         "dyffusion_dropoutP; default: the config's 0.1, directory dyffusion)",
     )
     parser.add_argument(
+        "--forecaster-dropout",
+        type=float,
+        help="train DYffusion's forecaster with this dropout and keep it on when sampling "
+        "(forecaster_sampling; run directory ..._fdropoutP; default: the config's 0, off)",
+    )
+    parser.add_argument(
         "--dyffusion-grf",
         nargs="?",
         const="demo",
@@ -317,14 +342,16 @@ def main(argv: list[str] | None = None) -> int:
     budget = [f"--{k.replace('_', '-')}={v}" for k, v in
               (("max_steps", args.max_steps), ("interpolator_steps", args.interpolator_steps),
                ("val_every", args.max_steps)) if v]  # fmt: skip
-    dy_cpu = train_dyffusion(work, store, *budget, dropout=args.dropout)
-    dy_checkpoint = work / dyffusion_name(args.dropout) / "best.ckpt"
+    dy_name = dyffusion_name(args.dropout, args.forecaster_dropout)
+    dy_cpu = train_dyffusion(work, store, *budget, dropout=args.dropout,
+                             forecaster_dropout=args.forecaster_dropout)  # fmt: skip
+    dy_checkpoint = work / dy_name / "best.ckpt"
     print("== train the deterministic SFNO for the same CPU time", flush=True)
     sfno_cpu, sfno_steps = train_sfno(work, store, dy_cpu, args.sfno_steps)
     inits = held_out_inits(store, every_h=args.init_every)
     print(f"== ensembles from {inits}", flush=True)
     suffix, perturbation = grf_options(args.dyffusion_grf)
-    dy = run_and_score(work, store, dyffusion_name(args.dropout) + suffix, dy_checkpoint, inits,
+    dy = run_and_score(work, store, dy_name + suffix, dy_checkpoint, inits,
                        *perturbation)  # fmt: skip
     sfno = run_and_score(work, store, "sfno", work / "sfno" / "best.ckpt", inits,
                          "--config", str(DEMO / "run.yaml"))  # fmt: skip
@@ -372,13 +399,13 @@ def main(argv: list[str] | None = None) -> int:
     report["targets"] = {"crps": crps_ok, "ssr": ssr_ok, "power": power_ok}
     if not args.skip_long:
         print("\n== one-year DYffusion rollout", flush=True)
-        variant = dyffusion_name(args.dropout).removeprefix("dyffusion")
+        variant = dy_name.removeprefix("dyffusion")
         long = long_run(work, store, dy_checkpoint, f"long{variant}")
         report["long_run"] = long
         print("| channel | finite | annual-mean global-mean bias / std |\n| --- | --- | --- |")
         for channel, values in long.items():
             print(f"| {channel} | {values['finite']} | {values['bias_over_std']:+.3f} |")
-    name = dyffusion_name(args.dropout) + suffix
+    name = dy_name + suffix
     report["dyffusion"] = name
     evidence = "evidence.json" if name == "dyffusion" else f"evidence_{name}.json"
     (work / evidence).write_text(json.dumps(report, indent=1, default=float))

@@ -80,6 +80,18 @@ def test_dropout_trains_a_separate_dyffusion_with_that_rate(evidence, recorded, 
     assert resolved(recorded[1]).to_request().hparams["dropout"] == 0.1
 
 
+def test_forecaster_dropout_trains_it_and_keeps_it_on_when_sampling(evidence, recorded, tmp_path):
+    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", dropout=0.3,
+                             forecaster_dropout=0.2)  # fmt: skip
+    (argv,) = recorded
+    assert argv[argv.index("--out") + 1] == str(tmp_path / "dyffusion_dropout0.3_fdropout0.2")
+    hparams = resolved(argv).to_request().hparams
+    assert (hparams["dropout"], hparams["forecaster_dropout"]) == (0.3, 0.2)
+    assert hparams["forecaster_sampling"] is True
+    args = evidence.parser().parse_args(["--forecaster-dropout", "0.2"])
+    assert (args.dropout, args.forecaster_dropout) == (None, 0.2)
+
+
 def test_sfno_steps_skip_the_calibration(evidence, recorded, tmp_path):
     cpu, steps = evidence.train_sfno(tmp_path, tmp_path / "store.zarr", 170.0, steps=360)
     assert (cpu, steps) == (12.5, 360)
