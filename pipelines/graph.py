@@ -8,7 +8,7 @@ blocks of whole source chunks (each read once), and from every block:
   time step);
 - a **moment** partial and a **tendency** partial (which also takes the
   last step of the block before), merged in a tree
-  (:func:`pipelines.statistics.tree`);
+  (:meth:`Tasks.tree`);
 - the block's **climatology** bin sums: each (day, hour) bin is the sum over
   the blocks that hold its times, divided by its count and written to a
   temporary array, which the smoothing tasks stream through to write the
@@ -21,11 +21,15 @@ progress bar.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import dask
 import dask.array
 import numpy as np
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 
 from forecast.errors import DataError
 from forecast.time import format_time, time_index
@@ -35,14 +39,12 @@ from pipelines.statistics import (
     ClimatologyPlan,
     Moments,
     add_fields,
-    bin_sums,
+    bin_sum,
     last_step,
     merge_moments,
     moment_partial,
     smooth,
-    task,
     tendency_partial,
-    tree,
 )
 
 #: Target size in bytes of one block of time steps (whole source chunks are never cut below it).
@@ -53,6 +55,55 @@ SMOOTH_DAYS = 32
 
 #: Bytes of bin means a smoothing task reads at once; beyond it, it reads a field at a time.
 SMOOTH_BYTES = 256 * 2**20
+
+#: Partial results merged by one task of a reduction tree.
+FAN_IN = 8
+
+
+class Tasks:
+    """The tasks of one pass, kept as one plain graph layer.
+
+    Each :meth:`add` is a dictionary entry, so building the graph costs the
+    same per task however many tasks come before it (``dask.delayed`` calls
+    merge their arguments' graphs at every call: 4-5 ms a task measured
+    here, hours for the tasks of an ERA5 ingest). :meth:`delayed` wraps
+    keys as :class:`dask.delayed.Delayed` objects sharing that one graph.
+
+    Parameters
+    ----------
+    inputs : Delayed
+        A delayed value whose graph holds every key the tasks take as
+        arguments besides their own (the source blocks).
+    """
+
+    def __init__(self, inputs: Delayed):
+        self.name = f"ingest-pass-{uuid.uuid4().hex}"
+        self.inputs = inputs
+        self.layer: dict = {}
+
+    def add(self, function: Callable, *args) -> tuple[str, int]:
+        """A task ``function(*args)``; arguments that are keys (of this or the input graph) are replaced by their values."""
+        key = (self.name, len(self.layer))
+        self.layer[key] = (function, *args)
+        return key
+
+    def tree(self, parts: Sequence, combine: Callable, fan_in: int = FAN_IN) -> tuple[str, int]:
+        """Reduce ``parts`` (keys) with ``combine(*some)``, ``fan_in`` per task, to one key."""
+        level = list(parts)
+        if not level:
+            raise ValueError("nothing to reduce")
+        if len(level) == 1:
+            return self.add(combine, level[0])
+        while len(level) > 1:
+            level = [
+                self.add(combine, *level[i : i + fan_in]) for i in range(0, len(level), fan_in)
+            ]
+        return level[0]
+
+    def delayed(self, keys: list) -> list[Delayed]:
+        """``keys`` as delayed values of the whole graph (one graph object for all of them)."""
+        graph = HighLevelGraph.from_collections(self.name, self.layer, dependencies=[self.inputs])
+        return [Delayed(key, graph, layer=self.name) for key in keys]
 
 
 def block_bounds(chunks: tuple[int, ...], step_bytes: int) -> list[tuple[int, int]]:
@@ -86,12 +137,14 @@ def block_bounds(chunks: tuple[int, ...], step_bytes: int) -> list[tuple[int, in
     return bounds
 
 
-def blocks_of(array: dask.array.Array) -> tuple[list, list[tuple[int, int]]]:
+def blocks_of(array: dask.array.Array) -> tuple[list[Delayed], list[tuple[int, int]]]:
     """The delayed blocks of ``array`` (time, channel, lat, lon), whole in every axis but time, and their bounds."""
     step_bytes = 4 * int(np.prod(array.shape[1:]))
     bounds = block_bounds(array.chunks[0], step_bytes)
     sizes = tuple(stop - start for start, stop in bounds)
-    whole = array.astype(np.float32).rechunk((sizes, -1, -1, -1))
+    # method="tasks": the default asks whether a distributed client exists, which imports
+    # distributed (about 1 s) in every threaded ingest
+    whole = array.astype(np.float32).rechunk((sizes, -1, -1, -1), method="tasks")
     return list(whole.to_delayed().ravel()), bounds
 
 
@@ -162,10 +215,11 @@ def _smooth_and_write(
     days: list[int],
     hour: int,
     plan: ClimatologyPlan,
-    references: dict,
+    needed: list[int],
+    *means_of_needed: np.ndarray,
 ) -> int:
-    """Smooth and write one hour's climatology at ``days`` from the bin means (``references``: each bin's per-channel mean)."""
-    needed = sorted(references)
+    """Smooth and write one hour's climatology at ``days`` from the bin means of the ``needed`` days (and each one's per-channel mean)."""
+    references = dict(zip(needed, means_of_needed, strict=True))
     field_bytes = 4 * int(np.prod(means.shape[2:]))
     if len(needed) * field_bytes <= SMOOTH_BYTES:  # one read of the whole window range
         fields = dict(zip(needed, read_fields(means, needed, hour), strict=True))
@@ -214,32 +268,34 @@ def build_pass(
         (delayed field counts).
     """
     blocks, bounds = blocks_of(data)
+    tasks = Tasks(blocks[0])
+    weights_key = (tasks.name, "weights")
+    tasks.layer[weights_key] = weights  # once in the graph, not once per task
     writes, moments, tendencies = [], [], []
     previous = None
     per_bin: dict[tuple[int, int], list] = {}
-    for block, (start, stop) in zip(blocks, bounds, strict=True):
+    for block, (start, stop) in zip((b.key for b in blocks), bounds, strict=True):
         check = FiniteCheck(times[start:stop], channels, spans)
         if targets.data is not None and start >= targets.write_from:
-            writes.append(
-                task(_write)(targets.data, targets.offset + start - targets.write_from, block)
-            )
-        moments.append(task(moment_partial)(block, weights, check))
-        tendencies.append(task(tendency_partial)(block, previous, weights))
-        previous = task(last_step)(block)
+            offset = targets.offset + start - targets.write_from
+            writes.append(tasks.add(_write, targets.data, offset, block))
+        moments.append(tasks.add(moment_partial, block, weights_key, check))
+        tendencies.append(tasks.add(tendency_partial, block, previous, weights_key))
+        previous = tasks.add(last_step, block)
         if plan is not None:
             bins = plan.bins_in(start, stop)
-            sums = task(bin_sums)(block, bins)
-            for key in bins:
-                per_bin.setdefault(key, []).append(sums[key])
-    graph = {
-        "writes": writes,
-        "moments": tree(moments, merge_moments),
-        "tendencies": tree(tendencies, _merge_tendencies),
-        "climatology": [],
+            for key, rows in bins.items():
+                per_bin.setdefault(key, []).append(tasks.add(bin_sum, block, rows))
+    climatology = _climatology_graph(tasks, per_bin, plan, targets) if plan is not None else []
+    moments_key = tasks.tree(moments, merge_moments)
+    tendencies_key = tasks.tree(tendencies, _merge_tendencies)
+    delayed = tasks.delayed([*writes, *climatology, moments_key, tendencies_key])
+    return {
+        "writes": delayed[: len(writes)],
+        "climatology": delayed[len(writes) : -2],
+        "moments": delayed[-2],
+        "tendencies": delayed[-1],
     }
-    if plan is not None:
-        graph["climatology"] = _climatology_graph(per_bin, plan, targets)
-    return graph
 
 
 def _merge_tendencies(*parts: Moments) -> Moments:
@@ -247,24 +303,35 @@ def _merge_tendencies(*parts: Moments) -> Moments:
     return merge_moments(*counted) if counted else parts[0]
 
 
-def _climatology_graph(per_bin: dict, plan: ClimatologyPlan, targets: Targets) -> list:
-    written: dict[tuple[int, int], object] = {}
+def _climatology_graph(
+    tasks: Tasks, per_bin: dict, plan: ClimatologyPlan, targets: Targets
+) -> list[tuple[str, int]]:
+    written: dict[tuple[int, int], tuple[str, int]] = {}
     for (day, hour), sums in per_bin.items():
         # a tree of partial sums for bins met in many blocks (one per year), then one mean per bin
-        while len(sums) > 8:
-            sums = [task(add_fields)(*sums[i : i + 8]) for i in range(0, len(sums), 8)]
-        written[(day, hour)] = task(_bin_mean)(
-            targets.means, day, hour, int(plan.counts[day, hour]), *sums
+        while len(sums) > FAN_IN:
+            sums = [
+                tasks.add(add_fields, *sums[i : i + FAN_IN]) for i in range(0, len(sums), FAN_IN)
+            ]
+        written[(day, hour)] = tasks.add(
+            _bin_mean, targets.means, day, hour, int(plan.counts[day, hour]), *sums
         )
-    tasks = []
+    keys = []
     for hour in range(plan.hours.size):
         counts = plan.counts[:, hour]
         for days in plan.segments(hour, SMOOTH_DAYS):
             needed = sorted({d for day in days for d in plan.window(day) if counts[d]})
-            references = {d: written[(d, hour)] for d in needed}
-            tasks.append(
-                task(_smooth_and_write)(
-                    targets.climatology, targets.means, counts, days, hour, plan, references
+            keys.append(
+                tasks.add(
+                    _smooth_and_write,
+                    targets.climatology,
+                    targets.means,
+                    counts,
+                    days,
+                    hour,
+                    plan,
+                    needed,
+                    *(written[(d, hour)] for d in needed),
                 )
             )
-    return tasks
+    return keys

@@ -24,7 +24,7 @@ block it came in; partials are float64.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,9 +36,6 @@ PIECE_BYTES = 4 * 2**20
 
 #: Points of each field averaged for the reference that centres it.
 REFERENCE_POINTS = 64
-
-#: Partials merged per task of a tree reduction.
-FAN_IN = 8
 
 
 def piece_steps(step_bytes: int) -> int:
@@ -188,26 +185,6 @@ def _tendency_partial(
     return merge_moments(*parts) if any(p.count for p in parts) else parts[0]
 
 
-def task(function: Callable):
-    """``dask.delayed(function)`` with a random key: no hashing of arguments (Zarr arrays, plans) per task."""
-    from dask import delayed
-
-    return delayed(function, pure=False)
-
-
-def tree(parts: Sequence, combine: Callable, fan_in: int = FAN_IN):
-    """Reduce delayed ``parts`` with ``combine(*some)`` in a tree of ``fan_in`` per task (one delayed result)."""
-
-    level = list(parts)
-    if not level:
-        raise ValueError("nothing to reduce")
-    if len(level) == 1:
-        return task(combine)(level[0])
-    while len(level) > 1:
-        level = [task(combine)(*level[i : i + fan_in]) for i in range(0, len(level), fan_in)]
-    return level[0]
-
-
 def days_in_calendar_year(calendar: str) -> int:
     """Largest day of year in a calendar (360, 365 or 366)."""
     return {"360_day": 360, "noleap": 365}.get(calendar, 366)
@@ -268,14 +245,16 @@ class ClimatologyPlan:
         return runs
 
 
+def bin_sum(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Sum of the block's fields at ``rows`` (one bin): the float32 field itself for a single step, float64 for several."""
+    return block[rows[0]] if rows.size == 1 else block[rows].sum(axis=0, dtype=np.float64)
+
+
 def bin_sums(
     block: np.ndarray, bins: dict[tuple[int, int], np.ndarray]
 ) -> dict[tuple[int, int], np.ndarray]:
-    """Sum of the block's fields in each bin: a float32 field for a single step, float64 for several."""
-    return {
-        key: (block[rows[0]] if rows.size == 1 else block[rows].sum(axis=0, dtype=np.float64))
-        for key, rows in bins.items()
-    }
+    """:func:`bin_sum` of every bin of ``bins`` (bin -> rows of ``block``)."""
+    return {key: bin_sum(block, rows) for key, rows in bins.items()}
 
 
 def add_fields(*fields: np.ndarray) -> np.ndarray:
