@@ -37,13 +37,18 @@ class ChunkWriter:
     array : zarr.Array
         The array (or a view with a grown shape, :func:`forecast.publish.grown`);
         its store must be a ``zarr.storage.LocalStore``.
+    atomic : bool
+        Write each chunk through a temporary file and a rename (default), so
+        that a reader never sees part of one; False writes the chunk file in
+        place, for arrays nobody reads until the writer is done.
 
     Examples
     --------
     >>> fast_writer(array)[10:12] = block  # doctest: +SKIP
     """
 
-    def __init__(self, array: zarr.Array):
+    def __init__(self, array: zarr.Array, atomic: bool = True):
+        self.atomic = atomic
         self.shape = tuple(array.shape)
         self.dtype = array.dtype
         meta, store = array.metadata, array.store_path.store
@@ -132,21 +137,33 @@ class ChunkWriter:
                 if self._codec is not None
                 else memoryview(chunk.data).cast("B")
             )
+            checksum = b""
             if self._crc:
-                encoded = bytes(encoded) + np.uint32(google_crc32c.value(bytes(encoded))).tobytes()
-            temporary = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
+                encoded = bytes(encoded)  # Blosc's output is bytes already: no copy
+                checksum = np.uint32(google_crc32c.value(encoded)).tobytes()
+            temporary = (
+                target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
+                if self.atomic
+                else target
+            )
             try:
                 with open(temporary, "wb") as handle:
                     handle.write(encoded)
-                os.replace(temporary, target)
+                    handle.write(checksum)
+                if self.atomic:
+                    os.replace(temporary, target)
             except OSError as err:
                 temporary.unlink(missing_ok=True)
                 raise OSError(err.errno, err.strerror, str(target)) from None
 
 
-def fast_writer(array: zarr.Array):
-    """``array`` itself, or a :class:`ChunkWriter` for it where that writes the same bytes faster (local disk)."""
-    return ChunkWriter(array) if ChunkWriter.applies(array) else array
+def fast_writer(array: zarr.Array, atomic: bool = True):
+    """``array`` itself, or a :class:`ChunkWriter` for it where that writes the same bytes faster (local disk).
+
+    ``atomic``: see :class:`ChunkWriter` (Zarr itself writes each chunk whole
+    on object storage, where a put is atomic).
+    """
+    return ChunkWriter(array, atomic=atomic) if ChunkWriter.applies(array) else array
 
 
 def read_fields(array: zarr.Array, days, hour: int) -> np.ndarray:

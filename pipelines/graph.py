@@ -204,7 +204,11 @@ def _bin_mean(target, day: int, hour: int, count: int, *sums: np.ndarray) -> np.
     if count > 1:
         mean = mean / count
     reference = mean.reshape(mean.shape[0], -1).mean(axis=1, dtype=np.float64)
-    fast_writer(target)[day, hour] = (mean - reference[:, None, None]).astype(np.float32)
+    departures = np.empty(mean.shape, dtype=np.float32)
+    np.subtract(mean, reference[:, None, None], out=departures)  # in float64, rounded once
+    # a temporary array: a killed task is rerun and the array is discarded with a killed ingest,
+    # so its chunks need no temporary file and rename each
+    fast_writer(target, atomic=False)[day, hour] = departures
     return reference
 
 

@@ -312,8 +312,11 @@ def smooth(
             add(day, 1)
     assert running is not None and out is not None, "the window holds at least one counted day"
     offset = base.reshape(-1, *([1] * (running.ndim - 1)))
+    final = np.empty(running.shape, dtype=np.float64)
     for i, day in enumerate(days):
-        out[i] = running / np.float64(total) + offset  # one rounding to float32, of the final value
+        np.divide(running, np.float64(total), out=final)
+        final += offset
+        out[i] = final  # one rounding to float32, of the final value
         if i + 1 == len(days):
             break
         leaving, entering = (day - plan.half) % plan.ndays, (day + plan.half + 1) % plan.ndays

@@ -37,16 +37,19 @@ def _smooth(rng: np.random.Generator, shape: tuple) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "compressors", [tuple(CHUNK_CODECS), (FAST_COMPRESSOR,)], ids=["blosc+crc32c", "blosc"]
+    "compressors",
+    [tuple(CHUNK_CODECS), (FAST_COMPRESSOR,), ()],
+    ids=["blosc+crc32c", "blosc", "raw"],
 )
-def test_data_chunks_are_byte_identical_to_zarrs(tmp_path: Path, compressors) -> None:
+@pytest.mark.parametrize("atomic", [True, False], ids=["renamed", "in-place"])
+def test_data_chunks_are_byte_identical_to_zarrs(tmp_path: Path, compressors, atomic) -> None:
     rng = np.random.default_rng(0)
     shape = (7, 3, 19, 36)
     values = _smooth(rng, shape)
     ours, theirs = tmp_path / "ours.zarr", tmp_path / "theirs.zarr"
     array = _array(ours, "data", shape, (1, 3, 19, 36), compressors)
     reference = _array(theirs, "data", shape, (1, 3, 19, 36), compressors)
-    writer = fast_writer(array)
+    writer = fast_writer(array, atomic=atomic)
     assert isinstance(writer, ChunkWriter)  # the direct path, not the fallback
     writer[0:4] = values[0:4]
     writer[4:7] = values[4:7]
