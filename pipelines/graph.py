@@ -33,7 +33,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from forecast.errors import DataError
 from forecast.time import format_time, time_index
-from pipelines.chunkwriter import fast_writer, read_fields
+from pipelines.chunkwriter import fast_writer, read_field
 from pipelines.sources import file_for_time
 from pipelines.statistics import (
     ClimatologyPlan,
@@ -43,8 +43,8 @@ from pipelines.statistics import (
     last_step,
     merge_moments,
     moment_partial,
-    smooth,
     tendency_partial,
+    window_means,
 )
 
 #: Target size in bytes of one block of time steps (whole source chunks are never cut below it).
@@ -52,9 +52,6 @@ BLOCK_BYTES = 64 * 2**20
 
 #: Days of one hour smoothed by one task (each task reads its days plus a window's worth).
 SMOOTH_DAYS = 32
-
-#: Bytes of bin means a smoothing task reads at once; beyond it, it reads a field at a time.
-SMOOTH_BYTES = 256 * 2**20
 
 #: Partial results merged by one task of a reduction tree.
 FAN_IN = 8
@@ -224,15 +221,13 @@ def _smooth_and_write(
 ) -> int:
     """Smooth and write one hour's climatology at ``days`` from the bin means of the ``needed`` days (and each one's per-channel mean)."""
     references = dict(zip(needed, means_of_needed, strict=True))
-    field_bytes = 4 * int(np.prod(means.shape[2:]))
-    if len(needed) * field_bytes <= SMOOTH_BYTES:  # one read of the whole window range
-        fields = dict(zip(needed, read_fields(means, needed, hour), strict=True))
-        read = fields.__getitem__
-    else:  # a field at a time: memory stays a few fields however large they are
-        read = lambda day: read_fields(means, [day], hour)[0]  # noqa: E731
-    fast_writer(climatology)[days[0] : days[-1] + 1, hour] = smooth(
-        read, references, counts, days, plan
+    buffer = np.empty(means.shape[2:], dtype=means.dtype)  # one field, reread as it leaves
+    writer = fast_writer(climatology)
+    means_of = window_means(
+        lambda day: read_field(means, day, hour, buffer), references, counts, days, plan
     )
+    for day, mean in zip(days, means_of, strict=True):
+        writer[day, hour] = mean
     return len(days)
 
 
