@@ -78,6 +78,30 @@ class ChunkWriter:
         self._encoding = meta.chunk_key_encoding
         self._trailing = (0,) * (len(self.shape) - self.leading)
 
+    def path(self, coords: tuple[int, ...]) -> Path:
+        """The file of the chunk at ``coords`` (chunk indices on the leading axes)."""
+        return self.directory / self._encoding.encode_chunk_key(
+            tuple(int(c) for c in coords) + self._trailing
+        )
+
+    def read(self, coords: tuple[int, ...], out: np.ndarray) -> np.ndarray:
+        """Decode the chunk at ``coords`` into ``out`` (checking its CRC32C, if the array has one)."""
+        import google_crc32c
+
+        path = self.path(coords)
+        raw = path.read_bytes()
+        if self._crc:
+            raw, checksum = raw[:-4], raw[-4:]
+            if np.uint32(google_crc32c.value(raw)).tobytes() != checksum:
+                raise OSError(f"{path}: the chunk fails its CRC32C checksum (damaged on disk)")
+        if self._codec is not None:
+            self._codec.decode(raw, out=out)
+        elif len(raw) == out.nbytes:
+            memoryview(out).cast("B")[:] = raw
+        else:
+            raise OSError(f"short read of {path}")
+        return out
+
     @staticmethod
     def applies(array: zarr.Array) -> bool:
         """Whether ``array`` has the layout and codecs this writer reproduces byte for byte."""
@@ -130,8 +154,7 @@ class ChunkWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         for block in np.ndindex(*selection[: self.leading]):
             chunk = np.ascontiguousarray(values[block])
-            coords = tuple(r[i] for r, i in zip(ranges, block, strict=True)) + self._trailing
-            target = self.directory / self._encoding.encode_chunk_key(coords)
+            target = self.path(tuple(r[i] for r, i in zip(ranges, block, strict=True)))
             encoded = (
                 self._codec.encode(chunk)
                 if self._codec is not None
@@ -166,28 +189,16 @@ def fast_writer(array: zarr.Array, atomic: bool = True):
     return ChunkWriter(array, atomic=atomic) if ChunkWriter.applies(array) else array
 
 
-def read_field(array: zarr.Array, day: int, hour: int, out: np.ndarray) -> np.ndarray:
-    """``array[day, hour]`` into ``out``: straight from the chunk file of a local uncompressed array, else through Zarr.
+def read_chunk(array: zarr.Array, coords: tuple[int, ...], out: np.ndarray) -> np.ndarray:
+    """``array[coords]`` (integers on the leading axes, one whole chunk) into ``out``.
 
-    The temporary bin means are uncompressed; reading their files directly
-    skips Zarr's read machinery (the smoothing of 1/3 GB: 2.6 CPU-s through
-    Zarr, 1.3 here), and reading into one buffer allocates nothing per field.
+    On local disk, for the layouts :class:`ChunkWriter` writes, the chunk
+    file is read and decoded directly (a data chunk of 3 MB: 2.2 ms against
+    Zarr's 4.1; the uncompressed bin means: half Zarr's cost), checking its
+    CRC32C; elsewhere through Zarr. Nothing is allocated per chunk beyond
+    the file's bytes.
     """
-    codecs = getattr(array.metadata, "codecs", ())
-    if not (ChunkWriter.applies(array) and len(codecs) == 1 and array.chunks[:2] == (1, 1)):
-        out[...] = array[day, hour]
+    if not ChunkWriter.applies(array):
+        out[...] = array[coords]
         return out
-    store, metadata = array.store_path.store, array.metadata
-    assert isinstance(store, zarr.storage.LocalStore) and isinstance(metadata, ArrayV3Metadata), (
-        "see applies()"
-    )
-    trailing = (0,) * (len(array.shape) - 2)
-    path = (
-        Path(store.root)
-        / array.store_path.path
-        / metadata.chunk_key_encoding.encode_chunk_key((int(day), int(hour), *trailing))
-    )
-    with open(path, "rb") as handle:
-        if handle.readinto(memoryview(out).cast("B")) != out.nbytes:
-            raise OSError(f"short read of {path}")
-    return out
+    return ChunkWriter(array).read(coords, out)

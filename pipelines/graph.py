@@ -33,7 +33,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from forecast.errors import DataError
 from forecast.time import format_time, time_index
-from pipelines.chunkwriter import fast_writer, read_field
+from pipelines.chunkwriter import fast_writer, read_chunk
 from pipelines.sources import file_for_time
 from pipelines.statistics import (
     ClimatologyPlan,
@@ -103,7 +103,9 @@ class Tasks:
         return [Delayed(key, graph, layer=self.name) for key in keys]
 
 
-def block_bounds(chunks: tuple[int, ...], step_bytes: int) -> list[tuple[int, int]]:
+def block_bounds(
+    chunks: tuple[int, ...], step_bytes: int, breaks: tuple[int, ...] = ()
+) -> list[tuple[int, int]]:
     """``(start, stop)`` of the blocks of time steps computed at once.
 
     Blocks gather whole source chunks (Dask reads a whole chunk for any slice
@@ -117,12 +119,16 @@ def block_bounds(chunks: tuple[int, ...], step_bytes: int) -> list[tuple[int, in
         The source's chunk sizes along time.
     step_bytes : int
         Bytes of one time step (all channels).
+    breaks : tuple of int
+        Chunk edges where a block must end (the first step an append writes:
+        a block is written whole or not at all).
     """
     steps = max(1, int(BLOCK_BYTES // max(step_bytes, 1)))
     bounds: list[tuple[int, int]] = []
     start = edge = 0
     for size in chunks:
-        if edge + size - start > steps and edge > start:  # close the block before this chunk
+        if edge > start and (edge + size - start > steps or edge in breaks):
+            # close the block before this chunk
             bounds.append((start, edge))
             start = edge
         if size > 4 * steps:  # an oversized chunk alone: split it
@@ -134,10 +140,12 @@ def block_bounds(chunks: tuple[int, ...], step_bytes: int) -> list[tuple[int, in
     return bounds
 
 
-def blocks_of(array: dask.array.Array) -> tuple[list[Delayed], list[tuple[int, int]]]:
-    """The delayed blocks of ``array`` (time, channel, lat, lon), whole in every axis but time, and their bounds."""
+def blocks_of(
+    array: dask.array.Array, breaks: tuple[int, ...] = ()
+) -> tuple[list[Delayed], list[tuple[int, int]]]:
+    """The delayed blocks of ``array`` (time, channel, lat, lon), whole in every axis but time, and their bounds (see :func:`block_bounds`)."""
     step_bytes = 4 * int(np.prod(array.shape[1:]))
-    bounds = block_bounds(array.chunks[0], step_bytes)
+    bounds = block_bounds(array.chunks[0], step_bytes, breaks)
     sizes = tuple(stop - start for start, stop in bounds)
     # method="tasks": the default asks whether a distributed client exists, which imports
     # distributed (about 1 s) in every threaded ingest
@@ -209,24 +217,47 @@ def _bin_mean(target, day: int, hour: int, count: int, *sums: np.ndarray) -> np.
     return reference
 
 
+def _step_reference(block: np.ndarray, row: int) -> np.ndarray:
+    """The per-channel field mean (float64) of one step: what :func:`_bin_mean` returns for a bin of one step."""
+    step = block[row]
+    return step.reshape(step.shape[0], -1).mean(axis=1, dtype=np.float64)
+
+
 def _smooth_and_write(
     climatology,
     means,
+    data,
     counts: np.ndarray,
     days: list[int],
     hour: int,
     plan: ClimatologyPlan,
     needed: list[int],
-    *means_of_needed: np.ndarray,
+    steps: list[int | None],
+    *references_and_writes,
 ) -> int:
-    """Smooth and write one hour's climatology at ``days`` from the bin means of the ``needed`` days (and each one's per-channel mean)."""
-    references = dict(zip(needed, means_of_needed, strict=True))
+    """Smooth and write one hour's climatology at ``days``.
+
+    ``needed`` are the days the windows touch, ``references_and_writes``
+    starts with each one's per-channel mean (then the counts of the write
+    tasks it waits for, unused). A day whose ``steps`` entry is a time index
+    is a bin of that single step, read from ``data`` (written by then) and
+    centred here exactly as :func:`_bin_mean` would have; the others are
+    read from the temporary bin means.
+    """
+    references = dict(zip(needed, references_and_writes[: len(needed)], strict=True))
+    step_of = {day: step for day, step in zip(needed, steps, strict=True) if step is not None}
     buffer = np.empty(means.shape[2:], dtype=means.dtype)  # one field, reread as it leaves
+    raw = np.empty(means.shape[2:], dtype=means.dtype) if step_of else buffer
+
+    def read(day: int) -> np.ndarray:
+        if day not in step_of:
+            return read_chunk(means, (day, hour), buffer)
+        read_chunk(data, (step_of[day],), raw)
+        np.subtract(raw, references[day][:, None, None], out=buffer)  # in float64, rounded once
+        return buffer
+
     writer = fast_writer(climatology)
-    means_of = window_means(
-        lambda day: read_field(means, day, hour, buffer), references, counts, days, plan
-    )
-    for day, mean in zip(days, means_of, strict=True):
+    for day, mean in zip(days, window_means(read, references, counts, days, plan), strict=True):
         writer[day, hour] = mean
     return len(days)
 
@@ -266,13 +297,15 @@ def build_pass(
         (delayed :class:`pipelines.statistics.Moments`), ``climatology``
         (delayed field counts).
     """
-    blocks, bounds = blocks_of(data)
+    # an append's old steps are read back, its new ones written: no block holds both
+    blocks, bounds = blocks_of(data, breaks=(targets.write_from,) if targets.write_from else ())
     tasks = Tasks(blocks[0])
     weights_key = (tasks.name, "weights")
     tasks.layer[weights_key] = weights  # once in the graph, not once per task
     writes, moments, tendencies = [], [], []
     previous = None
     per_bin: dict[tuple[int, int], list] = {}
+    single: dict[tuple[int, int], tuple] = {}
     for block, (start, stop) in zip((b.key for b in blocks), bounds, strict=True):
         check = FiniteCheck(times[start:stop], channels, spans)
         if targets.data is not None and start >= targets.write_from:
@@ -282,10 +315,20 @@ def build_pass(
         tendencies.append(tasks.add(tendency_partial, block, previous, weights_key))
         previous = tasks.add(last_step, block)
         if plan is not None:
-            bins = plan.bins_in(start, stop)
-            for key, rows in bins.items():
-                per_bin.setdefault(key, []).append(tasks.add(bin_sum, block, rows))
-    climatology = _climatology_graph(tasks, per_bin, plan, targets) if plan is not None else []
+            for key, rows in plan.bins_in(start, stop).items():
+                if plan.counts[key] == 1 and targets.data is not None:
+                    # a bin of one step is its own mean: the smoothing reads it from the data
+                    step = start + int(rows[0])
+                    single[key] = (
+                        tasks.add(_step_reference, block, int(rows[0])),
+                        _data_index(step, targets),
+                        writes[-1] if step >= targets.write_from else None,
+                    )
+                else:
+                    per_bin.setdefault(key, []).append(tasks.add(bin_sum, block, rows))
+    climatology = (
+        _climatology_graph(tasks, per_bin, single, plan, targets) if plan is not None else []
+    )
     moments_key = tasks.tree(moments, merge_moments)
     tendencies_key = tasks.tree(tendencies, _merge_tendencies)
     delayed = tasks.delayed([*writes, *climatology, moments_key, tendencies_key])
@@ -302,17 +345,26 @@ def _merge_tendencies(*parts: Moments) -> Moments:
     return merge_moments(*counted) if counted else parts[0]
 
 
+def _data_index(step: int, targets: Targets) -> int:
+    """Index in ``targets.data`` of the pass's time ``step`` (steps before ``write_from`` are there already)."""
+    if step < targets.write_from:
+        assert targets.offset == targets.write_from, "old steps are read back where they are"
+        return step
+    return targets.offset + step - targets.write_from
+
+
 def _climatology_graph(
-    tasks: Tasks, per_bin: dict, plan: ClimatologyPlan, targets: Targets
+    tasks: Tasks, per_bin: dict, single: dict, plan: ClimatologyPlan, targets: Targets
 ) -> list[tuple[str, int]]:
-    written: dict[tuple[int, int], tuple[str, int]] = {}
+    """Bin means of the bins of several steps, then the smoothing tasks (``single``: bins of one step)."""
+    references: dict[tuple[int, int], tuple[str, int]] = {}
     for (day, hour), sums in per_bin.items():
         # a tree of partial sums for bins met in many blocks (one per year), then one mean per bin
         while len(sums) > FAN_IN:
             sums = [
                 tasks.add(add_fields, *sums[i : i + FAN_IN]) for i in range(0, len(sums), FAN_IN)
             ]
-        written[(day, hour)] = tasks.add(
+        references[(day, hour)] = tasks.add(
             _bin_mean, targets.means, day, hour, int(plan.counts[day, hour]), *sums
         )
     keys = []
@@ -320,17 +372,25 @@ def _climatology_graph(
         counts = plan.counts[:, hour]
         for days in plan.segments(hour, SMOOTH_DAYS):
             needed = sorted({d for day in days for d in plan.window(day) if counts[d]})
+            steps = [single[(d, hour)][1] if (d, hour) in single else None for d in needed]
+            waits = {single[(d, hour)][2] for d in needed if (d, hour) in single} - {None}
             keys.append(
                 tasks.add(
                     _smooth_and_write,
                     targets.climatology,
                     targets.means,
+                    targets.data,
                     counts,
                     days,
                     hour,
                     plan,
                     needed,
-                    *(written[(d, hour)] for d in needed),
+                    steps,
+                    *(
+                        single[(d, hour)][0] if (d, hour) in single else references[(d, hour)]
+                        for d in needed
+                    ),
+                    *sorted(waits),
                 )
             )
     return keys
