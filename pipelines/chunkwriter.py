@@ -79,9 +79,11 @@ class ChunkWriter:
         self._trailing = (0,) * (len(self.shape) - self.leading)
 
     def path(self, coords: tuple[int, ...]) -> Path:
-        """The file of the chunk at ``coords`` (chunk indices on the leading axes)."""
+        """The file of the chunk at ``coords`` (indices on the leading axes; leading axes of length 1 may be left out)."""
+        missing = self.shape[len(coords) : self.leading]
+        assert all(n == 1 for n in missing), f"{self.directory}: index every axis of length > 1"
         return self.directory / self._encoding.encode_chunk_key(
-            tuple(int(c) for c in coords) + self._trailing
+            tuple(int(c) for c in coords) + (0,) * len(missing) + self._trailing
         )
 
     def read(self, coords: tuple[int, ...], out: np.ndarray) -> np.ndarray:

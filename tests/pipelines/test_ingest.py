@@ -151,8 +151,8 @@ def test_block_size_does_not_change_the_store(
     monkeypatch.setattr(
         graph,
         "block_bounds",
-        lambda chunks, step_bytes: (
-            blocks.extend(bounds(chunks, step_bytes)) or bounds(chunks, step_bytes)
+        lambda chunks, step_bytes, breaks=(): (
+            blocks.extend(bounds(chunks, step_bytes, breaks)) or bounds(chunks, step_bytes, breaks)
         ),
     )
     ingest([str(p) for p in two_months], b, progress=False)
