@@ -51,7 +51,10 @@ from pipelines.statistics import (
 BLOCK_BYTES = 64 * 2**20
 
 #: Days of one hour smoothed by one task (each task reads its days plus a window's worth).
-SMOOTH_DAYS = 32
+SMOOTH_DAYS = 64
+
+#: Bytes of a window's fields that a smoothing task keeps; beyond it, it rereads them as they leave.
+SMOOTH_BYTES = 256 * 2**20
 
 #: Partial results merged by one task of a reduction tree.
 FAN_IN = 8
@@ -223,6 +226,51 @@ def _step_reference(block: np.ndarray, row: int) -> np.ndarray:
     return step.reshape(step.shape[0], -1).mean(axis=1, dtype=np.float64)
 
 
+class _WindowFields:
+    """The centred bin mean of each day a smoothing window passes over, read as it enters.
+
+    A day is read twice by :func:`pipelines.statistics.window_means`
+    (entering and leaving the window). Its field is kept between the two
+    in one of ``window`` reused buffers while that many fields fit in
+    :data:`SMOOTH_BYTES`, so every chunk is read and decoded once per task;
+    larger fields are read again as they leave, and memory stays two fields.
+    A day in ``step_of`` is a bin of one step, decoded from ``data`` and
+    centred on its reference as :func:`_bin_mean` would have; the others
+    come from the temporary bin means.
+    """
+
+    def __init__(self, means, data, hour: int, references: dict, step_of: dict, window: int):
+        self.means, self.data, self.hour = means, data, hour
+        self.references, self.step_of = references, step_of
+        self.shape = tuple(means.shape[2:])
+        self.keep = window * 4 * int(np.prod(self.shape)) <= SMOOTH_BYTES
+        self.kept: dict[int, np.ndarray] = {}
+        self.free: list[np.ndarray] = []
+        self.raw = np.empty(self.shape, dtype=np.float32) if step_of else None
+        self.last: np.ndarray | None = None  # handed out by the previous call, free again now
+
+    def __call__(self, day: int) -> np.ndarray:
+        if self.last is not None:
+            self.free.append(self.last)
+            self.last = None
+        if day in self.kept:  # leaving the window
+            self.last = self.kept.pop(day)
+            return self.last
+        field = self.free.pop() if self.free else np.empty(self.shape, dtype=np.float32)
+        if day in self.step_of:
+            assert self.raw is not None
+            read_chunk(self.data, (self.step_of[day],), self.raw)
+            ref = self.references[day]
+            np.subtract(self.raw, ref[:, None, None], out=field)  # in float64, rounded once
+        else:
+            read_chunk(self.means, (day, self.hour), field)
+        if self.keep:
+            self.kept[day] = field
+        else:
+            self.last = field
+        return field
+
+
 def _smooth_and_write(
     climatology,
     means,
@@ -246,16 +294,7 @@ def _smooth_and_write(
     """
     references = dict(zip(needed, references_and_writes[: len(needed)], strict=True))
     step_of = {day: step for day, step in zip(needed, steps, strict=True) if step is not None}
-    buffer = np.empty(means.shape[2:], dtype=means.dtype)  # one field, reread as it leaves
-    raw = np.empty(means.shape[2:], dtype=means.dtype) if step_of else buffer
-
-    def read(day: int) -> np.ndarray:
-        if day not in step_of:
-            return read_chunk(means, (day, hour), buffer)
-        read_chunk(data, (step_of[day],), raw)
-        np.subtract(raw, references[day][:, None, None], out=buffer)  # in float64, rounded once
-        return buffer
-
+    read = _WindowFields(means, data, hour, references, step_of, 2 * plan.half + 2)
     writer = fast_writer(climatology)
     for day, mean in zip(days, window_means(read, references, counts, days, plan), strict=True):
         writer[day, hour] = mean
