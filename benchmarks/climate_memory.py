@@ -4,6 +4,7 @@ Run by hand (results go in docs/performance.md, "## Climate runs")::
 
     .venv/bin/python benchmarks/climate_memory.py            # 32x64, 4 channels, 4 members
     .venv/bin/python benchmarks/climate_memory.py --repeats 3 --steps 100,2000
+    .venv/bin/python benchmarks/climate_memory.py --forcing-vars 8  # with prescribed forcings
 
 Each run is a fresh process (its peak resident memory, ``VmHWM``): a
 4-member climate run of a small random SFNO (the rollout benchmark's) from
@@ -11,6 +12,11 @@ the rollout benchmark's store, writing monthly, seasonal, annual and
 whole-run means, 50-bin histograms, daily snapshots and a restart file every
 30 days, to Zarr. The short and the long run alternate ``--repeats`` times;
 the ratio of the medians is the result (goal <= 1.05).
+
+With ``--forcing-vars N`` the model also takes N prescribed fields read from a
+forcing store that covers exactly each run's period (``N * (steps + 1)``
+fields of 32x64 float32: 64 MiB for 8 fields at 1,000 steps), so a reader
+that loaded the store, or kept what it read, would grow with the run.
 """
 
 from __future__ import annotations
@@ -27,7 +33,38 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
-def child(workdir: Path, steps: int, grid: str, members: int) -> dict:
+def forced_stepper(stepper, names: tuple[str, ...]):
+    """The benchmark's stepper with prescribed forcings ``names`` (its weights re-drawn)."""
+    import numpy as np
+    import torch
+
+    from forecast.normalize import Normalizer
+    from forecast.steppers import BackboneStepper
+
+    torch.manual_seed(0)
+    ones = np.ones(len(names))
+    return BackboneStepper(
+        "sfno", stepper.hparams, stepper.channels, stepper.grid, stepper.step, stepper.normalizer,
+        prescribed=Normalizer(names, 290.0 * ones, 10.0 * ones, ones),
+    ).eval()  # fmt: skip
+
+
+def forcing_store(workdir: Path, steps: int, grid, names: tuple[str, ...], start: str) -> Path:
+    """A forcing store of ``names`` over the ``steps + 1`` valid times of a run from ``start``."""
+    import numpy as np
+
+    from pipelines.synthetic_forcing import sst_field
+    from tests.forcing_stores import store_times, write_fields_store
+
+    path = workdir / f"forcing-{len(names)}-{steps}.zarr"
+    if not path.exists():
+        times = store_times(start, steps + 1)
+        data = np.stack([sst_field(times, grid, seed) for seed in range(len(names))], axis=1)
+        write_fields_store(path, times, grid, data, names, 290.0, 10.0)
+    return path
+
+
+def child(workdir: Path, steps: int, grid: str, members: int, forcing_vars: int = 0) -> dict:
     """One climate run; returns its peak RSS (bytes) and seconds."""
     import time
 
@@ -51,7 +88,17 @@ def child(workdir: Path, steps: int, grid: str, members: int) -> dict:
     store = open_store(store_path)
     stepper = make_stepper(nlat, nlon)
     out = workdir / f"climate-{steps}.zarr"
-    initial = InitialStates(store, parse_init_spec(INIT, "standard"), stepper)
+    init = parse_init_spec(INIT, "standard")
+    if forcing_vars:
+        from forecast.prescribed import connect_forcing_store
+        from inference.initial import run_valid_times
+
+        names = tuple(f"sst{k}" for k in range(forcing_vars))
+        stepper = forced_stepper(stepper, names)
+        location = forcing_store(workdir, steps, stepper.grid, names, INIT)
+        times = run_valid_times(init, steps, stepper.step, "standard")
+        connect_forcing_store(stepper, location, "standard", times, model="benchmark")
+    initial = InitialStates(store, init, stepper)
     spec = perturbation_spec("gaussian", 0.05, stepper.channels, seed=0)
     reduce = ("monthly", "seasonal", "annual", "time-mean")
     writer = ClimateWriter(
@@ -96,12 +143,15 @@ def main() -> int:
     parser.add_argument("--steps", default="100,1000", help="short,long")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument(
+        "--forcing-vars", type=int, default=0, help="prescribed fields from a forcing store"
+    )
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="forecast-climate-memory-"))
     workdir.mkdir(parents=True, exist_ok=True)
     if args.child is not None:
-        print(json.dumps(child(workdir, args.child, args.grid, args.members)))
+        print(json.dumps(child(workdir, args.child, args.grid, args.members, args.forcing_vars)))
         return 0
     short, long = (int(n) for n in args.steps.split(","))
     results: dict[int, list[dict]] = {short: [], long: []}
@@ -118,6 +168,8 @@ def main() -> int:
                 str(args.members),
                 "--workdir",
                 str(workdir),
+                "--forcing-vars",
+                str(args.forcing_vars),
             ]
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             results[steps].append(json.loads(output.strip().splitlines()[-1]))
@@ -126,6 +178,7 @@ def main() -> int:
     summary = {
         "grid": args.grid,
         "members": args.members,
+        "forcing_vars": args.forcing_vars,
         "peak_rss_mib": {
             s: [round(r["peak_rss"] / 2**20, 1) for r in runs] for s, runs in results.items()
         },

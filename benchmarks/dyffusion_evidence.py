@@ -1,6 +1,7 @@
 """Evidence for Spherical DYffusion on the demo's synthetic data, in one command.
 
     .venv/bin/python benchmarks/dyffusion_evidence.py --workdir /tmp/dy17
+    .venv/bin/python benchmarks/dyffusion_evidence.py --workdir /tmp/dy17 --dropout 0.3 --dyffusion-grf
 
 Stages (each skipped when its product exists, so a rerun continues):
 
@@ -8,15 +9,17 @@ Stages (each skipped when its product exists, so a rerun continues):
    configs/demo/synth.yaml and ingest.yaml: 120 days, 32x64, 12 channels).
 2. ``dyffusion``: ``forecast train --config configs/train/dyffusion_demo.yaml``
    (stage 1 the interpolator, stage 2 the forecaster), its process CPU time
-   measured (user + system of the training process and its loader workers).
+   measured (user + system of the training process and its loader workers);
+   ``--dropout P`` trains it with interpolator dropout ``P`` instead, in
+   ``dyffusion_dropoutP`` (so both can live in one work directory).
 3. ``sfno``: the deterministic SFNO of configs/demo/train.yaml, trained for the
    same total CPU time: its number of steps is set from a calibration of its
-   marginal CPU cost per step (30 minus 10 steps, at K = 1 and at K = 4), its curriculum scaled
-   (K = 1 for 50% of the steps, 2 from 50%, 4 from 80%, as the demo's).
+   marginal CPU cost per step (30 minus 10 steps, at K = 1 and at K = 4), or ``--sfno-steps``,
+   its curriculum scaled (K = 1 for 50% of the steps, 2 from 50%, 4 from 80%, as the demo's).
 4. ``run``: 16-member ensembles from the held-out initial times (the last 15%
-   of the store): DYffusion sampled (no perturbation), and the SFNO with the
-   demo's GRF initial perturbations (configs/demo/run.yaml amplitudes); 20
-   steps (120 h).
+   of the store): DYffusion sampled (no perturbation, or with ``--dyffusion-grf``
+   the SFNO's GRF perturbations as well), and the SFNO with the demo's GRF
+   initial perturbations (configs/demo/run.yaml amplitudes); 20 steps (120 h).
 5. ``score``: ``forecast score`` of both; the table of fair CRPS (DYffusion /
    SFNO) at 24, 72 and 120 h, spread-skill ratios of both at 24-120 h, and the
    ratio of forecast to truth power in the highest third of spherical-harmonic
@@ -27,7 +30,8 @@ Stages (each skipped when its product exists, so a rerun continues):
    global-mean bias of the rollout per channel, in units of the channel's std.
 
 CPU times are process CPU seconds (the machine is shared; wall times are noisy).
-Prints markdown tables and writes ``evidence.json`` in the work directory.
+Prints markdown tables and writes ``evidence.json`` (``evidence_NAME.json`` for a variant) in
+the work directory.
 """
 
 from __future__ import annotations
@@ -91,13 +95,44 @@ def trained(run_dir: Path) -> bool:
     return (run_dir / "latest.ckpt").exists() and (run_dir / "cpu.json").exists()
 
 
-def train_dyffusion(work: Path, store: Path, *budget: str) -> float:
-    """Train DYffusion (``budget``: extra ``forecast train`` options); its CPU seconds."""
-    run_dir = work / "dyffusion"
+def dyffusion_name(dropout: float | None = None, forecaster_dropout: float | None = None) -> str:
+    """The run directory of a DYffusion trained with these dropouts (None: the config's)."""
+    name = "dyffusion" if dropout is None else f"dyffusion_dropout{dropout:g}"
+    return name if forecaster_dropout is None else f"{name}_fdropout{forecaster_dropout:g}"
+
+
+def dyffusion_hparams(dropout: float | None, forecaster_dropout: float | None) -> list[str]:
+    """``forecast train`` options that override the config's dropouts.
+
+    ``dropout``: the interpolator's; ``forecaster_dropout``: the forecaster's,
+    kept on when sampling (``forecaster_sampling=true``). Each network samples
+    at the rate it was trained with.
+    """
+    values = [] if dropout is None else [f"dropout={dropout:g}"]
+    if forecaster_dropout is not None:
+        values += [f"forecaster_dropout={forecaster_dropout:g}", "forecaster_sampling=true"]
+    return ["--hparams", ",".join(values)] if values else []
+
+
+def train_dyffusion(
+    work: Path,
+    store: Path,
+    *budget: str,
+    dropout: float | None = None,
+    forecaster_dropout: float | None = None,
+) -> float:
+    """Train DYffusion (``budget``: extra ``forecast train`` options); its CPU seconds.
+
+    ``dropout`` and ``forecaster_dropout`` override the config's
+    (:func:`dyffusion_hparams`), in their own run directory (:func:`dyffusion_name`).
+    """
+    name = dyffusion_name(dropout, forecaster_dropout)
+    run_dir = work / name
+    budget = (*budget, *dyffusion_hparams(dropout, forecaster_dropout))
     if not trained(run_dir):
         cpu = forecast("train", "--config", str(DYFFUSION_CONFIG), "--data", str(store),
                        "--out", str(run_dir), "--no-progress", *budget,
-                       log=work / "dyffusion.log")  # fmt: skip
+                       log=work / f"{name}.log")  # fmt: skip
         (run_dir / "cpu.json").write_text(json.dumps({"cpu_s": cpu}))
     return json.loads((run_dir / "cpu.json").read_text())["cpu_s"]
 
@@ -130,13 +165,17 @@ def calibrate_sfno(work: Path, store: Path) -> dict[int, float]:
     return costs
 
 
-def train_sfno(work: Path, store: Path, budget: float) -> tuple[float, int]:
+def train_sfno(
+    work: Path, store: Path, budget: float, steps: int | None = None
+) -> tuple[float, int]:
+    """Train the demo SFNO for ``budget`` CPU seconds (or ``steps`` steps); CPU seconds, steps."""
     run_dir = work / "sfno"
     if not trained(run_dir):
-        cost = calibrate_sfno(work, store)
-        per_k = {1: cost[1], 4: cost[4], 2: cost[1] + (cost[4] - cost[1]) / 3}
-        per_step = 0.5 * per_k[1] + 0.3 * per_k[2] + 0.2 * per_k[4]
-        steps = max(int(budget / per_step), 50)
+        if steps is None:
+            cost = calibrate_sfno(work, store)
+            per_k = {1: cost[1], 4: cost[4], 2: cost[1] + (cost[4] - cost[1]) / 3}
+            per_step = 0.5 * per_k[1] + 0.3 * per_k[2] + 0.2 * per_k[4]
+            steps = max(int(budget / per_step), 50)
         cpu = forecast("train", "--config", str(DEMO / "train.yaml"), "--data", str(store),
                        "--out", str(run_dir), "--max-steps", str(steps),
                        "--rollout-schedule", sfno_schedule(steps),
@@ -156,6 +195,22 @@ def held_out_inits(store: Path, history: int = 2, lead_steps: int = 20, every_h:
     first = int(round(len(times) * 0.85)) + history - 1
     last = len(times) - 1 - lead_steps
     return f"{format_time(times[first])}/{format_time(times[last])}/{every_h}h"
+
+
+def grf_options(amplitude: str | None) -> tuple[str, list[str]]:
+    """Name suffix and ``forecast run`` options of the demo's GRF perturbations at ``amplitude``.
+
+    None: no perturbation (``""``, no options); ``"demo"``: configs/demo/run.yaml as
+    the SFNO has it; otherwise its length scale and shape with ``--amplitude AMPLITUDE``
+    (``A`` or ``CH=A,...``, in units of each channel's std).
+    """
+    if amplitude is None:
+        return "", []
+    options = ["--config", str(DEMO / "run.yaml")]
+    if amplitude == "demo":
+        return "_grf", options
+    tag = amplitude.replace(",", "_").replace("=", "")
+    return f"_grf{tag}", [*options, "--amplitude", amplitude]
 
 
 def run_and_score(work: Path, store: Path, name: str, checkpoint: Path, inits: str, *extra: str):
@@ -195,21 +250,24 @@ def high_degree_power_ratio(scores, hours: int = 120):
     return fc.isel(wavenumber=top).sum("wavenumber") / truth.isel(wavenumber=top).sum("wavenumber")
 
 
-def long_run(work: Path, store: Path, checkpoint: Path) -> dict:
-    """Annual-mean global-mean bias of a 1,460-step rollout against a synthetic truth year."""
+def long_run(work: Path, store: Path, checkpoint: Path, name: str = "long") -> dict:
+    """Annual-mean global-mean bias of a 1,460-step rollout against a synthetic truth year.
+
+    The rollout is written to ``name.zarr`` in ``work`` (and reused from there).
+    """
     import xarray as xr
 
     from forecast.grid import Grid
     from forecast.store import open_store, store_grid
 
     truth_store = build_store(work, "truth_year.zarr", days=367)
-    out = work / "long.zarr"
+    out = work / f"{name}.zarr"
     init = str(open_store(store)["time"].values[1])[:16]
-    if not (work / "long_cpu.json").exists():
+    if not (work / f"{name}_cpu.json").exists():
         cpu = forecast("run", "--checkpoint", str(checkpoint), "--data", str(store), "--init", init,
                        "--steps", "1460", "--members", "1", "--seed", "0", "--out", str(out),
-                       "--no-progress", "--overwrite", log=work / "long_run.log")  # fmt: skip
-        (work / "long_cpu.json").write_text(json.dumps({"cpu_s": cpu}))
+                       "--no-progress", "--overwrite", log=work / f"{name}_run.log")  # fmt: skip
+        (work / f"{name}_cpu.json").write_text(json.dumps({"cpu_s": cpu}))
     fc = xr.open_zarr(out)
     truth = open_store(truth_store)
     grid: Grid = store_grid(truth)
@@ -232,7 +290,8 @@ def long_run(work: Path, store: Path, checkpoint: Path) -> dict:
     return result
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line of this script."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -245,7 +304,36 @@ def main() -> int:
         "--interpolator-steps", type=int, help="of which stage 1 (default: its config's)"
     )
     parser.add_argument("--init-every", type=int, default=12, help="hours between held-out inits")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--dropout",
+        type=float,
+        help="train DYffusion with this interpolator dropout (its run directory "
+        "dyffusion_dropoutP; default: the config's 0.1, directory dyffusion)",
+    )
+    parser.add_argument(
+        "--forecaster-dropout",
+        type=float,
+        help="train DYffusion's forecaster with this dropout and keep it on when sampling "
+        "(forecaster_sampling; run directory ..._fdropoutP; default: the config's 0, off)",
+    )
+    parser.add_argument(
+        "--dyffusion-grf",
+        nargs="?",
+        const="demo",
+        metavar="A|CH=A,...",
+        help="also perturb DYffusion's initial states with the SFNO's GRF perturbations "
+        "(configs/demo/run.yaml), at their amplitude or at this one (default: none)",
+    )
+    parser.add_argument(
+        "--sfno-steps",
+        type=int,
+        help="train the SFNO this many steps instead of calibrating them from DYffusion's CPU time",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     print("== store", flush=True)
@@ -254,12 +342,17 @@ def main() -> int:
     budget = [f"--{k.replace('_', '-')}={v}" for k, v in
               (("max_steps", args.max_steps), ("interpolator_steps", args.interpolator_steps),
                ("val_every", args.max_steps)) if v]  # fmt: skip
-    dy_cpu = train_dyffusion(work, store, *budget)
+    dy_name = dyffusion_name(args.dropout, args.forecaster_dropout)
+    dy_cpu = train_dyffusion(work, store, *budget, dropout=args.dropout,
+                             forecaster_dropout=args.forecaster_dropout)  # fmt: skip
+    dy_checkpoint = work / dy_name / "best.ckpt"
     print("== train the deterministic SFNO for the same CPU time", flush=True)
-    sfno_cpu, sfno_steps = train_sfno(work, store, dy_cpu)
+    sfno_cpu, sfno_steps = train_sfno(work, store, dy_cpu, args.sfno_steps)
     inits = held_out_inits(store, every_h=args.init_every)
     print(f"== ensembles from {inits}", flush=True)
-    dy = run_and_score(work, store, "dyffusion", work / "dyffusion" / "best.ckpt", inits)
+    suffix, perturbation = grf_options(args.dyffusion_grf)
+    dy = run_and_score(work, store, dy_name + suffix, dy_checkpoint, inits,
+                       *perturbation)  # fmt: skip
     sfno = run_and_score(work, store, "sfno", work / "sfno" / "best.ckpt", inits,
                          "--config", str(DEMO / "run.yaml"))  # fmt: skip
     channels = [str(c) for c in dy["channel"].values]
@@ -306,12 +399,16 @@ def main() -> int:
     report["targets"] = {"crps": crps_ok, "ssr": ssr_ok, "power": power_ok}
     if not args.skip_long:
         print("\n== one-year DYffusion rollout", flush=True)
-        long = long_run(work, store, work / "dyffusion" / "best.ckpt")
+        variant = dy_name.removeprefix("dyffusion")
+        long = long_run(work, store, dy_checkpoint, f"long{variant}")
         report["long_run"] = long
         print("| channel | finite | annual-mean global-mean bias / std |\n| --- | --- | --- |")
         for channel, values in long.items():
             print(f"| {channel} | {values['finite']} | {values['bias_over_std']:+.3f} |")
-    (work / "evidence.json").write_text(json.dumps(report, indent=1, default=float))
+    name = dy_name + suffix
+    report["dyffusion"] = name
+    evidence = "evidence.json" if name == "dyffusion" else f"evidence_{name}.json"
+    (work / evidence).write_text(json.dumps(report, indent=1, default=float))
     return 0
 
 

@@ -25,7 +25,10 @@ caller changes. See docs/architecture.md.
   pairs of prediction and target of each stage.
 
 Forcings are named inputs (:data:`forecast.forcings.Forcings`), one tensor per
-name, batch first.
+name, batch first. A stepper trained with prescribed fields (sea-surface
+temperature ...) read from a forcing store also satisfies
+:class:`PrescribedStepper`: it names them and is handed the store
+(:func:`forecast.prescribed.connect_forcing_store`) before any compute.
 """
 
 from __future__ import annotations
@@ -41,7 +44,14 @@ from forecast.forcings import Forcings
 from forecast.grid import Grid
 from forecast.normalize import Normalizer
 
-__all__ = ["Forcings", "SamplingStepper", "StagedStepper", "Stepper", "TrainableStepper"]
+__all__ = [
+    "Forcings",
+    "PrescribedStepper",
+    "SamplingStepper",
+    "StagedStepper",
+    "Stepper",
+    "TrainableStepper",
+]
 
 
 @runtime_checkable
@@ -135,6 +145,31 @@ class Stepper(Protocol):
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> Any:
         """Inverse of :meth:`state_dict`."""
+        ...
+
+
+@runtime_checkable
+class PrescribedStepper(Protocol):
+    """A stepper that can read prescribed fields from a forcing store.
+
+    Attributes
+    ----------
+    prescribed_names : tuple of str
+        The prescribed variables its :meth:`Stepper.forcings` reads, in the
+        backbone's order (empty: it takes none and needs no store).
+    """
+
+    @property
+    def prescribed_names(self) -> tuple[str, ...]: ...
+
+    def use_forcing_store(self, store: Any) -> None:
+        """Read :attr:`prescribed_names` from ``store`` (a :class:`forecast.prescribed.ForcingStore`).
+
+        Raises
+        ------
+        ConfigError
+            The store holds other variables, or the stepper takes none.
+        """
         ...
 
 

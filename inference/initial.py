@@ -66,6 +66,35 @@ def parse_init_spec(spec: str, calendar: str) -> np.ndarray:
     return np.asarray(time_range(start, end, parse_step(parts[2]), calendar))
 
 
+def run_valid_times(
+    init_times: np.ndarray, steps: int, step: dt.timedelta, calendar: str
+) -> np.ndarray:
+    """Every valid time of a run: each init time through its last lead, once each, sorted.
+
+    Parameters
+    ----------
+    init_times : numpy.ndarray
+        Shape ``(init,)``, in ``calendar``.
+    steps : int
+        Model steps per forecast (leads ``0 .. steps``).
+    step : datetime.timedelta
+        The model step.
+    calendar : str
+        The calendar of the times (cftime-exact for noleap and 360_day).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(time,)``, datetime64 or cftime as ``init_times``.
+    """
+    spans = [
+        time_range(init, shift_times(np.asarray([init]), steps * step)[0], step, calendar)
+        for init in np.asarray(init_times)
+    ]
+    values = np.concatenate(spans)
+    return np.asarray(time_index(values).unique().sort_values())
+
+
 def available_init_times(ds: xr.Dataset, history: int) -> np.ndarray:
     """Store times that can start a forecast: those with ``history - 1`` earlier steps present."""
     values = np.asarray(ds[TIME].values)

@@ -55,6 +55,9 @@ class RunRequest:
         SHA-256 of the checkpoint (provenance; part of the identity).
     store : str
         The store the initial conditions come from.
+    forcing_store : str or None
+        The store the prescribed forcings come from (None when the model takes
+        none, so that outputs written before forcing stores existed resume).
     reduce : tuple of str
         Period means computed on the fly (keys of
         :data:`forecast.periods.PERIOD_KINDS`: ``monthly``, ``seasonal``,
@@ -96,6 +99,7 @@ class RunRequest:
     compression: str = "none"
     checkpoint_digest: str = ""
     store: str = ""
+    forcing_store: str | None = None
     reduce: tuple[str, ...] = ()
     histogram_bins: int = 0
     output_every: int = 1

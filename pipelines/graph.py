@@ -8,7 +8,7 @@ blocks of whole source chunks (each read once), and from every block:
   time step);
 - a **moment** partial and a **tendency** partial (which also takes the
   last step of the block before), merged in a tree
-  (:func:`pipelines.statistics.tree`);
+  (:meth:`Tasks.tree`);
 - the block's **climatology** bin sums: each (day, hour) bin is the sum over
   the blocks that hold its times, divided by its count and written to a
   temporary array, which the smoothing tasks stream through to write the
@@ -21,41 +21,94 @@ progress bar.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import dask
 import dask.array
 import numpy as np
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 
 from forecast.errors import DataError
 from forecast.time import format_time, time_index
-from pipelines.chunkwriter import fast_writer, read_fields
+from pipelines.chunkwriter import fast_writer, read_chunk
 from pipelines.sources import file_for_time
 from pipelines.statistics import (
     ClimatologyPlan,
     Moments,
     add_fields,
-    bin_sums,
+    bin_sum,
     last_step,
     merge_moments,
     moment_partial,
-    smooth,
-    task,
     tendency_partial,
-    tree,
+    window_means,
 )
 
 #: Target size in bytes of one block of time steps (whole source chunks are never cut below it).
 BLOCK_BYTES = 64 * 2**20
 
 #: Days of one hour smoothed by one task (each task reads its days plus a window's worth).
-SMOOTH_DAYS = 32
+SMOOTH_DAYS = 64
 
-#: Bytes of bin means a smoothing task reads at once; beyond it, it reads a field at a time.
+#: Bytes of a window's fields that a smoothing task keeps; beyond it, it rereads them as they leave.
 SMOOTH_BYTES = 256 * 2**20
 
+#: Partial results merged by one task of a reduction tree.
+FAN_IN = 8
 
-def block_bounds(chunks: tuple[int, ...], step_bytes: int) -> list[tuple[int, int]]:
+
+class Tasks:
+    """The tasks of one pass, kept as one plain graph layer.
+
+    Each :meth:`add` is a dictionary entry, so building the graph costs the
+    same per task however many tasks come before it (``dask.delayed`` calls
+    merge their arguments' graphs at every call: 4-5 ms a task measured
+    here, hours for the tasks of an ERA5 ingest). :meth:`delayed` wraps
+    keys as :class:`dask.delayed.Delayed` objects sharing that one graph.
+
+    Parameters
+    ----------
+    inputs : Delayed
+        A delayed value whose graph holds every key the tasks take as
+        arguments besides their own (the source blocks).
+    """
+
+    def __init__(self, inputs: Delayed):
+        self.name = f"ingest-pass-{uuid.uuid4().hex}"
+        self.inputs = inputs
+        self.layer: dict = {}
+
+    def add(self, function: Callable, *args) -> tuple[str, int]:
+        """A task ``function(*args)``; arguments that are keys (of this or the input graph) are replaced by their values."""
+        key = (self.name, len(self.layer))
+        self.layer[key] = (function, *args)
+        return key
+
+    def tree(self, parts: Sequence, combine: Callable, fan_in: int = FAN_IN) -> tuple[str, int]:
+        """Reduce ``parts`` (keys) with ``combine(*some)``, ``fan_in`` per task, to one key."""
+        level = list(parts)
+        if not level:
+            raise ValueError("nothing to reduce")
+        if len(level) == 1:
+            return self.add(combine, level[0])
+        while len(level) > 1:
+            level = [
+                self.add(combine, *level[i : i + fan_in]) for i in range(0, len(level), fan_in)
+            ]
+        return level[0]
+
+    def delayed(self, keys: list) -> list[Delayed]:
+        """``keys`` as delayed values of the whole graph (one graph object for all of them)."""
+        graph = HighLevelGraph.from_collections(self.name, self.layer, dependencies=[self.inputs])
+        return [Delayed(key, graph, layer=self.name) for key in keys]
+
+
+def block_bounds(
+    chunks: tuple[int, ...], step_bytes: int, breaks: tuple[int, ...] = ()
+) -> list[tuple[int, int]]:
     """``(start, stop)`` of the blocks of time steps computed at once.
 
     Blocks gather whole source chunks (Dask reads a whole chunk for any slice
@@ -69,12 +122,16 @@ def block_bounds(chunks: tuple[int, ...], step_bytes: int) -> list[tuple[int, in
         The source's chunk sizes along time.
     step_bytes : int
         Bytes of one time step (all channels).
+    breaks : tuple of int
+        Chunk edges where a block must end (the first step an append writes:
+        a block is written whole or not at all).
     """
     steps = max(1, int(BLOCK_BYTES // max(step_bytes, 1)))
     bounds: list[tuple[int, int]] = []
     start = edge = 0
     for size in chunks:
-        if edge + size - start > steps and edge > start:  # close the block before this chunk
+        if edge > start and (edge + size - start > steps or edge in breaks):
+            # close the block before this chunk
             bounds.append((start, edge))
             start = edge
         if size > 4 * steps:  # an oversized chunk alone: split it
@@ -86,12 +143,16 @@ def block_bounds(chunks: tuple[int, ...], step_bytes: int) -> list[tuple[int, in
     return bounds
 
 
-def blocks_of(array: dask.array.Array) -> tuple[list, list[tuple[int, int]]]:
-    """The delayed blocks of ``array`` (time, channel, lat, lon), whole in every axis but time, and their bounds."""
+def blocks_of(
+    array: dask.array.Array, breaks: tuple[int, ...] = ()
+) -> tuple[list[Delayed], list[tuple[int, int]]]:
+    """The delayed blocks of ``array`` (time, channel, lat, lon), whole in every axis but time, and their bounds (see :func:`block_bounds`)."""
     step_bytes = 4 * int(np.prod(array.shape[1:]))
-    bounds = block_bounds(array.chunks[0], step_bytes)
+    bounds = block_bounds(array.chunks[0], step_bytes, breaks)
     sizes = tuple(stop - start for start, stop in bounds)
-    whole = array.astype(np.float32).rechunk((sizes, -1, -1, -1))
+    # method="tasks": the default asks whether a distributed client exists, which imports
+    # distributed (about 1 s) in every threaded ingest
+    whole = array.astype(np.float32).rechunk((sizes, -1, -1, -1), method="tasks")
     return list(whole.to_delayed().ravel()), bounds
 
 
@@ -151,30 +212,92 @@ def _bin_mean(target, day: int, hour: int, count: int, *sums: np.ndarray) -> np.
     if count > 1:
         mean = mean / count
     reference = mean.reshape(mean.shape[0], -1).mean(axis=1, dtype=np.float64)
-    fast_writer(target)[day, hour] = (mean - reference[:, None, None]).astype(np.float32)
+    departures = np.empty(mean.shape, dtype=np.float32)
+    np.subtract(mean, reference[:, None, None], out=departures)  # in float64, rounded once
+    # a temporary array: a killed task is rerun and the array is discarded with a killed ingest,
+    # so its chunks need no temporary file and rename each
+    fast_writer(target, atomic=False)[day, hour] = departures
     return reference
+
+
+def _step_reference(block: np.ndarray, row: int) -> np.ndarray:
+    """The per-channel field mean (float64) of one step: what :func:`_bin_mean` returns for a bin of one step."""
+    step = block[row]
+    return step.reshape(step.shape[0], -1).mean(axis=1, dtype=np.float64)
+
+
+class _WindowFields:
+    """The centred bin mean of each day a smoothing window passes over, read as it enters.
+
+    A day is read twice by :func:`pipelines.statistics.window_means`
+    (entering and leaving the window). Its field is kept between the two
+    in one of ``window`` reused buffers while that many fields fit in
+    :data:`SMOOTH_BYTES`, so every chunk is read and decoded once per task;
+    larger fields are read again as they leave, and memory stays two fields.
+    A day in ``step_of`` is a bin of one step, decoded from ``data`` and
+    centred on its reference as :func:`_bin_mean` would have; the others
+    come from the temporary bin means.
+    """
+
+    def __init__(self, means, data, hour: int, references: dict, step_of: dict, window: int):
+        self.means, self.data, self.hour = means, data, hour
+        self.references, self.step_of = references, step_of
+        self.shape = tuple(means.shape[2:])
+        self.keep = window * 4 * int(np.prod(self.shape)) <= SMOOTH_BYTES
+        self.kept: dict[int, np.ndarray] = {}
+        self.free: list[np.ndarray] = []
+        self.raw = np.empty(self.shape, dtype=np.float32) if step_of else None
+        self.last: np.ndarray | None = None  # handed out by the previous call, free again now
+
+    def __call__(self, day: int) -> np.ndarray:
+        if self.last is not None:
+            self.free.append(self.last)
+            self.last = None
+        if day in self.kept:  # leaving the window
+            self.last = self.kept.pop(day)
+            return self.last
+        field = self.free.pop() if self.free else np.empty(self.shape, dtype=np.float32)
+        if day in self.step_of:
+            assert self.raw is not None
+            read_chunk(self.data, (self.step_of[day],), self.raw)
+            ref = self.references[day]
+            np.subtract(self.raw, ref[:, None, None], out=field)  # in float64, rounded once
+        else:
+            read_chunk(self.means, (day, self.hour), field)
+        if self.keep:
+            self.kept[day] = field
+        else:
+            self.last = field
+        return field
 
 
 def _smooth_and_write(
     climatology,
     means,
+    data,
     counts: np.ndarray,
     days: list[int],
     hour: int,
     plan: ClimatologyPlan,
-    references: dict,
+    needed: list[int],
+    steps: list[int | None],
+    *references_and_writes,
 ) -> int:
-    """Smooth and write one hour's climatology at ``days`` from the bin means (``references``: each bin's per-channel mean)."""
-    needed = sorted(references)
-    field_bytes = 4 * int(np.prod(means.shape[2:]))
-    if len(needed) * field_bytes <= SMOOTH_BYTES:  # one read of the whole window range
-        fields = dict(zip(needed, read_fields(means, needed, hour), strict=True))
-        read = fields.__getitem__
-    else:  # a field at a time: memory stays a few fields however large they are
-        read = lambda day: read_fields(means, [day], hour)[0]  # noqa: E731
-    fast_writer(climatology)[days[0] : days[-1] + 1, hour] = smooth(
-        read, references, counts, days, plan
-    )
+    """Smooth and write one hour's climatology at ``days``.
+
+    ``needed`` are the days the windows touch, ``references_and_writes``
+    starts with each one's per-channel mean (then the counts of the write
+    tasks it waits for, unused). A day whose ``steps`` entry is a time index
+    is a bin of that single step, read from ``data`` (written by then) and
+    centred here exactly as :func:`_bin_mean` would have; the others are
+    read from the temporary bin means.
+    """
+    references = dict(zip(needed, references_and_writes[: len(needed)], strict=True))
+    step_of = {day: step for day, step in zip(needed, steps, strict=True) if step is not None}
+    read = _WindowFields(means, data, hour, references, step_of, 2 * plan.half + 2)
+    writer = fast_writer(climatology)
+    for day, mean in zip(days, window_means(read, references, counts, days, plan), strict=True):
+        writer[day, hour] = mean
     return len(days)
 
 
@@ -213,33 +336,47 @@ def build_pass(
         (delayed :class:`pipelines.statistics.Moments`), ``climatology``
         (delayed field counts).
     """
-    blocks, bounds = blocks_of(data)
+    # an append's old steps are read back, its new ones written: no block holds both
+    blocks, bounds = blocks_of(data, breaks=(targets.write_from,) if targets.write_from else ())
+    tasks = Tasks(blocks[0])
+    weights_key = (tasks.name, "weights")
+    tasks.layer[weights_key] = weights  # once in the graph, not once per task
     writes, moments, tendencies = [], [], []
     previous = None
     per_bin: dict[tuple[int, int], list] = {}
-    for block, (start, stop) in zip(blocks, bounds, strict=True):
+    single: dict[tuple[int, int], tuple] = {}
+    for block, (start, stop) in zip((b.key for b in blocks), bounds, strict=True):
         check = FiniteCheck(times[start:stop], channels, spans)
         if targets.data is not None and start >= targets.write_from:
-            writes.append(
-                task(_write)(targets.data, targets.offset + start - targets.write_from, block)
-            )
-        moments.append(task(moment_partial)(block, weights, check))
-        tendencies.append(task(tendency_partial)(block, previous, weights))
-        previous = task(last_step)(block)
+            offset = targets.offset + start - targets.write_from
+            writes.append(tasks.add(_write, targets.data, offset, block))
+        moments.append(tasks.add(moment_partial, block, weights_key, check))
+        tendencies.append(tasks.add(tendency_partial, block, previous, weights_key))
+        previous = tasks.add(last_step, block)
         if plan is not None:
-            bins = plan.bins_in(start, stop)
-            sums = task(bin_sums)(block, bins)
-            for key in bins:
-                per_bin.setdefault(key, []).append(sums[key])
-    graph = {
-        "writes": writes,
-        "moments": tree(moments, merge_moments),
-        "tendencies": tree(tendencies, _merge_tendencies),
-        "climatology": [],
+            for key, rows in plan.bins_in(start, stop).items():
+                if plan.counts[key] == 1 and targets.data is not None:
+                    # a bin of one step is its own mean: the smoothing reads it from the data
+                    step = start + int(rows[0])
+                    single[key] = (
+                        tasks.add(_step_reference, block, int(rows[0])),
+                        _data_index(step, targets),
+                        writes[-1] if step >= targets.write_from else None,
+                    )
+                else:
+                    per_bin.setdefault(key, []).append(tasks.add(bin_sum, block, rows))
+    climatology = (
+        _climatology_graph(tasks, per_bin, single, plan, targets) if plan is not None else []
+    )
+    moments_key = tasks.tree(moments, merge_moments)
+    tendencies_key = tasks.tree(tendencies, _merge_tendencies)
+    delayed = tasks.delayed([*writes, *climatology, moments_key, tendencies_key])
+    return {
+        "writes": delayed[: len(writes)],
+        "climatology": delayed[len(writes) : -2],
+        "moments": delayed[-2],
+        "tendencies": delayed[-1],
     }
-    if plan is not None:
-        graph["climatology"] = _climatology_graph(per_bin, plan, targets)
-    return graph
 
 
 def _merge_tendencies(*parts: Moments) -> Moments:
@@ -247,24 +384,52 @@ def _merge_tendencies(*parts: Moments) -> Moments:
     return merge_moments(*counted) if counted else parts[0]
 
 
-def _climatology_graph(per_bin: dict, plan: ClimatologyPlan, targets: Targets) -> list:
-    written: dict[tuple[int, int], object] = {}
+def _data_index(step: int, targets: Targets) -> int:
+    """Index in ``targets.data`` of the pass's time ``step`` (steps before ``write_from`` are there already)."""
+    if step < targets.write_from:
+        assert targets.offset == targets.write_from, "old steps are read back where they are"
+        return step
+    return targets.offset + step - targets.write_from
+
+
+def _climatology_graph(
+    tasks: Tasks, per_bin: dict, single: dict, plan: ClimatologyPlan, targets: Targets
+) -> list[tuple[str, int]]:
+    """Bin means of the bins of several steps, then the smoothing tasks (``single``: bins of one step)."""
+    references: dict[tuple[int, int], tuple[str, int]] = {}
     for (day, hour), sums in per_bin.items():
         # a tree of partial sums for bins met in many blocks (one per year), then one mean per bin
-        while len(sums) > 8:
-            sums = [task(add_fields)(*sums[i : i + 8]) for i in range(0, len(sums), 8)]
-        written[(day, hour)] = task(_bin_mean)(
-            targets.means, day, hour, int(plan.counts[day, hour]), *sums
+        while len(sums) > FAN_IN:
+            sums = [
+                tasks.add(add_fields, *sums[i : i + FAN_IN]) for i in range(0, len(sums), FAN_IN)
+            ]
+        references[(day, hour)] = tasks.add(
+            _bin_mean, targets.means, day, hour, int(plan.counts[day, hour]), *sums
         )
-    tasks = []
+    keys = []
     for hour in range(plan.hours.size):
         counts = plan.counts[:, hour]
         for days in plan.segments(hour, SMOOTH_DAYS):
             needed = sorted({d for day in days for d in plan.window(day) if counts[d]})
-            references = {d: written[(d, hour)] for d in needed}
-            tasks.append(
-                task(_smooth_and_write)(
-                    targets.climatology, targets.means, counts, days, hour, plan, references
+            steps = [single[(d, hour)][1] if (d, hour) in single else None for d in needed]
+            waits = {single[(d, hour)][2] for d in needed if (d, hour) in single} - {None}
+            keys.append(
+                tasks.add(
+                    _smooth_and_write,
+                    targets.climatology,
+                    targets.means,
+                    targets.data,
+                    counts,
+                    days,
+                    hour,
+                    plan,
+                    needed,
+                    steps,
+                    *(
+                        single[(d, hour)][0] if (d, hour) in single else references[(d, hour)]
+                        for d in needed
+                    ),
+                    *sorted(waits),
                 )
             )
-    return tasks
+    return keys

@@ -24,7 +24,7 @@ block it came in; partials are float64.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,9 +36,6 @@ PIECE_BYTES = 4 * 2**20
 
 #: Points of each field averaged for the reference that centres it.
 REFERENCE_POINTS = 64
-
-#: Partials merged per task of a tree reduction.
-FAN_IN = 8
 
 
 def piece_steps(step_bytes: int) -> int:
@@ -188,26 +185,6 @@ def _tendency_partial(
     return merge_moments(*parts) if any(p.count for p in parts) else parts[0]
 
 
-def task(function: Callable):
-    """``dask.delayed(function)`` with a random key: no hashing of arguments (Zarr arrays, plans) per task."""
-    from dask import delayed
-
-    return delayed(function, pure=False)
-
-
-def tree(parts: Sequence, combine: Callable, fan_in: int = FAN_IN):
-    """Reduce delayed ``parts`` with ``combine(*some)`` in a tree of ``fan_in`` per task (one delayed result)."""
-
-    level = list(parts)
-    if not level:
-        raise ValueError("nothing to reduce")
-    if len(level) == 1:
-        return task(combine)(level[0])
-    while len(level) > 1:
-        level = [task(combine)(*level[i : i + fan_in]) for i in range(0, len(level), fan_in)]
-    return level[0]
-
-
 def days_in_calendar_year(calendar: str) -> int:
     """Largest day of year in a calendar (360, 365 or 366)."""
     return {"360_day": 360, "noleap": 365}.get(calendar, 366)
@@ -268,14 +245,16 @@ class ClimatologyPlan:
         return runs
 
 
+def bin_sum(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Sum of the block's fields at ``rows`` (one bin): the float32 field itself for a single step, float64 for several."""
+    return block[rows[0]] if rows.size == 1 else block[rows].sum(axis=0, dtype=np.float64)
+
+
 def bin_sums(
     block: np.ndarray, bins: dict[tuple[int, int], np.ndarray]
 ) -> dict[tuple[int, int], np.ndarray]:
-    """Sum of the block's fields in each bin: a float32 field for a single step, float64 for several."""
-    return {
-        key: (block[rows[0]] if rows.size == 1 else block[rows].sum(axis=0, dtype=np.float64))
-        for key, rows in bins.items()
-    }
+    """:func:`bin_sum` of every bin of ``bins`` (bin -> rows of ``block``)."""
+    return {key: bin_sum(block, rows) for key, rows in bins.items()}
 
 
 def add_fields(*fields: np.ndarray) -> np.ndarray:
@@ -286,41 +265,42 @@ def add_fields(*fields: np.ndarray) -> np.ndarray:
     return total
 
 
-def smooth(
+def window_means(
     read: Callable[[int], np.ndarray],
     references: dict[int, np.ndarray],
     counts: np.ndarray,
     days: list[int],
     plan: ClimatologyPlan,
-) -> np.ndarray:
+) -> Iterator[np.ndarray]:
     """Window means at ``days`` (consecutive, one hour) from bin means read one day at a time.
 
     ``read(day)`` gives a day's bin mean as float32 departures from
     ``references[day]`` (its per-channel field mean, float64 ``(channel,)``);
-    ``counts`` are that hour's counts per day. A float32 running sum of
-    ``count * (mean - R)``, with ``R`` the first day's references, moves
-    through the days: each day's mean is read once entering the window and
-    once leaving it. Departures round relative to the fields' range, not
-    their magnitude (within about 1e-6 of it, tested).
+    it may return the same buffer every time. ``counts`` are that hour's
+    counts per day. A float32 running sum of ``count * (mean - R)``, with
+    ``R`` the first day's references, moves through the days: each day's
+    mean is read once entering the window and once leaving it. Departures
+    round relative to the fields' range, not their magnitude (within about
+    1e-6 of it, tested).
 
-    Returns
-    -------
+    Yields
+    ------
     numpy.ndarray
-        ``(len(days), channel, lat, lon)`` float32.
+        Each day's mean ``(channel, lat, lon)`` float32, in one buffer that
+        the next day overwrites (copy it to keep it): memory stays a few
+        fields however many days a call smooths.
     """
     base = references[days[0]]
     running: np.ndarray | None = None
     scratch: np.ndarray | None = None
-    out: np.ndarray | None = None
     total = 0
 
     def add(day: int, sign: int) -> None:
-        nonlocal running, scratch, out, total
+        nonlocal running, scratch, total
         field = read(day)
         if running is None:
             running = np.zeros(field.shape, dtype=np.float32)
             scratch = np.empty(field.shape, dtype=np.float32)
-            out = np.empty((len(days), *field.shape), dtype=np.float32)
         assert running is not None and scratch is not None
         shift = (references[day] - base).astype(np.float32).reshape(-1, *([1] * (field.ndim - 1)))
         np.add(field, shift, out=scratch)
@@ -331,10 +311,15 @@ def smooth(
     for day in plan.window(days[0]):
         if counts[day]:
             add(day, 1)
-    assert running is not None and out is not None, "the window holds at least one counted day"
+    assert running is not None, "the window holds at least one counted day"
     offset = base.reshape(-1, *([1] * (running.ndim - 1)))
+    final = np.empty(running.shape, dtype=np.float64)
+    out = np.empty(running.shape, dtype=np.float32)
     for i, day in enumerate(days):
-        out[i] = running / np.float64(total) + offset  # one rounding to float32, of the final value
+        np.divide(running, np.float64(total), out=final)
+        final += offset
+        out[...] = final  # one rounding to float32, of the final value
+        yield out
         if i + 1 == len(days):
             break
         leaving, entering = (day - plan.half) % plan.ndays, (day + plan.half + 1) % plan.ndays
@@ -342,4 +327,14 @@ def smooth(
             add(leaving, -1)
         if counts[entering]:
             add(entering, 1)
-    return out
+
+
+def smooth(
+    read: Callable[[int], np.ndarray],
+    references: dict[int, np.ndarray],
+    counts: np.ndarray,
+    days: list[int],
+    plan: ClimatologyPlan,
+) -> np.ndarray:
+    """:func:`window_means` of ``days`` as one ``(len(days), channel, lat, lon)`` float32 array."""
+    return np.stack([mean.copy() for mean in window_means(read, references, counts, days, plan)])

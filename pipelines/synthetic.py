@@ -57,6 +57,7 @@ from pipelines.synthetic_fields import (
     SINGLE_VARIABLES,
     derive_fields,
 )
+from pipelines.synthetic_forcing import sst_field
 
 #: Calendars the generator writes.
 SUPPORTED_CALENDARS = ("standard", "noleap", "360_day")
@@ -72,6 +73,7 @@ _GRIB = {
     "u10": (165, "heightAboveGround", "u10m"),
     "v10": (166, "heightAboveGround", "v10m"),
     "msl": (151, "meanSea", "msl"),
+    "sst": (34, "surface", "sst"),
 }
 #: GRIB short names where they differ from the CDS NetCDF names.
 _GRIB_SHORT_NAMES = {"t2m": "2t", "u10": "10u", "v10": "10v"}
@@ -154,6 +156,7 @@ def synthesize(
     pack_int16: bool = False,
     progress: bool = True,
     spinup_days: float = 20.0,
+    sst: bool = False,
 ) -> list[Path]:
     """Write synthetic ERA5-style NetCDF files, one per month.
 
@@ -185,6 +188,10 @@ def synthesize(
     spinup_days : float
         Days the model runs before ``start`` so that eddies are developed
         at the first time.
+    sst : bool
+        Also write ERA5's ``sst``, a slowly varying prescribed field
+        (:func:`pipelines.synthetic_forcing.sst_field`, from ``seed``), for a
+        forcing store (``forecast ingest --channels sst``).
 
     Returns
     -------
@@ -251,6 +258,8 @@ def synthesize(
                     float(day_fraction[index]),
                     float(year_fraction[index]),
                 )
+                if sst:
+                    fields["sst"] = sst_field([time], grid, seed)[0].astype(np.float64)
                 for name, values in fields.items():
                     month_fields.setdefault(name, []).append(values)
                 month_times.append(time)
@@ -376,7 +385,8 @@ def _write_month(
             "dtype": "int64",
         },
     }
-    for name in (*PRESSURE_VARIABLES, *SINGLE_VARIABLES):
+    extra = tuple(name for name in ("sst",) if name in fields)
+    for name in (*PRESSURE_VARIABLES, *SINGLE_VARIABLES, *extra):
         values = np.stack(fields.pop(name))  # frees the per-time arrays as it goes
         dims = (
             ("valid_time", "pressure_level", "latitude", "longitude")

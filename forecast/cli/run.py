@@ -36,7 +36,14 @@ flagged), per-channel histograms in OUT.histograms.zarr, and snapshots every
 --restart-every, and an interrupted Zarr run resumes from there to the same
 result.
 
---checkpoint, --data and --out may be URLs (s3://, gs://, file://; https://
+A checkpoint trained with prescribed forcings (forecast train --forcing-vars
+sst) needs --forcing-store: a store of 'forecast ingest' holding those
+fields on the model's grid and in the store's calendar. Before any compute
+the run checks that it has every variable, the grid, the calendar and every
+valid time of the run (each init time through its last lead); it then reads
+the fields of each step's input time as it goes.
+
+--checkpoint, --data, --forcing-store and --out may be URLs (s3://, gs://, file://; https://
 for reading). An --out on object storage is built in a local staging folder
 ($FORECAST_STAGING, default ~/.cache/forecast/staging), where a killed run
 resumes, and published when finished: its objects first, the manifest last,
@@ -72,6 +79,12 @@ class Config(CommandConfig):
     )
     data: str = option(
         help="training store with the initial conditions (a path or URL)", metavar="STORE.zarr"
+    )
+    forcing_store: str | None = option(
+        None,
+        "store with the prescribed fields (e.g. sst) the checkpoint was trained with, on its grid "
+        "and calendar, covering every valid time of the run (a path or URL)",
+        metavar="STORE.zarr",
     )
     init: str = option(
         help="initial time(s): one time, a range with a step (2020-01-01T00/2020-03-01T00/12h), or latest",
@@ -274,12 +287,18 @@ def run(args: Config) -> int:
     from forecast.checkpoint import checkpoint_digest, load_checkpoint
     from forecast.grid import Grid
     from forecast.locking import lock
+    from forecast.prescribed import connect_forcing_store
     from forecast.steppers import check_trained
     from forecast.store import open_store, store_calendar
     from forecast.time import format_time
     from inference import distributed
     from inference.ensemble import run_forecast
-    from inference.initial import InitialStates, available_init_times, parse_init_spec
+    from inference.initial import (
+        InitialStates,
+        available_init_times,
+        parse_init_spec,
+        run_valid_times,
+    )
     from inference.perturbations import build_perturbation, perturbation_spec
     from inference.remote import decide_remote, publish_run
     from inference.schedule import output_for, resolve_latest
@@ -327,6 +346,13 @@ def run(args: Config) -> int:
         raise with_path(err, f"{args.checkpoint} with {args.data}") from err
     except DataError as err:
         raise with_path(err, args.data) from err
+    connect_forcing_store(  # every check of the forcing store, before any compute
+        stepper,
+        args.forcing_store,
+        initial.calendar,
+        run_valid_times(init_times, steps, stepper.step, initial.calendar),
+        model=f"checkpoint {args.checkpoint}",
+    )
     spec = perturbation_spec(
         args.perturbation,
         args.amplitude,
@@ -346,6 +372,7 @@ def run(args: Config) -> int:
         compression=writer.compression,
         checkpoint_digest=checkpoint_digest(checkpoint),
         store=storage.normalise(args.data),
+        forcing_store=storage.normalise(args.forcing_store) if args.forcing_store else None,
         model_name=str(metadata.get("model", "")),
         batch_size=args.batch_size,
         max_memory=args.max_memory,

@@ -6,8 +6,13 @@ diurnal and a seasonal cycle. Files are laid out as the Copernicus Climate
 Data Store delivers ERA5 (valid_time, pressure_level, latitude 90 -> -90,
 longitude 0 -> 360, ERA5 short names and units) and are labelled synthetic.
 
+With --sst the files also hold ``sst``, a slowly varying sea-surface
+temperature (a seasonal zonal profile and drifting anomalies) for a forcing
+store of prescribed fields (forecast ingest ... --channels sst).
+
 example:
   forecast synth work/synth --grid 32x64 --days 60 --calendar noleap --seed 1
+  forecast synth work/synth --grid 32x64 --days 60 --sst
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ class Config(CommandConfig):
         False, "pack variables as int16 with scale_factor/add_offset, as older CDS files"
     )
     spinup_days: float = option(20.0, "days simulated before --start so that weather is developed")
+    sst: bool = option(
+        False,
+        "also write a slowly varying sea-surface temperature (sst) for a forcing store: "
+        "forecast ingest ... --channels sst --out sst.zarr",
+    )
     no_progress: bool = option(False, "no progress bar", flags=("--no-progress", "--quiet"))
 
 
@@ -52,6 +62,7 @@ def run(args: Config) -> int:
         seed=int(args.seed),
         pack_int16=bool(args.pack_int16),
         spinup_days=float(args.spinup_days),
+        sst=bool(args.sst),
         progress=not args.no_progress,
     )
     print(

@@ -27,6 +27,14 @@ examples:
   forecast train --data store.zarr --model dyffusion --hparams horizon=4,embed_dim=32 \
       --max-steps 1200 --interpolator-steps 600 --out runs/dyffusion
   forecast train --data store.zarr --boost runs/sfno/best.ckpt --model fno --out runs/boosted
+  forecast train --data store.zarr --forcing-store sst.zarr --forcing-vars sst --model sfno \
+      --out runs/sst
+
+--forcing-store STORE.zarr --forcing-vars sst feeds prescribed fields (a store
+of 'forecast ingest' on the same grid and calendar, covering every time of
+--data) to the backbone at each step's input time, normalised with that
+store's statistics; the checkpoint records them, so 'forecast run' asks for
+a --forcing-store of its own.
 """
 
 from __future__ import annotations
@@ -48,7 +56,10 @@ FLAGS = {"tendency_loss": ("--state-loss",)}
 
 #: ``--help`` group of each option (the rest are "run").
 GROUPS = {
-    "data": ("data", "channels", "val_start", "val_end", "val_fraction", "workers", "prefetch"),
+    "data": (
+        "data", "channels", "forcing_store", "forcing_vars", "val_start", "val_end",
+        "val_fraction", "workers", "prefetch",
+    ),
     "model": ("model", "hparams", "history", "forcings", "residual", "diurnal_baseline",
               "seasonal_baseline", "boost"),
     "optimisation": (
@@ -246,10 +257,11 @@ def _prepare_run_directory(request: Any) -> None:
     from forecast.training.trainer import LATEST
 
     out = request.out
+    inputs = [request.data] + ([request.forcing_store] if request.forcing_store else [])
     empty = out.is_dir() and not any(out.iterdir())
-    if not empty or involves(out, [request.data]) is not None:
+    if not empty or involves(out, inputs) is not None:
         check_replaceable(
-            out, inputs=[request.data], kinds=("run-directory",), flag="--out", action="write into"
+            out, inputs=inputs, kinds=("run-directory",), flag="--out", action="write into"
         )
     started = (out / LATEST).exists()
     if started and not request.resume:

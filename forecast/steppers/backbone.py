@@ -14,7 +14,11 @@ residual mode) the backbone sees the departures of its input states from the
 climatology (the seasonal cycle plus, with a diurnal table, the hour-of-day
 anomaly) and predicts the departure of the next state: a named input
 ``"climatology"`` holds the climatology at the history's times and at the
-next one.
+next one. With prescribed forcings (``prescribed``: sea-surface temperature ...) the
+backbone also sees those fields at the valid time of the latest state,
+normalised by the statistics recorded with the checkpoint, after the time
+forcings; they are read from a forcing store handed over with
+:meth:`BackboneStepper.use_forcing_store` (:mod:`forecast.prescribed`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 import torch
 
 from forecast.diurnal import DiurnalBaseline
-from forecast.errors import DataError, GridError
+from forecast.errors import ConfigError, DataError, GridError
 from forecast.forcings import TIME_FORCINGS, Forcings, stack_forcings, time_forcings
 from forecast.grid import Grid
 from forecast.models import build_model, get_spec, hparams_to_dict, validate_hparams
@@ -81,6 +85,10 @@ class BackboneStepper(StateStepper):
         equiangular grid (FourCastNet v1: the 720 northernmost of the 721
         rows at 0.25 degree); the pole row of each output is a copy of the
         row next to it, so states stay on ``grid``.
+    prescribed : Normalizer, optional
+        Names (its ``channels``) and mean/std of prescribed fields read from
+        a forcing store at each step's input time and fed after the time
+        forcings (normalised with these statistics), e.g. ``sst``. None: none.
     """
 
     kind = "backbone"
@@ -101,9 +109,14 @@ class BackboneStepper(StateStepper):
         residual: bool = True,
         diurnal: tuple[Sequence[float] | np.ndarray, np.ndarray] | None = None,
         drop_south_pole: bool = False,
+        prescribed: Normalizer | None = None,
         seasonal: np.ndarray | None = None,
     ):
         super().__init__(channels, grid, step, normalizer, history)
+        self.prescribed = prescribed
+        self._prescribed_names = _check_prescribed(prescribed, self.channels)
+        #: the forcing store the prescribed fields are read from (:meth:`use_forcing_store`)
+        self.forcing_store: Any = None
         self.model_name = model_name
         self.hparams = hparams_to_dict(validate_hparams(get_spec(model_name), hparams))
         self.use_forcings = bool(forcings)
@@ -111,7 +124,9 @@ class BackboneStepper(StateStepper):
         self.time_forcing_names: tuple[str, ...] = TIME_FORCINGS if forcings else ()
         names = self.channels
         #: channels of :meth:`backbone_inputs`
-        self.in_channels = self.history * len(names) + len(self.time_forcing_names)
+        self.in_channels = (
+            self.history * len(names) + len(self.time_forcing_names) + len(self.prescribed_names)
+        )
         self.drop_south_pole = bool(drop_south_pole)
         #: grid the backbone sees (``grid`` without its pole row when ``drop_south_pole``)
         self.model_grid = without_south_pole(grid) if self.drop_south_pole else grid
@@ -162,7 +177,39 @@ class BackboneStepper(StateStepper):
         names = self.time_forcing_names
         if self.diurnal is not None and self.residual:
             names += (DIURNAL_CHANGE,)
-        return names + ((CLIMATOLOGY,) if self.seasonal is not None else ())
+        if self.seasonal is not None:
+            names += (CLIMATOLOGY,)
+        return names + self.prescribed_names
+
+    @property
+    def prescribed_names(self) -> tuple[str, ...]:
+        """Prescribed fields read from a forcing store, in the backbone's order (maybe none)."""
+        return self._prescribed_names
+
+    def use_forcing_store(self, store: Any) -> None:
+        """Read the prescribed fields from ``store`` from now on.
+
+        Parameters
+        ----------
+        store : forecast.prescribed.ForcingStore
+            Opened on :attr:`prescribed_names` (checked against the grid and
+            calendar by :func:`forecast.prescribed.connect_forcing_store`).
+
+        Raises
+        ------
+        ConfigError
+            The stepper takes no prescribed fields, or the store serves others.
+        """
+        if not self.prescribed_names:
+            super().use_forcing_store(store)
+        if tuple(store.names) != self.prescribed_names:
+            raise ConfigError(
+                f"the forcing store serves {', '.join(store.names)}, the model takes "
+                f"{', '.join(self.prescribed_names)}",
+                path=getattr(store, "location", None),
+                hint="open the forcing store on the model's prescribed_names",
+            )
+        self.forcing_store = store
 
     def extra_repr(self) -> str:
         return (
@@ -186,21 +233,31 @@ class BackboneStepper(StateStepper):
             Each time forcing ``(batch, lat, lon)`` float32 (none without
             forcings); with a diurnal baseline also ``"diurnal_change"``
             ``(batch, channel, lat, lon)``, the change of the normalised
-            hour-of-day anomaly from ``times`` to ``times + step``.
+            hour-of-day anomaly from ``times`` to ``times + step``; each
+            prescribed field ``(batch, lat, lon)`` at ``times``, normalised.
+
+        Raises
+        ------
+        ConfigError
+            The stepper takes prescribed fields and has no forcing store.
+        DataError
+            The forcing store lacks one of ``times``.
         """
-        if not self.use_forcings:
-            return {}
         values = np.atleast_1d(np.asarray(times))
-        fields = time_forcings(values, self.grid, self.device)
-        if self.diurnal is not None and self.residual:
-            fields[DIURNAL_CHANGE] = self.diurnal.change(values, self.step)
-        if self.seasonal is not None:  # one calendar conversion for every time: it costs per call
-            offsets = range(1 - self.history, 2)
-            shifted = np.concatenate([shift_times(values, k * self.step) for k in offsets])
-            climatology = self.climatology(shifted).to(self.device)
-            fields[CLIMATOLOGY] = climatology.reshape(
-                len(offsets), len(values), *climatology.shape[1:]
-            ).transpose(0, 1)
+        fields: dict[str, torch.Tensor] = {}
+        if self.use_forcings:
+            fields = time_forcings(values, self.grid, self.device)
+            if self.diurnal is not None and self.residual:
+                fields[DIURNAL_CHANGE] = self.diurnal.change(values, self.step)
+            if self.seasonal is not None:  # one calendar conversion for all times (per-call cost)
+                offsets = range(1 - self.history, 2)
+                shifted = np.concatenate([shift_times(values, k * self.step) for k in offsets])
+                climatology = self.climatology(shifted).to(self.device)
+                fields[CLIMATOLOGY] = climatology.reshape(
+                    len(offsets), len(values), *climatology.shape[1:]
+                ).transpose(0, 1)
+        if self.prescribed_names:
+            fields.update(self._prescribed_fields(values))
         return fields
 
     def climatology(self, times: Sequence | np.ndarray) -> torch.Tensor:
@@ -219,6 +276,21 @@ class BackboneStepper(StateStepper):
             state = state + self.diurnal.at_hours(hours).to(state.device)
         return state
 
+    def _prescribed_fields(self, times: np.ndarray) -> dict[str, torch.Tensor]:
+        """The prescribed fields at ``times``, normalised: each ``(batch, lat, lon)`` float32."""
+        from forecast.prescribed import normalise_fields
+
+        if self.forcing_store is None:
+            raise ConfigError(
+                f"this model takes the prescribed forcing(s) {', '.join(self.prescribed_names)} "
+                "and has no forcing store",
+                hint="give --forcing-store STORE.zarr (forecast.prescribed.connect_forcing_store)",
+            )
+        assert self.prescribed is not None, "prescribed names come with their statistics"
+        block = normalise_fields(self.forcing_store.read(times), self.prescribed)
+        tensor = torch.from_numpy(block).to(self.device)  # (batch, name, lat, lon)
+        return {name: tensor[:, k] for k, name in enumerate(self.prescribed_names)}
+
     # -- normalised step (training) ---------------------------------------------------------------
     def backbone_inputs(self, x: torch.Tensor, forcings: Forcings | None = None) -> torch.Tensor:
         """What the backbone sees: the history stacked along channels, then the time forcings.
@@ -233,8 +305,8 @@ class BackboneStepper(StateStepper):
         Returns
         -------
         torch.Tensor
-            ``(batch, history * channel + len(TIME_FORCINGS), lat, lon)`` (no
-            forcing channels without forcings).
+            ``(batch, history * channel + len(TIME_FORCINGS) + len(prescribed_names), lat, lon)``
+            (no time forcing channels without forcings).
 
         Raises
         ------
@@ -263,8 +335,9 @@ class BackboneStepper(StateStepper):
         if self.seasonal is not None:  # departures from the climatology
             x = x - forcings[CLIMATOLOGY][:, : self.history].to(x.dtype)
         inputs = x.reshape(batch, self.history * len(self.channels), *self.grid.shape)
-        if self.time_forcing_names:
-            fields = stack_forcings(forcings, self.time_forcing_names)
+        fed = self.time_forcing_names + self.prescribed_names
+        if fed:
+            fields = stack_forcings(forcings, fed)
             inputs = torch.cat([inputs, fields.to(inputs.dtype)], dim=1)
         return inputs
 
@@ -363,6 +436,7 @@ class BackboneStepper(StateStepper):
             "diurnal_hours": None if self.diurnal is None else list(self.diurnal.hours),
             "drop_south_pole": self.drop_south_pole,
             "seasonal_harmonics": None if self.seasonal is None else self.seasonal.harmonics,
+            "prescribed": None if self.prescribed is None else self.prescribed.to_dict(),
         }
 
     @classmethod
@@ -370,6 +444,7 @@ class BackboneStepper(StateStepper):
         """Inverse of :meth:`config` (weights freshly initialised; diurnal and seasonal tables of zeros)."""
         grid = Grid.from_dict(config["grid"])
         hours = config.get("diurnal_hours")  # absent from checkpoints of earlier versions
+        prescribed = config.get("prescribed")
         diurnal = None
         if hours:
             diurnal = (hours, np.zeros((len(hours), len(config["channels"]), *grid.shape)))
@@ -390,7 +465,27 @@ class BackboneStepper(StateStepper):
             diurnal=diurnal,
             drop_south_pole=bool(config.get("drop_south_pole", False)),  # absent before imports
             seasonal=seasonal,
+            prescribed=Normalizer.from_dict(prescribed) if prescribed else None,  # absent before
         )
+
+
+def _check_prescribed(prescribed: Normalizer | None, channels: tuple[str, ...]) -> tuple[str, ...]:
+    """The names of ``prescribed``, checked: distinct, not state channels or other forcings."""
+    if prescribed is None:
+        return ()
+    names = tuple(str(n) for n in prescribed.channels)
+    reserved = set(TIME_FORCINGS) | {DIURNAL_CHANGE, CLIMATOLOGY}
+    clash = [n for n in names if n in channels or n in reserved]
+    if not names or len(set(names)) != len(names) or clash:
+        detail = f" ({', '.join(clash)} clash)" if clash else ""
+        raise ConfigError(
+            f"prescribed forcings {list(names)} must be distinct and not state channels or "
+            f"time forcings{detail}",
+            hint="list each prescribed variable once in --forcing-vars, and not in --channels",
+        )
+    if np.any(np.asarray(prescribed.std) <= 0):
+        raise DataError("prescribed forcing std must be positive for every variable")
+    return names
 
 
 def without_south_pole(grid: Grid) -> Grid:

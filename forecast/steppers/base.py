@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from forecast.errors import DataError, GridError
+from forecast.errors import ConfigError, DataError, GridError
 from forecast.grid import Grid
 from forecast.normalize import Normalizer
 
@@ -96,6 +96,25 @@ class StateStepper(nn.Module):
     def device(self) -> torch.device:
         """Where the stepper's tensors live."""
         return self.mean.device
+
+    @property
+    def prescribed_names(self) -> tuple[str, ...]:
+        """Prescribed fields read from a forcing store (none unless a family takes them)."""
+        return ()
+
+    def use_forcing_store(self, store) -> None:
+        """Refuse a forcing store: this stepper takes no prescribed fields.
+
+        Raises
+        ------
+        ConfigError
+            Always (a family that takes prescribed fields overrides this).
+        """
+        raise ConfigError(
+            f"this {getattr(self, 'kind', 'model')} model takes no prescribed forcings",
+            path=getattr(store, "location", None),
+            hint="drop the forcing store",
+        )
 
     def normalize(self, state: torch.Tensor) -> torch.Tensor:
         """``(..., channel, lat, lon)`` physical -> normalised (float32)."""

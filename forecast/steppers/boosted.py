@@ -98,6 +98,15 @@ class BoostedStepper(StateStepper):
         """The first model's forcings at ``times``."""
         return self.first.forcings(times)
 
+    @property
+    def prescribed_names(self) -> tuple[str, ...]:
+        """The first model's prescribed fields."""
+        return self.first.prescribed_names
+
+    def use_forcing_store(self, store) -> None:
+        """Hand the forcing store to the first model (whose forcings the booster sees too)."""
+        self.first.use_forcing_store(store)
+
     def train(self, mode: bool = True) -> BoostedStepper:
         """Set the booster's mode; the frozen first model stays in eval mode."""
         super().train(mode)

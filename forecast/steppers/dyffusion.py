@@ -69,7 +69,12 @@ class DYffusionHParams(SFNOHParams):
     dropout : float
         Dropout of the interpolator's block features, in training and sampling.
     forecaster_dropout : float
-        Dropout of the forecaster's block features, in training only.
+        Dropout of the forecaster's block features, in training (and in
+        sampling with ``forecaster_sampling``).
+    forecaster_sampling : bool
+        Keep the forecaster's dropout on when sampling too (at the rate it was
+        trained with, ``forecaster_dropout``), drawing its masks from each
+        member's generator as the interpolator does: a second source of spread.
     condition_forecaster : bool
         Give the forecaster the horizon's history as well as ``x_{t+i}``.
     time_frequencies : int
@@ -81,6 +86,7 @@ class DYffusionHParams(SFNOHParams):
     horizon: Annotated[int, Field(ge=2)] = 4
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     forecaster_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    forecaster_sampling: bool = False
     condition_forecaster: bool = True
     time_frequencies: PositiveInt = 8
     interpolator: dict[str, Any] = Field(default_factory=dict)
@@ -314,7 +320,8 @@ class DYffusionStepper(StateStepper):
         forcings : Forcings
             :meth:`forcings` at the valid times of ``start[:, -1]``.
         generators : torch.Generator or sequence of them, optional
-            Draw the forecaster's dropout masks (training; it has none when sampling).
+            Draw the forecaster's dropout masks (training, and sampling with
+            ``forecaster_sampling``).
         """
         batch = state.shape[0]
         parts = [state]
@@ -339,8 +346,9 @@ class DYffusionStepper(StateStepper):
         """One horizon by cold sampling, normalised: ``(h, batch, channel, lat, lon)``.
 
         ``x`` is ``(batch, history, channel, lat, lon)``; ``generators`` (one
-        per row) switch the interpolator's dropout on with per-row masks;
-        without them dropout follows the train/eval mode.
+        per row) switch the interpolator's dropout on with per-row masks (and
+        the forecaster's, with ``forecaster_sampling``); without them dropout
+        follows the train/eval mode.
         """
         self._check_shape(x, "normalised input")
         batch = x.shape[0]
@@ -351,8 +359,10 @@ class DYffusionStepper(StateStepper):
         def interpolate(end: torch.Tensor, i: int) -> torch.Tensor:
             return self.interpolate(x, end, offsets(i), forcings, generators)
 
+        forecaster_generators = generators if self.spec.forecaster_sampling else None
+
         def forecast(state: torch.Tensor, i: int) -> torch.Tensor:
-            return self.forecast(state, x, offsets(i), forcings)
+            return self.forecast(state, x, offsets(i), forcings, forecaster_generators)
 
         return torch.stack(cold_sample(x[:, -1], interpolate, forecast, self.horizon))
 

@@ -12,10 +12,12 @@ import torch
 from forecast import staging, storage
 from forecast.errors import ConfigError, DataError
 from forecast.grid import Grid
-from forecast.stepper import TrainableStepper
+from forecast.prescribed import TRAINING_COVERAGE_HINT, ForcingStore, connect_forcing_store
+from forecast.stepper import PrescribedStepper, TrainableStepper
 from forecast.store import (
     open_store,
     require_channels,
+    store_calendar,
     store_channels,
     store_grid,
     store_step,
@@ -69,9 +71,11 @@ def train(
     ------
     DataError
         Store lacks channels, is too short for history plus K steps, or the
-        validation period lies outside it.
+        validation period lies outside it; the forcing store lacks a
+        variable, is on another grid or calendar, or misses a time of the store.
     ConfigError
-        Invalid options, or an existing run in ``request.out`` without ``resume``.
+        Invalid options, an existing run in ``request.out`` without ``resume``,
+        or a model with prescribed forcings and no ``request.forcing_store``.
     TrainingDivergedError
         The loss became NaN/inf (the message names the step and channels).
     """
@@ -91,6 +95,14 @@ def train(
         channels = list(request.channels) if request.channels else store_channels(ds)
         require_channels(ds, channels, path)
         times = np.asarray(ds["time"].values)
+        calendar = store_calendar(ds)
+        forcing = None
+        fresh = not request.resume and stepper is None and first is None
+        if request.forcing_vars and request.forcing_store is not None and fresh:
+            forcing = ForcingStore(
+                request.forcing_store, request.forcing_vars, store_grid(ds), calendar
+            )
+            forcing.check_covers(times, "the training store", TRAINING_COVERAGE_HINT)
         targets = family(request.model).window_targets(request)
         train_starts, val_starts = split_windows(
             times,
@@ -118,9 +130,33 @@ def train(
             stepper, state = _resume(out_dir, channels, store_grid(ds), store_step(ds))
         elif stepper is None and first is None:
             torch.manual_seed(request.seed)
-            stepper = family(request.model).build(request, ds, channels, times[train_starts])
+            prescribed = forcing.statistics() if forcing is not None else None
+            stepper = family(request.model).build(
+                request, ds, channels, times[train_starts], prescribed
+            )
         trained = stepper if stepper is not None else first
         assert trained is not None, "built, resumed, given or boosted"
+        taken = tuple(getattr(trained, "prescribed_names", ()))
+        if request.forcing_vars and tuple(request.forcing_vars) != taken:
+            raise ConfigError(
+                f"the model takes the prescribed forcings {list(taken)}, not --forcing-vars "
+                f"{','.join(request.forcing_vars)}",
+                path=out_dir if request.resume else None,
+                hint="resume with the original --forcing-vars, or drop the option",
+            )
+        if forcing is not None:  # opened and checked above, for the fresh model's statistics
+            assert isinstance(trained, PrescribedStepper), "built with prescribed forcings"
+            trained.use_forcing_store(forcing)
+        else:
+            connect_forcing_store(
+                trained,
+                request.forcing_store,
+                calendar,
+                times,
+                model=_model_label(request),
+                what="the training store",
+                hint=TRAINING_COVERAGE_HINT,
+            )
         model_channels = list(trained.channels)
         if model_channels != channels:
             raise DataError(
@@ -151,6 +187,8 @@ def train(
         }
         if request.boost is not None:
             provenance["boost"] = storage.normalise(request.boost)
+        if request.forcing_store is not None:
+            provenance["forcing_store"] = storage.normalise(request.forcing_store)
         on_save = None if remote is None else _publisher(out_dir, remote)
         loop = TrainingLoop(
             stepper, windows, context, request, provenance=provenance, on_save=on_save
@@ -162,6 +200,15 @@ def train(
         return loop.run(stop_after=stop_after)
     finally:
         context.close()
+
+
+def _model_label(request: TrainRequest) -> str:
+    """How messages name the model a run trains (a resumed run, a boosted checkpoint, a fresh one)."""
+    if request.resume:
+        return f"the run in {request.out}"
+    if request.boost is not None:
+        return f"the --boost checkpoint {request.boost}"
+    return f"--model {request.model} without --forcing-vars"
 
 
 def _check_run_directory(out_dir: Path, resume: bool, shown: str | None = None) -> None:

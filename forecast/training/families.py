@@ -29,8 +29,11 @@ from forecast.training.request import TrainRequest
 
 __all__ = ["FAMILIES", "Family", "family", "family_names", "validate_family_hparams"]
 
-#: ``build(request, store, channels, training_start_times) -> fresh stepper``.
-Builder = Callable[[TrainRequest, xr.Dataset, list[str], np.ndarray], TrainableStepper]
+#: ``build(request, store, channels, training_start_times, prescribed) -> fresh stepper``;
+#: ``prescribed`` the statistics of the prescribed forcings (``--forcing-vars``) or None.
+Builder = Callable[
+    [TrainRequest, xr.Dataset, list[str], np.ndarray, Normalizer | None], TrainableStepper
+]
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,9 @@ class Family:
     hparams : type of HParams
         Validated hyperparameters with their defaults.
     build : callable
-        ``build(request, store, channels, start_times)``: a freshly initialised stepper.
+        ``build(request, store, channels, start_times, prescribed)``: a freshly
+        initialised stepper; ``prescribed`` (a :class:`Normalizer` of the
+        ``--forcing-vars``, or None) its prescribed forcings.
     window_targets : callable
         ``window_targets(request)``: future states a training window needs.
     description : str
@@ -56,7 +61,11 @@ class Family:
 
 
 def _backbone(
-    request: TrainRequest, ds: xr.Dataset, channels: list[str], start_times: np.ndarray
+    request: TrainRequest,
+    ds: xr.Dataset,
+    channels: list[str],
+    start_times: np.ndarray,
+    prescribed: Normalizer | None = None,
 ) -> BackboneStepper:
     """A freshly initialised backbone stepper on the store's grid and step."""
     diurnal = diurnal_cycle(ds, channels, start_times) if request.diurnal_baseline else None
@@ -73,17 +82,28 @@ def _backbone(
         residual=request.residual,
         diurnal=diurnal,
         seasonal=seasonal,
+        prescribed=prescribed,
     )
 
 
 def _dyffusion(
-    request: TrainRequest, ds: xr.Dataset, channels: list[str], start_times: np.ndarray
+    request: TrainRequest,
+    ds: xr.Dataset,
+    channels: list[str],
+    start_times: np.ndarray,
+    prescribed: Normalizer | None = None,
 ) -> DYffusionStepper:
     """A freshly initialised DYffusion stepper (interpolator and forecaster SFNOs)."""
     if request.seasonal_baseline:
         raise ConfigError(
             "dyffusion forecasts the states themselves: --seasonal-baseline does not apply",
             hint="drop --seasonal-baseline",
+        )
+    if prescribed is not None:
+        raise ConfigError(
+            "prescribed forcings (--forcing-vars) are fed to the backbones sfno, afno and fno; "
+            "dyffusion does not take them yet",
+            hint="drop --forcing-vars/--forcing-store, or train --model sfno",
         )
     if not request.residual:
         raise ConfigError(

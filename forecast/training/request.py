@@ -67,6 +67,23 @@ class TrainRequest:
             "frozen checkpoint; the result holds both (its history, forcings and channels are used)"
         },
     )
+    forcing_store: str | Path | None = field(
+        default=None,
+        metadata={
+            "help": "forcing store (a store of 'forecast ingest' on the same grid and calendar, "
+            "a path or URL) holding the --forcing-vars fields over the whole training store",
+            "metavar": "STORE.zarr",
+        },
+    )
+    forcing_vars: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "prescribed fields of --forcing-store (e.g. sst) fed to the backbone at each "
+            "step's input time; the checkpoint records them, and 'forecast run' then needs "
+            "--forcing-store",
+            "metavar": "VAR,...",
+        },
+    )
     # -- data -------------------------------------------------------------------------------------
     val_start: str | None = _option(
         None, "first time of the held-out validation period, e.g. 2014-01-01"
@@ -137,6 +154,11 @@ class TrainRequest:
         object.__setattr__(self, "out", _location(self.out))
         if self.boost is not None:
             object.__setattr__(self, "boost", _location(self.boost))
+        if self.forcing_store is not None:
+            object.__setattr__(self, "forcing_store", _location(self.forcing_store))
+        if self.forcing_vars is not None:
+            names = tuple(str(c) for c in self.forcing_vars)
+            object.__setattr__(self, "forcing_vars", names or None)
         object.__setattr__(self, "hparams", dict(self.hparams or {}))
         if self.channels is not None:
             object.__setattr__(self, "channels", tuple(str(c) for c in self.channels))
@@ -153,6 +175,7 @@ class TrainRequest:
             _check_schedule(self.rollout_schedule, self.rollout_steps, self.max_steps)
         if self.ensemble_size > 1 and self.ensemble_noise == 0:
             raise ConfigError("an ensemble needs --ensemble-noise > 0")
+        _check_forcing_options(self)
 
     def replace(self, **changes: Any) -> TrainRequest:
         """A copy with ``changes`` (validated again)."""
@@ -171,6 +194,20 @@ class TrainRequest:
                 value = dict(value)
             out[item.name] = value
         return out
+
+
+def _check_forcing_options(request: TrainRequest) -> None:
+    """``--forcing-vars`` needs ``--forcing-store``, and does not go with ``--boost``."""
+    if request.forcing_vars and request.forcing_store is None:
+        raise ConfigError(
+            f"--forcing-vars {','.join(request.forcing_vars)} needs --forcing-store",
+            hint="add --forcing-store STORE.zarr holding those variables",
+        )
+    if request.forcing_vars and request.boost is not None:
+        raise ConfigError(
+            "--boost takes its prescribed forcings from its checkpoint, not --forcing-vars",
+            hint="drop --forcing-vars (keep --forcing-store if the checkpoint takes forcings)",
+        )
 
 
 def _location(value: str | Path) -> str | Path:

@@ -201,6 +201,26 @@ def test_same_seed_same_sample_whatever_the_batch():
     np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_forecaster_sampling_keeps_the_forecasters_dropout_on():
+    """``forecaster_sampling``: the forecaster's trained dropout is a second source of spread."""
+    x = state(batch=2)
+    times = np.repeat(TIMES[:1], 2)
+    trained_only = make(dropout=0.0, forecaster_dropout=0.3)
+    a = trained_only.advance_block(x, times, seeds=[1, 2])
+    b = trained_only.advance_block(x, times, seeds=[3, 4])
+    np.testing.assert_array_equal(a.numpy(), b.numpy())  # off when sampling by default
+    sampled = make(dropout=0.0, forecaster_dropout=0.3, forecaster_sampling=True)
+    sampled.load_state_dict(trained_only.state_dict())
+    c = sampled.advance_block(x, times, seeds=[1, 2])
+    d = sampled.advance_block(x, times, seeds=[3, 4])
+    assert (c - d).abs().max() > 1.0  # z500 in m2 s-2: other seeds, other forecaster masks
+    np.testing.assert_array_equal(c.numpy(), sampled.advance_block(x, times, seeds=[1, 2]).numpy())
+    alone = sampled.advance_block(x[1:2], times[1:2], seeds=[2])
+    torch.testing.assert_close(c[1:2], alone, rtol=1e-5, atol=1e-2)  # a member is its seed's
+    # The first state of a horizon already comes from the forecaster (F(x_t, 0), then I).
+    assert (c[:, 0] - a[:, 0]).abs().max() > 1.0
+
+
 def test_stepper_block_is_cold_sampling_of_its_networks(monkeypatch):
     """The stepper hands cold sampling its interpolator and forecaster at the right times."""
     stepper = make(history=2)

@@ -37,16 +37,19 @@ def _smooth(rng: np.random.Generator, shape: tuple) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "compressors", [tuple(CHUNK_CODECS), (FAST_COMPRESSOR,)], ids=["blosc+crc32c", "blosc"]
+    "compressors",
+    [tuple(CHUNK_CODECS), (FAST_COMPRESSOR,), ()],
+    ids=["blosc+crc32c", "blosc", "raw"],
 )
-def test_data_chunks_are_byte_identical_to_zarrs(tmp_path: Path, compressors) -> None:
+@pytest.mark.parametrize("atomic", [True, False], ids=["renamed", "in-place"])
+def test_data_chunks_are_byte_identical_to_zarrs(tmp_path: Path, compressors, atomic) -> None:
     rng = np.random.default_rng(0)
     shape = (7, 3, 19, 36)
     values = _smooth(rng, shape)
     ours, theirs = tmp_path / "ours.zarr", tmp_path / "theirs.zarr"
     array = _array(ours, "data", shape, (1, 3, 19, 36), compressors)
     reference = _array(theirs, "data", shape, (1, 3, 19, 36), compressors)
-    writer = fast_writer(array)
+    writer = fast_writer(array, atomic=atomic)
     assert isinstance(writer, ChunkWriter)  # the direct path, not the fallback
     writer[0:4] = values[0:4]
     writer[4:7] = values[4:7]
@@ -132,3 +135,25 @@ def test_a_failed_chunk_write_names_the_chunk_file(tmp_path: Path) -> None:
     with pytest.raises(OSError) as caught:
         fast_writer(array)[0:2] = np.zeros((2, 1, 3, 4), dtype=np.float32)
     assert caught.value.filename == str(tmp_path / "s.zarr" / "data" / "c.1.0.0.0")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("compressors", [tuple(CHUNK_CODECS), ()], ids=["blosc+crc32c", "raw"])
+def test_read_chunk_equals_zarrs_read(tmp_path: Path, channels: int, compressors) -> None:
+    """Decoded straight from the chunk file as Zarr decodes it; one channel leaves its axis out."""
+    from pipelines.chunkwriter import read_chunk
+
+    shape = (4, channels, 19, 36)
+    values = _smooth(np.random.default_rng(1), shape)
+    array = _array(tmp_path / "s.zarr", "data", shape, (1, channels, 19, 36), compressors)
+    fast_writer(array)[:] = values
+    out = np.empty(shape[1:], dtype=np.float32)
+    for t in range(shape[0]):
+        np.testing.assert_array_equal(read_chunk(array, (t,), out), array[t])
+    if compressors:  # a damaged chunk fails its checksum instead of decoding into wrong numbers
+        path = tmp_path / "s.zarr" / "data" / ("c.2.0.0.0")
+        damaged = bytearray(path.read_bytes())
+        damaged[len(damaged) // 2] ^= 0xFF
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(OSError, match="CRC32C"):
+            read_chunk(array, (2,), out)

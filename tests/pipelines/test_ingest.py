@@ -151,8 +151,8 @@ def test_block_size_does_not_change_the_store(
     monkeypatch.setattr(
         graph,
         "block_bounds",
-        lambda chunks, step_bytes: (
-            blocks.extend(bounds(chunks, step_bytes)) or bounds(chunks, step_bytes)
+        lambda chunks, step_bytes, breaks=(): (
+            blocks.extend(bounds(chunks, step_bytes, breaks)) or bounds(chunks, step_bytes, breaks)
         ),
     )
     ingest([str(p) for p in two_months], b, progress=False)
@@ -225,12 +225,18 @@ def test_append_extends_and_keeps_statistics(tmp_path: Path, two_months: list[Pa
         ingest([two_months[1]], part, append=True, progress=False)
 
 
-def test_append_recompute_statistics(tmp_path: Path, two_months: list[Path]) -> None:
+@pytest.mark.parametrize("block_bytes", [None, 2**40], ids=["default-blocks", "one-block"])
+def test_append_recompute_statistics(
+    tmp_path: Path, two_months: list[Path], monkeypatch: pytest.MonkeyPatch, block_bytes
+) -> None:
     full, part = tmp_path / "full.zarr", tmp_path / "part.zarr"
     ingest([str(p) for p in two_months], full, progress=False)
     ingest([two_months[0]], part, progress=False)
+    if block_bytes:  # old and new steps would fit one block: it used to be read back, never written
+        monkeypatch.setattr("pipelines.graph.BLOCK_BYTES", block_bytes)
     ingest([two_months[1]], part, append=True, recompute_statistics=True, progress=False)
     sp, sf = open_store(part), open_store(full)
+    np.testing.assert_array_equal(sp["data"].values, sf["data"].values)
     for name in ("mean", "std", "diff_std"):
         np.testing.assert_allclose(sp[name].values, sf[name].values, rtol=1e-10)
     np.testing.assert_allclose(sp["climatology"].values, sf["climatology"].values, rtol=1e-6)

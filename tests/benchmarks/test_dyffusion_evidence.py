@@ -1,0 +1,130 @@
+"""benchmarks/dyffusion_evidence.py: its options become the right ``forecast`` commands.
+
+The script's ``forecast`` calls are recorded instead of run; the recorded
+``forecast train`` and ``forecast run`` command lines are then resolved by the
+real command-line parser and config merging, so what is checked is what the
+commands would train and sample with.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from forecast.cli.config import resolve
+from forecast.cli.main import COMMANDS, build_parser
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def evidence():
+    spec = importlib.util.spec_from_file_location(
+        "dyffusion_evidence", REPO / "benchmarks" / "dyffusion_evidence.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("dyffusion_evidence", None)
+
+
+@pytest.fixture
+def recorded(evidence, monkeypatch):
+    """The ``forecast`` command lines the script runs (each creates its ``--out`` directory)."""
+    calls: list[list[str]] = []
+
+    def fake(*argv: str, log=None) -> float:
+        calls.append(list(argv))
+        if "--out" in argv and argv[0] == "train":
+            out = Path(argv[argv.index("--out") + 1])
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "latest.ckpt").write_bytes(b"")
+        return 12.5
+
+    monkeypatch.setattr(evidence, "forecast", fake)
+    return calls
+
+
+def resolved(argv: list[str]):
+    """The validated config of a ``forecast`` command line, as the CLI builds it."""
+    namespace = build_parser().parse_args(argv)
+    model = __import__(COMMANDS[argv[0]][0], fromlist=["Config"]).Config
+    return resolve(model, namespace, namespace.config, argv[0])
+
+
+def test_dropout_trains_a_separate_dyffusion_with_that_rate(evidence, recorded, tmp_path):
+    cpu = evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", "--max-steps=500",
+                                   dropout=0.3)  # fmt: skip
+    assert cpu == 12.5
+    (argv,) = recorded
+    assert argv[argv.index("--out") + 1] == str(tmp_path / "dyffusion_dropout0.3")
+    config = resolved(argv).to_request()
+    assert config.model == "dyffusion"
+    assert config.hparams["dropout"] == 0.3
+    # The rest of configs/train/dyffusion_demo.yaml's section stays.
+    assert config.hparams["embed_dim"] == 32 and config.hparams["horizon"] == 4
+    assert config.max_steps == 500
+    assert json.loads((tmp_path / "dyffusion_dropout0.3" / "cpu.json").read_text()) == {
+        "cpu_s": 12.5
+    }
+    # Trained once: a rerun reuses it; the config's own rate trains in "dyffusion".
+    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", dropout=0.3)
+    assert len(recorded) == 1
+    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr")
+    assert recorded[1][recorded[1].index("--out") + 1] == str(tmp_path / "dyffusion")
+    assert resolved(recorded[1]).to_request().hparams["dropout"] == 0.1
+
+
+def test_forecaster_dropout_trains_it_and_keeps_it_on_when_sampling(evidence, recorded, tmp_path):
+    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", dropout=0.3,
+                             forecaster_dropout=0.2)  # fmt: skip
+    (argv,) = recorded
+    assert argv[argv.index("--out") + 1] == str(tmp_path / "dyffusion_dropout0.3_fdropout0.2")
+    hparams = resolved(argv).to_request().hparams
+    assert (hparams["dropout"], hparams["forecaster_dropout"]) == (0.3, 0.2)
+    assert hparams["forecaster_sampling"] is True
+    args = evidence.parser().parse_args(["--forecaster-dropout", "0.2"])
+    assert (args.dropout, args.forecaster_dropout) == (None, 0.2)
+
+
+def test_sfno_steps_skip_the_calibration(evidence, recorded, tmp_path):
+    cpu, steps = evidence.train_sfno(tmp_path, tmp_path / "store.zarr", 170.0, steps=360)
+    assert (cpu, steps) == (12.5, 360)
+    (argv,) = recorded  # no calibration runs
+    request = resolved(argv).to_request()
+    assert request.max_steps == 360
+    assert argv[argv.index("--rollout-schedule") + 1] == "0:1,180:2,288:4"
+
+
+@pytest.mark.parametrize(
+    ("flag", "suffix", "amplitude"),
+    [
+        ([], "", None),
+        (["--dyffusion-grf"], "_grf", "demo"),
+        (["--dyffusion-grf", "0.1,t2m=0.04"], "_grf0.1_t2m0.04", "0.1,t2m=0.04"),
+    ],
+)
+def test_dyffusion_grf_samples_with_the_sfno_perturbations(evidence, flag, suffix, amplitude):
+    args = evidence.parser().parse_args(flag)
+    assert args.dyffusion_grf == amplitude
+    name, options = evidence.grf_options(args.dyffusion_grf)
+    assert name == suffix
+    base = ["run", "--checkpoint", "m.ckpt", "--data", "s.zarr", "--out", "f.zarr", "--init",
+            "2020-04-12T06"]  # fmt: skip
+    request = resolved([*base, *options])
+    if amplitude is None:
+        assert request.perturbation == "none"
+        return
+    sfno = resolved([*base, "--config", str(REPO / "configs" / "demo" / "run.yaml")])
+    assert request.perturbation == sfno.perturbation == "grf"
+    assert request.perturbation_option_values() == sfno.perturbation_option_values()
+    if amplitude == "demo":
+        assert request.amplitude == sfno.amplitude
+    else:
+        assert request.amplitude != sfno.amplitude
+        assert request.amplitude == resolved([*base, "--amplitude", amplitude]).amplitude
