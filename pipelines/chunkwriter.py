@@ -99,7 +99,7 @@ class ChunkWriter:
         if self._codec is not None:
             self._codec.decode(raw, out=out)
         elif len(raw) == out.nbytes:
-            memoryview(out).cast("B")[:] = raw
+            out.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
         else:
             raise OSError(f"short read of {path}")
         return out

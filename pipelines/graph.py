@@ -102,7 +102,11 @@ class Tasks:
 
     def delayed(self, keys: list) -> list[Delayed]:
         """``keys`` as delayed values of the whole graph (one graph object for all of them)."""
-        graph = HighLevelGraph.from_collections(self.name, self.layer, dependencies=[self.inputs])
+        graph = HighLevelGraph.from_collections(
+            self.name,
+            self.layer,
+            dependencies=[self.inputs],  # type: ignore[list-item]  # a Delayed is a Dask collection
+        )
         return [Delayed(key, graph, layer=self.name) for key in keys]
 
 
