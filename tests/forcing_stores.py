@@ -57,20 +57,28 @@ def write_fields_store(
     std: float | np.ndarray,
     calendar: str = "standard",
     step_hours: int = 6,
+    diff_std: float | np.ndarray | None = None,
+    units: list[str] | None = None,
+    time_chunk: int = 1,
 ) -> Path:
     """A store of forecast.store's layout holding ``data`` ``(time, name, lat, lon)``.
 
-    ``mean``/``std`` per name (or one for all); ``diff_std`` is ``std / 4``.
+    ``mean``/``std``/``diff_std`` per name (or one for all; ``diff_std``
+    defaults to ``std / 4``); ``units`` per name, if given, become
+    ``channel_units``; ``time_chunk`` times a chunk.
     """
     n = len(names)
     mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), (n,))
     std = np.broadcast_to(np.asarray(std, dtype=np.float64), (n,))
+    diff = std / 4.0 if diff_std is None else np.broadcast_to(np.asarray(diff_std), (n,))
+    extra = {} if units is None else {"channel_units": ("channel", np.asarray(units, dtype=object))}
     ds = xr.Dataset(
         {
             "data": (("time", "channel", "latitude", "longitude"), data.astype(np.float32)),
             "mean": ("channel", mean.copy()),
             "std": ("channel", std.copy()),
-            "diff_std": ("channel", std / 4.0),
+            "diff_std": ("channel", np.array(diff, dtype=np.float64)),
+            **extra,
             "climatology": (
                 ("dayofyear", "hour", "channel", "latitude", "longitude"),
                 np.zeros((2, 1, n, grid.nlat, grid.nlon), np.float32),
@@ -95,7 +103,7 @@ def write_fields_store(
             "software_version": "test",
         },
     )
-    ds["data"].encoding = {"chunks": (1, n, grid.nlat, grid.nlon)}
+    ds["data"].encoding = {"chunks": (time_chunk, n, grid.nlat, grid.nlon)}
     if calendar != "standard":
         ds["time"].encoding = {"units": "hours since 2000-01-01", "calendar": calendar}
     with warnings.catch_warnings():

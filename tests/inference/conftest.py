@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import xarray as xr
@@ -16,7 +14,8 @@ from forecast.channels import channel_info
 from forecast.grid import Grid
 from forecast.normalize import Normalizer
 from forecast.steppers import BackboneStepper
-from forecast.store import STORE_FORMAT_VERSION, open_store
+from forecast.store import open_store
+from tests.forcing_stores import store_times, write_fields_store
 
 CHANNELS = ["z500", "t850", "u10m", "t2m"]
 MEANS = np.array([54000.0, 275.0, 0.0, 285.0])
@@ -41,12 +40,7 @@ def write_store(
     """A store with the layout of forecast.store: smooth fields drifting eastwards (``time_chunk`` times a chunk)."""
     grid = Grid.equiangular(nlat, nlon)
     units = units or {}
-    if calendar == "standard":
-        times = pd.date_range(start, periods=periods, freq=f"{step_hours}h").values
-    else:
-        times = xr.date_range(
-            start, periods=periods, freq=f"{step_hours}h", calendar=calendar, use_cftime=True
-        ).values
+    times = store_times(start, periods, calendar, step_hours)
     lat = np.deg2rad(grid.latitude)[:, None]
     lon = np.deg2rad(grid.longitude)[None, :]
     index = [CHANNELS.index(c) for c in channels]
@@ -57,47 +51,20 @@ def write_store(
                 lon + 0.1 * t
             )
             data[t, k] = mean_factor * (MEANS[c] + STDS[c] * pattern)
-    ds = xr.Dataset(
-        {
-            "data": (("time", "channel", "latitude", "longitude"), data),
-            "mean": ("channel", mean_factor * MEANS[index]),
-            "std": ("channel", STDS[index]),
-            "diff_std": ("channel", STDS[index] * 0.2),
-            "channel_units": (
-                "channel",
-                np.asarray([units.get(c, channel_info(c).units) for c in channels], dtype=object),
-            ),
-            "climatology": (
-                ("dayofyear", "hour", "channel", "latitude", "longitude"),
-                np.zeros((2, 1, len(channels), nlat, nlon), np.float32),
-            ),
-        },
-        coords={
-            "time": times,
-            "channel": channels,
-            "latitude": grid.latitude,
-            "longitude": grid.longitude,
-            "dayofyear": [1, 2],
-            "hour": [0],
-        },
-        attrs={
-            "store_format_version": STORE_FORMAT_VERSION,
-            "grid_kind": grid.kind,
-            "time_step": f"{step_hours}h",
-            "calendar": calendar,
-            "statistics_start": str(times[0]),
-            "statistics_end": str(times[-1]),
-            "sources": "tests",
-            "software_version": "test",
-        },
+    return write_fields_store(
+        path,
+        times,
+        grid,
+        data,
+        tuple(channels),
+        mean_factor * MEANS[index],
+        STDS[index],
+        calendar,
+        step_hours,
+        diff_std=STDS[index] * 0.2,
+        units=[units.get(c, channel_info(c).units) for c in channels],
+        time_chunk=time_chunk,
     )
-    ds["data"].encoding = {"chunks": (time_chunk, len(channels), nlat, nlon)}
-    if calendar != "standard":
-        ds["time"].encoding = {"units": "hours since 2000-01-01", "calendar": calendar}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds.to_zarr(path, mode="w", consolidated=True, zarr_format=3)
-    return path
 
 
 def make_stepper(

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +20,7 @@ from inference.restart import restart_dir
 from inference.schedule import manifest_path
 from inference.writers import writer_for
 from tests.inference.conftest import CHANNELS, run
+from tests.killing import kill_when
 
 REPO = Path(__file__).resolve().parents[2]
 INIT = "2000-02-29T00"  # 360_day: February has a 29th and a 30th
@@ -147,20 +145,8 @@ def test_killed_climate_run_resumes_mid_month_to_the_same_means(tmp_path, store_
         [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     marker = restart_dir(out) / "batch-000000.pt"
-    deadline = time.monotonic() + 180
-    try:
-        # kill in the middle of March (leads 8.. are March): a month's sum is half done
-        while time.monotonic() < deadline and process.poll() is None:
-            if marker.exists() and _restart_lead(marker) >= 12:
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, process.stderr.read().decode()
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.stderr.close()
+    # kill in the middle of March (leads 8.. are March): a month's sum is half done
+    kill_when(process, lambda: marker.exists() and _restart_lead(marker) >= 12, timeout=180)
     killed_at = _restart_lead(marker)
     assert 12 <= killed_at < STEPS
     assert xr.open_zarr(product_path(out, "monthly"))["t2m"].isnull().any()  # March not written yet

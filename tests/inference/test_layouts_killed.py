@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,7 @@ from inference.initial import parse_init_spec
 from inference.schedule import lock_path, progress_dir
 from tests.inference.conftest import CHANNELS
 from tests.inference.conftest import run as run_forecast
+from tests.killing import kill_when
 
 REPO = Path(__file__).resolve().parents[2]
 INITS = "2020-01-01T06/2020-01-01T12/6h"
@@ -62,25 +60,11 @@ def _start(tmp_path, store_path, out, layout, overwrite=False):
     )
 
 
-def _kill_when(process, ready, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and process.poll() is None and not ready():
-            time.sleep(0.05)
-        assert process.poll() is None, process.stderr.read().decode()
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.stderr.close()
-
-
 def test_killed_wb2_run_resumes_to_the_uninterrupted_forecast(tmp_path, store_path, store, stepper):
     out = tmp_path / "killed.zarr"
     marker = progress_dir(out) / "batch-000001.json"
     process = _start(tmp_path, store_path, out, "wb2")
-    _kill_when(process, lambda: marker.exists() and json.loads(marker.read_text())["lead"] >= 2)
+    kill_when(process, lambda: marker.exists() and json.loads(marker.read_text())["lead"] >= 2)
     assert lock_path(out).exists()  # the killed run could not remove it; it is no lock any more
     messages = []
     resumed = run_forecast(
@@ -110,7 +94,7 @@ def test_killed_cdo_overwrite_leaves_the_old_output_whole(tmp_path, store_path, 
     assert len(before) == 2 * 3
     partial = out.with_name(out.name + ".partial")
     process = _start(tmp_path, store_path, out, "cdo", overwrite=True)
-    _kill_when(process, lambda: partial.exists() and len(list(partial.glob("*.nc"))) >= 2)
+    kill_when(process, lambda: partial.exists() and len(list(partial.glob("*.nc"))) >= 2)
     assert {p.name: p.read_bytes() for p in sorted(out.glob("*.nc"))} == before
     again = run_forecast(
         stepper, store, parse_init_spec(INITS, "standard"), STEPS, out, layout="cdo",

@@ -21,6 +21,7 @@ from inference.initial import parse_init_spec, run_valid_times
 from inference.schedule import manifest_path
 from tests.forcing_stores import store_times, write_forcing_store
 from tests.inference.conftest import make_stepper
+from tests.killing import kill_when
 from tests.object_storage import s3, s3_server  # noqa: F401
 
 SST = Normalizer(("sst",), np.array([290.0]), np.array([10.0]), np.array([0.05]))
@@ -256,12 +257,9 @@ run(stepper, open_store({store!r}), init, STEPS, out, writer=_climate_writer(out
 def test_a_killed_climate_run_with_forcings_resumes_to_the_uninterrupted_result(
     tmp_path, store_360_path
 ):
-    import os
-    import signal
     import subprocess
     import sys
     import textwrap
-    import time
 
     from inference.restart import restart_dir
     from tests.inference.test_climate_run import INIT, REDUCE, REPO, STEPS, _restart_lead
@@ -282,19 +280,7 @@ def test_a_killed_climate_run_with_forcings_resumes_to_the_uninterrupted_result(
     killed = tmp_path / "killed.zarr"
     process = launch(killed, 0.1)
     marker = restart_dir(killed) / "batch-000000.pt"
-    deadline = time.monotonic() + 180
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            if marker.exists() and _restart_lead(marker) >= 12:
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, process.stderr.read().decode()
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.stderr.close()
+    kill_when(process, lambda: marker.exists() and _restart_lead(marker) >= 12, timeout=180)
     assert 12 <= _restart_lead(marker) < STEPS
     for out in (killed, tmp_path / "whole.zarr"):  # resume the killed run; run another whole
         process = launch(out, 0)

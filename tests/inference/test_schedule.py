@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from forecast.cli.main import main
 from inference.initial import available_init_times, parse_init_spec
 from inference.schedule import manifest_path, output_for, progress_dir, resolve_latest
 from tests.inference.conftest import CHANNELS, make_stepper, run
+from tests.killing import kill_when
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = dict(members=3, batch_size=2, perturbation="gaussian", seed=5)
@@ -60,19 +59,11 @@ def test_killed_run_resumes_and_equals_uninterrupted_run(tmp_path, store_path, s
         [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     marker = progress_dir(out) / "batch-000001.json"
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            if marker.exists() and json.loads(marker.read_text())["lead"] >= 2:
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, process.stderr.read().decode()
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.stderr.close()
+    kill_when(
+        process,
+        lambda: marker.exists() and json.loads(marker.read_text())["lead"] >= 2,
+        timeout=120,
+    )
     manifest = json.loads(manifest_path(out).read_text())
     assert manifest["status"] == "running"
     done = json.loads(marker.read_text())["lead"]

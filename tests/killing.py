@@ -1,0 +1,29 @@
+"""Killing our own code: SIGKILL a subprocess at the moment a test chooses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+
+
+def kill_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: float = 120.0) -> None:
+    """SIGKILL ``process`` as soon as ``ready()`` holds (polled every 50 ms), or at ``timeout`` seconds.
+
+    Fails with the process's stderr if it ended by itself first, and always
+    leaves it dead with its stderr closed.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and process.poll() is None and not ready():
+            time.sleep(0.05)
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if process.stderr:
+            process.stderr.close()
