@@ -170,6 +170,30 @@ def test_block_size_does_not_change_the_store(
     np.testing.assert_allclose(sa["climatology"].values, sb["climatology"].values, rtol=1e-6)
 
 
+def test_smoothing_tasks_sizes_do_not_change_the_climatology(
+    tmp_path: Path, two_months: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows reread instead of kept (fields over SMOOTH_BYTES): the same bytes; 3-day tasks instead
+    of 64-day ones: the same values to float32 rounding (each task's running sum has its own base)."""
+    from pipelines import graph
+
+    files = [str(p) for p in two_months]
+    kept, reread, short = tmp_path / "kept.zarr", tmp_path / "reread.zarr", tmp_path / "short.zarr"
+    ingest(files, kept, climatology_window_days=5, progress=False)
+    monkeypatch.setattr(graph, "SMOOTH_BYTES", 1)
+    ingest(files, reread, climatology_window_days=5, progress=False)
+    monkeypatch.setattr(graph, "SMOOTH_DAYS", 3)
+    ingest(files, short, climatology_window_days=5, progress=False)
+    ck, cr, cs = (open_store(p)["climatology"].values for p in (kept, reread, short))
+    assert np.isfinite(ck).any()
+    np.testing.assert_array_equal(ck, cr)
+    # float32 departures round relative to each channel's range, plus the result's own ulp
+    span = np.nanmax(ck, axis=(0, 1, 3, 4)) - np.nanmin(ck, axis=(0, 1, 3, 4))
+    bound = 1e-6 * span[None, None, :, None, None] + np.spacing(np.abs(ck))
+    assert np.array_equal(np.isnan(cs), np.isnan(ck))
+    assert (np.nan_to_num(np.abs(cs - ck)) <= np.nan_to_num(bound)).all()
+
+
 @pytest.mark.parametrize("calendar", ["noleap", "360_day"])
 def test_cftime_calendar_survives(tmp_path: Path, calendar: str) -> None:
     times = xr.date_range("2001-02-27", periods=16, freq="6h", calendar=calendar, use_cftime=True)
