@@ -153,12 +153,13 @@ def test_score_refuses_an_unfinished_forecast_unless_allow_partial(
     from inference.initial import parse_init_spec
     from inference.schedule import progress_dir
     from tests.inference.conftest import run as run_forecast
-    from tests.inference.test_layouts_killed import INITS, RUN, STEPS, _kill_when, _start
+    from tests.inference.test_layouts_killed import INITS, RUN, STEPS, _start
+    from tests.killing import kill_when
 
     out = tmp_path / "killed.zarr"
     # 2 inits x 3 members in batches of 2 members: batches 0, 1 hold init 0; 2, 3 init 1
     process = _start(tmp_path, store_path, out, "default")
-    _kill_when(process, lambda: (progress_dir(out) / "batch-000002.json").exists())
+    kill_when(process, lambda: (progress_dir(out) / "batch-000002.json").exists())
     manifest = json.loads(out.with_name(out.name + ".manifest.json").read_text())
     assert manifest["status"] == "running"
     argv = [
