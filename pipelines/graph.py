@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dask
 import dask.array
@@ -183,7 +183,6 @@ class Targets:
     offset: int = 0
     climatology: object | None = None
     means: object | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class FiniteCheck:

@@ -250,13 +250,6 @@ def bin_sum(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return block[rows[0]] if rows.size == 1 else block[rows].sum(axis=0, dtype=np.float64)
 
 
-def bin_sums(
-    block: np.ndarray, bins: dict[tuple[int, int], np.ndarray]
-) -> dict[tuple[int, int], np.ndarray]:
-    """:func:`bin_sum` of every bin of ``bins`` (bin -> rows of ``block``)."""
-    return {key: bin_sum(block, rows) for key, rows in bins.items()}
-
-
 def add_fields(*fields: np.ndarray) -> np.ndarray:
     """Sum of fields in float64."""
     total = np.array(fields[0], dtype=np.float64)
@@ -327,14 +320,3 @@ def window_means(
             add(leaving, -1)
         if counts[entering]:
             add(entering, 1)
-
-
-def smooth(
-    read: Callable[[int], np.ndarray],
-    references: dict[int, np.ndarray],
-    counts: np.ndarray,
-    days: list[int],
-    plan: ClimatologyPlan,
-) -> np.ndarray:
-    """:func:`window_means` of ``days`` as one ``(len(days), channel, lat, lon)`` float32 array."""
-    return np.stack([mean.copy() for mean in window_means(read, references, counts, days, plan)])
