@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from torch_harmonics.quadrature import precompute_latitudes, precompute_longitudes
 
 from forecast.errors import GridError
 
@@ -44,11 +43,17 @@ WB2_GRIDS: dict[str, tuple[int, int]] = {
 
 
 def _th_latitudes(nlat: int, kind: str) -> np.ndarray:
+    # imported here: torch-harmonics imports torch (seconds and ~600 MB per process), which an
+    # ingest, its Dask workers and the scoring do not otherwise need
+    from torch_harmonics.quadrature import precompute_latitudes
+
     colatitude, _ = precompute_latitudes(nlat, grid=kind)
     return 90.0 - np.rad2deg(colatitude.double().numpy())
 
 
 def _th_longitudes(nlon: int) -> np.ndarray:
+    from torch_harmonics.quadrature import precompute_longitudes
+
     return np.rad2deg(precompute_longitudes(nlon).double().numpy())
 
 
