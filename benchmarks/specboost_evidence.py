@@ -132,6 +132,11 @@ def main() -> int:
     )
     parser.add_argument("--fair", choices=("longer", "continue"), default="longer")
     parser.add_argument("--continue-rollout-steps", type=int, default=4)
+    parser.add_argument(
+        "--fair-from",
+        help="reuse the first model's CPU time and the fair comparison of this record "
+        "(another booster's specboost_*.json in the work directory) instead of training them",
+    )
     parser.add_argument("--only", choices=("continue",), help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -148,6 +153,10 @@ def main() -> int:
     store = build_store(work)
     record_path = work / f"specboost_{args.first}_{args.booster}{args.tag}.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    if args.fair_from and "fair_cpu_s" not in record:
+        shared = json.loads((work / args.fair_from).read_text())
+        keys = ("first_cpu_s", "fair", "fair_cpu_s", "fair_steps", "fair_checkpoint")
+        record.update({key: shared[key] for key in keys})
     if "first_cpu_s" not in record:
         print(f"== first model ({args.first})", flush=True)
         record["first_cpu_s"] = train_first(
