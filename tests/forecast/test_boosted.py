@@ -47,7 +47,9 @@ def test_a_fresh_boosted_stepper_steps_exactly_as_the_first_model(booster):
     times = np.array(["2020-01-01T00", "2020-01-01T06", "2020-03-01T12"], dtype="datetime64[ns]")
     forcings = first.forcings(times)
     with torch.no_grad():
-        assert torch.equal(boosted.forward_normalized(x, forcings), first.forward_normalized(x, forcings))
+        assert torch.equal(
+            boosted.forward_normalized(x, forcings), first.forward_normalized(x, forcings)
+        )
     # the output layer still learns: one gradient step on a residual target moves the pair
     target = first.forward_normalized(x, forcings).detach() + torch.randn(3, 2, 16, 32)
     loss = ((boosted.forward_normalized(x, forcings) - target) ** 2).mean()
