@@ -115,7 +115,8 @@ def climate_scores(
 ) -> xr.Dataset:
     """Score a run's climate products against the store (see the module docstring).
 
-    The store is read once, for every reduction the scores need.
+    The store is read once, for every reduction the scores need, and the
+    products once (the scores come back computed, not lazy).
 
     Parameters
     ----------
@@ -190,7 +191,7 @@ def climate_scores(
         "run_start": str(any_product["time_bnds"].values[0, 0]),
         "run_end": str(any_product["time_bnds"].values[-1, 1]),
     }
-    return scores
+    return scores.load()  # the run's side in one Dask pass over its products
 
 
 def _time_mean_scores(product, reference_means, channels, weights) -> xr.Dataset:
