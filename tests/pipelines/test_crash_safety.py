@@ -323,7 +323,15 @@ def _chunks(folder: Path) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("case", ["ingest", "ingest --overwrite", "append --recompute-statistics"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "ingest",
+        # 20-30 s each on the shared 2-core machine: in the slow run, as the other kill points are
+        pytest.param("ingest --overwrite", marks=pytest.mark.slow),
+        pytest.param("append --recompute-statistics", marks=pytest.mark.slow),
+    ],
+)
 def test_an_ingest_killed_while_smoothing_the_climatology_publishes_nothing_and_the_rerun_completes_it(
     tmp_path: Path, months: list[Path], case: str
 ) -> None:
