@@ -181,7 +181,7 @@ def main() -> None:
         f"{full['cpu_seconds'] / cores:.1f} s = {full['cpu_seconds'] / cores / floor['seconds']:.1f}x the floor, however well it overlaps"
     )
     print(
-        f"peak memory, all / half of the data: {full['peak_rss_mb'] / half['peak_rss_mb']:.2f}x (bounded by chunks: ~1x)"
+        f"peak memory, all / half of the data: {full['peak_rss_mb'] / half['peak_rss_mb']:.2f}x (half: the first half of the files)"
     )
 
 
