@@ -43,6 +43,7 @@ from forecast.training.losses import (
     channel_weight_tensor,
     per_channel_fair_crps,
     per_channel_mse,
+    per_channel_zonal_mse,
     reduce_channels,
 )
 from forecast.training.optim import build_optimizer, set_learning_rate
@@ -208,6 +209,11 @@ class TrainingLoop:
                     f"a {stepper.kind} model is trained stage by stage on MSE; --ensemble-size does not apply",
                     hint="drop --ensemble-size: its ensembles come from sampling",
                 )
+            if request.zonal_mean_weight > 0:
+                raise ConfigError(
+                    f"a {stepper.kind} model is trained stage by stage on MSE; --zonal-mean-weight does not apply",
+                    hint="drop --zonal-mean-weight",
+                )
             self.plan = StagePlan.split(
                 stepper.stages, request.max_steps, request.interpolator_steps
             )
@@ -319,7 +325,13 @@ class TrainingLoop:
                 ensemble = predictions[k].reshape(members, -1, *predictions.shape[2:])
                 losses.append(per_channel_fair_crps(ensemble, targets[:, k], self.latitude_weights))
             else:
-                losses.append(per_channel_mse(predictions[k], targets[:, k], self.latitude_weights))
+                loss = per_channel_mse(predictions[k], targets[:, k], self.latitude_weights)
+                if self.request.zonal_mean_weight > 0:
+                    zonal = per_channel_zonal_mse(
+                        predictions[k], targets[:, k], self.latitude_weights
+                    )
+                    loss = loss + self.request.zonal_mean_weight * zonal
+                losses.append(loss)
         scale = (
             self.error_scale if members == 1 else self.error_scale.sqrt()
         )  # CRPS is linear in the error
