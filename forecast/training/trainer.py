@@ -130,7 +130,10 @@ class TrainingLoop:
     the noise injection of Sanchez-Gonzalez et al. 2020 for stable long
     rollouts); with ``tendency_loss`` each channel's error is divided by its
     normalised tendency scale ``diff_std / std`` (so persistence scores about
-    1 in every channel).
+    1 in every channel); with ``zonal_mean_weight`` W each step's squared
+    error is its MSE plus W times the area-weighted mean square of its zonal
+    mean (:func:`~forecast.training.losses.per_channel_zonal_mse`), so the
+    zonal means count 1 + W times.
 
     A :class:`~forecast.stepper.StagedStepper` (DYffusion) is trained stage by
     stage (:class:`~forecast.training.stages.StagePlan`: the first
