@@ -95,10 +95,16 @@ def trained(run_dir: Path) -> bool:
     return (run_dir / "latest.ckpt").exists() and (run_dir / "cpu.json").exists()
 
 
-def dyffusion_name(dropout: float | None = None, forecaster_dropout: float | None = None) -> str:
-    """The run directory of a DYffusion trained with these dropouts (None: the config's)."""
+def dyffusion_name(
+    dropout: float | None = None, forecaster_dropout: float | None = None, ensemble_size: int = 1
+) -> str:
+    """The run directory of a DYffusion trained with these dropouts (None: the config's).
+
+    ``ensemble_size > 1`` (trained on the CRPS of that many dropout samples) adds ``_ensM``.
+    """
     name = "dyffusion" if dropout is None else f"dyffusion_dropout{dropout:g}"
-    return name if forecaster_dropout is None else f"{name}_fdropout{forecaster_dropout:g}"
+    name = name if forecaster_dropout is None else f"{name}_fdropout{forecaster_dropout:g}"
+    return name if ensemble_size == 1 else f"{name}_ens{ensemble_size}"
 
 
 def dyffusion_hparams(dropout: float | None, forecaster_dropout: float | None) -> list[str]:
@@ -120,15 +126,20 @@ def train_dyffusion(
     *budget: str,
     dropout: float | None = None,
     forecaster_dropout: float | None = None,
+    ensemble_size: int = 1,
 ) -> float:
     """Train DYffusion (``budget``: extra ``forecast train`` options); its CPU seconds.
 
     ``dropout`` and ``forecaster_dropout`` override the config's
-    (:func:`dyffusion_hparams`), in their own run directory (:func:`dyffusion_name`).
+    (:func:`dyffusion_hparams`); ``ensemble_size > 1`` trains each stage on the
+    fair CRPS of that many dropout samples (``--ensemble-size``); each in its
+    own run directory (:func:`dyffusion_name`).
     """
-    name = dyffusion_name(dropout, forecaster_dropout)
+    name = dyffusion_name(dropout, forecaster_dropout, ensemble_size)
     run_dir = work / name
     budget = (*budget, *dyffusion_hparams(dropout, forecaster_dropout))
+    if ensemble_size > 1:
+        budget = (*budget, "--ensemble-size", str(ensemble_size))
     if not trained(run_dir):
         cpu = forecast("train", "--config", str(DYFFUSION_CONFIG), "--data", str(store),
                        "--out", str(run_dir), "--no-progress", *budget,
@@ -317,6 +328,13 @@ def parser() -> argparse.ArgumentParser:
         "(forecaster_sampling; run directory ..._fdropoutP; default: the config's 0, off)",
     )
     parser.add_argument(
+        "--ensemble-size",
+        type=int,
+        default=1,
+        help="train each DYffusion stage on the fair CRPS of this many dropout samples "
+        "(run directory ..._ensM; default 1: MSE of one sample)",
+    )
+    parser.add_argument(
         "--dyffusion-grf",
         nargs="?",
         const="demo",
@@ -342,9 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     budget = [f"--{k.replace('_', '-')}={v}" for k, v in
               (("max_steps", args.max_steps), ("interpolator_steps", args.interpolator_steps),
                ("val_every", args.max_steps)) if v]  # fmt: skip
-    dy_name = dyffusion_name(args.dropout, args.forecaster_dropout)
+    dy_name = dyffusion_name(args.dropout, args.forecaster_dropout, args.ensemble_size)
     dy_cpu = train_dyffusion(work, store, *budget, dropout=args.dropout,
-                             forecaster_dropout=args.forecaster_dropout)  # fmt: skip
+                             forecaster_dropout=args.forecaster_dropout,
+                             ensemble_size=args.ensemble_size)  # fmt: skip
     dy_checkpoint = work / dy_name / "best.ckpt"
     print("== train the deterministic SFNO for the same CPU time", flush=True)
     sfno_cpu, sfno_steps = train_sfno(work, store, dy_cpu, args.sfno_steps)

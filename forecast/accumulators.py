@@ -39,16 +39,21 @@ class MeanSum:
         np.add(self.total, values, out=self.total)
         self.count += 1
 
+    def add_stack(self, values: np.ndarray) -> None:
+        """Add ``len(values)`` fields stacked along the first axis: ``(n, *shape)``."""
+        np.add(self.total, np.sum(values, axis=0, dtype=np.float64), out=self.total)
+        self.count += len(values)
+
     def merge(self, other: MeanSum) -> None:
         """Add another sum of the same shape (its fields count as added here)."""
         np.add(self.total, other.total, out=self.total)
         self.count += other.count
 
-    def mean(self) -> np.ndarray:
-        """The mean of the fields added, float32 (NaN where nothing was added)."""
+    def mean(self, dtype=np.float32) -> np.ndarray:
+        """The mean of the fields added, in ``dtype`` (NaN where nothing was added)."""
         if self.count == 0:
-            return np.full(self.total.shape, np.nan, dtype=np.float32)
-        return (self.total / self.count).astype(np.float32)
+            return np.full(self.total.shape, np.nan, dtype=dtype)
+        return (self.total / self.count).astype(dtype, copy=False)
 
     def reset(self) -> None:
         """Forget everything added."""

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from torch_harmonics.quadrature import precompute_latitudes, precompute_longitudes
 
 from forecast.errors import GridError
 
@@ -44,12 +43,27 @@ WB2_GRIDS: dict[str, tuple[int, int]] = {
 
 
 def _th_latitudes(nlat: int, kind: str) -> np.ndarray:
-    colatitude, _ = precompute_latitudes(nlat, grid=kind)
-    return 90.0 - np.rad2deg(colatitude.double().numpy())
+    """Latitudes (degrees, north to south) of torch-harmonics' ``kind`` grid of ``nlat`` rows.
+
+    The nodes of ``torch_harmonics.quadrature.precompute_latitudes``
+    (equally spaced colatitudes with both poles; Legendre-Gauss nodes, from
+    numpy's ``leggauss``), computed without torch: grids are recognised in
+    every ingest, its Dask workers and the scoring, none of which otherwise
+    needs torch (seconds and ~600 MB per process). ``tests/forecast/test_grid.py``
+    checks them against torch-harmonics.
+    """
+    if kind == "equiangular":
+        colatitude = np.linspace(0.0, np.pi, nlat)
+    elif kind == "legendre-gauss":
+        colatitude = np.flip(np.arccos(np.polynomial.legendre.leggauss(nlat)[0]))
+    else:
+        raise ValueError(f"unknown torch-harmonics grid {kind!r}")
+    return 90.0 - np.rad2deg(colatitude)
 
 
 def _th_longitudes(nlon: int) -> np.ndarray:
-    return np.rad2deg(precompute_longitudes(nlon).double().numpy())
+    """``nlon`` equally spaced longitudes from 0 (degrees), torch-harmonics' ``precompute_longitudes``."""
+    return np.rad2deg(np.linspace(0.0, 2.0 * np.pi, nlon, endpoint=False))
 
 
 @dataclass(frozen=True, eq=False)

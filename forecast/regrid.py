@@ -17,16 +17,19 @@ one: that would invent data outside the region.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 import xarray as xr
-from torch_harmonics import ResampleS2
 
 from forecast.dims import LATITUDE, LONGITUDE, SPACE
 from forecast.errors import GridError
 from forecast.grid import Grid
+
+if TYPE_CHECKING:  # torch is imported where a resampling needs it: an ingest on the same grid,
+    # its Dask workers and the scoring would otherwise pay seconds and ~600 MB for it
+    import torch
+    from torch_harmonics import ResampleS2
 
 
 def covers_globe(grid: Grid, atol: float = 1e-3) -> bool:
@@ -102,6 +105,8 @@ class Regridder:
 
     def _resampler(self, device: torch.device | str = "cpu") -> ResampleS2:
         if self._module is None:
+            from torch_harmonics import ResampleS2
+
             self._module = ResampleS2(
                 self.source.nlat,
                 self.source.nlon,
@@ -113,6 +118,8 @@ class Regridder:
         return self._module.to(device)
 
     def _resample(self, values: np.ndarray) -> np.ndarray:
+        import torch
+
         with torch.no_grad():
             out = self._resampler()(
                 torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
@@ -131,6 +138,8 @@ class Regridder:
             raise GridError(
                 f"tensor regridding needs a global source grid, got {self.source.describe()}"
             )
+        import torch
+
         with torch.no_grad():
             return self._resampler(values.device)(values)
 

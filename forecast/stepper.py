@@ -289,6 +289,7 @@ class StagedStepper(TrainableStepper, Protocol):
         targets: torch.Tensor,
         forcings: Forcings,
         generator: torch.Generator,
+        members: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prediction and target of the current stage on a batch of windows, with gradients.
 
@@ -302,10 +303,13 @@ class StagedStepper(TrainableStepper, Protocol):
             :meth:`Stepper.forcings` at the valid times of ``history[:, -1]``.
         generator : torch.Generator
             Draws the stage's random choices (on the stepper's device).
+        members : int
+            Samples of the stage's stochastic network per window (1: one).
 
         Returns
         -------
         prediction, target : torch.Tensor
-            ``(batch, channel, lat, lon)`` each, normalised.
+            ``(batch, channel, lat, lon)`` each, normalised; with ``members > 1``
+            the prediction is ``(members, batch, channel, lat, lon)``.
         """
         ...

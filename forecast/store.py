@@ -132,7 +132,7 @@ def _unreadable(location: str, err: Exception) -> DataError:
     )
 
 
-def open_store(path: str | Path) -> xr.Dataset:
+def open_store(path: str | Path, chunk_bytes: int | None = None) -> xr.Dataset:
     """Open and validate a training store lazily (Dask-backed).
 
     Parameters
@@ -141,6 +141,12 @@ def open_store(path: str | Path) -> xr.Dataset:
         The ``.zarr`` directory written by ``forecast ingest``, or its URL
         (``s3://``, ``gs://``, ``file://``, ``https://``; see
         :mod:`forecast.storage`).
+    chunk_bytes : int, optional
+        Make each Dask chunk of ``data`` about this many bytes: whole store
+        chunks along ``time`` (one Dask task reads them all, for a reader
+        that streams through the store; the store's chunks hold one time
+        step each, whose tasks cost more to schedule than to read). Default:
+        one Dask chunk per store chunk.
 
     Returns
     -------
@@ -193,7 +199,26 @@ def open_store(path: str | Path) -> xr.Dataset:
             f"data has dims {ds['data'].dims}, expected (time, channel, latitude, longitude)",
             path=location,
         )
+    if chunk_bytes is not None:
+        data = ds["data"]
+        chunk = data.chunks[0][0]
+        per_chunk = chunk * int(np.prod(data.shape[1:])) * data.dtype.itemsize
+        steps = chunk * max(1, int(chunk_bytes) // per_chunk)
+        if steps > chunk:
+            ds["data"] = _reopened(location, steps)
     return ds
+
+
+def _reopened(location: str, steps: int) -> xr.Variable:
+    """``data`` of the store at ``location`` in Dask chunks of ``steps`` time steps."""
+    ds = xr.open_zarr(
+        checked_zarr_store(location),
+        consolidated=None,
+        use_cftime=None,
+        decode_timedelta=False,
+        chunks={"time": steps},
+    )
+    return ds["data"].variable
 
 
 def store_grid(ds: xr.Dataset) -> Grid:

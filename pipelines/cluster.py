@@ -28,6 +28,15 @@ from tqdm.auto import tqdm
 
 from forecast.errors import DataError
 
+#: Dask configuration for the worker processes of ``local:N``. distributed starts its workers with
+#: ``MALLOC_TRIM_THRESHOLD_=65536``; setting any glibc malloc threshold turns off the adaptive mmap
+#: threshold, so every array over 128 KB is a fresh ``mmap`` whose pages the kernel faults in and
+#: zeroes, and an ingest's worker spent twice the CPU time of the same tasks on threads (1 GB:
+#: 12.7 against 6.3 CPU-s, docs/performance.md). Unset, glibc reuses freed blocks up to 32 MB and
+#: still returns free memory over 64 MB at the top of the heap. Workers of a ``tcp://`` cluster
+#: take the same setting from their own configuration (docs/formats.md).
+WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
 _LOCAL: dict[str, Callable[..., Any]] = {
     "threads": dask.threaded.get,
     "processes": dask.multiprocessing.get,
@@ -64,6 +73,7 @@ def dask_scheduler(scheduler: str) -> Iterator[Scheduler]:
                 hint="use local:N with N the number of worker processes",
             ) from None
         with (
+            dask.config.set(WORKER_ENVIRON),
             LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
             ) as cluster,

@@ -209,47 +209,35 @@ def _write(target, start: int, block: np.ndarray) -> int:
     return int(block.shape[0])
 
 
-def _bin_mean(target, day: int, hour: int, count: int, *sums: np.ndarray) -> np.ndarray:
-    """Write a bin's mean as float32 departures from its per-channel field mean; returns that mean (float64)."""
-    mean = add_fields(*sums) if len(sums) > 1 or count > 1 else sums[0]
-    if count > 1:
-        mean = mean / count
-    reference = mean.reshape(mean.shape[0], -1).mean(axis=1, dtype=np.float64)
-    departures = np.empty(mean.shape, dtype=np.float32)
-    np.subtract(mean, reference[:, None, None], out=departures)  # in float64, rounded once
+def _bin_mean(target, day: int, hour: int, count: int, *sums: np.ndarray) -> int:
+    """Write a bin's mean (float32, rounded once from the float64 sum); returns ``count``."""
+    total = add_fields(*sums) if len(sums) > 1 else sums[0]
+    mean = np.empty(total.shape, dtype=np.float32)
+    np.divide(total, np.float64(count), out=mean, casting="same_kind")
     # a temporary array: a killed task is rerun and the array is discarded with a killed ingest,
     # so its chunks need no temporary file and rename each
-    fast_writer(target, atomic=False)[day, hour] = departures
-    return reference
-
-
-def _step_reference(block: np.ndarray, row: int) -> np.ndarray:
-    """The per-channel field mean (float64) of one step: what :func:`_bin_mean` returns for a bin of one step."""
-    step = block[row]
-    return step.reshape(step.shape[0], -1).mean(axis=1, dtype=np.float64)
+    fast_writer(target, atomic=False)[day, hour] = mean
+    return count
 
 
 class _WindowFields:
-    """The centred bin mean of each day a smoothing window passes over, read as it enters.
+    """The bin mean of each day a smoothing window passes over, read as it enters.
 
     A day is read twice by :func:`pipelines.statistics.window_means`
     (entering and leaving the window). Its field is kept between the two
     in one of ``window`` reused buffers while that many fields fit in
     :data:`SMOOTH_BYTES`, so every chunk is read and decoded once per task;
     larger fields are read again as they leave, and memory stays two fields.
-    A day in ``step_of`` is a bin of one step, decoded from ``data`` and
-    centred on its reference as :func:`_bin_mean` would have; the others
-    come from the temporary bin means.
+    A day in ``step_of`` is a bin of one step, which is its own mean: it is
+    decoded from ``data``; the others come from the temporary bin means.
     """
 
-    def __init__(self, means, data, hour: int, references: dict, step_of: dict, window: int):
-        self.means, self.data, self.hour = means, data, hour
-        self.references, self.step_of = references, step_of
+    def __init__(self, means, data, hour: int, step_of: dict, window: int):
+        self.means, self.data, self.hour, self.step_of = means, data, hour, step_of
         self.shape = tuple(means.shape[2:])
         self.keep = window * 4 * int(np.prod(self.shape)) <= SMOOTH_BYTES
         self.kept: dict[int, np.ndarray] = {}
         self.free: list[np.ndarray] = []
-        self.raw = np.empty(self.shape, dtype=np.float32) if step_of else None
         self.last: np.ndarray | None = None  # handed out by the previous call, free again now
 
     def __call__(self, day: int) -> np.ndarray:
@@ -261,10 +249,7 @@ class _WindowFields:
             return self.last
         field = self.free.pop() if self.free else np.empty(self.shape, dtype=np.float32)
         if day in self.step_of:
-            assert self.raw is not None
-            read_chunk(self.data, (self.step_of[day],), self.raw)
-            ref = self.references[day]
-            np.subtract(self.raw, ref[:, None, None], out=field)  # in float64, rounded once
+            read_chunk(self.data, (self.step_of[day],), field)
         else:
             read_chunk(self.means, (day, self.hour), field)
         if self.keep:
@@ -284,22 +269,19 @@ def _smooth_and_write(
     plan: ClimatologyPlan,
     needed: list[int],
     steps: list[int | None],
-    *references_and_writes,
+    *written: int,
 ) -> int:
     """Smooth and write one hour's climatology at ``days``.
 
-    ``needed`` are the days the windows touch, ``references_and_writes``
-    starts with each one's per-channel mean (then the counts of the write
-    tasks it waits for, unused). A day whose ``steps`` entry is a time index
-    is a bin of that single step, read from ``data`` (written by then) and
-    centred here exactly as :func:`_bin_mean` would have; the others are
-    read from the temporary bin means.
+    ``needed`` are the days the windows touch. A day whose ``steps`` entry
+    is a time index is a bin of that single step, read from ``data``; the
+    others are read from the temporary bin means. ``written`` are the
+    results of the tasks that wrote them (unused: they order the graph).
     """
-    references = dict(zip(needed, references_and_writes[: len(needed)], strict=True))
     step_of = {day: step for day, step in zip(needed, steps, strict=True) if step is not None}
-    read = _WindowFields(means, data, hour, references, step_of, 2 * plan.half + 2)
+    read = _WindowFields(means, data, hour, step_of, 2 * plan.half + 2)
     writer = fast_writer(climatology)
-    for day, mean in zip(days, window_means(read, references, counts, days, plan), strict=True):
+    for day, mean in zip(days, window_means(read, counts, days, plan), strict=True):
         writer[day, hour] = mean
     return len(days)
 
@@ -362,7 +344,6 @@ def build_pass(
                     # a bin of one step is its own mean: the smoothing reads it from the data
                     step = start + int(rows[0])
                     single[key] = (
-                        tasks.add(_step_reference, block, int(rows[0])),
                         _data_index(step, targets),
                         writes[-1] if step >= targets.write_from else None,
                     )
@@ -399,14 +380,14 @@ def _climatology_graph(
     tasks: Tasks, per_bin: dict, single: dict, plan: ClimatologyPlan, targets: Targets
 ) -> list[tuple[str, int]]:
     """Bin means of the bins of several steps, then the smoothing tasks (``single``: bins of one step)."""
-    references: dict[tuple[int, int], tuple[str, int]] = {}
+    bin_means: dict[tuple[int, int], tuple[str, int]] = {}
     for (day, hour), sums in per_bin.items():
         # a tree of partial sums for bins met in many blocks (one per year), then one mean per bin
         while len(sums) > FAN_IN:
             sums = [
                 tasks.add(add_fields, *sums[i : i + FAN_IN]) for i in range(0, len(sums), FAN_IN)
             ]
-        references[(day, hour)] = tasks.add(
+        bin_means[(day, hour)] = tasks.add(
             _bin_mean, targets.means, day, hour, int(plan.counts[day, hour]), *sums
         )
     keys = []
@@ -414,8 +395,9 @@ def _climatology_graph(
         counts = plan.counts[:, hour]
         for days in plan.segments(hour, SMOOTH_DAYS):
             needed = sorted({d for day in days for d in plan.window(day) if counts[d]})
-            steps = [single[(d, hour)][1] if (d, hour) in single else None for d in needed]
-            waits = {single[(d, hour)][2] for d in needed if (d, hour) in single} - {None}
+            steps = [single[(d, hour)][0] if (d, hour) in single else None for d in needed]
+            waits = {single[(d, hour)][1] for d in needed if (d, hour) in single} - {None}
+            waits |= {bin_means[(d, hour)] for d in needed if (d, hour) in bin_means}
             keys.append(
                 tasks.add(
                     _smooth_and_write,
@@ -428,10 +410,6 @@ def _climatology_graph(
                     plan,
                     needed,
                     steps,
-                    *(
-                        single[(d, hour)][0] if (d, hour) in single else references[(d, hour)]
-                        for d in needed
-                    ),
                     *sorted(waits),
                 )
             )

@@ -260,21 +260,17 @@ def add_fields(*fields: np.ndarray) -> np.ndarray:
 
 def window_means(
     read: Callable[[int], np.ndarray],
-    references: dict[int, np.ndarray],
     counts: np.ndarray,
     days: list[int],
     plan: ClimatologyPlan,
 ) -> Iterator[np.ndarray]:
     """Window means at ``days`` (consecutive, one hour) from bin means read one day at a time.
 
-    ``read(day)`` gives a day's bin mean as float32 departures from
-    ``references[day]`` (its per-channel field mean, float64 ``(channel,)``);
-    it may return the same buffer every time. ``counts`` are that hour's
-    counts per day. A float32 running sum of ``count * (mean - R)``, with
-    ``R`` the first day's references, moves through the days: each day's
-    mean is read once entering the window and once leaving it. Departures
-    round relative to the fields' range, not their magnitude (within about
-    1e-6 of it, tested).
+    ``read(day)`` gives a day's bin mean ``(channel, lat, lon)`` float32; it
+    may return the same buffer every time. ``counts`` are that hour's counts
+    per day. A float64 running sum of ``count * mean`` moves through the
+    days: each day's mean is read once entering the window and once leaving
+    it, and each result is rounded to float32 once.
 
     Yields
     ------
@@ -283,35 +279,30 @@ def window_means(
         the next day overwrites (copy it to keep it): memory stays a few
         fields however many days a call smooths.
     """
-    base = references[days[0]]
     running: np.ndarray | None = None
-    scratch: np.ndarray | None = None
     total = 0
 
     def add(day: int, sign: int) -> None:
-        nonlocal running, scratch, total
+        nonlocal running, total
         field = read(day)
         if running is None:
-            running = np.zeros(field.shape, dtype=np.float32)
-            scratch = np.empty(field.shape, dtype=np.float32)
-        assert running is not None and scratch is not None
-        shift = (references[day] - base).astype(np.float32).reshape(-1, *([1] * (field.ndim - 1)))
-        np.add(field, shift, out=scratch)
-        scratch *= np.float32(sign * counts[day])
-        running += scratch
-        total += sign * int(counts[day])
+            running = np.zeros(field.shape, dtype=np.float64)
+        weight = sign * int(counts[day])
+        if weight == 1:
+            running += field
+        elif weight == -1:
+            running -= field
+        else:
+            running += np.float64(weight) * field
+        total += weight
 
     for day in plan.window(days[0]):
         if counts[day]:
             add(day, 1)
     assert running is not None, "the window holds at least one counted day"
-    offset = base.reshape(-1, *([1] * (running.ndim - 1)))
-    final = np.empty(running.shape, dtype=np.float64)
     out = np.empty(running.shape, dtype=np.float32)
     for i, day in enumerate(days):
-        np.divide(running, np.float64(total), out=final)
-        final += offset
-        out[...] = final  # one rounding to float32, of the final value
+        np.divide(running, np.float64(total), out=out, casting="same_kind")  # rounded once
         yield out
         if i + 1 == len(days):
             break

@@ -80,3 +80,19 @@ def test_every_imported_package_is_declared():
         if not names & (required | extras):
             undeclared[module] = where
     assert not undeclared, undeclared
+
+
+def test_the_ingest_and_the_scoring_do_not_import_torch() -> None:
+    """An ingest on its own grid, its Dask workers and the scoring need no torch: importing it costs
+    seconds and ~600 MB of memory in every process (forecast.grid and forecast.regrid import
+    torch-harmonics where they resample)."""
+    import subprocess
+
+    code = (
+        "import sys; import pipelines.ingest, pipelines.graph, forecast.scoring; "
+        "print(sorted(m for m in ('torch', 'torch_harmonics') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -80,9 +80,14 @@ def run_climate(args: Config) -> int:
         open_products,
         write_climate_scores,
     )
+    from forecast.scoring.climate_reference import CHUNK_BYTES
     from forecast.store import open_store
 
-    scores = climate_scores(open_products(args.forecast), open_store(args.truth))
+    scores = climate_scores(
+        open_products(args.forecast),
+        open_store(args.truth, chunk_bytes=CHUNK_BYTES),
+        progress=not args.no_progress,
+    )
     print(format_climate_table(scores))
     if args.out:
         with _scores_output(args):

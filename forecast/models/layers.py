@@ -220,6 +220,35 @@ class PointwiseMLP(nn.Module):
         return y.reshape(batch, -1, nlat, nlon)
 
 
+def zero_output_layer(network: nn.Module) -> nn.Module:
+    """Zero the weights (and bias) of ``network``'s output layer, so that it starts at 0.
+
+    The output layer is the last ``nn.Conv2d`` or ``nn.Linear`` in module order:
+    the projection or decoder of every registered backbone (FNO, SFNO,
+    FourCastNet v2's SFNO, AFNO), which none follows with a parametrised layer.
+    Its weight still gets a gradient (the features it maps are not zero), so
+    training moves it from the first step on; the layers before it follow.
+
+    Returns
+    -------
+    nn.Module
+        ``network``, changed in place.
+
+    Raises
+    ------
+    ValueError
+        ``network`` has no convolution or linear layer.
+    """
+    layers = [m for m in network.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    if not layers:
+        raise ValueError(f"{type(network).__name__} has no convolution or linear output layer")
+    with torch.no_grad():
+        layers[-1].weight.zero_()
+        if layers[-1].bias is not None:
+            layers[-1].bias.zero_()
+    return network
+
+
 def pointwise_linear(
     in_channels: int, out_channels: int, gain: float = 1.0, bias: bool = False
 ) -> nn.Conv2d:

@@ -16,9 +16,10 @@ ACE's and Spherical DYffusion's headline metrics (docs/metrics.md, "Climate"):
   area-weighted histogram and the reference's, binned alike.
 
 The reference means cover exactly the intervals in each product's
-``time_bnds`` (the store's states valid in ``[start, end)``), grouped with
-xarray (flox when installed); the reference must hold every state the run
-averaged.
+``time_bnds`` (the store's states valid in ``[start, end)``); the reference
+must hold every state the run averaged. Every reduction of the reference is
+computed in one pass over the store
+(:func:`forecast.scoring.climate_reference.reference_reductions`).
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ import cftime
 import numpy as np
 import xarray as xr
 
-from forecast.accumulators import Histogram
 from forecast.errors import DataError, GridError
 from forecast.files import atomic_write
 from forecast.grid import Grid
+from forecast.scoring.climate_reference import reference_reductions
 from forecast.store import store_grid
 
 #: Products a climate score reads, by the ``climate_product`` attribute of their files.
@@ -87,52 +88,6 @@ def _open(path: Path) -> xr.Dataset:
     return xr.open_dataset(path, decode_times=coder)
 
 
-def _seconds(times: np.ndarray, calendar: str) -> np.ndarray:
-    """Times as float seconds since 1970-01-01 in their calendar."""
-    times = np.asarray(times)
-    if np.issubdtype(times.dtype, np.datetime64):
-        return (times - np.datetime64("1970-01-01")) / np.timedelta64(1, "s")
-    return np.asarray(
-        cftime.date2num(times, "seconds since 1970-01-01", calendar=calendar), dtype=np.float64
-    )
-
-
-def _period_labels(store: xr.Dataset, bounds: np.ndarray, calendar: str) -> np.ndarray:
-    """For each store time, the index of the period ``[start, end)`` holding it, or -1."""
-    times = _seconds(store["time"].values, calendar)
-    edges = _seconds(bounds.reshape(-1), calendar).reshape(-1, 2)
-    labels = np.full(len(times), -1, dtype=np.int64)
-    for number, (start, end) in enumerate(edges):
-        labels[(times >= start) & (times < end)] = number
-    return labels
-
-
-def reference_means(store: xr.Dataset, product: xr.Dataset, channels: list[str]) -> xr.DataArray:
-    """The store's means over the periods of ``product``: ``(time, channel, latitude, longitude)``.
-
-    Raises
-    ------
-    DataError
-        When the store lacks states the run averaged.
-    """
-    calendar = product.attrs.get("calendar", "standard")
-    labels = _period_labels(store, product["time_bnds"].values, calendar)
-    counts = np.bincount(labels[labels >= 0], minlength=product.sizes["time"])
-    expected = product["samples"].values
-    if (counts < expected).any():
-        first = int(np.argmax(counts < expected))
-        raise DataError(
-            f"the reference store holds {counts[first]} of the {expected[first]} states of period "
-            f"{first} of the {product.attrs['climate_product']} means",
-            hint="score against a store that covers the whole run at the model's step",
-        )
-    selected = np.flatnonzero(labels >= 0)
-    data = store["data"].sel(channel=channels).isel(time=selected).astype(np.float64)
-    group = xr.DataArray(labels[selected], dims="time", name="period")
-    means = data.groupby(group).mean().rename(period="time")
-    return means.assign_coords(time=product["time"].values).compute()
-
-
 def _global_mean(values: xr.DataArray, weights: xr.DataArray) -> xr.DataArray:
     return values.weighted(weights).mean(("latitude", "longitude"))
 
@@ -155,16 +110,30 @@ def _year(time) -> int:
     return int(str(np.datetime64(time, "Y")))
 
 
-def climate_scores(products: dict[str, xr.Dataset], store: xr.Dataset) -> xr.Dataset:
+def climate_scores(
+    products: dict[str, xr.Dataset], store: xr.Dataset, progress: bool = False
+) -> xr.Dataset:
     """Score a run's climate products against the store (see the module docstring).
+
+    The store is read once, for every reduction the scores need, and the
+    products once (the scores come back computed, not lazy).
+
+    Parameters
+    ----------
+    products : dict of str to xarray.Dataset
+        :func:`open_products`.
+    store : xarray.Dataset
+        The reference store (:func:`forecast.store.open_store`).
+    progress : bool
+        Show a progress bar over the store's states read.
 
     Raises
     ------
     DataError, GridError
         No period product, other channels or grid, or a store that does not cover the run.
     """
-    periods = [products[k] for k in PERIOD_PRODUCTS if k in products]
-    any_product = periods[0] if periods else products.get(HISTOGRAMS)
+    periods = [k for k in PERIOD_PRODUCTS if k in products]
+    any_product = products[periods[0]] if periods else products.get(HISTOGRAMS)
     if any_product is None:
         raise DataError("no climate product to score")
     channels = [
@@ -189,16 +158,32 @@ def climate_scores(products: dict[str, xr.Dataset], store: xr.Dataset) -> xr.Dat
     weights = xr.DataArray(
         grid.area_weights(), dims="latitude", coords={"latitude": store["latitude"].values}
     )
+    time_mean = periods[-1] if periods else None
+    yearly = next((k for k in ("annual", "monthly") if k in products), None)
+    needed = {k for k in (time_mean, "monthly" if "monthly" in products else None, yearly) if k}
+    reference = reference_reductions(
+        store,
+        {k: products[k] for k in PERIOD_PRODUCTS if k in needed},
+        channels,
+        histograms=products.get(HISTOGRAMS),
+        progress=progress,
+    )
+    means = reference.means
     scores = xr.Dataset(coords={"channel": channels})
-    if periods:
-        scores = scores.merge(_time_mean_scores(periods[-1], store, channels, weights))
+    if time_mean is not None:
+        scores = scores.merge(
+            _time_mean_scores(products[time_mean], means[time_mean], channels, weights)
+        )
     if "monthly" in products:
-        scores = scores.merge(_annual_cycle_scores(products["monthly"], store, channels, weights))
-    yearly = products.get("annual") or products.get("monthly")
+        scores = scores.merge(
+            _annual_cycle_scores(products["monthly"], means["monthly"], channels, weights)
+        )
     if yearly is not None:
-        scores = scores.merge(_drift_scores(yearly, store, channels, weights))
+        scores = scores.merge(_drift_scores(products[yearly], means[yearly], channels, weights))
     if HISTOGRAMS in products:
-        scores = scores.merge(_histogram_scores(products[HISTOGRAMS], store, channels, weights))
+        scores = scores.merge(
+            _histogram_scores(products[HISTOGRAMS], reference.histogram, channels, weights)
+        )
     scores.attrs = {
         "title": "climate scores",
         "history": f"{dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ} forecast score --climate",
@@ -206,14 +191,14 @@ def climate_scores(products: dict[str, xr.Dataset], store: xr.Dataset) -> xr.Dat
         "run_start": str(any_product["time_bnds"].values[0, 0]),
         "run_end": str(any_product["time_bnds"].values[-1, 1]),
     }
-    return scores
+    return scores.load()  # the run's side in one Dask pass over its products
 
 
-def _time_mean_scores(product, store, channels, weights) -> xr.Dataset:
+def _time_mean_scores(product, reference_means, channels, weights) -> xr.Dataset:
     """Bias map, its RMSE and mean over the whole product (periods weighted by their states)."""
     samples = xr.DataArray(product["samples"].values.astype(np.float64), dims="time")
     forecast = (_stack(product, channels) * samples).sum("time") / samples.sum()
-    reference = (reference_means(store, product, channels) * samples).sum("time") / samples.sum()
+    reference = (reference_means * samples).sum("time") / samples.sum()
     bias = (forecast - reference.values).assign_coords(latitude=weights["latitude"].values)
     return xr.Dataset(
         {
@@ -227,7 +212,7 @@ def _time_mean_scores(product, store, channels, weights) -> xr.Dataset:
     )
 
 
-def _annual_cycle_scores(product, store, channels, weights) -> xr.Dataset:
+def _annual_cycle_scores(product, reference_means, channels, weights) -> xr.Dataset:
     months = xr.DataArray(
         [_month(t) for t in product["time_bnds"].values[:, 0]], dims="time", name="month"
     )
@@ -235,9 +220,7 @@ def _annual_cycle_scores(product, store, channels, weights) -> xr.Dataset:
         _stack(product, channels).assign_coords(latitude=weights["latitude"].values), weights
     )
     reference = _global_mean(
-        reference_means(store, product, channels).assign_coords(
-            latitude=weights["latitude"].values
-        ),
+        reference_means.assign_coords(latitude=weights["latitude"].values),
         weights,
     )
     cycle = xr.concat(
@@ -252,7 +235,7 @@ def _annual_cycle_scores(product, store, channels, weights) -> xr.Dataset:
     )
 
 
-def _drift_scores(product, store, channels, weights) -> xr.Dataset:
+def _drift_scores(product, reference_means, channels, weights) -> xr.Dataset:
     """Global means of whole years (complete periods only) and the drift of the last from the first."""
     complete = product["complete"].values.astype(bool)
     years = np.asarray([_year(t) for t in product["time_bnds"].values[:, 0]])
@@ -270,7 +253,7 @@ def _drift_scores(product, store, channels, weights) -> xr.Dataset:
         _stack(product.isel(time=keep), channels).assign_coords(latitude=lat), weights
     )
     reference = _global_mean(
-        reference_means(store, product.isel(time=keep), channels).assign_coords(latitude=lat),
+        reference_means.isel(time=keep).assign_coords(latitude=lat),
         weights,
     )
 
@@ -293,26 +276,12 @@ def _drift_scores(product, store, channels, weights) -> xr.Dataset:
     )
 
 
-def _histogram_scores(product, store, channels, weights) -> xr.Dataset:
-    """Wasserstein-1 distance between area-weighted histograms of the run and of the store."""
-    edges = np.stack(
-        [
-            np.append(product[f"{c}_bin_bnds"].values[:, 0], product[f"{c}_bin_bnds"].values[-1, 1])
-            for c in channels
-        ]
-    )
-    bins = edges.shape[1] - 1
-    bounds = product["time_bnds"].values
-    calendar = product.attrs.get("calendar", "standard")
-    labels = _period_labels(store, bounds, calendar)
-    selected = np.flatnonzero(labels == 0)
-    reference = Histogram(
-        edges[:, 0], edges[:, -1], bins, (1, len(channels), store.sizes["latitude"])
-    )
-    data = store["data"].sel(channel=channels)
-    for start in range(0, len(selected), 256):
-        block = data.isel(time=selected[start : start + 256]).values  # (time, channel, lat, lon)
-        reference.add(np.moveaxis(block, 0, 2).reshape(1, len(channels), block.shape[2], -1))
+def _histogram_scores(product, reference, channels, weights) -> xr.Dataset:
+    """Wasserstein-1 distance between area-weighted histograms of the run and of the store.
+
+    ``reference`` is the store's :class:`~forecast.accumulators.Histogram` in the run's bins.
+    """
+    bins = reference.bins
     area = weights.values
     distances = []
     for k, channel in enumerate(channels):
@@ -325,7 +294,7 @@ def _histogram_scores(product, store, channels, weights) -> xr.Dataset:
         truth = _distribution(
             reference.counts[0, k], reference.below[0, k], reference.above[0, k], area
         )
-        width = (edges[k, -1] - edges[k, 0]) / bins
+        width = (reference.high[k] - reference.low[k]) / bins
         distances.append(float(np.abs(np.cumsum(run) - np.cumsum(truth)).sum() * width))
     return xr.Dataset({"wasserstein": ("channel", np.asarray(distances))})
 

@@ -385,6 +385,7 @@ class DYffusionStepper(StateStepper):
         targets: torch.Tensor,
         forcings: Forcings,
         generator: torch.Generator,
+        members: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prediction and target of the current stage on windows of ``h`` future states.
 
@@ -395,27 +396,53 @@ class DYffusionStepper(StateStepper):
         dropout on (``x~_t = x_t``). One ``i`` per window and every dropout
         mask are drawn from ``generator`` (never from torch's global generator,
         which data loaders also draw from), so a resumed run repeats them.
+
+        With ``members > 1`` each window is sampled ``members`` times at the
+        same ``i``, each copy with its own dropout masks (the interpolator's,
+        and in the forecaster stage the frozen interpolator's and the
+        forecaster's): the prediction is then an ensemble
+        ``(members, batch, channel, lat, lon)`` for a CRPS loss, which rewards a
+        spread of the size of the error rather than suppressing it as the MSE
+        of one sample does.
         """
         batch = history.shape[0]
         if targets.shape[1] < self.horizon:
             raise DataError(
                 f"DYffusion trains on windows of {self.horizon} future states, got {targets.shape[1]}"
             )
+        if members < 1:
+            raise ValueError(f"members must be at least 1, got {members}")
         end = targets[:, self.horizon - 1]
         rows = torch.arange(batch, device=history.device)
-        if self.stage == "interpolator":
-            offset = torch.randint(
-                1, self.horizon, (batch,), generator=generator, device=generator.device
-            ).to(history.device)
-            prediction = self.interpolate(history, end, offset, forcings, generator)
-            return prediction, targets[rows, offset - 1]
+        low = 1 if self.stage == "interpolator" else 0
         offset = torch.randint(
-            0, self.horizon, (batch,), generator=generator, device=generator.device
+            low, self.horizon, (batch,), generator=generator, device=generator.device
         ).to(history.device)
-        with torch.no_grad():
-            interpolated = self.interpolate(history, end, offset.clamp(min=1), forcings, generator)
-            state = torch.where((offset == 0)[:, None, None, None], history[:, -1], interpolated)
-        return self.forecast(state, history, offset, forcings, generator), end
+        target = targets[rows, offset - 1] if self.stage == "interpolator" else end
+        if members > 1:  # member-major copies: row m * batch + b is member m of window b
+            history, end, offset = (
+                history.repeat(members, *([1] * (history.ndim - 1))),
+                end.repeat(members, 1, 1, 1),
+                offset.repeat(members),
+            )
+            forcings = {
+                name: value.repeat(members, *([1] * (value.ndim - 1)))
+                for name, value in forcings.items()
+            }
+        if self.stage == "interpolator":
+            prediction = self.interpolate(history, end, offset, forcings, generator)
+        else:
+            with torch.no_grad():
+                interpolated = self.interpolate(
+                    history, end, offset.clamp(min=1), forcings, generator
+                )
+                state = torch.where(
+                    (offset == 0)[:, None, None, None], history[:, -1], interpolated
+                )
+            prediction = self.forecast(state, history, offset, forcings, generator)
+        if members > 1:
+            prediction = prediction.reshape(members, batch, *prediction.shape[1:])
+        return prediction, target
 
     # -- physical step (inference) ----------------------------------------------------------------
     @torch.no_grad()

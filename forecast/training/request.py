@@ -135,7 +135,10 @@ class TrainRequest:
         ge=0,
     )
     ensemble_size: int = _option(
-        1, "train an ensemble of M members on the fair CRPS (1: MSE)", ge=1
+        1,
+        "train an ensemble of M members on the fair CRPS (1: MSE); for dyffusion, M dropout "
+        "samples of each stage's network per window",
+        ge=1,
     )
     ensemble_noise: float = _option(
         0.05, "std of the initial-state noise of ensemble members, normalised units", ge=0

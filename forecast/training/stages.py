@@ -111,9 +111,13 @@ class StageObjective(nn.Module):
         targets: torch.Tensor,
         forcings: Forcings,
         generator: torch.Generator,
+        members: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(prediction, target)``, each ``(batch, channel, lat, lon)``, normalised."""
-        return self.stepper.training_pairs(history, targets, forcings, generator)
+        """``(prediction, target)``, each ``(batch, channel, lat, lon)``, normalised.
+
+        With ``members > 1`` the prediction is an ensemble ``(members, batch, ...)``.
+        """
+        return self.stepper.training_pairs(history, targets, forcings, generator, members)
 
 
 @torch.no_grad()

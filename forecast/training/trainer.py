@@ -139,7 +139,9 @@ class TrainingLoop:
     stage (:class:`~forecast.training.stages.StagePlan`: the first
     ``request.interpolator_steps`` steps, then the rest), each stage with its
     own optimiser and learning-rate schedule, on the area-weighted MSE of its
-    ``training_pairs``; ``best.ckpt`` is chosen in the last stage only.
+    ``training_pairs`` or, with ``ensemble_size > 1``, the fair CRPS of that
+    many samples of its dropout (``ensemble_noise`` is not used: the members
+    differ by their dropout masks); ``best.ckpt`` is chosen in the last stage only.
     """
 
     def __init__(
@@ -206,11 +208,6 @@ class TrainingLoop:
                 raise ConfigError(
                     f"a {stepper.kind} model is trained stage by stage on MSE; --input-noise does not apply",
                     hint="drop --input-noise",
-                )
-            if request.ensemble_size > 1:
-                raise ConfigError(
-                    f"a {stepper.kind} model is trained stage by stage on MSE; --ensemble-size does not apply",
-                    hint="drop --ensemble-size: its ensembles come from sampling",
                 )
             if request.zonal_mean_weight > 0:
                 raise ConfigError(
@@ -343,18 +340,28 @@ class TrainingLoop:
     def _stage_loss_per_channel(
         self, batch: dict, history: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor:
-        """Area-weighted MSE of the current stage's prediction (a staged stepper)."""
+        """Area-weighted MSE of the current stage's prediction (a staged stepper).
+
+        With ``ensemble_size > 1``: the fair CRPS of that many samples of the
+        stage's stochastic network (its dropout masks), in units of the
+        tendency std when ``tendency_loss`` (the square root of the MSE's
+        scale: the CRPS is linear in the error).
+        """
         forcings = rollout_forcings(
             self.stepper, self.times, batch["start"].numpy(), 1, self.device
         )
+        members = self.request.ensemble_size
         with torch.autocast(
             self.device.type,
             dtype=self.autocast_dtype or torch.bfloat16,
             enabled=self.autocast_dtype is not None,
         ):
             prediction, target = self.rollout(
-                history, targets, select_step(forcings, 0), self.noise
+                history, targets, select_step(forcings, 0), self.noise, members
             )
+        if members > 1:
+            crps = per_channel_fair_crps(prediction.float(), target, self.latitude_weights)
+            return crps * self.error_scale.sqrt()
         return per_channel_mse(prediction.float(), target, self.latitude_weights) * self.error_scale
 
     def _optimizer_step(self, batches, n_steps: int) -> None:

@@ -92,6 +92,17 @@ def test_forecaster_dropout_trains_it_and_keeps_it_on_when_sampling(evidence, re
     assert (args.dropout, args.forecaster_dropout) == (None, 0.2)
 
 
+def test_ensemble_size_trains_on_the_crps_in_its_own_directory(evidence, recorded, tmp_path):
+    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", dropout=0.3,
+                             forecaster_dropout=0.3, ensemble_size=4)  # fmt: skip
+    (argv,) = recorded
+    assert argv[argv.index("--out") + 1] == str(tmp_path / "dyffusion_dropout0.3_fdropout0.3_ens4")
+    request = resolved(argv).to_request()
+    assert request.ensemble_size == 4 and request.hparams["forecaster_sampling"] is True
+    assert evidence.parser().parse_args([]).ensemble_size == 1
+    assert evidence.dyffusion_name() == "dyffusion"  # one sample's MSE: the old directories
+
+
 def test_sfno_steps_skip_the_calibration(evidence, recorded, tmp_path):
     cpu, steps = evidence.train_sfno(tmp_path, tmp_path / "store.zarr", 170.0, steps=360)
     assert (cpu, steps) == (12.5, 360)

@@ -278,6 +278,35 @@ def test_training_pairs_of_each_stage():
         stepper.set_stage("denoiser")
 
 
+def test_training_pairs_with_members_sample_each_window_at_one_time():
+    stepper = make(history=2, dropout=0.3, forecaster_dropout=0.3).train()
+    history = torch.randn(4, 2, 2, *GRID.shape)
+    targets = torch.randn(4, 3, 2, *GRID.shape)
+    forcings = stepper.forcings(np.repeat(TIMES[:1], 4))
+    for stage in ("interpolator", "forecaster"):
+        stepper.set_stage(stage)
+        generator = torch.Generator().manual_seed(0)
+        ensemble, target = stepper.training_pairs(history, targets, forcings, generator, members=3)
+        assert ensemble.shape == (3, 4, 2, *GRID.shape) and target.shape == (4, 2, *GRID.shape)
+        assert ensemble.requires_grad
+        # the members of a window differ by their dropout masks only
+        assert not torch.allclose(ensemble[0], ensemble[1])
+        # one interpolation time per window, shared by its members: the same target as one sample
+        single, single_target = stepper.training_pairs(
+            history, targets, forcings, torch.Generator().manual_seed(0)
+        )
+        torch.testing.assert_close(target, single_target)
+        assert single.shape == (4, 2, *GRID.shape)
+    stepper.eval()
+    stepper.interpolator.dropout.p = stepper.forecaster.dropout.p = 0.0
+    ensemble, _ = stepper.training_pairs(
+        history, targets, forcings, torch.Generator().manual_seed(0), members=2
+    )
+    torch.testing.assert_close(ensemble[0], ensemble[1])  # no dropout: identical members
+    with pytest.raises(ValueError, match="at least 1"):
+        stepper.training_pairs(history, targets, forcings, torch.Generator(), members=0)
+
+
 def test_checkpoint_round_trip_says_what_it_is(tmp_path):
     stepper = make(history=2)
     stepper.trained_steps.update(interpolator=7, forecaster=3)

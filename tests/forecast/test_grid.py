@@ -22,6 +22,24 @@ def test_legendre_gauss_latitudes_are_the_roots_of_the_legendre_polynomial():
     np.testing.assert_allclose(np.sin(np.deg2rad(grid.latitude)), nodes[::-1], atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["equiangular", "legendre-gauss"])
+@pytest.mark.parametrize("nlat", [5, 32, 181, 721])
+def test_grid_nodes_are_torch_harmonics_own(kind: str, nlat: int) -> None:
+    """The models' spherical transforms take torch-harmonics' nodes: ours (computed without torch)
+    must be those, or Grid.from_coords would call a torch-harmonics grid regional."""
+    from torch_harmonics.quadrature import precompute_latitudes, precompute_longitudes
+
+    colatitude, _ = precompute_latitudes(nlat, grid=kind)
+    grid = getattr(Grid, kind.replace("-", "_"))(nlat, 2 * nlat)
+    np.testing.assert_allclose(
+        grid.latitude, 90.0 - np.rad2deg(colatitude.double().numpy()), rtol=0, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        grid.longitude, np.rad2deg(precompute_longitudes(2 * nlat).double().numpy()), atol=1e-12
+    )
+    assert Grid.from_coords(grid.latitude, grid.longitude).kind == kind
+
+
 @pytest.mark.parametrize(
     ("spec", "shape", "kind"),
     [("32x64", (32, 64), "equiangular"), ("1.0deg", (181, 360), "equiangular"),

@@ -53,6 +53,17 @@ def test_open_and_describe(store_path):
         require_channels(ds, ["z500", "q700", "msl"], store_path)
 
 
+def test_chunk_bytes_gathers_whole_store_chunks_per_dask_chunk(store_path):
+    one = open_store(store_path)  # 12 states of 4 channels 16x32: one Dask chunk per time step
+    assert one["data"].chunks[0] == (1,) * 12
+    step = 4 * 16 * 32 * 4
+    five = open_store(store_path, chunk_bytes=5 * step + 1)
+    assert five["data"].chunks[0] == (5, 5, 2)
+    np.testing.assert_array_equal(five["data"].values, one["data"].values)
+    assert five["data"].attrs == one["data"].attrs and five.attrs == one.attrs
+    assert open_store(store_path, chunk_bytes=1)["data"].chunks[0] == (1,) * 12
+
+
 def test_the_calendar_comes_from_the_attribute_or_the_times(tmp_path, store_path):
     ds360 = open_store(write_store(tmp_path / "c.zarr", calendar="360_day", start="2000-02-29"))
     assert store_calendar(ds360) == "360_day"

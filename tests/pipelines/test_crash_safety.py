@@ -1,9 +1,10 @@
-"""Nothing is ever lost: appends killed with SIGKILL anywhere, concurrent writers, --overwrite, leftovers."""
+"""Nothing is ever lost: appends killed with SIGKILL anywhere, ingests killed while smoothing the climatology, concurrent writers, --overwrite, leftovers."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -288,3 +289,108 @@ def test_a_damaged_chunk_is_a_one_line_error_naming_it(tmp_path: Path, months: l
         match=r"s.zarr: chunk data/c.3.0.0.0 is damaged \(its CRC32C checksum does not match.*re-ingest the data",
     ):
         _ = ds["data"].isel(time=3).values
+
+
+#: Kills the ingest (``sys.argv[1]`` = N) right after the smoothing wrote its N-th climatology
+#: field: ``_smooth_and_write`` writes each day the generator yields before asking for the next.
+SMOOTHING_KILLER = """
+import os, signal, sys
+from pipelines import graph
+real = graph.window_means
+written = []
+def killing(*args, **kwargs):
+    for mean in real(*args, **kwargs):
+        yield mean
+        written.append(1)  # the caller has written that day's climatology chunk
+        if len(written) == int(sys.argv[1]):
+            os.kill(os.getpid(), signal.SIGKILL)
+graph.window_means = killing
+from forecast.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+#: Climatology fields written before the kill: the first smoothing task (12 days of one hour) done,
+#: the second half-way.
+SMOOTHED_BEFORE_THE_KILL = 18
+
+
+def _chunks(folder: Path) -> set[str]:
+    """Chunk files under ``folder`` (any key encoding), relative to it."""
+    if not folder.is_dir():
+        return set()
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {
+        "zarr.json"
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "ingest",
+        # 20-30 s each on the shared 2-core machine: in the slow run, as the other kill points are
+        pytest.param("ingest --overwrite", marks=pytest.mark.slow),
+        pytest.param("append --recompute-statistics", marks=pytest.mark.slow),
+    ],
+)
+def test_an_ingest_killed_while_smoothing_the_climatology_publishes_nothing_and_the_rerun_completes_it(
+    tmp_path: Path, months: list[Path], case: str
+) -> None:
+    reference, store = tmp_path / "reference.zarr", tmp_path / "store.zarr"
+    flags = ["--no-progress", "--scheduler", "synchronous"]
+    if case == "append --recompute-statistics":
+        assert main(["ingest", str(months[0]), "--out", str(store), "--no-progress"]) == 0
+        shutil.copytree(store, reference)
+        sources, flags = [str(months[1])], [*flags, "--append", "--recompute-statistics"]
+    else:
+        sources = [str(m) for m in months]
+        if case == "ingest --overwrite":  # an older store that the new one replaces
+            assert main(["ingest", str(months[0]), "--out", str(store), "--no-progress"]) == 0
+            flags = [*flags, "--overwrite"]
+    assert main(["ingest", *sources, "--out", str(reference), *flags]) == 0
+    published = (
+        {name: open_store(store)[name].values for name in ("data", "climatology", "mean", "std")}
+        if store.exists()
+        else None
+    )
+    before = _files(store) if store.exists() else None
+    old_climatology = _chunks(store / "climatology")
+
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SMOOTHING_KILLER,
+            str(SMOOTHED_BEFORE_THE_KILL),
+            "ingest",
+            *sources,
+            "--out",
+            str(store),
+            *flags,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    # the kill came in the middle of the smoothing: exactly that many new climatology chunks exist
+    if case == "append --recompute-statistics":
+        written = _chunks(store / "climatology") - old_climatology  # the other key encoding
+    else:
+        (staging,) = tmp_path.glob(".store.zarr.tmp-*")  # the killed ingest's unpublished copy
+        written = _chunks(staging / "climatology")
+    assert len(written) == SMOOTHED_BEFORE_THE_KILL
+    assert len(_chunks(reference / "climatology")) > SMOOTHED_BEFORE_THE_KILL
+
+    if published is None:
+        assert not store.exists()  # nothing published
+    else:  # readers see the store as it was published before
+        old = open_store(store)
+        for name, values in published.items():
+            np.testing.assert_array_equal(old[name].values, values)
+        if case == "ingest --overwrite":
+            assert _files(store) == before
+
+    assert main(["ingest", *sources, "--out", str(store), *flags]) == 0
+    assert _files(store) == _files(reference)  # chunk for chunk, metadata included
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

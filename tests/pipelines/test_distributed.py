@@ -286,3 +286,19 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path: Path) -> None:
             [tmp_path / "a.nc"], tmp_path / "s.zarr", scheduler="tcp://127.0.0.1:1", progress=False
         )
     assert not (tmp_path / "s.zarr").exists()
+
+
+def _malloc_trim_threshold() -> str | None:
+    import os
+
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_local_cluster_workers_keep_glibcs_adaptive_malloc() -> None:
+    """distributed sets MALLOC_TRIM_THRESHOLD_ in its workers, which turns every array over 128 KB
+    into a fresh mmap (an ingest's tasks took twice their CPU time); local:N unsets it."""
+    from pipelines.cluster import dask_scheduler
+
+    with dask_scheduler("local:1") as where:
+        found = where.client.run(_malloc_trim_threshold)
+    assert len(found) == 1 and set(found.values()) == {None}, found

@@ -174,7 +174,8 @@ def test_smoothing_tasks_sizes_do_not_change_the_climatology(
     tmp_path: Path, two_months: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Windows reread instead of kept (fields over SMOOTH_BYTES): the same bytes; 3-day tasks instead
-    of 64-day ones: the same values to float32 rounding (each task's running sum has its own base)."""
+    of 64-day ones: the same values within one float32 ulp (each task's float64 running sum adds
+    in its own order, so a result near a rounding boundary may round the other way)."""
     from pipelines import graph
 
     files = [str(p) for p in two_months]
@@ -187,11 +188,8 @@ def test_smoothing_tasks_sizes_do_not_change_the_climatology(
     ck, cr, cs = (open_store(p)["climatology"].values for p in (kept, reread, short))
     assert np.isfinite(ck).any()
     np.testing.assert_array_equal(ck, cr)
-    # float32 departures round relative to each channel's range, plus the result's own ulp
-    span = np.nanmax(ck, axis=(0, 1, 3, 4)) - np.nanmin(ck, axis=(0, 1, 3, 4))
-    bound = 1e-6 * span[None, None, :, None, None] + np.spacing(np.abs(ck))
     assert np.array_equal(np.isnan(cs), np.isnan(ck))
-    assert (np.nan_to_num(np.abs(cs - ck)) <= np.nan_to_num(bound)).all()
+    assert (np.nan_to_num(np.abs(cs - ck)) <= np.nan_to_num(np.spacing(np.abs(ck)))).all()
 
 
 @pytest.mark.parametrize("calendar", ["noleap", "360_day"])

@@ -111,12 +111,25 @@ def test_interpolator_is_frozen_in_stage_2(toy_store, tmp_path):
     assert changed
 
 
+def test_ensemble_size_trains_each_stage_on_the_crps_of_its_dropout(toy_store, tmp_path):
+    hparams = {**DYFFUSION, "dropout": 0.2, "forecaster_dropout": 0.2}
+    options = dict(
+        hparams=hparams, max_steps=6, interpolator_steps=3, val_every=3, workers=0, **OPTIONS
+    )
+    crps = train(
+        TrainRequest(toy_store, "dyffusion", tmp_path / "crps", ensemble_size=3, **options)
+    )
+    mse = train(TrainRequest(toy_store, "dyffusion", tmp_path / "mse", **options))
+    assert crps.steps == mse.steps == 6
+    losses = {
+        name: [r["loss"] for r in _records(tmp_path / name, "train")] for name in ("crps", "mse")
+    }
+    assert all(np.isfinite(losses["crps"])) and len(losses["crps"]) == 6
+    # a CRPS is linear in the error, an MSE quadratic: the two losses differ from the first step
+    assert losses["crps"][0] != pytest.approx(losses["mse"][0], rel=1e-3)
+
+
 def test_dyffusion_refuses_options_that_do_not_apply(toy_store, tmp_path):
-    with pytest.raises(ConfigError, match="--ensemble-size does not apply"):
-        train(TrainRequest(
-            toy_store, "dyffusion", tmp_path / "a", hparams=DYFFUSION, max_steps=4, ensemble_size=2,
-            workers=0, **OPTIONS,
-        ))  # fmt: skip
     with pytest.raises(ConfigError, match="--no-residual does not apply"):
         train(TrainRequest(
             toy_store, "dyffusion", tmp_path / "b", hparams=DYFFUSION, max_steps=4,
