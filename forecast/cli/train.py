@@ -68,7 +68,7 @@ GROUPS = {
         "out", "max_steps", "rollout_steps", "rollout_schedule", "interpolator_steps",
         "batch_size", "accumulation",
         "lr", "weight_decay", "warmup_steps", "min_lr_factor", "grad_clip", "precision",
-        "channel_weights", "tendency_loss", "ensemble_size", "ensemble_noise", "input_noise",
+        "channel_weights", "tendency_loss", "zonal_mean_weight", "ensemble_size", "ensemble_noise", "input_noise",
         "seed",
     ),
 }  # fmt: skip

@@ -20,6 +20,7 @@ __all__ = [
     "fair_crps",
     "per_channel_fair_crps",
     "per_channel_mse",
+    "per_channel_zonal_mse",
     "reduce_channels",
 ]
 
@@ -47,6 +48,34 @@ def per_channel_mse(
     """
     squared = (prediction - target) ** 2
     return (squared * _weights(latitude_weights, squared)).mean(dim=(0, 2, 3))
+
+
+def per_channel_zonal_mse(
+    prediction: torch.Tensor, target: torch.Tensor, latitude_weights: torch.Tensor
+) -> torch.Tensor:
+    """Area-weighted mean square of the zonal-mean error of each channel.
+
+    The zonal mean (the order ``m = 0``) of the error, squared and averaged
+    over latitude with the area weights: the part of :func:`per_channel_mse`
+    that the zonal means carry (the rest is the eddies', departures from the
+    zonal mean; the two add up to it exactly on a regular longitude grid).
+    A climate run's zonal means settle where the per-step bias of the
+    model's zonal means puts them, so a loss can give this part more weight.
+
+    Parameters
+    ----------
+    prediction, target : torch.Tensor
+        ``(batch, channel, lat, lon)``, normalised units.
+    latitude_weights : torch.Tensor
+        ``(lat,)`` area weights with mean 1.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(channel,)``, mean over batch and the (weighted) latitudes.
+    """
+    zonal = (prediction - target).mean(dim=-1, keepdim=True) ** 2  # (batch, channel, lat, 1)
+    return (zonal * _weights(latitude_weights, zonal)).mean(dim=(0, 2, 3))
 
 
 def area_weighted_mse(

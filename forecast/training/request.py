@@ -127,6 +127,13 @@ class TrainRequest:
     tendency_loss: bool = _option(
         True, "measure errors in one-step tendency std units, not in state std units"
     )
+    zonal_mean_weight: float = _option(
+        0.0,
+        "extra weight of the zonal-mean part of each step's squared error (0: plain MSE; "
+        "W: the zonal means count 1 + W times, the eddies once), against the zonal-mean bias "
+        "of long climate runs",
+        ge=0,
+    )
     ensemble_size: int = _option(
         1,
         "train an ensemble of M members on the fair CRPS (1: MSE); for dyffusion, M dropout "
@@ -178,6 +185,11 @@ class TrainRequest:
             _check_schedule(self.rollout_schedule, self.rollout_steps, self.max_steps)
         if self.ensemble_size > 1 and self.ensemble_noise == 0:
             raise ConfigError("an ensemble needs --ensemble-noise > 0")
+        if self.ensemble_size > 1 and self.zonal_mean_weight > 0:
+            raise ConfigError(
+                "--zonal-mean-weight weights a squared error; an ensemble is trained on the CRPS",
+                hint="drop --zonal-mean-weight or --ensemble-size",
+            )
         _check_forcing_options(self)
 
     def replace(self, **changes: Any) -> TrainRequest:

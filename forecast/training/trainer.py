@@ -43,6 +43,7 @@ from forecast.training.losses import (
     channel_weight_tensor,
     per_channel_fair_crps,
     per_channel_mse,
+    per_channel_zonal_mse,
     reduce_channels,
 )
 from forecast.training.optim import build_optimizer, set_learning_rate
@@ -129,7 +130,10 @@ class TrainingLoop:
     the noise injection of Sanchez-Gonzalez et al. 2020 for stable long
     rollouts); with ``tendency_loss`` each channel's error is divided by its
     normalised tendency scale ``diff_std / std`` (so persistence scores about
-    1 in every channel).
+    1 in every channel); with ``zonal_mean_weight`` W each step's squared
+    error is its MSE plus W times the area-weighted mean square of its zonal
+    mean (:func:`~forecast.training.losses.per_channel_zonal_mse`), so the
+    zonal means count 1 + W times.
 
     A :class:`~forecast.stepper.StagedStepper` (DYffusion) is trained stage by
     stage (:class:`~forecast.training.stages.StagePlan`: the first
@@ -204,6 +208,11 @@ class TrainingLoop:
                 raise ConfigError(
                     f"a {stepper.kind} model is trained stage by stage on MSE; --input-noise does not apply",
                     hint="drop --input-noise",
+                )
+            if request.zonal_mean_weight > 0:
+                raise ConfigError(
+                    f"a {stepper.kind} model is trained stage by stage on MSE; --zonal-mean-weight does not apply",
+                    hint="drop --zonal-mean-weight",
                 )
             self.plan = StagePlan.split(
                 stepper.stages, request.max_steps, request.interpolator_steps
@@ -316,7 +325,13 @@ class TrainingLoop:
                 ensemble = predictions[k].reshape(members, -1, *predictions.shape[2:])
                 losses.append(per_channel_fair_crps(ensemble, targets[:, k], self.latitude_weights))
             else:
-                losses.append(per_channel_mse(predictions[k], targets[:, k], self.latitude_weights))
+                loss = per_channel_mse(predictions[k], targets[:, k], self.latitude_weights)
+                if self.request.zonal_mean_weight > 0:
+                    zonal = per_channel_zonal_mse(
+                        predictions[k], targets[:, k], self.latitude_weights
+                    )
+                    loss = loss + self.request.zonal_mean_weight * zonal
+                losses.append(loss)
         scale = (
             self.error_scale if members == 1 else self.error_scale.sqrt()
         )  # CRPS is linear in the error

@@ -15,6 +15,7 @@ from forecast.training.losses import (
     channel_weight_tensor,
     fair_crps,
     per_channel_mse,
+    per_channel_zonal_mse,
 )
 from forecast.training.optim import cosine_warmup_factor
 
@@ -47,6 +48,27 @@ def test_channel_weights_are_relative(weights):
     )
     with pytest.raises(ValueError, match="unknown channel"):
         channel_weight_tensor(["z500"], {"q700": 1.0})
+
+
+def test_zonal_mse_is_the_zonal_mean_part_of_the_mse(weights):
+    lon = torch.linspace(0.0, 2.0 * np.pi, 33, dtype=torch.float64)[:-1]
+    prediction = torch.zeros(1, 2, 16, 32, dtype=torch.float64)
+    target = torch.zeros_like(prediction)
+    target[0, 0, 8] = 2.0 + 3.0 * torch.cos(lon)  # zonal mean 2, eddy amplitude 3 on one row
+    target[0, 1] = 3.0 * torch.sin(2.0 * lon)  # eddies only: no zonal-mean error at all
+    zonal = per_channel_zonal_mse(prediction, target, weights).numpy()
+    np.testing.assert_allclose(zonal, [4.0 * weights[8].item() / 16, 0.0], atol=1e-12)
+    # the MSE is the zonal part plus the eddy part (mean square of cos: 1/2)
+    eddy = np.array([4.5 * weights[8].item() / 16, 4.5 * weights.mean().item()])
+    np.testing.assert_allclose(per_channel_mse(prediction, target, weights).numpy(), zonal + eddy)
+    generator = torch.Generator().manual_seed(1)
+    noise = torch.randn(3, 2, 16, 32, generator=generator, dtype=torch.float64)
+    zonal_mean = noise.mean(dim=-1, keepdim=True)
+    np.testing.assert_allclose(
+        per_channel_zonal_mse(noise, torch.zeros_like(noise), weights).numpy()
+        + per_channel_mse(noise - zonal_mean, torch.zeros_like(noise), weights).numpy(),
+        per_channel_mse(noise, torch.zeros_like(noise), weights).numpy(),
+    )
 
 
 def test_fair_crps_matches_pairwise_definition(weights):

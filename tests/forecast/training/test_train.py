@@ -11,6 +11,7 @@ import zarr
 
 from forecast.checkpoint import load_checkpoint
 from forecast.cli.main import main
+from forecast.errors import ConfigError
 from forecast.training import TrainingDivergedError, TrainRequest, train
 from forecast.training.data import StepBatchSampler, split_windows
 
@@ -307,3 +308,39 @@ def test_input_noise_perturbs_the_inputs_by_tendency_stds(toy_store, tmp_path, m
     measured = difference.std(axis=(0, 1, 3, 4))
     np.testing.assert_allclose(measured, 0.5 * tendency, rtol=0.03)
     assert abs(difference.mean()) < 0.02 * measured.max()
+
+
+def test_zonal_mean_weight_adds_the_weighted_zonal_error(toy_store, tmp_path, monkeypatch):
+    """--zonal-mean-weight W adds W x the zonal-mean part of the squared error (tendency units)."""
+    import forecast.training.trainer as trainer_module
+
+    zonal_parts = []
+    original = trainer_module.per_channel_zonal_mse
+
+    def recording(prediction, target, latitude_weights):
+        zonal_parts.append(original(prediction, target, latitude_weights).detach().clone())
+        return zonal_parts[-1]
+
+    monkeypatch.setattr(trainer_module, "per_channel_zonal_mse", recording)
+    options = dict(
+        hparams=TINY, max_steps=1, batch_size=4, history=2, val_every=1, val_samples=2, log_every=1,
+        workers=0, device="cpu", progress=False,
+    )  # fmt: skip
+    train(TrainRequest(toy_store, "sfno", tmp_path / "plain", **options))
+    assert zonal_parts == []  # weight 0: the plain MSE, the zonal part not even computed
+    train(TrainRequest(toy_store, "sfno", tmp_path / "zonal", zonal_mean_weight=3.0, **options))
+    assert len(zonal_parts) == 1
+    plain = _records(tmp_path / "plain", "train")[0]["loss_per_channel"]
+    weighted = _records(tmp_path / "zonal", "train")[0]["loss_per_channel"]
+    stepper, _ = load_checkpoint(tmp_path / "zonal" / "latest.ckpt")
+    scale = np.asarray(stepper.normalizer.diff_std) / np.asarray(stepper.normalizer.std)
+    expected = [
+        plain[c] + 3.0 * z / s**2
+        for c, z, s in zip(stepper.channels, zonal_parts[0].tolist(), scale, strict=True)
+    ]
+    np.testing.assert_allclose([weighted[c] for c in stepper.channels], expected, rtol=1e-5)
+    assert all(weighted[c] > plain[c] for c in stepper.channels)
+    with pytest.raises(ConfigError, match="zonal-mean-weight"):
+        TrainRequest(
+            toy_store, "sfno", tmp_path / "ens", zonal_mean_weight=1.0, ensemble_size=2, **options
+        )
