@@ -181,6 +181,7 @@ def reference_reductions(
     with bar, ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(read, blocks[0]) if blocks else None
         for number, (start, end) in enumerate(blocks):
+            assert pending is not None  # submitted before the loop and at each turn
             values = pending.result()
             if number + 1 < len(blocks):
                 pending = pool.submit(read, blocks[number + 1])
@@ -188,7 +189,7 @@ def reference_reductions(
                 part = label[start:end]
                 for period in np.unique(part[part >= 0]):
                     sums[name][period].add_stack(values[part == period])
-            if counted is not None and counted[start:end].any():
+            if histogram is not None and counted is not None and counted[start:end].any():
                 rows = values[counted[start:end]]  # (time, channel, lat, lon)
                 histogram.add(np.moveaxis(rows, 0, 2).reshape(1, len(channels), nlat, -1))
             bar.update(int(needed[start:end].sum()))
