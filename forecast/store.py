@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -167,18 +168,7 @@ def open_store(path: str | Path, chunk_bytes: int | None = None) -> xr.Dataset:
     if not storage.exists(location):
         raise FileNotFoundError(2, "No such file or directory", location)
     require_complete(location, "store", "forecast ingest")
-    try:
-        ds = xr.open_zarr(
-            checked_zarr_store(location), consolidated=None, use_cftime=None, decode_timedelta=False
-        )
-    except ForecastError:
-        raise
-    except FileNotFoundError as err:
-        if not isinstance(err, NodeNotFoundError):  # zarr's "no group here" is a FileNotFoundError
-            raise
-        raise _unreadable(location, err) from err
-    except Exception as err:  # zarr raises many types for a non-store directory
-        raise _unreadable(location, err) from err
+    ds = _open(location)
     missing = [v for v in REQUIRED_VARIABLES if v not in ds.variables]
     missing += [a for a in REQUIRED_ATTRS if a not in ds.attrs]
     if missing:
@@ -201,24 +191,36 @@ def open_store(path: str | Path, chunk_bytes: int | None = None) -> xr.Dataset:
         )
     if chunk_bytes is not None:
         data = ds["data"]
+        assert data.chunks is not None  # open_zarr gives Dask arrays
         chunk = data.chunks[0][0]
         per_chunk = chunk * int(np.prod(data.shape[1:])) * data.dtype.itemsize
         steps = chunk * max(1, int(chunk_bytes) // per_chunk)
         if steps > chunk:
-            ds["data"] = _reopened(location, steps)
+            # the whole store again, not its data alone: a publish between the two opens
+            # then gives another complete store, never one store's data with another's times
+            ds = _open(location, chunks={"time": steps})
     return ds
 
 
-def _reopened(location: str, steps: int) -> xr.Variable:
-    """``data`` of the store at ``location`` in Dask chunks of ``steps`` time steps."""
-    ds = xr.open_zarr(
-        checked_zarr_store(location),
-        consolidated=None,
-        use_cftime=None,
-        decode_timedelta=False,
-        chunks={"time": steps},
-    )
-    return ds["data"].variable
+def _open(location: str, chunks: dict | None = None) -> xr.Dataset:
+    """The store at ``location`` through xarray (Dask chunks: the store's, or ``chunks`` by dimension)."""
+    options: dict[str, Any] = {} if chunks is None else {"chunks": chunks}  # else xarray's default
+    try:
+        return xr.open_zarr(
+            checked_zarr_store(location),
+            consolidated=None,
+            use_cftime=None,
+            decode_timedelta=False,
+            **options,
+        )
+    except ForecastError:
+        raise
+    except FileNotFoundError as err:
+        if not isinstance(err, NodeNotFoundError):  # zarr's "no group here" is a FileNotFoundError
+            raise
+        raise _unreadable(location, err) from err
+    except Exception as err:  # zarr raises many types for a non-store directory
+        raise _unreadable(location, err) from err
 
 
 def store_grid(ds: xr.Dataset) -> Grid:

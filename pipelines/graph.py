@@ -9,9 +9,10 @@ blocks of whole source chunks (each read once), and from every block:
 - a **moment** partial and a **tendency** partial (which also takes the
   last step of the block before), merged in a tree
   (:meth:`Tasks.tree`);
-- the block's **climatology** bin sums: each (day, hour) bin is the sum over
-  the blocks that hold its times, divided by its count and written to a
-  temporary array, which the smoothing tasks stream through to write the
+- the block's **climatology** bin sums: a (day, hour) bin of several steps
+  is the sum over the blocks that hold its times, divided by its count and
+  written to a temporary array; a bin of one step is its own mean, read
+  back from ``data``. The smoothing tasks stream through both to write the
   climatology.
 
 The client receives only the merged moments; every block stays on the

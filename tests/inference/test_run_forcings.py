@@ -205,25 +205,22 @@ def test_climate_length_run_checks_coverage_in_its_calendar(tmp_path, store_360_
     enough = write_forcing_store(
         tmp_path / "enough.zarr", start="2000-02-29", periods=9, calendar="360_day"
     )
-    options = ["--length", "2d", "--reduce", "monthly"]
     out = tmp_path / "climate.zarr"
-    code = main([
-        "run", "--checkpoint", str(checkpoint), "--data", str(store_360_path), "--init",
-        "2000-02-29T00", "--out", str(out), "--device", "cpu", "--no-progress", *options,
-        "--forcing-store", str(short),
-    ])  # fmt: skip
-    assert code == 1
+
+    def run_with(forcings) -> int:
+        return main([
+            "run", "--checkpoint", str(checkpoint), "--data", str(store_360_path), "--init",
+            "2000-02-29T00", "--out", str(out), "--device", "cpu", "--no-progress",
+            "--length", "2d", "--reduce", "monthly", "--forcing-store", str(forcings),
+        ])  # fmt: skip
+
+    assert run_with(short) == 1
     assert _error(capsys).startswith(
         f"forecast run: error: {short}: forcing store does not cover the run: first missing time "
         "2000-03-01T00:00 (1 of 9 valid times missing"
     )
     assert not product_path(out, "monthly").exists() and not manifest_path(out).exists()
-    code = main([
-        "run", "--checkpoint", str(checkpoint), "--data", str(store_360_path), "--init",
-        "2000-02-29T00", "--out", str(out), "--device", "cpu", "--no-progress", *options,
-        "--forcing-store", str(enough),
-    ])  # fmt: skip
-    assert code == 0
+    assert run_with(enough) == 0
     monthly = xr.open_zarr(product_path(out, "monthly"))
     assert monthly.sizes["time"] == 1 and np.isfinite(monthly["t2m"].values).all()
 
