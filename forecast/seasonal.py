@@ -17,14 +17,25 @@ checkpoint carries them as it carries weights.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from forecast.diurnal import DiurnalBaseline
 from forecast.errors import DataError
-from forecast.time import fraction_of_day_and_year
+from forecast.time import fraction_of_day_and_year, shift_times
+
+__all__ = [
+    "SeasonalBaseline",
+    "climatology",
+    "climatology_at_offsets",
+    "fit_seasonal_cycle",
+    "fourier_basis",
+    "seasonal_baseline",
+]
 
 
 def fourier_basis(year_fraction: np.ndarray, harmonics: int) -> np.ndarray:
@@ -150,3 +161,86 @@ class SeasonalBaseline(nn.Module):
 
     def extra_repr(self) -> str:
         return f"harmonics={self.harmonics}, channels={self.coefficients.shape[1]}"
+
+
+def seasonal_baseline(
+    coefficients: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    channels: int,
+    grid_shape: tuple[int, int],
+) -> SeasonalBaseline:
+    """A stepper's :class:`SeasonalBaseline` from physical coefficients, their shape checked.
+
+    Parameters
+    ----------
+    coefficients : numpy.ndarray
+        ``(2 * harmonics + 1, channel, lat, lon)`` in physical units
+        (:func:`forecast.store.seasonal_cycle`).
+    mean, std : numpy.ndarray
+        ``(channel,)``: the stepper's normalisation.
+    channels : int
+        Channels of the stepper's state.
+    grid_shape : (int, int)
+        ``(lat, lon)`` of the stepper's grid.
+
+    Raises
+    ------
+    DataError
+        Coefficients of another shape than the state's.
+    """
+    shape = np.shape(coefficients)
+    if len(shape) != 4 or shape[1:] != (channels, *grid_shape):
+        raise DataError(
+            f"seasonal coefficients have shape {shape}, "
+            f"expected (2 * harmonics + 1, {channels}, {grid_shape[0]}, {grid_shape[1]})"
+        )
+    return SeasonalBaseline.from_physical(coefficients, mean, std)
+
+
+def climatology(
+    seasonal: SeasonalBaseline, diurnal: DiurnalBaseline | None, times: Sequence | np.ndarray
+) -> torch.Tensor:
+    """Normalised climatology at ``times``: the seasonal cycle plus, with ``diurnal``, the hour-of-day anomaly.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(batch, channel, lat, lon)`` on the device of ``seasonal``.
+    """
+    day, year = fraction_of_day_and_year(np.atleast_1d(np.asarray(times)))
+    state = seasonal.at_fractions(np.asarray(year, dtype=np.float64))
+    if diurnal is not None:
+        hours = np.asarray(day, dtype=np.float64) * 24.0
+        state = state + diurnal.at_hours(hours).to(state.device)
+    return state
+
+
+def climatology_at_offsets(
+    seasonal: SeasonalBaseline,
+    diurnal: DiurnalBaseline | None,
+    times: Sequence | np.ndarray,
+    step: dt.timedelta,
+    offsets: Sequence[int],
+) -> torch.Tensor:
+    """:func:`climatology` at ``times + k * step`` for each ``k`` of ``offsets``, in one calendar pass.
+
+    Parameters
+    ----------
+    times : sequence of datetime64 or cftime
+        ``(batch,)`` valid times (of each row's latest state).
+    step : datetime.timedelta
+        The store's time step.
+    offsets : sequence of int
+        Steps from ``times`` (e.g. ``1 - history .. 1``: a step's inputs and output).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(batch, len(offsets), channel, lat, lon)``, normalised.
+    """
+    values = np.atleast_1d(np.asarray(times))
+    offsets = list(offsets)
+    shifted = np.concatenate([shift_times(values, k * step) for k in offsets])
+    state = climatology(seasonal, diurnal, shifted)
+    return state.reshape(len(offsets), len(values), *state.shape[1:]).transpose(0, 1)

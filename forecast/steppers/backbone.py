@@ -36,9 +36,13 @@ from forecast.forcings import TIME_FORCINGS, Forcings, stack_forcings, time_forc
 from forecast.grid import Grid
 from forecast.models import build_model, get_spec, hparams_to_dict, validate_hparams
 from forecast.normalize import Normalizer
-from forecast.seasonal import SeasonalBaseline
+from forecast.seasonal import (
+    SeasonalBaseline,
+    climatology,
+    climatology_at_offsets,
+    seasonal_baseline,
+)
 from forecast.steppers.base import StateStepper
-from forecast.time import fraction_of_day_and_year, shift_times
 
 #: Name of the diurnal-baseline input among the forcings.
 DIURNAL_CHANGE = "diurnal_change"
@@ -147,14 +151,12 @@ class BackboneStepper(StateStepper):
                 "(the backbone forecasts departures from the climatology)",
                 hint="drop --no-forcings and add --no-residual, or drop the seasonal baseline",
             )
-        shape = np.shape(coefficients)
-        if len(shape) != 4 or shape[1:] != (len(self.channels), *self.grid.shape):
-            raise DataError(
-                f"seasonal coefficients have shape {shape}, "
-                f"expected (2 * harmonics + 1, {len(self.channels)}, {self.grid.nlat}, {self.grid.nlon})"
-            )
-        return SeasonalBaseline.from_physical(
-            coefficients, self.normalizer.mean, self.normalizer.std
+        return seasonal_baseline(
+            coefficients,
+            self.normalizer.mean,
+            self.normalizer.std,
+            len(self.channels),
+            self.grid.shape,
         )
 
     def _diurnal_baseline(
@@ -250,12 +252,9 @@ class BackboneStepper(StateStepper):
             if self.diurnal is not None and self.residual:
                 fields[DIURNAL_CHANGE] = self.diurnal.change(values, self.step)
             if self.seasonal is not None:  # one calendar conversion for all times (per-call cost)
-                offsets = range(1 - self.history, 2)
-                shifted = np.concatenate([shift_times(values, k * self.step) for k in offsets])
-                climatology = self.climatology(shifted).to(self.device)
-                fields[CLIMATOLOGY] = climatology.reshape(
-                    len(offsets), len(values), *climatology.shape[1:]
-                ).transpose(0, 1)
+                fields[CLIMATOLOGY] = climatology_at_offsets(
+                    self.seasonal, self.diurnal, values, self.step, range(1 - self.history, 2)
+                ).to(self.device)
         if self.prescribed_names:
             fields.update(self._prescribed_fields(values))
         return fields
@@ -269,12 +268,7 @@ class BackboneStepper(StateStepper):
             ``(batch, channel, lat, lon)``.
         """
         assert self.seasonal is not None, "only with a seasonal baseline"
-        day, year = fraction_of_day_and_year(np.atleast_1d(np.asarray(times)))
-        state = self.seasonal.at_fractions(np.asarray(year, dtype=np.float64))
-        if self.diurnal is not None:
-            hours = np.asarray(day, dtype=np.float64) * 24.0
-            state = state + self.diurnal.at_hours(hours).to(state.device)
-        return state
+        return climatology(self.seasonal, self.diurnal, times)
 
     def _prescribed_fields(self, times: np.ndarray) -> dict[str, torch.Tensor]:
         """The prescribed fields at ``times``, normalised: each ``(batch, lat, lon)`` float32."""

@@ -16,7 +16,17 @@ the history ``x_t`` (the ``history`` latest states, normalised):
   ``x_{t+i}`` plus a time-conditioned SFNO of ``x_{t+i}``, the history (unless
   ``condition_forecaster`` is off) and the time forcings at ``t + i``. It is
   trained with the interpolator frozen, on the interpolator's (dropout-on)
-  reconstructions ``I(x_t, x_{t+h}, i)`` of the state at ``t + i``.
+  reconstructions ``I(x_t, x_{t+h}, i)`` of the state at ``t + i``. Without
+  ``residual`` it predicts ``x_{t+h}`` itself rather than a change from
+  ``x_{t+i}``.
+
+With a seasonal baseline (:class:`~forecast.seasonal.SeasonalBaseline`, plus
+the diurnal table when there is one) both networks work on departures from
+the climatology ``C``: they see ``x_s - C(s)`` at the time ``s`` of each
+state and predict the departure at ``t + i`` (interpolator) or ``t + h``
+(forecaster), to which ``C`` at that time is added back, so each sampled
+state is ``C(t + k)`` plus a sampled departure (as
+:class:`~forecast.steppers.backbone.BackboneStepper` does with one network).
 
 Sampling is cold sampling (:func:`~forecast.steppers.cold_sampling.cold_sample`):
 one call of :meth:`DYffusionStepper.advance_block` returns the ``h`` states of
@@ -44,7 +54,8 @@ from forecast.models.conditioned import Generators, TimeConditionedSFNO
 from forecast.models.registry import check_hparams
 from forecast.models.sfno import SFNOHParams
 from forecast.normalize import Normalizer
-from forecast.steppers.backbone import DIURNAL_CHANGE
+from forecast.seasonal import SeasonalBaseline, climatology_at_offsets, seasonal_baseline
+from forecast.steppers.backbone import CLIMATOLOGY, DIURNAL_CHANGE
 from forecast.steppers.base import StateStepper
 from forecast.steppers.cold_sampling import cold_sample
 from forecast.time import shift_times
@@ -128,7 +139,18 @@ class DYffusionStepper(StateStepper):
         start from baselines that carry it, ``c_k`` being the change of the
         hour-of-day anomaly from ``t`` to ``t + k``: the interpolator from the
         linear interpolation plus ``c_i - (i / h) c_h``, the forecaster from
-        ``x_{t+i} + c_h - c_i``. Needs ``forcings``.
+        ``x_{t+i} + c_h - c_i``. Needs ``forcings``; with ``seasonal`` it is
+        part of the climatology instead.
+    residual : bool
+        The forecaster predicts the change from ``x_{t+i}`` to ``x_{t+h}``
+        (scaled by ``diff_std / std``); False: ``x_{t+h}`` itself (its
+        departure with ``seasonal``). A diurnal table without ``seasonal``
+        needs residual mode.
+    seasonal : numpy.ndarray, optional
+        Fourier coefficients ``(2 * harmonics + 1, channel, lat, lon)`` of the
+        daily-mean climatology in physical units
+        (:func:`forecast.store.seasonal_cycle`): both networks work on
+        departures from it. Needs ``forcings``.
     """
 
     kind = "dyffusion"
@@ -145,6 +167,8 @@ class DYffusionStepper(StateStepper):
         forcings: bool = True,
         trained_steps: Mapping[str, int] | None = None,
         diurnal: tuple[Sequence[float] | np.ndarray, np.ndarray] | None = None,
+        residual: bool = True,
+        seasonal: np.ndarray | None = None,
     ):
         super().__init__(channels, grid, step, normalizer, history)
         if not grid.is_global:
@@ -159,6 +183,7 @@ class DYffusionStepper(StateStepper):
         self.block_steps = self.horizon
         self.window_targets = self.horizon
         self.use_forcings = bool(forcings)
+        self.residual = bool(residual)
         n = len(self.channels)
         n_forcings = len(TIME_FORCINGS) if forcings else 0
         history_channels = self.history * n
@@ -180,13 +205,23 @@ class DYffusionStepper(StateStepper):
             frequencies=spec.time_frequencies,
         )
         self.trained_steps = {name: int((trained_steps or {}).get(name, 0)) for name in STAGES}
+        if (diurnal is not None or seasonal is not None) and not forcings:
+            raise DataError(
+                "the diurnal and seasonal baselines need time forcings",
+                hint="drop --no-forcings or the baseline",
+            )
+        if diurnal is not None and seasonal is None and not self.residual:
+            raise DataError(
+                "the diurnal baseline needs residual mode or a seasonal baseline",
+                hint="drop --no-residual or the diurnal baseline, or add --seasonal-baseline",
+            )
+        self.seasonal: SeasonalBaseline | None = None
+        if seasonal is not None:
+            self.seasonal = seasonal_baseline(
+                seasonal, self.normalizer.mean, self.normalizer.std, n, grid.shape
+            )
         self.diurnal: DiurnalBaseline | None = None
         if diurnal is not None:
-            if not forcings:
-                raise DataError(
-                    "the diurnal baseline needs time forcings",
-                    hint="drop --no-forcings or the diurnal baseline",
-                )
             hours, table = diurnal
             expected = (len(np.ravel(hours)), n, *grid.shape)
             if np.shape(table) != expected:
@@ -201,14 +236,22 @@ class DYffusionStepper(StateStepper):
         if not self.use_forcings:
             return ()
         names = tuple(f"{name}+{k}" for k in range(self.horizon) for name in TIME_FORCINGS)
-        if self.diurnal is not None:
+        if self.seasonal is not None:
+            names += (CLIMATOLOGY,)
+        elif self.diurnal is not None:
             names += tuple(f"{DIURNAL_CHANGE}+{k}" for k in range(1, self.horizon + 1))
         return names
+
+    @property
+    def climatology_offsets(self) -> range:
+        """Steps from ``t`` of the climatology a horizon needs: ``1 - history .. h``."""
+        return range(1 - self.history, self.horizon + 1)
 
     def extra_repr(self) -> str:
         return (
             f"channels={len(self.channels)}, grid={self.grid.describe()}, step={self.step}, "
             f"horizon={self.horizon}, history={self.history}, dropout={self.spec.dropout}, "
+            f"residual={self.residual}, seasonal={self.seasonal is not None}, "
             f"trained_steps={self.trained_steps}"
         )
 
@@ -218,7 +261,13 @@ class DYffusionStepper(StateStepper):
 
     # -- forcings ---------------------------------------------------------------------------------
     def forcings(self, times: Sequence | np.ndarray) -> dict[str, torch.Tensor]:
-        """The time forcings at ``times + k * step``, ``k = 0 .. h-1``: each ``(batch, lat, lon)``."""
+        """The time forcings at ``times + k * step``, ``k = 0 .. h-1``: each ``(batch, lat, lon)``.
+
+        With a seasonal baseline also ``"climatology"``, ``(batch, history + h,
+        channel, lat, lon)``: the normalised climatology at ``times + k * step``
+        for ``k`` in :attr:`climatology_offsets`; with a diurnal table and no
+        seasonal baseline ``"diurnal_change+k"`` (``k = 1 .. h``).
+        """
         if not self.use_forcings:
             return {}
         values = np.atleast_1d(np.asarray(times))
@@ -226,10 +275,37 @@ class DYffusionStepper(StateStepper):
         for k in range(self.horizon):
             fields = time_forcings(shift_times(values, k * self.step), self.grid, self.device)
             out.update({f"{name}+{k}": field for name, field in fields.items()})
-        if self.diurnal is not None:
+        if self.seasonal is not None:
+            out[CLIMATOLOGY] = climatology_at_offsets(
+                self.seasonal, self.diurnal, values, self.step, self.climatology_offsets
+            ).to(self.device)
+        elif self.diurnal is not None:
             for k in range(1, self.horizon + 1):
                 out[f"{DIURNAL_CHANGE}+{k}"] = self.diurnal.change(values, k * self.step)
         return out
+
+    def _climatology(
+        self, forcings: Forcings, offset: torch.Tensor, like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(C(history), C(t + offset), C(t + h))`` from the ``"climatology"`` forcing.
+
+        Shapes ``(batch, history, channel, lat, lon)``, then ``(batch, channel,
+        lat, lon)`` twice; zeros without a seasonal baseline.
+        """
+        if self.seasonal is None:
+            zero = torch.zeros_like(like)
+            return zero.unsqueeze(1), zero, zero
+        table = forcings[CLIMATOLOGY].to(like)  # (batch, history + h, channel, lat, lon)
+        expected = (like.shape[0], self.history + self.horizon, *like.shape[1:])
+        if tuple(table.shape) != expected:
+            raise DataError(
+                f"forcing {CLIMATOLOGY!r} has shape {tuple(table.shape)}, expected {expected}",
+                hint="pass stepper.forcings(times)",
+            )
+        rows = torch.arange(like.shape[0], device=like.device)
+        now = self.history - 1  # index of t
+        at_offset = table[rows, now + offset.to(like.device)]
+        return table[:, : self.history], at_offset, table[:, now + self.horizon]
 
     def _diurnal_changes(self, forcings: Forcings, offset: torch.Tensor, like: torch.Tensor):
         """``(c_i, c_h)``: the changes of the diurnal anomaly from ``t`` to ``t + offset`` and ``t + h``."""
@@ -287,17 +363,19 @@ class DYffusionStepper(StateStepper):
         """
         batch = start.shape[0]
         fraction = offset.to(start.dtype) / self.horizon
-        parts = [start.reshape(batch, -1, *self.grid.shape), end]
         fields = self._forcing_fields(forcings, offset)
+        past, now, future = self._climatology(forcings, offset, end)
+        start, end = start - past, end - future  # departures (unchanged without seasonal)
+        parts = [start.reshape(batch, -1, *self.grid.shape), end]
         if fields is not None:
             parts.append(fields.to(start.dtype))
         output = self.interpolator(torch.cat(parts, dim=1), fraction, generators)
         last = start[:, -1]
         linear = last + fraction[:, None, None, None] * (end - last)
-        if self.diurnal is not None:
+        if self.diurnal is not None and self.seasonal is None:
             change, full = self._diurnal_changes(forcings, offset, last)
             linear = linear + change - fraction[:, None, None, None] * full
-        return linear + output.to(start.dtype) * self.tendency_scale.to(start.dtype)
+        return now + linear + output.to(start.dtype) * self.tendency_scale.to(start.dtype)
 
     def forecast(
         self,
@@ -324,18 +402,22 @@ class DYffusionStepper(StateStepper):
             ``forecaster_sampling``).
         """
         batch = state.shape[0]
+        fields = self._forcing_fields(forcings, offset)
+        past, now, future = self._climatology(forcings, offset, state)
+        state = state - now  # departures (unchanged without seasonal)
         parts = [state]
         if self.spec.condition_forecaster:
-            parts.append(start.reshape(batch, -1, *self.grid.shape))
-        fields = self._forcing_fields(forcings, offset)
+            parts.append((start - past).reshape(batch, -1, *self.grid.shape))
         if fields is not None:
             parts.append(fields.to(state.dtype))
         tau = offset.to(state.dtype) / self.horizon
-        output = self.forecaster(torch.cat(parts, dim=1), tau, generators)
-        if self.diurnal is not None:
+        output = self.forecaster(torch.cat(parts, dim=1), tau, generators).to(state.dtype)
+        if not self.residual:
+            return future + output
+        if self.diurnal is not None and self.seasonal is None:
             change, full = self._diurnal_changes(forcings, offset, state)
             state = state + (full - change)
-        return state + output.to(state.dtype) * self.tendency_scale.to(state.dtype)
+        return future + state + output * self.tendency_scale.to(state.dtype)
 
     def forward_block_normalized(
         self,
@@ -515,16 +597,22 @@ class DYffusionStepper(StateStepper):
             "horizon": self.horizon,
             "trained_steps": dict(self.trained_steps),
             "diurnal_hours": None if self.diurnal is None else list(self.diurnal.hours),
+            "residual": self.residual,
+            "seasonal_harmonics": None if self.seasonal is None else self.seasonal.harmonics,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DYffusionStepper:
-        """Inverse of :meth:`config` (weights freshly initialised; a diurnal table of zeros)."""
+        """Inverse of :meth:`config` (weights freshly initialised; diurnal and seasonal tables of zeros)."""
         grid = Grid.from_dict(config["grid"])
         hours = config.get("diurnal_hours")
         diurnal = None
         if hours:
             diurnal = (hours, np.zeros((len(hours), len(config["channels"]), *grid.shape)))
+        harmonics = config.get("seasonal_harmonics")  # absent before the seasonal baseline
+        seasonal = None
+        if harmonics is not None:
+            seasonal = np.zeros((2 * harmonics + 1, len(config["channels"]), *grid.shape))
         return cls(
             config["hparams"],
             config["channels"],
@@ -535,4 +623,6 @@ class DYffusionStepper(StateStepper):
             forcings=config["forcings"],
             trained_steps=config.get("trained_steps"),
             diurnal=diurnal,
+            residual=bool(config.get("residual", True)),  # absent before --no-residual
+            seasonal=seasonal,
         )

@@ -94,24 +94,14 @@ def _dyffusion(
     prescribed: Normalizer | None = None,
 ) -> DYffusionStepper:
     """A freshly initialised DYffusion stepper (interpolator and forecaster SFNOs)."""
-    if request.seasonal_baseline:
-        raise ConfigError(
-            "dyffusion forecasts the states themselves: --seasonal-baseline does not apply",
-            hint="drop --seasonal-baseline",
-        )
     if prescribed is not None:
         raise ConfigError(
             "prescribed forcings (--forcing-vars) are fed to the backbones sfno, afno and fno; "
             "dyffusion does not take them yet",
             hint="drop --forcing-vars/--forcing-store, or train --model sfno",
         )
-    if not request.residual:
-        raise ConfigError(
-            "dyffusion interpolates and forecasts around the states themselves: "
-            "--no-residual does not apply",
-            hint="drop --no-residual",
-        )
     diurnal = diurnal_cycle(ds, channels, start_times) if request.diurnal_baseline else None
+    seasonal = seasonal_cycle(ds, channels) if request.seasonal_baseline else None
     return DYffusionStepper(
         dict(request.hparams),
         channels,
@@ -121,6 +111,8 @@ def _dyffusion(
         history=request.history,
         forcings=request.forcings,
         diurnal=diurnal,
+        residual=request.residual,
+        seasonal=seasonal,
     )
 
 

@@ -141,7 +141,10 @@ class TrainingLoop:
     own optimiser and learning-rate schedule, on the area-weighted MSE of its
     ``training_pairs`` or, with ``ensemble_size > 1``, the fair CRPS of that
     many samples of its dropout (``ensemble_noise`` is not used: the members
-    differ by their dropout masks); ``best.ckpt`` is chosen in the last stage only.
+    differ by their dropout masks), plus the zonal-mean term with
+    ``zonal_mean_weight``; ``input_noise`` perturbs the history at the start of
+    each window (not its end, which the interpolator sees, nor the targets);
+    ``best.ckpt`` is chosen in the last stage only.
     """
 
     def __init__(
@@ -204,15 +207,11 @@ class TrainingLoop:
         )
         self.staged = isinstance(stepper, StagedStepper)
         if isinstance(stepper, StagedStepper):
-            if request.input_noise > 0:
+            if request.rollout_steps > 1 or request.rollout_schedule:
                 raise ConfigError(
-                    f"a {stepper.kind} model is trained stage by stage on MSE; --input-noise does not apply",
-                    hint="drop --input-noise",
-                )
-            if request.zonal_mean_weight > 0:
-                raise ConfigError(
-                    f"a {stepper.kind} model is trained stage by stage on MSE; --zonal-mean-weight does not apply",
-                    hint="drop --zonal-mean-weight",
+                    f"a {stepper.kind} model trains each stage on windows of its horizon; "
+                    "--rollout-steps and --rollout-schedule do not apply",
+                    hint="drop --rollout-steps and --rollout-schedule (the horizon is a hyperparameter)",
                 )
             self.plan = StagePlan.split(
                 stepper.stages, request.max_steps, request.interpolator_steps
@@ -350,6 +349,10 @@ class TrainingLoop:
         forcings = rollout_forcings(
             self.stepper, self.times, batch["start"].numpy(), 1, self.device
         )
+        if self.request.input_noise > 0:  # the window's start; its end and targets stay clean
+            history = history + self.input_noise_std * torch.randn(
+                history.shape, generator=self.noise, device=self.device, dtype=history.dtype
+            )
         members = self.request.ensemble_size
         with torch.autocast(
             self.device.type,
@@ -362,7 +365,11 @@ class TrainingLoop:
         if members > 1:
             crps = per_channel_fair_crps(prediction.float(), target, self.latitude_weights)
             return crps * self.error_scale.sqrt()
-        return per_channel_mse(prediction.float(), target, self.latitude_weights) * self.error_scale
+        loss = per_channel_mse(prediction.float(), target, self.latitude_weights)
+        if self.request.zonal_mean_weight > 0:
+            zonal = per_channel_zonal_mse(prediction.float(), target, self.latitude_weights)
+            loss = loss + self.request.zonal_mean_weight * zonal
+        return loss * self.error_scale
 
     def _optimizer_step(self, batches, n_steps: int) -> None:
         request = self.request
