@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from forecast.checkpoint import load_checkpoint, save_checkpoint
-from forecast.errors import CheckpointError, ConfigError
+from forecast.errors import CheckpointError, ConfigError, DataError
 from forecast.grid import Grid
 from forecast.models.conditioned import MemberDropout, TimeConditionedSFNO
 from forecast.models.sfno import SFNO, SFNOHParams
@@ -153,6 +153,136 @@ def test_cold_sampling_with_exact_networks_reproduces_linear_dynamics():
     assert len(states) == horizon
     for got, want in zip(states, truth, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+# the same linear dynamics on departures from a seasonal and diurnal climatology, through the stepper
+HOURS = [0.0, 6.0, 12.0, 18.0]
+
+
+def _climatology_tables(seed: int = 3):
+    """Physical seasonal coefficients (2 harmonics) and a diurnal table of the size of the state."""
+    generator = np.random.default_rng(seed)
+    scale = np.array([3000.0, 15.0])[None, :, None, None]
+    seasonal = generator.normal(size=(5, 2, *GRID.shape)) * scale
+    seasonal[0] += np.array([54000.0, 275.0])[:, None, None]
+    diurnal = generator.normal(size=(4, 2, *GRID.shape)) * 0.5 * scale
+    return seasonal, diurnal - diurnal.mean(axis=0)
+
+
+class _ExactNetwork(torch.nn.Module):
+    """Stands in for a TimeConditionedSFNO: the exact output for departures ``a_{k+1} = A a_k``.
+
+    ``role`` ``"interpolator"``: the correction to the linear interpolation of
+    the departures (in tendency units); ``"forecaster"``: the departure at
+    ``t + h`` itself, or its change from ``t + i`` (``residual``).
+    """
+
+    def __init__(self, a, stepper, role, residual=True):
+        super().__init__()
+        self.a, self.stepper, self.role, self.residual = a.float(), stepper, role, residual
+
+    def power(self, departure, k):
+        matrix = torch.linalg.matrix_power(self.a.double(), k).float()
+        return torch.einsum("ij,bjyx->biyx", matrix, departure)
+
+    def forward(self, inputs, tau, generators=None):
+        n, h, history = len(self.stepper.channels), self.stepper.horizon, self.stepper.history
+        i = int(round(float(tau[0]) * h))
+        scale = self.stepper.tendency_scale
+        if self.role == "interpolator":
+            start = inputs[:, (history - 1) * n : history * n]
+            end = inputs[:, history * n : (history + 1) * n]
+            f = i / h
+            exact = (1 - f) * self.power(start, i) + f * self.power(end, i - h)
+            return (exact - (start + f * (end - start))) / scale
+        state = inputs[:, :n]
+        exact = self.power(state, h - i)
+        return (exact - state) / scale if self.residual else exact
+
+
+@pytest.mark.parametrize("residual", [True, False], ids=["residual", "no-residual"])
+def test_cold_sampling_on_departures_with_exact_networks_reproduces_the_truth(residual):
+    """With the seasonal (and diurnal) baseline, the states are C(t + k) + A^k (x_t - C(t))."""
+    q, _ = _linear_dynamics(size=2, seed=4)
+    a = q.float()
+    seasonal, diurnal = _climatology_tables()
+    normalizer = Normalizer(
+        CHANNELS, np.array([54000.0, 275.0]), np.array([3000.0, 15.0]), np.array([600.0, 3.0])
+    )
+    stepper = DYffusionStepper(
+        {**TINY, "horizon": 4}, CHANNELS, GRID, STEP, normalizer, history=2,
+        diurnal=(HOURS, diurnal), residual=residual, seasonal=seasonal,
+    ).eval()  # fmt: skip
+    stepper.interpolator = _ExactNetwork(a, stepper, "interpolator")
+    stepper.forecaster = _ExactNetwork(a, stepper, "forecaster", residual)
+    h = stepper.horizon
+    times = np.array(["2020-03-01T06", "2020-11-30T18"], "datetime64[ns]")  # one per row
+    clim = [stepper.forcings(times)["climatology"][:, k] for k in range(h + 2)]  # t-1 .. t+h
+    assert stepper.forcing_names[-1] == "climatology" and len(clim) == stepper.history + h
+    departure = torch.randn(2, 2, *GRID.shape, generator=torch.Generator().manual_seed(5))
+    power = stepper.interpolator.power
+    inputs = torch.stack([clim[0] + power(departure, -1), clim[1] + departure], dim=1)
+    truth = [clim[1 + k] + power(departure, k) for k in range(h + 1)]  # t .. t+h, normalised
+    block = stepper.advance_block(stepper.denormalize(inputs), times, seeds=[1, 2])
+    assert block.shape == (2, h, 2, *GRID.shape)
+    for k in range(h):
+        torch.testing.assert_close(stepper.normalize(block[:, k]), truth[k + 1], rtol=0, atol=2e-4)
+    # the baseline is a real one: the climatology moves within the horizon by far more than the tolerance
+    assert min((clim[1 + k] - clim[1]).abs().max() for k in range(1, h)) > 0.5
+    # a second horizon starts from the written states at t + h - 1 and t + h and stays on the truth
+    later = np.array([t + np.timedelta64(6 * h, "h") for t in times])
+    after = stepper.forcings(later)["climatology"]
+    again = stepper.advance_block(block[:, -2:], later, seeds=[1, 2])
+    anomaly = power(departure, h)
+    for k in range(h):
+        torch.testing.assert_close(
+            stepper.normalize(again[:, k]),
+            after[:, 2 + k] + power(anomaly, k + 1),
+            rtol=0,
+            atol=5e-4,
+        )
+
+
+def test_seasonal_checkpoint_round_trip(tmp_path):
+    seasonal, diurnal = _climatology_tables()
+    torch.manual_seed(0)
+    normalizer = Normalizer(
+        CHANNELS, np.array([54000.0, 275.0]), np.array([3000.0, 15.0]), np.array([600.0, 3.0])
+    )
+    stepper = DYffusionStepper(
+        TINY, CHANNELS, GRID, STEP, normalizer, history=2, diurnal=(HOURS, diurnal),
+        residual=False, seasonal=seasonal,
+    )  # fmt: skip
+    for module in (stepper.interpolator, stepper.forecaster):
+        trained(module)
+    stepper.trained_steps.update(interpolator=2, forecaster=2)
+    path = tmp_path / "seasonal.ckpt"
+    save_checkpoint(path, stepper.eval())
+    loaded, metadata = load_checkpoint(path)
+    assert metadata["seasonal_harmonics"] == 2 and metadata["residual"] is False
+    assert loaded.seasonal is not None and loaded.residual is False
+    assert "seasonal.coefficients" in loaded.state_dict() and "diurnal.table" in loaded.state_dict()
+    for name, tensor in stepper.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    x = state(history=2)
+    np.testing.assert_array_equal(
+        stepper.advance_block(x, TIMES, seeds=[3, 4]).numpy(),
+        loaded.advance_block(x, TIMES, seeds=[3, 4]).numpy(),
+    )
+    # a checkpoint from before the seasonal baseline (no such keys) loads as a residual model
+    config = {
+        k: v for k, v in stepper.config().items() if k not in ("residual", "seasonal_harmonics")
+    }
+    older = DYffusionStepper.from_config({**config, "diurnal_hours": None})
+    assert older.residual and older.seasonal is None
+    with pytest.raises(DataError, match="seasonal coefficients have shape"):
+        DYffusionStepper(TINY, CHANNELS, GRID, STEP, normalizer, seasonal=seasonal[:, :1])
+    with pytest.raises(DataError, match="residual mode or a seasonal baseline"):
+        DYffusionStepper(
+            TINY, CHANNELS, GRID, STEP, normalizer, diurnal=(HOURS, diurnal), residual=False
+        )
+    with pytest.raises(DataError, match="need time forcings"):
+        DYffusionStepper(TINY, CHANNELS, GRID, STEP, normalizer, forcings=False, seasonal=seasonal)
 
 
 def test_network_calls_per_horizon():

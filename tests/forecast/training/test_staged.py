@@ -10,7 +10,7 @@ import torch
 
 from forecast.checkpoint import load_checkpoint
 from forecast.cli.main import main
-from forecast.errors import ConfigError
+from forecast.errors import ConfigError, DataError
 from forecast.steppers import BoostedStepper, DYffusionStepper
 from forecast.training import TrainRequest, train
 from forecast.training.stages import StagePlan
@@ -76,9 +76,23 @@ def test_two_stages_in_one_run_with_one_checkpoint(toy_store, tmp_path):
     assert lrs[9] == pytest.approx(lrs[1]) and lrs[9] > lrs[8]
 
 
-@pytest.mark.parametrize("stop", [3, 6, 9], ids=["in-stage-1", "at-the-switch", "in-stage-2"])
-def test_resume_of_each_stage_matches_uninterrupted(toy_store, tmp_path, stop):
-    options = dict(hparams=DYFFUSION, max_steps=12, interpolator_steps=6, val_every=6, **OPTIONS)
+#: the climate recipe (configs/climate/dyffusion.yaml): departures from the seasonal and diurnal
+#: baseline, a forecaster of the departure itself, input noise, extra weight on the zonal means
+CLIMATE = dict(
+    history=2, seasonal_baseline=True, diurnal_baseline=True, residual=False, input_noise=0.5,
+    zonal_mean_weight=10.0,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("stop", "climate"),
+    [(3, {}), (6, {}), (9, {}), (3, CLIMATE), (9, CLIMATE)],
+    ids=["in-stage-1", "at-the-switch", "in-stage-2", "climate-in-stage-1", "climate-in-stage-2"],
+)
+def test_resume_of_each_stage_matches_uninterrupted(toy_store, tmp_path, stop, climate):
+    options = dict(
+        hparams=DYFFUSION, max_steps=12, interpolator_steps=6, val_every=6, **climate, **OPTIONS
+    )
     train(TrainRequest(toy_store, "dyffusion", tmp_path / "whole", workers=0, **options))
     split = TrainRequest(toy_store, "dyffusion", tmp_path / "split", workers=1, **options)
     assert train(split, stop_after=stop).steps == stop
@@ -130,21 +144,62 @@ def test_ensemble_size_trains_each_stage_on_the_crps_of_its_dropout(toy_store, t
 
 
 def test_dyffusion_refuses_options_that_do_not_apply(toy_store, tmp_path):
-    with pytest.raises(ConfigError, match="--no-residual does not apply"):
+    with pytest.raises(ConfigError, match="--rollout-steps and --rollout-schedule do not apply"):
         train(TrainRequest(
             toy_store, "dyffusion", tmp_path / "b", hparams=DYFFUSION, max_steps=4,
-            residual=False, workers=0, **OPTIONS,
+            rollout_steps=2, workers=0, **OPTIONS,
         ))  # fmt: skip
-    with pytest.raises(ConfigError, match="--input-noise does not apply"):
+    with pytest.raises(DataError, match="residual mode or a seasonal baseline"):
         train(TrainRequest(
             toy_store, "dyffusion", tmp_path / "c", hparams=DYFFUSION, max_steps=4,
-            input_noise=0.5, workers=0, **OPTIONS,
+            residual=False, diurnal_baseline=True, workers=0, **OPTIONS,
         ))  # fmt: skip
-    with pytest.raises(ConfigError, match="--seasonal-baseline does not apply"):
-        train(TrainRequest(
-            toy_store, "dyffusion", tmp_path / "d", hparams=DYFFUSION, max_steps=4,
-            seasonal_baseline=True, workers=0, **OPTIONS,
-        ))  # fmt: skip
+
+
+def test_dyffusion_climate_options_change_the_stage_loss(toy_store, tmp_path, monkeypatch):
+    """--input-noise changes each stage's loss; --zonal-mean-weight W adds W x its zonal part."""
+    import forecast.training.trainer as trainer_module
+
+    zonal_parts = []
+    original = trainer_module.per_channel_zonal_mse
+
+    def recording(prediction, target, latitude_weights):
+        zonal_parts.append(original(prediction, target, latitude_weights).detach().clone())
+        return zonal_parts[-1]
+
+    monkeypatch.setattr(trainer_module, "per_channel_zonal_mse", recording)
+    options = dict(
+        hparams=DYFFUSION, max_steps=2, interpolator_steps=1, val_every=2, workers=0, **OPTIONS
+    )
+    runs = {
+        "plain": {},
+        "noise": dict(input_noise=0.5),
+        # the noise gives the linear interpolation (the untrained interpolator) a zonal-mean error,
+        # which the toy store's patterns alone do not have
+        "zonal": dict(input_noise=0.5, zonal_mean_weight=10.0),
+        "seasonal": dict(seasonal_baseline=True, residual=False),
+    }
+    records = {}
+    for name, extra in runs.items():
+        train(TrainRequest(toy_store, "dyffusion", tmp_path / name, **extra, **options))
+        records[name] = _records(tmp_path / name, "train")
+        assert len(records[name]) == 2 and all(np.isfinite(r["loss"]) for r in records[name])
+    assert len(zonal_parts) == 2  # one per stage, only in the weighted run
+    stepper, _ = load_checkpoint(tmp_path / "zonal" / "latest.ckpt")
+    scale = np.asarray(stepper.normalizer.diff_std) / np.asarray(stepper.normalizer.std)
+    for step, zonal in enumerate(zonal_parts):  # step 1 the interpolator, step 2 the forecaster
+        plain = records["noise"][step]["loss_per_channel"]
+        weighted = records["zonal"][step]["loss_per_channel"]
+        expected = [
+            plain[c] + 10.0 * z / s**2
+            for c, z, s in zip(stepper.channels, zonal.tolist(), scale, strict=True)
+        ]
+        np.testing.assert_allclose([weighted[c] for c in stepper.channels], expected, rtol=1e-5)
+        assert float(zonal.min()) > 0 and all(weighted[c] > plain[c] for c in stepper.channels)
+    for step in range(2):
+        assert records["noise"][step]["loss"] != pytest.approx(records["plain"][step]["loss"])
+    stepper, metadata = load_checkpoint(tmp_path / "seasonal" / "latest.ckpt")
+    assert metadata["seasonal_harmonics"] == 4 and stepper.residual is False
 
 
 def test_cli_trains_dyffusion_and_run_refuses_an_untrained_forecaster(toy_store, tmp_path, capsys):
