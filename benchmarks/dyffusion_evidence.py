@@ -266,10 +266,7 @@ def long_run(work: Path, store: Path, checkpoint: Path, name: str = "long") -> d
 
     The rollout is written to ``name.zarr`` in ``work`` (and reused from there).
     """
-    import xarray as xr
-
-    from forecast.grid import Grid
-    from forecast.store import open_store, store_grid
+    from forecast.store import open_store
 
     truth_store = build_store(work, "truth_year.zarr", days=367)
     out = work / f"{name}.zarr"
@@ -279,18 +276,34 @@ def long_run(work: Path, store: Path, checkpoint: Path, name: str = "long") -> d
                        "--steps", "1460", "--members", "1", "--seed", "0", "--out", str(out),
                        "--no-progress", "--overwrite", log=work / f"{name}_run.log")  # fmt: skip
         (work / f"{name}_cpu.json").write_text(json.dumps({"cpu_s": cpu}))
+    return annual_bias(out, truth_store)
+
+
+def annual_bias(out: Path, truth_store: Path, member: int | None = 0) -> dict:
+    """Run-mean global-mean bias per channel of the forecast ``out`` against ``truth_store``.
+
+    Over the forecast's leads after the initial state (init 0), area-weighted,
+    in units of the truth store's std of each channel. ``member``: that member,
+    or None for the ensemble mean.
+    """
+    import xarray as xr
+
+    from forecast.grid import Grid
+    from forecast.store import open_store, store_grid
+
     fc = xr.open_zarr(out)
     truth = open_store(truth_store)
     grid: Grid = store_grid(truth)
-    weights = xr.DataArray(
-        grid.area_weights(), dims="latitude", coords={"latitude": truth.latitude}
-    )
+    # weights without a latitude coordinate: the forecast's and the store's latitudes may differ
+    # in the last bits (1e-14), and aligning them by label would drop those rows
+    weights = xr.DataArray(grid.area_weights(), dims="latitude")
     valid = fc["valid_time"].isel(time=0).values[1:]
     truth_data = truth["data"].sel(time=valid)
     channels = [str(c) for c in truth["channel"].values if str(c) in fc]
     result = {}
     for channel in channels:
-        values = fc[channel].isel(time=0, member=0, lead_time=slice(1, None))
+        values = fc[channel].isel(time=0, lead_time=slice(1, None))
+        values = values.mean("member") if member is None else values.isel(member=member)
         finite = bool(np.isfinite(values.values).all())
         model = float(values.weighted(weights).mean(("latitude", "longitude")).mean())
         true = float(
