@@ -139,3 +139,48 @@ def test_dyffusion_grf_samples_with_the_sfno_perturbations(evidence, flag, suffi
     else:
         assert request.amplitude != sfno.amplitude
         assert request.amplitude == resolved([*base, "--amplitude", amplitude]).amplitude
+
+
+def test_annual_bias_is_the_run_mean_global_mean_bias_over_std(evidence, tmp_path):
+    """Known offsets come back in std units, though the forecast's latitudes differ in the last bits."""
+    import numpy as np
+    import xarray as xr
+
+    from forecast.store import open_store
+    from tests.forecast.training.conftest import write_toy_store
+
+    truth_path = write_toy_store(tmp_path / "truth.zarr", n_time=12)
+    truth = open_store(truth_path)
+    std = truth["std"].values
+    times = truth["time"].values
+    offsets = np.array([[0.3, -0.1], [0.1, 0.2]])  # (member, channel), in stds
+    data = truth["data"].values[:9]  # (lead, channel, lat, lon): leads 0 .. 8 from the first time
+    # (time, lead, member, channel, lat, lon): the truth plus each member's offsets
+    fields = data[None, :, None] + (offsets * std)[None, None, :, :, None, None]
+    # and a north-south dipole of zero area mean: rows left out of the mean would show it
+    dipole = np.sin(np.deg2rad(truth["latitude"].values))[:, None] * std[:, None, None]
+    fields = fields + dipole
+    latitude = truth["latitude"].values.copy()
+    latitude[1:8:2] += 1.4e-14  # as a forecast's own grid writes them (northern rows)
+    coords = {
+        "time": times[:1],
+        "lead_time": times[:9] - times[0],
+        "member": [0, 1],
+        "latitude": latitude,
+        "longitude": truth["longitude"].values,
+        "valid_time": (("time", "lead_time"), times[None, :9]),
+    }
+    dims = ("time", "lead_time", "member", "latitude", "longitude")
+    forecast = xr.Dataset(
+        {c: (dims, fields[:, :, :, k]) for k, c in enumerate(truth["channel"].values)}, coords
+    )
+    forecast.to_zarr(tmp_path / "fc.zarr")
+    for member in (0, 1):
+        result = evidence.annual_bias(tmp_path / "fc.zarr", truth_path, member)
+        got = [result[c]["bias_over_std"] for c in ("z500", "t850")]
+        np.testing.assert_allclose(got, offsets[member], atol=1e-5)
+        assert all(v["finite"] for v in result.values())
+    mean = evidence.annual_bias(tmp_path / "fc.zarr", truth_path, None)
+    np.testing.assert_allclose(
+        [mean[c]["bias_over_std"] for c in ("z500", "t850")], offsets.mean(axis=0), atol=1e-5
+    )
