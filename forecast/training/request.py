@@ -50,7 +50,9 @@ class TrainRequest:
     )
     history: int = _option(1, "input states per step", ge=1)
     forcings: bool = _option(True, "feed time-of-day/year forcings")
-    residual: bool = _option(True, "predict the tendency, not the full state")
+    residual: bool = _option(
+        True, "predict the tendency, not the full state (dyffusion: the forecaster's)"
+    )
     diurnal_baseline: bool = _option(
         False,
         "start each step from the store's climatological diurnal cycle (grids up to ~1 degree)",
@@ -58,7 +60,8 @@ class TrainRequest:
     seasonal_baseline: bool = _option(
         False,
         "with --no-residual: forecast departures from the store's climatological seasonal cycle "
-        "(4 annual harmonics; with --diurnal-baseline plus its hour-of-day cycle)",
+        "(4 annual harmonics; with --diurnal-baseline plus its hour-of-day cycle); dyffusion: "
+        "both networks work on the departures",
     )
     boost: str | Path | None = field(
         default=None,
