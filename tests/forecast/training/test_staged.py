@@ -76,7 +76,7 @@ def test_two_stages_in_one_run_with_one_checkpoint(toy_store, tmp_path):
     assert lrs[9] == pytest.approx(lrs[1]) and lrs[9] > lrs[8]
 
 
-#: the climate recipe (configs/climate/dyffusion.yaml): departures from the seasonal and diurnal
+#: the climate recipe (configs/climate/train_dyffusion.yaml): departures from the seasonal and diurnal
 #: baseline, a forecaster of the departure itself, input noise, extra weight on the zonal means
 CLIMATE = dict(
     history=2, seasonal_baseline=True, diurnal_baseline=True, residual=False, input_noise=0.5,
