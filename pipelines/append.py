@@ -29,7 +29,7 @@ import xarray as xr
 import zarr
 
 from forecast import publish, storage
-from forecast.errors import CalendarError, DataError, GridError
+from forecast.errors import CalendarError, ConfigError, DataError, GridError
 from forecast.grid import Grid
 from forecast.store import store_channels, store_grid, store_step
 from forecast.time import canonical_calendar, format_step, format_time, time_index
@@ -37,7 +37,7 @@ from pipelines import writer
 from pipelines.cluster import Scheduler
 from pipelines.graph import Targets
 from pipelines.sources import file_for_time
-from pipelines.statistics import ClimatologyPlan
+from pipelines.statistics import WINDOW_DAYS, ClimatologyPlan
 
 #: Arrays rewritten in place by ``--recompute-statistics`` (through the other chunk-key encoding).
 STATISTICS_ARRAYS = ("mean", "std", "diff_std", "climatology")
@@ -127,12 +127,26 @@ def _check_overlap(existing: xr.Dataset, data: xr.DataArray, index, stored, span
     )
 
 
+def _window(out: str, attrs, asked: int | None, recompute: bool) -> int:
+    """The smoothing window of an append: the store's, or ``asked`` when the statistics are recomputed."""
+    kept = int(attrs.get("climatology_window_days", WINDOW_DAYS))
+    if asked is None or asked == kept:
+        return kept
+    if not recompute:
+        raise ConfigError(
+            f"the store's climatology is smoothed over {kept} days and an append keeps its statistics, so a window of {asked} days cannot apply",
+            path=out,
+            hint=f"drop --climatology-window (the store keeps {kept}), or add --recompute-statistics to smooth it anew",
+        )
+    return asked
+
+
 def append_to(
     out: str,
     existing: xr.Dataset,
     prepared,
     recompute: bool,
-    window: int,
+    window: int | None,
     where: Scheduler,
     progress: bool,
     now: str,
@@ -148,6 +162,7 @@ def append_to(
         time_array, hours = root["time"], root["hour"]
         assert isinstance(time_array, zarr.Array) and isinstance(hours, zarr.Array)
         old_length = int(time_array.shape[0])
+        window = _window(out, root.attrs, window, recompute)
         if old_length != existing.sizes["time"]:
             raise DataError(
                 "the store changed while this ingest started", path=out, hint="rerun the command"

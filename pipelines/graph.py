@@ -9,11 +9,12 @@ blocks of whole source chunks (each read once), and from every block:
 - a **moment** partial and a **tendency** partial (which also takes the
   last step of the block before), merged in a tree
   (:meth:`Tasks.tree`);
-- the block's **climatology** bin sums: a (day, hour) bin of several steps
-  is the sum over the blocks that hold its times, divided by its count and
+- the **climatology**: a (day, hour) bin of several steps (one a year) is
+  averaged from its steps read back from ``data`` once they are written
+  (so no block's share of a bin waits in memory for the next year's) and
   written to a temporary array; a bin of one step is its own mean, read
-  back from ``data``. The smoothing tasks stream through both to write the
-  climatology.
+  from ``data`` by the smoothing. The smoothing tasks stream through both
+  to write the climatology.
 
 The client receives only the merged moments; every block stays on the
 workers. :func:`run` computes the graph on the chosen scheduler with a
@@ -39,8 +40,7 @@ from pipelines.sources import file_for_time
 from pipelines.statistics import (
     ClimatologyPlan,
     Moments,
-    add_fields,
-    bin_sum,
+    bin_mean,
     last_step,
     merge_moments,
     moment_partial,
@@ -210,15 +210,18 @@ def _write(target, start: int, block: np.ndarray) -> int:
     return int(block.shape[0])
 
 
-def _bin_mean(target, day: int, hour: int, count: int, *sums: np.ndarray) -> int:
-    """Write a bin's mean (float32, rounded once from the float64 sum); returns ``count``."""
-    total = add_fields(*sums) if len(sums) > 1 else sums[0]
-    mean = np.empty(total.shape, dtype=np.float32)
-    np.divide(total, np.float64(count), out=mean, casting="same_kind")
+def _bin_mean(target, data, day: int, hour: int, steps: list[int], *written: int) -> int:
+    """Write the mean of ``data``'s ``steps`` as bin ``(day, hour)`` of ``target``; returns the count.
+
+    ``written`` are the results of the tasks that wrote those steps (unused:
+    they order the graph).
+    """
+    field = np.empty(tuple(data.shape[1:]), dtype=np.float32)
+    mean = bin_mean(lambda step: read_chunk(data, (step,), field), steps)
     # a temporary array: a killed task is rerun and the array is discarded with a killed ingest,
     # so its chunks need no temporary file and rename each
     fast_writer(target, atomic=False)[day, hour] = mean
-    return count
+    return len(steps)
 
 
 class _WindowFields:
@@ -328,31 +331,24 @@ def build_pass(
     weights_key = (tasks.name, "weights")
     tasks.layer[weights_key] = weights  # once in the graph, not once per task
     writes, moments, tendencies = [], [], []
+    written_by: list = []  # per block: the key of the task that writes it (None: there already)
     previous = None
-    per_bin: dict[tuple[int, int], list] = {}
-    single: dict[tuple[int, int], tuple] = {}
     for block, (start, stop) in zip((b.key for b in blocks), bounds, strict=True):
         check = FiniteCheck(times[start:stop], channels, spans)
+        written_by.append(None)
         if targets.data is not None and start >= targets.write_from:
             offset = targets.offset + start - targets.write_from
             writes.append(tasks.add(_write, targets.data, offset, block))
+            written_by[-1] = writes[-1]
         moments.append(tasks.add(moment_partial, block, weights_key, check))
         tendencies.append(tasks.add(tendency_partial, block, previous, weights_key))
         previous = tasks.add(last_step, block)
-        if plan is not None:
-            for key, rows in plan.bins_in(start, stop).items():
-                if plan.counts[key] == 1 and targets.data is not None:
-                    # a bin of one step is its own mean: the smoothing reads it from the data
-                    step = start + int(rows[0])
-                    single[key] = (
-                        _data_index(step, targets),
-                        writes[-1] if step >= targets.write_from else None,
-                    )
-                else:
-                    per_bin.setdefault(key, []).append(tasks.add(bin_sum, block, rows))
-    climatology = (
-        _climatology_graph(tasks, per_bin, single, plan, targets) if plan is not None else []
-    )
+    climatology = []
+    if plan is not None:
+        if targets.data is None:
+            raise ValueError("a climatology is averaged from the written data: the pass needs it")
+        starts = np.asarray([start for start, _ in bounds])
+        climatology = _climatology_graph(tasks, plan, targets, starts, written_by)
     moments_key = tasks.tree(moments, merge_moments)
     tendencies_key = tasks.tree(tendencies, _merge_tendencies)
     delayed = tasks.delayed([*writes, *climatology, moments_key, tendencies_key])
@@ -378,19 +374,24 @@ def _data_index(step: int, targets: Targets) -> int:
 
 
 def _climatology_graph(
-    tasks: Tasks, per_bin: dict, single: dict, plan: ClimatologyPlan, targets: Targets
+    tasks: Tasks, plan: ClimatologyPlan, targets: Targets, starts: np.ndarray, written_by: list
 ) -> list[tuple[str, int]]:
-    """Bin means of the bins of several steps, then the smoothing tasks (``single``: bins of one step)."""
+    """Bin means of the bins of several steps, then the smoothing tasks.
+
+    ``starts`` are the blocks' first time indices and ``written_by`` the
+    tasks that write them, which a bin's reads wait for.
+    """
     bin_means: dict[tuple[int, int], tuple[str, int]] = {}
-    for (day, hour), sums in per_bin.items():
-        # a tree of partial sums for bins met in many blocks (one per year), then one mean per bin
-        while len(sums) > FAN_IN:
-            sums = [
-                tasks.add(add_fields, *sums[i : i + FAN_IN]) for i in range(0, len(sums), FAN_IN)
-            ]
-        bin_means[(day, hour)] = tasks.add(
-            _bin_mean, targets.means, day, hour, int(plan.counts[day, hour]), *sums
-        )
+    single: dict[tuple[int, int], tuple] = {}  # a bin of one step: its data index, its writer
+    for (day, hour), steps in plan.bins().items():
+        waits = {written_by[b] for b in np.searchsorted(starts, steps, side="right") - 1} - {None}
+        indices = [_data_index(int(step), targets) for step in steps]
+        if len(indices) == 1:  # its own mean: the smoothing reads it from the data
+            single[(day, hour)] = (indices[0], next(iter(waits), None))
+        else:
+            bin_means[(day, hour)] = tasks.add(
+                _bin_mean, targets.means, targets.data, day, hour, indices, *sorted(waits)
+            )
     keys = []
     for hour in range(plan.hours.size):
         counts = plan.counts[:, hour]

@@ -46,7 +46,12 @@ from pipelines.cluster import Scheduler, compute, dask_scheduler
 from pipelines.graph import Targets, build_pass
 from pipelines.lexicon import select_channels
 from pipelines.sources import combine, file_for_time, open_sources
-from pipelines.statistics import ClimatologyPlan, area_weights, days_in_calendar_year
+from pipelines.statistics import (
+    WINDOW_DAYS,
+    ClimatologyPlan,
+    area_weights,
+    days_in_calendar_year,
+)
 
 
 @dataclass
@@ -152,7 +157,7 @@ def ingest(
     recompute_statistics: bool = False,
     overwrite: bool = False,
     scheduler: str = "threads",
-    climatology_window_days: int = 31,
+    climatology_window_days: int | None = None,
     progress: bool = True,
 ) -> IngestReport:
     """Ingest sources into a training store (or append new times to one).
@@ -192,8 +197,10 @@ def ingest(
         Dask scheduler: ``threads`` (default), ``processes``, ``synchronous``,
         ``local:N`` (N worker processes) or the address of a
         ``dask.distributed`` scheduler (``tcp://host:8786``).
-    climatology_window_days : int
-        Width of the day-of-year window that smooths the climatology.
+    climatology_window_days : int, optional
+        Width of the day-of-year window that smooths the climatology
+        (default :data:`pipelines.statistics.WINDOW_DAYS`; an append keeps the store's, and takes
+        another only with ``recompute_statistics``).
     progress : bool
         Show a progress bar.
 
@@ -237,7 +244,8 @@ def ingest(
         # then compete with the reader and writer threads for the cores (2 CPU-s per GB on 2 cores)
         with dask_scheduler(scheduler) as where, threadpool_limits(limits=1, user_api="blas"):
             if existing is None:
-                _write_new(out, prepared, climatology_window_days, where, progress, held)
+                window = WINDOW_DAYS if climatology_window_days is None else climatology_window_days
+                _write_new(out, prepared, window, where, progress, held)
                 times = prepared.times
             else:
                 from pipelines.append import append_to

@@ -11,10 +11,11 @@
   differences ``x[t] - x[t-1]``; a block also gets the last step of the block
   before it, so the differences across block edges are counted once.
 - **Climatology** (:class:`ClimatologyPlan`): a grouped mean by (day of
-  year, hour of day), reduced cohort by cohort (each bin only from the
-  blocks whose times fall in it, as flox's ``cohorts`` method does), written
-  bin by bin to a temporary array, then smoothed over a centred window of
-  days (circular over the year) by a running sum over each hour's days.
+  year, hour of day), each bin's mean (:func:`bin_mean`) from its own steps
+  (one per year, read back from the written store, so no partial result
+  waits in memory for the next year), written bin by bin to a temporary
+  array, then smoothed over a centred window of days (circular over the
+  year) by a running sum over each hour's days (:func:`window_means`).
 
 Each field is centred on a reference of its own (the mean of a fixed sample
 of its points) before the float32 products, so that squaring does not lose
@@ -24,7 +25,7 @@ block it came in; partials are float64.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,9 @@ from forecast.time import day_of_year_and_hour
 
 #: Bytes of the pieces the moment partials work through at a time (CPU-cache sized).
 PIECE_BYTES = 4 * 2**20
+
+#: Days in the climatology's smoothing window unless a store or a user says otherwise.
+WINDOW_DAYS = 31
 
 #: Points of each field averaged for the reference that centres it.
 REFERENCE_POINTS = 64
@@ -215,14 +219,12 @@ class ClimatologyPlan:
         np.add.at(self.counts, (self.day, self.hour), 1)
         self.half = min(max(int(window_days), 1) // 2, (ndays - 1) // 2)
 
-    def bins_in(self, start: int, stop: int) -> dict[tuple[int, int], np.ndarray]:
-        """Bin ``(day index, hour index)`` -> positions (relative to ``start``) of steps ``start:stop`` in it."""
-        found: dict[tuple[int, int], list[int]] = {}
-        for offset, key in enumerate(
-            zip(self.day[start:stop].tolist(), self.hour[start:stop].tolist(), strict=True)
-        ):
-            found.setdefault(key, []).append(offset)
-        return {key: np.asarray(v) for key, v in found.items()}
+    def bins(self) -> dict[tuple[int, int], np.ndarray]:
+        """Bin ``(day index, hour index)`` -> time indices of its steps, in time order (bins with steps only)."""
+        flat = self.day * self.hours.size + self.hour
+        order = np.argsort(flat, kind="stable")
+        groups = np.split(order, np.flatnonzero(np.diff(flat[order])) + 1)
+        return {divmod(int(flat[group[0]]), int(self.hours.size)): group for group in groups}
 
     @property
     def days_with_data(self) -> np.ndarray:
@@ -245,17 +247,24 @@ class ClimatologyPlan:
         return runs
 
 
-def bin_sum(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Sum of the block's fields at ``rows`` (one bin): the float32 field itself for a single step, float64 for several."""
-    return block[rows[0]] if rows.size == 1 else block[rows].sum(axis=0, dtype=np.float64)
+def bin_mean(read: Callable[[int], np.ndarray], steps: Sequence[int]) -> np.ndarray:
+    """Mean of the fields ``read(step)`` over ``steps`` (one bin), summed in float64 and rounded to float32 once.
 
-
-def add_fields(*fields: np.ndarray) -> np.ndarray:
-    """Sum of fields in float64."""
-    total = np.array(fields[0], dtype=np.float64)
-    for field in fields[1:]:
-        total += field
-    return total
+    ``read`` may return the same buffer every time: memory is one float64
+    sum and what ``read`` holds, however many years the bin spans.
+    """
+    total: np.ndarray | None = None
+    for step in steps:
+        field = read(step)
+        if total is None:
+            total = np.array(field, dtype=np.float64)
+        else:
+            total += field
+    if total is None:
+        raise ValueError("a bin without steps")
+    mean = np.empty(total.shape, dtype=np.float32)
+    np.divide(total, np.float64(len(steps)), out=mean, casting="same_kind")
+    return mean
 
 
 def window_means(

@@ -65,8 +65,11 @@ class Config(CommandConfig):
         "threads",
         "Dask scheduler: threads, processes, synchronous, local:N (a local cluster of N worker processes) or tcp://HOST:PORT",
     )
-    climatology_window: int = option(
-        31, "days in the smoothing window of the climatology", metavar="DAYS"
+    climatology_window: int | None = option(
+        None,
+        "days in the smoothing window of the climatology (a new store: 31; an append keeps the store's, "
+        "and takes another only with --recompute-statistics)",
+        metavar="DAYS",
     )
     no_progress: bool = option(False, "no progress bar", flags=("--no-progress", "--quiet"))
 

@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 from forecast.cli.main import main
-from forecast.errors import CalendarError, DataError, GridError
+from forecast.errors import CalendarError, ConfigError, DataError, GridError
 from forecast.grid import Grid
 from forecast.store import open_store
 from pipelines.ingest import ingest
@@ -190,6 +190,70 @@ def test_smoothing_tasks_sizes_do_not_change_the_climatology(
     np.testing.assert_array_equal(ck, cr)
     assert np.array_equal(np.isnan(cs), np.isnan(ck))
     assert (np.nan_to_num(np.abs(cs - ck)) <= np.nan_to_num(np.spacing(np.abs(ck)))).all()
+
+
+def test_a_climatology_over_two_years_equals_the_window_mean_of_the_store(tmp_path: Path) -> None:
+    """400 days of a 360_day calendar at 00 UTC, so 40 days of year have a step in each of two years: the store's climatology is the brute-force window mean of its own data (within one float32
+    ulp: the bin means and the result are each rounded once), and an append that recomputes the
+    statistics writes the same bytes as one ingest of everything."""
+    from pipelines import graph
+
+    times = np.asarray(
+        xr.date_range("2001-11-01", periods=400, freq="24h", calendar="360_day", use_cftime=True)
+    )
+    ds = era5_like(times, lat=np.linspace(90, -90, 7), lon=np.arange(0, 360, 30.0))
+    write_netcdf(ds.isel(valid_time=slice(0, 250)), tmp_path / "a.nc")
+    write_netcdf(ds.isel(valid_time=slice(250, None)), tmp_path / "b.nc")
+    whole, part = tmp_path / "whole.zarr", tmp_path / "part.zarr"
+    built: list = []
+    build = graph.build_pass
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(graph, "BLOCK_BYTES", 20 * 8 * 7 * 12 * 4)  # 20 steps: 20 blocks
+        patch.setattr(
+            "pipelines.ingest.build_pass", lambda *a: built.append(build(*a)) or built[-1]
+        )
+        ingest(
+            [tmp_path / "a.nc", tmp_path / "b.nc"], whole, climatology_window_days=3, progress=False
+        )
+    # no block feeds a task beyond its write, moments, tendency and last step: nothing a block gives
+    # the climatology waits in memory for the next year's steps
+    tasks = built[0]["moments"].dask
+    layer = tasks.layers[built[0]["moments"].key[0]]
+    users: dict = {}
+    for key, dependencies in tasks.get_all_dependencies().items():
+        if key in layer:
+            for block in dependencies - set(layer):
+                users.setdefault(block, []).append(layer[key][0].__name__)
+    assert len(users) >= 20
+    assert all(
+        sorted(u) == ["_write", "last_step", "moment_partial", "tendency_partial"]
+        for u in users.values()
+    )
+
+    store = open_store(whole)
+    data = store["data"].values.astype(np.float64)
+    doy = np.array([t.dayofyr for t in times])
+    hour = np.array([t.hour for t in times])
+    expected = np.full(store["climatology"].shape, np.nan)
+    for d in np.unique(doy):
+        for h_index, h in enumerate(store["hour"].values):
+            near = (np.abs((doy - d + 180) % 360 - 180) <= 1) & (hour == h)
+            expected[d - 1, h_index] = data[near].mean(axis=0)
+    assert np.bincount(doy).max() == 2  # two years
+    climatology = store["climatology"].values
+    np.testing.assert_array_equal(np.isnan(climatology), np.isnan(expected))
+    for c in range(data.shape[1]):
+        ulp = np.spacing(np.float32(np.nanmax(np.abs(expected[:, :, c]))))
+        np.testing.assert_allclose(climatology[:, :, c], expected[:, :, c], rtol=0, atol=ulp)
+
+    ingest([tmp_path / "a.nc"], part, climatology_window_days=3, progress=False)
+    with pytest.raises(ConfigError, match="smoothed over 3 days.*--recompute-statistics"):
+        ingest([tmp_path / "b.nc"], part, append=True, climatology_window_days=5, progress=False)
+    assert open_store(part).sizes["time"] == 250
+    # the append keeps the store's window (it used to smooth with the default 31 days)
+    ingest([tmp_path / "b.nc"], part, append=True, recompute_statistics=True, progress=False)
+    np.testing.assert_array_equal(open_store(part)["climatology"].values, climatology)
+    assert open_store(part).attrs["climatology_window_days"] == 3
 
 
 @pytest.mark.parametrize("calendar", ["noleap", "360_day"])
