@@ -74,8 +74,12 @@ def _option_default(options: type[BaseModel], name: str) -> Any:
 class Config(CommandConfig):
     """Options of ``forecast run``."""
 
-    checkpoint: str = option(
-        help="checkpoint written by 'forecast train' (a path or URL)", metavar="CKPT"
+    checkpoint: list[str] = option(
+        help="checkpoint written by 'forecast train' (a path or URL); give it K times for a "
+        "multi-checkpoint ensemble: member m runs checkpoint m mod K (--members defaults to K)",
+        metavar="CKPT",
+        repeat=True,
+        min_length=1,
     )
     data: str = option(
         help="training store with the initial conditions (a path or URL)", metavar="STORE.zarr"
@@ -101,7 +105,13 @@ class Config(CommandConfig):
         "by the (first) init time, e.g. fc/{init}.zarr; a path or URL (s3://, gs://)",
         metavar="OUT.zarr|OUT.nc|OUT_DIR",
     )
-    members: int = option(request_default("members"), "ensemble members per init time", metavar="M")
+    members: int | None = option(
+        None,
+        f"ensemble members per init time (default {request_default('members')}, or K with K "
+        "checkpoints)",
+        metavar="M",
+        ge=1,
+    )
     perturbation: str = option(
         "none", "initial-condition perturbation: none, gaussian, grf or bred"
     )
@@ -284,11 +294,9 @@ def run(args: Config) -> int:
     import time
 
     from forecast import staging, storage
-    from forecast.checkpoint import checkpoint_digest, load_checkpoint
     from forecast.grid import Grid
     from forecast.locking import lock
     from forecast.prescribed import connect_forcing_store
-    from forecast.steppers import check_trained
     from forecast.store import open_store, store_calendar
     from forecast.time import format_time
     from inference import distributed
@@ -299,6 +307,7 @@ def run(args: Config) -> int:
         parse_init_spec,
         run_valid_times,
     )
+    from inference.members import load_member_models
     from inference.perturbations import build_perturbation, perturbation_spec
     from inference.remote import decide_remote, publish_run
     from inference.schedule import output_for, resolve_latest
@@ -308,9 +317,10 @@ def run(args: Config) -> int:
     distributed.init_from_env(device)
     rank, _ = distributed.rank_and_size()
     store = open_store(args.data)
-    checkpoint = staging.local_copy(args.checkpoint)  # a download when it is a URL
-    stepper, metadata = load_checkpoint(checkpoint, map_location=device)
-    check_trained(stepper, args.checkpoint)
+    models = load_member_models(args.checkpoint, device)  # member m runs checkpoint m mod K
+    stepper, metadata = models.first, models.metadata[0]
+    members = args.members if args.members is not None else len(models)
+    named = " ".join(args.checkpoint)
     # an --out on object storage is written in a local stage, then published (inference.remote)
     remote = not storage.is_local(args.out)
     out_template = str(staging.stage(args.out)) if remote else args.out
@@ -343,16 +353,19 @@ def run(args: Config) -> int:
     try:
         initial = InitialStates(store, init_times, stepper)
     except CheckpointError as err:  # the checks see datasets: name the files
-        raise with_path(err, f"{args.checkpoint} with {args.data}") from err
+        raise with_path(err, f"{named} with {args.data}") from err
     except DataError as err:
         raise with_path(err, args.data) from err
-    connect_forcing_store(  # every check of the forcing store, before any compute
+    forcing_store = connect_forcing_store(  # every check of the forcing store, before any compute
         stepper,
         args.forcing_store,
         initial.calendar,
         run_valid_times(init_times, steps, stepper.step, initial.calendar),
-        model=f"checkpoint {args.checkpoint}",
+        model=f"checkpoint {args.checkpoint[0]}",
     )
+    if forcing_store is not None:  # the members' models take the same prescribed fields
+        for other in models.steppers[1:]:
+            other.use_forcing_store(forcing_store)
     spec = perturbation_spec(
         args.perturbation,
         args.amplitude,
@@ -366,11 +379,11 @@ def run(args: Config) -> int:
         steps,
         channels=args.channels,
         output_grid=Grid.parse(args.output_grid) if args.output_grid else None,
-        members=args.members,
+        members=members,
         perturbation=spec,
         layout=args.layout,
         compression=writer.compression,
-        checkpoint_digest=checkpoint_digest(checkpoint),
+        checkpoint_digest=models.digest(),
         store=storage.normalise(args.data),
         forcing_store=storage.normalise(args.forcing_store) if args.forcing_store else None,
         model_name=str(metadata.get("model", "")),
@@ -398,7 +411,7 @@ def run(args: Config) -> int:
             return 0
         try:
             result = run_forecast(
-                stepper,
+                models,
                 initial,
                 build_perturbation(spec, stepper),
                 writer,
@@ -423,7 +436,7 @@ def run(args: Config) -> int:
             else ""
         )
         print(
-            f"forecast run: wrote {url or _written(result)}: {len(init_times)} init time(s) x {args.members} member(s) x "
+            f"forecast run: wrote {url or _written(result)}: {len(init_times)} init time(s) x {members} member(s) x "
             f"{steps} step(s) in {time.perf_counter() - started:.1f} s (batch size {result.batch_size}){blowups}"
         )
     return 0
