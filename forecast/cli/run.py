@@ -12,6 +12,16 @@ Examples
       --reduce monthly,annual,time-mean --histograms 100 --out climate.zarr
   forecast run --checkpoint dyffusion.ckpt --data store.zarr --init 2020-01-01T00 --steps 20 \\
       --members 16 --seed 1 --out samples.zarr
+  forecast run --checkpoint s0.ckpt --checkpoint s1.ckpt --checkpoint s2.ckpt --data store.zarr \\
+      --init 2002-01-01 --length 10y --reduce monthly --out ensemble.zarr
+
+Several --checkpoint make a multi-checkpoint (multi-seed) ensemble: member m
+runs checkpoint m mod K, in the order given, and --members defaults to K.
+Each member keeps its own seed, so it is the member m that a run of its
+checkpoint alone computes. Every checkpoint must match the first in
+channels, grid, time step, history and forcings. The output has a
+'checkpoint' coordinate on member, and its checkpoint_digest attribute lists
+every checkpoint's SHA-256 in order.
 
 A DYffusion checkpoint samples: each member is its own stochastic
 trajectory (no --perturbation needed, though one may be added), reproducible
