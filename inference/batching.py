@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -201,7 +202,9 @@ def auto_batch_size(
     max_memory : str or int, optional
         Budget (``"8GB"``); default a safe share of the device's free memory.
     """
-    steppers = list(stepper) if isinstance(stepper, (list, tuple)) else [stepper]
+    steppers = cast(
+        "list[Stepper]", list(stepper) if isinstance(stepper, (list, tuple)) else [stepper]
+    )
     device = steppers[0].device
     budget = parse_memory(max_memory) if max_memory is not None else default_budget(device)
     state = initial.load(np.arange(1)).to(device)

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import errno
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel
 
@@ -307,6 +307,7 @@ def run(args: Config) -> int:
     from forecast.grid import Grid
     from forecast.locking import lock
     from forecast.prescribed import connect_forcing_store
+    from forecast.stepper import PrescribedStepper
     from forecast.store import open_store, store_calendar
     from forecast.time import format_time
     from inference import distributed
@@ -375,7 +376,7 @@ def run(args: Config) -> int:
     )
     if forcing_store is not None:  # the members' models take the same prescribed fields
         for other in models.steppers[1:]:
-            other.use_forcing_store(forcing_store)
+            cast(PrescribedStepper, other).use_forcing_store(forcing_store)
     spec = perturbation_spec(
         args.perturbation,
         args.amplitude,
