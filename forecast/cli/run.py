@@ -274,6 +274,13 @@ def run_steps(args: Config, init_time, step) -> int:
     return steps_for_length(str(args.length), init_time, step)
 
 
+def members_of(args: Config, checkpoints: int) -> int:
+    """``--members``, or its default: the request's for one checkpoint, one per checkpoint for several."""
+    if args.members is not None:
+        return int(args.members)
+    return checkpoints if checkpoints > 1 else int(request_default("members"))
+
+
 def build_writer(args: Config, out, stepper, climate: bool, output_every: int):
     """The run's writer: the forecast writer of ``out``, or a climate writer around it."""
     from inference.climate import ClimateWriter, HistogramSpec
@@ -330,7 +337,7 @@ def run(args: Config) -> int:
     store = open_store(args.data)
     models = load_member_models(args.checkpoint, device)  # member m runs checkpoint m mod K
     stepper, metadata = models.first, models.metadata[0]
-    members = args.members if args.members is not None else len(models)
+    members = members_of(args, len(models))
     named = " ".join(args.checkpoint)
     # an --out on object storage is written in a local stage, then published (inference.remote)
     remote = not storage.is_local(args.out)
