@@ -35,6 +35,14 @@ Stages (all through the ``forecast`` command line):
    are set by the season alone), so their interannual std is float32
    rounding (1e-10 to 1e-4 of the units) and the drift in it is no measure.
 
+With ``--seeds 0,1,2,3 --zonal-mean-weight 10`` stage 3 trains one model per
+seed (one at a time) and stage 4 runs them as one multi-checkpoint ensemble
+(``forecast run --checkpoint ... --checkpoint ...``: member m runs seed m);
+stage 5 scores the member mean, and each member alone (a one-member
+selection of the monthly means), so the spread over seeds shows. An M-member
+mean holds less weather noise than one member: a perfect model scores
+``sqrt((1 + 1/M) / 2)`` of the floor (0.79 for M = 4; in the summary).
+
 Prints a JSON summary (also written to ``WORKDIR/summary-MODEL.json``): wall
 time and steps per second of the run, the size of the monthly output against
 a 6-hourly output of the same run, time-mean RMSE per channel against the
@@ -177,6 +185,31 @@ def floor(work: Path, channels: list[str]) -> dict[str, dict[str, float]]:
     }
 
 
+def score_member(work: Path, manifest: dict, name: str, member: int):
+    """``forecast score --climate`` of one member of the run's monthly means, alone."""
+    import xarray as xr
+
+    scores = work / f"scores-{name}-member{member}.nc"
+    if not scores.exists():
+        alone = work / f"climate-{name}-member{member}.monthly.zarr"
+        selection = xr.open_zarr(manifest["products"]["monthly"]).isel(member=[member])
+        for variable in selection.variables.values():
+            variable.encoding.pop("chunks", None)
+            variable.encoding.pop("preferred_chunks", None)
+        selection.to_zarr(alone, mode="w")
+        forecast(
+            "score",
+            str(alone),
+            "--truth",
+            str(work / "reference.zarr"),
+            "--climate",
+            "--out",
+            str(scores),
+            "--no-progress",
+        )
+    return xr.open_dataset(scores)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -185,38 +218,64 @@ def main() -> int:
     parser.add_argument(
         "--model", default="sfno", help="stepper to train (config configs/climate/train.yaml)"
     )
+    parser.add_argument(
+        "--seeds",
+        default="",
+        help="train one model per seed (comma-separated, e.g. 0,1,2,3) and run them as one "
+        "multi-checkpoint ensemble, one member each (default: one model, the config's seed)",
+    )
+    parser.add_argument(
+        "--zonal-mean-weight",
+        type=float,
+        default=None,
+        help="forecast train --zonal-mean-weight for every model (default: the config's)",
+    )
     args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     processes = synthesize(work)
     wait(work, processes, "train.zarr")
     ingest(work, "train.zarr")
-    run_dir = work / "runs" / args.model
-    checkpoint = run_dir / "best.ckpt"
-    if not checkpoint.exists():
-        forecast(
-            "train",
-            "--config",
-            str(REPO / "configs/climate/train.yaml"),
-            "--model",
-            args.model,
-            "--data",
-            str(work / "train.zarr"),
-            "--out",
-            str(run_dir),
-            "--no-progress",
-        )
+    weight = (
+        []
+        if args.zonal_mean_weight is None
+        else ["--zonal-mean-weight", f"{args.zonal_mean_weight:g}"]
+    )
+    tag = args.model + (f"-zonal{args.zonal_mean_weight:g}" if weight else "")
+    runs = [(work / "runs" / f"{tag}-seed{s}", ["--seed", str(s)]) for s in seeds] or [
+        (work / "runs" / tag, [])
+    ]
+    checkpoints = []
+    for run_dir, seed in runs:  # one heavy job at a time
+        checkpoint = run_dir / "best.ckpt"
+        if not checkpoint.exists():
+            forecast(
+                "train",
+                "--config",
+                str(REPO / "configs/climate/train.yaml"),
+                "--model",
+                args.model,
+                *weight,
+                *seed,
+                "--data",
+                str(work / "train.zarr"),
+                "--out",
+                str(run_dir),
+                "--no-progress",
+            )
+        checkpoints += ["--checkpoint", str(checkpoint)]
     wait(work, processes, "reference.zarr")
     ingest(work, "reference.zarr")
-    out = work / f"climate-{args.model}.zarr"
+    name = f"{tag}-seeds{'-'.join(map(str, seeds))}" if seeds else tag
+    out = work / f"climate-{name}.zarr"
     manifest_file = out.with_name(out.name + ".manifest.json")
     if not (
         manifest_file.exists() and json.loads(manifest_file.read_text()).get("status") == "finished"
     ):
         forecast(
             "run",
-            "--checkpoint",
-            str(checkpoint),
+            *checkpoints,
             "--data",
             str(work / "reference.zarr"),
             "--init",
@@ -230,7 +289,7 @@ def main() -> int:
             "--no-progress",
         )
     manifest = json.loads(manifest_file.read_text())
-    scores_file = work / f"scores-{args.model}.nc"
+    scores_file = work / f"scores-{name}.nc"
     forecast(
         "score",
         str(out),
@@ -240,7 +299,11 @@ def main() -> int:
         "--out",
         str(scores_file),
         "--plots",
-        str(work / f"plots-{args.model}"),
+        str(work / f"plots-{name}"),
+    )
+    members = int(manifest["members"])
+    member_scores = (
+        [score_member(work, manifest, name, k) for k in range(members)] if members > 1 else []
     )
 
     import xarray as xr
@@ -262,6 +325,10 @@ def main() -> int:
     }
     summary = {
         "model": args.model,
+        "seeds": seeds,
+        "members": members,
+        # a perfect model's M-member mean: the reference's noise and 1/M of a member's
+        "perfect_model_rmse_over_floor": round(float(np.sqrt((1 + 1 / members) / 2)), 3),
         "steps": steps,
         "wall_seconds": manifest["timings"]["total"],
         "steps_per_second": round(steps / manifest["timings"]["total"], 2),
@@ -286,7 +353,12 @@ def main() -> int:
             c: round(float(drift[c]) / floors["local_interannual_std"][c], 3) for c in channels
         },
     }
-    (work / f"summary-{args.model}.json").write_text(json.dumps(summary, indent=2))
+    for k, member in enumerate(member_scores):  # each member alone: the spread over seeds
+        summary[f"member_{k}_rmse_over_floor"] = {
+            c: round(float(member["time_mean_rmse"].sel(channel=c)) / natural[c], 3)
+            for c in channels
+        }
+    (work / f"summary-{name}.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return 0
 

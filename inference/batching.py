@@ -8,8 +8,9 @@ on CPU), so that a 1,000-member run needs no hand tuning.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -181,14 +182,19 @@ def choose_batch_size(budget: int, per_member: int, total: int, fixed_bytes: int
 
 
 def auto_batch_size(
-    stepper: Stepper, initial: InitialStates, total: int, max_memory: str | int | None = None
+    stepper: Stepper | Sequence[Stepper],
+    initial: InitialStates,
+    total: int,
+    max_memory: str | int | None = None,
 ) -> int:
     """Members per model call that fit the memory budget, measured on the first initial state.
 
     Parameters
     ----------
-    stepper : Stepper
-        The model, on its device.
+    stepper : Stepper or sequence of Stepper
+        The model, on its device; or the models of a multi-checkpoint
+        ensemble (all held in memory: their weights add up, and a batch
+        gets the largest per-member cost of any of them).
     initial : InitialStates
         The run's initial conditions (the first one is stepped twice to measure).
     total : int
@@ -196,16 +202,22 @@ def auto_batch_size(
     max_memory : str or int, optional
         Budget (``"8GB"``); default a safe share of the device's free memory.
     """
-    device = stepper.device
+    steppers = cast(
+        "list[Stepper]", list(stepper) if isinstance(stepper, (list, tuple)) else [stepper]
+    )
+    device = steppers[0].device
     budget = parse_memory(max_memory) if max_memory is not None else default_budget(device)
     state = initial.load(np.arange(1)).to(device)
+    per_member = 0
+    fixed = 0
+    for model in steppers:
 
-    def step(batch: torch.Tensor, times: np.ndarray) -> torch.Tensor:
-        with torch.inference_mode():
-            return stepper.advance(batch, times, check_finite=False)
+        def step(batch: torch.Tensor, times: np.ndarray, model: Stepper = model) -> torch.Tensor:
+            with torch.inference_mode():
+                return model.advance(batch, times, check_finite=False)
 
-    per_member = member_bytes(step, state, initial.times[:1])
-    fixed = sum(t.numel() * t.element_size() for t in stepper.state_dict().values())
+        per_member = max(per_member, member_bytes(step, state, initial.times[:1]))
+        fixed += sum(t.numel() * t.element_size() for t in model.state_dict().values())
     return choose_batch_size(budget, per_member, total, fixed)
 
 
@@ -221,11 +233,14 @@ class Batch:
         Shape ``(batch,)``: index of each item's init time in the run.
     member : numpy.ndarray
         Shape ``(batch,)``: member index of each item.
+    model : int
+        The checkpoint every item runs (:class:`inference.members.MemberModels`; 0 for one).
     """
 
     index: int
     init_index: np.ndarray
     member: np.ndarray
+    model: int = 0
 
     def __len__(self) -> int:
         return len(self.member)
@@ -272,7 +287,9 @@ def member_chunk(
     return int(max(1, min(batch_size, members, cap)))
 
 
-def plan_batches(n_init: int, n_members: int, batch_size: int, chunk: int = 1) -> list[Batch]:
+def plan_batches(
+    n_init: int, n_members: int, batch_size: int, chunk: int = 1, models: int = 1
+) -> list[Batch]:
     """Split all ``(init, member)`` pairs, init-major, into batches of at most ``batch_size``.
 
     Batches never share an output chunk of ``chunk`` members: a batch smaller
@@ -280,28 +297,42 @@ def plan_batches(n_init: int, n_members: int, batch_size: int, chunk: int = 1) -
     init (the last one of an init may be shorter); a larger batch covers whole
     inits. So ranks and batches write disjoint chunks, and a resumed run
     redoes whole chunks.
+
+    With ``models`` checkpoints (member ``m`` runs checkpoint ``m mod models``)
+    every batch holds the members of one checkpoint, checkpoint-major; the
+    output chunk must then be one member (``chunk == 1``), so that batches of
+    different checkpoints never share a chunk.
     """
-    if batch_size < 1 or chunk < 1:
-        raise ValueError("batch size and chunk must be at least 1")
+    if batch_size < 1 or chunk < 1 or models < 1:
+        raise ValueError("batch size, chunk and models must be at least 1")
+    if models > 1 and chunk != 1:
+        raise ValueError("an ensemble of several checkpoints writes one member per chunk")
     batches: list[Batch] = []
-    if batch_size >= n_members:
-        per = batch_size // n_members
+    for model in range(models):
+        members = np.arange(model, n_members, models)
+        if len(members):
+            _plan_members(batches, n_init, members, batch_size, chunk, model)
+    return batches
+
+
+def _plan_members(
+    batches: list[Batch], n_init: int, members: np.ndarray, batch_size: int, chunk: int, model: int
+) -> None:
+    """Append the batches of ``members`` (of checkpoint ``model``) over every init to ``batches``."""
+    count = len(members)
+    if batch_size >= count:
+        per = batch_size // count
         for first in range(0, n_init, per):
             inits = np.arange(first, min(first + per, n_init))
             batches.append(
-                Batch(
-                    len(batches),
-                    np.repeat(inits, n_members),
-                    np.tile(np.arange(n_members), len(inits)),
-                )
+                Batch(len(batches), np.repeat(inits, count), np.tile(members, len(inits)), model)
             )
-        return batches
+        return
     size = max(chunk, (batch_size // chunk) * chunk)
     for init in range(n_init):
-        for start in range(0, n_members, size):
-            members = np.arange(start, min(start + size, n_members))
-            batches.append(Batch(len(batches), np.full(len(members), init), members))
-    return batches
+        for start in range(0, count, size):
+            part = members[start : start + size]
+            batches.append(Batch(len(batches), np.full(len(part), init), part, model))
 
 
 def batches_for_rank(batches: list[Batch], rank: int, world_size: int) -> list[Batch]:

@@ -35,6 +35,7 @@ from inference.batching import (
     plan_batches,
 )
 from inference.initial import InitialStates
+from inference.members import MemberModels
 from inference.output import OutputFields
 from inference.perturbations import Perturbation, member_seed
 from inference.request import RunRequest
@@ -77,7 +78,7 @@ class RunResult:
 
 
 def run_forecast(
-    stepper: Stepper,
+    stepper: Stepper | MemberModels,
     initial: InitialStates,
     perturbation: Perturbation,
     writer: Writer,
@@ -90,8 +91,11 @@ def run_forecast(
 
     Parameters
     ----------
-    stepper : Stepper
-        The model, already on its device.
+    stepper : Stepper or MemberModels
+        The model, already on its device; or the models of a multi-checkpoint
+        ensemble (member ``m`` runs checkpoint ``m mod K``; every batch holds
+        one checkpoint's members, the output one member per chunk and a
+        ``checkpoint`` coordinate on ``member``).
     initial : InitialStates
         The init times, checked against the store, and their states.
     perturbation : Perturbation
@@ -123,14 +127,20 @@ def run_forecast(
         When a member blows up and ``request.on_blowup == "stop"``.
     """
     started = time.perf_counter()
+    models = MemberModels.of(stepper)
+    stepper = models.first
     _check_agree(stepper, initial, perturbation, writer, request)
     output = OutputFields(stepper.channels, stepper.grid, request.channels, request.output_grid)
     with ForecastRun(writer, request, log=log) as run:
         if run.action == "skip":
             size = int(run.previous.get("batch_size", 0))
             return RunResult(writer.path, "skipped", size, manifest=run.previous)
-        size = _batch_size(run, request, stepper, initial)
-        chunk = member_chunk(size, request.members, output.grid.nlat * output.grid.nlon * 4)
+        size = _batch_size(run, request, models, initial)
+        chunk = (
+            member_chunk(size, request.members, output.grid.nlat * output.grid.nlon * 4)
+            if len(models) == 1
+            else 1  # batches of different checkpoints never share a chunk
+        )
         template = forecast_template(
             list(output.channels),
             output.grid,
@@ -141,11 +151,12 @@ def run_forecast(
             initial.calendar,
             _attributes(request, stepper),
             chunk,
+            models.member_checkpoints(request.members) if len(models) > 1 else None,
         )
         run.start(template, size, initial.calendar)
         rank, world_size = distributed.rank_and_size()
-        plan = plan_batches(len(initial), request.members, size, chunk)
-        members = _Members(stepper, initial, perturbation, output, writer, run, request, log)
+        plan = plan_batches(len(initial), request.members, size, chunk, len(models))
+        members = _Members(models, initial, perturbation, output, writer, run, request, log)
         members.timings["setup"] = time.perf_counter() - started
         blowups = members.run(batches_for_rank(plan, rank, world_size), show_progress)
         distributed.barrier()
@@ -179,7 +190,7 @@ def _check_agree(
 
 
 def _batch_size(
-    run: ForecastRun, request: RunRequest, stepper: Stepper, initial: InitialStates
+    run: ForecastRun, request: RunRequest, models: MemberModels, initial: InitialStates
 ) -> int:
     """The recorded batch size when resuming, else the requested one, else one that fits memory."""
     recorded = run.recorded_batch_size()
@@ -189,7 +200,7 @@ def _batch_size(
         return request.batch_size
     total = request.members * len(initial)
     rank, _ = distributed.rank_and_size()
-    size = auto_batch_size(stepper, initial, total, request.max_memory) if rank == 0 else 0
+    size = auto_batch_size(models.steppers, initial, total, request.max_memory) if rank == 0 else 0
     return int(distributed.broadcast(size))
 
 
@@ -215,7 +226,7 @@ class _Members:
 
     def __init__(
         self,
-        stepper: Stepper,
+        models: MemberModels,
         initial: InitialStates,
         perturbation: Perturbation,
         output: OutputFields,
@@ -224,7 +235,8 @@ class _Members:
         request: RunRequest,
         log: Log,
     ):
-        self.stepper = stepper
+        self.models = models
+        self.stepper = stepper = models.first  # the device, history and normalizer they share
         self.initial = initial
         self.perturbation = perturbation
         self.output = output
@@ -294,8 +306,9 @@ class _Members:
             for label, member in zip(labels, batch.member, strict=True)
         ]
         tick = time.perf_counter()
+        stepper = self.models.steppers[batch.model]
         for lead_state in rollout(
-            self.stepper, state, times, self.steps, start_lead=start_lead, seeds=seeds
+            stepper, state, times, self.steps, start_lead=start_lead, seeds=seeds
         ):
             lead = lead_state.lead
             if lead <= done:  # already written (the state a resumed run starts from)
@@ -419,6 +432,6 @@ class _Members:
             state,
             labels,
             batch.member,
-            stepper=self.stepper,
+            stepper=self.models.steppers[batch.model],
             times=self.initial.times[batch.init_index],
         )

@@ -37,6 +37,7 @@ def option(
     positional: bool = False,
     group: str | None = None,
     nargs: str | None = None,
+    repeat: bool = False,
     **constraints: Any,
 ) -> Any:
     """A field of a :class:`CommandConfig` with what its flag needs.
@@ -59,6 +60,9 @@ def option(
     nargs : str, optional
         ``"+"`` for a list flag that takes several words (its items may hold
         commas); text is then one item, not split at commas.
+    repeat : bool
+        A list flag that may be given several times (``--checkpoint a --checkpoint b``),
+        one item each; text is one item, not split at commas.
     **constraints
         Pydantic constraints (``ge``, ``gt``, ...).
     """
@@ -68,6 +72,7 @@ def option(
         "positional": positional,
         "group": group,
         "nargs": nargs,
+        "repeat": repeat,
     }
     extra: dict[str, Any] = {"cli": cli}
     return Field(default, description=help, json_schema_extra=extra, **constraints)
@@ -95,7 +100,7 @@ class CommandConfig(BaseModel):
             return value
         info_field = cls.model_fields[info.field_name]
         kind = _container(info_field.annotation)
-        if kind is list and _cli(info_field).get("nargs"):
+        if kind is list and (_cli(info_field).get("nargs") or _cli(info_field).get("repeat")):
             return [value]
         if kind is list:
             return [item.strip() for item in value.split(",") if item.strip()]
@@ -217,6 +222,8 @@ def add_arguments(parser: argparse.ArgumentParser, model: type[CommandConfig]) -
         kwargs["metavar"] = cli.get("metavar") or _METAVARS.get(_strip_optional(info.annotation))
         if cli.get("nargs"):
             kwargs["nargs"] = cli["nargs"]
+        if cli.get("repeat"):
+            kwargs["action"] = "append"
         if _choices(info):
             kwargs["choices"] = _choices(info)
             kwargs.pop("metavar")

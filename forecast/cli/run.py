@@ -12,6 +12,16 @@ Examples
       --reduce monthly,annual,time-mean --histograms 100 --out climate.zarr
   forecast run --checkpoint dyffusion.ckpt --data store.zarr --init 2020-01-01T00 --steps 20 \\
       --members 16 --seed 1 --out samples.zarr
+  forecast run --checkpoint s0.ckpt --checkpoint s1.ckpt --checkpoint s2.ckpt --data store.zarr \\
+      --init 2002-01-01 --length 10y --reduce monthly --out ensemble.zarr
+
+Several --checkpoint make a multi-checkpoint (multi-seed) ensemble: member m
+runs checkpoint m mod K, in the order given, and --members defaults to K.
+Each member keeps its own seed, so it is the member m that a run of its
+checkpoint alone computes. Every checkpoint must match the first in
+channels, grid, time step, history and forcings. The output has a
+'checkpoint' coordinate on member, and its checkpoint_digest attribute lists
+every checkpoint's SHA-256 in order.
 
 A DYffusion checkpoint samples: each member is its own stochastic
 trajectory (no --perturbation needed, though one may be added), reproducible
@@ -54,7 +64,7 @@ from __future__ import annotations
 
 import errno
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel
 
@@ -74,8 +84,12 @@ def _option_default(options: type[BaseModel], name: str) -> Any:
 class Config(CommandConfig):
     """Options of ``forecast run``."""
 
-    checkpoint: str = option(
-        help="checkpoint written by 'forecast train' (a path or URL)", metavar="CKPT"
+    checkpoint: list[str] = option(
+        help="checkpoint written by 'forecast train' (a path or URL); give it K times for a "
+        "multi-checkpoint ensemble: member m runs checkpoint m mod K (--members defaults to K)",
+        metavar="CKPT",
+        repeat=True,
+        min_length=1,
     )
     data: str = option(
         help="training store with the initial conditions (a path or URL)", metavar="STORE.zarr"
@@ -101,7 +115,13 @@ class Config(CommandConfig):
         "by the (first) init time, e.g. fc/{init}.zarr; a path or URL (s3://, gs://)",
         metavar="OUT.zarr|OUT.nc|OUT_DIR",
     )
-    members: int = option(request_default("members"), "ensemble members per init time", metavar="M")
+    members: int | None = option(
+        None,
+        f"ensemble members per init time (default {request_default('members')}, or K with K "
+        "checkpoints)",
+        metavar="M",
+        ge=1,
+    )
     perturbation: str = option(
         "none", "initial-condition perturbation: none, gaussian, grf or bred"
     )
@@ -254,6 +274,13 @@ def run_steps(args: Config, init_time, step) -> int:
     return steps_for_length(str(args.length), init_time, step)
 
 
+def members_of(args: Config, checkpoints: int) -> int:
+    """``--members``, or its default: the request's for one checkpoint, one per checkpoint for several."""
+    if args.members is not None:
+        return int(args.members)
+    return checkpoints if checkpoints > 1 else int(request_default("members"))
+
+
 def build_writer(args: Config, out, stepper, climate: bool, output_every: int):
     """The run's writer: the forecast writer of ``out``, or a climate writer around it."""
     from inference.climate import ClimateWriter, HistogramSpec
@@ -284,11 +311,10 @@ def run(args: Config) -> int:
     import time
 
     from forecast import staging, storage
-    from forecast.checkpoint import checkpoint_digest, load_checkpoint
     from forecast.grid import Grid
     from forecast.locking import lock
     from forecast.prescribed import connect_forcing_store
-    from forecast.steppers import check_trained
+    from forecast.stepper import PrescribedStepper
     from forecast.store import open_store, store_calendar
     from forecast.time import format_time
     from inference import distributed
@@ -299,6 +325,7 @@ def run(args: Config) -> int:
         parse_init_spec,
         run_valid_times,
     )
+    from inference.members import load_member_models
     from inference.perturbations import build_perturbation, perturbation_spec
     from inference.remote import decide_remote, publish_run
     from inference.schedule import output_for, resolve_latest
@@ -308,9 +335,10 @@ def run(args: Config) -> int:
     distributed.init_from_env(device)
     rank, _ = distributed.rank_and_size()
     store = open_store(args.data)
-    checkpoint = staging.local_copy(args.checkpoint)  # a download when it is a URL
-    stepper, metadata = load_checkpoint(checkpoint, map_location=device)
-    check_trained(stepper, args.checkpoint)
+    models = load_member_models(args.checkpoint, device)  # member m runs checkpoint m mod K
+    stepper, metadata = models.first, models.metadata[0]
+    members = members_of(args, len(models))
+    named = " ".join(args.checkpoint)
     # an --out on object storage is written in a local stage, then published (inference.remote)
     remote = not storage.is_local(args.out)
     out_template = str(staging.stage(args.out)) if remote else args.out
@@ -343,16 +371,19 @@ def run(args: Config) -> int:
     try:
         initial = InitialStates(store, init_times, stepper)
     except CheckpointError as err:  # the checks see datasets: name the files
-        raise with_path(err, f"{args.checkpoint} with {args.data}") from err
+        raise with_path(err, f"{named} with {args.data}") from err
     except DataError as err:
         raise with_path(err, args.data) from err
-    connect_forcing_store(  # every check of the forcing store, before any compute
+    forcing_store = connect_forcing_store(  # every check of the forcing store, before any compute
         stepper,
         args.forcing_store,
         initial.calendar,
         run_valid_times(init_times, steps, stepper.step, initial.calendar),
-        model=f"checkpoint {args.checkpoint}",
+        model=f"checkpoint {args.checkpoint[0]}",
     )
+    if forcing_store is not None:  # the members' models take the same prescribed fields
+        for other in models.steppers[1:]:
+            cast(PrescribedStepper, other).use_forcing_store(forcing_store)
     spec = perturbation_spec(
         args.perturbation,
         args.amplitude,
@@ -366,11 +397,11 @@ def run(args: Config) -> int:
         steps,
         channels=args.channels,
         output_grid=Grid.parse(args.output_grid) if args.output_grid else None,
-        members=args.members,
+        members=members,
         perturbation=spec,
         layout=args.layout,
         compression=writer.compression,
-        checkpoint_digest=checkpoint_digest(checkpoint),
+        checkpoint_digest=models.digest(),
         store=storage.normalise(args.data),
         forcing_store=storage.normalise(args.forcing_store) if args.forcing_store else None,
         model_name=str(metadata.get("model", "")),
@@ -398,7 +429,7 @@ def run(args: Config) -> int:
             return 0
         try:
             result = run_forecast(
-                stepper,
+                models,
                 initial,
                 build_perturbation(spec, stepper),
                 writer,
@@ -423,7 +454,7 @@ def run(args: Config) -> int:
             else ""
         )
         print(
-            f"forecast run: wrote {url or _written(result)}: {len(init_times)} init time(s) x {args.members} member(s) x "
+            f"forecast run: wrote {url or _written(result)}: {len(init_times)} init time(s) x {members} member(s) x "
             f"{steps} step(s) in {time.perf_counter() - started:.1f} s (batch size {result.batch_size}){blowups}"
         )
     return 0

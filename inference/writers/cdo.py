@@ -84,6 +84,8 @@ def member_file(template: xr.Dataset, init_index: int, member: int) -> xr.Datase
     ]
     for name in keep:
         coords[name] = template[name].variable
+    if "checkpoint" in template.coords:  # a multi-checkpoint ensemble: the member's model
+        coords["checkpoint"] = one["checkpoint"].variable
     data_vars = {
         c: xr.Variable(
             ("time", "latitude", "longitude"),

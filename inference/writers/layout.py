@@ -77,6 +77,7 @@ def forecast_template(
     calendar: str,
     attrs: dict[str, str | int | float],
     member_chunk: int = 1,
+    member_checkpoints: np.ndarray | None = None,
 ) -> xr.Dataset:
     """An empty forecast dataset: coordinates, attributes and NaN placeholders for the data.
 
@@ -103,6 +104,9 @@ def forecast_template(
         ``history`` are added.
     member_chunk : int
         Members per chunk (chunks are ``(1, 1, member_chunk, lat, lon)``).
+    member_checkpoints : numpy.ndarray, optional
+        Shape ``(members,)``: the checkpoint each member ran (a multi-checkpoint
+        ensemble), written as the ``checkpoint`` coordinate on ``member``.
 
     Returns
     -------
@@ -144,6 +148,16 @@ def forecast_template(
         ),
         **vertical_coordinates(channels),
     }
+    if member_checkpoints is not None:
+        coords["checkpoint"] = xr.Variable(
+            "member",
+            np.asarray(member_checkpoints, dtype=np.int32),
+            attrs={
+                "long_name": "checkpoint the member ran: its position among the checkpoints "
+                "given, whose SHA-256 digests the checkpoint_digest attribute lists in order",
+                "units": "1",
+            },
+        )
     ds = xr.Dataset(data_vars, coords=coords)
     now = dt.datetime.now(dt.UTC)
     ds.attrs = {
@@ -168,7 +182,8 @@ def forecast_template(
             "_FillValue": np.float32(np.nan),
             "dtype": "float32",
             "chunks": (1, 1, member_chunk, grid.nlat, grid.nlon),
-            "coordinates": channel_coordinates(c),
+            "coordinates": channel_coordinates(c)
+            + (" checkpoint" if member_checkpoints is not None else ""),
         }
     return ds
 

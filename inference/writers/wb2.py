@@ -96,7 +96,7 @@ class WB2Layout(Layout):
             data_vars[name] = xr.Variable(
                 dims, np.broadcast_to(np.float32(np.nan), shape), attrs=_variable_attrs(channel)
             )
-            coordinates = ["valid_time"]
+            coordinates = ["valid_time", *(["checkpoint"] if "checkpoint" in coords else [])]
             vertical = vertical_coordinate(channel) if level is None else None
             if vertical is not None:
                 coords[vertical[0]] = vertical[1]
@@ -145,6 +145,8 @@ def _coordinates(
     }
     if members > 1:
         coords[WB2_MEMBER_DIM] = member_coordinate(members, WB2_MEMBER_DIM)
+        if "checkpoint" in template.coords:  # a multi-checkpoint ensemble: each member's model
+            coords["checkpoint"] = _renamed(template["checkpoint"], (WB2_MEMBER_DIM,))
     if levels:
         coords[WB2_LEVEL_DIM] = xr.Variable(
             WB2_LEVEL_DIM,

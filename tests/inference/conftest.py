@@ -139,13 +139,20 @@ def run(
     writer=None,
     **options,
 ):
-    """``run_forecast`` with its collaborators built as ``forecast run`` builds them (``writer``: another writer)."""
+    """``run_forecast`` with its collaborators built as ``forecast run`` builds them.
+
+    ``stepper`` may be a :class:`~inference.members.MemberModels` (a
+    multi-checkpoint ensemble); ``writer`` another writer.
+    """
     from inference.ensemble import run_forecast
     from inference.initial import InitialStates
+    from inference.members import MemberModels
     from inference.perturbations import build_perturbation, perturbation_spec
     from inference.request import RunRequest
     from inference.writers import writer_for
 
+    models = MemberModels.of(stepper)  # one stepper, or the models of a multi-checkpoint run
+    stepper = models.first
     writer = writer_for(out, layout, compression) if writer is None else writer
     initial = InitialStates(dataset, init_times, stepper)
     spec = perturbation_spec(perturbation, amplitude, stepper.channels, seed, perturbation_options)
@@ -161,7 +168,7 @@ def run(
         **options,
     )
     return run_forecast(
-        stepper,
+        models,
         initial,
         build_perturbation(spec, stepper),
         writer,

@@ -103,6 +103,10 @@ def _required_flags() -> list[str]:
     return ["--data", "store.zarr", "--out", "runs/x"]
 
 
+def _run_flags() -> list[str]:
+    return ["--checkpoint", "m.pt", "--data", "s.zarr", "--init", "2020-01-01", "--out", "o.zarr"]
+
+
 def test_flags_override_yaml_and_keys_mirror_flags(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text(
@@ -133,9 +137,15 @@ def test_defaults_are_defined_once():
     request = resolve(train, parse("train", ["--model", "sfno", *_required_flags()])).to_request()
     assert request == TrainRequest("store.zarr", "sfno", "runs/x")
     run = config_class("run")
-    for name in ("members", "on_blowup"):
-        field = next(f for f in dataclasses.fields(RunRequest) if f.name == name)
-        assert run.model_fields[name].default == field.default
+    field = next(f for f in dataclasses.fields(RunRequest) if f.name == "on_blowup")
+    assert run.model_fields["on_blowup"].default == field.default
+    # --members: the request's default for one checkpoint, one member per checkpoint for several
+    from forecast.cli.run import members_of
+
+    given = resolve(run, parse("run", _run_flags()))
+    members = next(f for f in dataclasses.fields(RunRequest) if f.name == "members")
+    assert members_of(given, 1) == members.default and members_of(given, 4) == 4
+    assert members_of(resolve(run, parse("run", [*_run_flags(), "--members", "3"])), 4) == 3
 
 
 def test_help_shows_the_model_defaults(capsys):

@@ -1,0 +1,242 @@
+"""Multi-checkpoint ensembles: member m runs checkpoint m mod K, as the run of that checkpoint alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from forecast.checkpoint import checkpoint_digest, save_checkpoint
+from forecast.errors import CheckpointError
+from inference.batching import plan_batches
+from inference.climate import product_path
+from inference.initial import parse_init_spec
+from inference.members import MemberModels, check_members_agree
+from inference.restart import restart_dir
+from inference.schedule import manifest_path
+from tests.inference.conftest import CHANNELS, make_stepper, run
+from tests.inference.test_climate_run import (
+    INIT,
+    REDUCE,
+    REPO,
+    STEPS,
+    _climate_writer,
+    _options,
+    _restart_lead,
+)
+from tests.killing import kill_when
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> list[Path]:
+    """Two tiny SFNOs with other random weights (as two training seeds give)."""
+    folder = tmp_path_factory.mktemp("members")
+    paths = [folder / "seed0.pt", folder / "seed1.pt"]
+    for seed, path in enumerate(paths):
+        save_checkpoint(path, make_stepper(seed=seed), provenance={"seed": seed})
+    return paths
+
+
+def _cli(*args: str) -> int:
+    from forecast.cli.main import main
+
+    return main(["run", "--no-progress", *map(str, args)])
+
+
+def test_plan_holds_one_checkpoint_per_batch():
+    batches = plan_batches(n_init=2, n_members=5, batch_size=2, models=2)
+    pairs = sorted(
+        (int(i), int(m)) for b in batches for i, m in zip(b.init_index, b.member, strict=True)
+    )
+    assert pairs == [(i, m) for i in range(2) for m in range(5)]  # every pair once
+    for batch in batches:
+        assert len(batch) <= 2 and set(batch.member % 2) == {batch.model}
+    assert [b.index for b in batches] == list(range(len(batches)))
+    # members 0, 2, 4 of checkpoint 0 are written one member at a time
+    assert batches[0].regions() == [(0, 0, 1, 0), (0, 2, 3, 1)]
+    # a batch larger than a checkpoint's members holds whole init times
+    whole = plan_batches(n_init=3, n_members=4, batch_size=4, models=2)
+    assert [(b.model, b.init_index.tolist(), b.member.tolist()) for b in whole] == [
+        (0, [0, 0, 1, 1], [0, 2, 0, 2]),
+        (0, [2, 2], [0, 2]),
+        (1, [0, 0, 1, 1], [1, 3, 1, 3]),
+        (1, [2, 2], [1, 3]),
+    ]
+    with pytest.raises(ValueError, match="one member per chunk"):
+        plan_batches(n_init=1, n_members=4, batch_size=4, chunk=2, models=2)
+
+
+def test_member_k_is_the_run_of_checkpoint_k(tmp_path, store_path, checkpoints):
+    common = ["--data", store_path, "--init", "2020-01-01T06", "--steps", 3]
+    common += ["--perturbation", "gaussian", "--seed", 4]
+    ensemble = tmp_path / "ensemble.zarr"
+    args = ["--checkpoint", checkpoints[0], "--checkpoint", checkpoints[1]]
+    assert _cli(*args, *common, "--out", ensemble) == 0  # --members defaults to 2
+    ds = xr.open_zarr(ensemble)
+    assert ds.sizes["member"] == 2
+    assert ds["checkpoint"].dims == ("member",) and ds["checkpoint"].values.tolist() == [0, 1]
+    digests = [checkpoint_digest(p) for p in checkpoints]
+    assert ds.attrs["checkpoint_digest"] == " ".join(digests)
+    assert json.loads(manifest_path(ensemble).read_text())["checkpoint_digest"] == " ".join(digests)
+    alone = []
+    for k, path in enumerate(checkpoints):
+        out = tmp_path / f"alone{k}.zarr"
+        options = ["--members", 2, "--batch-size", 1]
+        assert _cli("--checkpoint", path, *common, *options, "--out", out) == 0
+        single = xr.open_zarr(out)
+        assert "checkpoint" not in single.coords  # the one-checkpoint output is unchanged
+        assert single.attrs["checkpoint_digest"] == digests[k]
+        alone.append(single)
+        for channel in CHANNELS:  # the same model and the same member seed: bitwise
+            np.testing.assert_array_equal(
+                ds[channel].isel(member=k).values, single[channel].isel(member=k).values
+            )
+    # and not the other checkpoint's member: the two models differ
+    assert (
+        np.abs(
+            ds["t2m"].isel(member=1, lead_time=3) - alone[0]["t2m"].isel(member=1, lead_time=3)
+        ).max()
+        > 0.1
+    )
+
+
+def test_checkpoints_that_do_not_match_are_refused(tmp_path, store_path, checkpoints, capsys):
+    other = tmp_path / "history2.pt"
+    save_checkpoint(other, make_stepper(history=2, seed=3), provenance={})
+    fewer = tmp_path / "three-channels.pt"
+    save_checkpoint(fewer, make_stepper(channels=CHANNELS[:3]), provenance={})
+    common = ["--data", store_path, "--init", "2020-01-01T06", "--steps", 2]
+    for path, problem in ((other, "history 2 against 1"), (fewer, "channels z500,t850,u10m")):
+        code = _cli(
+            "--checkpoint",
+            checkpoints[0],
+            "--checkpoint",
+            path,
+            *common,
+            "--out",
+            tmp_path / "x.zarr",
+        )
+        err = capsys.readouterr().err.strip()
+        assert code == 1
+        assert len(err.splitlines()) == 1 and "Traceback" not in err
+        assert f"checkpoint {path} does not match the first checkpoint {checkpoints[0]}" in err
+        assert problem in err
+    assert not (tmp_path / "x.zarr").exists()  # refused before any output
+    with pytest.raises(CheckpointError, match="grid equiangular 8x16 against equiangular 16x32"):
+        check_members_agree([make_stepper(), make_stepper(nlat=8, nlon=16)], ["a.pt", "b.pt"])
+
+
+SCRIPT = """
+import sys, time
+import torch
+sys.path.insert(0, {repo!r})
+torch.set_num_threads(1)
+from forecast.store import open_store
+from inference.initial import parse_init_spec
+from inference.members import MemberModels
+from tests.inference.conftest import make_stepper, run
+from tests.inference.test_climate_run import _climate_writer, _options
+
+def slowed(stepper):
+    inner = stepper.forward_normalized
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return inner(*args, **kwargs)
+    stepper.forward_normalized = slow
+    return stepper
+
+models = MemberModels((slowed(make_stepper(seed=0)), slowed(make_stepper(seed=1))))
+out = {out!r}
+run(models, open_store({store!r}), parse_init_spec({init!r}, "360_day"), {steps}, out,
+    writer=_climate_writer(out, models.first), **_options())
+"""
+
+
+def test_killed_multi_checkpoint_climate_run_resumes_to_the_same_means(tmp_path, store_360_path):
+    from forecast.store import open_store
+
+    models = MemberModels((make_stepper(seed=0), make_stepper(seed=1)))
+    out = tmp_path / "killed.zarr"
+    script = tmp_path / "run.py"
+    script.write_text(
+        textwrap.dedent(
+            SCRIPT.format(
+                repo=str(REPO), store=str(store_360_path), init=INIT, steps=STEPS, out=str(out)
+            )
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    # 3 members, batch size 2: checkpoint 0 runs members 0 and 2 (batch 0), checkpoint 1
+    # member 1 (batch 1); kill in the middle of March of the second checkpoint's batch
+    marker = restart_dir(out) / "batch-000001.pt"
+    kill_when(process, lambda: marker.exists() and _restart_lead(marker) >= 12, timeout=180)
+    assert 12 <= _restart_lead(marker) < STEPS
+    store = open_store(store_360_path)
+    init = parse_init_spec(INIT, "360_day")
+    messages: list[str] = []
+    resumed = run(
+        models,
+        store,
+        init,
+        STEPS,
+        out,
+        writer=_climate_writer(out, models.first),
+        log=messages.append,
+        **_options(),
+    )
+    assert resumed.status == "finished"
+    assert any("resuming an interrupted run" in m for m in messages)
+    reference = tmp_path / "reference.zarr"
+    run(
+        models,
+        store,
+        init,
+        STEPS,
+        reference,
+        writer=_climate_writer(reference, models.first),
+        **_options(),
+    )
+    for product in (*REDUCE, "histograms"):
+        a = xr.open_zarr(product_path(out, product))
+        b = xr.open_zarr(product_path(reference, product))
+        assert a["checkpoint"].values.tolist() == [0, 1, 0]
+        for name in b.data_vars:
+            np.testing.assert_array_equal(
+                a[name].values, b[name].values, err_msg=f"{product} {name}"
+            )
+    # the members of the two checkpoints differ
+    monthly = xr.open_zarr(product_path(reference, "monthly"))["t2m"]
+    assert float(np.abs(monthly.isel(member=0) - monthly.isel(member=1)).max()) > 0.01
+
+
+def test_monthly_means_of_the_ensemble(tmp_path, store_360_path, checkpoints):
+    common = ["--data", store_360_path, "--init", INIT, "--length", "5d", "--reduce", "monthly"]
+    common += ["--perturbation", "gaussian", "--seed", 2]
+    ensemble = tmp_path / "ensemble.zarr"
+    args = ["--checkpoint", checkpoints[1], "--checkpoint", checkpoints[0]]  # member 0: seed 1
+    # one member per model call, as in the runs alone below (other batch shapes: equal to rounding)
+    assert _cli(*args, "--members", 3, "--batch-size", 1, *common, "--out", ensemble) == 0
+    monthly = xr.open_zarr(product_path(ensemble, "monthly"))
+    assert monthly.sizes["member"] == 3 and monthly.sizes["time"] == 2  # February, March
+    assert monthly["checkpoint"].values.tolist() == [0, 1, 0]
+    assert monthly.attrs["checkpoint_digest"] == " ".join(
+        checkpoint_digest(p) for p in (checkpoints[1], checkpoints[0])
+    )
+    assert monthly["t2m"].attrs["cell_methods"] == "time: mean"
+    for k, path in ((0, checkpoints[1]), (1, checkpoints[0]), (2, checkpoints[1])):
+        out = tmp_path / f"alone{k}.zarr"
+        options = ["--members", k + 1, "--batch-size", 1]
+        assert _cli("--checkpoint", path, *common, *options, "--out", out) == 0
+        single = xr.open_zarr(product_path(out, "monthly"))
+        for channel in CHANNELS:
+            np.testing.assert_array_equal(
+                monthly[channel].isel(member=k).values, single[channel].isel(member=k).values
+            )
