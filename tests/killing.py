@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def kill_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: float = 120.0) -> None:
@@ -27,3 +30,11 @@ def kill_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: flo
             process.kill()
         if process.stderr:
             process.stderr.close()
+
+
+def start_script(path: Path, text: str) -> subprocess.Popen:
+    """Write ``text`` (dedented) to ``path`` and start it with this Python, stderr piped for :func:`kill_when`."""
+    path.write_text(textwrap.dedent(text))
+    return subprocess.Popen(
+        [sys.executable, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )

@@ -243,6 +243,17 @@ def test_cold_sampling_on_departures_with_exact_networks_reproduces_the_truth(re
         )
 
 
+def _assert_same_model(stepper: DYffusionStepper, loaded: DYffusionStepper) -> None:
+    """The same weights and buffers, and the same samples from the same inputs and seeds."""
+    for name, tensor in stepper.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    x = state(history=2)
+    np.testing.assert_array_equal(
+        stepper.advance_block(x, TIMES, seeds=[3, 4]).numpy(),
+        loaded.advance_block(x, TIMES, seeds=[3, 4]).numpy(),
+    )
+
+
 def test_seasonal_checkpoint_round_trip(tmp_path):
     seasonal, diurnal = _climatology_tables()
     torch.manual_seed(0)
@@ -262,13 +273,7 @@ def test_seasonal_checkpoint_round_trip(tmp_path):
     assert metadata["seasonal_harmonics"] == 2 and metadata["residual"] is False
     assert loaded.seasonal is not None and loaded.residual is False
     assert "seasonal.coefficients" in loaded.state_dict() and "diurnal.table" in loaded.state_dict()
-    for name, tensor in stepper.state_dict().items():
-        assert torch.equal(tensor, loaded.state_dict()[name]), name
-    x = state(history=2)
-    np.testing.assert_array_equal(
-        stepper.advance_block(x, TIMES, seeds=[3, 4]).numpy(),
-        loaded.advance_block(x, TIMES, seeds=[3, 4]).numpy(),
-    )
+    _assert_same_model(stepper, loaded)
     # a checkpoint from before the seasonal baseline (no such keys) loads as a residual model
     config = {
         k: v for k, v in stepper.config().items() if k not in ("residual", "seasonal_harmonics")
@@ -450,13 +455,7 @@ def test_checkpoint_round_trip_says_what_it_is(tmp_path):
         "forecaster": 3,
     }
     assert {name.split(".")[0] for name in loaded.state_dict()} == {"interpolator", "forecaster"}
-    for name, tensor in stepper.state_dict().items():
-        assert torch.equal(tensor, loaded.state_dict()[name]), name
-    x = state(history=2)
-    np.testing.assert_array_equal(
-        stepper.advance_block(x, TIMES, seeds=[3, 4]).numpy(),
-        loaded.advance_block(x, TIMES, seeds=[3, 4]).numpy(),
-    )
+    _assert_same_model(stepper, loaded)
     check_trained(loaded, path)
     fresh = make()
     with pytest.raises(CheckpointError, match="untrained interpolator and forecaster"):

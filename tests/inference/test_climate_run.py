@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ from inference.restart import restart_dir
 from inference.schedule import manifest_path
 from inference.writers import writer_for
 from tests.inference.conftest import CHANNELS, run
-from tests.killing import kill_when
+from tests.killing import kill_when, start_script
 
 REPO = Path(__file__).resolve().parents[2]
 INIT = "2000-02-29T00"  # 360_day: February has a 29th and a 30th
@@ -133,16 +130,11 @@ def test_killed_climate_run_resumes_mid_month_to_the_same_means(tmp_path, store_
     from forecast.store import open_store
 
     out = tmp_path / "killed.zarr"
-    script = tmp_path / "run.py"
-    script.write_text(
-        textwrap.dedent(
-            SCRIPT.format(
-                repo=str(REPO), store=str(store_360_path), init=INIT, steps=STEPS, out=str(out)
-            )
-        )
-    )
-    process = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    process = start_script(
+        tmp_path / "run.py",
+        SCRIPT.format(
+            repo=str(REPO), store=str(store_360_path), init=INIT, steps=STEPS, out=str(out)
+        ),
     )
     marker = restart_dir(out) / "batch-000000.pt"
     # kill in the middle of March (leads 8.. are March): a month's sum is half done

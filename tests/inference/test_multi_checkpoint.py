@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +27,7 @@ from tests.inference.test_climate_run import (
     _options,
     _restart_lead,
 )
-from tests.killing import kill_when
+from tests.killing import kill_when, start_script
 
 
 @pytest.fixture(scope="module")
@@ -163,16 +160,11 @@ def test_killed_multi_checkpoint_climate_run_resumes_to_the_same_means(tmp_path,
 
     models = MemberModels((make_stepper(seed=0), make_stepper(seed=1)))
     out = tmp_path / "killed.zarr"
-    script = tmp_path / "run.py"
-    script.write_text(
-        textwrap.dedent(
-            SCRIPT.format(
-                repo=str(REPO), store=str(store_360_path), init=INIT, steps=STEPS, out=str(out)
-            )
-        )
-    )
-    process = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    process = start_script(
+        tmp_path / "run.py",
+        SCRIPT.format(
+            repo=str(REPO), store=str(store_360_path), init=INIT, steps=STEPS, out=str(out)
+        ),
     )
     # 3 members, batch size 2: checkpoint 0 runs members 0 and 2 (batch 0), checkpoint 1
     # member 1 (batch 1); kill in the middle of March of the second checkpoint's batch

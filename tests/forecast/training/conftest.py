@@ -114,3 +114,19 @@ def toy_store(tmp_path_factory) -> Path:
 def short_store(tmp_path_factory) -> Path:
     """A store of only 3 time steps."""
     return write_toy_store(tmp_path_factory.mktemp("short") / "short.zarr", n_time=3)
+
+
+@pytest.fixture
+def zonal_parts(monkeypatch) -> list:
+    """Every per-channel zonal-mean error the trainer computes, recorded as it is computed."""
+    import forecast.training.trainer as trainer_module
+
+    parts: list = []
+    original = trainer_module.per_channel_zonal_mse
+
+    def recording(prediction, target, latitude_weights):
+        parts.append(original(prediction, target, latitude_weights).detach().clone())
+        return parts[-1]
+
+    monkeypatch.setattr(trainer_module, "per_channel_zonal_mse", recording)
+    return parts

@@ -156,18 +156,8 @@ def test_dyffusion_refuses_options_that_do_not_apply(toy_store, tmp_path):
         ))  # fmt: skip
 
 
-def test_dyffusion_climate_options_change_the_stage_loss(toy_store, tmp_path, monkeypatch):
+def test_dyffusion_climate_options_change_the_stage_loss(toy_store, tmp_path, zonal_parts):
     """--input-noise changes each stage's loss; --zonal-mean-weight W adds W x its zonal part."""
-    import forecast.training.trainer as trainer_module
-
-    zonal_parts = []
-    original = trainer_module.per_channel_zonal_mse
-
-    def recording(prediction, target, latitude_weights):
-        zonal_parts.append(original(prediction, target, latitude_weights).detach().clone())
-        return zonal_parts[-1]
-
-    monkeypatch.setattr(trainer_module, "per_channel_zonal_mse", recording)
     options = dict(
         hparams=DYFFUSION, max_steps=2, interpolator_steps=1, val_every=2, workers=0, **OPTIONS
     )

@@ -310,18 +310,8 @@ def test_input_noise_perturbs_the_inputs_by_tendency_stds(toy_store, tmp_path, m
     assert abs(difference.mean()) < 0.02 * measured.max()
 
 
-def test_zonal_mean_weight_adds_the_weighted_zonal_error(toy_store, tmp_path, monkeypatch):
+def test_zonal_mean_weight_adds_the_weighted_zonal_error(toy_store, tmp_path, zonal_parts):
     """--zonal-mean-weight W adds W x the zonal-mean part of the squared error (tendency units)."""
-    import forecast.training.trainer as trainer_module
-
-    zonal_parts = []
-    original = trainer_module.per_channel_zonal_mse
-
-    def recording(prediction, target, latitude_weights):
-        zonal_parts.append(original(prediction, target, latitude_weights).detach().clone())
-        return zonal_parts[-1]
-
-    monkeypatch.setattr(trainer_module, "per_channel_zonal_mse", recording)
     options = dict(
         hparams=TINY, max_steps=1, batch_size=4, history=2, val_every=1, val_samples=2, log_every=1,
         workers=0, device="cpu", progress=False,
