@@ -383,9 +383,9 @@ def _climatology_graph(
     """
     bin_means: dict[tuple[int, int], tuple[str, int]] = {}
     single: dict[tuple[int, int], tuple] = {}  # a bin of one step: its data index, its writer
-    for (day, hour), steps in plan.bins().items():
-        waits = {written_by[b] for b in np.searchsorted(starts, steps, side="right") - 1} - {None}
-        indices = [_data_index(int(step), targets) for step in steps]
+    for (day, hour), members in plan.bins().items():
+        waits = {written_by[b] for b in np.searchsorted(starts, members, side="right") - 1} - {None}
+        indices = [_data_index(int(step), targets) for step in members]
         if len(indices) == 1:  # its own mean: the smoothing reads it from the data
             single[(day, hour)] = (indices[0], next(iter(waits), None))
         else:
