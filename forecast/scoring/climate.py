@@ -169,21 +169,19 @@ def climate_scores(
         progress=progress,
     )
     means = reference.means
-    scores = xr.Dataset(coords={"channel": channels})
+    parts = [xr.Dataset(coords={"channel": channels})]
     if time_mean is not None:
-        scores = scores.merge(
-            _time_mean_scores(products[time_mean], means[time_mean], channels, weights)
-        )
+        parts.append(_time_mean_scores(products[time_mean], means[time_mean], channels, weights))
     if "monthly" in products:
-        scores = scores.merge(
-            _annual_cycle_scores(products["monthly"], means["monthly"], channels, weights)
-        )
+        parts.append(_annual_cycle_scores(products["monthly"], means["monthly"], channels, weights))
     if yearly is not None:
-        scores = scores.merge(_drift_scores(products[yearly], means[yearly], channels, weights))
+        parts.append(_drift_scores(products[yearly], means[yearly], channels, weights))
     if HISTOGRAMS in products:
-        scores = scores.merge(
+        parts.append(
             _histogram_scores(products[HISTOGRAMS], reference.histogram, channels, weights)
         )
+    # each part scores other variables over the same channels: nothing to override or conflict
+    scores = xr.merge(parts, compat="no_conflicts", join="outer")
     scores.attrs = {
         "title": "climate scores",
         "history": f"{dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ} forecast score --climate",
