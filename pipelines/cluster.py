@@ -34,7 +34,7 @@ from forecast.errors import DataError
 #: zeroes, and an ingest's worker spent twice the CPU time of the same tasks on threads (1 GB:
 #: 12.7 against 6.3 CPU-s, docs/performance.md). Unset, glibc reuses freed blocks up to 32 MB and
 #: still returns free memory over 64 MB at the top of the heap. Workers of a ``tcp://`` cluster
-#: take the same setting from their own configuration (docs/formats.md).
+#: take the same setting from their own configuration (docs/operations.md).
 WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 _LOCAL: dict[str, Callable[..., Any]] = {

@@ -58,7 +58,7 @@ class ReferenceReductions:
     histogram: Histogram | None
 
 
-def seconds(times: np.ndarray, calendar: str) -> np.ndarray:
+def _seconds(times: np.ndarray, calendar: str) -> np.ndarray:
     """Times (datetime64 or cftime) as float seconds since 1970-01-01 in their calendar."""
     times = np.asarray(times)
     if np.issubdtype(times.dtype, np.datetime64):
@@ -68,13 +68,13 @@ def seconds(times: np.ndarray, calendar: str) -> np.ndarray:
     )
 
 
-def period_labels(store: xr.Dataset, bounds: np.ndarray, calendar: str) -> np.ndarray:
+def _period_labels(store: xr.Dataset, bounds: np.ndarray, calendar: str) -> np.ndarray:
     """For each store time, the index of the period ``[start, end)`` of ``bounds`` holding it, or -1.
 
     ``bounds`` has shape ``(period, 2)``.
     """
-    times = seconds(store["time"].values, calendar)
-    edges = seconds(bounds.reshape(-1), calendar).reshape(-1, 2)
+    times = _seconds(store["time"].values, calendar)
+    edges = _seconds(bounds.reshape(-1), calendar).reshape(-1, 2)
     labels = np.full(len(times), -1, dtype=np.int64)
     for number, (start, end) in enumerate(edges):
         labels[(times >= start) & (times < end)] = number
@@ -82,7 +82,7 @@ def period_labels(store: xr.Dataset, bounds: np.ndarray, calendar: str) -> np.nd
 
 
 def _checked_labels(store: xr.Dataset, name: str, product: xr.Dataset) -> np.ndarray:
-    """:func:`period_labels` of a period product, after checking the store holds every state it averaged.
+    """:func:`_period_labels` of a period product, after checking the store holds every state it averaged.
 
     Raises
     ------
@@ -90,7 +90,7 @@ def _checked_labels(store: xr.Dataset, name: str, product: xr.Dataset) -> np.nda
         When the store lacks states the run averaged.
     """
     calendar = product.attrs.get("calendar", "standard")
-    labels = period_labels(store, product["time_bnds"].values, calendar)
+    labels = _period_labels(store, product["time_bnds"].values, calendar)
     counts = np.bincount(labels[labels >= 0], minlength=product.sizes["time"])
     expected = product["samples"].values
     if (counts < expected).any():
@@ -152,7 +152,7 @@ def reference_reductions(
     counted = None
     if histograms is not None:
         calendar = histograms.attrs.get("calendar", "standard")
-        counted = period_labels(store, histograms["time_bnds"].values, calendar) == 0
+        counted = _period_labels(store, histograms["time_bnds"].values, calendar) == 0
     data = store["data"].sel(channel=channels)
     nlat, nlon = data.sizes["latitude"], data.sizes["longitude"]
     shape = (len(channels), nlat, nlon)

@@ -29,6 +29,12 @@ def _weights(latitude_weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor
     return latitude_weights.to(device=like.device, dtype=like.dtype).reshape(-1, 1)
 
 
+def _area_mean_square(error: torch.Tensor, latitude_weights: torch.Tensor) -> torch.Tensor:
+    """``(channel,)`` area-weighted mean of ``error ** 2`` over batch, latitude and longitude."""
+    squared = error**2
+    return (squared * _weights(latitude_weights, squared)).mean(dim=(0, 2, 3))
+
+
 def per_channel_mse(
     prediction: torch.Tensor, target: torch.Tensor, latitude_weights: torch.Tensor
 ) -> torch.Tensor:
@@ -46,8 +52,7 @@ def per_channel_mse(
     torch.Tensor
         ``(channel,)``, mean over batch and the (weighted) grid.
     """
-    squared = (prediction - target) ** 2
-    return (squared * _weights(latitude_weights, squared)).mean(dim=(0, 2, 3))
+    return _area_mean_square(prediction - target, latitude_weights)
 
 
 def per_channel_zonal_mse(
@@ -74,8 +79,7 @@ def per_channel_zonal_mse(
     torch.Tensor
         ``(channel,)``, mean over batch and the (weighted) latitudes.
     """
-    zonal = (prediction - target).mean(dim=-1, keepdim=True) ** 2  # (batch, channel, lat, 1)
-    return (zonal * _weights(latitude_weights, zonal)).mean(dim=(0, 2, 3))
+    return _area_mean_square((prediction - target).mean(dim=-1, keepdim=True), latitude_weights)
 
 
 def area_weighted_mse(
