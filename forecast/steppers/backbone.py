@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from forecast.diurnal import DiurnalBaseline
+from forecast.diurnal import DiurnalBaseline, diurnal_baseline
 from forecast.errors import ConfigError, DataError, GridError
 from forecast.forcings import TIME_FORCINGS, Forcings, stack_forcings, time_forcings
 from forecast.grid import Grid
@@ -167,10 +167,9 @@ class BackboneStepper(StateStepper):
                 "the diurnal baseline needs time forcings and residual mode or a seasonal baseline",
                 hint="drop --no-forcings/--no-residual or the diurnal baseline",
             )
-        expected = (len(np.ravel(hours)), len(self.channels), *self.grid.shape)
-        if np.shape(table) != expected:
-            raise DataError(f"diurnal table has shape {np.shape(table)}, expected {expected}")
-        return DiurnalBaseline.from_physical(hours, table, self.normalizer.std)
+        return diurnal_baseline(
+            hours, table, self.normalizer.std, len(self.channels), self.grid.shape
+        )
 
     # -- descriptive ------------------------------------------------------------------------------
     @property
