@@ -103,3 +103,37 @@ class DiurnalBaseline(nn.Module):
 
     def extra_repr(self) -> str:
         return f"hours={list(self.hours)}, channels={self.table.shape[1]}"
+
+
+def diurnal_baseline(
+    hours: Sequence[float] | np.ndarray,
+    table: np.ndarray,
+    std: np.ndarray,
+    channels: int,
+    grid_shape: tuple[int, int],
+) -> DiurnalBaseline:
+    """A stepper's :class:`DiurnalBaseline` from physical anomalies, their shape checked.
+
+    Parameters
+    ----------
+    hours : sequence of float
+        Hours of day (UTC) of the table.
+    table : numpy.ndarray
+        ``(hour, channel, lat, lon)`` anomalies in physical units
+        (:func:`forecast.store.diurnal_cycle`).
+    std : numpy.ndarray
+        ``(channel,)``: the stepper's normalisation.
+    channels : int
+        Channels of the stepper's state.
+    grid_shape : (int, int)
+        ``(lat, lon)`` of the stepper's grid.
+
+    Raises
+    ------
+    DataError
+        A table of another shape than ``(len(hours), channels, *grid_shape)``.
+    """
+    expected = (len(np.ravel(hours)), channels, *grid_shape)
+    if np.shape(table) != expected:
+        raise DataError(f"diurnal table has shape {np.shape(table)}, expected {expected}")
+    return DiurnalBaseline.from_physical(hours, table, std)

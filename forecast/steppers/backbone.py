@@ -30,18 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from forecast.diurnal import DiurnalBaseline
+from forecast.diurnal import DiurnalBaseline, diurnal_baseline
 from forecast.errors import ConfigError, DataError, GridError
 from forecast.forcings import TIME_FORCINGS, Forcings, stack_forcings, time_forcings
 from forecast.grid import Grid
 from forecast.models import build_model, get_spec, hparams_to_dict, validate_hparams
 from forecast.normalize import Normalizer
-from forecast.seasonal import (
-    SeasonalBaseline,
-    climatology,
-    climatology_at_offsets,
-    seasonal_baseline,
-)
+from forecast.seasonal import SeasonalBaseline, climatology_at_offsets, seasonal_baseline
 from forecast.steppers.base import StateStepper
 
 #: Name of the diurnal-baseline input among the forcings.
@@ -167,10 +162,9 @@ class BackboneStepper(StateStepper):
                 "the diurnal baseline needs time forcings and residual mode or a seasonal baseline",
                 hint="drop --no-forcings/--no-residual or the diurnal baseline",
             )
-        expected = (len(np.ravel(hours)), len(self.channels), *self.grid.shape)
-        if np.shape(table) != expected:
-            raise DataError(f"diurnal table has shape {np.shape(table)}, expected {expected}")
-        return DiurnalBaseline.from_physical(hours, table, self.normalizer.std)
+        return diurnal_baseline(
+            hours, table, self.normalizer.std, len(self.channels), self.grid.shape
+        )
 
     # -- descriptive ------------------------------------------------------------------------------
     @property
@@ -258,17 +252,6 @@ class BackboneStepper(StateStepper):
         if self.prescribed_names:
             fields.update(self._prescribed_fields(values))
         return fields
-
-    def climatology(self, times: Sequence | np.ndarray) -> torch.Tensor:
-        """Normalised climatology at ``times`` (seasonal baseline, plus the diurnal anomaly).
-
-        Returns
-        -------
-        torch.Tensor
-            ``(batch, channel, lat, lon)``.
-        """
-        assert self.seasonal is not None, "only with a seasonal baseline"
-        return climatology(self.seasonal, self.diurnal, times)
 
     def _prescribed_fields(self, times: np.ndarray) -> dict[str, torch.Tensor]:
         """The prescribed fields at ``times``, normalised: each ``(batch, lat, lon)`` float32."""

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from pydantic import Field, PositiveInt
 
-from forecast.diurnal import DiurnalBaseline
+from forecast.diurnal import DiurnalBaseline, diurnal_baseline
 from forecast.errors import DataError
 from forecast.forcings import TIME_FORCINGS, Forcings, time_forcings
 from forecast.grid import Grid
@@ -222,11 +222,7 @@ class DYffusionStepper(StateStepper):
             )
         self.diurnal: DiurnalBaseline | None = None
         if diurnal is not None:
-            hours, table = diurnal
-            expected = (len(np.ravel(hours)), n, *grid.shape)
-            if np.shape(table) != expected:
-                raise DataError(f"diurnal table has shape {np.shape(table)}, expected {expected}")
-            self.diurnal = DiurnalBaseline.from_physical(hours, table, self.normalizer.std)
+            self.diurnal = diurnal_baseline(*diurnal, self.normalizer.std, n, grid.shape)
         self.stage = STAGES[0]
 
     # -- descriptive ------------------------------------------------------------------------------

@@ -324,13 +324,7 @@ class TrainingLoop:
                 ensemble = predictions[k].reshape(members, -1, *predictions.shape[2:])
                 losses.append(per_channel_fair_crps(ensemble, targets[:, k], self.latitude_weights))
             else:
-                loss = per_channel_mse(predictions[k], targets[:, k], self.latitude_weights)
-                if self.request.zonal_mean_weight > 0:
-                    zonal = per_channel_zonal_mse(
-                        predictions[k], targets[:, k], self.latitude_weights
-                    )
-                    loss = loss + self.request.zonal_mean_weight * zonal
-                losses.append(loss)
+                losses.append(self._squared_error(predictions[k], targets[:, k]))
         scale = (
             self.error_scale if members == 1 else self.error_scale.sqrt()
         )  # CRPS is linear in the error
@@ -365,11 +359,18 @@ class TrainingLoop:
         if members > 1:
             crps = per_channel_fair_crps(prediction.float(), target, self.latitude_weights)
             return crps * self.error_scale.sqrt()
-        loss = per_channel_mse(prediction.float(), target, self.latitude_weights)
+        return self._squared_error(prediction.float(), target) * self.error_scale
+
+    def _squared_error(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``(channel,)``: the area-weighted MSE, plus ``zonal_mean_weight`` times its zonal-mean part.
+
+        ``prediction`` and ``target`` are ``(batch, channel, lat, lon)``, normalised.
+        """
+        loss = per_channel_mse(prediction, target, self.latitude_weights)
         if self.request.zonal_mean_weight > 0:
-            zonal = per_channel_zonal_mse(prediction.float(), target, self.latitude_weights)
+            zonal = per_channel_zonal_mse(prediction, target, self.latitude_weights)
             loss = loss + self.request.zonal_mean_weight * zonal
-        return loss * self.error_scale
+        return loss
 
     def _optimizer_step(self, batches, n_steps: int) -> None:
         request = self.request

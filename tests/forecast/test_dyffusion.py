@@ -282,6 +282,8 @@ def test_seasonal_checkpoint_round_trip(tmp_path):
     assert older.residual and older.seasonal is None
     with pytest.raises(DataError, match="seasonal coefficients have shape"):
         DYffusionStepper(TINY, CHANNELS, GRID, STEP, normalizer, seasonal=seasonal[:, :1])
+    with pytest.raises(DataError, match="diurnal table has shape"):
+        DYffusionStepper(TINY, CHANNELS, GRID, STEP, normalizer, diurnal=(HOURS, diurnal[:, :1]))
     with pytest.raises(DataError, match="residual mode or a seasonal baseline"):
         DYffusionStepper(
             TINY, CHANNELS, GRID, STEP, normalizer, diurnal=(HOURS, diurnal), residual=False
