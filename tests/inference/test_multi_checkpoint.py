@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -127,6 +128,33 @@ def test_checkpoints_that_do_not_match_are_refused(tmp_path, store_path, checkpo
     assert not (tmp_path / "x.zarr").exists()  # refused before any output
     with pytest.raises(CheckpointError, match="grid equiangular 8x16 against equiangular 16x32"):
         check_members_agree([make_stepper(), make_stepper(nlat=8, nlon=16)], ["a.pt", "b.pt"])
+
+
+def test_every_difference_the_members_cannot_share_is_named():
+    first = make_stepper()
+    forcings = ",".join(first.forcing_names)
+    cases = [
+        (make_stepper(step=dt.timedelta(hours=12)), "time step 12h against 6h"),
+        (make_stepper(forcings=False), f"forcings none against {forcings}"),
+        (make_stepper(seed=1), None),  # other weights: a member of the same ensemble
+    ]
+    for other, problem in cases:
+        if problem is None:
+            check_members_agree([first, other], ["a.pt", "b.pt"])
+            continue
+        with pytest.raises(CheckpointError) as raised:
+            check_members_agree([first, other], ["a.pt", "b.pt"])
+        assert "checkpoint b.pt does not match the first checkpoint a.pt" in str(raised.value)
+        assert problem in str(raised.value)
+    # the third checkpoint is checked against the first too, and every mismatch is listed
+    with pytest.raises(CheckpointError) as raised:
+        check_members_agree(
+            [first, make_stepper(seed=1), make_stepper(history=2, nlat=8, nlon=16)],
+            ["a.pt", "b.pt", "c.pt"],
+        )
+    message = str(raised.value)
+    assert "checkpoint c.pt" in message and "history 2 against 1" in message
+    assert "grid equiangular 8x16 against equiangular 16x32" in message
 
 
 SCRIPT = """
