@@ -126,9 +126,50 @@ def _restart_lead(path: Path) -> int:
         return -1
 
 
-def test_killed_climate_run_resumes_mid_month_to_the_same_means(tmp_path, store_360_path, stepper):
-    from forecast.store import open_store
+def _assert_resumes_to_the_reference(models, store_path: Path, out: Path, reference: Path) -> None:
+    """Resume the killed climate run at ``out``, run it again uninterrupted at ``reference``:
+    every product of the two is bitwise equal.
 
+    ``models``: a stepper, or the :class:`~inference.members.MemberModels` of the killed run.
+    """
+    from forecast.store import open_store
+    from inference.members import MemberModels
+
+    store = open_store(store_path)
+    init = parse_init_spec(INIT, "360_day")
+    first = MemberModels.of(models).first
+    messages: list[str] = []
+    resumed = run(
+        models,
+        store,
+        init,
+        STEPS,
+        out,
+        writer=_climate_writer(out, first),
+        log=messages.append,
+        **_options(),
+    )
+    assert resumed.status == "finished"
+    assert any("resuming an interrupted run" in m for m in messages)
+    run(
+        models,
+        store,
+        init,
+        STEPS,
+        reference,
+        writer=_climate_writer(reference, first),
+        **_options(),
+    )
+    for product in (*REDUCE, "histograms"):
+        a = xr.open_zarr(product_path(out, product))
+        b = xr.open_zarr(product_path(reference, product))
+        for name in b.data_vars:
+            np.testing.assert_array_equal(
+                a[name].values, b[name].values, err_msg=f"{product} {name}"
+            )
+
+
+def test_killed_climate_run_resumes_mid_month_to_the_same_means(tmp_path, store_360_path, stepper):
     out = tmp_path / "killed.zarr"
     process = start_script(
         tmp_path / "run.py",
@@ -143,38 +184,7 @@ def test_killed_climate_run_resumes_mid_month_to_the_same_means(tmp_path, store_
     assert 12 <= killed_at < STEPS
     assert xr.open_zarr(product_path(out, "monthly"))["t2m"].isnull().any()  # March not written yet
 
-    store = open_store(store_360_path)
-    init = parse_init_spec(INIT, "360_day")
-    messages = []
-    resumed = run(
-        stepper,
-        store,
-        init,
-        STEPS,
-        out,
-        writer=_climate_writer(out, stepper),
-        log=messages.append,
-        **_options(),
-    )
-    assert resumed.status == "finished"
-    assert any("resuming an interrupted run" in m for m in messages)
-    reference_out = tmp_path / "reference.zarr"
-    run(
-        stepper,
-        store,
-        init,
-        STEPS,
-        reference_out,
-        writer=_climate_writer(reference_out, stepper),
-        **_options(),
-    )
-    for product in (*REDUCE, "histograms"):
-        a = xr.open_zarr(product_path(out, product))
-        b = xr.open_zarr(product_path(reference_out, product))
-        for name in b.data_vars:
-            np.testing.assert_array_equal(
-                a[name].values, b[name].values, err_msg=f"{product} {name}"
-            )
+    _assert_resumes_to_the_reference(stepper, store_360_path, out, tmp_path / "reference.zarr")
     assert not restart_dir(out).exists()
     import json
 
