@@ -128,7 +128,7 @@ def check_members_agree(steppers: Sequence[Stepper], names: Sequence[str]) -> No
                 f"checkpoint {name} does not match the first checkpoint {names[0]}: "
                 + "; ".join(problems),
                 hint="every --checkpoint of one run must be trained on the same channels, grid, "
-                "step, history and forcings",
+                "step, history and forcings, with the same stepper family",
             )
 
 

@@ -19,7 +19,7 @@ Several --checkpoint make a multi-checkpoint (multi-seed) ensemble: member m
 runs checkpoint m mod K, in the order given, and --members defaults to K.
 Each member keeps its own seed, so it is the member m that a run of its
 checkpoint alone computes. Every checkpoint must match the first in
-channels, grid, time step, history and forcings. The output has a
+channels, grid, time step, history, forcings and stepper family. The output has a
 'checkpoint' coordinate on member, and its checkpoint_digest attribute lists
 every checkpoint's SHA-256 in order.
 
