@@ -126,6 +126,18 @@ def _restart_lead(path: Path) -> int:
         return -1
 
 
+def _kill_in_march(script: str, store_path: Path, out: Path, batch: int) -> int:
+    """Run ``script`` (a template like :data:`SCRIPT`) into ``out`` in a subprocess and SIGKILL it
+    once the restart file of batch ``batch`` is at lead 12 or later (March); that lead."""
+    process = start_script(
+        out.with_name("run.py"),
+        script.format(repo=str(REPO), store=str(store_path), init=INIT, steps=STEPS, out=str(out)),
+    )
+    marker = restart_dir(out) / f"batch-{batch:06d}.pt"
+    kill_when(process, lambda: marker.exists() and _restart_lead(marker) >= 12, timeout=180)
+    return _restart_lead(marker)
+
+
 def _assert_resumes_to_the_reference(models, store_path: Path, out: Path, reference: Path) -> None:
     """Resume the killed climate run at ``out``, run it again uninterrupted at ``reference``:
     every product of the two is bitwise equal.
@@ -171,16 +183,8 @@ def _assert_resumes_to_the_reference(models, store_path: Path, out: Path, refere
 
 def test_killed_climate_run_resumes_mid_month_to_the_same_means(tmp_path, store_360_path, stepper):
     out = tmp_path / "killed.zarr"
-    process = start_script(
-        tmp_path / "run.py",
-        SCRIPT.format(
-            repo=str(REPO), store=str(store_360_path), init=INIT, steps=STEPS, out=str(out)
-        ),
-    )
-    marker = restart_dir(out) / "batch-000000.pt"
     # kill in the middle of March (leads 8.. are March): a month's sum is half done
-    kill_when(process, lambda: marker.exists() and _restart_lead(marker) >= 12, timeout=180)
-    killed_at = _restart_lead(marker)
+    killed_at = _kill_in_march(SCRIPT, store_360_path, out, batch=0)
     assert 12 <= killed_at < STEPS
     assert xr.open_zarr(product_path(out, "monthly"))["t2m"].isnull().any()  # March not written yet
 

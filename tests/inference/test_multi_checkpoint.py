@@ -15,18 +15,15 @@ from forecast.errors import CheckpointError
 from inference.batching import plan_batches
 from inference.climate import product_path
 from inference.members import MemberModels, check_members_agree
-from inference.restart import restart_dir
 from inference.schedule import manifest_path
 from tests.inference.conftest import CHANNELS, make_stepper
 from tests.inference.test_climate_run import (
     INIT,
     REDUCE,
-    REPO,
     STEPS,
     _assert_resumes_to_the_reference,
-    _restart_lead,
+    _kill_in_march,
 )
-from tests.killing import kill_when, start_script
 from tests.object_storage import s3, s3_server  # noqa: F401
 
 
@@ -191,17 +188,9 @@ run(models, open_store({store!r}), parse_init_spec({init!r}, "360_day"), {steps}
 def test_killed_multi_checkpoint_climate_run_resumes_to_the_same_means(tmp_path, store_360_path):
     models = MemberModels((make_stepper(seed=0), make_stepper(seed=1)))
     out = tmp_path / "killed.zarr"
-    process = start_script(
-        tmp_path / "run.py",
-        SCRIPT.format(
-            repo=str(REPO), store=str(store_360_path), init=INIT, steps=STEPS, out=str(out)
-        ),
-    )
     # 3 members, batch size 2: checkpoint 0 runs members 0 and 2 (batch 0), checkpoint 1
     # member 1 (batch 1); kill in the middle of March of the second checkpoint's batch
-    marker = restart_dir(out) / "batch-000001.pt"
-    kill_when(process, lambda: marker.exists() and _restart_lead(marker) >= 12, timeout=180)
-    assert 12 <= _restart_lead(marker) < STEPS
+    assert 12 <= _kill_in_march(SCRIPT, store_360_path, out, batch=1) < STEPS
     reference = tmp_path / "reference.zarr"
     _assert_resumes_to_the_reference(models, store_360_path, out, reference)
     for product in (*REDUCE, "histograms"):
