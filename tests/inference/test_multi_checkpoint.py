@@ -127,6 +127,18 @@ def test_checkpoints_that_do_not_match_are_refused(tmp_path, store_path, checkpo
         assert len(err.splitlines()) == 1 and "Traceback" not in err
         assert f"checkpoint {path} does not match the first checkpoint {checkpoints[0]}" in err
         assert problem in err
+    # fewer members than checkpoints: one would run none
+    code = _cli(
+        *["--checkpoint", checkpoints[0], "--checkpoint", checkpoints[1]],
+        *common,
+        "--members",
+        1,
+        "--out",
+        tmp_path / "x.zarr",
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "--members 1 runs only 1 of the 2 checkpoints" in err
     assert not (tmp_path / "x.zarr").exists()  # refused before any output
     with pytest.raises(CheckpointError, match="grid equiangular 8x16 against equiangular 16x32"):
         check_members_agree([make_stepper(), make_stepper(nlat=8, nlon=16)], ["a.pt", "b.pt"])
