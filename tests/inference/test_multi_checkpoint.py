@@ -14,9 +14,10 @@ from forecast.checkpoint import checkpoint_digest, save_checkpoint
 from forecast.errors import CheckpointError
 from inference.batching import plan_batches
 from inference.climate import product_path
+from inference.initial import parse_init_spec
 from inference.members import MemberModels, check_members_agree
 from inference.schedule import manifest_path
-from tests.inference.conftest import CHANNELS, make_stepper
+from tests.inference.conftest import CHANNELS, make_stepper, run
 from tests.inference.test_climate_run import (
     INIT,
     REDUCE,
@@ -264,3 +265,17 @@ def test_checkpoints_on_s3_are_staged_as_one(tmp_path, store_path, checkpoints, 
     assert sorted(checkpoint_digest(p) for p in downloads) == sorted(
         checkpoint_digest(p) for p in checkpoints
     )  # each checkpoint downloaded once, neither over the other
+
+
+@pytest.mark.parametrize("layout", ["default", "wb2", "cdo"])
+def test_every_layout_reads_back_the_checkpoint_of_each_member(tmp_path, store_path, layout):
+    from forecast.scoring.layouts import open_forecast
+    from forecast.store import open_store
+
+    models = MemberModels((make_stepper(seed=0), make_stepper(seed=1)))
+    init = parse_init_spec("2020-01-01T06", "standard")
+    out = tmp_path / ("fc" if layout == "cdo" else "fc.zarr")
+    result = run(models, open_store(store_path), init, 1, out, layout=layout, members=3)
+    ds = open_forecast(result.out)  # as forecast score reads it
+    assert ds["checkpoint"].dims == ("member",)
+    assert ds["checkpoint"].values.tolist() == [0, 1, 0]
