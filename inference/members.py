@@ -75,10 +75,6 @@ class MemberModels:
         """The first checkpoint's stepper: the channels, grid and step every member shares."""
         return self.steppers[0]
 
-    def model_of(self, member: int | np.ndarray) -> Any:
-        """Index of the checkpoint that member(s) ``member`` run: ``member mod K``."""
-        return member % len(self.steppers)
-
     def member_checkpoints(self, members: int) -> np.ndarray:
         """Shape ``(members,)``, int32: the checkpoint index of each member."""
         return np.arange(members, dtype=np.int32) % len(self.steppers)
@@ -132,7 +128,7 @@ def check_members_agree(steppers: Sequence[Stepper], names: Sequence[str]) -> No
                 f"checkpoint {name} does not match the first checkpoint {names[0]}: "
                 + "; ".join(problems),
                 hint="every --checkpoint of one run must be trained on the same channels, grid, "
-                "step, history and forcings",
+                "step, history and forcings, with the same stepper family",
             )
 
 

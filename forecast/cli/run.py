@@ -16,10 +16,11 @@ Examples
       --init 2002-01-01 --length 10y --reduce monthly --out ensemble.zarr
 
 Several --checkpoint make a multi-checkpoint (multi-seed) ensemble: member m
-runs checkpoint m mod K, in the order given, and --members defaults to K.
+runs checkpoint m mod K, in the order given, and --members defaults to K
+(fewer than K is an error).
 Each member keeps its own seed, so it is the member m that a run of its
 checkpoint alone computes. Every checkpoint must match the first in
-channels, grid, time step, history and forcings. The output has a
+channels, grid, time step, history, forcings and stepper family. The output has a
 'checkpoint' coordinate on member, and its checkpoint_digest attribute lists
 every checkpoint's SHA-256 in order.
 
@@ -275,10 +276,21 @@ def run_steps(args: Config, init_time, step) -> int:
 
 
 def members_of(args: Config, checkpoints: int) -> int:
-    """``--members``, or its default: the request's for one checkpoint, one per checkpoint for several."""
-    if args.members is not None:
-        return int(args.members)
-    return checkpoints if checkpoints > 1 else int(request_default("members"))
+    """``--members``, or its default: the request's for one checkpoint, one per checkpoint for several.
+
+    Raises
+    ------
+    ConfigError
+        Fewer members than checkpoints (some checkpoints would run no member).
+    """
+    if args.members is None:
+        return checkpoints if checkpoints > 1 else int(request_default("members"))
+    if checkpoints > 1 and args.members < checkpoints:
+        raise ConfigError(
+            f"--members {args.members} runs only {args.members} of the {checkpoints} checkpoints",
+            hint=f"pass --members {checkpoints} or more, or fewer --checkpoint",
+        )
+    return int(args.members)
 
 
 def build_writer(args: Config, out, stepper, climate: bool, output_every: int):

@@ -173,6 +173,10 @@ def open_cdo(path: Path) -> xr.Dataset:
             .rename({"time": "valid_time", "forecast_period": "lead_time"})
         )
         ds = ds.expand_dims(member=np.array([member], dtype=np.int32))
+        if "checkpoint" in ds.coords:  # a multi-checkpoint ensemble: each file's member's model
+            ds = ds.assign_coords(
+                checkpoint=ds["checkpoint"].expand_dims(member=ds["member"].values)
+            )
         ds = ds.expand_dims(time=np.array([init]))
         ds = ds.assign_coords(valid_time=ds["valid_time"].expand_dims(time=ds["time"].values))
         pieces[(init, member)] = ds

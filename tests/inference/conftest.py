@@ -68,9 +68,15 @@ def write_store(
 
 
 def make_stepper(
-    history: int = 1, seed: int = 0, channels=CHANNELS, nlat: int = NLAT, nlon: int = NLON
+    history: int = 1,
+    seed: int = 0,
+    channels=CHANNELS,
+    nlat: int = NLAT,
+    nlon: int = NLON,
+    step: dt.timedelta = STEP,
+    forcings: bool = True,
 ) -> BackboneStepper:
-    """A tiny SFNO stepper with reproducible random weights."""
+    """A tiny SFNO stepper with reproducible random weights (``forcings``: its time-of-day/year inputs)."""
     torch.manual_seed(seed)
     index = [CHANNELS.index(c) for c in channels]
     normalizer = Normalizer(tuple(channels), MEANS[index], STDS[index], STDS[index] * 0.2)
@@ -79,9 +85,10 @@ def make_stepper(
         {"embed_dim": 8, "num_layers": 1},
         list(channels),
         Grid.equiangular(nlat, nlon),
-        STEP,
+        step,
         normalizer,
         history=history,
+        forcings=forcings,
     )
     return stepper.eval()
 

@@ -126,55 +126,69 @@ def _restart_lead(path: Path) -> int:
         return -1
 
 
-def test_killed_climate_run_resumes_mid_month_to_the_same_means(tmp_path, store_360_path, stepper):
-    from forecast.store import open_store
-
-    out = tmp_path / "killed.zarr"
+def _kill_in_march(script: str, store_path: Path, out: Path, batch: int) -> int:
+    """Run ``script`` (a template like :data:`SCRIPT`) into ``out`` in a subprocess and SIGKILL it
+    once the restart file of batch ``batch`` is at lead 12 or later (March); that lead."""
     process = start_script(
-        tmp_path / "run.py",
-        SCRIPT.format(
-            repo=str(REPO), store=str(store_360_path), init=INIT, steps=STEPS, out=str(out)
-        ),
+        out.with_name("run.py"),
+        script.format(repo=str(REPO), store=str(store_path), init=INIT, steps=STEPS, out=str(out)),
     )
-    marker = restart_dir(out) / "batch-000000.pt"
-    # kill in the middle of March (leads 8.. are March): a month's sum is half done
+    marker = restart_dir(out) / f"batch-{batch:06d}.pt"
     kill_when(process, lambda: marker.exists() and _restart_lead(marker) >= 12, timeout=180)
-    killed_at = _restart_lead(marker)
-    assert 12 <= killed_at < STEPS
-    assert xr.open_zarr(product_path(out, "monthly"))["t2m"].isnull().any()  # March not written yet
+    return _restart_lead(marker)
 
-    store = open_store(store_360_path)
+
+def _assert_resumes_to_the_reference(models, store_path: Path, out: Path, reference: Path) -> None:
+    """Resume the killed climate run at ``out``, run it again uninterrupted at ``reference``:
+    every product of the two is bitwise equal.
+
+    ``models``: a stepper, or the :class:`~inference.members.MemberModels` of the killed run.
+    """
+    from forecast.store import open_store
+    from inference.members import MemberModels
+
+    store = open_store(store_path)
     init = parse_init_spec(INIT, "360_day")
-    messages = []
+    first = MemberModels.of(models).first
+    messages: list[str] = []
     resumed = run(
-        stepper,
+        models,
         store,
         init,
         STEPS,
         out,
-        writer=_climate_writer(out, stepper),
+        writer=_climate_writer(out, first),
         log=messages.append,
         **_options(),
     )
     assert resumed.status == "finished"
     assert any("resuming an interrupted run" in m for m in messages)
-    reference_out = tmp_path / "reference.zarr"
     run(
-        stepper,
+        models,
         store,
         init,
         STEPS,
-        reference_out,
-        writer=_climate_writer(reference_out, stepper),
+        reference,
+        writer=_climate_writer(reference, first),
         **_options(),
     )
     for product in (*REDUCE, "histograms"):
         a = xr.open_zarr(product_path(out, product))
-        b = xr.open_zarr(product_path(reference_out, product))
+        b = xr.open_zarr(product_path(reference, product))
         for name in b.data_vars:
             np.testing.assert_array_equal(
                 a[name].values, b[name].values, err_msg=f"{product} {name}"
             )
+
+
+def test_killed_climate_run_resumes_mid_month_to_the_same_means(tmp_path, store_360_path, stepper):
+    out = tmp_path / "killed.zarr"
+    # kill in the middle of March (leads 8.. are March): a month's sum is half done
+    killed_at = _kill_in_march(SCRIPT, store_360_path, out, batch=0)
+    assert 12 <= killed_at < STEPS
+    assert xr.open_zarr(product_path(out, "monthly"))["t2m"].isnull().any()  # March not written yet
+
+    _assert_resumes_to_the_reference(stepper, store_360_path, out, tmp_path / "reference.zarr")
     assert not restart_dir(out).exists()
     import json
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -15,19 +16,16 @@ from inference.batching import plan_batches
 from inference.climate import product_path
 from inference.initial import parse_init_spec
 from inference.members import MemberModels, check_members_agree
-from inference.restart import restart_dir
 from inference.schedule import manifest_path
 from tests.inference.conftest import CHANNELS, make_stepper, run
 from tests.inference.test_climate_run import (
     INIT,
     REDUCE,
-    REPO,
     STEPS,
-    _climate_writer,
-    _options,
-    _restart_lead,
+    _assert_resumes_to_the_reference,
+    _kill_in_march,
 )
-from tests.killing import kill_when, start_script
+from tests.object_storage import s3, s3_server  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +67,7 @@ def test_plan_holds_one_checkpoint_per_batch():
         plan_batches(n_init=1, n_members=4, batch_size=4, chunk=2, models=2)
 
 
-def test_member_k_is_the_run_of_checkpoint_k(tmp_path, store_path, checkpoints):
+def test_member_k_is_the_run_of_checkpoint_k(tmp_path, store_path, checkpoints, capsys):
     common = ["--data", store_path, "--init", "2020-01-01T06", "--steps", 3]
     common += ["--perturbation", "gaussian", "--seed", 4]
     ensemble = tmp_path / "ensemble.zarr"
@@ -81,6 +79,12 @@ def test_member_k_is_the_run_of_checkpoint_k(tmp_path, store_path, checkpoints):
     digests = [checkpoint_digest(p) for p in checkpoints]
     assert ds.attrs["checkpoint_digest"] == " ".join(digests)
     assert json.loads(manifest_path(ensemble).read_text())["checkpoint_digest"] == " ".join(digests)
+    # the same checkpoints in the other order are another ensemble: refused, the output kept
+    swapped = ["--checkpoint", checkpoints[1], "--checkpoint", checkpoints[0]]
+    assert _cli(*swapped, *common, "--out", ensemble) == 1
+    err = capsys.readouterr().err
+    assert "with other settings (checkpoint_digest)" in err and "Traceback" not in err
+    np.testing.assert_array_equal(xr.open_zarr(ensemble)["t2m"].values, ds["t2m"].values)
     alone = []
     for k, path in enumerate(checkpoints):
         out = tmp_path / f"alone{k}.zarr"
@@ -124,9 +128,48 @@ def test_checkpoints_that_do_not_match_are_refused(tmp_path, store_path, checkpo
         assert len(err.splitlines()) == 1 and "Traceback" not in err
         assert f"checkpoint {path} does not match the first checkpoint {checkpoints[0]}" in err
         assert problem in err
+    # fewer members than checkpoints: one would run none
+    code = _cli(
+        *["--checkpoint", checkpoints[0], "--checkpoint", checkpoints[1]],
+        *common,
+        "--members",
+        1,
+        "--out",
+        tmp_path / "x.zarr",
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "--members 1 runs only 1 of the 2 checkpoints" in err
     assert not (tmp_path / "x.zarr").exists()  # refused before any output
     with pytest.raises(CheckpointError, match="grid equiangular 8x16 against equiangular 16x32"):
         check_members_agree([make_stepper(), make_stepper(nlat=8, nlon=16)], ["a.pt", "b.pt"])
+
+
+def test_every_difference_the_members_cannot_share_is_named():
+    first = make_stepper()
+    forcings = ",".join(first.forcing_names)
+    cases = [
+        (make_stepper(step=dt.timedelta(hours=12)), "time step 12h against 6h"),
+        (make_stepper(forcings=False), f"forcings none against {forcings}"),
+        (make_stepper(seed=1), None),  # other weights: a member of the same ensemble
+    ]
+    for other, problem in cases:
+        if problem is None:
+            check_members_agree([first, other], ["a.pt", "b.pt"])
+            continue
+        with pytest.raises(CheckpointError) as raised:
+            check_members_agree([first, other], ["a.pt", "b.pt"])
+        assert "checkpoint b.pt does not match the first checkpoint a.pt" in str(raised.value)
+        assert problem in str(raised.value)
+    # the third checkpoint is checked against the first too, and every mismatch is listed
+    with pytest.raises(CheckpointError) as raised:
+        check_members_agree(
+            [first, make_stepper(seed=1), make_stepper(history=2, nlat=8, nlon=16)],
+            ["a.pt", "b.pt", "c.pt"],
+        )
+    message = str(raised.value)
+    assert "checkpoint c.pt" in message and "history 2 against 1" in message
+    assert "grid equiangular 8x16 against equiangular 16x32" in message
 
 
 SCRIPT = """
@@ -156,54 +199,15 @@ run(models, open_store({store!r}), parse_init_spec({init!r}, "360_day"), {steps}
 
 
 def test_killed_multi_checkpoint_climate_run_resumes_to_the_same_means(tmp_path, store_360_path):
-    from forecast.store import open_store
-
     models = MemberModels((make_stepper(seed=0), make_stepper(seed=1)))
     out = tmp_path / "killed.zarr"
-    process = start_script(
-        tmp_path / "run.py",
-        SCRIPT.format(
-            repo=str(REPO), store=str(store_360_path), init=INIT, steps=STEPS, out=str(out)
-        ),
-    )
     # 3 members, batch size 2: checkpoint 0 runs members 0 and 2 (batch 0), checkpoint 1
     # member 1 (batch 1); kill in the middle of March of the second checkpoint's batch
-    marker = restart_dir(out) / "batch-000001.pt"
-    kill_when(process, lambda: marker.exists() and _restart_lead(marker) >= 12, timeout=180)
-    assert 12 <= _restart_lead(marker) < STEPS
-    store = open_store(store_360_path)
-    init = parse_init_spec(INIT, "360_day")
-    messages: list[str] = []
-    resumed = run(
-        models,
-        store,
-        init,
-        STEPS,
-        out,
-        writer=_climate_writer(out, models.first),
-        log=messages.append,
-        **_options(),
-    )
-    assert resumed.status == "finished"
-    assert any("resuming an interrupted run" in m for m in messages)
+    assert 12 <= _kill_in_march(SCRIPT, store_360_path, out, batch=1) < STEPS
     reference = tmp_path / "reference.zarr"
-    run(
-        models,
-        store,
-        init,
-        STEPS,
-        reference,
-        writer=_climate_writer(reference, models.first),
-        **_options(),
-    )
+    _assert_resumes_to_the_reference(models, store_360_path, out, reference)
     for product in (*REDUCE, "histograms"):
-        a = xr.open_zarr(product_path(out, product))
-        b = xr.open_zarr(product_path(reference, product))
-        assert a["checkpoint"].values.tolist() == [0, 1, 0]
-        for name in b.data_vars:
-            np.testing.assert_array_equal(
-                a[name].values, b[name].values, err_msg=f"{product} {name}"
-            )
+        assert xr.open_zarr(product_path(out, product))["checkpoint"].values.tolist() == [0, 1, 0]
     # the members of the two checkpoints differ
     monthly = xr.open_zarr(product_path(reference, "monthly"))["t2m"]
     assert float(np.abs(monthly.isel(member=0) - monthly.isel(member=1)).max()) > 0.01
@@ -232,3 +236,46 @@ def test_monthly_means_of_the_ensemble(tmp_path, store_360_path, checkpoints):
             np.testing.assert_array_equal(
                 monthly[channel].isel(member=k).values, single[channel].isel(member=k).values
             )
+
+
+def test_checkpoints_on_s3_are_staged_as_one(tmp_path, store_path, checkpoints, s3, monkeypatch):  # noqa: F811
+    import fsspec
+
+    monkeypatch.setenv("FORECAST_STAGING", str(tmp_path / "staging"))
+    fs = fsspec.filesystem("s3")
+    urls = [f"{s3}/seed{k}/best.ckpt" for k in range(2)]  # the same file name in two folders
+    for path, url in zip(checkpoints, urls, strict=True):
+        fs.put_file(str(path), url)
+    common = ["--data", store_path, "--init", "2020-01-01T06", "--steps", 2, "--seed", 3]
+    common += ["--perturbation", "gaussian"]
+    remote, local = tmp_path / "remote.zarr", tmp_path / "local.zarr"
+    assert _cli("--checkpoint", urls[0], "--checkpoint", urls[1], *common, "--out", remote) == 0
+    assert (
+        _cli(
+            "--checkpoint", checkpoints[0], "--checkpoint", checkpoints[1], *common, "--out", local
+        )
+        == 0
+    )
+    got, want = xr.open_zarr(remote), xr.open_zarr(local)
+    assert got.attrs["checkpoint_digest"] == " ".join(checkpoint_digest(p) for p in checkpoints)
+    assert got.attrs["checkpoint_digest"] == want.attrs["checkpoint_digest"]
+    for channel in CHANNELS:
+        np.testing.assert_array_equal(got[channel].values, want[channel].values)
+    downloads = sorted((tmp_path / "staging" / "downloads").glob("*/best.ckpt"))
+    assert sorted(checkpoint_digest(p) for p in downloads) == sorted(
+        checkpoint_digest(p) for p in checkpoints
+    )  # each checkpoint downloaded once, neither over the other
+
+
+@pytest.mark.parametrize("layout", ["default", "wb2", "cdo"])
+def test_every_layout_reads_back_the_checkpoint_of_each_member(tmp_path, store_path, layout):
+    from forecast.scoring.layouts import open_forecast
+    from forecast.store import open_store
+
+    models = MemberModels((make_stepper(seed=0), make_stepper(seed=1)))
+    init = parse_init_spec("2020-01-01T06", "standard")
+    out = tmp_path / ("fc" if layout == "cdo" else "fc.zarr")
+    result = run(models, open_store(store_path), init, 1, out, layout=layout, members=3)
+    ds = open_forecast(result.out)  # as forecast score reads it
+    assert ds["checkpoint"].dims == ("member",)
+    assert ds["checkpoint"].values.tolist() == [0, 1, 0]

@@ -145,7 +145,9 @@ def test_defaults_are_defined_once():
     given = resolve(run, parse("run", _run_flags()))
     members = next(f for f in dataclasses.fields(RunRequest) if f.name == "members")
     assert members_of(given, 1) == members.default and members_of(given, 4) == 4
-    assert members_of(resolve(run, parse("run", [*_run_flags(), "--members", "3"])), 4) == 3
+    assert members_of(resolve(run, parse("run", [*_run_flags(), "--members", "5"])), 4) == 5
+    with pytest.raises(ConfigError, match="runs only 3 of the 4 checkpoints"):
+        members_of(resolve(run, parse("run", [*_run_flags(), "--members", "3"])), 4)
 
 
 def test_help_shows_the_model_defaults(capsys):
