@@ -266,12 +266,14 @@ def test_a_scheme_without_a_filesystem_names_the_package(
 
 def test_lock_on_object_storage_expires_and_is_taken_over(s3: str) -> None:  # noqa: F811
     target = f"{s3}/store.zarr"
-    first = lock(target, "forecast ingest", lease=0.5)
+    # a lease long enough that the refused acquire below is sure to come before it ends (with 0.5 s
+    # a loaded machine's S3 round trips took longer, and the second writer rightly took over)
+    first = lock(target, "forecast ingest", lease=3.0)
     first.acquire()
     first._stop.set()  # a holder that stops renewing (a frozen or partitioned machine)
     with pytest.raises(LockedError, match="lease until"):
         lock(target, "forecast ingest").acquire()
-    time.sleep(1.0)
+    time.sleep(3.5)
     second = lock(target, "forecast ingest").acquire()  # the expired lease is taken over
     assert not first.held() and second.held()
     first.release()  # no longer its lock: releasing leaves the new holder's object alone
