@@ -7,7 +7,7 @@
   for this command;
 - ``tcp://HOST:PORT`` (or ``tls://``): a running ``dask.distributed`` scheduler.
 
-:func:`compute` runs a graph with a progress bar. On a distributed
+:func:`compute_segments` runs a pass's graphs, one segment after another, with a progress bar. On a distributed
 scheduler the results stay on the workers until they are gathered, the
 futures are cancelled if anything fails, and a worker that dies for good
 (``KilledWorker``) becomes a one-line error.
@@ -16,7 +16,7 @@ futures are cancelled if anything fails, and a worker that dies for good
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,47 +112,81 @@ def _killed_worker(err: BaseException, scheduler: str) -> DataError:
     )
 
 
-def compute(
+#: Segments a distributed scheduler holds at once: the next is submitted while one runs, so
+#: the workers do not wait for the client between segments.
+IN_FLIGHT = 2
+
+
+def compute_segments(
     scheduler: Scheduler,
-    work: list,
-    results: dict,
+    segments: Iterable,
     progress: bool,
     description: str,
     total: int | None = None,
     unit: str = "step",
-) -> dict:
-    """Compute ``work`` (delayed tasks returning how many ``unit`` s they did) and ``results`` (small delayed values).
+) -> list[dict]:
+    """Compute a pass's segments (:class:`pipelines.graph.Segment`) in order, with one progress bar.
 
-    Returns ``results`` computed, by key. Only the small results and the
-    work tasks' counts reach this process.
+    Each segment's ``work`` tasks return how many ``unit`` s they did; its
+    ``moments`` and ``tendencies`` are small and come back. On a
+    distributed scheduler up to :data:`IN_FLIGHT` segments run at once,
+    except the last, which starts when all before it are done (its
+    climatology reads what they wrote). Returns each segment's
+    ``{"moments": ..., "tendencies": ...}``, in order.
     """
-    keys = list(results)
     with tqdm(total=total, unit=unit, desc=description, disable=not progress, leave=False) as bar:
         if scheduler.client is None:
-            from dask.callbacks import Callback
+            return [_compute_here(scheduler, segment, bar) for segment in segments]
+        return _compute_distributed(scheduler, segments, bar)
 
-            work_keys = {task.key for task in work}
 
-            class _Bar(Callback):
-                def _posttask(self, key, result, dsk, state, worker_id):
-                    if key in work_keys:
-                        bar.update(int(result or 0))
+def _compute_here(scheduler: Scheduler, segment, bar) -> dict:
+    from dask.callbacks import Callback
 
-            with _Bar():
-                computed = dask.compute(*work, *[results[k] for k in keys], scheduler=scheduler.get)
-            return dict(zip(keys, computed[len(work) :], strict=True))
-        from distributed import as_completed
-        from distributed.scheduler import KilledWorker
+    work_keys = {task.key for task in segment.work}
 
-        futures = scheduler.client.compute([*work, *[results[k] for k in keys]])
-        try:
-            for future in as_completed(futures[: len(work)], loop=scheduler.client.loop):
-                bar.update(int(future.result() or 0))
-            values = scheduler.client.gather(futures[len(work) :])
-        except KilledWorker as err:
-            scheduler.client.cancel(futures)
-            raise _killed_worker(err, scheduler.name) from err
-        except BaseException:
-            scheduler.client.cancel(futures)
-            raise
-        return dict(zip(keys, values, strict=True))
+    class _Bar(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if key in work_keys:
+                bar.update(int(result or 0))
+
+    with _Bar():
+        *_, moments, tendencies = dask.compute(
+            *segment.work, segment.moments, segment.tendencies, scheduler=scheduler.get
+        )
+    return {"moments": moments, "tendencies": tendencies}
+
+
+def _compute_distributed(scheduler: Scheduler, segments: Iterable, bar) -> list[dict]:
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    client = scheduler.client
+    running: list[list] = []  # per segment in flight: its futures, work first, then the two results
+    results: list[dict] = []
+
+    def finish_oldest() -> None:
+        futures = running[0]
+        for future in as_completed(futures[:-2], loop=client.loop):
+            bar.update(int(future.result() or 0))
+        moments, tendencies = client.gather(futures[-2:])
+        results.append({"moments": moments, "tendencies": tendencies})
+        running.pop(0)
+
+    try:
+        for segment in segments:
+            if segment.last:  # its climatology reads what the others wrote
+                while running:
+                    finish_oldest()
+            running.append(client.compute([*segment.work, segment.moments, segment.tendencies]))
+            while len(running) >= IN_FLIGHT or (segment.last and running):
+                finish_oldest()
+    except KilledWorker as err:
+        for futures in running:
+            client.cancel(futures)
+        raise _killed_worker(err, scheduler.name) from err
+    except BaseException:
+        for futures in running:
+            client.cancel(futures)
+        raise
+    return results

@@ -1,4 +1,4 @@
-"""The ingest pass as one Dask graph: read, write and reduce on the workers, in one pass over the data.
+"""The ingest pass as Dask graphs: read, write and reduce on the workers, in one pass over the data.
 
 :func:`build_pass` turns the lazy ``(time, channel, lat, lon)`` array into
 blocks of whole source chunks (each read once), and from every block:
@@ -16,15 +16,22 @@ blocks of whole source chunks (each read once), and from every block:
   from ``data`` by the smoothing. The smoothing tasks stream through both
   to write the climatology.
 
-The client receives only the merged moments; every block stays on the
-workers. :func:`run` computes the graph on the chosen scheduler with a
-progress bar.
+The blocks come in **segments** of at most :data:`SEGMENT_BLOCKS`, each a
+graph of its own that the client builds only when it submits it (an ERA5
+ingest is hundreds of thousands of blocks: one graph of them all would be
+millions of tasks in the client and the scheduler at once). A segment
+rereads the step before its first (its source chunk) for its first
+tendency, so segments do not wait for each other; the climatology joins
+the last segment. Each segment gives its merged moments, and
+:func:`merge_segments` merges those exactly, so the client receives only
+moments; every block stays on the workers. :func:`pipelines.cluster.compute_segments`
+computes the segments on the chosen scheduler with one progress bar.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import dask
@@ -60,6 +67,9 @@ SMOOTH_BYTES = 256 * 2**20
 #: Partial results merged by one task of a reduction tree.
 FAN_IN = 8
 
+#: Blocks in one segment, the graph submitted at once (docs/performance.md: ERA5 in segments).
+SEGMENT_BLOCKS = 2048
+
 
 class Tasks:
     """The tasks of one pass, kept as one plain graph layer.
@@ -74,7 +84,7 @@ class Tasks:
     ----------
     inputs : Delayed
         A delayed value whose graph holds every key the tasks take as
-        arguments besides their own (the source blocks).
+        arguments besides their own (the source blocks of a segment).
     """
 
     def __init__(self, inputs: Delayed):
@@ -148,17 +158,30 @@ def block_bounds(
     return bounds
 
 
-def blocks_of(
-    array: dask.array.Array, breaks: tuple[int, ...] = ()
-) -> tuple[list[Delayed], list[tuple[int, int]]]:
-    """The delayed blocks of ``array`` (time, channel, lat, lon), whole in every axis but time, and their bounds (see :func:`block_bounds`)."""
-    step_bytes = 4 * int(np.prod(array.shape[1:]))
-    bounds = block_bounds(array.chunks[0], step_bytes, breaks)
-    sizes = tuple(stop - start for start, stop in bounds)
+def segments_of(bounds: list[tuple[int, int]], blocks: int) -> list[tuple[int, int]]:
+    """``(first, stop)`` block indices of the segments: runs of at most ``blocks`` blocks."""
+    return [(i, min(i + blocks, len(bounds))) for i in range(0, len(bounds), blocks)]
+
+
+def segment_blocks(
+    array: dask.array.Array, bounds: list[tuple[int, int]]
+) -> tuple[Delayed | None, list[Delayed]]:
+    """The delayed blocks of ``array`` (time, channel, lat, lon) with ``bounds`` (consecutive), whole in every other axis.
+
+    Also returns the delayed step before the first block (None at the
+    array's start), which the first tendency takes. Only this segment's
+    part of ``array``'s graph is materialised.
+    """
+    first = bounds[0][0]
+    before = min(first, 1)
+    sizes = (1,) * before + tuple(stop - start for start, stop in bounds)
+    part = array[first - before : bounds[-1][1]]
     # method="tasks": the default asks whether a distributed client exists, which imports
     # distributed (about 1 s) in every threaded ingest
-    whole = array.astype(np.float32).rechunk((sizes, -1, -1, -1), method="tasks")
-    return list(whole.to_delayed().ravel()), bounds
+    blocks = list(
+        part.astype(np.float32).rechunk((sizes, -1, -1, -1), method="tasks").to_delayed().ravel()
+    )
+    return (blocks[0] if before else None), blocks[before:]
 
 
 @dataclass
@@ -290,6 +313,29 @@ def _smooth_and_write(
     return len(days)
 
 
+@dataclass
+class Segment:
+    """One graph of a pass, computed at once.
+
+    Attributes
+    ----------
+    work : list of Delayed
+        Write and climatology tasks, each returning how many steps (or
+        fields) it wrote.
+    moments, tendencies : Delayed
+        Merged :class:`pipelines.statistics.Moments` of the segment's steps
+        and of its one-step differences (from the step before its first).
+    last : bool
+        The pass's last segment, which holds the climatology: its bins read
+        the data of every segment, so it is computed after the others.
+    """
+
+    work: list[Delayed]
+    moments: Delayed
+    tendencies: Delayed
+    last: bool
+
+
 def build_pass(
     data: dask.array.Array,
     times: np.ndarray,
@@ -298,13 +344,13 @@ def build_pass(
     weights: np.ndarray,
     targets: Targets,
     plan: ClimatologyPlan | None,
-) -> dict:
-    """The graph of one pass: delayed writes, merged moments and tendencies, climatology writes.
+) -> Iterator[Segment]:
+    """The graphs of one pass, segment by segment (each built when it is asked for).
 
     Parameters
     ----------
     data : dask.array.Array
-        ``(time, channel, lat, lon)`` float32, lazy.
+        ``(time, channel, lat, lon)``, lazy.
     times : numpy.ndarray
         Its times.
     channels : list of str
@@ -318,46 +364,54 @@ def build_pass(
     plan : ClimatologyPlan or None
         The climatology bins of ``times``; None: no climatology.
 
-    Returns
-    -------
-    dict
-        ``writes`` (delayed step counts), ``moments`` and ``tendencies``
-        (delayed :class:`pipelines.statistics.Moments`), ``climatology``
-        (delayed field counts).
+    Yields
+    ------
+    Segment
+        In time order; the last also holds the climatology.
     """
+    if plan is not None and targets.data is None:
+        raise ValueError("a climatology is averaged from the written data: the pass needs it")
     # an append's old steps are read back, its new ones written: no block holds both
-    blocks, bounds = blocks_of(data, breaks=(targets.write_from,) if targets.write_from else ())
-    tasks = Tasks(blocks[0])
-    weights_key = (tasks.name, "weights")
-    tasks.layer[weights_key] = weights  # once in the graph, not once per task
-    writes, moments, tendencies = [], [], []
-    written_by: list = []  # per block: the key of the task that writes it (None: there already)
-    previous = None
-    for block, (start, stop) in zip((b.key for b in blocks), bounds, strict=True):
-        check = FiniteCheck(times[start:stop], channels, spans)
-        written_by.append(None)
-        if targets.data is not None and start >= targets.write_from:
-            offset = targets.offset + start - targets.write_from
-            writes.append(tasks.add(_write, targets.data, offset, block))
-            written_by[-1] = writes[-1]
-        moments.append(tasks.add(moment_partial, block, weights_key, check))
-        tendencies.append(tasks.add(tendency_partial, block, previous, weights_key))
-        previous = tasks.add(last_step, block)
-    climatology = []
-    if plan is not None:
-        if targets.data is None:
-            raise ValueError("a climatology is averaged from the written data: the pass needs it")
-        starts = np.asarray([start for start, _ in bounds])
-        climatology = _climatology_graph(tasks, plan, targets, starts, written_by)
-    moments_key = tasks.tree(moments, merge_moments)
-    tendencies_key = tasks.tree(tendencies, _merge_tendencies)
-    delayed = tasks.delayed([*writes, *climatology, moments_key, tendencies_key])
-    return {
-        "writes": delayed[: len(writes)],
-        "climatology": delayed[len(writes) : -2],
-        "moments": delayed[-2],
-        "tendencies": delayed[-1],
-    }
+    step_bytes = 4 * int(np.prod(data.shape[1:]))
+    breaks = (targets.write_from,) if targets.write_from else ()
+    bounds = block_bounds(data.chunks[0], step_bytes, breaks)
+    segments = segments_of(bounds, SEGMENT_BLOCKS)
+    for first, stop in segments:
+        previous, blocks = segment_blocks(data, bounds[first:stop])
+        tasks = Tasks(blocks[0])
+        weights_key = (tasks.name, "weights")
+        tasks.layer[weights_key] = weights  # once in the graph, not once per task
+        writes, moments, tendencies = [], [], []
+        # per block of the pass: the task that writes it in this graph (None: written before, or there already)
+        written_by: list = [None] * len(bounds)
+        if previous is not None:
+            previous = tasks.add(last_step, previous.key)
+        for index, block in zip(range(first, stop), (b.key for b in blocks), strict=True):
+            start, end = bounds[index]
+            check = FiniteCheck(times[start:end], channels, spans)
+            if targets.data is not None and start >= targets.write_from:
+                offset = targets.offset + start - targets.write_from
+                writes.append(tasks.add(_write, targets.data, offset, block))
+                written_by[index] = writes[-1]
+            moments.append(tasks.add(moment_partial, block, weights_key, check))
+            tendencies.append(tasks.add(tendency_partial, block, previous, weights_key))
+            previous = tasks.add(last_step, block)
+        climatology = []
+        if plan is not None and stop == len(bounds):
+            starts = np.asarray([start for start, _ in bounds])
+            climatology = _climatology_graph(tasks, plan, targets, starts, written_by)
+        moments_key = tasks.tree(moments, merge_moments)
+        tendencies_key = tasks.tree(tendencies, _merge_tendencies)
+        delayed = tasks.delayed([*writes, *climatology, moments_key, tendencies_key])
+        yield Segment(delayed[:-2], delayed[-2], delayed[-1], last=stop == len(bounds))
+
+
+def merge_segments(results: Sequence[dict]) -> tuple[Moments, Moments]:
+    """The pass's moments and tendency moments from its segments' computed ``moments`` and ``tendencies`` (exact, as the trees merge them)."""
+    return (
+        merge_moments(*(r["moments"] for r in results)),
+        _merge_tendencies(*(r["tendencies"] for r in results)),
+    )
 
 
 def _merge_tendencies(*parts: Moments) -> Moments:

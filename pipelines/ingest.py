@@ -42,8 +42,8 @@ from forecast.time import (
     time_index,
 )
 from pipelines import writer
-from pipelines.cluster import Scheduler, compute, dask_scheduler
-from pipelines.graph import Targets, build_pass
+from pipelines.cluster import Scheduler, compute_segments, dask_scheduler
+from pipelines.graph import Targets, build_pass, merge_segments
 from pipelines.lexicon import select_channels
 from pipelines.sources import combine, file_for_time, open_sources
 from pipelines.statistics import (
@@ -380,19 +380,11 @@ def run_pass(
     progress: bool,
     description: str,
 ):
-    """Build and compute one pass; returns the merged moments and tendency moments."""
+    """Build and compute one pass, segment by segment; returns the merged moments and tendency moments."""
     weights = area_weights(prepared.grid.area_weights(), prepared.grid.nlon)
-    graph = build_pass(data, times, prepared.channels, prepared.spans, weights, targets, plan)
+    segments = build_pass(data, times, prepared.channels, prepared.spans, weights, targets, plan)
     total = len(times) - targets.write_from if targets.data is not None else None
-    results = compute(
-        where,
-        graph["writes"] + graph["climatology"],
-        {"moments": graph["moments"], "tendencies": graph["tendencies"]},
-        progress,
-        description,
-        total=total,
-    )
-    return results["moments"], results["tendencies"]
+    return merge_segments(compute_segments(where, segments, progress, description, total=total))
 
 
 def still_held(held, out: str) -> None:

@@ -158,6 +158,24 @@ def test_cluster_writes_the_same_store_and_the_client_receives_under_one_percent
     )
 
 
+def test_segments_on_the_cluster_write_what_they_write_on_threads_two_at_a_time(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """7 segments of 6 steps: the cluster's store is the threaded one, bit for bit; a segment's graph is
+    built while the one before runs (never two ahead), and the last (the climatology) after all."""
+    from tests.pipelines.test_segments import ingest_in_segments, segment_sources
+
+    files = segment_sources(tmp_path)
+    threads, distributed = tmp_path / "threads.zarr", tmp_path / "distributed.zarr"
+    with monkeypatch.context() as patch:
+        assert ingest_in_segments(files, threads, patch) == [0, 6, 12, 18, 24, 30, 36]
+    with monkeypatch.context() as patch:
+        seen = ingest_in_segments(files, distributed, patch, scheduler=cluster)
+    assert len(seen) == 7
+    assert all(chunks >= 6 * (k - 1) for k, chunks in enumerate(seen))
+    _assert_same(threads, distributed)
+
+
 @pytest.mark.slow
 def test_processes_scheduler_writes_the_same_store(
     files: list[Path], threaded: Path, tmp_path: Path

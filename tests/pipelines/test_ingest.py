@@ -210,15 +210,16 @@ def test_a_climatology_over_two_years_equals_the_window_mean_of_the_store(tmp_pa
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(graph, "BLOCK_BYTES", 20 * 8 * 7 * 12 * 4)  # 20 steps: 20 blocks
         patch.setattr(
-            "pipelines.ingest.build_pass", lambda *a: built.append(build(*a)) or built[-1]
+            "pipelines.ingest.build_pass", lambda *a: (built.append(s) or s for s in build(*a))
         )
         ingest(
             [tmp_path / "a.nc", tmp_path / "b.nc"], whole, climatology_window_days=3, progress=False
         )
     # no block feeds a task beyond its write, moments, tendency and last step: nothing a block gives
     # the climatology waits in memory for the next year's steps
-    tasks = built[0]["moments"].dask
-    layer = tasks.layers[built[0]["moments"].key[0]]
+    assert len(built) == 1  # one segment
+    tasks = built[0].moments.dask
+    layer = tasks.layers[built[0].moments.key[0]]
     users: dict = {}
     for key, dependencies in tasks.get_all_dependencies().items():
         if key in layer:
