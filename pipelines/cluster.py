@@ -123,21 +123,31 @@ def compute_segments(
     progress: bool,
     description: str,
     total: int | None = None,
+    done: int = 0,
+    finished: Callable[[dict], None] | None = None,
     unit: str = "step",
 ) -> list[dict]:
     """Compute a pass's segments (:class:`pipelines.graph.Segment`) in order, with one progress bar.
 
-    Each segment's ``work`` tasks return how many ``unit`` s they did; its
-    ``moments`` and ``tendencies`` are small and come back. On a
-    distributed scheduler up to :data:`IN_FLIGHT` segments run at once,
-    except the last, which starts when all before it are done (its
-    climatology reads what they wrote). Returns each segment's
-    ``{"moments": ..., "tendencies": ...}``, in order.
+    Each segment's ``work`` tasks return how many ``unit`` s they did (the
+    bar starts at ``done`` of ``total``); its ``moments`` and ``tendencies``
+    are small and come back, and ``finished`` is called with them as each
+    segment completes, in order. On a distributed scheduler up to
+    :data:`IN_FLIGHT` segments run at once, except the last, which starts
+    when all before it are done (its climatology reads what they wrote).
+    Returns each segment's ``{"moments": ..., "tendencies": ...}``, in order.
     """
-    with tqdm(total=total, unit=unit, desc=description, disable=not progress, leave=False) as bar:
+    report = finished or (lambda result: None)
+    with tqdm(
+        total=total, initial=done, unit=unit, desc=description, disable=not progress, leave=False
+    ) as bar:
         if scheduler.client is None:
-            return [_compute_here(scheduler, segment, bar) for segment in segments]
-        return _compute_distributed(scheduler, segments, bar)
+            results = []
+            for segment in segments:
+                results.append(_compute_here(scheduler, segment, bar))
+                report(results[-1])
+            return results
+        return _compute_distributed(scheduler, segments, bar, report)
 
 
 def _compute_here(scheduler: Scheduler, segment, bar) -> dict:
@@ -157,7 +167,9 @@ def _compute_here(scheduler: Scheduler, segment, bar) -> dict:
     return {"moments": moments, "tendencies": tendencies}
 
 
-def _compute_distributed(scheduler: Scheduler, segments: Iterable, bar) -> list[dict]:
+def _compute_distributed(
+    scheduler: Scheduler, segments: Iterable, bar, report: Callable[[dict], None]
+) -> list[dict]:
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
@@ -172,6 +184,7 @@ def _compute_distributed(scheduler: Scheduler, segments: Iterable, bar) -> list[
         moments, tendencies = client.gather(futures[-2:])
         results.append({"moments": moments, "tendencies": tendencies})
         running.pop(0)
+        report(results[-1])
 
     try:
         for segment in segments:

@@ -158,6 +158,22 @@ def block_bounds(
     return bounds
 
 
+def pass_blocks(data: dask.array.Array, targets: Targets) -> list[tuple[int, int]]:
+    """``(start, stop)`` time indices of the blocks of a pass over ``data`` (see :func:`block_bounds`)."""
+    # an append's old steps are read back, its new ones written: no block holds both
+    breaks = (targets.write_from,) if targets.write_from else ()
+    return block_bounds(data.chunks[0], 4 * int(np.prod(data.shape[1:])), breaks)
+
+
+def segment_steps(data: dask.array.Array, targets: Targets) -> list[int]:
+    """Time steps in each segment of a pass over ``data``."""
+    bounds = pass_blocks(data, targets)
+    return [
+        bounds[stop - 1][1] - bounds[first][0]
+        for first, stop in segments_of(bounds, SEGMENT_BLOCKS)
+    ]
+
+
 def segments_of(bounds: list[tuple[int, int]], blocks: int) -> list[tuple[int, int]]:
     """``(first, stop)`` block indices of the segments: runs of at most ``blocks`` blocks."""
     return [(i, min(i + blocks, len(bounds))) for i in range(0, len(bounds), blocks)]
@@ -344,6 +360,7 @@ def build_pass(
     weights: np.ndarray,
     targets: Targets,
     plan: ClimatologyPlan | None,
+    skip: int = 0,
 ) -> Iterator[Segment]:
     """The graphs of one pass, segment by segment (each built when it is asked for).
 
@@ -363,6 +380,8 @@ def build_pass(
         Where to write.
     plan : ClimatologyPlan or None
         The climatology bins of ``times``; None: no climatology.
+    skip : int
+        Segments computed before (by a killed ingest that is resumed): not built.
 
     Yields
     ------
@@ -371,12 +390,8 @@ def build_pass(
     """
     if plan is not None and targets.data is None:
         raise ValueError("a climatology is averaged from the written data: the pass needs it")
-    # an append's old steps are read back, its new ones written: no block holds both
-    step_bytes = 4 * int(np.prod(data.shape[1:]))
-    breaks = (targets.write_from,) if targets.write_from else ()
-    bounds = block_bounds(data.chunks[0], step_bytes, breaks)
-    segments = segments_of(bounds, SEGMENT_BLOCKS)
-    for first, stop in segments:
+    bounds = pass_blocks(data, targets)
+    for first, stop in segments_of(bounds, SEGMENT_BLOCKS)[skip:]:
         previous, blocks = segment_blocks(data, bounds[first:stop])
         tasks = Tasks(blocks[0])
         weights_key = (tasks.name, "weights")

@@ -43,8 +43,9 @@ from forecast.time import (
 )
 from pipelines import writer
 from pipelines.cluster import Scheduler, compute_segments, dask_scheduler
-from pipelines.graph import Targets, build_pass, merge_segments
+from pipelines.graph import Targets, build_pass, merge_segments, segment_steps
 from pipelines.lexicon import select_channels
+from pipelines.resume import PROGRESS, Progress, request
 from pipelines.sources import combine, file_for_time, open_sources
 from pipelines.statistics import (
     WINDOW_DAYS,
@@ -219,7 +220,7 @@ def ingest(
         out
     )  # a scheme without a filesystem is named with the store, before the lock
     with lock(out, "forecast ingest") as held:
-        _clean_leftovers(out)
+        _clean_leftovers(out, adopt=not append)
         exists = storage.exists(out)
         if append and not exists:
             raise FileNotFoundError(2, "No such file or directory (nothing to append to)", out)
@@ -278,18 +279,36 @@ def ingest(
     )
 
 
-def _clean_leftovers(out: str) -> None:
+def _clean_leftovers(out: str, adopt: bool) -> None:
     """Remove what killed ingests of ``out`` left (run under the lock, so none of it is in use).
 
     A ``.NAME.old-PID`` copy is the previous store moved aside just before
     the new one was renamed into place: if the store itself is missing, it
-    goes back; otherwise it is deleted, as are staging copies.
+    goes back; otherwise it is deleted. With ``adopt``, the staging copy of
+    a killed ingest that recorded its progress becomes this process's (the
+    newest, if several), which :func:`_write_new` resumes if the request is
+    the same; other staging copies are deleted.
     """
-    for leftover in writer.leftovers(out):
+    adopted = False
+    for leftover in sorted(writer.leftovers(out), key=_progress_time, reverse=True):
         if ".old-" in storage.basename(leftover) and not storage.exists(out):
             storage.local_path(leftover).rename(storage.local_path(out))
+        elif (
+            adopt
+            and not adopted
+            and ".tmp-" in storage.basename(leftover)
+            and _progress_time(leftover)
+        ):
+            storage.local_path(leftover).rename(storage.local_path(storage.staging_path(out)))
+            adopted = True
         else:
             storage.remove(leftover)
+
+
+def _progress_time(leftover: str) -> float:
+    """When a staging copy last recorded its progress (0: never)."""
+    path = storage.local_path(storage.join(leftover, PROGRESS))
+    return path.stat().st_mtime if path.is_file() else 0.0
 
 
 def _prepare(
@@ -379,12 +398,30 @@ def run_pass(
     where: Scheduler,
     progress: bool,
     description: str,
+    resume: Progress | None = None,
 ):
-    """Build and compute one pass, segment by segment; returns the merged moments and tendency moments."""
+    """Build and compute one pass, segment by segment; returns the merged moments and tendency moments.
+
+    With ``resume``, the segments it lists as computed are skipped (their
+    moments come from it) and each segment computed is recorded in it.
+    """
     weights = area_weights(prepared.grid.area_weights(), prepared.grid.nlon)
-    segments = build_pass(data, times, prepared.channels, prepared.spans, weights, targets, plan)
+    before = resume.load() if resume is not None else []
+    segments = build_pass(
+        data, times, prepared.channels, prepared.spans, weights, targets, plan, skip=len(before)
+    )
     total = len(times) - targets.write_from if targets.data is not None else None
-    return merge_segments(compute_segments(where, segments, progress, description, total=total))
+    done = sum(segment_steps(data, targets)[: len(before)])
+    computed = compute_segments(
+        where,
+        segments,
+        progress,
+        description,
+        total=total,
+        done=done,
+        finished=resume.record if resume is not None else None,
+    )
+    return merge_segments(before + computed)
 
 
 def still_held(held, out: str) -> None:
@@ -400,11 +437,16 @@ def still_held(held, out: str) -> None:
 def _write_new(
     out: str, prepared: Prepared, window: int, where: Scheduler, progress: bool, held=None
 ) -> None:
+    from pipelines import graph
+
     local = storage.is_local(out)
     location = storage.staging_path(out) if local else out
-    if not local and storage.exists(out):
-        _unpublish(out)
-    storage.remove(location)
+    resume = Progress(location, request(prepared, window, graph.BLOCK_BYTES, graph.SEGMENT_BLOCKS))
+    resuming = storage.exists(location) and bool(resume.load())
+    if not resuming:
+        if not local and storage.exists(out):
+            _unpublish(out)
+        storage.remove(location)
     times = prepared.times
     hours = np.unique(time_index(times).hour)
     attrs = {
@@ -421,17 +463,18 @@ def _write_new(
     try:
         store = storage.zarr_store(location)
         with storage.storage_errors(location, "write"):
-            writer.create_store(
-                store,
-                times,
-                prepared.channels,
-                prepared.grid,
-                prepared.step,
-                prepared.calendar,
-                days_in_calendar_year(prepared.calendar),
-                hours,
-                attrs,
-            )
+            if not resuming:
+                writer.create_store(
+                    store,
+                    times,
+                    prepared.channels,
+                    prepared.grid,
+                    prepared.step,
+                    prepared.calendar,
+                    days_in_calendar_year(prepared.calendar),
+                    hours,
+                    attrs,
+                )
             climatology = writer.open_array(store, "climatology")
             plan = ClimatologyPlan(times, hours, climatology.shape[0], window)
             targets = Targets(
@@ -440,10 +483,20 @@ def _write_new(
                 means=writer.create_means(store, climatology),
             )
             moments, tendencies = run_pass(
-                store, prepared.data.data, times, prepared, targets, plan, where, progress, "ingest"
+                store,
+                prepared.data.data,
+                times,
+                prepared,
+                targets,
+                plan,
+                where,
+                progress,
+                "ingest (resumed)" if resuming else "ingest",
+                resume,
             )
             writer.write_statistics(store, moments.mean, moments.std, tendencies.std)
             writer.delete_means(store)
+            resume.remove()
             still_held(held, out)
             publish.commit(store, statistics_attrs(times, plan, window))
         if local:

@@ -1,0 +1,167 @@
+"""A killed new ingest's rerun continues from its last computed segment (pipelines.resume), and writes the store of an uninterrupted ingest."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forecast.store import open_store
+from pipelines.ingest import ingest
+from pipelines.resume import PROGRESS, Progress
+from pipelines.statistics import Moments
+from tests.pipelines.test_segments import STEP_BYTES, segment_sources
+
+REPO = Path(__file__).resolve().parents[2]
+
+KILLED = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from pipelines import graph, resume
+from pipelines.ingest import ingest
+graph.BLOCK_BYTES = {block_bytes}
+graph.SEGMENT_BLOCKS = 3
+record = resume.Progress.record
+def record_then_die(self, result):
+    record(self, result)
+    if len(self.segments) == {segments}:
+        os.kill(os.getpid(), signal.SIGKILL)
+resume.Progress.record = record_then_die
+ingest({sources!r}, {out!r}, progress=False, end={end!r})
+"""
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return segment_sources(tmp_path_factory.mktemp("resume-sources"))
+
+
+def _segments(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Blocks of 2 steps, segments of 3 blocks; returns the start steps of the data writes, as they run."""
+    from pipelines import graph
+
+    monkeypatch.setattr(graph, "BLOCK_BYTES", 2 * STEP_BYTES)
+    monkeypatch.setattr(graph, "SEGMENT_BLOCKS", 3)
+    starts: list[int] = []
+    real = graph._write
+
+    def write(target, start: int, block: np.ndarray) -> int:
+        starts.append(start)
+        return real(target, start, block)
+
+    monkeypatch.setattr(graph, "_write", write)
+    return starts
+
+
+def _kill_after(files: list[Path], out: Path, segments: int, end: str | None = None) -> Path:
+    """Run an ingest in a subprocess that SIGKILLs itself once ``segments`` segments are recorded; returns its staging copy."""
+    script = KILLED.format(
+        repo=str(REPO),
+        block_bytes=2 * STEP_BYTES,
+        segments=segments,
+        sources=[str(f) for f in files],
+        out=str(out),
+        end=end,
+    )
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    assert process.returncode == -9, process.stderr.decode()
+    (staging,) = out.parent.glob(f".{out.name}.tmp-*")
+    return staging
+
+
+def _assert_same_store(a: Path, b: Path) -> None:
+    sa, sb = open_store(a), open_store(b)
+    for name in ("data", "mean", "std", "diff_std", "climatology", "time"):
+        np.testing.assert_array_equal(sa[name].values, sb[name].values)
+
+
+def test_a_killed_ingest_resumes_after_its_last_segment_and_writes_the_uninterrupted_store(
+    files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after 4 of 7 segments (24 of 40 steps): the rerun writes only the 16 steps left, and the
+    store is the uninterrupted ingest's, statistics included, bit for bit."""
+    whole = tmp_path / "whole" / "s.zarr"
+    with monkeypatch.context() as patch:
+        _segments(patch)
+        ingest(files, whole, progress=False)
+    out = tmp_path / "s.zarr"
+    staging = _kill_after(files, out, segments=4)
+    assert not out.exists()  # nothing published
+    recorded = json.loads((staging / PROGRESS).read_text())
+    assert len(recorded["segments"]) == 4
+    with monkeypatch.context() as patch:
+        starts = _segments(patch)
+        ingest(files, out, progress=False)
+    assert sorted(starts) == list(range(24, 40, 2))  # the 4 segments done are not written again
+    _assert_same_store(whole, out)
+    assert not (out / PROGRESS).exists()  # a published store lists no progress
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_rerun_of_another_request_starts_afresh(
+    files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after 2 segments of an ingest up to 2020-01-09; the rerun without --end is another
+    request: every step is written, and the store equals a fresh ingest of it."""
+    fresh = tmp_path / "fresh" / "s.zarr"
+    with monkeypatch.context() as patch:
+        _segments(patch)
+        ingest(files, fresh, progress=False)
+    out = tmp_path / "s.zarr"
+    _kill_after(files, out, segments=2, end="2020-01-09T00")
+    with monkeypatch.context() as patch:
+        starts = _segments(patch)
+        ingest(files, out, progress=False)
+    assert sorted(starts) == list(range(0, 40, 2))
+    _assert_same_store(fresh, out)
+
+
+def test_a_rerun_after_a_source_changed_starts_afresh(
+    files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request names each source with its size and modification time: a source touched after the
+    kill is another request, so every step is written again."""
+    out = tmp_path / "s.zarr"
+    _kill_after(files, out, segments=2)
+    stat = files[1].stat()
+    os.utime(files[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    try:
+        with monkeypatch.context() as patch:
+            starts = _segments(patch)
+            ingest(files, out, progress=False)
+    finally:
+        os.utime(files[1], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert sorted(starts) == list(range(0, 40, 2))
+
+
+def test_progress_round_trips_the_moments_bit_for_bit_and_refuses_another_request(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(3)
+    parts = [
+        {
+            key: Moments(
+                int(rng.integers(1, 99)), rng.standard_normal(5) * 1e5, rng.random(5) * 1e9
+            )
+            for key in ("moments", "tendencies")
+        }
+        for _ in range(3)
+    ]
+    progress = Progress(str(tmp_path), {"a": 1})
+    for part in parts:
+        progress.record(part)
+    loaded = Progress(str(tmp_path), {"a": 1}).load()
+    assert len(loaded) == 3
+    for got, want in zip(loaded, parts, strict=True):
+        for key in ("moments", "tendencies"):
+            assert got[key].count == want[key].count
+            assert got[key].mean.tobytes() == want[key].mean.tobytes()
+            assert got[key].m2.tobytes() == want[key].m2.tobytes()
+    assert Progress(str(tmp_path), {"a": 2}).load() == []
+    (tmp_path / PROGRESS).write_text('{"request": {"a": 1}, "segm')  # a damaged file
+    assert Progress(str(tmp_path), {"a": 1}).load() == []
