@@ -210,7 +210,8 @@ def test_a_climatology_over_two_years_equals_the_window_mean_of_the_store(tmp_pa
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(graph, "BLOCK_BYTES", 20 * 8 * 7 * 12 * 4)  # 20 steps: 20 blocks
         patch.setattr(
-            "pipelines.ingest.build_pass", lambda *a: (built.append(s) or s for s in build(*a))
+            "pipelines.ingest.build_pass",
+            lambda *a, **k: (built.append(s) or s for s in build(*a, **k)),
         )
         ingest(
             [tmp_path / "a.nc", tmp_path / "b.nc"], whole, climatology_window_days=3, progress=False

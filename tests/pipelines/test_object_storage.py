@@ -176,6 +176,61 @@ def test_a_killed_client_publishes_nothing_and_the_rerun_succeeds(sources) -> No
     _assert_same_store(open_store(local), open_store(url))
 
 
+def test_a_killed_ingest_on_object_storage_resumes_after_its_last_segment(
+    sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Segments of 4 steps, SIGKILLed once 3 of 6 are recorded (the progress is an object in the
+    unpublished store): the rerun writes the 12 steps left and publishes the store of a local
+    ingest in the same segments, bit for bit, without its progress object."""
+    from pipelines import graph
+    from pipelines.resume import PROGRESS
+    from tests.pipelines.test_segments import STEP_BYTES
+
+    files, bucket = sources
+    url = f"{bucket}/resumed.zarr"
+    script = (
+        "import os, signal, sys\n"
+        "from pipelines import graph, resume\n"
+        f"graph.BLOCK_BYTES = {2 * STEP_BYTES}\n"
+        "graph.SEGMENT_BLOCKS = 2\n"
+        "record = resume.Progress.record\n"
+        "def record_then_die(self, result):\n"
+        "    record(self, result)\n"
+        "    if len(self.segments) == 3:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "resume.Progress.record = record_then_die\n"
+        "from forecast.cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["ingest", f"{bucket}/era5/*.nc", "--out", url, "--no-progress"]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=REPO,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert publish.status(url) == publish.WRITING and storage.exists(f"{url}/{PROGRESS}")
+    monkeypatch.setattr(graph, "BLOCK_BYTES", 2 * STEP_BYTES)
+    monkeypatch.setattr(graph, "SEGMENT_BLOCKS", 2)
+    local = Path(files[0]).parent / "local.zarr"
+    ingest(files, local, progress=False)
+    starts: list[int] = []
+    real = graph._write
+
+    def write(target, start, block):
+        starts.append(start)
+        return real(target, start, block)
+
+    monkeypatch.setattr(graph, "_write", write)
+    assert main(args) == 0
+    assert sorted(starts) == list(range(12, 24, 2))
+    assert not storage.exists(f"{url}/{PROGRESS}")
+    _assert_same_store(open_store(local), open_store(url))
+
+
 class _Forbidden(http.server.BaseHTTPRequestHandler):
     """An S3 endpoint that refuses every request with 403 AccessDenied."""
 

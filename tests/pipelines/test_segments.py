@@ -46,8 +46,8 @@ def ingest_in_segments(
     seen: list[int] = []
     build = graph.build_pass
 
-    def watched(*args):
-        for segment in build(*args):
+    def watched(*args, **options):
+        for segment in build(*args, **options):
             seen.append(len(list((written / "data").glob("c.*"))))
             yield segment
 
