@@ -10,6 +10,9 @@ chunks and reduce the statistics. The store is published only when complete
 (locally: written under a hidden name and renamed; on object storage: a
 completion marker written last); STORE.lock keeps other writers out, and
 --overwrite replaces only a store that forecast wrote, never a source.
+A new store is written in segments of at most 2,048 blocks; if the ingest
+is killed, rerunning the same command continues after the last finished
+segment (a changed source or option starts afresh).
 
 examples:
   forecast ingest 'era5/*.nc' --out era5.zarr --grid 1.0deg
