@@ -411,7 +411,7 @@ def run_pass(
         data, times, prepared.channels, prepared.spans, weights, targets, plan, skip=len(before)
     )
     total = len(times) - targets.write_from if targets.data is not None else None
-    done = sum(segment_steps(data, targets)[: len(before)])
+    done = sum(segment_steps(data, targets)[: len(before)]) if before else 0
     computed = compute_segments(
         where,
         segments,

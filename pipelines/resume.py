@@ -72,9 +72,11 @@ class Progress:
 
     def load(self) -> list[dict]:
         """The segments a killed ingest of the same request computed (empty: none, or another request)."""
+        if not storage.exists(self.path):
+            return []
         try:
             recorded = json.loads(storage.read_bytes(self.path))
-        except (FileNotFoundError, ValueError):
+        except ValueError:  # damaged: start afresh
             return []
         if recorded.get("request") != self.request:
             return []

@@ -179,7 +179,7 @@ def test_a_killed_client_publishes_nothing_and_the_rerun_succeeds(sources) -> No
 def test_a_killed_ingest_on_object_storage_resumes_after_its_last_segment(
     sources, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Segments of 4 steps, SIGKILLed once 3 of 6 are recorded (the progress is an object in the
+    """Blocks of one step, segments of 4, SIGKILLed once 3 of 6 are recorded (the progress is an object in the
     unpublished store): the rerun writes the 12 steps left and publishes the store of a local
     ingest in the same segments, bit for bit, without its progress object."""
     from pipelines import graph
@@ -191,8 +191,8 @@ def test_a_killed_ingest_on_object_storage_resumes_after_its_last_segment(
     script = (
         "import os, signal, sys\n"
         "from pipelines import graph, resume\n"
-        f"graph.BLOCK_BYTES = {2 * STEP_BYTES}\n"
-        "graph.SEGMENT_BLOCKS = 2\n"
+        f"graph.BLOCK_BYTES = {STEP_BYTES}\n"
+        "graph.SEGMENT_BLOCKS = 4\n"
         "record = resume.Progress.record\n"
         "def record_then_die(self, result):\n"
         "    record(self, result)\n"
@@ -213,8 +213,8 @@ def test_a_killed_ingest_on_object_storage_resumes_after_its_last_segment(
     )
     assert result.returncode == -signal.SIGKILL, result.stderr
     assert publish.status(url) == publish.WRITING and storage.exists(f"{url}/{PROGRESS}")
-    monkeypatch.setattr(graph, "BLOCK_BYTES", 2 * STEP_BYTES)
-    monkeypatch.setattr(graph, "SEGMENT_BLOCKS", 2)
+    monkeypatch.setattr(graph, "BLOCK_BYTES", STEP_BYTES)
+    monkeypatch.setattr(graph, "SEGMENT_BLOCKS", 4)
     local = Path(files[0]).parent / "local.zarr"
     ingest(files, local, progress=False)
     starts: list[int] = []
@@ -226,7 +226,7 @@ def test_a_killed_ingest_on_object_storage_resumes_after_its_last_segment(
 
     monkeypatch.setattr(graph, "_write", write)
     assert main(args) == 0
-    assert sorted(starts) == list(range(12, 24, 2))
+    assert sorted(starts) == list(range(12, 24))
     assert not storage.exists(f"{url}/{PROGRESS}")
     _assert_same_store(open_store(local), open_store(url))
 
