@@ -52,12 +52,16 @@ class Family:
         ``window_targets(request)``: future states a training window needs.
     description : str
         One line for the docs.
+    unrolled : bool
+        Whether it trains on autoregressive rollouts (``--rollout-steps``,
+        ``--rollout-schedule``); a staged family trains on windows of its horizon.
     """
 
     hparams: type[HParams]
     build: Builder
     window_targets: Callable[[TrainRequest], int]
     description: str
+    unrolled: bool = True
 
 
 def _backbone(
@@ -134,6 +138,7 @@ FAMILIES: dict[str, Family] = {
         _dyffusion,
         _dyffusion_targets,
         "Spherical DYffusion: time-conditioned SFNO interpolator and forecaster, sampled",
+        unrolled=False,
     ),
 }
 

@@ -184,6 +184,7 @@ class TrainRequest:
             object.__setattr__(self, "grad_clip", None)
         for item in dataclasses.fields(self):
             _check_bounds(item.name, getattr(self, item.name), item.metadata)
+        _check_rollout_applies(self)
         if self.rollout_schedule is not None:
             _check_schedule(self.rollout_schedule, self.rollout_steps, self.max_steps)
         if self.ensemble_size > 1 and self.ensemble_noise == 0:
@@ -212,6 +213,34 @@ class TrainRequest:
                 value = dict(value)
             out[item.name] = value
         return out
+
+
+def _check_rollout_applies(request: TrainRequest) -> None:
+    """A staged family (dyffusion) refuses ``--rollout-steps``/``--rollout-schedule``.
+
+    Checked when the request is made, before a run directory, a lock or a
+    store is touched.
+    """
+    from forecast.training.families import FAMILIES  # families builds on this module
+
+    chosen = FAMILIES.get(request.model)
+    if chosen is None or chosen.unrolled:
+        return
+    given = []
+    if request.rollout_steps > 1:
+        given.append(f"--rollout-steps {request.rollout_steps}")
+    if request.rollout_schedule:
+        given.append(
+            "--rollout-schedule " + ",".join(f"{s}:{k}" for s, k in request.rollout_schedule)
+        )
+    if given:
+        raise ConfigError(
+            f"{' and '.join(given)} {'do' if len(given) > 1 else 'does'} not apply to --model "
+            f"{request.model}: it trains each "
+            "stage on windows of its horizon",
+            hint=f"drop {' and '.join(g.split()[0] for g in given)}; the horizon is "
+            f"--hparams horizon=N",
+        )
 
 
 def _check_forcing_options(request: TrainRequest) -> None:
