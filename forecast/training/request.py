@@ -144,7 +144,10 @@ class TrainRequest:
         ge=1,
     )
     ensemble_noise: float = _option(
-        0.05, "std of the initial-state noise of ensemble members, normalised units", ge=0
+        0.05,
+        "std of the initial-state noise of ensemble members, normalised units (dyffusion: not "
+        "used, its members differ by their dropout masks)",
+        ge=0,
     )
     input_noise: float = _option(
         0.0,
@@ -187,8 +190,11 @@ class TrainRequest:
         _check_rollout_applies(self)
         if self.rollout_schedule is not None:
             _check_schedule(self.rollout_schedule, self.rollout_steps, self.max_steps)
-        if self.ensemble_size > 1 and self.ensemble_noise == 0:
-            raise ConfigError("an ensemble needs --ensemble-noise > 0")
+        if self.ensemble_size > 1 and self.ensemble_noise == 0 and not _staged(self.model):
+            raise ConfigError(  # a staged family's members differ by their dropout masks instead
+                "an ensemble needs --ensemble-noise > 0",
+                hint=f"--model {self.model}'s members differ by that noise alone: give e.g. 0.05",
+            )
         if self.ensemble_size > 1 and self.zonal_mean_weight > 0:
             raise ConfigError(
                 "--zonal-mean-weight weights a squared error; an ensemble is trained on the CRPS",
@@ -215,16 +221,24 @@ class TrainRequest:
         return out
 
 
+def _staged(model: str) -> bool:
+    """Whether ``--model`` names a staged family (:attr:`Family.staged`; an unknown name: no).
+
+    An unknown name is refused where the model is built.
+    """
+    from forecast.training.families import FAMILIES  # families builds on this module
+
+    chosen = FAMILIES.get(model)
+    return chosen is not None and chosen.staged
+
+
 def _check_rollout_applies(request: TrainRequest) -> None:
     """A staged family (dyffusion) refuses ``--rollout-steps``/``--rollout-schedule``.
 
     Checked when the request is made, before a run directory, a lock or a
     store is touched.
     """
-    from forecast.training.families import FAMILIES  # families builds on this module
-
-    chosen = FAMILIES.get(request.model)
-    if chosen is None or chosen.unrolled:
+    if not _staged(request.model):
         return
     given = []
     if request.rollout_steps > 1:

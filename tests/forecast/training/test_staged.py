@@ -143,6 +143,24 @@ def test_ensemble_size_trains_each_stage_on_the_crps_of_its_dropout(toy_store, t
     assert losses["crps"][0] != pytest.approx(losses["mse"][0], rel=1e-3)
 
 
+def test_dyffusion_ensemble_takes_ensemble_noise_0_and_any_value_is_unused(toy_store, tmp_path):
+    """Its members differ by their dropout masks: --ensemble-noise 0 trains, as any other value."""
+    options = dict(
+        hparams={**DYFFUSION, "dropout": 0.2}, max_steps=2, interpolator_steps=1, val_every=2,
+        workers=0, ensemble_size=2, **OPTIONS,
+    )  # fmt: skip
+    for name, noise in (("none", 0.0), ("some", 0.5)):
+        assert train(TrainRequest(
+            toy_store, "dyffusion", tmp_path / name, ensemble_noise=noise, **options
+        )).steps == 2  # fmt: skip
+    losses = {n: [r["loss"] for r in _records(tmp_path / n, "train")] for n in ("none", "some")}
+    assert len(losses["none"]) == 2 and all(np.isfinite(losses["none"]))
+    assert losses["none"] == losses["some"]
+    # a backbone's ensemble members differ by that noise alone: 0 is still refused there
+    with pytest.raises(ConfigError, match="an ensemble needs --ensemble-noise > 0"):
+        TrainRequest(toy_store, "sfno", tmp_path / "b", ensemble_size=2, ensemble_noise=0.0)
+
+
 @pytest.mark.parametrize(
     ("flags", "named"),
     [(["--rollout-steps", "2"], "--rollout-steps 2 does"),
