@@ -15,7 +15,7 @@ from forecast.checkpoint import checkpoint_digest, save_checkpoint
 from forecast.errors import CheckpointError
 from forecast.grid import Grid
 from forecast.normalize import Normalizer
-from forecast.steppers import BackboneStepper
+from forecast.steppers import BackboneStepper, BoostedStepper, DYffusionStepper
 from inference.batching import plan_batches
 from inference.climate import product_path
 from inference.initial import parse_init_spec
@@ -174,6 +174,50 @@ def test_every_difference_the_members_cannot_share_is_named():
     message = str(raised.value)
     assert "checkpoint c.pt" in message and "history 2 against 1" in message
     assert "grid equiangular 8x16 against equiangular 16x32" in message
+
+
+def _dyffusion(horizon: int, forcings: bool = True) -> DYffusionStepper:
+    torch.manual_seed(0)
+    normalizer = Normalizer(tuple(CHANNELS), MEANS, STDS, STDS * 0.2)
+    return DYffusionStepper(
+        {"embed_dim": 8, "num_layers": 1, "horizon": horizon},
+        list(CHANNELS),
+        Grid.equiangular(NLAT, NLON),
+        STEP,
+        normalizer,
+        forcings=forcings,
+    ).eval()
+
+
+def test_another_stepper_family_or_block_of_steps_is_named():
+    """The parts of the mismatch check that need a second stepper type: family and block."""
+    first = make_stepper()
+    boosted = BoostedStepper(make_stepper(seed=1), "sfno", {"embed_dim": 8, "num_layers": 1})
+    with pytest.raises(CheckpointError) as raised:
+        check_members_agree([first, boosted], ["sfno.pt", "boosted.pt"])
+    message = str(raised.value)
+    assert "checkpoint boosted.pt does not match the first checkpoint sfno.pt" in message
+    assert message.count(" against ") == 1  # the family alone differs
+    assert "stepper family boosted against backbone" in message
+    check_members_agree([boosted, BoostedStepper(first, "fno", {})], ["a.pt", "b.pt"])
+    # a sampling stepper: its family and its block of steps
+    dyffusion = _dyffusion(horizon=3)
+    with pytest.raises(CheckpointError) as raised:
+        check_members_agree([first, dyffusion], ["sfno.pt", "dy.pt"])
+    message = str(raised.value)
+    assert "stepper family dyffusion against backbone" in message
+    assert "steps per sampled block 3 against 1" in message
+    # with time forcings a block's forcings name its steps; without, the block alone differs
+    three, four = _dyffusion(horizon=3, forcings=False), _dyffusion(horizon=4, forcings=False)
+    with pytest.raises(CheckpointError) as raised:
+        check_members_agree([three, four], ["dy3.pt", "dy4.pt"])
+    message = str(raised.value)
+    assert "checkpoint dy4.pt does not match the first checkpoint dy3.pt" in message
+    assert message.count(" against ") == 1
+    assert "steps per sampled block 4 against 3" in message
+    with pytest.raises(CheckpointError, match="steps per sampled block 4 against 3"):
+        check_members_agree([dyffusion, _dyffusion(horizon=4)], ["dy3.pt", "dy4.pt"])
+    check_members_agree([dyffusion, _dyffusion(horizon=3)], ["a.pt", "b.pt"])
 
 
 def _constant_stepper(mean, std, residual: bool) -> BackboneStepper:
