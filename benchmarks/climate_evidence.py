@@ -66,6 +66,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from forecast.files import atomic_write  # noqa: E402
+
 GRID = "16x32"
 CHUNKS = {  # directory -> (seed, start, days, store)
     "train-1995": (1, "1995-01-01", 3 * 365, "train.zarr"),
@@ -126,7 +128,9 @@ def synthesize(work: Path) -> dict[str, subprocess.Popen | int | None]:
             command = [sys.executable, "-m", "forecast", *arguments, "--no-progress"]
             process = subprocess.Popen(command, env=_environment())
             directory.mkdir(parents=True, exist_ok=True)
-            pid_file.write_text(str(process.pid))
+            atomic_write(
+                pid_file, lambda temporary, pid=str(process.pid): temporary.write_text(pid)
+            )
             processes[name] = process
     return processes
 
@@ -358,7 +362,10 @@ def main() -> int:
             c: round(float(member["time_mean_rmse"].sel(channel=c)) / natural[c], 3)
             for c in channels
         }
-    (work / f"summary-{name}.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(
+        work / f"summary-{name}.json",
+        lambda temporary: temporary.write_text(json.dumps(summary, indent=2)),
+    )
     print(json.dumps(summary, indent=2))
     return 0
 

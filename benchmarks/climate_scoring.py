@@ -38,6 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from forecast.files import atomic_write  # noqa: E402
 from forecast.scoring.climate import climate_scores, open_products  # noqa: E402
 from forecast.scoring.climate_reference import CHUNK_BYTES  # noqa: E402
 from forecast.store import open_store  # noqa: E402
@@ -115,7 +116,9 @@ def main() -> int:
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write(
+            args.out, lambda temporary: temporary.write_text(json.dumps(result, indent=2) + "\n")
+        )
     worst = max(differences.values(), default=0.0)
     return 0 if result["same_variables"] and worst < 1e-9 else 1
 

@@ -27,6 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dyffusion_evidence import annual_bias, forecast
 
+from forecast.files import atomic_write
+
 DAYS = (0, 10, 100, 365)
 
 
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                                "--init", args.init, "--steps", str(args.steps), "--members",
                                str(members), "--seed", "0", "--out", str(out), "--no-progress",
                                "--overwrite", log=args.workdir / f"long_{members}.log")  # fmt: skip
-                timing.write_text(json.dumps({"cpu_s": cpu}))
+                text = json.dumps({"cpu_s": cpu})
+                atomic_write(timing, lambda temporary, text=text: temporary.write_text(text))
             cpu = json.loads(timing.read_text())["cpu_s"]
             result = {
                 "cpu_s": cpu,
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 "ensemble_mean": annual_bias(out, args.data, None),
                 "global_means": global_means(out, args.data),
             }
-            record.write_text(json.dumps(result, indent=1))
+            text = json.dumps(result, indent=1)
+            atomic_write(record, lambda temporary, text=text: temporary.write_text(text))
         channels = list(result["ensemble_mean"])
         print(f"\n{members} member(s), {args.steps} steps, {result['cpu_s']:.0f} CPU-s")
         print("| | " + " | ".join(channels) + " | max abs |\n|---|" + "---:|" * (len(channels) + 1))

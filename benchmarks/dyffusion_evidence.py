@@ -50,6 +50,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from forecast.files import atomic_write  # noqa: E402
+
 FORECAST = [sys.executable, "-m", "forecast"]
 DEMO = REPO / "configs" / "demo"
 DYFFUSION_CONFIG = REPO / "configs" / "train" / "dyffusion_demo.yaml"
@@ -144,7 +147,9 @@ def train_dyffusion(
         cpu = forecast("train", "--config", str(DYFFUSION_CONFIG), "--data", str(store),
                        "--out", str(run_dir), "--no-progress", *budget,
                        log=work / f"{name}.log")  # fmt: skip
-        (run_dir / "cpu.json").write_text(json.dumps({"cpu_s": cpu}))
+        atomic_write(
+            run_dir / "cpu.json", lambda temporary: temporary.write_text(json.dumps({"cpu_s": cpu}))
+        )
     return json.loads((run_dir / "cpu.json").read_text())["cpu_s"]
 
 
@@ -172,7 +177,7 @@ def calibrate_sfno(work: Path, store: Path) -> dict[int, float]:
                                   str(k), "--rollout-schedule", f"0:{k}", "--val-every", "1000",
                                   "--no-progress")  # fmt: skip
         costs[k] = max(cpu[30] - cpu[10], 1e-3) / 20
-    path.write_text(json.dumps(costs))
+    atomic_write(path, lambda temporary: temporary.write_text(json.dumps(costs)))
     return costs
 
 
@@ -192,7 +197,10 @@ def train_sfno(
                        "--rollout-schedule", sfno_schedule(steps),
                        "--val-every", str(max(steps // 4, 1)), "--no-progress",
                        log=work / "sfno.log")  # fmt: skip
-        (run_dir / "cpu.json").write_text(json.dumps({"cpu_s": cpu, "steps": steps}))
+        atomic_write(
+            run_dir / "cpu.json",
+            lambda temporary: temporary.write_text(json.dumps({"cpu_s": cpu, "steps": steps})),
+        )
     record = json.loads((run_dir / "cpu.json").read_text())
     return record["cpu_s"], record["steps"]
 
@@ -230,7 +238,10 @@ def run_and_score(work: Path, store: Path, name: str, checkpoint: Path, inits: s
         cpu = forecast("run", "--checkpoint", str(checkpoint), "--data", str(store), "--init", inits,
                        "--steps", "20", "--members", "16", "--seed", "0", "--out", str(out),
                        "--no-progress", "--overwrite", *extra, log=work / f"{name}_run.log")  # fmt: skip
-        (work / f"{name}_run_cpu.json").write_text(json.dumps({"cpu_s": cpu}))
+        atomic_write(
+            work / f"{name}_run_cpu.json",
+            lambda temporary: temporary.write_text(json.dumps({"cpu_s": cpu})),
+        )
         forecast("score", str(out), "--truth", str(store), "--out", str(scores),
                  "--region", "global", "--no-progress", log=work / f"{name}_score.log")  # fmt: skip
     from forecast.scoring.scores_file import open_scores
@@ -275,7 +286,10 @@ def long_run(work: Path, store: Path, checkpoint: Path, name: str = "long") -> d
         cpu = forecast("run", "--checkpoint", str(checkpoint), "--data", str(store), "--init", init,
                        "--steps", "1460", "--members", "1", "--seed", "0", "--out", str(out),
                        "--no-progress", "--overwrite", log=work / f"{name}_run.log")  # fmt: skip
-        (work / f"{name}_cpu.json").write_text(json.dumps({"cpu_s": cpu}))
+        atomic_write(
+            work / f"{name}_cpu.json",
+            lambda temporary: temporary.write_text(json.dumps({"cpu_s": cpu})),
+        )
     return annual_bias(out, truth_store)
 
 
@@ -440,7 +454,10 @@ def main(argv: list[str] | None = None) -> int:
     name = dy_name + suffix
     report["dyffusion"] = name
     evidence = "evidence.json" if name == "dyffusion" else f"evidence_{name}.json"
-    (work / evidence).write_text(json.dumps(report, indent=1, default=float))
+    atomic_write(
+        work / evidence,
+        lambda temporary: temporary.write_text(json.dumps(report, indent=1, default=float)),
+    )
     return 0
 
 

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from forecast.files import atomic_write  # noqa: E402
 
 DEVICE = "cuda"  # --device cpu --tiny makes a quick smoke run of this script on a CPU machine
 
@@ -397,12 +398,11 @@ def main() -> int:
         figures = check_training(args.tiny)
     else:
         figures = check_cli(Path(args.workdir or tempfile.mkdtemp()), 20 if args.tiny else 300)
-    if args.json is not None:
-        with open(args.json, "a") as handle:
-            handle.write(
-                json.dumps({"section": args.section, "env": env, "figures": figures}, default=str)
-                + "\n"
-            )
+    if args.json is not None:  # one line more, written whole: a kill leaves the old lines
+        line = json.dumps({"section": args.section, "env": env, "figures": figures}, default=str)
+        path = Path(args.json)
+        old = path.read_text() if path.exists() else ""
+        atomic_write(path, lambda temporary: temporary.write_text(old + line + "\n"))
     return 0
 
 

@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from dyffusion_evidence import DEMO, build_store, children_cpu, forecast  # noqa: E402
 
+from forecast.files import atomic_write  # noqa: E402
 from forecast.training.losses import RolloutCurriculum  # noqa: E402
 
 TRAIN_OPTIONS = ["--lr", "0.002", "--warmup-steps", "20", "--val-every", "100000", "--no-progress"]
@@ -162,7 +163,7 @@ def main() -> int:
         record["first_cpu_s"] = train_first(
             work, store, f"first_{args.first}", args.first, args.first_steps
         )
-        record_path.write_text(json.dumps(record))
+        atomic_write(record_path, lambda temporary: temporary.write_text(json.dumps(record)))
     boosted_dir = work / f"boosted_{args.first}_{args.booster}{args.tag}"
     schedule = RolloutCurriculum.parse_milestones(args.boost_schedule)
     if "boost_cpu_s" not in record:
@@ -175,7 +176,7 @@ def main() -> int:
             "--channel-weights", "t2m=4,msl=2,u500=1.5,u850=1.5,u10m=1.5,v10m=1.5",
             "--out", str(boosted_dir), *TRAIN_OPTIONS, log=work / f"boosted_{args.first}{args.tag}.log",
         )  # fmt: skip
-        record_path.write_text(json.dumps(record))
+        atomic_write(record_path, lambda temporary: temporary.write_text(json.dumps(record)))
     if "fair_cpu_s" not in record:
         if args.fair == "longer":
             steps = int(
@@ -205,12 +206,12 @@ def main() -> int:
             )  # fmt: skip
             record["fair_checkpoint"] = str(fair_dir / "latest.ckpt")
         record.update(fair=args.fair, fair_steps=steps)
-        record_path.write_text(json.dumps(record))
+        atomic_write(record_path, lambda temporary: temporary.write_text(json.dumps(record)))
     first, samples = rmse_by_lead(first_dir / "best.ckpt", store)
     fair, _ = rmse_by_lead(Path(record["fair_checkpoint"]), store)
     boosted, _ = rmse_by_lead(boosted_dir / "latest.ckpt", store)
     record.update(first_rmse=first, fair_rmse=fair, boosted_rmse=boosted, samples=samples)
-    record_path.write_text(json.dumps(record, indent=1))
+    atomic_write(record_path, lambda temporary: temporary.write_text(json.dumps(record, indent=1)))
     print(f"\nCPU: first model {record['first_cpu_s']:.0f} s ({args.first_steps} steps); booster "
           f"{record['boost_cpu_s']:.0f} s ({args.boost_steps} steps, K {args.boost_schedule}); "
           f"fair ({record['fair']}) {record['fair_cpu_s']:.0f} s ({record['fair_steps']} steps); "

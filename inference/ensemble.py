@@ -221,7 +221,8 @@ class _Members:
     """Rolls a rank's batches of members out and queues their writes.
 
     Holds what every batch of one run shares: the collaborators, the blow-up
-    guard, the background writer, the timings and the progress bar.
+    guards (one per checkpoint), the background writer, the timings and the
+    progress bar.
     """
 
     def __init__(
@@ -236,7 +237,7 @@ class _Members:
         log: Log,
     ):
         self.models = models
-        self.stepper = stepper = models.first  # the device, history and normalizer they share
+        self.stepper = stepper = models.first  # the device and history they share
         self.initial = initial
         self.perturbation = perturbation
         self.output = output
@@ -246,8 +247,10 @@ class _Members:
         self.stop_on_blowup = request.on_blowup == "stop"
         self.seed = request.perturbation.seed
         self.log = log
-        self.guard = BlowUpGuard.from_normalizer(
-            stepper.normalizer, stepper.channels, request.blowup_sigmas
+        # each checkpoint's members are checked against the bounds of its own normaliser
+        self.guards = tuple(
+            BlowUpGuard.from_normalizer(model.normalizer, model.channels, request.blowup_sigmas)
+            for model in models.steppers
         )
         # a resumed batch restarts from its last written lead only if the output holds the state;
         # a stateful writer (climate products) restarts from restart files every restart_every steps
@@ -313,7 +316,7 @@ class _Members:
             lead = lead_state.lead
             if lead <= done:  # already written (the state a resumed run starts from)
                 continue
-            new = self.guard.check(lead_state.state, labels, batch.member, lead)
+            new = self.guards[batch.model].check(lead_state.state, labels, batch.member, lead)
             for blowup in new:
                 self.log(f"warning: {blowup.describe()}")
             self.blowups.extend(new)
@@ -355,7 +358,7 @@ class _Members:
             window,
             rng=rng_state(self.stepper.device),
             blowups=[vars(b) for b in self.blowups],
-            reported=[list(key) for key in sorted(self.guard.reported)],
+            reported=[list(key) for key in sorted(set().union(*(g.reported for g in self.guards)))],
         )
         regions = batch.regions()
 
@@ -388,7 +391,9 @@ class _Members:
 
     def _restore_blowups(self, restart: Restart) -> None:
         self.blowups = [BlowUp(**fields) for fields in restart.blowups]
-        self.guard.reported = {(str(label), int(member)) for label, member in restart.reported}
+        reported = {(str(label), int(member)) for label, member in restart.reported}
+        for guard in self.guards:  # a member runs one checkpoint: the others never see its key
+            guard.reported = set(reported)
 
     def _start(self, batch: Batch, labels: list[str], done: int) -> tuple[torch.Tensor, int]:
         """The state ``(batch, history, channel, lat, lon)`` a batch starts from, and its lead.

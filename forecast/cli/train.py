@@ -11,7 +11,7 @@ receives latest.ckpt and best.ckpt (for `forecast run`), latest.state.pt (for
 --interpolator-steps steps the interpolator, the rest of --max-steps the
 forecaster (interpolator frozen); --resume continues either stage exactly.
 With --ensemble-size M each stage minimises the fair CRPS of M samples of its
-dropout instead (no --ensemble-noise: the members differ by their masks).
+dropout instead (--ensemble-noise is not used: the members differ by their masks).
 --boost CKPT (SpecBoost) trains the --model backbone on the one-step
 residual of the frozen checkpoint CKPT; the checkpoint written holds both.
 

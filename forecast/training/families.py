@@ -52,12 +52,18 @@ class Family:
         ``window_targets(request)``: future states a training window needs.
     description : str
         One line for the docs.
+    staged : bool
+        Whether it trains stage by stage on windows of its horizon (DYffusion):
+        ``--rollout-steps``/``--rollout-schedule`` do not apply, and its
+        ensemble members (``--ensemble-size``) differ by their dropout masks,
+        not by ``--ensemble-noise``.
     """
 
     hparams: type[HParams]
     build: Builder
     window_targets: Callable[[TrainRequest], int]
     description: str
+    staged: bool = False
 
 
 def _backbone(
@@ -134,6 +140,7 @@ FAMILIES: dict[str, Family] = {
         _dyffusion,
         _dyffusion_targets,
         "Spherical DYffusion: time-conditioned SFNO interpolator and forecaster, sampled",
+        staged=True,
     ),
 }
 

@@ -144,7 +144,10 @@ class TrainRequest:
         ge=1,
     )
     ensemble_noise: float = _option(
-        0.05, "std of the initial-state noise of ensemble members, normalised units", ge=0
+        0.05,
+        "std of the initial-state noise of ensemble members, normalised units (dyffusion: not "
+        "used, its members differ by their dropout masks)",
+        ge=0,
     )
     input_noise: float = _option(
         0.0,
@@ -184,10 +187,14 @@ class TrainRequest:
             object.__setattr__(self, "grad_clip", None)
         for item in dataclasses.fields(self):
             _check_bounds(item.name, getattr(self, item.name), item.metadata)
+        _check_rollout_applies(self)
         if self.rollout_schedule is not None:
             _check_schedule(self.rollout_schedule, self.rollout_steps, self.max_steps)
-        if self.ensemble_size > 1 and self.ensemble_noise == 0:
-            raise ConfigError("an ensemble needs --ensemble-noise > 0")
+        if self.ensemble_size > 1 and self.ensemble_noise == 0 and not _staged(self.model):
+            raise ConfigError(  # a staged family's members differ by their dropout masks instead
+                "an ensemble needs --ensemble-noise > 0",
+                hint=f"--model {self.model}'s members differ by that noise alone: give e.g. 0.05",
+            )
         if self.ensemble_size > 1 and self.zonal_mean_weight > 0:
             raise ConfigError(
                 "--zonal-mean-weight weights a squared error; an ensemble is trained on the CRPS",
@@ -212,6 +219,42 @@ class TrainRequest:
                 value = dict(value)
             out[item.name] = value
         return out
+
+
+def _staged(model: str) -> bool:
+    """Whether ``--model`` names a staged family (:attr:`Family.staged`; an unknown name: no).
+
+    An unknown name is refused where the model is built.
+    """
+    from forecast.training.families import FAMILIES  # families builds on this module
+
+    chosen = FAMILIES.get(model)
+    return chosen is not None and chosen.staged
+
+
+def _check_rollout_applies(request: TrainRequest) -> None:
+    """A staged family (dyffusion) refuses ``--rollout-steps``/``--rollout-schedule``.
+
+    Checked when the request is made, before a run directory, a lock or a
+    store is touched.
+    """
+    if not _staged(request.model):
+        return
+    given = []
+    if request.rollout_steps > 1:
+        given.append(f"--rollout-steps {request.rollout_steps}")
+    if request.rollout_schedule:
+        given.append(
+            "--rollout-schedule " + ",".join(f"{s}:{k}" for s, k in request.rollout_schedule)
+        )
+    if given:
+        raise ConfigError(
+            f"{' and '.join(given)} {'do' if len(given) > 1 else 'does'} not apply to --model "
+            f"{request.model}: it trains each "
+            "stage on windows of its horizon",
+            hint=f"drop {' and '.join(g.split()[0] for g in given)}; the horizon is "
+            f"--hparams horizon=N",
+        )
 
 
 def _check_forcing_options(request: TrainRequest) -> None:

@@ -8,16 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 
 from forecast.checkpoint import checkpoint_digest, save_checkpoint
 from forecast.errors import CheckpointError
+from forecast.grid import Grid
+from forecast.normalize import Normalizer
+from forecast.steppers import BackboneStepper, BoostedStepper, DYffusionStepper
 from inference.batching import plan_batches
 from inference.climate import product_path
 from inference.initial import parse_init_spec
 from inference.members import MemberModels, check_members_agree
 from inference.schedule import manifest_path
-from tests.inference.conftest import CHANNELS, make_stepper, run
+from tests.inference.conftest import CHANNELS, MEANS, NLAT, NLON, STDS, STEP, make_stepper, run
 from tests.inference.test_climate_run import (
     INIT,
     REDUCE,
@@ -170,6 +174,95 @@ def test_every_difference_the_members_cannot_share_is_named():
     message = str(raised.value)
     assert "checkpoint c.pt" in message and "history 2 against 1" in message
     assert "grid equiangular 8x16 against equiangular 16x32" in message
+
+
+def _dyffusion(horizon: int, forcings: bool = True) -> DYffusionStepper:
+    torch.manual_seed(0)
+    normalizer = Normalizer(tuple(CHANNELS), MEANS, STDS, STDS * 0.2)
+    return DYffusionStepper(
+        {"embed_dim": 8, "num_layers": 1, "horizon": horizon},
+        list(CHANNELS),
+        Grid.equiangular(NLAT, NLON),
+        STEP,
+        normalizer,
+        forcings=forcings,
+    ).eval()
+
+
+def test_another_stepper_family_or_block_of_steps_is_named():
+    """The parts of the mismatch check that need a second stepper type: family and block."""
+    first = make_stepper()
+    boosted = BoostedStepper(make_stepper(seed=1), "sfno", {"embed_dim": 8, "num_layers": 1})
+    with pytest.raises(CheckpointError) as raised:
+        check_members_agree([first, boosted], ["sfno.pt", "boosted.pt"])
+    message = str(raised.value)
+    assert "checkpoint boosted.pt does not match the first checkpoint sfno.pt" in message
+    assert message.count(" against ") == 1  # the family alone differs
+    assert "stepper family boosted against backbone" in message
+    check_members_agree([boosted, BoostedStepper(first, "fno", {})], ["a.pt", "b.pt"])
+    # a sampling stepper: its family and its block of steps
+    dyffusion = _dyffusion(horizon=3)
+    with pytest.raises(CheckpointError) as raised:
+        check_members_agree([first, dyffusion], ["sfno.pt", "dy.pt"])
+    message = str(raised.value)
+    assert "stepper family dyffusion against backbone" in message
+    assert "steps per sampled block 3 against 1" in message
+    # with time forcings a block's forcings name its steps; without, the block alone differs
+    three, four = _dyffusion(horizon=3, forcings=False), _dyffusion(horizon=4, forcings=False)
+    with pytest.raises(CheckpointError) as raised:
+        check_members_agree([three, four], ["dy3.pt", "dy4.pt"])
+    message = str(raised.value)
+    assert "checkpoint dy4.pt does not match the first checkpoint dy3.pt" in message
+    assert message.count(" against ") == 1
+    assert "steps per sampled block 4 against 3" in message
+    with pytest.raises(CheckpointError, match="steps per sampled block 4 against 3"):
+        check_members_agree([dyffusion, _dyffusion(horizon=4)], ["dy3.pt", "dy4.pt"])
+    check_members_agree([dyffusion, _dyffusion(horizon=3)], ["a.pt", "b.pt"])
+
+
+def _constant_stepper(mean, std, residual: bool) -> BackboneStepper:
+    """A tiny SFNO whose network outputs zero: residual, persistence; not, its normaliser's mean."""
+    stepper = BackboneStepper(
+        "sfno", {"embed_dim": 8, "num_layers": 1}, list(CHANNELS), Grid.equiangular(NLAT, NLON),
+        STEP, Normalizer(tuple(CHANNELS), mean, std, std * 0.2), residual=residual,
+    )  # fmt: skip
+    torch.nn.init.zeros_(stepper.model.decoder[-1].weight)
+    return stepper.eval()
+
+
+def test_each_member_is_checked_for_blowups_with_its_own_checkpoints_normaliser(
+    tmp_path, store_path, checkpoints
+):
+    """Bounds mean +- 50 std of each member's own checkpoint, not of the first checkpoint.
+
+    Member 1 persists the store's states (within 1.3 std of the first checkpoint's mean) but its
+    checkpoint's std is 100 times smaller: a blow-up for it, from its initial state (lead 0) on.
+    Member 2 starts from the store's state and then holds its checkpoint's mean, 60 stds of the
+    first checkpoint above the first's mean but within 50 of its own (twice as large) stds: no
+    blow-up for it.
+    """
+    tight, shifted = tmp_path / "tight.pt", tmp_path / "shifted.pt"
+    save_checkpoint(tight, _constant_stepper(MEANS, STDS / 100, residual=True), provenance={})
+    save_checkpoint(
+        shifted, _constant_stepper(MEANS + 60 * STDS, 2 * STDS, residual=False), provenance={}
+    )
+    out = tmp_path / "three.zarr"
+    code = _cli(
+        *["--checkpoint", checkpoints[0], "--checkpoint", tight, "--checkpoint", shifted],
+        *["--data", store_path, "--init", "2020-01-01T06", "--steps", 2, "--out", out],
+        *["--on-blowup", "continue"],
+    )  # fmt: skip
+    assert code == 0
+    ds = xr.open_zarr(out)
+    z500 = ds["z500"].isel(time=0, lead_time=2).values
+    assert np.abs(z500[2] - (MEANS[0] + 60 * STDS[0])).max() < 1.0  # its own mean
+    assert np.abs(z500[1] - MEANS[0]).max() < 1.5 * STDS[0]  # the store's state, persisted
+    blowups = json.loads(manifest_path(out).read_text())["blowups"]
+    assert [(b["member"], b["lead"]) for b in blowups] == [(1, 0)]
+    lower = MEANS - 50 * STDS / 100  # of member 1's own checkpoint
+    assert blowups[0]["reason"].endswith(
+        f"below {lower[CHANNELS.index(blowups[0]['channel'])]:.4g}"
+    )
 
 
 SCRIPT = """

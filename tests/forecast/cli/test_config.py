@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,21 @@ def test_positional_and_list_options():
         parse("score", ["f.zarr", "--truth", "t.zarr", "--region", "global", "eu=35,72,0,45"]),
     )
     assert boxes.region == ["global", "eu=35,72,0,45"]  # a box keeps its commas
+
+
+def test_a_command_that_does_not_train_starts_without_the_models():
+    """``forecast ingest`` builds only its own parser: no torch, no torch-harmonics (seconds)."""
+    command = "ingest"
+    script = (
+        "import sys\nfrom forecast.cli.main import main\n"
+        f"try:\n    main([{command!r}, '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'torch_harmonics', 'forecast.models') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert f"usage: forecast {command}" in done.stdout and "--no-progress" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    with pytest.raises(SystemExit):  # the other commands are names with their help only
+        build_parser(only=command).parse_args(["train", "--max-steps", "2"])
+    assert build_parser().parse_args(["train", "--max-steps", "2"]).max_steps == "2"

@@ -143,8 +143,60 @@ def test_ensemble_size_trains_each_stage_on_the_crps_of_its_dropout(toy_store, t
     assert losses["crps"][0] != pytest.approx(losses["mse"][0], rel=1e-3)
 
 
+def test_dyffusion_ensemble_takes_ensemble_noise_0_and_any_value_is_unused(toy_store, tmp_path):
+    """Its members differ by their dropout masks: --ensemble-noise 0 trains, as any other value."""
+    options = dict(
+        hparams={**DYFFUSION, "dropout": 0.2}, max_steps=2, interpolator_steps=1, val_every=2,
+        workers=0, ensemble_size=2, **OPTIONS,
+    )  # fmt: skip
+    for name, noise in (("none", 0.0), ("some", 0.5)):
+        assert train(TrainRequest(
+            toy_store, "dyffusion", tmp_path / name, ensemble_noise=noise, **options
+        )).steps == 2  # fmt: skip
+    losses = {n: [r["loss"] for r in _records(tmp_path / n, "train")] for n in ("none", "some")}
+    assert len(losses["none"]) == 2 and all(np.isfinite(losses["none"]))
+    assert losses["none"] == losses["some"]
+    # a backbone's ensemble members differ by that noise alone: 0 is still refused there
+    with pytest.raises(ConfigError, match="an ensemble needs --ensemble-noise > 0"):
+        TrainRequest(toy_store, "sfno", tmp_path / "b", ensemble_size=2, ensemble_noise=0.0)
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [(["--rollout-steps", "2"], "--rollout-steps 2 does"),
+     (["--rollout-steps", "2", "--rollout-schedule", "0:1,2:2"],
+      "--rollout-steps 2 and --rollout-schedule 0:1,2:2 do"),
+     (["--rollout-schedule", "0:1"], "--rollout-schedule 0:1 does")],
+)  # fmt: skip
+def test_cli_refuses_rollout_options_for_dyffusion_before_any_work(
+    toy_store, tmp_path, capsys, monkeypatch, flags, named
+):
+    """Refused when the request is made: no run folder, no lock, no store opened, no climatology."""
+    import forecast.training.api as api
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the training started")
+
+    monkeypatch.setattr(api, "open_store", no_work)
+    run_dir = tmp_path / "runs" / "dy"
+    code = main([
+        "train", "--data", str(toy_store), "--model", "dyffusion", "--out", str(run_dir),
+        "--hparams", "embed_dim=8,num_layers=1,horizon=3", "--max-steps", "4", *flags,
+        "--workers", "0", "--device", "cpu", "--no-progress",
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert not (tmp_path / "runs").exists()
+    assert f"{named} not apply to --model dyffusion" in err
+    assert "drop" in err and "horizon" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    with pytest.raises(ConfigError, match="does not apply to --model dyffusion"):
+        TrainRequest(toy_store, "dyffusion", tmp_path / "b", rollout_steps=2)
+    assert not (tmp_path / "b").exists()
+
+
 def test_dyffusion_refuses_options_that_do_not_apply(toy_store, tmp_path):
-    with pytest.raises(ConfigError, match="--rollout-steps and --rollout-schedule do not apply"):
+    with pytest.raises(ConfigError, match="--rollout-steps 2 does not apply to --model dyffusion"):
         train(TrainRequest(
             toy_store, "dyffusion", tmp_path / "b", hparams=DYFFUSION, max_steps=4,
             rollout_steps=2, workers=0, **OPTIONS,
