@@ -42,6 +42,8 @@ stage 5 scores the member mean, and each member alone (a one-member
 selection of the monthly means), so the spread over seeds shows. An M-member
 mean holds less weather noise than one member: a perfect model scores
 ``sqrt((1 + 1/M) / 2)`` of the floor (0.79 for M = 4; in the summary).
+``--rollout-steps 24 --rollout-schedule ...`` trains every model on a longer
+curriculum (attempt 12 of docs/performance.md, a run tagged ``-rollout24``).
 
 Prints a JSON summary (also written to ``WORKDIR/summary-MODEL.json``): wall
 time and steps per second of the run, the size of the monthly output against
@@ -234,6 +236,19 @@ def main() -> int:
         default=None,
         help="forecast train --zonal-mean-weight for every model (default: the config's)",
     )
+    parser.add_argument(
+        "--rollout-steps",
+        type=int,
+        default=None,
+        help="forecast train --rollout-steps for every model (default: the config's)",
+    )
+    parser.add_argument(
+        "--rollout-schedule",
+        default=None,
+        help="forecast train --rollout-schedule (step:K pairs) for every model "
+        "(default: the config's); with --rollout-steps, e.g. 24 and "
+        "0:1,400:2,800:4,1100:8,1250:16,1350:24 (attempt 12)",
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     work = Path(args.workdir).resolve()
@@ -241,12 +256,20 @@ def main() -> int:
     processes = synthesize(work)
     wait(work, processes, "train.zarr")
     ingest(work, "train.zarr")
-    weight = (
+    train_options = (
         []
         if args.zonal_mean_weight is None
         else ["--zonal-mean-weight", f"{args.zonal_mean_weight:g}"]
     )
-    tag = args.model + (f"-zonal{args.zonal_mean_weight:g}" if weight else "")
+    if args.rollout_steps is not None:
+        train_options += ["--rollout-steps", str(args.rollout_steps)]
+    if args.rollout_schedule is not None:
+        train_options += ["--rollout-schedule", args.rollout_schedule]
+    tag = (
+        args.model
+        + (f"-zonal{args.zonal_mean_weight:g}" if args.zonal_mean_weight is not None else "")
+        + (f"-rollout{args.rollout_steps}" if args.rollout_steps is not None else "")
+    )
     runs = [(work / "runs" / f"{tag}-seed{s}", ["--seed", str(s)]) for s in seeds] or [
         (work / "runs" / tag, [])
     ]
@@ -260,7 +283,7 @@ def main() -> int:
                 str(REPO / "configs/climate/train.yaml"),
                 "--model",
                 args.model,
-                *weight,
+                *train_options,
                 *seed,
                 "--data",
                 str(work / "train.zarr"),
@@ -320,7 +343,8 @@ def main() -> int:
     size = sum(f.stat().st_size for f in monthly.rglob("*") if f.is_file())
     steps = int(manifest["steps"])
     nlat, nlon = (int(n) for n in GRID.split("x"))
-    six_hourly = (steps + 1) * len(channels) * nlat * nlon * 4  # float32, uncompressed
+    # every member's 6-hourly fields, float32, uncompressed (the monthly output holds every member)
+    six_hourly = members * (steps + 1) * len(channels) * nlat * nlon * 4
     rmse = {c: float(scores["time_mean_rmse"].sel(channel=c)) for c in channels}
     annual = scores["annual_global_mean"].sel(source="forecast")
     drift = {
@@ -336,6 +360,7 @@ def main() -> int:
         "steps": steps,
         "wall_seconds": manifest["timings"]["total"],
         "steps_per_second": round(steps / manifest["timings"]["total"], 2),
+        "member_steps_per_second": round(members * steps / manifest["timings"]["total"], 2),
         "monthly_output_bytes": size,
         "six_hourly_output_bytes": six_hourly,
         "output_size_ratio": round(size / six_hourly, 5),
