@@ -249,7 +249,7 @@ def test_a_killed_ingest_on_object_storage_resumes_after_its_last_segment(
     assert main(args) == 0
     assert sorted(starts) == list(range(12, 24))
     assert not storage.exists(f"{url}/{PROGRESS}")
-    _assert_same_store(open_store(local), open_store(url))
+    _assert_same_store(local, url)
 
 
 class _Forbidden(http.server.BaseHTTPRequestHandler):
