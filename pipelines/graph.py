@@ -392,15 +392,14 @@ def build_pass(
         raise ValueError("a climatology is averaged from the written data: the pass needs it")
     bounds = pass_blocks(data, targets)
     for first, stop in segments_of(bounds, SEGMENT_BLOCKS)[skip:]:
-        previous, blocks = segment_blocks(data, bounds[first:stop])
+        before, blocks = segment_blocks(data, bounds[first:stop])
         tasks = Tasks(blocks[0])
         weights_key = (tasks.name, "weights")
         tasks.layer[weights_key] = weights  # once in the graph, not once per task
         writes, moments, tendencies = [], [], []
         # per block of the pass: the task that writes it in this graph (None: written before, or there already)
         written_by: list = [None] * len(bounds)
-        if previous is not None:
-            previous = tasks.add(last_step, previous.key)
+        previous = tasks.add(last_step, before.key) if before is not None else None
         for index, block in zip(range(first, stop), (b.key for b in blocks), strict=True):
             start, end = bounds[index]
             check = FiniteCheck(times[start:end], channels, spans)
