@@ -28,16 +28,16 @@ docs/performance.md records a run.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from ingest import _run  # noqa: E402  (benchmarks/ingest.py: one subprocess, its JSON line)
 
 INGEST = """
 import glob, json, resource, sys, time
@@ -94,16 +94,6 @@ def _sources(folder: Path, years: int) -> None:
         path.with_suffix(".tmp").rename(path)
 
 
-def _run(*args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(INGEST), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -125,7 +115,7 @@ def main() -> None:
         for kind in runs:
             store = work / f"{kind}.zarr"
             shutil.rmtree(store, ignore_errors=True)
-            runs[kind].append(_run(pattern, str(store), str(REPO), kind))
+            runs[kind].append(_run(INGEST, pattern, str(store), str(REPO), kind))
     import xarray as xr
 
     one, parts = (xr.open_zarr(work / f"{k}.zarr") for k in ("one", "segments"))

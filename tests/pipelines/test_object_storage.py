@@ -152,6 +152,19 @@ def test_an_unpublished_store_is_refused_by_readers(sources) -> None:
         open_store(url)
 
 
+def _run_until_killed(script: str, args: list[str]) -> None:
+    """Run ``script`` (which SIGKILLs itself) with ``args`` in a subprocess; fail unless it died so."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=REPO,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+
+
 @pytest.mark.slow
 def test_a_killed_client_publishes_nothing_and_the_rerun_succeeds(sources) -> None:
     """SIGKILL of the ingest while it writes chunks: the store stays 'writing' (readers refuse it); the
@@ -178,15 +191,7 @@ def test_a_killed_client_publishes_nothing_and_the_rerun_succeeds(sources) -> No
         "--scheduler",
         "synchronous",
     ]
-    result = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        cwd=REPO,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == -signal.SIGKILL, result.stderr
+    _run_until_killed(script, args)
     assert publish.status(url) == publish.WRITING
     assert storage.exists(url + ".lock")  # the dead process's lock is still there ...
     with pytest.raises(DataError, match="the store is incomplete"):
@@ -224,15 +229,7 @@ def test_a_killed_ingest_on_object_storage_resumes_after_its_last_segment(
         "sys.exit(main(sys.argv[1:]))\n"
     )
     args = ["ingest", f"{bucket}/era5/*.nc", "--out", url, "--no-progress"]
-    result = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        cwd=REPO,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == -signal.SIGKILL, result.stderr
+    _run_until_killed(script, args)
     assert publish.status(url) == publish.WRITING and storage.exists(f"{url}/{PROGRESS}")
     monkeypatch.setattr(graph, "BLOCK_BYTES", STEP_BYTES)
     monkeypatch.setattr(graph, "SEGMENT_BLOCKS", 4)
