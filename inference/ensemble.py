@@ -15,7 +15,7 @@ finished leads belong to a :class:`~inference.run.ForecastRun`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,7 @@ class RunResult:
 def run_forecast(
     stepper: Stepper | MemberModels,
     initial: InitialStates,
-    perturbation: Perturbation,
+    perturbation: Perturbation | Sequence[Perturbation],
     writer: Writer,
     request: RunRequest,
     *,
@@ -98,8 +98,11 @@ def run_forecast(
         ``checkpoint`` coordinate on ``member``).
     initial : InitialStates
         The init times, checked against the store, and their states.
-    perturbation : Perturbation
-        Built from ``request.perturbation`` (its ``spec`` must be that).
+    perturbation : Perturbation or sequence of Perturbation
+        Built from ``request.perturbation`` (its ``spec`` must be that); with
+        several checkpoints, one for each (:func:`inference.perturbations.build_perturbation`
+        of each, so that each member's amplitudes are in its own
+        checkpoint's stds), or one for all.
     writer : Writer
         The output; ``writer.path`` is where it goes.
     request : RunRequest
@@ -129,7 +132,9 @@ def run_forecast(
     started = time.perf_counter()
     models = MemberModels.of(stepper)
     stepper = models.first
-    _check_agree(stepper, initial, perturbation, writer, request)
+    perturbations = _per_model(perturbation, len(models))
+    for each in perturbations:
+        _check_agree(stepper, initial, each, writer, request)
     output = OutputFields(stepper.channels, stepper.grid, request.channels, request.output_grid)
     with ForecastRun(writer, request, log=log) as run:
         if run.action == "skip":
@@ -156,13 +161,24 @@ def run_forecast(
         run.start(template, size, initial.calendar)
         rank, world_size = distributed.rank_and_size()
         plan = plan_batches(len(initial), request.members, size, chunk, len(models))
-        members = _Members(models, initial, perturbation, output, writer, run, request, log)
+        members = _Members(models, initial, perturbations, output, writer, run, request, log)
         members.timings["setup"] = time.perf_counter() - started
         blowups = members.run(batches_for_rank(plan, rank, world_size), show_progress)
         distributed.barrier()
         members.timings["total"] = time.perf_counter() - started
         manifest = run.finish(blowups, members.timings, len(initial) * request.members)
         return RunResult(writer.path, "finished", size, blowups, members.timings, manifest)
+
+
+def _per_model(
+    perturbation: Perturbation | Sequence[Perturbation], models: int
+) -> tuple[Perturbation, ...]:
+    """One perturbation per checkpoint: ``perturbation`` itself for each, or the ``models`` given."""
+    if not isinstance(perturbation, (list, tuple)):
+        return (perturbation,) * models
+    if len(perturbation) != models:
+        raise ValueError(f"{len(perturbation)} perturbations for {models} checkpoints")
+    return tuple(perturbation)
 
 
 def _check_agree(
@@ -229,7 +245,7 @@ class _Members:
         self,
         models: MemberModels,
         initial: InitialStates,
-        perturbation: Perturbation,
+        perturbations: tuple[Perturbation, ...],
         output: OutputFields,
         writer: Writer,
         run: ForecastRun,
@@ -239,7 +255,7 @@ class _Members:
         self.models = models
         self.stepper = stepper = models.first  # the device and history they share
         self.initial = initial
-        self.perturbation = perturbation
+        self.perturbations = perturbations  # one per checkpoint
         self.output = output
         self.writer = writer
         self.run_record = run
@@ -433,7 +449,7 @@ class _Members:
         unique, inverse = np.unique(batch.init_index, return_inverse=True)
         states = self.initial.load(unique).to(device)
         state = states[torch.as_tensor(inverse, device=device)]
-        return self.perturbation(
+        return self.perturbations[batch.model](
             state,
             labels,
             batch.member,

@@ -443,7 +443,7 @@ def run(args: Config) -> int:
             result = run_forecast(
                 models,
                 initial,
-                build_perturbation(spec, stepper),
+                [build_perturbation(spec, model) for model in models.steppers],
                 writer,
                 request,
                 show_progress=not args.no_progress,

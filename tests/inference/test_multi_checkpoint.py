@@ -16,6 +16,7 @@ from forecast.errors import CheckpointError
 from forecast.grid import Grid
 from forecast.normalize import Normalizer
 from forecast.steppers import BackboneStepper, BoostedStepper, DYffusionStepper
+from forecast.store import open_store
 from inference.batching import plan_batches
 from inference.climate import product_path
 from inference.initial import parse_init_spec
@@ -263,6 +264,33 @@ def test_each_member_is_checked_for_blowups_with_its_own_checkpoints_normaliser(
     assert blowups[0]["reason"].endswith(
         f"below {lower[CHANNELS.index(blowups[0]['channel'])]:.4g}"
     )
+
+
+def test_each_member_is_perturbed_in_its_own_checkpoints_stds(tmp_path, store_path):
+    """Two persistence models whose stds differ 4x: with a Gaussian perturbation, member 1 is the
+    one-checkpoint run of its own checkpoint bit for bit (its amplitudes are in its own stds), and
+    its perturbation is 4 times member 0's."""
+    narrow, wide = tmp_path / "narrow.pt", tmp_path / "wide.pt"
+    save_checkpoint(narrow, _constant_stepper(MEANS, STDS, residual=True), provenance={})
+    save_checkpoint(wide, _constant_stepper(MEANS, 4 * STDS, residual=True), provenance={})
+    common = ["--data", store_path, "--init", "2020-01-01T06", "--steps", 1]
+    common += ["--perturbation", "gaussian", "--seed", 4]
+    both, alone = tmp_path / "both.zarr", tmp_path / "alone.zarr"
+    assert _cli("--checkpoint", narrow, "--checkpoint", wide, *common, "--out", both) == 0
+    options = ["--members", 2, "--batch-size", 1]
+    assert _cli("--checkpoint", wide, *common, *options, "--out", alone) == 0
+    ds, single = xr.open_zarr(both), xr.open_zarr(alone)
+    truth = open_store(store_path)["data"].sel(time="2020-01-01T06").values
+    for channel in CHANNELS:
+        np.testing.assert_array_equal(
+            ds[channel].isel(member=1).values, single[channel].isel(member=1).values
+        )
+    c = CHANNELS.index("z500")
+    spread = [
+        float(np.std(ds["z500"].isel(time=0, member=m, lead_time=1).values - truth[c]))
+        for m in (0, 1)
+    ]
+    assert 3.0 < spread[1] / spread[0] < 5.0
 
 
 SCRIPT = """
