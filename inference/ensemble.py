@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -174,11 +174,11 @@ def _per_model(
     perturbation: Perturbation | Sequence[Perturbation], models: int
 ) -> tuple[Perturbation, ...]:
     """One perturbation per checkpoint: ``perturbation`` itself for each, or the ``models`` given."""
-    if not isinstance(perturbation, (list, tuple)):
-        return (perturbation,) * models
-    if len(perturbation) != models:
-        raise ValueError(f"{len(perturbation)} perturbations for {models} checkpoints")
-    return tuple(perturbation)
+    if isinstance(perturbation, (list, tuple)):
+        if len(perturbation) != models:
+            raise ValueError(f"{len(perturbation)} perturbations for {models} checkpoints")
+        return tuple(perturbation)
+    return (cast(Perturbation, perturbation),) * models
 
 
 def _check_agree(
