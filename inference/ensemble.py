@@ -133,8 +133,7 @@ def run_forecast(
     models = MemberModels.of(stepper)
     stepper = models.first
     perturbations = _per_model(perturbation, len(models))
-    for each in perturbations:
-        _check_agree(stepper, initial, each, writer, request)
+    _check_agree(stepper, initial, perturbations, writer, request)
     output = OutputFields(stepper.channels, stepper.grid, request.channels, request.output_grid)
     with ForecastRun(writer, request, log=log) as run:
         if run.action == "skip":
@@ -184,7 +183,7 @@ def _per_model(
 def _check_agree(
     stepper: Stepper,
     initial: InitialStates,
-    perturbation: Perturbation,
+    perturbations: tuple[Perturbation, ...],
     writer: Writer,
     request: RunRequest,
 ) -> None:
@@ -193,10 +192,11 @@ def _check_agree(
         raise ValueError(
             f"the initial states are for {initial.labels}, the request for {request.init_times}"
         )
-    if perturbation.spec != request.perturbation:
-        raise ValueError(
-            f"the perturbation was built from {perturbation.spec}, the request names {request.perturbation}"
-        )
+    for perturbation in perturbations:
+        if perturbation.spec != request.perturbation:
+            raise ValueError(
+                f"the perturbation was built from {perturbation.spec}, the request names {request.perturbation}"
+            )
     if writer.compression != request.compression:
         raise ValueError(
             f"the writer compresses with {writer.compression}, the request names {request.compression}"

@@ -49,11 +49,25 @@ def request(prepared, window: int, block_bytes: int, segment_blocks: int) -> dic
     }
 
 
+#: Inside a Zarr source (a folder, or a prefix on object storage), the object whose size and time
+#: stand for the store's: its metadata, which every write that changes the store's shape rewrites.
+ZARR_METADATA = ("zarr.json", ".zmetadata", ".zgroup", ".zarray")
+
+
 def _identity(path: str) -> list:
-    """A source's path with its size and modification time (whatever its filesystem reports)."""
+    """A source's path with its size and modification time (whatever its filesystem reports).
+
+    A folder (a Zarr source) is named by its metadata file's: a folder's own
+    time changes only when entries come or go, and object storage has none.
+    """
     fs, inner = storage.filesystem(path)
     try:
         info = fs.info(inner)
+        if info.get("type") == "directory":
+            for name in ZARR_METADATA:
+                if fs.exists(f"{inner.rstrip('/')}/{name}"):
+                    info = fs.info(f"{inner.rstrip('/')}/{name}")
+                    break
     except (OSError, ValueError):  # a source that vanished: no match, the rerun starts afresh
         return [path, None, None]
     modified = next(

@@ -165,3 +165,20 @@ def test_progress_round_trips_the_moments_bit_for_bit_and_refuses_another_reques
     assert Progress(str(tmp_path), {"a": 2}).load() == []
     (tmp_path / PROGRESS).write_text('{"request": {"a": 1}, "segm')  # a damaged file
     assert Progress(str(tmp_path), {"a": 1}).load() == []
+
+
+def test_a_zarr_source_is_named_by_its_metadata(tmp_path: Path) -> None:
+    """A folder's own time changes only when entries come or go: a Zarr source's identity is its
+    zarr.json's, so rewriting the metadata (as an append to the source does) is another request."""
+    import xarray as xr
+
+    from pipelines.resume import _identity
+
+    source = tmp_path / "src.zarr"
+    xr.Dataset({"t2m": ("x", np.arange(4.0))}).to_zarr(source, zarr_format=3, consolidated=False)
+    first = _identity(str(source))
+    assert first == _identity(str(source)) and first[1] == (source / "zarr.json").stat().st_size
+    stat = (source / "zarr.json").stat()
+    os.utime(source / "zarr.json", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert _identity(str(source)) != first
+    assert _identity(str(tmp_path / "gone.zarr"))[1:] == [None, None]
