@@ -265,8 +265,18 @@ def repair(store, location: str, flippable: Iterable[str] = ()) -> list[str]:
         for key in _stray_chunks(store, storage_key(raw, name), metadata, name in flippable):
             sync(store.delete(key))
             fixed.append(key)
-    if storage.is_local(location):
-        for leftover in storage.local_path(location).rglob("*.partial"):
-            leftover.unlink(missing_ok=True)
-            fixed.append(str(leftover))
-    return fixed
+    return fixed + delete_partials(location)
+
+
+def delete_partials(location: str) -> list[str]:
+    """Delete a local store's ``*.partial`` files (what killed atomic writes of keys left); returns them.
+
+    Object storage has none: a key is written in one PUT.
+    """
+    if not storage.is_local(location):
+        return []
+    deleted = []
+    for leftover in storage.local_path(location).rglob("*.partial"):
+        leftover.unlink(missing_ok=True)
+        deleted.append(str(leftover))
+    return deleted

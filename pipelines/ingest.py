@@ -443,7 +443,9 @@ def _write_new(
     location = storage.staging_path(out) if local else out
     resume = Progress(location, request(prepared, window, graph.BLOCK_BYTES, graph.SEGMENT_BLOCKS))
     resuming = storage.exists(location) and bool(resume.load())
-    if not resuming:
+    if resuming:  # a chunk or progress write the kill cut short: not to be published
+        publish.delete_partials(location)
+    else:
         if not local and storage.exists(out):
             _unpublish(out)
         storage.remove(location)

@@ -94,12 +94,15 @@ def test_a_killed_ingest_resumes_after_its_last_segment_and_writes_the_uninterru
     assert not out.exists()  # nothing published
     recorded = json.loads((staging / PROGRESS).read_text())
     assert len(recorded["segments"]) == 4
+    torn = staging / "data" / "c.30.0.0.0.0123abcd.partial"  # as a kill mid chunk write leaves
+    torn.write_bytes(b"half a chunk")
     with monkeypatch.context() as patch:
         starts = _segments(patch)
         ingest(files, out, progress=False)
     assert sorted(starts) == list(range(24, 40, 2))  # the 4 segments done are not written again
     _assert_same_store(whole, out)
     assert not (out / PROGRESS).exists()  # a published store lists no progress
+    assert not list(out.rglob("*.partial"))  # nor what the killed writes left
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
 
 
