@@ -13,10 +13,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +27,7 @@ from forecast import staging, storage
 from forecast.cli.main import main
 from forecast.scoring.scores_file import open_scores
 from forecast.store import open_store
-from tests.object_storage import s3_module, s3_server  # noqa: F401
+from tests.object_storage import run_until_killed, s3_module, s3_server  # noqa: F401
 from tests.pipelines.sources_factory import era5_like, hours, write_netcdf
 
 TRAIN = [
@@ -354,15 +350,7 @@ def test_a_publish_killed_by_sigkill_is_refused_then_completed(
         "2",
         "--no-progress",
     ]
-    result = subprocess.run(
-        [sys.executable, "-c", script, *args, "--overwrite"],
-        cwd=REPO,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == -signal.SIGKILL, result.stderr
+    run_until_killed(script, [*args, "--overwrite"])
     assert storage.exists(forecast + ".lock")  # the dead process's lock is left ...
     _assert_refused_while_publishing(forecast, store, capsys)
     assert main(args) == 0  # ... and taken over (same host, process gone)

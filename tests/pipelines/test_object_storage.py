@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +18,7 @@ from forecast.errors import DataError
 from forecast.locking import LockedError, lock
 from forecast.store import open_store
 from pipelines.ingest import ingest
-from tests.object_storage import s3, s3_server  # noqa: F401
+from tests.object_storage import run_until_killed, s3, s3_server  # noqa: F401
 from tests.pipelines.sources_factory import era5_like, hours, write_netcdf
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,19 +149,6 @@ def test_an_unpublished_store_is_refused_by_readers(sources) -> None:
         open_store(url)
 
 
-def _run_until_killed(script: str, args: list[str]) -> None:
-    """Run ``script`` (which SIGKILLs itself) with ``args`` in a subprocess; fail unless it died so."""
-    result = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        cwd=REPO,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == -signal.SIGKILL, result.stderr
-
-
 @pytest.mark.slow
 def test_a_killed_client_publishes_nothing_and_the_rerun_succeeds(sources) -> None:
     """SIGKILL of the ingest while it writes chunks: the store stays 'writing' (readers refuse it); the
@@ -191,7 +175,7 @@ def test_a_killed_client_publishes_nothing_and_the_rerun_succeeds(sources) -> No
         "--scheduler",
         "synchronous",
     ]
-    _run_until_killed(script, args)
+    run_until_killed(script, args)
     assert publish.status(url) == publish.WRITING
     assert storage.exists(url + ".lock")  # the dead process's lock is still there ...
     with pytest.raises(DataError, match="the store is incomplete"):
@@ -229,7 +213,7 @@ def test_a_killed_ingest_on_object_storage_resumes_after_its_last_segment(
         "sys.exit(main(sys.argv[1:]))\n"
     )
     args = ["ingest", f"{bucket}/era5/*.nc", "--out", url, "--no-progress"]
-    _run_until_killed(script, args)
+    run_until_killed(script, args)
     assert publish.status(url) == publish.WRITING and storage.exists(f"{url}/{PROGRESS}")
     monkeypatch.setattr(graph, "BLOCK_BYTES", STEP_BYTES)
     monkeypatch.setattr(graph, "SEGMENT_BLOCKS", 4)
