@@ -23,7 +23,11 @@ Stages (each skipped when its product exists, so a rerun continues):
 5. ``score``: ``forecast score`` of both; the table of fair CRPS (DYffusion /
    SFNO) at 24, 72 and 120 h, spread-skill ratios of both at 24-120 h, and the
    ratio of forecast to truth power in the highest third of spherical-harmonic
-   degrees at 120 h (member 0, init mean), per channel.
+   degrees at 120 h (member 0, init mean), per channel; and what the CRPS target
+   asks of DYffusion's ensemble mean: the RMSE ratio (DYffusion / SFNO) at
+   which a calibrated ensemble has 0.9x the SFNO's CRPS, given the SFNO's
+   spread-skill ratio (Gaussian errors, ``rmse_ratio_needed``), beside the
+   measured one.
 6. ``long``: a 1,460-step (one year at 6 h) DYffusion rollout from the store's
    first initial time, and a year of synthetic truth (``forecast synth --days
    366`` from the same start, ingested the same way): the annual-mean
@@ -272,6 +276,51 @@ def high_degree_power_ratio(scores, hours: int = 120):
     return fc.isel(wavenumber=top).sum("wavenumber") / truth.isel(wavenumber=top).sum("wavenumber")
 
 
+def gaussian_crps(spread_skill: float) -> float:
+    """Expected CRPS of a Gaussian ensemble, in units of its ensemble mean's RMSE.
+
+    The truth departs from the ensemble mean by ``N(0, e**2)`` and the
+    ensemble is ``N(mean, (r e)**2)`` (``r`` the spread-skill ratio, many
+    members): ``E|X - y| = sqrt(2 / pi) * e * sqrt(1 + r**2)`` and
+    ``E|X - X'| / 2 = r e / sqrt(pi)``, so the CRPS is their difference;
+    ``1 / sqrt(pi)`` for a calibrated ensemble (``r = 1``), ``sqrt(2 / pi)``,
+    the mean absolute error, for a deterministic one (``r = 0``).
+    """
+    r = float(spread_skill)
+    return float(np.sqrt(2.0 / np.pi) * np.sqrt(1.0 + r * r) - r / np.sqrt(np.pi))
+
+
+def rmse_ratio_needed(sfno_spread_skill: float, target: float = 0.9) -> float:
+    """Ensemble-mean RMSE, DYffusion / SFNO, at which a calibrated DYffusion has ``target`` x the CRPS.
+
+    Both ensembles Gaussian (``gaussian_crps``): DYffusion's CRPS is
+    ``e_dy / sqrt(pi)``, the SFNO's ``e_sfno * gaussian_crps(r_sfno)``. Where
+    the SFNO's own ensemble is nearly calibrated, calibration gains nothing
+    and DYffusion's mean must itself be about ``target`` x as wrong.
+    """
+    return target * gaussian_crps(sfno_spread_skill) / gaussian_crps(1.0)
+
+
+def attainability(dy, sfno, channels: list[str], leads_h=LEADS_H) -> dict:
+    """What the CRPS target asks of DYffusion's ensemble mean, per channel and lead.
+
+    ``needed``: the ensemble-mean RMSE ratio (DYffusion / SFNO) at which a
+    calibrated DYffusion meets CRPS <= 0.9x the SFNO's (``rmse_ratio_needed``
+    of the SFNO's spread-skill ratio); ``measured``: the ratio DYffusion has.
+    """
+    table = {}
+    for channel in channels:
+        table[channel] = {
+            h: {
+                "needed": rmse_ratio_needed(float(_at(sfno, "ssr", h).sel(channel=channel))),
+                "measured": float(_at(dy, "rmse", h).sel(channel=channel))
+                / float(_at(sfno, "rmse", h).sel(channel=channel)),
+            }
+            for h in leads_h
+        }
+    return table
+
+
 def long_run(work: Path, store: Path, checkpoint: Path, name: str = "long") -> dict:
     """Annual-mean global-mean bias of a 1,460-step rollout against a synthetic truth year.
 
@@ -443,6 +492,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nCRPS <= 0.9x everywhere: {crps_ok}; SSR in [0.8, 1.2] everywhere: {ssr_ok}; "
           f"high-degree power closer to 1 everywhere: {power_ok}")  # fmt: skip
     report["targets"] = {"crps": crps_ok, "ssr": ssr_ok, "power": power_ok}
+    report["attainability"] = attainability(dy, sfno, channels)
+    print("\nEnsemble-mean RMSE, DY / SFNO: needed by a calibrated DYffusion for CRPS <= 0.9x "
+          "(from the SFNO's spread-skill), and measured")  # fmt: skip
+    print("| channel | " + " | ".join(f"{h} h needed, measured" for h in LEADS_H) + " |")
+    print("| --- " * (1 + len(LEADS_H)) + "|")
+    for channel in channels:
+        cells = report["attainability"][channel]
+        print(f"| {channel} | " + " | ".join(
+            f"{cells[h]['needed']:.3f}, {cells[h]['measured']:.3f}" for h in LEADS_H) + " |")  # fmt: skip
     if not args.skip_long:
         print("\n== one-year DYffusion rollout", flush=True)
         variant = dy_name.removeprefix("dyffusion")

@@ -184,3 +184,29 @@ def test_annual_bias_is_the_run_mean_global_mean_bias_over_std(evidence, tmp_pat
     np.testing.assert_allclose(
         [mean[c]["bias_over_std"] for c in ("z500", "t850")], offsets.mean(axis=0), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 1.0, 2.0])
+def test_gaussian_crps_is_the_fair_crps_of_sampled_gaussian_ensembles(evidence, ratio):
+    """The closed form against the scorer's fair CRPS of 16-member Gaussian ensembles."""
+    import numpy as np
+
+    from forecast.scoring.kernels import fair_crps
+
+    rng = np.random.default_rng(0)
+    error = 2.5  # the ensemble mean's RMSE, in the data's units
+    truth = rng.normal(0.0, error, 200_000)
+    members = rng.normal(0.0, ratio * error, (16, truth.size))
+    sampled = fair_crps(members, truth).mean() / error
+    assert sampled == pytest.approx(evidence.gaussian_crps(ratio), rel=5e-3)
+
+
+def test_the_needed_rmse_ratio_is_the_target_where_the_sfno_is_calibrated(evidence):
+    import numpy as np
+
+    assert evidence.gaussian_crps(1.0) == pytest.approx(1 / np.sqrt(np.pi))
+    assert evidence.gaussian_crps(0.0) == pytest.approx(np.sqrt(2 / np.pi))
+    assert evidence.rmse_ratio_needed(1.0) == pytest.approx(0.9)
+    # a deterministic SFNO: calibration alone is worth 1 / sqrt(2) of its CRPS
+    assert evidence.rmse_ratio_needed(0.0) == pytest.approx(0.9 * np.sqrt(2))
+    assert evidence.rmse_ratio_needed(0.3) > evidence.rmse_ratio_needed(0.9) > 0.9
