@@ -45,7 +45,7 @@ from pipelines import writer
 from pipelines.cluster import Scheduler, compute_segments, dask_scheduler
 from pipelines.graph import Targets, build_pass, merge_segments, segment_steps
 from pipelines.lexicon import select_channels
-from pipelines.resume import PROGRESS, Progress, request
+from pipelines.resume import PROGRESS, Progress, discard, request
 from pipelines.sources import combine, file_for_time, open_sources
 from pipelines.statistics import (
     WINDOW_DAYS,
@@ -302,7 +302,7 @@ def _clean_leftovers(out: str, adopt: bool) -> None:
             storage.local_path(leftover).rename(storage.local_path(storage.staging_path(out)))
             adopted = True
         else:
-            storage.remove(leftover)
+            discard(leftover)
 
 
 def _progress_time(leftover: str) -> float:
@@ -445,7 +445,8 @@ def _write_new(
     resuming = storage.exists(location) and bool(resume.load())
     if resuming:  # a chunk or progress write the kill cut short: not to be published
         publish.delete_partials(location)
-    else:
+    else:  # the progress first: a kill while the rest goes must not leave it listing deleted chunks
+        resume.remove()
         if not local and storage.exists(out):
             _unpublish(out)
         storage.remove(location)
@@ -504,7 +505,7 @@ def _write_new(
         if local:
             writer.publish_local(location, out)
     except BaseException:
-        storage.remove(location)
+        discard(location)
         raise
 
 

@@ -185,3 +185,56 @@ def test_a_zarr_source_is_named_by_its_metadata(tmp_path: Path) -> None:
     os.utime(source / "zarr.json", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert _identity(str(source)) != first
     assert _identity(str(tmp_path / "gone.zarr"))[1:] == [None, None]
+
+
+DELETED_MID_WAY = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from forecast import storage
+from pipelines import graph
+from pipelines.ingest import ingest
+graph.BLOCK_BYTES = {block_bytes}
+graph.SEGMENT_BLOCKS = 3
+remove = storage.remove
+def remove_then_die(path):
+    folder = storage.local_path(path)
+    if folder.name.startswith({staging!r}) and folder.is_dir():
+        for chunk in (folder / "data").glob("c.*"):  # the chunks first, as rmtree's order may have it
+            chunk.unlink()
+        os.kill(os.getpid(), signal.SIGKILL)
+    remove(path)
+storage.remove = remove_then_die
+ingest({sources!r}, {out!r}, progress=False, end={end!r})
+"""
+
+
+def test_a_kill_while_another_request_deletes_the_copy_leaves_no_progress_to_resume(
+    files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after 4 segments; a rerun of another request is SIGKILLed while it deletes the copy,
+    once its data chunks are gone: the third run (the first request again) must not resume
+    segments whose chunks were deleted (the smoothing would fail to read them locally; on object
+    storage they read as NaN), and writes the uninterrupted store."""
+    whole = tmp_path / "whole" / "s.zarr"
+    with monkeypatch.context() as patch:
+        _segments(patch)
+        ingest(files, whole, progress=False)
+    out = tmp_path / "s.zarr"
+    _kill_after(files, out, segments=4)
+    script = DELETED_MID_WAY.format(
+        repo=str(REPO),
+        block_bytes=2 * STEP_BYTES,
+        staging=f".{out.name}.tmp-",
+        sources=[str(f) for f in files],
+        out=str(out),
+        end="2020-01-09T00",
+    )
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    assert process.returncode == -9, process.stderr.decode()
+    (staging,) = out.parent.glob(f".{out.name}.tmp-*")
+    assert not list((staging / "data").glob("c.*")) and (staging / "data" / "zarr.json").exists()
+    with monkeypatch.context() as patch:
+        starts = _segments(patch)
+        ingest(files, out, progress=False)
+    assert sorted(starts) == list(range(0, 40, 2))
+    _assert_same_store(whole, out)
