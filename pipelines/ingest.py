@@ -299,7 +299,9 @@ def _clean_leftovers(out: str, adopt: bool) -> None:
             and ".tmp-" in storage.basename(leftover)
             and _progress_time(leftover)
         ):
-            storage.local_path(leftover).rename(storage.local_path(storage.staging_path(out)))
+            mine = storage.staging_path(out)
+            discard(mine)  # a killed process of this one's PID left it (a container's PIDs repeat)
+            storage.local_path(leftover).rename(storage.local_path(mine))
             adopted = True
         else:
             discard(leftover)

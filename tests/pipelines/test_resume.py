@@ -238,3 +238,25 @@ def test_a_kill_while_another_request_deletes_the_copy_leaves_no_progress_to_res
         ingest(files, out, progress=False)
     assert sorted(starts) == list(range(0, 40, 2))
     _assert_same_store(whole, out)
+
+
+def test_a_copy_left_under_this_process_id_does_not_stop_the_adoption(
+    files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container's processes often get the same PID run after run: a killed run's copy under this
+    process's PID is in the way of the adopted one (a rename onto a full folder fails), and goes."""
+    whole = tmp_path / "whole" / "s.zarr"
+    with monkeypatch.context() as patch:
+        _segments(patch)
+        ingest(files, whole, progress=False)
+    out = tmp_path / "s.zarr"
+    _kill_after(files, out, segments=4)
+    mine = tmp_path / f".{out.name}.tmp-{os.getpid()}"
+    (mine / "data").mkdir(parents=True)
+    (mine / "data" / "c.0.0.0.0").write_bytes(b"an older killed run's chunk")
+    with monkeypatch.context() as patch:
+        starts = _segments(patch)
+        ingest(files, out, progress=False)
+    assert sorted(starts) == list(range(24, 40, 2))
+    _assert_same_store(whole, out)
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
