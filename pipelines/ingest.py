@@ -86,6 +86,7 @@ class Prepared:
     regridder: Regridder
     opened: list
     spans: dict
+    member: int | None = None
 
 
 def _select_times(
@@ -351,6 +352,7 @@ def _prepare(
         regridder,
         opened,
         spans,
+        member,
     )
     if existing is not None:
         from pipelines.append import check_append
