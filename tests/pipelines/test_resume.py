@@ -58,20 +58,33 @@ def _segments(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return starts
 
 
-def _kill_after(files: list[Path], out: Path, segments: int, end: str | None = None) -> Path:
-    """Run an ingest in a subprocess that SIGKILLs itself once ``segments`` segments are recorded; returns its staging copy."""
-    script = KILLED.format(
+def _run_killed(template: str, files: list[Path], out: Path, end: str | None, **fields) -> Path:
+    """Run the ingest script ``template`` (which SIGKILLs itself) in a subprocess; returns the staging copy it leaves."""
+    script = template.format(
         repo=str(REPO),
         block_bytes=2 * STEP_BYTES,
-        segments=segments,
         sources=[str(f) for f in files],
         out=str(out),
         end=end,
+        **fields,
     )
     process = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
     assert process.returncode == -9, process.stderr.decode()
     (staging,) = out.parent.glob(f".{out.name}.tmp-*")
     return staging
+
+
+def _kill_after(files: list[Path], out: Path, segments: int, end: str | None = None) -> Path:
+    """Run an ingest in a subprocess that SIGKILLs itself once ``segments`` segments are recorded; returns its staging copy."""
+    return _run_killed(KILLED, files, out, end, segments=segments)
+
+
+def _ingest(files: list[Path], out: Path, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Ingest in the segments of :func:`_segments`; returns the start steps of the data writes."""
+    with monkeypatch.context() as patch:
+        starts = _segments(patch)
+        ingest(files, out, progress=False)
+    return starts
 
 
 def _assert_same_store(a: Path, b: Path) -> None:
@@ -86,9 +99,7 @@ def test_a_killed_ingest_resumes_after_its_last_segment_and_writes_the_uninterru
     """Killed after 4 of 7 segments (24 of 40 steps): the rerun writes only the 16 steps left, and the
     store is the uninterrupted ingest's, statistics included, bit for bit."""
     whole = tmp_path / "whole" / "s.zarr"
-    with monkeypatch.context() as patch:
-        _segments(patch)
-        ingest(files, whole, progress=False)
+    _ingest(files, whole, monkeypatch)
     out = tmp_path / "s.zarr"
     staging = _kill_after(files, out, segments=4)
     assert not out.exists()  # nothing published
@@ -96,9 +107,7 @@ def test_a_killed_ingest_resumes_after_its_last_segment_and_writes_the_uninterru
     assert len(recorded["segments"]) == 4
     torn = staging / "data" / "c.30.0.0.0.0123abcd.partial"  # as a kill mid chunk write leaves
     torn.write_bytes(b"half a chunk")
-    with monkeypatch.context() as patch:
-        starts = _segments(patch)
-        ingest(files, out, progress=False)
+    starts = _ingest(files, out, monkeypatch)
     assert sorted(starts) == list(range(24, 40, 2))  # the 4 segments done are not written again
     _assert_same_store(whole, out)
     assert not (out / PROGRESS).exists()  # a published store lists no progress
@@ -112,14 +121,10 @@ def test_a_rerun_of_another_request_starts_afresh(
     """Killed after 2 segments of an ingest up to 2020-01-09; the rerun without --end is another
     request: every step is written, and the store equals a fresh ingest of it."""
     fresh = tmp_path / "fresh" / "s.zarr"
-    with monkeypatch.context() as patch:
-        _segments(patch)
-        ingest(files, fresh, progress=False)
+    _ingest(files, fresh, monkeypatch)
     out = tmp_path / "s.zarr"
     _kill_after(files, out, segments=2, end="2020-01-09T00")
-    with monkeypatch.context() as patch:
-        starts = _segments(patch)
-        ingest(files, out, progress=False)
+    starts = _ingest(files, out, monkeypatch)
     assert sorted(starts) == list(range(0, 40, 2))
     _assert_same_store(fresh, out)
 
@@ -134,9 +139,7 @@ def test_a_rerun_after_a_source_changed_starts_afresh(
     stat = files[1].stat()
     os.utime(files[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     try:
-        with monkeypatch.context() as patch:
-            starts = _segments(patch)
-            ingest(files, out, progress=False)
+        starts = _ingest(files, out, monkeypatch)
     finally:
         os.utime(files[1], ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert sorted(starts) == list(range(0, 40, 2))
@@ -216,26 +219,14 @@ def test_a_kill_while_another_request_deletes_the_copy_leaves_no_progress_to_res
     segments whose chunks were deleted (the smoothing would fail to read them locally; on object
     storage they read as NaN), and writes the uninterrupted store."""
     whole = tmp_path / "whole" / "s.zarr"
-    with monkeypatch.context() as patch:
-        _segments(patch)
-        ingest(files, whole, progress=False)
+    _ingest(files, whole, monkeypatch)
     out = tmp_path / "s.zarr"
     _kill_after(files, out, segments=4)
-    script = DELETED_MID_WAY.format(
-        repo=str(REPO),
-        block_bytes=2 * STEP_BYTES,
-        staging=f".{out.name}.tmp-",
-        sources=[str(f) for f in files],
-        out=str(out),
-        end="2020-01-09T00",
+    staging = _run_killed(
+        DELETED_MID_WAY, files, out, end="2020-01-09T00", staging=f".{out.name}.tmp-"
     )
-    process = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
-    assert process.returncode == -9, process.stderr.decode()
-    (staging,) = out.parent.glob(f".{out.name}.tmp-*")
     assert not list((staging / "data").glob("c.*")) and (staging / "data" / "zarr.json").exists()
-    with monkeypatch.context() as patch:
-        starts = _segments(patch)
-        ingest(files, out, progress=False)
+    starts = _ingest(files, out, monkeypatch)
     assert sorted(starts) == list(range(0, 40, 2))
     _assert_same_store(whole, out)
 
@@ -246,17 +237,13 @@ def test_a_copy_left_under_this_process_id_does_not_stop_the_adoption(
     """A container's processes often get the same PID run after run: a killed run's copy under this
     process's PID is in the way of the adopted one (a rename onto a full folder fails), and goes."""
     whole = tmp_path / "whole" / "s.zarr"
-    with monkeypatch.context() as patch:
-        _segments(patch)
-        ingest(files, whole, progress=False)
+    _ingest(files, whole, monkeypatch)
     out = tmp_path / "s.zarr"
     _kill_after(files, out, segments=4)
     mine = tmp_path / f".{out.name}.tmp-{os.getpid()}"
     (mine / "data").mkdir(parents=True)
     (mine / "data" / "c.0.0.0.0").write_bytes(b"an older killed run's chunk")
-    with monkeypatch.context() as patch:
-        starts = _segments(patch)
-        ingest(files, out, progress=False)
+    starts = _ingest(files, out, monkeypatch)
     assert sorted(starts) == list(range(24, 40, 2))
     _assert_same_store(whole, out)
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
