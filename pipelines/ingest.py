@@ -501,6 +501,7 @@ def _write_new(
                 "ingest (resumed)" if resuming else "ingest",
                 resume,
             )
+            still_held(held, out)  # before its statistics, means and progress: another's, if lost
             writer.write_statistics(store, moments.mean, moments.std, tendencies.std)
             writer.delete_means(store)
             resume.remove()
@@ -508,6 +509,8 @@ def _write_new(
             publish.commit(store, statistics_attrs(times, plan, window))
         if local:
             writer.publish_local(location, out)
+    except LockedError:  # from still_held: another writer took the lock over, the store is its now
+        raise
     except BaseException:
         discard(location)
         raise

@@ -289,6 +289,28 @@ def test_a_kill_while_another_request_deletes_the_store_on_object_storage_leaves
     _assert_same_store(local, url)
 
 
+def test_an_ingest_that_lost_its_lock_leaves_the_store_to_the_writer_that_took_it(
+    sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its lease ran out and another ingest of the same request took the lock and the unfinished
+    store over (and resumes it): the one that lost it, told so after its pass, publishes nothing
+    and deletes nothing of the other's (store, progress, bin means) nor writes its statistics."""
+    from forecast.locking import ObjectLock
+    from pipelines import writer
+    from pipelines.resume import PROGRESS
+
+    _, bucket = sources
+    url = f"{bucket}/taken.zarr"
+    monkeypatch.setattr(ObjectLock, "held", lambda self: False)  # the lock object names another
+    with pytest.raises(LockedError, match="lost its lock"):
+        ingest([f"{bucket}/era5/*.nc"], url, progress=False)
+    assert publish.status(url) == publish.WRITING  # unpublished, and still there for the other
+    assert storage.exists(f"{url}/data/zarr.json") and storage.exists(f"{url}/{PROGRESS}")
+    assert storage.exists(f"{url}/{writer.MEANS}/zarr.json")
+    mean = fsspec.filesystem("s3").find(f"{url.removeprefix('s3://')}/mean")
+    assert [m.rsplit("/", 1)[1] for m in mean] == ["zarr.json"]  # no statistics written
+
+
 class _Forbidden(http.server.BaseHTTPRequestHandler):
     """An S3 endpoint that refuses every request with 403 AccessDenied."""
 
