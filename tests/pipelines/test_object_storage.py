@@ -18,7 +18,8 @@ from forecast.errors import DataError
 from forecast.locking import LockedError, lock
 from forecast.store import open_store
 from pipelines.ingest import ingest
-from tests.object_storage import run_until_killed, s3, s3_server  # noqa: F401
+from tests.killing import run_until_killed
+from tests.object_storage import s3, s3_server  # noqa: F401
 from tests.pipelines.sources_factory import era5_like, hours, write_netcdf
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +13,11 @@ from forecast.store import open_store
 from pipelines.ingest import ingest
 from pipelines.resume import PROGRESS, Progress
 from pipelines.statistics import Moments
+from tests.killing import run_until_killed
 from tests.pipelines.test_segments import STEP_BYTES, segment_sources
 
-REPO = Path(__file__).resolve().parents[2]
-
 KILLED = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
+import os, signal
 from pipelines import graph, resume
 from pipelines.ingest import ingest
 graph.BLOCK_BYTES = {block_bytes}
@@ -59,17 +55,15 @@ def _segments(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def _run_killed(template: str, files: list[Path], out: Path, end: str | None, **fields) -> Path:
-    """Run the ingest script ``template`` (which SIGKILLs itself) in a subprocess; returns the staging copy it leaves."""
+    """Run the ingest script ``template`` (which SIGKILLs itself) in a subprocess at the repository root; returns the staging copy it leaves."""
     script = template.format(
-        repo=str(REPO),
         block_bytes=2 * STEP_BYTES,
         sources=[str(f) for f in files],
         out=str(out),
         end=end,
         **fields,
     )
-    process = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
-    assert process.returncode == -9, process.stderr.decode()
+    run_until_killed(script, [])
     (staging,) = out.parent.glob(f".{out.name}.tmp-*")
     return staging
 
@@ -191,8 +185,7 @@ def test_a_zarr_source_is_named_by_its_metadata(tmp_path: Path) -> None:
 
 
 DELETED_MID_WAY = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
+import os, signal
 from forecast import storage
 from pipelines import graph
 from pipelines.ingest import ingest
