@@ -45,7 +45,7 @@ from pipelines import writer
 from pipelines.cluster import Scheduler, compute_segments, dask_scheduler
 from pipelines.graph import Targets, build_pass, merge_segments, segment_steps
 from pipelines.lexicon import select_channels
-from pipelines.resume import PROGRESS, Progress, request
+from pipelines.resume import PROGRESS, Progress, discard, request
 from pipelines.sources import combine, file_for_time, open_sources
 from pipelines.statistics import (
     WINDOW_DAYS,
@@ -86,6 +86,7 @@ class Prepared:
     regridder: Regridder
     opened: list
     spans: dict
+    member: int | None = None
 
 
 def _select_times(
@@ -299,10 +300,12 @@ def _clean_leftovers(out: str, adopt: bool) -> None:
             and ".tmp-" in storage.basename(leftover)
             and _progress_time(leftover)
         ):
-            storage.local_path(leftover).rename(storage.local_path(storage.staging_path(out)))
+            mine = storage.staging_path(out)
+            discard(mine)  # a killed process of this one's PID left it (a container's PIDs repeat)
+            storage.local_path(leftover).rename(storage.local_path(mine))
             adopted = True
         else:
-            storage.remove(leftover)
+            discard(leftover)
 
 
 def _progress_time(leftover: str) -> float:
@@ -349,6 +352,7 @@ def _prepare(
         regridder,
         opened,
         spans,
+        member,
     )
     if existing is not None:
         from pipelines.append import check_append
@@ -445,7 +449,8 @@ def _write_new(
     resuming = storage.exists(location) and bool(resume.load())
     if resuming:  # a chunk or progress write the kill cut short: not to be published
         publish.delete_partials(location)
-    else:
+    else:  # the progress first: a kill while the rest goes must not leave it listing deleted chunks
+        resume.remove()
         if not local and storage.exists(out):
             _unpublish(out)
         storage.remove(location)
@@ -496,6 +501,7 @@ def _write_new(
                 "ingest (resumed)" if resuming else "ingest",
                 resume,
             )
+            still_held(held, out)  # before its statistics, means and progress: another's, if lost
             writer.write_statistics(store, moments.mean, moments.std, tendencies.std)
             writer.delete_means(store)
             resume.remove()
@@ -503,8 +509,10 @@ def _write_new(
             publish.commit(store, statistics_attrs(times, plan, window))
         if local:
             writer.publish_local(location, out)
+    except LockedError:  # from still_held: another writer took the lock over, the store is its now
+        raise
     except BaseException:
-        storage.remove(location)
+        discard(location)
         raise
 
 

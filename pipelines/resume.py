@@ -6,11 +6,13 @@ store being written (the hidden staging copy on local disk, the unpublished
 store itself on object storage) with every computed segment's moments and
 the **request** the ingest was started with: the sources (each with its
 size and modification time), the selected times, channels and grid, the
-step, the climatology window, the block and segment sizes and the software
-version. A rerun that finds the file and the same request skips the
+ensemble member, the step, the climatology window, the block and segment
+sizes and the software version. A rerun that finds the file and the same request skips the
 segments it lists; any difference, or no file, starts afresh. The file is
 deleted before the store is published, and it is one atomic write, so a
-kill at any line leaves the last complete list.
+kill at any line leaves the last complete list. A store being written is
+deleted with its progress first (:func:`discard`): a kill during the
+deletion leaves no list of segments whose chunks are gone.
 
 Only new stores resume; an ``--append`` writes in place and its rerun starts
 it again (docs/formats.md).
@@ -40,6 +42,7 @@ def request(prepared, window: int, block_bytes: int, segment_blocks: int) -> dic
         "chunks": [int(c) for c in prepared.data.data.chunks[0]],
         "channels": list(prepared.channels),
         "grid": prepared.grid.describe(),
+        "member": prepared.member,
         "regrid_method": prepared.regridder.method,
         "step": str(prepared.step),
         "calendar": str(prepared.calendar),
@@ -115,6 +118,12 @@ class Progress:
     def remove(self) -> None:
         """Delete the file (before publishing: a published store lists no progress)."""
         storage.remove(self.path)
+
+
+def discard(location: str) -> None:
+    """Delete the store being written at ``location``, its progress file first (see the module docstring)."""
+    storage.remove(storage.join(location, PROGRESS))
+    storage.remove(location)
 
 
 def _plain(moments: Moments) -> dict:

@@ -38,3 +38,17 @@ def start_script(path: Path, text: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+
+
+def run_until_killed(script: str, args: list[str]) -> None:
+    """Run ``script`` (which SIGKILLs itself) with ``args`` in a subprocess at the repository root, in
+    this process's environment (a test S3 server's credentials, say); fail unless it died so."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=Path(__file__).resolve().parents[1],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr

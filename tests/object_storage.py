@@ -14,13 +14,8 @@ credentials and endpoint set in the environment the way s3fs reads them
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -67,17 +62,3 @@ def s3_module(s3_server: str) -> Iterator[str]:
     """One bucket for all the tests of a module (the environment set while they run)."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         yield _new_bucket(s3_server, monkeypatch)
-
-
-def run_until_killed(script: str, args: list[str]) -> None:
-    """Run ``script`` (which SIGKILLs itself) with ``args`` in a subprocess at the repository root, in
-    this process's environment (the test server's credentials); fail unless it died so."""
-    result = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        cwd=Path(__file__).resolve().parents[1],
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == -signal.SIGKILL, result.stderr

@@ -12,7 +12,8 @@ completion marker written last); STORE.lock keeps other writers out, and
 --overwrite replaces only a store that forecast wrote, never a source.
 A new store is written in segments of at most 2,048 blocks; if the ingest
 is killed, rerunning the same command continues after the last finished
-segment (a changed source or option starts afresh).
+segment (a changed source, or an option that changes the store, starts
+afresh; --scheduler may differ).
 
 examples:
   forecast ingest 'era5/*.nc' --out era5.zarr --grid 1.0deg

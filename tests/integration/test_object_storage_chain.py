@@ -27,7 +27,8 @@ from forecast import staging, storage
 from forecast.cli.main import main
 from forecast.scoring.scores_file import open_scores
 from forecast.store import open_store
-from tests.object_storage import run_until_killed, s3_module, s3_server  # noqa: F401
+from tests.killing import run_until_killed
+from tests.object_storage import s3_module, s3_server  # noqa: F401
 from tests.pipelines.sources_factory import era5_like, hours, write_netcdf
 
 TRAIN = [

@@ -18,7 +18,8 @@ from forecast.errors import DataError
 from forecast.locking import LockedError, lock
 from forecast.store import open_store
 from pipelines.ingest import ingest
-from tests.object_storage import run_until_killed, s3, s3_server  # noqa: F401
+from tests.killing import run_until_killed
+from tests.object_storage import s3, s3_server  # noqa: F401
 from tests.pipelines.sources_factory import era5_like, hours, write_netcdf
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,35 +187,41 @@ def test_a_killed_client_publishes_nothing_and_the_rerun_succeeds(sources) -> No
     _assert_same_store(local, url)
 
 
-def test_a_killed_ingest_on_object_storage_resumes_after_its_last_segment(
-    sources, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Blocks of one step, segments of 4, SIGKILLed once 3 of 6 are recorded (the progress is an object in the
-    unpublished store): the rerun writes the 12 steps left and publishes the store of a local
-    ingest in the same segments, bit for bit, without its progress object."""
-    from pipelines import graph
-    from pipelines.resume import PROGRESS
+def _in_segments_of_4(kill: str) -> str:
+    """A script for run_until_killed: the CLI in blocks of one step and segments of 4, once ``kill``
+    (code that makes it SIGKILL itself) has run."""
     from tests.pipelines.test_segments import STEP_BYTES
 
-    files, bucket = sources
-    url = f"{bucket}/resumed.zarr"
-    script = (
+    return (
         "import os, signal, sys\n"
         "from pipelines import graph, resume\n"
         f"graph.BLOCK_BYTES = {STEP_BYTES}\n"
         "graph.SEGMENT_BLOCKS = 4\n"
-        "record = resume.Progress.record\n"
-        "def record_then_die(self, result):\n"
-        "    record(self, result)\n"
-        "    if len(self.segments) == 3:\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "resume.Progress.record = record_then_die\n"
+        f"{kill}"
         "from forecast.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    args = ["ingest", f"{bucket}/era5/*.nc", "--out", url, "--no-progress"]
-    run_until_killed(script, args)
-    assert publish.status(url) == publish.WRITING and storage.exists(f"{url}/{PROGRESS}")
+
+
+#: For :func:`_in_segments_of_4`: SIGKILLed once 3 segments are recorded.
+AFTER_3_SEGMENTS = (
+    "record = resume.Progress.record\n"
+    "def record_then_die(self, result):\n"
+    "    record(self, result)\n"
+    "    if len(self.segments) == 3:\n"
+    "        os.kill(os.getpid(), signal.SIGKILL)\n"
+    "resume.Progress.record = record_then_die\n"
+)
+
+
+def _rerun_in_segments_of_4(
+    files, args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, list[int]]:
+    """A local ingest of ``files`` in the segments of :func:`_in_segments_of_4`, then ``main(args)``
+    in them; returns the local store and the start steps the rerun wrote."""
+    from pipelines import graph
+    from tests.pipelines.test_segments import STEP_BYTES
+
     monkeypatch.setattr(graph, "BLOCK_BYTES", STEP_BYTES)
     monkeypatch.setattr(graph, "SEGMENT_BLOCKS", 4)
     local = Path(files[0]).parent / "local.zarr"
@@ -228,9 +235,81 @@ def test_a_killed_ingest_on_object_storage_resumes_after_its_last_segment(
 
     monkeypatch.setattr(graph, "_write", write)
     assert main(args) == 0
+    return local, starts
+
+
+def test_a_killed_ingest_on_object_storage_resumes_after_its_last_segment(
+    sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of one step, segments of 4, SIGKILLed once 3 of 6 are recorded (the progress is an object in the
+    unpublished store): the rerun writes the 12 steps left and publishes the store of a local
+    ingest in the same segments, bit for bit, without its progress object."""
+    from pipelines.resume import PROGRESS
+
+    files, bucket = sources
+    url = f"{bucket}/resumed.zarr"
+    args = ["ingest", f"{bucket}/era5/*.nc", "--out", url, "--no-progress"]
+    run_until_killed(_in_segments_of_4(AFTER_3_SEGMENTS), args)
+    assert publish.status(url) == publish.WRITING and storage.exists(f"{url}/{PROGRESS}")
+    local, starts = _rerun_in_segments_of_4(files, args, monkeypatch)
     assert sorted(starts) == list(range(12, 24))
     assert not storage.exists(f"{url}/{PROGRESS}")
     _assert_same_store(local, url)
+
+
+def test_a_kill_while_another_request_deletes_the_store_on_object_storage_leaves_no_progress(
+    sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after 3 of 6 segments; a rerun of another request (--end) is SIGKILLed while it deletes
+    the unfinished store, once its data chunks are gone: the third run (the first request) must not
+    resume segments whose chunks read as NaN now, and publishes the store of an uninterrupted ingest."""
+    from pipelines.resume import PROGRESS
+
+    files, bucket = sources
+    url = f"{bucket}/resumed.zarr"
+    args = ["ingest", f"{bucket}/era5/*.nc", "--out", url, "--no-progress"]
+    run_until_killed(_in_segments_of_4(AFTER_3_SEGMENTS), args)
+    chunks = f"{url.removeprefix('s3://')}/data/c.*"
+    delete_chunks_then_die = (
+        "import fsspec\n"
+        "from forecast import storage\n"
+        "remove = storage.remove\n"
+        "def remove_then_die(path):\n"
+        f"    if str(path).rstrip('/') == {url!r}:\n"
+        "        fs = fsspec.filesystem('s3')\n"
+        f"        fs.rm(fs.glob({chunks!r}))\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    remove(path)\n"
+        "storage.remove = remove_then_die\n"
+    )
+    run_until_killed(_in_segments_of_4(delete_chunks_then_die), [*args, "--end", "2020-01-05T00"])
+    assert not fsspec.filesystem("s3").glob(chunks) and publish.status(url) == publish.WRITING
+    local, starts = _rerun_in_segments_of_4(files, args, monkeypatch)
+    assert sorted(starts) == list(range(24))
+    assert not storage.exists(f"{url}/{PROGRESS}")
+    _assert_same_store(local, url)
+
+
+def test_an_ingest_that_lost_its_lock_leaves_the_store_to_the_writer_that_took_it(
+    sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its lease ran out and another ingest of the same request took the lock and the unfinished
+    store over (and resumes it): the one that lost it, told so after its pass, publishes nothing
+    and deletes nothing of the other's (store, progress, bin means) nor writes its statistics."""
+    from forecast.locking import ObjectLock
+    from pipelines import writer
+    from pipelines.resume import PROGRESS
+
+    _, bucket = sources
+    url = f"{bucket}/taken.zarr"
+    monkeypatch.setattr(ObjectLock, "held", lambda self: False)  # the lock object names another
+    with pytest.raises(LockedError, match="lost its lock"):
+        ingest([f"{bucket}/era5/*.nc"], url, progress=False)
+    assert publish.status(url) == publish.WRITING  # unpublished, and still there for the other
+    assert storage.exists(f"{url}/data/zarr.json") and storage.exists(f"{url}/{PROGRESS}")
+    assert storage.exists(f"{url}/{writer.MEANS}/zarr.json")
+    mean = fsspec.filesystem("s3").find(f"{url.removeprefix('s3://')}/mean")
+    assert [m.rsplit("/", 1)[1] for m in mean] == ["zarr.json"]  # no statistics written
 
 
 class _Forbidden(http.server.BaseHTTPRequestHandler):

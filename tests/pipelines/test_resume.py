@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +13,11 @@ from forecast.store import open_store
 from pipelines.ingest import ingest
 from pipelines.resume import PROGRESS, Progress
 from pipelines.statistics import Moments
+from tests.killing import run_until_killed
 from tests.pipelines.test_segments import STEP_BYTES, segment_sources
 
-REPO = Path(__file__).resolve().parents[2]
-
 KILLED = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
+import os, signal
 from pipelines import graph, resume
 from pipelines.ingest import ingest
 graph.BLOCK_BYTES = {block_bytes}
@@ -58,20 +54,31 @@ def _segments(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return starts
 
 
-def _kill_after(files: list[Path], out: Path, segments: int, end: str | None = None) -> Path:
-    """Run an ingest in a subprocess that SIGKILLs itself once ``segments`` segments are recorded; returns its staging copy."""
-    script = KILLED.format(
-        repo=str(REPO),
+def _run_killed(template: str, files: list[Path], out: Path, end: str | None, **fields) -> Path:
+    """Run the ingest script ``template`` (which SIGKILLs itself) in a subprocess at the repository root; returns the staging copy it leaves."""
+    script = template.format(
         block_bytes=2 * STEP_BYTES,
-        segments=segments,
         sources=[str(f) for f in files],
         out=str(out),
         end=end,
+        **fields,
     )
-    process = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
-    assert process.returncode == -9, process.stderr.decode()
+    run_until_killed(script, [])
     (staging,) = out.parent.glob(f".{out.name}.tmp-*")
     return staging
+
+
+def _kill_after(files: list[Path], out: Path, segments: int, end: str | None = None) -> Path:
+    """Run an ingest in a subprocess that SIGKILLs itself once ``segments`` segments are recorded; returns its staging copy."""
+    return _run_killed(KILLED, files, out, end, segments=segments)
+
+
+def _ingest(files: list[Path], out: Path, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Ingest in the segments of :func:`_segments`; returns the start steps of the data writes."""
+    with monkeypatch.context() as patch:
+        starts = _segments(patch)
+        ingest(files, out, progress=False)
+    return starts
 
 
 def _assert_same_store(a: Path, b: Path) -> None:
@@ -86,9 +93,7 @@ def test_a_killed_ingest_resumes_after_its_last_segment_and_writes_the_uninterru
     """Killed after 4 of 7 segments (24 of 40 steps): the rerun writes only the 16 steps left, and the
     store is the uninterrupted ingest's, statistics included, bit for bit."""
     whole = tmp_path / "whole" / "s.zarr"
-    with monkeypatch.context() as patch:
-        _segments(patch)
-        ingest(files, whole, progress=False)
+    _ingest(files, whole, monkeypatch)
     out = tmp_path / "s.zarr"
     staging = _kill_after(files, out, segments=4)
     assert not out.exists()  # nothing published
@@ -96,9 +101,7 @@ def test_a_killed_ingest_resumes_after_its_last_segment_and_writes_the_uninterru
     assert len(recorded["segments"]) == 4
     torn = staging / "data" / "c.30.0.0.0.0123abcd.partial"  # as a kill mid chunk write leaves
     torn.write_bytes(b"half a chunk")
-    with monkeypatch.context() as patch:
-        starts = _segments(patch)
-        ingest(files, out, progress=False)
+    starts = _ingest(files, out, monkeypatch)
     assert sorted(starts) == list(range(24, 40, 2))  # the 4 segments done are not written again
     _assert_same_store(whole, out)
     assert not (out / PROGRESS).exists()  # a published store lists no progress
@@ -112,14 +115,10 @@ def test_a_rerun_of_another_request_starts_afresh(
     """Killed after 2 segments of an ingest up to 2020-01-09; the rerun without --end is another
     request: every step is written, and the store equals a fresh ingest of it."""
     fresh = tmp_path / "fresh" / "s.zarr"
-    with monkeypatch.context() as patch:
-        _segments(patch)
-        ingest(files, fresh, progress=False)
+    _ingest(files, fresh, monkeypatch)
     out = tmp_path / "s.zarr"
     _kill_after(files, out, segments=2, end="2020-01-09T00")
-    with monkeypatch.context() as patch:
-        starts = _segments(patch)
-        ingest(files, out, progress=False)
+    starts = _ingest(files, out, monkeypatch)
     assert sorted(starts) == list(range(0, 40, 2))
     _assert_same_store(fresh, out)
 
@@ -134,9 +133,7 @@ def test_a_rerun_after_a_source_changed_starts_afresh(
     stat = files[1].stat()
     os.utime(files[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     try:
-        with monkeypatch.context() as patch:
-            starts = _segments(patch)
-            ingest(files, out, progress=False)
+        starts = _ingest(files, out, monkeypatch)
     finally:
         os.utime(files[1], ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert sorted(starts) == list(range(0, 40, 2))
@@ -185,3 +182,99 @@ def test_a_zarr_source_is_named_by_its_metadata(tmp_path: Path) -> None:
     os.utime(source / "zarr.json", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert _identity(str(source)) != first
     assert _identity(str(tmp_path / "gone.zarr"))[1:] == [None, None]
+
+
+DELETED_MID_WAY = """
+import os, signal
+from forecast import storage
+from pipelines import graph
+from pipelines.ingest import ingest
+graph.BLOCK_BYTES = {block_bytes}
+graph.SEGMENT_BLOCKS = 3
+remove = storage.remove
+def remove_then_die(path):
+    folder = storage.local_path(path)
+    if folder.name.startswith({staging!r}) and folder.is_dir():
+        for chunk in (folder / "data").glob("c.*"):  # the chunks first, as rmtree's order may have it
+            chunk.unlink()
+        os.kill(os.getpid(), signal.SIGKILL)
+    remove(path)
+storage.remove = remove_then_die
+ingest({sources!r}, {out!r}, progress=False, end={end!r})
+"""
+
+
+def test_a_kill_while_another_request_deletes_the_copy_leaves_no_progress_to_resume(
+    files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after 4 segments; a rerun of another request is SIGKILLed while it deletes the copy,
+    once its data chunks are gone: the third run (the first request again) must not resume
+    segments whose chunks were deleted (the smoothing would fail to read them locally; on object
+    storage they read as NaN), and writes the uninterrupted store."""
+    whole = tmp_path / "whole" / "s.zarr"
+    _ingest(files, whole, monkeypatch)
+    out = tmp_path / "s.zarr"
+    _kill_after(files, out, segments=4)
+    staging = _run_killed(
+        DELETED_MID_WAY, files, out, end="2020-01-09T00", staging=f".{out.name}.tmp-"
+    )
+    assert not list((staging / "data").glob("c.*")) and (staging / "data" / "zarr.json").exists()
+    starts = _ingest(files, out, monkeypatch)
+    assert sorted(starts) == list(range(0, 40, 2))
+    _assert_same_store(whole, out)
+
+
+def test_a_copy_left_under_this_process_id_does_not_stop_the_adoption(
+    files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container's processes often get the same PID run after run: a killed run's copy under this
+    process's PID is in the way of the adopted one (a rename onto a full folder fails), and goes."""
+    whole = tmp_path / "whole" / "s.zarr"
+    _ingest(files, whole, monkeypatch)
+    out = tmp_path / "s.zarr"
+    _kill_after(files, out, segments=4)
+    mine = tmp_path / f".{out.name}.tmp-{os.getpid()}"
+    (mine / "data").mkdir(parents=True)
+    (mine / "data" / "c.0.0.0.0").write_bytes(b"an older killed run's chunk")
+    starts = _ingest(files, out, monkeypatch)
+    assert sorted(starts) == list(range(24, 40, 2))
+    _assert_same_store(whole, out)
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_the_request_differs_for_every_option_that_changes_the_store(tmp_path: Path) -> None:
+    """The source order (the provenance lists it), --channels, --grid, --grid-kind, --member, --start,
+    --step and the climatology window each make another request; the same options the same one."""
+    from pipelines import graph
+    from pipelines.ingest import _prepare
+    from pipelines.resume import request
+    from tests.pipelines.sources_factory import era5_like, hours, write_netcdf
+
+    ds = era5_like(hours("2020-01-01", 8)).expand_dims(number=[0, 1])
+    a = write_netcdf(ds.isel(valid_time=slice(0, 4)), tmp_path / "a.nc")
+    b = write_netcdf(ds.isel(valid_time=slice(4, None)), tmp_path / "b.nc")
+    base = dict(sources=[a, b], channels=None, grid=None, kind="equiangular", start=None)
+    base |= dict(step=None, member=0, window=31)
+
+    def of(**changed) -> dict:
+        o = base | changed
+        prepared = _prepare(
+            [str(s) for s in o["sources"]], str(tmp_path / "s.zarr"), o["channels"], o["grid"],
+            o["kind"], o["start"], None, o["step"], o["member"], None,
+        )  # fmt: skip
+        return request(prepared, o["window"], graph.BLOCK_BYTES, graph.SEGMENT_BLOCKS)
+
+    first = of()
+    assert of() == first
+    others = {
+        "order": of(sources=[b, a]),
+        "channels": of(channels=["t2m", "z500"]),
+        "grid": of(grid="10x20"),
+        "grid kind": of(grid="10x20", kind="legendre-gauss"),
+        "member": of(member=1),
+        "start": of(start="2020-01-01T06"),
+        "step": of(step="12h"),
+        "window": of(window=15),
+    }
+    assert [name for name, other in others.items() if other == first] == []
+    assert others["grid"] != others["grid kind"]
