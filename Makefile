@@ -18,9 +18,10 @@ demo: $(STAMP)
 	@if [ -d ../shared/data/cartopy ]; then export CARTOPY_DATA_DIR=$$(cd ../shared/data/cartopy && pwd); fi; \
 	$(BIN)/forecast demo --workdir work/demo
 
+# the suite on two worker processes, each test file on one of them (its module fixtures built once)
 test: $(STAMP)
 	@if [ -d ../shared/data/cartopy ]; then export CARTOPY_DATA_DIR=$$(cd ../shared/data/cartopy && pwd); fi; \
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
