@@ -31,6 +31,7 @@ import zarr
 from forecast import publish, storage
 from forecast.errors import CalendarError, ConfigError, DataError, GridError
 from forecast.grid import Grid
+from forecast.locking import LockedError
 from forecast.store import store_channels, store_grid, store_step
 from forecast.time import canonical_calendar, format_step, format_time, time_index
 from pipelines import writer
@@ -209,6 +210,7 @@ def append_to(
                 moments, tendencies = run_pass(
                     store, data, all_times, prepared, targets, plan, where, progress, "append"
                 )
+                still_held(held, out)  # before its statistics and means: another's, if lost
                 writer.write_statistics(
                     store, moments.mean, moments.std, tendencies.std, arrays=flipped
                 )
@@ -217,6 +219,8 @@ def append_to(
                 arrays += list(flipped.values())
             still_held(held, out)
             publish.commit(store, attrs, arrays=arrays)
+        except LockedError:  # from still_held: the store is the writer's that took the lock over
+            raise
         except BaseException:
             with contextlib.suppress(Exception):
                 writer.delete_means(store)

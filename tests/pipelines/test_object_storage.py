@@ -312,6 +312,35 @@ def test_an_ingest_that_lost_its_lock_leaves_the_store_to_the_writer_that_took_i
     assert [m.rsplit("/", 1)[1] for m in mean] == ["zarr.json"]  # no statistics written
 
 
+def test_an_append_that_lost_its_lock_deletes_nothing_of_the_writer_that_took_it(
+    sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``--append --recompute-statistics`` whose lease ran out: another writer holds the lock
+    and repairs the store. The one that lost it, told so after its pass, neither writes the
+    statistics nor deletes the bin means (the other's, by then), and the store keeps its times."""
+    from forecast.locking import ObjectLock
+    from pipelines import writer
+
+    _, bucket = sources
+    url = f"{bucket}/appended.zarr"
+    ingest([f"{bucket}/era5/era5_[01].nc"], url, progress=False)
+    before = open_store(url)
+    times, mean = before["time"].values, before["mean"].values
+    monkeypatch.setattr(ObjectLock, "held", lambda self: False)  # the lock object names another
+    with pytest.raises(LockedError, match="lost its lock"):
+        ingest(
+            [f"{bucket}/era5/era5_2.nc"],
+            url,
+            append=True,
+            recompute_statistics=True,
+            progress=False,
+        )
+    assert storage.exists(f"{url}/{writer.MEANS}/zarr.json")  # left to the writer holding the lock
+    after = open_store(url)
+    np.testing.assert_array_equal(after["time"].values, times)  # nothing published
+    np.testing.assert_array_equal(after["mean"].values, mean)
+
+
 class _Forbidden(http.server.BaseHTTPRequestHandler):
     """An S3 endpoint that refuses every request with 403 AccessDenied."""
 
