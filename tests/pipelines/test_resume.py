@@ -242,6 +242,22 @@ def test_a_copy_left_under_this_process_id_does_not_stop_the_adoption(
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
 
 
+def test_a_killed_copy_under_this_process_id_is_itself_adopted(
+    files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The container case itself: the killed run had this process's PID, so its copy already has
+    the adopted copy's name. It is resumed, not deleted as if it were in the way."""
+    whole = tmp_path / "whole" / "s.zarr"
+    _ingest(files, whole, monkeypatch)
+    out = tmp_path / "s.zarr"
+    killed = _kill_after(files, out, segments=4)
+    killed.rename(tmp_path / f".{out.name}.tmp-{os.getpid()}")
+    starts = _ingest(files, out, monkeypatch)
+    assert sorted(starts) == list(range(24, 40, 2))
+    _assert_same_store(whole, out)
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
+
+
 def test_the_request_differs_for_every_option_that_changes_the_store(tmp_path: Path) -> None:
     """The source order (the provenance lists it), --channels, --grid, --grid-kind, --member, --start,
     --step and the climatology window each make another request; the same options the same one."""
