@@ -109,12 +109,7 @@ def local_copy(url: str | Path) -> Path:
     with storage.storage_errors(url, "read"):
         fs.invalidate_cache(inner)
         info = fs.info(inner)
-        version = str(
-            info.get("ETag")
-            or info.get("etag")
-            or info.get("md5Hash")
-            or (info.get("size"), info.get("LastModified") or info.get("mtime"))
-        )
+        version = f"{info.get('size')}|{storage.object_version(info)}"
         key = hashlib.sha256(f"{storage.normalise(url)}\n{version}".encode()).hexdigest()[:24]
         target = staging_root() / "downloads" / key / storage.basename(url)
         if target.exists():

@@ -242,6 +242,25 @@ def exists(path: str | Path) -> bool:
         return bool(fs.exists(inner))
 
 
+#: What an fsspec ``info`` calls an object's content tag (S3, HTTP: ETag; GCS: etag, md5Hash)
+#: and its modification time (local: mtime; S3: LastModified; HTTP: Last-Modified; GCS: updated).
+_CONTENT_TAGS = ("ETag", "etag", "md5Hash", "Content-MD5", "Digest")
+_MODIFIED = ("mtime", "LastModified", "Last-Modified", "updated", "last_modified")
+
+
+def object_version(info: dict[str, Any]) -> str | None:
+    """What changes when an object's content does, from its fsspec ``info``.
+
+    Its content tag when the filesystem reports one, else its modification
+    time; None when it reports neither (its size is then all there is).
+    """
+    for keys in (_CONTENT_TAGS, _MODIFIED):
+        found = next((info[k] for k in keys if info.get(k) not in (None, "")), None)
+        if found is not None:
+            return str(found)
+    return None
+
+
 def _with_scheme(path: str | Path, inner: str) -> str:
     protocol = scheme(path)
     if protocol is None:

@@ -58,7 +58,7 @@ ZARR_METADATA = ("zarr.json", ".zmetadata", ".zgroup", ".zarray")
 
 
 def _identity(path: str) -> list:
-    """A source's path with its size and modification time (whatever its filesystem reports).
+    """A source's path with its size and version (its content tag or modification time).
 
     A folder (a Zarr source) is named by its metadata file's: a folder's own
     time changes only when entries come or go, and object storage has none.
@@ -73,10 +73,7 @@ def _identity(path: str) -> list:
                     break
     except (OSError, ValueError):  # a source that vanished: no match, the rerun starts afresh
         return [path, None, None]
-    modified = next(
-        (info[k] for k in ("mtime", "LastModified", "updated", "last_modified") if k in info), None
-    )
-    return [path, info.get("size"), str(modified)]
+    return [path, info.get("size"), storage.object_version(info)]
 
 
 class Progress:

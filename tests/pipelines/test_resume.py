@@ -294,3 +294,44 @@ def test_the_request_differs_for_every_option_that_changes_the_store(tmp_path: P
     }
     assert [name for name, other in others.items() if other == first] == []
     assert others["grid"] != others["grid kind"]
+
+
+def test_an_https_source_is_named_by_what_its_server_reports(tmp_path: Path) -> None:
+    """An HTTP server reports no mtime: its Last-Modified (or ETag) stands for the source's version,
+    so a source changed on the server (here: a newer modification time) is another request."""
+    import functools
+    import http.server
+    import threading
+
+    from pipelines.resume import _identity
+
+    (tmp_path / "a.nc").write_bytes(b"0123456789")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/a.nc"
+    try:
+        first = _identity(url)
+        assert first[1] == 10 and first[2] is not None and "GMT" in first[2]  # Last-Modified
+        stat = (tmp_path / "a.nc").stat()
+        os.utime(tmp_path / "a.nc", ns=(stat.st_atime_ns, stat.st_mtime_ns + 5 * 10**9))
+        from forecast import storage
+
+        storage.filesystem(url)[0].invalidate_cache()
+        second = _identity(url)
+        assert second[1] == 10 and second != first
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_object_version_prefers_the_content_tag() -> None:
+    from forecast.storage import object_version
+
+    assert object_version({"size": 3, "ETag": '"abc"', "LastModified": "x"}) == '"abc"'
+    assert object_version({"size": 3, "Last-Modified": "Tue, 01 Dec 2026 10:00:00 GMT"}) == (
+        "Tue, 01 Dec 2026 10:00:00 GMT"
+    )
+    assert object_version({"size": 3, "mtime": 1.5}) == "1.5"
+    assert object_version({"size": 3}) is None
