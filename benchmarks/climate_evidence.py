@@ -45,6 +45,11 @@ mean holds less weather noise than one member: a perfect model scores
 ``--rollout-steps 24 --rollout-schedule ...`` trains every model on a longer
 curriculum (attempt 12 of docs/performance.md, a run tagged ``-rollout24``).
 
+With ``--screen-years 2 --screen-limit 6`` every trained model is first
+screened on the training store (:func:`screen`: a free run over its first two
+years, each member scored alone against it) and only the models that pass run
+the decade (attempt 15, a run tagged ``-screened2y``).
+
 Prints a JSON summary (also written to ``WORKDIR/summary-MODEL.json``): wall
 time and steps per second of the run, the size of the monthly output against
 a 6-hourly output of the same run, time-mean RMSE per channel against the
@@ -82,6 +87,10 @@ CHUNKS = {  # directory -> (seed, start, days, store)
 }
 INIT = "2001-01-01T00"
 DECADE = slice("2001-01-01", "2010-12-31T18")
+SCREEN_INIT = (
+    "1995-01-01T06"  # the first init of the training store (the model starts from two states)
+)
+TRAINING = slice("1995-01-01", "2000-12-31T18")
 
 
 def _environment() -> dict[str, str]:
@@ -167,19 +176,25 @@ def ingest(work: Path, store: str) -> None:
         )  # fmt: skip
 
 
-def floor(work: Path, channels: list[str]) -> dict[str, dict[str, float]]:
-    """Expected time-mean RMSE between two independent 10-year climates, per channel (see the module)."""
+def floor(
+    path: Path, channels: list[str], period: slice = DECADE, years: int | None = None
+) -> dict[str, dict[str, float]]:
+    """Expected time-mean RMSE between two independent ``years``-year climates, per channel.
+
+    From the interannual variance of the annual means of ``path`` over
+    ``period`` (see the module); ``years`` defaults to the period's length.
+    """
     from forecast.grid import Grid
     from forecast.store import open_store
 
-    store = open_store(work / "reference.zarr")
-    data = store["data"].sel(channel=channels, time=DECADE).astype("float64")
-    years = data["time"].dt.year
-    annual = data.groupby(years).mean().values  # (year, channel, lat, lon)
+    store = open_store(path)
+    data = store["data"].sel(channel=channels, time=period).astype("float64")
+    annual = data.groupby(data["time"].dt.year).mean().values  # (year, channel, lat, lon)
     weights = Grid.from_coords(store["latitude"].values, store["longitude"].values).area_weights()
     weights = weights[None, :, None] / weights.mean()
     variance = annual.var(axis=0, ddof=1)
-    from_variance = np.sqrt((2.0 * variance / len(annual) * weights).mean(axis=(1, 2)))
+    years = len(annual) if years is None else years
+    from_variance = np.sqrt((2.0 * variance / years * weights).mean(axis=(1, 2)))
     half = len(annual) // 2
     halves = annual[:half].mean(axis=0) - annual[half:].mean(axis=0)
     from_halves = np.sqrt((halves**2 * weights).mean(axis=(1, 2))) / np.sqrt(2.0)
@@ -191,8 +206,8 @@ def floor(work: Path, channels: list[str]) -> dict[str, dict[str, float]]:
     }
 
 
-def score_member(work: Path, manifest: dict, name: str, member: int):
-    """``forecast score --climate`` of one member of the run's monthly means, alone."""
+def score_member(work: Path, manifest: dict, name: str, member: int, truth: str = "reference.zarr"):
+    """``forecast score --climate`` of one member of the run's monthly means, alone, against ``work/truth``."""
     import xarray as xr
 
     scores = work / f"scores-{name}-member{member}.nc"
@@ -207,13 +222,77 @@ def score_member(work: Path, manifest: dict, name: str, member: int):
             "score",
             str(alone),
             "--truth",
-            str(work / "reference.zarr"),
+            str(work / truth),
             "--climate",
             "--out",
             str(scores),
             "--no-progress",
         )
     return xr.open_dataset(scores)
+
+
+def run_monthly(checkpoints: list[str], data: Path, init: str, length: str, out: Path) -> dict:
+    """``forecast run`` of a multi-checkpoint ensemble writing monthly means (skipped when finished); its manifest."""
+    manifest_file = out.with_name(out.name + ".manifest.json")
+    if not (
+        manifest_file.exists() and json.loads(manifest_file.read_text()).get("status") == "finished"
+    ):
+        forecast(
+            "run", *checkpoints, "--data", str(data), "--init", init, "--length", length,
+            "--reduce", "monthly", "--out", str(out), "--no-progress",
+        )  # fmt: skip
+    return json.loads(manifest_file.read_text())
+
+
+def screen(
+    work: Path, runs: list[tuple[Path, list[str]]], years: int, limit: float, tag: str
+) -> dict[str, dict]:
+    """Free-run every trained model over the training store's first ``years`` and judge its climate.
+
+    The models run as one multi-checkpoint ensemble from ``SCREEN_INIT``
+    (inside the training period: nothing of the reference decade is used).
+    A model passes when the run's guard flagged none of its members (a
+    blow-up or a frozen state) and, in every channel, its time-mean RMSE
+    against the training store over the same months is at most ``limit``
+    times the natural floor of a ``years``-year mean (:func:`floor` of the
+    training store's annual means). Returns ``{run name: verdict}``; also
+    written to ``work/screen-TAG-YEARSy.json``.
+    """
+    checkpoints = [a for run_dir, _ in runs for a in ("--checkpoint", str(run_dir / "best.ckpt"))]
+    name = f"screen-{tag}-{years}y-{len(runs)}"
+    manifest = run_monthly(
+        checkpoints, work / "train.zarr", SCREEN_INIT, f"{years}y", work / f"{name}.zarr"
+    )
+    flagged: dict[int, str] = {}
+    for blowup in manifest.get("blowups", []):
+        flagged.setdefault(int(blowup["member"]), blowup["reason"])
+    verdicts: dict[str, dict] = {}
+    floors: dict[str, float] = {}
+    for member, (run_dir, _) in enumerate(runs):
+        scores = score_member(work, manifest, name, member, truth="train.zarr")
+        channels = [str(c) for c in scores["channel"].values]
+        floors = (
+            floors or floor(work / "train.zarr", channels, TRAINING, years)["interannual_variance"]
+        )
+        ratio = {c: float(scores["time_mean_rmse"].sel(channel=c)) / floors[c] for c in channels}
+        worst = max(channels, key=lambda c: ratio[c] if np.isfinite(ratio[c]) else np.inf)
+        passed = member not in flagged and all(
+            np.isfinite(r) and r <= limit for r in ratio.values()
+        )
+        verdicts[run_dir.name] = {
+            "passed": bool(passed),
+            "flagged": flagged.get(member),
+            "worst_channel": worst,
+            "rmse_over_floor": {c: round(r, 3) for c, r in ratio.items()},
+        }
+        print(f"screen {run_dir.name}: {'pass' if passed else 'FAIL'} (worst {worst} "
+              f"{ratio[worst]:.2f}x the {years}-year floor"
+              f"{'; flagged: ' + flagged[member] if member in flagged else ''})", file=sys.stderr)  # fmt: skip
+    atomic_write(
+        work / f"screen-{tag}-{years}y.json",
+        lambda temporary: temporary.write_text(json.dumps(verdicts, indent=2)),
+    )
+    return verdicts
 
 
 def main() -> int:
@@ -248,6 +327,20 @@ def main() -> int:
         help="forecast train --rollout-schedule (step:K pairs) for every model "
         "(default: the config's); with --rollout-steps, e.g. 24 and "
         "0:1,400:2,800:4,1100:8,1250:16,1350:24 (attempt 12)",
+    )
+    parser.add_argument(
+        "--screen-years",
+        type=int,
+        default=0,
+        help="before the decade, free-run every model over this many years of the training store "
+        "and keep only those that pass (see screen(); default 0: no screen)",
+    )
+    parser.add_argument(
+        "--screen-limit",
+        type=float,
+        default=6.0,
+        help="a screened model passes when no member is flagged and every channel's time-mean "
+        "RMSE is at most this many times the natural floor of a --screen-years mean",
     )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -292,30 +385,26 @@ def main() -> int:
                 "--no-progress",
             )
         checkpoints += ["--checkpoint", str(checkpoint)]
+    verdicts = {}
+    if args.screen_years:
+        verdicts = screen(work, runs, args.screen_years, args.screen_limit, tag)
+        kept = [
+            (s, run)
+            for s, run in zip(seeds or [None], runs, strict=True)
+            if verdicts[run[0].name]["passed"]
+        ]
+        if not kept:
+            raise SystemExit("no model passed the screen; see screen-*.json")
+        seeds = [s for s, _ in kept if s is not None]
+        checkpoints = [
+            a for _, (run_dir, _) in kept for a in ("--checkpoint", str(run_dir / "best.ckpt"))
+        ]
+        tag += f"-screened{args.screen_years}y"
     wait(work, processes, "reference.zarr")
     ingest(work, "reference.zarr")
     name = f"{tag}-seeds{'-'.join(map(str, seeds))}" if seeds else tag
     out = work / f"climate-{name}.zarr"
-    manifest_file = out.with_name(out.name + ".manifest.json")
-    if not (
-        manifest_file.exists() and json.loads(manifest_file.read_text()).get("status") == "finished"
-    ):
-        forecast(
-            "run",
-            *checkpoints,
-            "--data",
-            str(work / "reference.zarr"),
-            "--init",
-            INIT,
-            "--length",
-            "10y",
-            "--reduce",
-            "monthly",
-            "--out",
-            str(out),
-            "--no-progress",
-        )
-    manifest = json.loads(manifest_file.read_text())
+    manifest = run_monthly(checkpoints, work / "reference.zarr", INIT, "10y", out)
     scores_file = work / f"scores-{name}.nc"
     forecast(
         "score",
@@ -337,7 +426,7 @@ def main() -> int:
 
     scores = xr.open_dataset(scores_file)
     channels = [str(c) for c in scores["channel"].values]
-    floors = floor(work, channels)
+    floors = floor(work / "reference.zarr", channels)
     natural = floors["interannual_variance"]
     monthly = Path(manifest["products"]["monthly"])
     size = sum(f.stat().st_size for f in monthly.rglob("*") if f.is_file())
@@ -354,6 +443,7 @@ def main() -> int:
     summary = {
         "model": args.model,
         "seeds": seeds,
+        "screen": verdicts,
         "members": members,
         # a perfect model's M-member mean: the reference's noise and 1/M of a member's
         "perfect_model_rmse_over_floor": round(float(np.sqrt((1 + 1 / members) / 2)), 3),

@@ -326,13 +326,18 @@ class _Members:
         ]
         tick = time.perf_counter()
         stepper = self.models.steppers[batch.model]
+        previous = None  # the state one step before each lead, for the frozen-state check
         for lead_state in rollout(
             stepper, state, times, self.steps, start_lead=start_lead, seeds=seeds
         ):
             lead = lead_state.lead
             if lead <= done:  # already written (the state a resumed run starts from)
+                previous = lead_state.state
                 continue
-            new = self.guards[batch.model].check(lead_state.state, labels, batch.member, lead)
+            new = self.guards[batch.model].check(
+                lead_state.state, labels, batch.member, lead, previous
+            )
+            previous = lead_state.state
             for blowup in new:
                 self.log(f"warning: {blowup.describe()}")
             self.blowups.extend(new)

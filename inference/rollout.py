@@ -1,4 +1,4 @@
-"""The rollout engine: an iterator over lead times, and the blow-up guard.
+"""The rollout engine: an iterator over lead times, and the guard against broken members.
 
 :func:`rollout` steps a model autoregressively. It yields the initial
 condition first (lead 0), then each step's state with its valid times; the
@@ -22,6 +22,11 @@ from forecast.errors import ForecastError
 from forecast.normalize import Normalizer
 from forecast.stepper import SamplingStepper, Stepper
 from inference.initial import shift_times
+
+#: A step that changes a member by less than this many tendency stds (the
+#: median over channels) finds it frozen; a sound model's step changes its
+#: state by about one (see docs/performance.md, "a frozen member").
+FROZEN_BELOW = 1e-3
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,8 @@ class BlowUp:
     channel : str
         First channel found bad.
     reason : str
-        ``"non-finite"``, ``"below X"`` or ``"above X"``.
+        ``"non-finite"``, ``"X below Y"``, ``"X above Y"`` or, for a member
+        whose state stopped changing, ``"frozen: ..."``.
     """
 
     init_time: str
@@ -175,7 +181,8 @@ class BlowUp:
 
     def describe(self) -> str:
         """One line for the user."""
-        return f"member {self.member} of the forecast from {self.init_time} blew up at lead {self.lead} in {self.channel} ({self.reason})"
+        what = "froze" if self.reason.startswith("frozen") else "blew up"
+        return f"member {self.member} of the forecast from {self.init_time} {what} at lead {self.lead} in {self.channel} ({self.reason})"
 
 
 class BlowUpError(ForecastError, RuntimeError):
@@ -199,7 +206,13 @@ class BlowUpError(ForecastError, RuntimeError):
 
 
 class BlowUpGuard:
-    """Checks each step for non-finite values and values outside physical bounds.
+    """Checks each step for non-finite values, values outside physical bounds and frozen states.
+
+    A member is *frozen* when one step changes its state by less than
+    ``frozen_below`` tendency standard deviations (the RMS over the grid of
+    the step's change, the median over the channels): weather never stops,
+    so such a member has settled in a fixed state that the bounds may not
+    catch (a broken climate; docs/performance.md, attempt 14).
 
     Parameters
     ----------
@@ -207,22 +220,37 @@ class BlowUpGuard:
         Channel ids in state order.
     lower, upper : numpy.ndarray
         Shape ``(channel,)``: the plausible range of each channel, physical units.
+    tendency_std : numpy.ndarray, optional
+        Shape ``(channel,)``: the std of one step's change of each channel
+        (None: no frozen-state check).
+    frozen_below : float
+        The frozen-state threshold, in tendency stds.
     """
 
-    def __init__(self, channels: Sequence[str], lower: np.ndarray, upper: np.ndarray):
+    def __init__(
+        self,
+        channels: Sequence[str],
+        lower: np.ndarray,
+        upper: np.ndarray,
+        tendency_std: np.ndarray | None = None,
+        frozen_below: float = FROZEN_BELOW,
+    ):
         self.channels = list(channels)
         self.lower = np.asarray(lower, dtype=np.float64)
         self.upper = np.asarray(upper, dtype=np.float64)
+        self.tendency_std = None if tendency_std is None else np.asarray(tendency_std, np.float64)
+        self.frozen_below = float(frozen_below)
         self.reported: set[tuple[str, int]] = set()
 
     @classmethod
     def from_normalizer(
         cls, normalizer: Normalizer, channels: Sequence[str], sigmas: float = 50.0
     ) -> BlowUpGuard:
-        """Bounds ``mean +- sigmas * std`` of each channel (a broken model, not a strong storm)."""
+        """Bounds ``mean +- sigmas * std`` of each channel (a broken model, not a strong storm), and the tendency stds."""
         index = [list(normalizer.channels).index(c) for c in channels]
         mean, std = np.asarray(normalizer.mean)[index], np.asarray(normalizer.std)[index]
-        return cls(channels, mean - sigmas * std, mean + sigmas * std)
+        tendency = np.asarray(normalizer.diff_std)[index]
+        return cls(channels, mean - sigmas * std, mean + sigmas * std, tendency)
 
     def check(
         self,
@@ -230,6 +258,7 @@ class BlowUpGuard:
         init_labels: Sequence[str],
         members: Sequence[int] | np.ndarray,
         lead: int,
+        previous: torch.Tensor | None = None,
     ) -> list[BlowUp]:
         """Find members of ``state`` that are newly bad.
 
@@ -243,6 +272,8 @@ class BlowUpGuard:
             Shape ``(batch,)``: member indices.
         lead : int
             Lead index of ``state``.
+        previous : torch.Tensor, optional
+            The state one step earlier, same shape (None: no frozen-state check).
 
         Returns
         -------
@@ -254,17 +285,44 @@ class BlowUpGuard:
         high = flat.amax(dim=2).double().cpu().numpy()
         finite = np.isfinite(low) & np.isfinite(high)
         bad = ~finite | (low < self.lower) | (high > self.upper)
+        change = self._change(state, previous)
         found = []
-        for b, c in zip(*np.nonzero(bad), strict=True):
+        for b in range(bad.shape[0]):
             key = (init_labels[b], int(members[b]))
             if key in self.reported:
                 continue
-            self.reported.add(key)
-            if not finite[b, c]:
-                reason = "non-finite"
-            elif low[b, c] < self.lower[c]:
-                reason = f"{low[b, c]:.4g} below {self.lower[c]:.4g}"
+            if bad[b].any():
+                c = int(np.flatnonzero(bad[b])[0])
+                if not finite[b, c]:
+                    reason = "non-finite"
+                elif low[b, c] < self.lower[c]:
+                    reason = f"{low[b, c]:.4g} below {self.lower[c]:.4g}"
+                else:
+                    reason = f"{high[b, c]:.4g} above {self.upper[c]:.4g}"
+            elif change is not None and _median(change[b]) < self.frozen_below:
+                c = int(np.nanargmax(change[b]))
+                reason = (
+                    f"frozen: a step changed it by {_median(change[b]):.2g} tendency stds "
+                    f"(median over channels), {self.channels[c]} the most at {change[b, c]:.2g}"
+                )
             else:
-                reason = f"{high[b, c]:.4g} above {self.upper[c]:.4g}"
+                continue
+            self.reported.add(key)
             found.append(BlowUp(init_labels[b], int(members[b]), lead, self.channels[c], reason))
         return found
+
+    def _change(self, state: torch.Tensor, previous: torch.Tensor | None) -> np.ndarray | None:
+        """Shape ``(batch, channel)``: the RMS over the grid of ``state - previous``, in tendency stds."""
+        if previous is None or self.tendency_std is None:
+            return None
+        step = (state - previous).flatten(2).double()
+        rms = step.square().mean(dim=2).sqrt().cpu().numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # a channel that never changes in the store (a constant) is no evidence either way
+            return np.where(self.tendency_std > 0, rms / self.tendency_std, np.nan)
+
+
+def _median(values: np.ndarray) -> float:
+    """The median of the non-NaN ``values`` (inf when there are none: nothing to judge by)."""
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if values.size else np.inf

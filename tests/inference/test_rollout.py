@@ -125,3 +125,25 @@ def test_blowup_guard_reports_member_step_channel_once():
     assert [(b.member, b.lead, b.channel) for b in found] == [(1, 4, "b"), (2, 4, "b")]
     assert found[0].reason == "non-finite" and "above 1" in found[1].reason
     assert guard.check(state, ["t0"] * 3, [0, 1, 2], lead=5) == []
+
+
+def test_blowup_guard_finds_a_frozen_state_by_the_median_channel():
+    """Frozen: the step's RMS change, in tendency stds, below the threshold in the median channel."""
+    guard = BlowUpGuard(
+        ["a", "b", "c"], np.full(3, -100.0), np.full(3, 100.0), np.array([1.0, 2.0, 0.0]), 1e-3
+    )
+    previous = torch.zeros(3, 3, 4, 4)
+    state = previous.clone()
+    state[0, 0] = (
+        1.0  # member 0: a moves by 1 std, b by 0.5 std; c is constant in the store (ignored)
+    )
+    state[0, 1] = 1.0
+    state[1, 0] = 1.0  # member 1: a moves by one std, b not at all: median 0.5
+    state[2, 0] = 5e-4  # member 2: a moves by 5e-4 stds, b not at all: median 2.5e-4, frozen
+    found = guard.check(state, ["t0"] * 3, [0, 1, 2], lead=7, previous=previous)
+    assert [(b.member, b.lead) for b in found] == [(2, 7)]
+    assert found[0].reason == (
+        "frozen: a step changed it by 0.00025 tendency stds (median over channels), a the most at 0.0005"
+    )
+    assert found[0].describe().startswith("member 2 of the forecast from t0 froze at lead 7 in a")
+    assert guard.check(state, ["t0"] * 3, [0, 1, 2], lead=7) == []  # no previous state: no check
