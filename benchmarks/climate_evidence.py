@@ -252,8 +252,9 @@ def screen(
     The models run as one multi-checkpoint ensemble from ``SCREEN_INIT``
     (inside the training period: nothing of the reference decade is used).
     A model passes when the run's guard flagged none of its members (a
-    blow-up or a frozen state) and, in every channel, its time-mean RMSE
-    against the training store over the same months is at most ``limit``
+    blow-up or a global mean out of the climate) and, in every channel,
+    its time-mean RMSE against the training store over the same months is
+    at most ``limit``
     times the natural floor of a ``years``-year mean (:func:`floor` of the
     training store's annual means). Returns ``{run name: verdict}``; also
     written to ``work/screen-TAG-YEARSy.json``.

@@ -265,7 +265,9 @@ class _Members:
         self.log = log
         # each checkpoint's members are checked against the bounds of its own normaliser
         self.guards = tuple(
-            BlowUpGuard.from_normalizer(model.normalizer, model.channels, request.blowup_sigmas)
+            BlowUpGuard.from_normalizer(
+                model.normalizer, model.channels, request.blowup_sigmas, model.grid.area_weights()
+            )
             for model in models.steppers
         )
         # a resumed batch restarts from its last written lead only if the output holds the state;
@@ -326,18 +328,13 @@ class _Members:
         ]
         tick = time.perf_counter()
         stepper = self.models.steppers[batch.model]
-        previous = None  # the state one step before each lead, for the frozen-state check
         for lead_state in rollout(
             stepper, state, times, self.steps, start_lead=start_lead, seeds=seeds
         ):
             lead = lead_state.lead
             if lead <= done:  # already written (the state a resumed run starts from)
-                previous = lead_state.state
                 continue
-            new = self.guards[batch.model].check(
-                lead_state.state, labels, batch.member, lead, previous
-            )
-            previous = lead_state.state
+            new = self.guards[batch.model].check(lead_state.state, labels, batch.member, lead)
             for blowup in new:
                 self.log(f"warning: {blowup.describe()}")
             self.blowups.extend(new)

@@ -23,10 +23,10 @@ from forecast.normalize import Normalizer
 from forecast.stepper import SamplingStepper, Stepper
 from inference.initial import shift_times
 
-#: A step that changes a member by less than this many tendency stds (the
-#: median over channels) finds it frozen; a sound model's step changes its
-#: state by about one (see docs/performance.md, "a frozen member").
-FROZEN_BELOW = 1e-3
+#: A member whose global mean of a channel is further than this many of the
+#: channel's stds from its mean has left the climate: a sound one's stays
+#: within a few tenths (docs/performance.md, "a member that leaves the climate").
+MEAN_SIGMAS = 3.0
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class BlowUp:
         First channel found bad.
     reason : str
         ``"non-finite"``, ``"X below Y"``, ``"X above Y"`` or, for a member
-        whose state stopped changing, ``"frozen: ..."``.
+        whose global mean left the climate, ``"global mean X is N stds ..."``.
     """
 
     init_time: str
@@ -181,7 +181,7 @@ class BlowUp:
 
     def describe(self) -> str:
         """One line for the user."""
-        what = "froze" if self.reason.startswith("frozen") else "blew up"
+        what = "left the climate" if self.reason.startswith("global mean") else "blew up"
         return f"member {self.member} of the forecast from {self.init_time} {what} at lead {self.lead} in {self.channel} ({self.reason})"
 
 
@@ -206,13 +206,14 @@ class BlowUpError(ForecastError, RuntimeError):
 
 
 class BlowUpGuard:
-    """Checks each step for non-finite values, values outside physical bounds and frozen states.
+    """Checks each step for non-finite values, values outside physical bounds and a global mean out of the climate.
 
-    A member is *frozen* when one step changes its state by less than
-    ``frozen_below`` tendency standard deviations (the RMS over the grid of
-    the step's change, the median over the channels): weather never stops,
-    so such a member has settled in a fixed state that the bounds may not
-    catch (a broken climate; docs/performance.md, attempt 14).
+    The bounds are wide (a broken model, not a strong storm). The global-mean
+    check catches a member that drifts into another climate with every value
+    still plausible: its area-weighted global mean of a channel further than
+    ``mean_sigmas`` of the channel's stds from its mean (a storm moves a
+    global mean by a tiny fraction of a std; a sound model's stays within a
+    few tenths, like the store's own).
 
     Parameters
     ----------
@@ -220,11 +221,12 @@ class BlowUpGuard:
         Channel ids in state order.
     lower, upper : numpy.ndarray
         Shape ``(channel,)``: the plausible range of each channel, physical units.
-    tendency_std : numpy.ndarray, optional
-        Shape ``(channel,)``: the std of one step's change of each channel
-        (None: no frozen-state check).
-    frozen_below : float
-        The frozen-state threshold, in tendency stds.
+    climate : tuple of numpy.ndarray, optional
+        ``(mean, std, weights)``: each channel's mean and std (shape
+        ``(channel,)``) and the area weight of each latitude row (shape
+        ``(lat,)``) for the global-mean check (None: no such check).
+    mean_sigmas : float
+        How many stds from its mean a channel's global mean may go.
     """
 
     def __init__(
@@ -232,25 +234,31 @@ class BlowUpGuard:
         channels: Sequence[str],
         lower: np.ndarray,
         upper: np.ndarray,
-        tendency_std: np.ndarray | None = None,
-        frozen_below: float = FROZEN_BELOW,
+        climate: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        mean_sigmas: float = MEAN_SIGMAS,
     ):
         self.channels = list(channels)
         self.lower = np.asarray(lower, dtype=np.float64)
         self.upper = np.asarray(upper, dtype=np.float64)
-        self.tendency_std = None if tendency_std is None else np.asarray(tendency_std, np.float64)
-        self.frozen_below = float(frozen_below)
+        self.climate = (
+            None if climate is None else tuple(np.asarray(a, np.float64) for a in climate)
+        )
+        self.mean_sigmas = float(mean_sigmas)
         self.reported: set[tuple[str, int]] = set()
 
     @classmethod
     def from_normalizer(
-        cls, normalizer: Normalizer, channels: Sequence[str], sigmas: float = 50.0
+        cls,
+        normalizer: Normalizer,
+        channels: Sequence[str],
+        sigmas: float = 50.0,
+        weights: np.ndarray | None = None,
     ) -> BlowUpGuard:
-        """Bounds ``mean +- sigmas * std`` of each channel (a broken model, not a strong storm), and the tendency stds."""
+        """Bounds ``mean +- sigmas * std`` of each channel; with ``weights`` (per latitude), the global-mean check too."""
         index = [list(normalizer.channels).index(c) for c in channels]
         mean, std = np.asarray(normalizer.mean)[index], np.asarray(normalizer.std)[index]
-        tendency = np.asarray(normalizer.diff_std)[index]
-        return cls(channels, mean - sigmas * std, mean + sigmas * std, tendency)
+        climate = None if weights is None else (mean, std, np.asarray(weights))
+        return cls(channels, mean - sigmas * std, mean + sigmas * std, climate)
 
     def check(
         self,
@@ -258,7 +266,6 @@ class BlowUpGuard:
         init_labels: Sequence[str],
         members: Sequence[int] | np.ndarray,
         lead: int,
-        previous: torch.Tensor | None = None,
     ) -> list[BlowUp]:
         """Find members of ``state`` that are newly bad.
 
@@ -272,8 +279,6 @@ class BlowUpGuard:
             Shape ``(batch,)``: member indices.
         lead : int
             Lead index of ``state``.
-        previous : torch.Tensor, optional
-            The state one step earlier, same shape (None: no frozen-state check).
 
         Returns
         -------
@@ -285,7 +290,7 @@ class BlowUpGuard:
         high = flat.amax(dim=2).double().cpu().numpy()
         finite = np.isfinite(low) & np.isfinite(high)
         bad = ~finite | (low < self.lower) | (high > self.upper)
-        change = self._change(state, previous)
+        means, departure = self._global_means(state)
         found = []
         for b in range(bad.shape[0]):
             key = (init_labels[b], int(members[b]))
@@ -299,11 +304,11 @@ class BlowUpGuard:
                     reason = f"{low[b, c]:.4g} below {self.lower[c]:.4g}"
                 else:
                     reason = f"{high[b, c]:.4g} above {self.upper[c]:.4g}"
-            elif change is not None and _median(change[b]) < self.frozen_below:
-                c = int(np.nanargmax(change[b]))
+            elif departure is not None and departure[b].max() > self.mean_sigmas:
+                c = int(np.argmax(departure[b]))
                 reason = (
-                    f"frozen: a step changed it by {_median(change[b]):.2g} tendency stds "
-                    f"(median over channels), {self.channels[c]} the most at {change[b, c]:.2g}"
+                    f"global mean {means[b, c]:.4g} is {departure[b, c]:.1f} stds from its mean "
+                    f"{self.climate[0][c]:.4g}"  # type: ignore[index]
                 )
             else:
                 continue
@@ -311,18 +316,13 @@ class BlowUpGuard:
             found.append(BlowUp(init_labels[b], int(members[b]), lead, self.channels[c], reason))
         return found
 
-    def _change(self, state: torch.Tensor, previous: torch.Tensor | None) -> np.ndarray | None:
-        """Shape ``(batch, channel)``: the RMS over the grid of ``state - previous``, in tendency stds."""
-        if previous is None or self.tendency_std is None:
-            return None
-        step = (state - previous).flatten(2).double()
-        rms = step.square().mean(dim=2).sqrt().cpu().numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # a channel that never changes in the store (a constant) is no evidence either way
-            return np.where(self.tendency_std > 0, rms / self.tendency_std, np.nan)
-
-
-def _median(values: np.ndarray) -> float:
-    """The median of the non-NaN ``values`` (inf when there are none: nothing to judge by)."""
-    values = values[~np.isnan(values)]
-    return float(np.median(values)) if values.size else np.inf
+    def _global_means(self, state: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """Shape ``(batch, channel)``: the area-weighted global means, and their distance from the channels' means in stds."""
+        if self.climate is None:
+            return np.empty(0), None
+        mean, std, weights = self.climate
+        rows = torch.as_tensor(weights / weights.sum(), dtype=torch.float64, device=state.device)
+        means = (state.double().mean(dim=3) * rows).sum(dim=2).cpu().numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):  # a constant channel: no check
+            departure = np.where(std > 0, np.abs(means - mean) / std, 0.0)
+        return means, np.nan_to_num(departure)

@@ -167,8 +167,8 @@ class Config(CommandConfig):
     )
     on_blowup: Literal["continue", "stop"] = option(
         request_default("on_blowup"),
-        "when a member turns NaN/inf, leaves physical bounds or freezes (a step that no longer "
-        "changes it): report and continue, or stop",
+        "when a member turns NaN/inf, leaves physical bounds or the climate (a global mean 3 stds "
+        "off): report and continue, or stop",
     )
     device: Literal["auto", "cpu", "cuda"] = option(
         "auto", "where the model runs (auto: cuda when available)"

@@ -127,23 +127,24 @@ def test_blowup_guard_reports_member_step_channel_once():
     assert guard.check(state, ["t0"] * 3, [0, 1, 2], lead=5) == []
 
 
-def test_blowup_guard_finds_a_frozen_state_by_the_median_channel():
-    """Frozen: the step's RMS change, in tendency stds, below the threshold in the median channel."""
-    guard = BlowUpGuard(
-        ["a", "b", "c"], np.full(3, -100.0), np.full(3, 100.0), np.array([1.0, 2.0, 0.0]), 1e-3
+def test_blowup_guard_finds_a_global_mean_out_of_the_climate_not_a_storm():
+    """Area-weighted global means more than 3 stds from the channel's mean; one extreme cell is not that."""
+    weights = np.cos(np.deg2rad(np.linspace(-84.375, 84.375, 16)))
+    climate = (np.array([0.0, 10.0]), np.array([1.0, 2.0]), weights)
+    guard = BlowUpGuard(["a", "b"], np.array([-50.0, -90.0]), np.array([50.0, 110.0]), climate)
+    state = torch.zeros(3, 2, 16, 32)
+    state[:, 1] = 10.0
+    state[0, 0] = 2.9  # member 0: a 2.9 stds off everywhere: inside
+    state[1, 1] = 10.0 - 3.2 * 2.0  # member 1: b 3.2 stds low everywhere
+    state[2, 0, 8, 5] = -45.0  # member 2: a 45-std storm in one cell
+    found = guard.check(state, ["t0"] * 3, [0, 1, 2], lead=9)
+    assert [(b.member, b.lead, b.channel) for b in found] == [(1, 9, "b")]
+    assert found[0].reason == "global mean 3.6 is 3.2 stds from its mean 10"
+    assert found[0].describe() == (
+        "member 1 of the forecast from t0 left the climate at lead 9 in b "
+        "(global mean 3.6 is 3.2 stds from its mean 10)"
     )
-    previous = torch.zeros(3, 3, 4, 4)
-    state = previous.clone()
-    state[0, 0] = (
-        1.0  # member 0: a moves by 1 std, b by 0.5 std; c is constant in the store (ignored)
+    assert (
+        BlowUpGuard(["a", "b"], guard.lower, guard.upper).check(state, ["t0"] * 3, [0, 1, 2], 9)
+        == []
     )
-    state[0, 1] = 1.0
-    state[1, 0] = 1.0  # member 1: a moves by one std, b not at all: median 0.5
-    state[2, 0] = 5e-4  # member 2: a moves by 5e-4 stds, b not at all: median 2.5e-4, frozen
-    found = guard.check(state, ["t0"] * 3, [0, 1, 2], lead=7, previous=previous)
-    assert [(b.member, b.lead) for b in found] == [(2, 7)]
-    assert found[0].reason == (
-        "frozen: a step changed it by 0.00025 tendency stds (median over channels), a the most at 0.0005"
-    )
-    assert found[0].describe().startswith("member 2 of the forecast from t0 froze at lead 7 in a")
-    assert guard.check(state, ["t0"] * 3, [0, 1, 2], lead=7) == []  # no previous state: no check
