@@ -257,10 +257,10 @@ def screen(
     at most ``limit``
     times the natural floor of a ``years``-year mean (:func:`floor` of the
     training store's annual means). Returns ``{run name: verdict}``; also
-    written to ``work/screen-TAG-YEARSy.json``.
+    written to ``work/screen-TAG-YEARSy-seeds....json``.
     """
     checkpoints = [a for run_dir, _ in runs for a in ("--checkpoint", str(run_dir / "best.ckpt"))]
-    name = f"screen-{tag}-{years}y-{len(runs)}"
+    name = f"screen-{tag}-{years}y-seeds" + "-".join(r.name.rsplit("seed", 1)[-1] for r, _ in runs)
     manifest = run_monthly(
         checkpoints, work / "train.zarr", SCREEN_INIT, f"{years}y", work / f"{name}.zarr"
     )
@@ -290,7 +290,7 @@ def screen(
               f"{ratio[worst]:.2f}x the {years}-year floor"
               f"{'; flagged: ' + flagged[member] if member in flagged else ''})", file=sys.stderr)  # fmt: skip
     atomic_write(
-        work / f"screen-{tag}-{years}y.json",
+        work / f"{name}.json",
         lambda temporary: temporary.write_text(json.dumps(verdicts, indent=2)),
     )
     return verdicts

@@ -213,7 +213,8 @@ class BlowUpGuard:
     still plausible: its area-weighted global mean of a channel further than
     ``mean_sigmas`` of the channel's stds from its mean (a storm moves a
     global mean by a tiny fraction of a std; a sound model's stays within a
-    few tenths, like the store's own).
+    few tenths, like the store's own). It judges leads 1 on: lead 0 is the
+    initial state, the data's.
 
     Parameters
     ----------
@@ -290,7 +291,8 @@ class BlowUpGuard:
         high = flat.amax(dim=2).double().cpu().numpy()
         finite = np.isfinite(low) & np.isfinite(high)
         bad = ~finite | (low < self.lower) | (high > self.upper)
-        means, departure = self._global_means(state)
+        # the global-mean check judges the model's steps, not the initial state (the data's)
+        means, departure = self._global_means(state) if lead > 0 else (np.empty(0), None)
         found = []
         for b in range(bad.shape[0]):
             key = (init_labels[b], int(members[b]))
