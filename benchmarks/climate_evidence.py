@@ -87,9 +87,8 @@ CHUNKS = {  # directory -> (seed, start, days, store)
 }
 INIT = "2001-01-01T00"
 DECADE = slice("2001-01-01", "2010-12-31T18")
-SCREEN_INIT = (
-    "1995-01-01T06"  # the first init of the training store (the model starts from two states)
-)
+# the first init of the training store (the model starts from two states)
+SCREEN_INIT = "1995-01-01T06"
 TRAINING = slice("1995-01-01", "2000-12-31T18")
 
 
@@ -254,9 +253,8 @@ def screen(
     A model passes when the run's guard flagged none of its members (a
     blow-up or a global mean out of the climate) and, in every channel,
     its time-mean RMSE against the training store over the same months is
-    at most ``limit``
-    times the natural floor of a ``years``-year mean (:func:`floor` of the
-    training store's annual means). Returns ``{run name: verdict}``; also
+    at most ``limit`` times the natural floor of a ``years``-year mean
+    (:func:`floor` of the training store's annual means). Returns ``{run name: verdict}``; also
     written to ``work/screen-TAG-YEARSy-seeds....json``.
     """
     checkpoints = [a for run_dir, _ in runs for a in ("--checkpoint", str(run_dir / "best.ckpt"))]

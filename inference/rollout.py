@@ -241,10 +241,12 @@ class BlowUpGuard:
         self.channels = list(channels)
         self.lower = np.asarray(lower, dtype=np.float64)
         self.upper = np.asarray(upper, dtype=np.float64)
-        self.climate = (
-            None if climate is None else tuple(np.asarray(a, np.float64) for a in climate)
-        )
         self.mean_sigmas = float(mean_sigmas)
+        self.climate_mean = self.climate_std = self.row_weights = None
+        if climate is not None:
+            mean, std, weights = (np.asarray(a, dtype=np.float64) for a in climate)
+            self.climate_mean, self.climate_std = mean, std
+            self.row_weights = weights / weights.sum()  # (lat,), summing to 1
         self.reported: set[tuple[str, int]] = set()
 
     @classmethod
@@ -306,11 +308,15 @@ class BlowUpGuard:
                     reason = f"{low[b, c]:.4g} below {self.lower[c]:.4g}"
                 else:
                     reason = f"{high[b, c]:.4g} above {self.upper[c]:.4g}"
-            elif departure is not None and departure[b].max() > self.mean_sigmas:
+            elif (
+                departure is not None
+                and self.climate_mean is not None
+                and departure[b].max() > self.mean_sigmas
+            ):
                 c = int(np.argmax(departure[b]))
                 reason = (
                     f"global mean {means[b, c]:.4g} is {departure[b, c]:.1f} stds from its mean "
-                    f"{self.climate[0][c]:.4g}"  # type: ignore[index]
+                    f"{self.climate_mean[c]:.4g}"
                 )
             else:
                 continue
@@ -320,11 +326,13 @@ class BlowUpGuard:
 
     def _global_means(self, state: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """Shape ``(batch, channel)``: the area-weighted global means, and their distance from the channels' means in stds."""
-        if self.climate is None:
+        if self.row_weights is None or self.climate_mean is None or self.climate_std is None:
             return np.empty(0), None
-        mean, std, weights = self.climate
-        rows = torch.as_tensor(weights / weights.sum(), dtype=torch.float64, device=state.device)
-        means = (state.double().mean(dim=3) * rows).sum(dim=2).cpu().numpy()
+        # zonal means on the device, in the state's dtype (no float64 copy of the whole state);
+        # only the (batch, channel, lat) result crosses to the host
+        zonal = state.mean(dim=3).double().cpu().numpy()
+        means = zonal @ self.row_weights
+        std = self.climate_std
         with np.errstate(divide="ignore", invalid="ignore"):  # a constant channel: no check
-            departure = np.where(std > 0, np.abs(means - mean) / std, 0.0)
+            departure = np.where(std > 0, np.abs(means - self.climate_mean) / std, 0.0)
         return means, np.nan_to_num(departure)
