@@ -5,6 +5,7 @@ Run by hand (results go in docs/performance.md, "## Rollout")::
     .venv/bin/python benchmarks/rollout.py                       # 64x128, 4 channels, 16 members, 20 steps
     .venv/bin/python benchmarks/rollout.py --e2s-python /path/to/venv-with-earth2studio/bin/python
     .venv/bin/python benchmarks/rollout.py --only dyffusion --grid 32x64   # DYffusion vs SFNO cost
+    .venv/bin/python benchmarks/rollout.py --only checkpoints --grid 16x32 --checkpoints 7
 
 What it measures, on CPU:
 
@@ -20,7 +21,14 @@ What it measures, on CPU:
    (horizon 4, both networks of the SFNO's size) against the deterministic
    SFNO of that size, the same members, steps and batch size through the
    same engine, timed alternately ``--repeats`` times (fastest of each).
-4. ``earth2studio``: members per second of earth2studio's ``run.ensemble``
+4. ``checkpoints``: member-steps per second of a multi-checkpoint ensemble
+   (``--checkpoints`` SFNOs of one architecture, other random weights, as
+   seeds of one recipe give) through :func:`inference.ensemble.run_forecast`,
+   with its networks stacked into one vmapped call per step
+   (:mod:`forecast.models.stacked`) against the same engine with the
+   stacking turned off (a batch per checkpoint, as before), timed
+   alternately ``--repeats`` times (fastest of each).
+5. ``earth2studio``: members per second of earth2studio's ``run.ensemble``
    (its Gaussian perturbation and Zarr backend) wrapping the same model, when
    a Python with earth2studio is given (benchmark environment only; it is not
    a dependency of this project).
@@ -53,6 +61,7 @@ from forecast.steppers import BackboneStepper, DYffusionStepper  # noqa: E402
 from forecast.store import STORE_FORMAT_VERSION, open_store  # noqa: E402
 from inference.ensemble import run_forecast  # noqa: E402
 from inference.initial import InitialStates, load_initial_state, parse_init_spec  # noqa: E402
+from inference.members import MemberModels  # noqa: E402
 from inference.perturbations import build_perturbation, perturbation_spec  # noqa: E402
 from inference.request import RunRequest  # noqa: E402
 from inference.writers import writer_for  # noqa: E402
@@ -123,8 +132,8 @@ def write_store(path: Path, nlat: int, nlon: int, periods: int = 8) -> Path:
     return path
 
 
-def make_stepper(nlat: int, nlon: int) -> BackboneStepper:
-    torch.manual_seed(0)
+def make_stepper(nlat: int, nlon: int, seed: int = 0) -> BackboneStepper:
+    torch.manual_seed(seed)
     normalizer = Normalizer(tuple(CHANNELS), MEANS, STDS, STDS * 0.2)
     return BackboneStepper(
         "sfno", HPARAMS, CHANNELS, Grid.equiangular(nlat, nlon), dt.timedelta(hours=6), normalizer
@@ -184,6 +193,45 @@ def dyffusion_cost(
     }
 
 
+def checkpoint_stacking(
+    store, workdir: Path, nlat: int, nlon: int, members: int, steps: int, repeats: int, count: int
+) -> dict:
+    """Member-steps per second of ``count`` checkpoints stacked and in a batch each, alternately."""
+    from unittest import mock
+
+    # another seed's initial weights each, the same recipe
+    models = MemberModels(tuple(make_stepper(nlat, nlon, seed) for seed in range(count)))
+    seconds: dict[str, list[float]] = {"stacked": [], "per_checkpoint": []}
+    strategy = ""
+
+    def one(name: str, out: Path, n: int, k: int) -> float:
+        nonlocal strategy
+        if name == "stacked":
+            elapsed, result = engine_run(models, store, out, n, k, None, perturbation="none")
+            strategy = result.manifest.get("checkpoint_stacking", "")
+            return elapsed
+        with mock.patch("inference.ensemble.stack_backbones", return_value=None):
+            return engine_run(models, store, out, n, k, None, perturbation="none")[0]
+
+    for name in seconds:  # warm-up
+        one(name, workdir / f"warm-{name}.zarr", count, 2)
+    for _ in range(repeats):
+        for name in seconds:
+            seconds[name].append(one(name, workdir / f"ckpt-{name}.zarr", members, steps))
+    rates = {name: members * steps / min(values) for name, values in seconds.items()}
+    return {
+        "grid": f"{nlat}x{nlon}",
+        "checkpoints": count,
+        "members": members,
+        "steps": steps,
+        "network": f"sfno {HPARAMS}",
+        "stacking": strategy,
+        "seconds": {name: [round(v, 3) for v in values] for name, values in seconds.items()},
+        "member_steps_per_s": {name: round(rate, 2) for name, rate in rates.items()},
+        "stacked_over_per_checkpoint": round(rates["stacked"] / rates["per_checkpoint"], 3),
+    }
+
+
 def bare_forward(
     stepper: BackboneStepper, store: xr.Dataset, members: int, steps: int, batch_size: int
 ) -> float:
@@ -210,7 +258,7 @@ def bare_forward(
 
 
 def engine_run(
-    stepper: BackboneStepper,
+    stepper: BackboneStepper | MemberModels,
     store: xr.Dataset,
     out: Path,
     members: int,
@@ -219,6 +267,8 @@ def engine_run(
     perturbation: str = "gaussian",
 ) -> tuple[float, object]:
     start = time.perf_counter()
+    models = stepper
+    stepper = models.first if isinstance(models, MemberModels) else models
     initial = InitialStates(store, parse_init_spec(INIT, "standard"), stepper)
     spec = perturbation_spec(perturbation, 0.05, stepper.channels, seed=0)
     writer = writer_for(out, compression="none")  # uncompressed chunks, as measured below
@@ -233,7 +283,7 @@ def engine_run(
         compression=writer.compression,
     )
     result = run_forecast(
-        stepper,
+        models,
         initial,
         build_perturbation(spec, stepper),
         writer,
@@ -270,9 +320,13 @@ def main() -> int:
     parser.add_argument("--workdir", default=None)
     parser.add_argument(
         "--only",
-        choices=("all", "peak", "e2s", "dyffusion"),
+        choices=("all", "peak", "e2s", "dyffusion", "checkpoints"),
         default="all",
-        help="dyffusion: only the DYffusion vs SFNO cost (peak and e2s are internal)",
+        help="dyffusion: only the DYffusion vs SFNO cost; checkpoints: only the stacked "
+        "multi-checkpoint ensemble against a batch per checkpoint (peak and e2s are internal)",
+    )
+    parser.add_argument(
+        "--checkpoints", type=int, default=7, help="checkpoints of --only checkpoints"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -295,6 +349,13 @@ def main() -> int:
         report = dyffusion_cost(
             store, workdir, nlat, nlon, args.members, args.steps, max(args.repeats, 1)
         )
+        print(json.dumps(report, indent=2))
+        return 0
+    if args.only == "checkpoints":
+        report = checkpoint_stacking(
+            store, workdir, nlat, nlon, args.members, args.steps, max(args.repeats, 1),
+            args.checkpoints,
+        )  # fmt: skip
         print(json.dumps(report, indent=2))
         return 0
     if args.only == "e2s":

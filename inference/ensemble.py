@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from forecast.stepper import SamplingStepper, Stepper
+from forecast.steppers.stacked import StackedBackbones, stack_backbones
 from forecast.time import format_step
 from inference import distributed
 from inference.batching import (
@@ -93,9 +94,13 @@ def run_forecast(
     ----------
     stepper : Stepper or MemberModels
         The model, already on its device; or the models of a multi-checkpoint
-        ensemble (member ``m`` runs checkpoint ``m mod K``; every batch holds
-        one checkpoint's members, the output one member per chunk and a
-        ``checkpoint`` coordinate on ``member``).
+        ensemble (member ``m`` runs checkpoint ``m mod K``; the output holds
+        one member per chunk and a ``checkpoint`` coordinate on ``member``).
+        Checkpoints that differ only in their network weights (one recipe,
+        other seeds: :func:`forecast.steppers.stacked.why_not_stackable`)
+        share batches and step as one model call
+        (:mod:`forecast.models.stacked`); other sets run a batch per
+        checkpoint.
     initial : InitialStates
         The init times, checked against the store, and their states.
     perturbation : Perturbation or sequence of Perturbation
@@ -139,7 +144,8 @@ def run_forecast(
         if run.action == "skip":
             size = int(run.previous.get("batch_size", 0))
             return RunResult(writer.path, "skipped", size, manifest=run.previous)
-        size = _batch_size(run, request, models, initial)
+        stacked = _stacking(run, models)
+        size = _batch_size(run, request, models, initial, stacked is not None)
         chunk = (
             member_chunk(size, request.members, output.grid.nlat * output.grid.nlon * 4)
             if len(models) == 1
@@ -157,14 +163,21 @@ def run_forecast(
             chunk,
             models.member_checkpoints(request.members) if len(models) > 1 else None,
         )
-        run.start(template, size, initial.calendar)
+        batching = None if len(models) == 1 else "mixed" if stacked else "per-checkpoint"
+        run.start(template, size, initial.calendar, checkpoint_batches=batching)
         rank, world_size = distributed.rank_and_size()
-        plan = plan_batches(len(initial), request.members, size, chunk, len(models))
+        per_batch = (
+            1 if stacked is not None else len(models)
+        )  # a mixed batch holds every checkpoint
+        plan = plan_batches(len(initial), request.members, size, chunk, per_batch)
         members = _Members(models, initial, perturbations, output, writer, run, request, log)
+        members.stacked = stacked
         members.timings["setup"] = time.perf_counter() - started
         blowups = members.run(batches_for_rank(plan, rank, world_size), show_progress)
         distributed.barrier()
         members.timings["total"] = time.perf_counter() - started
+        if stacked is not None:  # how the stacked networks ran (the first batch tried vmap)
+            run.manifest["checkpoint_stacking"] = stacked.strategy
         manifest = run.finish(blowups, members.timings, len(initial) * request.members)
         return RunResult(writer.path, "finished", size, blowups, members.timings, manifest)
 
@@ -205,10 +218,32 @@ def _check_agree(
         raise ValueError("the initial states were loaded for another model's channels")
 
 
+def _stacking(run: ForecastRun, models: MemberModels) -> StackedBackbones | None:
+    """The checkpoints as one stacked model, when they can be and the run's plan has mixed batches.
+
+    A resumed run keeps the plan of the run it continues: one that ran a
+    batch per checkpoint (an output of an earlier version has no
+    ``checkpoint_batches``) goes on that way.
+    """
+    if len(models) < 2:
+        return None
+    if run.resuming and run.previous.get("checkpoint_batches") != "mixed":
+        return None
+    return stack_backbones(models.steppers)
+
+
 def _batch_size(
-    run: ForecastRun, request: RunRequest, models: MemberModels, initial: InitialStates
+    run: ForecastRun,
+    request: RunRequest,
+    models: MemberModels,
+    initial: InitialStates,
+    stacked: bool = False,
 ) -> int:
-    """The recorded batch size when resuming, else the requested one, else one that fits memory."""
+    """The recorded batch size when resuming, else the requested one, else one that fits memory.
+
+    A memory-sized batch of ``stacked`` checkpoints holds a multiple of their
+    number when it can, so that every call has as many rows of each.
+    """
     recorded = run.recorded_batch_size()
     if recorded is not None:
         return recorded
@@ -217,7 +252,11 @@ def _batch_size(
     total = request.members * len(initial)
     rank, _ = distributed.rank_and_size()
     size = auto_batch_size(models.steppers, initial, total, request.max_memory) if rank == 0 else 0
-    return int(distributed.broadcast(size))
+    size = int(distributed.broadcast(size))
+    count = len(models)
+    if stacked and size > count and size < total:
+        size -= size % count
+    return size
 
 
 def _attributes(request: RunRequest, stepper: Stepper) -> dict[str, str | int | float]:
@@ -281,6 +320,8 @@ class _Members:
         self.timings = {"setup": 0.0, "perturbation": 0.0, "compute": 0.0, "wait": 0.0}
         self.blowups: list[BlowUp] = []
         self.background = BackgroundWriter(max_pending=2)
+        #: the checkpoints as one model (batches then hold members of all of them)
+        self.stacked: StackedBackbones | None = None
 
     def run(self, batches: list[Batch], show_progress: bool) -> list[BlowUp]:
         """Every batch, then wait for the writes; returns the blow-ups of all ranks."""
@@ -327,7 +368,7 @@ class _Members:
             for label, member in zip(labels, batch.member, strict=True)
         ]
         tick = time.perf_counter()
-        stepper = self.models.steppers[batch.model]
+        stepper = self._stepper(batch)
         for lead_state in rollout(
             stepper, state, times, self.steps, start_lead=start_lead, seeds=seeds
         ):
@@ -363,6 +404,12 @@ class _Members:
                     hint="the run stopped (--on-blowup stop); use --on-blowup continue to carry on",
                 )
             tick = time.perf_counter()
+
+    def _stepper(self, batch: Batch) -> Stepper:
+        """The model of a batch: its checkpoint's, or the stacked checkpoints bound to its rows."""
+        if self.stacked is None:
+            return self.models.steppers[batch.model]
+        return self.stacked.for_rows(batch.member % len(self.models))
 
     def _queue_restart(self, batch: Batch, lead: int, history: torch.Tensor) -> None:
         """Save the batch's restart at ``lead`` once the writes queued so far are done.

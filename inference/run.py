@@ -175,8 +175,19 @@ class ForecastRun:
         """The batch size of the interrupted run when resuming (identical batches, identical output)."""
         return int(self.previous["batch_size"]) if self.resuming else None
 
-    def start(self, template: xr.Dataset, batch_size: int, calendar: str) -> None:
-        """Write the manifest, then create or reopen the output from ``template``."""
+    def start(
+        self,
+        template: xr.Dataset,
+        batch_size: int,
+        calendar: str,
+        checkpoint_batches: str | None = None,
+    ) -> None:
+        """Write the manifest, then create or reopen the output from ``template``.
+
+        ``checkpoint_batches`` (a multi-checkpoint run): ``"mixed"`` when
+        batches hold members of every checkpoint, ``"per-checkpoint"`` when
+        each holds one checkpoint's; a resumed run plans as the run it continues.
+        """
         manifest = {
             **self.request.manifest(),
             "status": RUNNING,
@@ -184,6 +195,7 @@ class ForecastRun:
             "format": self.writer.suffix.lstrip("."),
             "calendar": calendar,
             "batch_size": int(batch_size),
+            **({"checkpoint_batches": checkpoint_batches} if checkpoint_batches else {}),
             "ranks": self.world_size,
             "software_version": __version__,
             "started": _now(),

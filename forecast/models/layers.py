@@ -47,6 +47,35 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown normalisation {kind!r}; use one of {', '.join(NORMS)}")
 
 
+def _channel_mlp(x, w1, b1, w2, activation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward pass of :class:`_ChannelMLP`: its output and the pre-activation."""
+    z = torch.baddbmm(
+        b1.to(x.dtype)[None, :, None].expand(x.shape[0], -1, -1),
+        w1.to(x.dtype).expand(x.shape[0], -1, -1),
+        x,
+    )
+    h = _activate(z, activation)
+    return torch.bmm(w2.to(h.dtype).expand(x.shape[0], -1, -1), h), z
+
+
+def _row_mlp(x, w1, b1, w2, b2, activation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward pass of :class:`_RowMLP`: its output and the pre-activation."""
+    z = torch.addmm(b1.to(x.dtype), x, w1.to(x.dtype).t())
+    h = _activate(z, activation)
+    return torch.addmm(b2.to(h.dtype), h, w2.to(h.dtype).t()), z
+
+
+def _wants_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd records an operation on ``tensors`` (False under no_grad/inference mode).
+
+    Without a gradient the MLPs run their forward pass as plain operations,
+    not through their autograd functions: the same result, and one that
+    ``torch.vmap`` can batch (a multi-checkpoint ensemble steps its models
+    as one, :mod:`forecast.models.stacked`).
+    """
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 class _ChannelMLP(torch.autograd.Function):
     """``W2 @ act(W1 @ x + b1)`` over the channels of ``(batch, channel, points)`` tensors.
 
@@ -57,15 +86,10 @@ class _ChannelMLP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, activation: str):
-        z = torch.baddbmm(
-            b1.to(x.dtype)[None, :, None].expand(x.shape[0], -1, -1),
-            w1.to(x.dtype).expand(x.shape[0], -1, -1),
-            x,
-        )
-        h = _activate(z, activation)
+        y, z = _channel_mlp(x, w1, b1, w2, activation)
         ctx.save_for_backward(x, z, w1, w2)
         ctx.activation = activation
-        return torch.bmm(w2.to(h.dtype).expand(x.shape[0], -1, -1), h)
+        return y
 
     @staticmethod
     def backward(ctx, grad):
@@ -96,11 +120,10 @@ class _RowMLP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, activation: str):
-        z = torch.addmm(b1.to(x.dtype), x, w1.to(x.dtype).t())
-        h = _activate(z, activation)
+        y, z = _row_mlp(x, w1, b1, w2, b2, activation)
         ctx.save_for_backward(x, z, w1, w2)
         ctx.activation = activation
-        return torch.addmm(b2.to(h.dtype), h, w2.to(h.dtype).t())
+        return y
 
     @staticmethod
     def backward(ctx, grad):
@@ -146,14 +169,12 @@ class TokenMLP(nn.Module):
         if torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))
         shape = x.shape
-        y = _RowMLP.apply(
-            x.reshape(-1, shape[-1]),
-            self.fc1.weight,
-            self.fc1.bias,
-            self.fc2.weight,
-            self.fc2.bias,
-            self.activation,
-        )
+        rows = x.reshape(-1, shape[-1])
+        fc1, fc2 = self.fc1, self.fc2
+        if _wants_grad(rows, fc1.weight, fc1.bias, fc2.weight, fc2.bias):
+            y = _RowMLP.apply(rows, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.activation)
+        else:
+            y = _row_mlp(rows, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.activation)[0]
         return y.reshape(*shape[:-1], -1)
 
 
@@ -216,7 +237,10 @@ class PointwiseMLP(nn.Module):
         w1 = self.fc1.weight.flatten(1)
         w2 = self.fc2.weight.flatten(1)
         flat = x.reshape(batch, x.shape[1], nlat * nlon)
-        y = _ChannelMLP.apply(flat, w1, self.fc1.bias, w2, self.activation)
+        if _wants_grad(flat, w1, self.fc1.bias, w2):
+            y = _ChannelMLP.apply(flat, w1, self.fc1.bias, w2, self.activation)
+        else:
+            y = _channel_mlp(flat, w1, self.fc1.bias, w2, self.activation)[0]
         return y.reshape(batch, -1, nlat, nlon)
 
 

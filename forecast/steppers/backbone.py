@@ -23,6 +23,7 @@ forcings; they are read from a forcing store handed over with
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
@@ -355,6 +356,17 @@ class BackboneStepper(StateStepper):
             return network(inputs)
         output = network(inputs[..., :-1, :])
         return torch.cat([output, output[..., -1:, :]], dim=-2)
+
+    def with_network(self, network: torch.nn.Module) -> BackboneStepper:
+        """This stepper with ``network`` in place of its backbone; everything else is shared.
+
+        A view, not a copy: the normaliser, baselines and forcing store are
+        this stepper's. ``network`` takes and returns what :attr:`model` does
+        (a multi-checkpoint ensemble's stacked networks, :mod:`forecast.steppers.stacked`).
+        """
+        view = copy.copy(self)
+        view._modules = {**self._modules, "model": network}
+        return view
 
     def forward(self, x: torch.Tensor, forcings: Forcings | None = None) -> torch.Tensor:
         """Same as :meth:`forward_normalized`."""

@@ -83,7 +83,11 @@ def test_member_k_is_the_run_of_checkpoint_k(tmp_path, store_path, checkpoints, 
     assert ds["checkpoint"].dims == ("member",) and ds["checkpoint"].values.tolist() == [0, 1]
     digests = [checkpoint_digest(p) for p in checkpoints]
     assert ds.attrs["checkpoint_digest"] == " ".join(digests)
-    assert json.loads(manifest_path(ensemble).read_text())["checkpoint_digest"] == " ".join(digests)
+    manifest = json.loads(manifest_path(ensemble).read_text())
+    assert manifest["checkpoint_digest"] == " ".join(digests)
+    # two seeds of one recipe: one batch, both networks in one vmapped call
+    assert manifest["checkpoint_batches"] == "mixed" and manifest["batch_size"] == 2
+    assert manifest["checkpoint_stacking"].startswith("vmap (agrees with the loop to")
     # the same checkpoints in the other order are another ensemble: refused, the output kept
     swapped = ["--checkpoint", checkpoints[1], "--checkpoint", checkpoints[0]]
     assert _cli(*swapped, *common, "--out", ensemble) == 1
@@ -258,7 +262,10 @@ def test_each_member_is_checked_for_blowups_with_its_own_checkpoints_normaliser(
     z500 = ds["z500"].isel(time=0, lead_time=2).values
     assert np.abs(z500[2] - (MEANS[0] + 60 * STDS[0])).max() < 1.0  # its own mean
     assert np.abs(z500[1] - MEANS[0]).max() < 1.5 * STDS[0]  # the store's state, persisted
-    blowups = json.loads(manifest_path(out).read_text())["blowups"]
+    manifest = json.loads(manifest_path(out).read_text())
+    assert manifest["checkpoint_batches"] == "per-checkpoint"  # three normalisers: not stacked
+    assert "checkpoint_stacking" not in manifest
+    blowups = manifest["blowups"]
     assert [(b["member"], b["lead"]) for b in blowups] == [(1, 0)]
     lower = MEANS - 50 * STDS / 100  # of member 1's own checkpoint
     assert blowups[0]["reason"].endswith(
@@ -304,12 +311,12 @@ from inference.members import MemberModels
 from tests.inference.conftest import make_stepper, run
 from tests.inference.test_climate_run import _climate_writer, _options
 
-def slowed(stepper):
-    inner = stepper.forward_normalized
+def slowed(stepper):  # in its forcings: a mixed batch steps the first checkpoint's stepper
+    inner = stepper.forcings
     def slow(*args, **kwargs):
         time.sleep(0.05)
         return inner(*args, **kwargs)
-    stepper.forward_normalized = slow
+    stepper.forcings = slow
     return stepper
 
 models = MemberModels((slowed(make_stepper(seed=0)), slowed(make_stepper(seed=1))))
@@ -322,8 +329,8 @@ run(models, open_store({store!r}), parse_init_spec({init!r}, "360_day"), {steps}
 def test_killed_multi_checkpoint_climate_run_resumes_to_the_same_means(tmp_path, store_360_path):
     models = MemberModels((make_stepper(seed=0), make_stepper(seed=1)))
     out = tmp_path / "killed.zarr"
-    # 3 members, batch size 2: checkpoint 0 runs members 0 and 2 (batch 0), checkpoint 1
-    # member 1 (batch 1); kill in the middle of March of the second checkpoint's batch
+    # 3 members, batch size 2: the two checkpoints step as one, members 0 and 1 in batch 0,
+    # member 2 (checkpoint 0) in batch 1; kill in the middle of March of the second batch
     assert 12 <= _kill_in_march(SCRIPT, store_360_path, out, batch=1) < STEPS
     reference = tmp_path / "reference.zarr"
     _assert_resumes_to_the_reference(models, store_360_path, out, reference)
@@ -400,3 +407,28 @@ def test_every_layout_reads_back_the_checkpoint_of_each_member(tmp_path, store_p
     ds = open_forecast(result.out)  # as forecast score reads it
     assert ds["checkpoint"].dims == ("member",)
     assert ds["checkpoint"].values.tolist() == [0, 1, 0]
+
+
+def test_a_run_resumed_from_an_earlier_versions_plan_keeps_one_checkpoint_per_batch(
+    tmp_path, store_path, checkpoints
+):
+    """An interrupted run of a version that planned a batch per checkpoint (no
+    ``checkpoint_batches`` in its manifest) resumes with that plan: its finished batches stay
+    valid, and the output equals a fresh run's to float rounding."""
+    common = ["--checkpoint", checkpoints[0], "--checkpoint", checkpoints[1], "--members", 4]
+    common += ["--data", store_path, "--init", "2020-01-01T06", "--steps", 3, "--batch-size", 2]
+    fresh, resumed = tmp_path / "fresh.zarr", tmp_path / "resumed.zarr"
+    assert _cli(*common, "--out", fresh) == 0
+    assert json.loads(manifest_path(fresh).read_text())["checkpoint_batches"] == "mixed"
+    # an unfinished run of the earlier plan: its manifest without the key, nothing completed
+    assert _cli(*common, "--out", resumed) == 0
+    manifest = json.loads(manifest_path(resumed).read_text())
+    del manifest["checkpoint_batches"]
+    manifest["status"] = "running"
+    manifest_path(resumed).write_text(json.dumps(manifest))
+    assert _cli(*common, "--out", resumed) == 0
+    again = json.loads(manifest_path(resumed).read_text())
+    assert again["resumed"] and again["checkpoint_batches"] == "per-checkpoint"
+    a, b = xr.open_zarr(fresh), xr.open_zarr(resumed)
+    for channel in CHANNELS:
+        np.testing.assert_allclose(a[channel].values, b[channel].values, rtol=1e-5, atol=1e-3)

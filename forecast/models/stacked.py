@@ -1,0 +1,188 @@
+"""Networks of one architecture stepped as one: the backbones of a multi-checkpoint ensemble.
+
+A multi-seed ensemble runs ``K`` networks that differ only in their weights.
+Stepping each on its own members makes ``K`` small calls per step, and on a
+small grid the per-call overhead dominates (docs/performance.md, "Rollout").
+:class:`StackedNetworks` runs one batch whose rows belong to any of the ``K``
+networks in a single call: the weights stacked along a leading axis
+(:func:`torch.func.stack_module_state`) and the network applied to each
+slice of rows by :func:`torch.vmap` over :func:`torch.func.functional_call`.
+
+Whether ``vmap`` can batch a network is checked on the first call, not
+assumed: that call also runs each network on its own rows and keeps the
+batched strategy only if it agrees to float rounding
+(:data:`AGREEMENT`); otherwise (an operation without a batching rule, a
+network that keeps state outside its parameters and buffers) every later
+call loops over the networks, which is what an ensemble did before.
+:attr:`StackedNetworks.strategy` and :attr:`StackedNetworks.reason` say
+which one runs and why.
+
+For inference only: the stacked weights are a copy without gradients.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["AGREEMENT", "StackedNetworks"]
+
+#: Largest difference between the batched and the looped output on the first
+#: call, relative to the largest magnitude of the looped one, for the batched
+#: strategy to be kept (float32 rounding of another summation order is ~1e-6).
+AGREEMENT = 1e-4
+
+
+def _allow_vmap_of_torch_harmonics() -> None:
+    """Let ``torch.vmap`` batch torch-harmonics' contiguity wrapper.
+
+    torch-harmonics (0.9.3) routes its FFT outputs through an autograd
+    function (``torch_harmonics.utils._EnsureContiguous``) whose forward is a
+    copy into contiguous memory and which has no batching rule, so ``vmap``
+    refuses the spherical transforms. A copy commutes with batching, so the
+    rule that torch generates from its forward is exact; asking for it
+    changes nothing outside ``vmap``.
+    """
+    try:
+        from torch_harmonics import utils
+    except ImportError:
+        return
+    function = getattr(utils, "_EnsureContiguous", None)
+    if function is not None and "setup_context" in vars(function):
+        function.generate_vmap_rule = True
+
+
+class StackedNetworks(nn.Module):
+    """``K`` networks with the same parameter names and shapes, applied to rows of one batch.
+
+    Parameters
+    ----------
+    networks : sequence of nn.Module
+        The networks, in checkpoint order, on one device; shared, not copied
+        (the looped strategy calls them).
+
+    Raises
+    ------
+    ValueError
+        Fewer than two networks, or networks whose parameters or buffers
+        differ in names, shapes or dtypes.
+    """
+
+    def __init__(self, networks: Sequence[nn.Module]):
+        super().__init__()
+        if len(networks) < 2:
+            raise ValueError("stacking needs at least two networks")
+        first = _signature(networks[0])
+        for k, network in enumerate(networks[1:], start=1):
+            if _signature(network) != first:
+                raise ValueError(f"network {k} has other parameters or buffers than network 0")
+        self.networks = nn.ModuleList(networks)
+        self.strategy = "untried"  # "vmap" or "loop" after the first call
+        self.reason = ""
+        self._stacked: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
+        self._base: nn.Module | None = None
+
+    def __len__(self) -> int:
+        return len(self.networks)
+
+    def forward(self, x: torch.Tensor, models: np.ndarray) -> torch.Tensor:
+        """Row ``r`` of ``x`` through network ``models[r]``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(batch, ...)``, the networks' input.
+        models : numpy.ndarray
+            Shape ``(batch,)``, int: the network of each row.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(batch, ...)``, the networks' outputs in the rows' order.
+        """
+        models = np.asarray(models, dtype=np.int64)
+        if models.shape != (x.shape[0],):
+            raise ValueError(f"{models.shape} network indices for a batch of {x.shape[0]}")
+        if models.size and (models.min() < 0 or models.max() >= len(self)):
+            raise ValueError(f"network indices must lie in 0..{len(self) - 1}")
+        if self.strategy == "loop":
+            return self._loop(x, models)
+        if self.strategy == "vmap":
+            return self._vmap(x, models)
+        return self._first_call(x, models)
+
+    def _first_call(self, x: torch.Tensor, models: np.ndarray) -> torch.Tensor:
+        """Run both strategies; keep ``vmap`` only if it works and agrees with the loop."""
+        looped = self._loop(x, models)
+        try:
+            batched = self._vmap(x, models)
+        except (RuntimeError, NotImplementedError, TypeError) as err:
+            self.strategy, self.reason = "loop", f"vmap refused: {' '.join(str(err).split())[:200]}"
+            self._stacked = self._base = None
+            return looped
+        scale = float(looped.abs().max()) if looped.numel() else 0.0
+        error = float((batched - looped).abs().max()) if looped.numel() else 0.0
+        if not np.isfinite(error) or error > AGREEMENT * max(scale, 1e-30):
+            self.strategy = "loop"
+            self.reason = f"vmap differs from the loop by {error:.3g} (largest value {scale:.3g})"
+            self._stacked = self._base = None
+            return looped
+        self.strategy, self.reason = "vmap", f"agrees with the loop to {error:.3g}"
+        return batched  # every call of a run takes one strategy, so a resumed run computes the same
+
+    def _loop(self, x: torch.Tensor, models: np.ndarray) -> torch.Tensor:
+        """Each network on its own rows."""
+        parts, order = [], []
+        for k in np.unique(models):
+            rows = np.flatnonzero(models == k)
+            index = torch.as_tensor(rows, device=x.device)
+            parts.append(self.networks[int(k)](x.index_select(0, index)))
+            order.append(rows)
+        out = torch.cat(parts)
+        if len(parts) == 1:
+            return out
+        inverse = torch.as_tensor(np.argsort(np.concatenate(order)), device=x.device)
+        return out.index_select(0, inverse)
+
+    def _vmap(self, x: torch.Tensor, models: np.ndarray) -> torch.Tensor:
+        """One call: rows gathered into ``(n, K, ...)`` (short networks padded), vmapped over ``K``."""
+        if self._stacked is None:
+            _allow_vmap_of_torch_harmonics()
+            params, buffers = torch.func.stack_module_state(list(self.networks))
+            self._stacked = (
+                {name: value.detach() for name, value in params.items()},
+                {name: value.detach() for name, value in buffers.items()},
+            )
+            self._base = copy.deepcopy(self.networks[0]).to("meta")
+        count = len(self)
+        rows = [np.flatnonzero(models == k) for k in range(count)]
+        per = max(len(r) for r in rows)
+        # (per, K) row positions; a network with fewer rows repeats one (its output is dropped)
+        grid = np.stack(
+            [np.resize(r if len(r) else np.zeros(1, np.int64), per) for r in rows], axis=1
+        )
+        kept = np.stack([np.arange(per) < len(r) for r in rows], axis=1).reshape(-1)
+        flat = torch.as_tensor(grid.reshape(-1), device=x.device)
+        gathered = x.index_select(0, flat).reshape(per, count, *x.shape[1:])
+        base = self._base
+        params, buffers = self._stacked
+
+        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rows_of_one: torch.Tensor):
+            return torch.func.functional_call(base, (p, b), (rows_of_one,))  # type: ignore[arg-type]
+
+        out = torch.vmap(one, in_dims=(0, 0, 1), out_dims=1)(params, buffers, gathered)
+        out = out.reshape(per * count, *out.shape[2:])
+        keep = torch.as_tensor(np.flatnonzero(kept), device=x.device)
+        result = out.new_empty((x.shape[0], *out.shape[1:]))
+        result[torch.as_tensor(grid.reshape(-1)[kept], device=x.device)] = out.index_select(0, keep)
+        return result
+
+
+def _signature(network: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    """Names, shapes and dtypes of a network's parameters and buffers."""
+    tensors = [*network.named_parameters(), *network.named_buffers()]
+    return [(name, tuple(t.shape), t.dtype) for name, t in tensors]

@@ -1,0 +1,143 @@
+"""Networks of one architecture stepped as one batch (forecast/models/stacked.py, forecast/steppers/stacked.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from forecast.grid import Grid
+from forecast.models import build_model
+from forecast.models.layers import PointwiseMLP, TokenMLP
+from forecast.models.stacked import StackedNetworks
+from forecast.normalize import Normalizer
+from forecast.steppers import BackboneStepper
+from forecast.steppers.stacked import StackedBackbones, stack_backbones, why_not_stackable
+from tests.inference.conftest import CHANNELS, MEANS, STDS, make_stepper
+
+GRID = Grid.equiangular(8, 16)
+HPARAMS = {
+    "sfno": {"embed_dim": 8, "num_layers": 2, "pos_embed": "learned"},
+    "sfno-nonlinear": {"embed_dim": 8, "num_layers": 1, "scale_factor": 2},
+    "afno": {"embed_dim": 8, "depth": 1, "patch_size": [2, 2], "num_blocks": 2},
+    "fno": {"embed_dim": 8, "num_layers": 1},
+}
+
+
+def _networks(name: str, count: int) -> list[nn.Module]:
+    networks = []
+    for seed in range(count):
+        torch.manual_seed(seed)
+        networks.append(build_model(name, 5, 3, GRID, **HPARAMS[name]).eval())
+    return networks
+
+
+@pytest.mark.parametrize("name", sorted(HPARAMS))
+def test_each_row_goes_through_its_own_network_in_one_vmapped_call(name):
+    networks = _networks(name, 3)
+    stacked = StackedNetworks(networks)
+    # rows of the three networks in any order and in unequal numbers; network 2 twice, 0 once
+    models = np.array([2, 1, 2, 0, 1, 1])
+    x = torch.randn(len(models), 5, *GRID.shape, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        got = stacked(x, models)
+        assert stacked.strategy == "vmap", stacked.reason
+        expected = torch.cat([networks[k](x[r : r + 1]) for r, k in enumerate(models)])
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        # a later call takes the strategy chosen on the first, and a batch of one network's rows
+        again = stacked(x[[1, 4]], np.array([1, 1]))
+        torch.testing.assert_close(again, torch.cat([expected[1:2], expected[4:5]]))
+    # the rows differ from another network's output: each row really went through its own
+    with torch.no_grad():
+        assert float((got[0] - networks[0](x[:1])[0]).abs().max()) > 1e-3
+
+
+class _HostSync(nn.Module):
+    """A network whose forward reads a value back to the host: vmap cannot batch it."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor(scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * float(self.weight.item())
+
+
+def test_a_network_vmap_cannot_batch_runs_in_a_loop_and_says_why():
+    networks = [_HostSync(2.0), _HostSync(3.0)]
+    stacked = StackedNetworks(networks)
+    x = torch.ones(3, 2)
+    with torch.no_grad():
+        out = stacked(x, np.array([0, 1, 0]))
+    assert stacked.strategy == "loop" and "vmap refused" in stacked.reason
+    torch.testing.assert_close(out, torch.tensor([[2.0, 2.0], [3.0, 3.0], [2.0, 2.0]]))
+
+
+def test_networks_of_other_shapes_are_refused():
+    torch.manual_seed(0)
+    small = build_model("sfno", 5, 3, GRID, embed_dim=8, num_layers=1)
+    large = build_model("sfno", 5, 3, GRID, embed_dim=16, num_layers=1)
+    with pytest.raises(ValueError, match="network 1 has other parameters"):
+        StackedNetworks([small, large])
+    with pytest.raises(ValueError, match="at least two"):
+        StackedNetworks([small])
+    stacked = StackedNetworks([small, small])
+    with pytest.raises(ValueError, match="network indices must lie in 0..1"):
+        stacked(torch.zeros(1, 5, *GRID.shape), np.array([2]))
+
+
+def test_mlps_without_gradients_give_the_autograd_functions_result_bitwise():
+    torch.manual_seed(0)
+    pointwise, token = PointwiseMLP(3, 8, 2), TokenMLP(3, 8, 2)
+    x, tokens = torch.randn(2, 3, 4, 5), torch.randn(2, 7, 3)
+    with_grad = pointwise(x), token(tokens)
+    assert all(t.requires_grad for t in with_grad)  # through the autograd functions
+    with torch.no_grad():
+        plain = pointwise(x), token(tokens)
+    for a, b in zip(with_grad, plain, strict=True):
+        assert torch.equal(a.detach(), b)
+
+
+def test_steppers_of_one_recipe_stack_and_others_say_why_not():
+    steppers = [make_stepper(seed=0), make_stepper(seed=1), make_stepper(seed=2)]
+    assert why_not_stackable(steppers) is None
+    stacked = stack_backbones(steppers)
+    assert isinstance(stacked, StackedBackbones) and len(stacked) == 3
+    # another normaliser (a model trained on another store)
+    other = make_stepper(seed=1)
+    other.normalizer = Normalizer(other.channels, MEANS, STDS * 2, STDS)
+    assert "another configuration" in why_not_stackable([steppers[0], other])
+    assert stack_backbones([steppers[0], other]) is None
+    # another architecture
+    assert "another configuration" in why_not_stackable(
+        [steppers[0], make_stepper(seed=1, history=2)]
+    )
+    assert why_not_stackable(steppers[:1]) == "a single checkpoint"
+    # another family (DYffusion's two networks, a boosted pair) runs a batch per checkpoint
+    family = make_stepper(seed=1)
+    family.__class__ = type("OtherFamily", (BackboneStepper,), {})
+    assert "only backbone steppers" in why_not_stackable([steppers[0], family])
+    with pytest.raises(ValueError, match="cannot be stacked"):
+        StackedBackbones([steppers[0], other])
+
+
+def test_a_stacked_step_equals_each_checkpoints_own_step():
+    steppers = [make_stepper(seed=0), make_stepper(seed=1)]
+    stacked = stack_backbones(steppers)
+    assert stacked is not None
+    generator = torch.Generator().manual_seed(3)
+    state = torch.as_tensor(MEANS, dtype=torch.float32).reshape(1, 1, -1, 1, 1) + torch.as_tensor(
+        STDS, dtype=torch.float32
+    ).reshape(1, 1, -1, 1, 1) * torch.randn(4, 1, len(CHANNELS), 16, 32, generator=generator)
+    times = np.array(["2020-01-01T06"] * 4, dtype="datetime64[ns]")
+    models = np.array([0, 1, 1, 0])
+    got = stacked.for_rows(models).advance(state, times)
+    for row, k in enumerate(models):
+        expected = steppers[k].advance(state[row : row + 1], times[row : row + 1])
+        torch.testing.assert_close(got[row : row + 1], expected, rtol=1e-5, atol=1e-3)
+    assert stacked.strategy.startswith("vmap")
+    # the view shares everything but the network with the first checkpoint's stepper
+    view = stacked.for_rows(models)
+    assert view.normalizer is steppers[0].normalizer and view.model is not steppers[0].model
+    assert steppers[0].model is stacked.networks.networks[0]  # the stepper itself is unchanged
