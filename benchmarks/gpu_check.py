@@ -7,6 +7,7 @@ process (a CUDA failure in one section does not hide the others)::
     python benchmarks/gpu_check.py rollout    # rollout engine at 1 degree vs bare model calls
     python benchmarks/gpu_check.py training   # loader and train() overhead on CUDA (64x128)
     python benchmarks/gpu_check.py cli WORKDIR  # synth -> ingest -> train -> run -> score on CUDA
+    python benchmarks/gpu_check.py stacked    # 4 checkpoints' SFNOs vmapped as one vs a loop
 
 Each section prints a Markdown table and, with ``--json FILE``, appends its
 figures as one JSON line. Timings are CUDA-synchronised wall times: the mean
@@ -237,6 +238,42 @@ def check_rollout(
     return result
 
 
+def check_stacked(repeats: int, grid_spec: str, members: int, tiny: bool = False) -> dict:
+    """Four SFNOs of one architecture (other seeds) on ``members`` rows: vmapped as one vs a loop."""
+    from forecast.grid import Grid
+    from forecast.models import build_model
+    from forecast.models.stacked import StackedNetworks
+
+    grid = Grid.parse(grid_spec)
+    hparams = {"embed_dim": 16 if tiny else 64, "num_layers": 4}
+    networks = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        networks.append(build_model("sfno", 10, 4, grid, **hparams).eval().to(DEVICE))
+    stacked = StackedNetworks(networks)
+    models = np.arange(members) % len(networks)
+    x = torch.randn(members, 10, grid.nlat, grid.nlon, device=DEVICE)
+    with torch.inference_mode():
+        stacked(x, models)  # the first call chooses the strategy
+        vmapped = _timed(lambda: stacked(x, models), repeats)
+        looped = _timed(lambda: stacked._loop(x, models), repeats)
+    result = {
+        "grid": grid.describe(),
+        "model": f"sfno {hparams}",
+        "networks": len(networks),
+        "members": members,
+        "strategy": stacked.strategy,
+        "reason": stacked.reason,
+        "vmap_s": vmapped,
+        "loop_s": looped,
+        "loop_over_vmap": looped / vmapped,
+    }
+    print(f"| stacked ({DEVICE}) | value |\n|---|---|")
+    for key, value in result.items():
+        print(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
+    return result
+
+
 # -- training overhead ---------------------------------------------------------------------
 
 
@@ -370,7 +407,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("section", choices=("models", "rollout", "training", "cli"))
+    parser.add_argument("section", choices=("models", "rollout", "training", "cli", "stacked"))
     parser.add_argument(
         "workdir", nargs="?", default=None, help="work directory of the cli section"
     )
@@ -396,6 +433,8 @@ def main() -> int:
         figures = check_rollout(args.repeats, args.grid, args.members, args.steps, args.tiny)
     elif args.section == "training":
         figures = check_training(args.tiny)
+    elif args.section == "stacked":
+        figures = check_stacked(args.repeats, args.grid, args.members, args.tiny)
     else:
         figures = check_cli(Path(args.workdir or tempfile.mkdtemp()), 20 if args.tiny else 300)
     if args.json is not None:  # one line more, written whole: a kill leaves the old lines

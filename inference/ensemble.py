@@ -166,12 +166,12 @@ def run_forecast(
         batching = None if len(models) == 1 else "mixed" if stacked else "per-checkpoint"
         run.start(template, size, initial.calendar, checkpoint_batches=batching)
         rank, world_size = distributed.rank_and_size()
-        per_batch = (
-            1 if stacked is not None else len(models)
-        )  # a mixed batch holds every checkpoint
+        # a mixed batch holds members of every checkpoint: planned as for one model
+        per_batch = 1 if stacked is not None else len(models)
         plan = plan_batches(len(initial), request.members, size, chunk, per_batch)
-        members = _Members(models, initial, perturbations, output, writer, run, request, log)
-        members.stacked = stacked
+        members = _Members(
+            models, initial, perturbations, output, writer, run, request, log, stacked
+        )
         members.timings["setup"] = time.perf_counter() - started
         blowups = members.run(batches_for_rank(plan, rank, world_size), show_progress)
         distributed.barrier()
@@ -290,8 +290,11 @@ class _Members:
         run: ForecastRun,
         request: RunRequest,
         log: Log,
+        stacked: StackedBackbones | None = None,
     ):
         self.models = models
+        #: the checkpoints as one model (batches then hold members of all of them)
+        self.stacked = stacked
         self.stepper = stepper = models.first  # the device and history they share
         self.initial = initial
         self.perturbations = perturbations  # one per checkpoint
@@ -320,8 +323,6 @@ class _Members:
         self.timings = {"setup": 0.0, "perturbation": 0.0, "compute": 0.0, "wait": 0.0}
         self.blowups: list[BlowUp] = []
         self.background = BackgroundWriter(max_pending=2)
-        #: the checkpoints as one model (batches then hold members of all of them)
-        self.stacked: StackedBackbones | None = None
 
     def run(self, batches: list[Batch], show_progress: bool) -> list[BlowUp]:
         """Every batch, then wait for the writes; returns the blow-ups of all ranks."""

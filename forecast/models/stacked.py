@@ -8,12 +8,16 @@ networks in a single call: the weights stacked along a leading axis
 (:func:`torch.func.stack_module_state`) and the network applied to each
 slice of rows by :func:`torch.vmap` over :func:`torch.func.functional_call`.
 
-Whether ``vmap`` can batch a network is checked on the first call, not
-assumed: that call also runs each network on its own rows and keeps the
-batched strategy only if it agrees to float rounding
+Whether ``vmap`` can batch a network is checked on the first call that has
+rows of every network, not assumed: that call also runs each network on its
+own rows and keeps the batched strategy only if it agrees to float rounding
 (:data:`AGREEMENT`); otherwise (an operation without a batching rule, a
 network that keeps state outside its parameters and buffers) every later
-call loops over the networks, which is what an ensemble did before.
+call loops over the networks, which is what an ensemble did before. A batch
+without rows of some network (``--batch-size`` below the number of
+checkpoints, the last batch of an init) loops too, rather than run those
+networks for nothing; a run's plan fixes which batches do, so a resumed run
+computes what an uninterrupted one does.
 :attr:`StackedNetworks.strategy` and :attr:`StackedNetworks.reason` say
 which one runs and why.
 
@@ -109,7 +113,8 @@ class StackedNetworks(nn.Module):
             raise ValueError(f"{models.shape} network indices for a batch of {x.shape[0]}")
         if models.size and (models.min() < 0 or models.max() >= len(self)):
             raise ValueError(f"network indices must lie in 0..{len(self) - 1}")
-        if self.strategy == "loop":
+        if self.strategy == "loop" or len(np.unique(models)) < len(self):
+            # a batch without rows of some network: vmap would run those networks for nothing
             return self._loop(x, models)
         if self.strategy == "vmap":
             return self._vmap(x, models)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -45,8 +47,11 @@ def test_each_row_goes_through_its_own_network_in_one_vmapped_call(name):
         assert stacked.strategy == "vmap", stacked.reason
         expected = torch.cat([networks[k](x[r : r + 1]) for r, k in enumerate(models)])
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-        # a later call takes the strategy chosen on the first, and a batch of one network's rows
-        again = stacked(x[[1, 4]], np.array([1, 1]))
+        # a later call takes the strategy chosen on the first
+        torch.testing.assert_close(stacked(x, models), got, rtol=0, atol=0)
+        # a batch of one network's rows loops (vmap would run the other two for nothing)
+        with mock.patch.object(stacked, "_vmap", side_effect=AssertionError("vmapped")):
+            again = stacked(x[[1, 4]], np.array([1, 1]))
         torch.testing.assert_close(again, torch.cat([expected[1:2], expected[4:5]]))
     # the rows differ from another network's output: each row really went through its own
     with torch.no_grad():
