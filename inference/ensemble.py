@@ -145,7 +145,7 @@ def run_forecast(
             size = int(run.previous.get("batch_size", 0))
             return RunResult(writer.path, "skipped", size, manifest=run.previous)
         stacked = _stacking(run, models)
-        size = _batch_size(run, request, models, initial, stacked is not None)
+        size = _batch_size(run, request, models, initial, stacked)
         chunk = (
             member_chunk(size, request.members, output.grid.nlat * output.grid.nlon * 4)
             if len(models) == 1
@@ -237,12 +237,13 @@ def _batch_size(
     request: RunRequest,
     models: MemberModels,
     initial: InitialStates,
-    stacked: bool = False,
+    stacked: StackedBackbones | None = None,
 ) -> int:
     """The recorded batch size when resuming, else the requested one, else one that fits memory.
 
-    A memory-sized batch of ``stacked`` checkpoints holds a multiple of their
-    number when it can, so that every call has as many rows of each.
+    A memory-sized batch of ``stacked`` checkpoints counts the stacked copy
+    of their weights and holds a multiple of their number when it can, so
+    that every call has as many rows of each.
     """
     recorded = run.recorded_batch_size()
     if recorded is not None:
@@ -251,7 +252,12 @@ def _batch_size(
         return request.batch_size
     total = request.members * len(initial)
     rank, _ = distributed.rank_and_size()
-    size = auto_batch_size(models.steppers, initial, total, request.max_memory) if rank == 0 else 0
+    extra = stacked.networks.stacked_bytes() if stacked is not None else 0
+    size = (
+        auto_batch_size(models.steppers, initial, total, request.max_memory, extra)
+        if rank == 0
+        else 0
+    )
     size = int(distributed.broadcast(size))
     count = len(models)
     if stacked and size > count and size < total:

@@ -19,7 +19,9 @@ Several --checkpoint make a multi-checkpoint (multi-seed) ensemble: member m
 runs checkpoint m mod K, in the order given, and --members defaults to K
 (fewer than K is an error).
 Each member keeps its own seed, so it is the member m that a run of its
-checkpoint alone computes. Every checkpoint must match the first in
+checkpoint alone computes (to float rounding). Checkpoints of one recipe
+(other seeds) step as one model, their networks batched by torch.vmap.
+Every checkpoint must match the first in
 channels, grid, time step, history, forcings and stepper family. The output has a
 'checkpoint' coordinate on member, and its checkpoint_digest attribute lists
 every checkpoint's SHA-256 in order.

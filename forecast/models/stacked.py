@@ -93,6 +93,11 @@ class StackedNetworks(nn.Module):
     def __len__(self) -> int:
         return len(self.networks)
 
+    def stacked_bytes(self) -> int:
+        """Bytes of the stacked copy of the weights that the batched strategy holds."""
+        tensors = [*self.networks.parameters(), *self.networks.buffers()]  # non-persistent too
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def forward(self, x: torch.Tensor, models: np.ndarray) -> torch.Tensor:
         """Row ``r`` of ``x`` through network ``models[r]``.
 

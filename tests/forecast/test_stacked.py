@@ -45,6 +45,9 @@ def test_each_row_goes_through_its_own_network_in_one_vmapped_call(name):
     with torch.inference_mode():
         got = stacked(x, models)
         assert stacked.strategy == "vmap", stacked.reason
+        # what the memory planner counts is what the stacked copy holds
+        held = [t for part in stacked._stacked for t in part.values()]
+        assert stacked.stacked_bytes() == sum(t.numel() * t.element_size() for t in held)
         expected = torch.cat([networks[k](x[r : r + 1]) for r, k in enumerate(models)])
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
         # a later call takes the strategy chosen on the first
