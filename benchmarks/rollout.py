@@ -176,20 +176,33 @@ def dyffusion_cost(
             )
             cpu[name].append(time.process_time() - before)
             seconds[name].append(elapsed)
-    rates = {name: members * steps / min(values) for name, values in seconds.items()}
+    wall = throughput(seconds, members * steps)
     cpu_rates = {name: members * steps / min(values) for name, values in cpu.items()}
+    rates = wall["member_steps_per_s"]
     return {
-        "grid": f"{nlat}x{nlon}",
-        "members": members,
-        "steps": steps,
+        **throughput_setting(nlat, nlon, members, steps),
         "batch_size": members,
         "network": f"sfno {HPARAMS} (DYffusion: two of them, horizon 4)",
-        "seconds": {name: [round(v, 3) for v in values] for name, values in seconds.items()},
-        "member_steps_per_s": {name: round(rate, 2) for name, rate in rates.items()},
+        **wall,
         "dyffusion_over_sfno_cost": round(rates["sfno"] / rates["dyffusion"], 3),
         "cpu_seconds": {name: [round(v, 3) for v in values] for name, values in cpu.items()},
         "member_steps_per_cpu_s": {name: round(rate, 2) for name, rate in cpu_rates.items()},
         "dyffusion_over_sfno_cpu_cost": round(cpu_rates["sfno"] / cpu_rates["dyffusion"], 3),
+    }
+
+
+def throughput_setting(nlat: int, nlon: int, members: int, steps: int) -> dict[str, int | str]:
+    """The grid, members and steps of a throughput comparison, for its report."""
+    return {"grid": f"{nlat}x{nlon}", "members": members, "steps": steps}
+
+
+def throughput(seconds: dict[str, list[float]], member_steps: int) -> dict[str, dict]:
+    """The timed runs of each variant and its member-steps per second (fastest run)."""
+    return {
+        "seconds": {name: [round(v, 3) for v in values] for name, values in seconds.items()},
+        "member_steps_per_s": {
+            name: round(member_steps / min(values), 2) for name, values in seconds.items()
+        },
     }
 
 
@@ -218,16 +231,14 @@ def checkpoint_stacking(
     for _ in range(repeats):
         for name in seconds:
             seconds[name].append(one(name, workdir / f"ckpt-{name}.zarr", members, steps))
-    rates = {name: members * steps / min(values) for name, values in seconds.items()}
+    wall = throughput(seconds, members * steps)
+    rates = wall["member_steps_per_s"]
     return {
-        "grid": f"{nlat}x{nlon}",
+        **throughput_setting(nlat, nlon, members, steps),
         "checkpoints": count,
-        "members": members,
-        "steps": steps,
         "network": f"sfno {HPARAMS}",
         "stacking": strategy,
-        "seconds": {name: [round(v, 3) for v in values] for name, values in seconds.items()},
-        "member_steps_per_s": {name: round(rate, 2) for name, rate in rates.items()},
+        **wall,
         "stacked_over_per_checkpoint": round(rates["stacked"] / rates["per_checkpoint"], 3),
     }
 
