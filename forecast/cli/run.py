@@ -468,9 +468,15 @@ def run(args: Config) -> int:
             if result.blowups
             else ""
         )
+        stacking = result.manifest.get("checkpoint_stacking", "")
+        stacked = (
+            f", {len(args.checkpoint)} checkpoints stacked: {stacking.split(' (')[0]}"
+            if stacking
+            else ""
+        )
         print(
             f"forecast run: wrote {url or _written(result)}: {len(init_times)} init time(s) x {members} member(s) x "
-            f"{steps} step(s) in {time.perf_counter() - started:.1f} s (batch size {result.batch_size}){blowups}"
+            f"{steps} step(s) in {time.perf_counter() - started:.1f} s (batch size {result.batch_size}{stacked}){blowups}"
         )
     return 0
 

@@ -78,6 +78,7 @@ def test_member_k_is_the_run_of_checkpoint_k(tmp_path, store_path, checkpoints, 
     ensemble = tmp_path / "ensemble.zarr"
     args = ["--checkpoint", checkpoints[0], "--checkpoint", checkpoints[1]]
     assert _cli(*args, *common, "--out", ensemble) == 0  # --members defaults to 2
+    assert "(batch size 2, 2 checkpoints stacked: vmap)" in capsys.readouterr().out
     ds = xr.open_zarr(ensemble)
     assert ds.sizes["member"] == 2
     assert ds["checkpoint"].dims == ("member",) and ds["checkpoint"].values.tolist() == [0, 1]
