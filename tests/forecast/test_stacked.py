@@ -82,6 +82,27 @@ def test_a_network_vmap_cannot_batch_runs_in_a_loop_and_says_why():
     torch.testing.assert_close(out, torch.tensor([[2.0, 2.0], [3.0, 3.0], [2.0, 2.0]]))
 
 
+class _CountsRows(nn.Module):
+    """A network whose output depends on how many rows it is given: batching changes it."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight * x.shape[0]
+
+
+def test_a_network_that_vmap_changes_runs_in_a_loop_and_says_by_how_much():
+    stacked = StackedNetworks([_CountsRows(), _CountsRows()])
+    with torch.no_grad():  # network 1 has one row; padded to two under vmap it would double
+        out = stacked(torch.ones(3, 1), np.array([0, 1, 0]))
+    assert stacked.strategy == "loop" and stacked.reason.startswith(
+        "vmap differs from the loop by 1"
+    )
+    torch.testing.assert_close(out, torch.tensor([[2.0], [1.0], [2.0]]))
+
+
 def test_networks_of_other_shapes_are_refused():
     torch.manual_seed(0)
     small = build_model("sfno", 5, 3, GRID, embed_dim=8, num_layers=1)
