@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -433,3 +434,22 @@ def test_a_run_resumed_from_an_earlier_versions_plan_keeps_one_checkpoint_per_ba
     a, b = xr.open_zarr(fresh), xr.open_zarr(resumed)
     for channel in CHANNELS:
         np.testing.assert_allclose(a[channel].values, b[channel].values, rtol=1e-5, atol=1e-3)
+
+
+def test_a_memory_sized_batch_of_stacked_checkpoints_holds_a_multiple_of_them(
+    tmp_path, store_path, checkpoints
+):
+    """Memory for 5 members, 8 members of 2 stacked checkpoints: batches of 4 (2 of each)."""
+    out = tmp_path / "sized.zarr"
+    args = ["--checkpoint", checkpoints[0], "--checkpoint", checkpoints[1], "--members", 8]
+    args += ["--data", store_path, "--init", "2020-01-01T06", "--steps", 1, "--out", out]
+    with mock.patch("inference.ensemble.auto_batch_size", return_value=5) as sized:
+        assert _cli(*args) == 0
+    extra = sized.call_args.args[4]  # the stacked copy of both networks' weights is counted
+    assert extra == sum(
+        t.numel() * t.element_size()
+        for k in (0, 1)
+        for t in [*make_stepper(seed=k).model.parameters(), *make_stepper(seed=k).model.buffers()]
+    )
+    manifest = json.loads(manifest_path(out).read_text())
+    assert manifest["batch_size"] == 4 and manifest["checkpoint_batches"] == "mixed"
