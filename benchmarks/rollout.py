@@ -215,13 +215,13 @@ def checkpoint_stacking(
     # another seed's initial weights each, the same recipe
     models = MemberModels(tuple(make_stepper(nlat, nlon, seed) for seed in range(count)))
     seconds: dict[str, list[float]] = {"stacked": [], "per_checkpoint": []}
-    strategy = ""
+    strategy: dict[str, str] = {}
 
     def one(name: str, out: Path, n: int, k: int) -> float:
         nonlocal strategy
         if name == "stacked":
             elapsed, result = engine_run(models, store, out, n, k, None, perturbation="none")
-            strategy = result.manifest.get("checkpoint_stacking", "")
+            strategy = result.manifest.get("checkpoint_stacking", {})
             return elapsed
         with mock.patch("inference.ensemble.stack_backbones", return_value=None):
             return engine_run(models, store, out, n, k, None, perturbation="none")[0]

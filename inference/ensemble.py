@@ -176,9 +176,12 @@ def run_forecast(
         blowups = members.run(batches_for_rank(plan, rank, world_size), show_progress)
         distributed.barrier()
         members.timings["total"] = time.perf_counter() - started
-        if stacked is not None:  # how the stacked networks ran (the first batch tried vmap)
-            run.manifest["checkpoint_stacking"] = stacked.strategy
-        manifest = run.finish(blowups, members.timings, len(initial) * request.members)
+        manifest = run.finish(
+            blowups,
+            members.timings,
+            len(initial) * request.members,
+            checkpoint_stacking=None if stacked is None else stacked.strategy,
+        )
         return RunResult(writer.path, "finished", size, blowups, members.timings, manifest)
 
 

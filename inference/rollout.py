@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -205,6 +206,14 @@ class BlowUpError(ForecastError, RuntimeError):
         super().__init__("; ".join(b.describe() for b in self.blowups), hint=hint)
 
 
+class _Climate(NamedTuple):
+    """What the guard's global-mean check compares with: per channel, and per latitude row."""
+
+    mean: np.ndarray  # (channel,)
+    std: np.ndarray  # (channel,)
+    row_weights: np.ndarray  # (lat,), summing to 1
+
+
 class BlowUpGuard:
     """Checks each step for non-finite values, values outside physical bounds and a global mean out of the climate.
 
@@ -242,11 +251,10 @@ class BlowUpGuard:
         self.lower = np.asarray(lower, dtype=np.float64)
         self.upper = np.asarray(upper, dtype=np.float64)
         self.mean_sigmas = float(mean_sigmas)
-        self.climate_mean = self.climate_std = self.row_weights = None
+        self.climate: _Climate | None = None
         if climate is not None:
             mean, std, weights = (np.asarray(a, dtype=np.float64) for a in climate)
-            self.climate_mean, self.climate_std = mean, std
-            self.row_weights = weights / weights.sum()  # (lat,), summing to 1
+            self.climate = _Climate(mean, std, weights / weights.sum())
         self.reported: set[tuple[str, int]] = set()
 
     @classmethod
@@ -294,7 +302,9 @@ class BlowUpGuard:
         finite = np.isfinite(low) & np.isfinite(high)
         bad = ~finite | (low < self.lower) | (high > self.upper)
         # the global-mean check judges the model's steps, not the initial state (the data's)
-        means, departure = self._global_means(state) if lead > 0 else (np.empty(0), None)
+        climate = self.climate if lead > 0 else None
+        if climate is not None:
+            means, departure = self._global_means(state, climate)
         found = []
         for b in range(bad.shape[0]):
             key = (init_labels[b], int(members[b]))
@@ -308,15 +318,11 @@ class BlowUpGuard:
                     reason = f"{low[b, c]:.4g} below {self.lower[c]:.4g}"
                 else:
                     reason = f"{high[b, c]:.4g} above {self.upper[c]:.4g}"
-            elif (
-                departure is not None
-                and self.climate_mean is not None
-                and departure[b].max() > self.mean_sigmas
-            ):
+            elif climate is not None and departure[b].max() > self.mean_sigmas:
                 c = int(np.argmax(departure[b]))
                 reason = (
                     f"global mean {means[b, c]:.4g} is {departure[b, c]:.1f} stds from its mean "
-                    f"{self.climate_mean[c]:.4g}"
+                    f"{climate.mean[c]:.4g}"
                 )
             else:
                 continue
@@ -324,15 +330,13 @@ class BlowUpGuard:
             found.append(BlowUp(init_labels[b], int(members[b]), lead, self.channels[c], reason))
         return found
 
-    def _global_means(self, state: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    @staticmethod
+    def _global_means(state: torch.Tensor, climate: _Climate) -> tuple[np.ndarray, np.ndarray]:
         """Shape ``(batch, channel)``: the area-weighted global means, and their distance from the channels' means in stds."""
-        if self.row_weights is None or self.climate_mean is None or self.climate_std is None:
-            return np.empty(0), None
         # zonal means on the device, in the state's dtype (no float64 copy of the whole state);
         # only the (batch, channel, lat) result crosses to the host
         zonal = state.mean(dim=3).double().cpu().numpy()
-        means = zonal @ self.row_weights
-        std = self.climate_std
+        means = zonal @ climate.row_weights
         with np.errstate(divide="ignore", invalid="ignore"):  # a constant channel: no check
-            departure = np.where(std > 0, np.abs(means - self.climate_mean) / std, 0.0)
+            departure = np.where(climate.std > 0, np.abs(means - climate.mean) / climate.std, 0.0)
         return means, np.nan_to_num(departure)

@@ -272,9 +272,17 @@ class ForecastRun:
             write_json_atomic(manifest_path(self.out), failed)
 
     def finish(
-        self, blowups: list[BlowUp], timings: dict[str, float], forecasts: int
+        self,
+        blowups: list[BlowUp],
+        timings: dict[str, float],
+        forecasts: int,
+        checkpoint_stacking: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Make the output final and record the finished run (rank 0); returns the manifest."""
+        """Make the output final and record the finished run (rank 0); returns the manifest.
+
+        ``checkpoint_stacking``: how a mixed multi-checkpoint run's stacked
+        networks ran (:attr:`forecast.steppers.stacked.StackedBackbones.strategy`).
+        """
         if self.rank != 0:
             self.writer.close()
             return self.manifest
@@ -288,6 +296,8 @@ class ForecastRun:
             timings={k: round(v, 3) for k, v in timings.items()},
             members_per_second=round(forecasts / max(timings["total"], 1e-9), 3),
         )
+        if checkpoint_stacking is not None:
+            self.manifest["checkpoint_stacking"] = dict(checkpoint_stacking)
         write_json_atomic(manifest_path(self.out), self.manifest)
         return self.manifest
 

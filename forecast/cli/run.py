@@ -468,9 +468,9 @@ def run(args: Config) -> int:
             if result.blowups
             else ""
         )
-        stacking = result.manifest.get("checkpoint_stacking", "")
+        stacking = result.manifest.get("checkpoint_stacking")
         stacked = (
-            f", {len(args.checkpoint)} checkpoints stacked: {stacking.split(' (')[0]}"
+            f", {len(args.checkpoint)} checkpoints stacked: {stacking['strategy']}"
             if stacking
             else ""
         )

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["AGREEMENT", "StackedNetworks"]
+__all__ = ["AGREEMENT", "RowPlan", "StackedNetworks"]
 
 #: Largest difference between the batched and the looped output on the first
 #: call, relative to the largest magnitude of the looped one, for the batched
@@ -98,38 +98,43 @@ class StackedNetworks(nn.Module):
         tensors = [*self.networks.parameters(), *self.networks.buffers()]  # non-persistent too
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def forward(self, x: torch.Tensor, models: np.ndarray) -> torch.Tensor:
+    def plan(self, models: np.ndarray) -> RowPlan:
+        """The :class:`RowPlan` of a batch whose row ``r`` runs network ``models[r]``."""
+        return RowPlan(models, len(self))
+
+    def forward(self, x: torch.Tensor, rows: RowPlan | np.ndarray) -> torch.Tensor:
         """Row ``r`` of ``x`` through network ``models[r]``.
 
         Parameters
         ----------
         x : torch.Tensor
             ``(batch, ...)``, the networks' input.
-        models : numpy.ndarray
-            Shape ``(batch,)``, int: the network of each row.
+        rows : RowPlan or numpy.ndarray
+            The network of each row: a plan made once for a batch that is
+            stepped many times (:meth:`plan`), or the ``(batch,)`` indices.
 
         Returns
         -------
         torch.Tensor
             ``(batch, ...)``, the networks' outputs in the rows' order.
         """
-        models = np.asarray(models, dtype=np.int64)
-        if models.shape != (x.shape[0],):
-            raise ValueError(f"{models.shape} network indices for a batch of {x.shape[0]}")
-        if models.size and (models.min() < 0 or models.max() >= len(self)):
-            raise ValueError(f"network indices must lie in 0..{len(self) - 1}")
-        if self.strategy == "loop" or len(np.unique(models)) < len(self):
+        plan = rows if isinstance(rows, RowPlan) else self.plan(rows)
+        if plan.count != len(self):
+            raise ValueError(f"a plan for {plan.count} networks, not {len(self)}")
+        if plan.models.shape != (x.shape[0],):
+            raise ValueError(f"{plan.models.shape} network indices for a batch of {x.shape[0]}")
+        if self.strategy == "loop" or not plan.complete:
             # a batch without rows of some network: vmap would run those networks for nothing
-            return self._loop(x, models)
+            return self._loop(x, plan)
         if self.strategy == "vmap":
-            return self._vmap(x, models)
-        return self._first_call(x, models)
+            return self._vmap(x, plan)
+        return self._first_call(x, plan)
 
-    def _first_call(self, x: torch.Tensor, models: np.ndarray) -> torch.Tensor:
+    def _first_call(self, x: torch.Tensor, plan: RowPlan) -> torch.Tensor:
         """Run both strategies; keep ``vmap`` only if it works and agrees with the loop."""
-        looped = self._loop(x, models)
+        looped = self._loop(x, plan)
         try:
-            batched = self._vmap(x, models)
+            batched = self._vmap(x, plan)
         except (RuntimeError, NotImplementedError, TypeError) as err:
             self.strategy, self.reason = "loop", f"vmap refused: {' '.join(str(err).split())[:200]}"
             self._stacked = self._base = None
@@ -146,21 +151,16 @@ class StackedNetworks(nn.Module):
         self.strategy, self.reason = "vmap", f"agrees with the loop to {error:.3g}"
         return batched  # every call of a run takes one strategy, so a resumed run computes the same
 
-    def _loop(self, x: torch.Tensor, models: np.ndarray) -> torch.Tensor:
+    def _loop(self, x: torch.Tensor, plan: RowPlan) -> torch.Tensor:
         """Each network on its own rows."""
-        parts, order = [], []
-        for k in np.unique(models):
-            rows = np.flatnonzero(models == k)
-            index = torch.as_tensor(rows, device=x.device)
-            parts.append(self.networks[int(k)](x.index_select(0, index)))
-            order.append(rows)
+        parts = [
+            self.networks[k](x.index_select(0, plan.index(f"rows{k}", x.device)))
+            for k in plan.present
+        ]
         out = torch.cat(parts)
-        if len(parts) == 1:
-            return out
-        inverse = torch.as_tensor(np.argsort(np.concatenate(order)), device=x.device)
-        return out.index_select(0, inverse)
+        return out if len(parts) == 1 else out.index_select(0, plan.index("unloop", x.device))
 
-    def _vmap(self, x: torch.Tensor, models: np.ndarray) -> torch.Tensor:
+    def _vmap(self, x: torch.Tensor, plan: RowPlan) -> torch.Tensor:
         """One call: rows gathered into ``(n, K, ...)`` (short networks padded), vmapped over ``K``."""
         if self._stacked is None:
             _allow_vmap_of_torch_harmonics()
@@ -171,15 +171,8 @@ class StackedNetworks(nn.Module):
             )
             self._base = copy.deepcopy(self.networks[0]).to("meta")
         count = len(self)
-        rows = [np.flatnonzero(models == k) for k in range(count)]
-        per = max(len(r) for r in rows)
-        # (per, K) row positions; a network with fewer rows repeats one (its output is dropped)
-        grid = np.stack(
-            [np.resize(r if len(r) else np.zeros(1, np.int64), per) for r in rows], axis=1
-        )
-        kept = np.stack([np.arange(per) < len(r) for r in rows], axis=1).reshape(-1)
-        flat = torch.as_tensor(grid.reshape(-1), device=x.device)
-        gathered = x.index_select(0, flat).reshape(per, count, *x.shape[1:])
+        gathered = x.index_select(0, plan.index("gather", x.device))
+        gathered = gathered.reshape(plan.per, count, *x.shape[1:])
         base = self._base
         params, buffers = self._stacked
 
@@ -187,11 +180,64 @@ class StackedNetworks(nn.Module):
             return torch.func.functional_call(base, (p, b), (rows_of_one,))  # type: ignore[arg-type]
 
         out = torch.vmap(one, in_dims=(0, 0, 1), out_dims=1)(params, buffers, gathered)
-        out = out.reshape(per * count, *out.shape[2:])
-        keep = torch.as_tensor(np.flatnonzero(kept), device=x.device)
+        out = out.reshape(plan.per * count, *out.shape[2:])
+        if plan.padded:  # drop the outputs of the padding rows
+            out = out.index_select(0, plan.index("kept", x.device))
         result = out.new_empty((x.shape[0], *out.shape[1:]))
-        result[torch.as_tensor(grid.reshape(-1)[kept], device=x.device)] = out.index_select(0, keep)
+        result[plan.index("scatter", x.device)] = out
         return result
+
+
+class RowPlan:
+    """Where the rows of each network are in one batch, for both strategies.
+
+    Made once per batch (:meth:`StackedNetworks.plan`) and used at each of
+    its steps: the index arithmetic is numpy, and each index is sent to a
+    device once.
+
+    Parameters
+    ----------
+    models : numpy.ndarray
+        Shape ``(batch,)``, int: the network of each row.
+    count : int
+        The number of networks.
+
+    Raises
+    ------
+    ValueError
+        An index outside ``0 .. count - 1``.
+    """
+
+    def __init__(self, models: np.ndarray, count: int):
+        models = np.asarray(models, dtype=np.int64).reshape(-1)
+        if models.size and (models.min() < 0 or models.max() >= count):
+            raise ValueError(f"network indices must lie in 0..{count - 1}")
+        self.models, self.count = models, count
+        rows = [np.flatnonzero(models == k) for k in range(count)]
+        #: the networks with rows, and whether every network has some
+        self.present = [k for k in range(count) if len(rows[k])]
+        self.complete = len(self.present) == count
+        self.per = max((len(r) for r in rows), default=0)
+        # (per, K) row positions; a network with fewer rows repeats one (its output is dropped)
+        grid = np.stack([np.resize(r if len(r) else [0], self.per) for r in rows], axis=1)
+        kept = np.stack([np.arange(self.per) < len(r) for r in rows], axis=1).reshape(-1)
+        self.padded = not kept.all()
+        looped = [rows[k] for k in self.present]  # the loop's output order
+        self._host = {
+            **{f"rows{k}": rows[k] for k in self.present},
+            "unloop": np.argsort(np.concatenate(looped)) if looped else np.empty(0, np.int64),
+            "gather": grid.reshape(-1),
+            "kept": np.flatnonzero(kept),
+            "scatter": grid.reshape(-1)[kept],
+        }
+        self._device: dict[tuple[str, str], torch.Tensor] = {}
+
+    def index(self, name: str, device: torch.device) -> torch.Tensor:
+        """The index ``name`` as an int64 tensor on ``device`` (sent there once)."""
+        key = (name, str(device))
+        if key not in self._device:
+            self._device[key] = torch.as_tensor(self._host[name], dtype=torch.int64, device=device)
+        return self._device[key]
 
 
 def _signature(network: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -25,7 +26,11 @@ from forecast.models.stacked import StackedNetworks
 from forecast.stepper import Stepper
 from forecast.steppers.backbone import BackboneStepper
 
-__all__ = ["StackedBackbones", "stack_backbones", "why_not_stackable"]
+__all__ = ["NotStackableError", "StackedBackbones", "stack_backbones", "why_not_stackable"]
+
+
+class NotStackableError(ValueError):
+    """Steppers that differ in more than their network weights (:func:`why_not_stackable`)."""
 
 
 class _RowNetworks(nn.Module):
@@ -34,11 +39,11 @@ class _RowNetworks(nn.Module):
     def __init__(self, networks: StackedNetworks, models: np.ndarray):
         super().__init__()
         self.networks = networks
-        self.models = np.asarray(models, dtype=np.int64)
+        self.rows = networks.plan(models)  # once for the batch, not at every step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, in, lat, lon) -> (batch, out, lat, lon)``, row ``r`` by network ``models[r]``."""
-        return self.networks(x, self.models)
+        return self.networks(x, self.rows)
 
 
 class StackedBackbones:
@@ -47,24 +52,28 @@ class StackedBackbones:
     Parameters
     ----------
     steppers : sequence of BackboneStepper
-        One per checkpoint; :func:`why_not_stackable` must return None for them.
+        One per checkpoint.
+
+    Raises
+    ------
+    NotStackableError
+        When :func:`why_not_stackable` has a reason.
     """
 
-    def __init__(self, steppers: Sequence[BackboneStepper]):
+    def __init__(self, steppers: Sequence[Stepper]):
         reason = why_not_stackable(steppers)
         if reason is not None:
-            raise ValueError(f"these steppers cannot be stacked: {reason}")
-        self.steppers = tuple(steppers)
-        self.networks = StackedNetworks([s.model for s in steppers])
+            raise NotStackableError(f"these steppers cannot be stacked: {reason}")
+        self.steppers = cast("tuple[BackboneStepper, ...]", tuple(steppers))
+        self.networks = StackedNetworks([s.model for s in self.steppers])
 
     def __len__(self) -> int:
         return len(self.steppers)
 
     @property
-    def strategy(self) -> str:
-        """How the networks run: ``"vmap"`` (one call), ``"loop"`` or ``"untried"``, and why."""
-        reason = self.networks.reason
-        return self.networks.strategy + (f" ({reason})" if reason else "")
+    def strategy(self) -> dict[str, str]:
+        """How the networks ran: ``{"strategy": "vmap" | "loop" | "untried", "reason": ...}``."""
+        return {"strategy": self.networks.strategy, "reason": self.networks.reason}
 
     def for_rows(self, models: np.ndarray) -> BackboneStepper:
         """The stepper of a batch whose row ``r`` runs checkpoint ``models[r]``."""
@@ -107,6 +116,7 @@ def why_not_stackable(steppers: Sequence[Stepper]) -> str | None:
 
 def stack_backbones(steppers: Sequence[Stepper]) -> StackedBackbones | None:
     """``steppers`` as one :class:`StackedBackbones`, or None when they cannot be (:func:`why_not_stackable`)."""
-    if why_not_stackable(steppers) is not None:
+    try:
+        return StackedBackbones(steppers)
+    except NotStackableError:
         return None
-    return StackedBackbones(steppers)  # type: ignore[arg-type]

@@ -15,7 +15,12 @@ from forecast.models.layers import PointwiseMLP, TokenMLP
 from forecast.models.stacked import StackedNetworks
 from forecast.normalize import Normalizer
 from forecast.steppers import BackboneStepper
-from forecast.steppers.stacked import StackedBackbones, stack_backbones, why_not_stackable
+from forecast.steppers.stacked import (
+    NotStackableError,
+    StackedBackbones,
+    stack_backbones,
+    why_not_stackable,
+)
 from tests.inference.conftest import CHANNELS, MEANS, STDS, make_stepper
 
 GRID = Grid.equiangular(8, 16)
@@ -50,8 +55,14 @@ def test_each_row_goes_through_its_own_network_in_one_vmapped_call(name):
         assert stacked.stacked_bytes() == sum(t.numel() * t.element_size() for t in held)
         expected = torch.cat([networks[k](x[r : r + 1]) for r, k in enumerate(models)])
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-        # a later call takes the strategy chosen on the first
-        torch.testing.assert_close(stacked(x, models), got, rtol=0, atol=0)
+        # a later call takes the strategy chosen on the first; a plan made once for a batch
+        # sends its indices to the device once, whatever the number of steps
+        plan = stacked.plan(models)
+        torch.testing.assert_close(stacked(x, plan), got, rtol=0, atol=0)
+        sent = dict(plan._device)
+        torch.testing.assert_close(stacked(x, plan), got, rtol=0, atol=0)
+        assert plan._device.keys() == sent.keys() and all(plan._device[k] is sent[k] for k in sent)
+        assert plan.padded and plan.per == 3  # network 1 has 3 rows, the others are padded
         # a batch of one network's rows loops (vmap would run the other two for nothing)
         with mock.patch.object(stacked, "_vmap", side_effect=AssertionError("vmapped")):
             again = stacked(x[[1, 4]], np.array([1, 1]))
@@ -147,7 +158,7 @@ def test_steppers_of_one_recipe_stack_and_others_say_why_not():
     family = make_stepper(seed=1)
     family.__class__ = type("OtherFamily", (BackboneStepper,), {})
     assert "only backbone steppers" in why_not_stackable([steppers[0], family])
-    with pytest.raises(ValueError, match="cannot be stacked"):
+    with pytest.raises(NotStackableError, match="cannot be stacked"):
         StackedBackbones([steppers[0], other])
 
 
@@ -165,7 +176,7 @@ def test_a_stacked_step_equals_each_checkpoints_own_step():
     for row, k in enumerate(models):
         expected = steppers[k].advance(state[row : row + 1], times[row : row + 1])
         torch.testing.assert_close(got[row : row + 1], expected, rtol=1e-5, atol=1e-3)
-    assert stacked.strategy.startswith("vmap")
+    assert stacked.strategy["strategy"] == "vmap"
     # the view shares everything but the network with the first checkpoint's stepper
     view = stacked.for_rows(models)
     assert view.normalizer is steppers[0].normalizer and view.model is not steppers[0].model

@@ -89,7 +89,10 @@ def test_member_k_is_the_run_of_checkpoint_k(tmp_path, store_path, checkpoints, 
     assert manifest["checkpoint_digest"] == " ".join(digests)
     # two seeds of one recipe: one batch, both networks in one vmapped call
     assert manifest["checkpoint_batches"] == "mixed" and manifest["batch_size"] == 2
-    assert manifest["checkpoint_stacking"].startswith("vmap (agrees with the loop to")
+    stacking = manifest["checkpoint_stacking"]
+    assert stacking["strategy"] == "vmap" and stacking["reason"].startswith(
+        "agrees with the loop to"
+    )
     # the same checkpoints in the other order are another ensemble: refused, the output kept
     swapped = ["--checkpoint", checkpoints[1], "--checkpoint", checkpoints[0]]
     assert _cli(*swapped, *common, "--out", ensemble) == 1
