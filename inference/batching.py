@@ -186,7 +186,6 @@ def auto_batch_size(
     initial: InitialStates,
     total: int,
     max_memory: str | int | None = None,
-    extra_bytes: int = 0,
 ) -> int:
     """Members per model call that fit the memory budget, measured on the first initial state.
 
@@ -202,9 +201,6 @@ def auto_batch_size(
         Members of the whole run (the batch never exceeds it).
     max_memory : str or int, optional
         Budget (``"8GB"``); default a safe share of the device's free memory.
-    extra_bytes : int
-        Held besides the models' own tensors for the whole run (the stacked
-        copy of a multi-checkpoint ensemble's weights).
     """
     steppers = cast(
         "list[Stepper]", list(stepper) if isinstance(stepper, (list, tuple)) else [stepper]
@@ -213,7 +209,7 @@ def auto_batch_size(
     budget = parse_memory(max_memory) if max_memory is not None else default_budget(device)
     state = initial.load(np.arange(1)).to(device)
     per_member = 0
-    fixed = int(extra_bytes)
+    fixed = 0
     for model in steppers:
 
         def step(batch: torch.Tensor, times: np.ndarray, model: Stepper = model) -> torch.Tensor:

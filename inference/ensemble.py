@@ -244,9 +244,9 @@ def _batch_size(
 ) -> int:
     """The recorded batch size when resuming, else the requested one, else one that fits memory.
 
-    A memory-sized batch of ``stacked`` checkpoints counts the stacked copy
-    of their weights and holds a multiple of their number when it can, so
-    that every call has as many rows of each.
+    A memory-sized batch of ``stacked`` checkpoints holds a multiple of
+    their number when it can, so that every call has as many rows of each
+    (their stacked weights are the networks' own, held once).
     """
     recorded = run.recorded_batch_size()
     if recorded is not None:
@@ -255,12 +255,7 @@ def _batch_size(
         return request.batch_size
     total = request.members * len(initial)
     rank, _ = distributed.rank_and_size()
-    extra = stacked.networks.stacked_bytes() if stacked is not None else 0
-    size = (
-        auto_batch_size(models.steppers, initial, total, request.max_memory, extra)
-        if rank == 0
-        else 0
-    )
+    size = auto_batch_size(models.steppers, initial, total, request.max_memory) if rank == 0 else 0
     size = int(distributed.broadcast(size))
     count = len(models)
     if stacked and size > count and size < total:

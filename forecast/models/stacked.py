@@ -21,7 +21,10 @@ computes what an uninterrupted one does.
 :attr:`StackedNetworks.strategy` and :attr:`StackedNetworks.reason` say
 which one runs and why.
 
-For inference only: the stacked weights are a copy without gradients.
+For inference only. The weights are held once: stacking copies each
+network's tensors into its slice of the stacked ones and makes the network's
+own tensors views of that slice (:func:`stack_in_place`), so the networks'
+memory is freed as it is stacked and the looped strategy still calls them.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["AGREEMENT", "RowPlan", "StackedNetworks"]
+__all__ = ["AGREEMENT", "RowPlan", "StackedNetworks", "stack_in_place"]
 
 #: Largest difference between the batched and the looped output on the first
 #: call, relative to the largest magnitude of the looped one, for the batched
@@ -92,11 +95,6 @@ class StackedNetworks(nn.Module):
 
     def __len__(self) -> int:
         return len(self.networks)
-
-    def stacked_bytes(self) -> int:
-        """Bytes of the stacked copy of the weights that the batched strategy holds."""
-        tensors = [*self.networks.parameters(), *self.networks.buffers()]  # non-persistent too
-        return sum(t.numel() * t.element_size() for t in tensors)
 
     def plan(self, models: np.ndarray) -> RowPlan:
         """The :class:`RowPlan` of a batch whose row ``r`` runs network ``models[r]``."""
@@ -164,12 +162,8 @@ class StackedNetworks(nn.Module):
         """One call: rows gathered into ``(n, K, ...)`` (short networks padded), vmapped over ``K``."""
         if self._stacked is None:
             _allow_vmap_of_torch_harmonics()
-            params, buffers = torch.func.stack_module_state(list(self.networks))
-            self._stacked = (
-                {name: value.detach() for name, value in params.items()},
-                {name: value.detach() for name, value in buffers.items()},
-            )
-            self._base = copy.deepcopy(self.networks[0]).to("meta")
+            self._base = copy.deepcopy(self.networks[0]).to("meta")  # before its tensors are views
+            self._stacked = stack_in_place(list(self.networks))
         count = len(self)
         gathered = x.index_select(0, plan.index("gather", x.device))
         gathered = gathered.reshape(plan.per, count, *x.shape[1:])
@@ -238,6 +232,57 @@ class RowPlan:
         if key not in self._device:
             self._device[key] = torch.as_tensor(self._host[name], dtype=torch.int64, device=device)
         return self._device[key]
+
+
+def stack_in_place(
+    networks: Sequence[nn.Module],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Parameters and buffers of ``networks`` stacked along a new first axis, held once.
+
+    What :func:`torch.func.stack_module_state` returns (without gradients),
+    except that each network's own tensors are replaced by views of their
+    slices as they are copied: the networks compute what they computed, and
+    the weights are not held twice (the peak is one tensor more than the
+    networks held).
+
+    Parameters
+    ----------
+    networks : sequence of nn.Module
+        Networks with the same parameter and buffer names, shapes and dtypes.
+
+    Returns
+    -------
+    params, buffers : dict of str to torch.Tensor
+        ``(len(networks), ...)`` tensors by name.
+    """
+    params: dict[str, torch.Tensor] = {}
+    buffers: dict[str, torch.Tensor] = {}
+    # normal tensors even when the first call comes under inference mode, so that the networks
+    # stay usable outside it
+    with torch.inference_mode(False), torch.no_grad():
+        for name, first in networks[0].named_parameters():
+            params[name] = _stack(networks, name, first, parameter=True)
+        for name, buffer in networks[0].named_buffers():
+            buffers[name] = _stack(networks, name, buffer, parameter=False)
+    return params, buffers
+
+
+def _stack(
+    networks: Sequence[nn.Module], name: str, first: torch.Tensor, parameter: bool
+) -> torch.Tensor:
+    """One tensor of every network in its slice of a new stack; each network given the view."""
+    whole = torch.empty((len(networks), *first.shape), dtype=first.dtype, device=first.device)
+    path, _, leaf = name.rpartition(".")
+    for k, network in enumerate(networks):
+        module = network.get_submodule(path)
+        tensor = module.get_parameter(leaf) if parameter else module.get_buffer(leaf)
+        whole[k].copy_(tensor)
+        if parameter:
+            module.register_parameter(leaf, nn.Parameter(whole[k], tensor.requires_grad))
+        else:
+            persistent = leaf not in module._non_persistent_buffers_set
+            module.register_buffer(leaf, whole[k], persistent=persistent)
+    return whole
 
 
 def _signature(network: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from unittest import mock
 
 import numpy as np
@@ -12,7 +14,7 @@ from torch import nn
 from forecast.grid import Grid
 from forecast.models import build_model
 from forecast.models.layers import PointwiseMLP, TokenMLP
-from forecast.models.stacked import StackedNetworks
+from forecast.models.stacked import StackedNetworks, stack_in_place
 from forecast.normalize import Normalizer
 from forecast.steppers import BackboneStepper
 from forecast.steppers.stacked import (
@@ -50,9 +52,10 @@ def test_each_row_goes_through_its_own_network_in_one_vmapped_call(name):
     with torch.inference_mode():
         got = stacked(x, models)
         assert stacked.strategy == "vmap", stacked.reason
-        # what the memory planner counts is what the stacked copy holds
-        held = [t for part in stacked._stacked for t in part.values()]
-        assert stacked.stacked_bytes() == sum(t.numel() * t.element_size() for t in held)
+        # the weights are held once: every network's tensors are views into the stack
+        held = {t.untyped_storage().data_ptr() for part in stacked._stacked for t in part.values()}
+        own = [*stacked.networks.parameters(), *stacked.networks.buffers()]
+        assert {t.untyped_storage().data_ptr() for t in own} <= held
         expected = torch.cat([networks[k](x[r : r + 1]) for r, k in enumerate(models)])
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
         # a later call takes the strategy chosen on the first; a plan made once for a batch
@@ -81,6 +84,35 @@ class _HostSync(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * float(self.weight.item())
+
+
+def test_stacking_in_place_is_torchs_stack_and_holds_the_weights_once():
+    networks = _networks("sfno", 3)
+    expected_params, expected_buffers = torch.func.stack_module_state(networks)
+    keys = [list(n.state_dict()) for n in networks]
+    x = torch.randn(2, 5, *GRID.shape, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        before = [n(x) for n in networks]
+    old = [weakref.ref(p) for n in networks for p in n.parameters()]
+    with torch.inference_mode():  # as the engine's first call
+        params, buffers = stack_in_place(networks)
+    for got, want in ((params, expected_params), (buffers, expected_buffers)):
+        assert got.keys() == want.keys()
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], rtol=0, atol=0)
+    # each network's tensors now live in the stack, its old storage is no longer used
+    stacks = {t.untyped_storage().data_ptr() for t in [*params.values(), *buffers.values()]}
+    for network in networks:
+        assert {t.untyped_storage().data_ptr() for t in network.state_dict().values()} <= stacks
+    gc.collect()
+    assert all(ref() is None for ref in old)  # nothing holds the networks' own copies any more
+    assert [list(n.state_dict()) for n in networks] == keys  # non-persistent buffers stay so
+    with torch.no_grad():
+        for network, out in zip(networks, before, strict=True):
+            torch.testing.assert_close(network(x), out, rtol=0, atol=0)
+    # usable outside inference mode, with gradients, as before stacking
+    networks[1](x).square().mean().backward()
+    assert all(p.grad is not None for p in networks[1].parameters() if p.requires_grad)
 
 
 def test_a_network_vmap_cannot_batch_runs_in_a_loop_and_says_why():
