@@ -103,27 +103,37 @@ def trained(run_dir: Path) -> bool:
 
 
 def dyffusion_name(
-    dropout: float | None = None, forecaster_dropout: float | None = None, ensemble_size: int = 1
+    dropout: float | None = None,
+    forecaster_dropout: float | None = None,
+    ensemble_size: int = 1,
+    masks: str = "element",
 ) -> str:
     """The run directory of a DYffusion trained with these dropouts (None: the config's).
 
-    ``ensemble_size > 1`` (trained on the CRPS of that many dropout samples) adds ``_ensM``.
+    ``ensemble_size > 1`` (trained on the CRPS of that many dropout samples) adds ``_ensM``;
+    channel dropout masks add ``_channel``.
     """
     name = "dyffusion" if dropout is None else f"dyffusion_dropout{dropout:g}"
     name = name if forecaster_dropout is None else f"{name}_fdropout{forecaster_dropout:g}"
-    return name if ensemble_size == 1 else f"{name}_ens{ensemble_size}"
+    name = name if ensemble_size == 1 else f"{name}_ens{ensemble_size}"
+    return name if masks == "element" else f"{name}_{masks}"
 
 
-def dyffusion_hparams(dropout: float | None, forecaster_dropout: float | None) -> list[str]:
+def dyffusion_hparams(
+    dropout: float | None, forecaster_dropout: float | None, masks: str = "element"
+) -> list[str]:
     """``forecast train`` options that override the config's dropouts.
 
     ``dropout``: the interpolator's; ``forecaster_dropout``: the forecaster's,
     kept on when sampling (``forecaster_sampling=true``). Each network samples
-    at the rate it was trained with.
+    at the rate it was trained with. ``masks``: what one mask value covers
+    (``dropout_masks``), in both networks.
     """
     values = [] if dropout is None else [f"dropout={dropout:g}"]
     if forecaster_dropout is not None:
         values += [f"forecaster_dropout={forecaster_dropout:g}", "forecaster_sampling=true"]
+    if masks != "element":
+        values.append(f"dropout_masks={masks}")
     return ["--hparams", ",".join(values)] if values else []
 
 
@@ -134,17 +144,19 @@ def train_dyffusion(
     dropout: float | None = None,
     forecaster_dropout: float | None = None,
     ensemble_size: int = 1,
+    masks: str = "element",
 ) -> float:
     """Train DYffusion (``budget``: extra ``forecast train`` options); its CPU seconds.
 
     ``dropout`` and ``forecaster_dropout`` override the config's
     (:func:`dyffusion_hparams`); ``ensemble_size > 1`` trains each stage on the
-    fair CRPS of that many dropout samples (``--ensemble-size``); each in its
-    own run directory (:func:`dyffusion_name`).
+    fair CRPS of that many dropout samples (``--ensemble-size``); ``masks``
+    is what one dropout mask value covers; each in its own run directory
+    (:func:`dyffusion_name`).
     """
-    name = dyffusion_name(dropout, forecaster_dropout, ensemble_size)
+    name = dyffusion_name(dropout, forecaster_dropout, ensemble_size, masks)
     run_dir = work / name
-    budget = (*budget, *dyffusion_hparams(dropout, forecaster_dropout))
+    budget = (*budget, *dyffusion_hparams(dropout, forecaster_dropout, masks))
     if ensemble_size > 1:
         budget = (*budget, "--ensemble-size", str(ensemble_size))
     if not trained(run_dir):
@@ -411,6 +423,13 @@ def parser() -> argparse.ArgumentParser:
         "(run directory ..._ensM; default 1: MSE of one sample)",
     )
     parser.add_argument(
+        "--dropout-masks",
+        choices=("element", "channel"),
+        default="element",
+        help="what one dropout mask value covers in both DYffusion networks: a feature value "
+        "(default) or a whole feature map (run directory ..._channel)",
+    )
+    parser.add_argument(
         "--dyffusion-grf",
         nargs="?",
         const="demo",
@@ -436,10 +455,13 @@ def main(argv: list[str] | None = None) -> int:
     budget = [f"--{k.replace('_', '-')}={v}" for k, v in
               (("max_steps", args.max_steps), ("interpolator_steps", args.interpolator_steps),
                ("val_every", args.max_steps)) if v]  # fmt: skip
-    dy_name = dyffusion_name(args.dropout, args.forecaster_dropout, args.ensemble_size)
+    dy_name = dyffusion_name(
+        args.dropout, args.forecaster_dropout, args.ensemble_size, args.dropout_masks
+    )
     dy_cpu = train_dyffusion(work, store, *budget, dropout=args.dropout,
                              forecaster_dropout=args.forecaster_dropout,
-                             ensemble_size=args.ensemble_size)  # fmt: skip
+                             ensemble_size=args.ensemble_size,
+                             masks=args.dropout_masks)  # fmt: skip
     dy_checkpoint = work / dy_name / "best.ckpt"
     print("== train the deterministic SFNO for the same CPU time", flush=True)
     sfno_cpu, sfno_steps = train_sfno(work, store, dy_cpu, args.sfno_steps)

@@ -18,8 +18,12 @@ around a strong baseline, and starting from that baseline (rather than from a
 random residual the first steps would rush to shrink) is what keeps the
 spectral path alive.
 
-Dropout (:class:`MemberDropout`) behaves as ``torch.nn.Dropout`` in training
-and is off in eval mode, unless the call passes generators: one
+Dropout (:class:`MemberDropout`) drops single feature values (``masks=
+"element"``, as ``torch.nn.Dropout``) or whole feature maps of a row
+(``masks="channel"``, as ``torch.nn.Dropout2d``). An element mask is white
+noise on the grid, so it perturbs every spherical-harmonic degree alike; a
+channel mask removes a whole feature map, and its perturbation has the
+features' own spatial scales. It is on in training and off in eval mode, unless the call passes generators: one
 ``torch.Generator`` draws the masks of the whole batch (training, so that a
 resumed run draws exactly the masks of an uninterrupted one, whatever else
 used torch's global generator), one per batch row draws each row's masks from
@@ -39,7 +43,10 @@ from torch import nn
 from forecast.grid import Grid
 from forecast.models.sfno import SFNO, SFNOHParams
 
-__all__ = ["Generators", "MemberDropout", "TimeConditionedSFNO", "time_features"]
+__all__ = ["DROPOUT_MASKS", "Generators", "MemberDropout", "TimeConditionedSFNO", "time_features"]
+
+#: What one dropout mask value covers: a single feature value, or a row's whole feature map.
+DROPOUT_MASKS = ("element", "channel")
 
 #: Where dropout masks come from: torch's global generator (None), one generator for the
 #: batch, or one per batch row.
@@ -53,13 +60,19 @@ class MemberDropout(nn.Module):
     ----------
     p : float
         Probability of zeroing an element, in [0, 1).
+    masks : {"element", "channel"}
+        What one mask value covers: one feature value, or the whole map
+        ``x[b, c]`` of a channel of a row.
     """
 
-    def __init__(self, p: float):
+    def __init__(self, p: float, masks: str = "element"):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
+        if masks not in DROPOUT_MASKS:
+            raise ValueError(f"dropout masks must be one of {DROPOUT_MASKS}, got {masks!r}")
         self.p = float(p)
+        self.masks = masks
 
     def forward(self, x: torch.Tensor, generators: Generators = None) -> torch.Tensor:
         """Drop elements of ``x`` ``(batch, ...)`` and rescale by ``1 / (1 - p)``.
@@ -67,28 +80,35 @@ class MemberDropout(nn.Module):
         With one generator (on ``x``'s device) the whole batch's masks are
         drawn from it; with a sequence of them (one per row) the masks of row
         ``b`` are drawn from ``generators[b]``; either way whatever the mode.
-        Without, this is ``torch.nn.functional.dropout`` in training mode and
-        the identity in eval mode.
+        Without, masks come from torch's global generator in training mode
+        (``torch.nn.functional.dropout`` for element masks), and eval mode is
+        the identity.
         """
         if self.p == 0.0:
             return x
-        if generators is None:
+        # one mask value per element, or per (row, channel) broadcast over the map
+        shape = x.shape if self.masks == "element" else (*x.shape[:2], *(1,) * (x.ndim - 2))
+        if generators is None and self.masks == "element":
             return nn.functional.dropout(x, self.p, training=self.training)
-        if isinstance(generators, torch.Generator):
-            keep = torch.rand(x.shape, generator=generators, device=generators.device) >= self.p
-            return x * keep.to(device=x.device, dtype=x.dtype) / (1.0 - self.p)
-        if len(generators) != x.shape[0]:
-            raise ValueError(f"{len(generators)} generators for a batch of {x.shape[0]}")
-        keep = torch.stack(
-            [
-                torch.rand(x.shape[1:], generator=generator, device=x.device) >= self.p
-                for generator in generators
-            ]
-        )
-        return x * keep.to(x.dtype) / (1.0 - self.p)
+        if generators is None:
+            if not self.training:
+                return x
+            keep = torch.rand(shape, device=x.device) >= self.p
+        elif isinstance(generators, torch.Generator):
+            keep = torch.rand(shape, generator=generators, device=generators.device) >= self.p
+        else:
+            if len(generators) != x.shape[0]:
+                raise ValueError(f"{len(generators)} generators for a batch of {x.shape[0]}")
+            keep = torch.stack(
+                [
+                    torch.rand(shape[1:], generator=generator, device=x.device) >= self.p
+                    for generator in generators
+                ]
+            )
+        return x * keep.to(device=x.device, dtype=x.dtype) / (1.0 - self.p)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}, masks={self.masks}"
 
 
 def time_features(tau: torch.Tensor, frequencies: int) -> torch.Tensor:
@@ -114,6 +134,8 @@ class TimeConditionedSFNO(nn.Module):
         Hyperparameters of the SFNO.
     dropout : float
         Dropout of the modulated block features, in [0, 1).
+    dropout_masks : {"element", "channel"}
+        What one dropout mask value covers (see :class:`MemberDropout`).
     frequencies : int
         Octaves of the sinusoidal time features.
 
@@ -129,6 +151,7 @@ class TimeConditionedSFNO(nn.Module):
         hparams: SFNOHParams,
         dropout: float = 0.0,
         frequencies: int = 8,
+        dropout_masks: str = "element",
     ):
         super().__init__()
         self.sfno = SFNO(in_channels, out_channels, grid, hparams)
@@ -146,7 +169,7 @@ class TimeConditionedSFNO(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
             self.modulations.append(nn.Sequential(nn.SiLU(), layer))
-        self.dropout = MemberDropout(dropout)
+        self.dropout = MemberDropout(dropout, dropout_masks)
 
     def forward(
         self,

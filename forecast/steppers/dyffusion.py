@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -82,6 +82,12 @@ class DYffusionHParams(SFNOHParams):
     forecaster_dropout : float
         Dropout of the forecaster's block features, in training (and in
         sampling with ``forecaster_sampling``).
+    dropout_masks : {"element", "channel"}
+        What one dropout mask value covers, in both networks: a single block
+        feature value (white noise on the grid, every spherical-harmonic
+        degree alike), or a row's whole feature map (a perturbation with the
+        features' own spatial scales; see
+        :class:`~forecast.models.conditioned.MemberDropout`).
     forecaster_sampling : bool
         Keep the forecaster's dropout on when sampling too (at the rate it was
         trained with, ``forecaster_dropout``), drawing its masks from each
@@ -97,6 +103,7 @@ class DYffusionHParams(SFNOHParams):
     horizon: Annotated[int, Field(ge=2)] = 4
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     forecaster_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    dropout_masks: Literal["element", "channel"] = "element"
     forecaster_sampling: bool = False
     condition_forecaster: bool = True
     time_frequencies: PositiveInt = 8
@@ -194,6 +201,7 @@ class DYffusionStepper(StateStepper):
             spec.network("interpolator"),
             dropout=spec.dropout,
             frequencies=spec.time_frequencies,
+            dropout_masks=spec.dropout_masks,
         )
         forecaster_in = n + (history_channels if spec.condition_forecaster else 0) + n_forcings
         self.forecaster = TimeConditionedSFNO(
@@ -203,6 +211,7 @@ class DYffusionStepper(StateStepper):
             spec.network("forecaster"),
             dropout=spec.forecaster_dropout,
             frequencies=spec.time_frequencies,
+            dropout_masks=spec.dropout_masks,
         )
         self.trained_steps = {name: int((trained_steps or {}).get(name, 0)) for name in STAGES}
         if (diurnal is not None or seasonal is not None) and not forcings:

@@ -125,6 +125,45 @@ def test_member_dropout_rows_depend_only_on_their_own_generator():
         MemberDropout(1.0)
 
 
+def test_channel_masks_drop_whole_maps_so_the_perturbation_keeps_the_fields_scales():
+    p = 0.25
+    dropout = MemberDropout(p, "channel")
+    # a smooth field: the perturbation of a whole-map mask is a multiple of it, never new scales
+    lat, lon = torch.meshgrid(
+        torch.linspace(-1.5, 1.5, 16), torch.linspace(0, 6.2, 32), indexing="ij"
+    )
+    x = (torch.cos(lat) * torch.sin(lon)).expand(3, 64, 16, 32).clone()
+    rows = dropout(x, [torch.Generator().manual_seed(s) for s in (7, 8, 9)])
+    factor = rows[..., 5, 7] / x[..., 5, 7]
+    torch.testing.assert_close(rows, factor[..., None, None] * x, rtol=0, atol=1e-6)
+    assert bool(((factor == 0) | torch.isclose(factor, torch.tensor(1 / (1 - p)))).all())
+    assert 0.55 < (factor != 0).float().mean().item() < 0.95  # 192 maps, 3/4 kept
+    alone = dropout(x[1:2], [torch.Generator().manual_seed(8)])
+    np.testing.assert_array_equal(rows[1:2].numpy(), alone.numpy())
+    element = MemberDropout(p)(x, [torch.Generator().manual_seed(s) for s in (7, 8, 9)])
+    assert not torch.allclose(element, (element[..., 5:6, 7:8] / x[..., 5:6, 7:8]) * x)
+    dropout.train()
+    trained_masks = dropout(x)  # torch's global generator: whole maps too
+    torch.testing.assert_close(
+        trained_masks, (trained_masks[..., 5:6, 7:8] / x[..., 5:6, 7:8]) * x, rtol=0, atol=1e-6
+    )
+    dropout.eval()
+    assert dropout(x) is x
+    with pytest.raises(ValueError, match="element"):
+        MemberDropout(p, "pixel")
+
+
+def test_dropout_masks_reach_both_networks_and_the_checkpoint(tmp_path):
+    stepper = make(dropout=0.2, forecaster_dropout=0.2, dropout_masks="channel")
+    assert stepper.interpolator.dropout.masks == stepper.forecaster.dropout.masks == "channel"
+    save_checkpoint(tmp_path / "dy.ckpt", stepper, provenance={"step": 1})
+    loaded, _ = load_checkpoint(tmp_path / "dy.ckpt")
+    assert loaded.interpolator.dropout.masks == "channel"
+    assert make().interpolator.dropout.masks == "element"  # the default: older checkpoints
+    with pytest.raises(ConfigError, match="dropout_masks"):
+        make(dropout_masks="pixel")
+
+
 # -- cold sampling -------------------------------------------------------------------------------
 def _linear_dynamics(size: int = 5, seed: int = 0):
     """A damped rotation ``x_{k+1} = A x_k`` and its exact interpolator and forecaster."""
