@@ -23,13 +23,13 @@ Dropout (:class:`MemberDropout`) drops single feature values (``masks=
 (``masks="channel"``, as ``torch.nn.Dropout2d``). An element mask is white
 noise on the grid, so it perturbs every spherical-harmonic degree alike; a
 channel mask removes a whole feature map, and its perturbation has the
-features' own spatial scales. It is on in training and off in eval mode, unless the call passes generators: one
-``torch.Generator`` draws the masks of the whole batch (training, so that a
-resumed run draws exactly the masks of an uninterrupted one, whatever else
-used torch's global generator), one per batch row draws each row's masks from
-its own generator (sampling: a sample depends only on its row's seed, never
-on which other rows share the batch, so an ensemble is the same whatever the
-batch size).
+features' own spatial scales. It is on in training and off in eval mode,
+unless the call passes generators: one ``torch.Generator`` draws the masks
+of the whole batch (training, so that a resumed run draws exactly the masks
+of an uninterrupted one, whatever else used torch's global generator), one
+per batch row draws each row's masks from its own generator (sampling: a
+sample depends only on its row's seed, never on which other rows share the
+batch, so an ensemble is the same whatever the batch size).
 """
 
 from __future__ import annotations
