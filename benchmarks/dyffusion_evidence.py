@@ -422,9 +422,11 @@ def parser() -> argparse.ArgumentParser:
         help="train each DYffusion stage on the fair CRPS of this many dropout samples "
         "(run directory ..._ensM; default 1: MSE of one sample)",
     )
+    from forecast.models.conditioned import DROPOUT_MASKS
+
     parser.add_argument(
         "--dropout-masks",
-        choices=("element", "channel"),
+        choices=DROPOUT_MASKS,
         default="element",
         help="what one dropout mask value covers in both DYffusion networks: a feature value "
         "(default) or a whole feature map (run directory ..._channel)",

@@ -100,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     for method in METHODS:
         rss = statistics.median(r["rss_bytes"] for r in results[method])
         gpu = statistics.median(r["allocated_bytes"] for r in results[method])
+        on_gpu = f"{gpu / 1e6:.0f} MB" if args.device.startswith("cuda") else "n/a (CPU)"
         print(f"| {method} | {rss / 1e6:.0f} MB ({rss / weights:.2f}x the weights) "
-              f"| {gpu / 1e6:.0f} MB |")  # fmt: skip
+              f"| {on_gpu} |")  # fmt: skip
     return 0
 
 

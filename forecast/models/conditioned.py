@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -43,10 +44,18 @@ from torch import nn
 from forecast.grid import Grid
 from forecast.models.sfno import SFNO, SFNOHParams
 
-__all__ = ["DROPOUT_MASKS", "Generators", "MemberDropout", "TimeConditionedSFNO", "time_features"]
+__all__ = [
+    "DROPOUT_MASKS",
+    "DropoutMasks",
+    "Generators",
+    "MemberDropout",
+    "TimeConditionedSFNO",
+    "time_features",
+]
 
 #: What one dropout mask value covers: a single feature value, or a row's whole feature map.
-DROPOUT_MASKS = ("element", "channel")
+DropoutMasks = Literal["element", "channel"]
+DROPOUT_MASKS: tuple[str, ...] = get_args(DropoutMasks)
 
 #: Where dropout masks come from: torch's global generator (None), one generator for the
 #: batch, or one per batch row.
@@ -65,7 +74,7 @@ class MemberDropout(nn.Module):
         ``x[b, c]`` of a channel of a row.
     """
 
-    def __init__(self, p: float, masks: str = "element"):
+    def __init__(self, p: float, masks: DropoutMasks = "element"):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
@@ -81,20 +90,17 @@ class MemberDropout(nn.Module):
         drawn from it; with a sequence of them (one per row) the masks of row
         ``b`` are drawn from ``generators[b]``; either way whatever the mode.
         Without, masks come from torch's global generator in training mode
-        (``torch.nn.functional.dropout`` for element masks), and eval mode is
+        (``torch.nn.functional.dropout`` or ``dropout2d``), and eval mode is
         the identity.
         """
         if self.p == 0.0:
             return x
+        if generators is None:
+            drop = nn.functional.dropout if self.masks == "element" else nn.functional.dropout2d
+            return drop(x, self.p, training=self.training)
         # one mask value per element, or per (row, channel) broadcast over the map
         shape = x.shape if self.masks == "element" else (*x.shape[:2], *(1,) * (x.ndim - 2))
-        if generators is None and self.masks == "element":
-            return nn.functional.dropout(x, self.p, training=self.training)
-        if generators is None:
-            if not self.training:
-                return x
-            keep = torch.rand(shape, device=x.device) >= self.p
-        elif isinstance(generators, torch.Generator):
+        if isinstance(generators, torch.Generator):
             keep = torch.rand(shape, generator=generators, device=generators.device) >= self.p
         else:
             if len(generators) != x.shape[0]:
@@ -151,7 +157,7 @@ class TimeConditionedSFNO(nn.Module):
         hparams: SFNOHParams,
         dropout: float = 0.0,
         frequencies: int = 8,
-        dropout_masks: str = "element",
+        dropout_masks: DropoutMasks = "element",
     ):
         super().__init__()
         self.sfno = SFNO(in_channels, out_channels, grid, hparams)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ from forecast.errors import DataError
 from forecast.forcings import TIME_FORCINGS, Forcings, time_forcings
 from forecast.grid import Grid
 from forecast.models import get_spec, hparams_to_dict, validate_hparams
-from forecast.models.conditioned import Generators, TimeConditionedSFNO
+from forecast.models.conditioned import DropoutMasks, Generators, TimeConditionedSFNO
 from forecast.models.registry import check_hparams
 from forecast.models.sfno import SFNOHParams
 from forecast.normalize import Normalizer
@@ -103,7 +103,7 @@ class DYffusionHParams(SFNOHParams):
     horizon: Annotated[int, Field(ge=2)] = 4
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     forecaster_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    dropout_masks: Literal["element", "channel"] = "element"
+    dropout_masks: DropoutMasks = "element"
     forecaster_sampling: bool = False
     condition_forecaster: bool = True
     time_frequencies: PositiveInt = 8
