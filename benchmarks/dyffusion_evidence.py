@@ -111,7 +111,7 @@ def dyffusion_name(
     """The run directory of a DYffusion trained with these dropouts (None: the config's).
 
     ``ensemble_size > 1`` (trained on the CRPS of that many dropout samples) adds ``_ensM``;
-    channel dropout masks add ``_channel``.
+    channel or block dropout masks add ``_channel`` or ``_block``.
     """
     name = "dyffusion" if dropout is None else f"dyffusion_dropout{dropout:g}"
     name = name if forecaster_dropout is None else f"{name}_fdropout{forecaster_dropout:g}"
@@ -429,7 +429,8 @@ def parser() -> argparse.ArgumentParser:
         choices=DROPOUT_MASKS,
         default="element",
         help="what one dropout mask value covers in both DYffusion networks: a feature value "
-        "(default) or a whole feature map (run directory ..._channel)",
+        "(default), a whole feature map or a row's whole block features (run directory "
+        "..._channel or ..._block)",
     )
     parser.add_argument(
         "--dyffusion-grf",

@@ -19,11 +19,15 @@ random residual the first steps would rush to shrink) is what keeps the
 spectral path alive.
 
 Dropout (:class:`MemberDropout`) drops single feature values (``masks=
-"element"``, as ``torch.nn.Dropout``) or whole feature maps of a row
-(``masks="channel"``, as ``torch.nn.Dropout2d``). An element mask is white
-noise on the grid, so it perturbs every spherical-harmonic degree alike; a
-channel mask removes a whole feature map, and its perturbation has the
-features' own spatial scales. It is on in training and off in eval mode,
+"element"``, as ``torch.nn.Dropout``), whole feature maps of a row
+(``masks="channel"``, as ``torch.nn.Dropout2d``) or a row's whole block
+features (``masks="block"``). An element mask is white noise on the grid, so
+it perturbs every spherical-harmonic degree alike; a channel mask removes a
+whole feature map, and its perturbation has the features' own spatial scales.
+A block mask is stochastic depth of the spectral path (Huang et al. 2016; the
+drop-path of the Spherical DYffusion interpolator): a dropped block of a row
+passes its skip path and the MLP of zero features (a constant) on, and the
+kept blocks' features are scaled by ``1 / (1 - p)``. It is on in training and off in eval mode,
 unless the call passes generators: one ``torch.Generator`` draws the masks
 of the whole batch (training, so that a resumed run draws exactly the masks
 of an uninterrupted one, whatever else used torch's global generator), one
@@ -53,8 +57,9 @@ __all__ = [
     "time_features",
 ]
 
-#: What one dropout mask value covers: a single feature value, or a row's whole feature map.
-DropoutMasks = Literal["element", "channel"]
+#: What one dropout mask value covers: a single feature value, a row's whole feature map, or
+#: a row's whole block features.
+DropoutMasks = Literal["element", "channel", "block"]
 DROPOUT_MASKS: tuple[str, ...] = get_args(DropoutMasks)
 
 #: Where dropout masks come from: torch's global generator (None), one generator for the
@@ -69,9 +74,9 @@ class MemberDropout(nn.Module):
     ----------
     p : float
         Probability of zeroing an element, in [0, 1).
-    masks : {"element", "channel"}
-        What one mask value covers: one feature value, or the whole map
-        ``x[b, c]`` of a channel of a row.
+    masks : {"element", "channel", "block"}
+        What one mask value covers: one feature value, the whole map
+        ``x[b, c]`` of a channel of a row, or a row's whole ``x[b]``.
     """
 
     def __init__(self, p: float, masks: DropoutMasks = "element"):
@@ -90,17 +95,22 @@ class MemberDropout(nn.Module):
         drawn from it; with a sequence of them (one per row) the masks of row
         ``b`` are drawn from ``generators[b]``; either way whatever the mode.
         Without, masks come from torch's global generator in training mode
-        (``torch.nn.functional.dropout`` or ``dropout2d``), and eval mode is
-        the identity.
+        (``torch.nn.functional.dropout`` or ``dropout2d`` for element and
+        channel masks), and eval mode is the identity.
         """
         if self.p == 0.0:
             return x
-        if generators is None:
+        if generators is None and self.masks != "block":
             drop = nn.functional.dropout if self.masks == "element" else nn.functional.dropout2d
             return drop(x, self.p, training=self.training)
-        # one mask value per element, or per (row, channel) broadcast over the map
-        shape = x.shape if self.masks == "element" else (*x.shape[:2], *(1,) * (x.ndim - 2))
-        if isinstance(generators, torch.Generator):
+        if generators is None and not self.training:
+            return x
+        # one mask value per element, per (row, channel) or per row, broadcast over the rest
+        kept = {"element": x.ndim, "channel": 2, "block": 1}[self.masks]
+        shape = (*x.shape[:kept], *(1,) * (x.ndim - kept))
+        if generators is None:
+            keep = torch.rand(shape, device=x.device) >= self.p
+        elif isinstance(generators, torch.Generator):
             keep = torch.rand(shape, generator=generators, device=generators.device) >= self.p
         else:
             if len(generators) != x.shape[0]:
@@ -140,7 +150,7 @@ class TimeConditionedSFNO(nn.Module):
         Hyperparameters of the SFNO.
     dropout : float
         Dropout of the modulated block features, in [0, 1).
-    dropout_masks : {"element", "channel"}
+    dropout_masks : {"element", "channel", "block"}
         What one dropout mask value covers (see :class:`MemberDropout`).
     frequencies : int
         Octaves of the sinusoidal time features.

@@ -82,12 +82,13 @@ class DYffusionHParams(SFNOHParams):
     forecaster_dropout : float
         Dropout of the forecaster's block features, in training (and in
         sampling with ``forecaster_sampling``).
-    dropout_masks : {"element", "channel"}
+    dropout_masks : {"element", "channel", "block"}
         What one dropout mask value covers, in both networks: a single block
         feature value (white noise on the grid, every spherical-harmonic
-        degree alike), or a row's whole feature map (a perturbation with the
-        features' own spatial scales; see
-        :class:`~forecast.models.conditioned.MemberDropout`).
+        degree alike), a row's whole feature map (a perturbation with the
+        features' own spatial scales) or a row's whole block features
+        (stochastic depth of the spectral path); see
+        :class:`~forecast.models.conditioned.MemberDropout`.
     forecaster_sampling : bool
         Keep the forecaster's dropout on when sampling too (at the rate it was
         trained with, ``forecaster_dropout``), drawing its masks from each

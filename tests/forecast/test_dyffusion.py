@@ -153,12 +153,36 @@ def test_channel_masks_drop_whole_maps_so_the_perturbation_keeps_the_fields_scal
         MemberDropout(p, "pixel")
 
 
-def test_dropout_masks_reach_both_networks_and_the_checkpoint(tmp_path):
-    stepper = make(dropout=0.2, forecaster_dropout=0.2, dropout_masks="channel")
-    assert stepper.interpolator.dropout.masks == stepper.forecaster.dropout.masks == "channel"
+def test_block_masks_keep_or_drop_a_rows_whole_features():
+    p = 0.5
+    dropout = MemberDropout(p, "block")
+    x = torch.randn(64, 4, 5, 6)
+    rows = dropout(x, [torch.Generator().manual_seed(s) for s in range(64)])
+    factor = rows[:, 0, 0, 0] / x[:, 0, 0, 0]
+    torch.testing.assert_close(rows, factor[:, None, None, None] * x, rtol=0, atol=1e-6)
+    assert set(np.unique(factor.numpy()).round(6)) == {0.0, 2.0}  # 64 rows: both occur
+    alone = dropout(x[5:6], [torch.Generator().manual_seed(5)])
+    np.testing.assert_array_equal(rows[5:6].numpy(), alone.numpy())
+    batch = dropout(x, torch.Generator().manual_seed(1))  # one generator for the batch: whole rows
+    factor = batch[:, 0, 0, 0] / x[:, 0, 0, 0]
+    torch.testing.assert_close(batch, factor[:, None, None, None] * x, rtol=0, atol=1e-6)
+    dropout.train()
+    torch.manual_seed(2)
+    trained_masks = dropout(x)  # torch's global generator in training mode: whole rows too
+    factor = trained_masks[:, 0, 0, 0] / x[:, 0, 0, 0]
+    torch.testing.assert_close(trained_masks, factor[:, None, None, None] * x, rtol=0, atol=1e-6)
+    assert 0.25 < (factor != 0).float().mean().item() < 0.75
+    dropout.eval()
+    assert dropout(x) is x
+
+
+@pytest.mark.parametrize("masks", ["channel", "block"])
+def test_dropout_masks_reach_both_networks_and_the_checkpoint(tmp_path, masks):
+    stepper = make(dropout=0.2, forecaster_dropout=0.2, dropout_masks=masks)
+    assert stepper.interpolator.dropout.masks == stepper.forecaster.dropout.masks == masks
     save_checkpoint(tmp_path / "dy.ckpt", stepper, provenance={"step": 1})
     loaded, _ = load_checkpoint(tmp_path / "dy.ckpt")
-    assert loaded.interpolator.dropout.masks == "channel"
+    assert loaded.interpolator.dropout.masks == masks
     assert make().interpolator.dropout.masks == "element"  # the default: older checkpoints
     with pytest.raises(ConfigError, match="dropout_masks"):
         make(dropout_masks="pixel")
