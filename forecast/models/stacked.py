@@ -260,9 +260,11 @@ def stack_in_place(
     # normal tensors even when the first call comes under inference mode, so that the networks
     # stay usable outside it
     with torch.inference_mode(False), torch.no_grad():
-        for name, first in networks[0].named_parameters():
+        # the names first (tied tensors under their first name only, as torch's): stacking
+        # replaces the tensors that the generators would tell apart
+        for name, first in list(networks[0].named_parameters()):
             params[name] = _stack(networks, name, first, parameter=True)
-        for name, buffer in networks[0].named_buffers():
+        for name, buffer in list(networks[0].named_buffers()):
             buffers[name] = _stack(networks, name, buffer, parameter=False)
     return params, buffers
 
@@ -270,19 +272,35 @@ def stack_in_place(
 def _stack(
     networks: Sequence[nn.Module], name: str, first: torch.Tensor, parameter: bool
 ) -> torch.Tensor:
-    """One tensor of every network in its slice of a new stack; each network given the view."""
+    """One tensor of every network in its slice of a new stack; each network given the view.
+
+    Every name under which a network holds that tensor (tied weights) is given
+    the same view, so the tie stays and the old tensor is freed.
+    """
     whole = torch.empty((len(networks), *first.shape), dtype=first.dtype, device=first.device)
-    path, _, leaf = name.rpartition(".")
     for k, network in enumerate(networks):
-        module = network.get_submodule(path)
-        tensor = module.get_parameter(leaf) if parameter else module.get_buffer(leaf)
+        tensor = network.get_parameter(name) if parameter else network.get_buffer(name)
         whole[k].copy_(tensor)
-        if parameter:
-            module.register_parameter(leaf, nn.Parameter(whole[k], tensor.requires_grad))
-        else:
-            persistent = leaf not in module._non_persistent_buffers_set
-            module.register_buffer(leaf, whole[k], persistent=persistent)
+        view = whole[k]
+        weight = nn.Parameter(view, tensor.requires_grad) if parameter else None
+        for module, leaf in _holders(network, tensor, parameter):
+            if parameter:
+                module.register_parameter(leaf, weight)
+            else:
+                persistent = leaf not in module._non_persistent_buffers_set
+                module.register_buffer(leaf, view, persistent=persistent)
     return whole
+
+
+def _holders(
+    network: nn.Module, tensor: torch.Tensor, parameter: bool
+) -> list[tuple[nn.Module, str]]:
+    """Every (module, attribute) of ``network`` that holds ``tensor`` as a parameter or buffer."""
+    holders = []
+    for module in network.modules():
+        owned = module._parameters if parameter else module._buffers
+        holders += [(module, leaf) for leaf, held in owned.items() if held is tensor]
+    return holders
 
 
 def _signature(network: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:

@@ -115,6 +115,43 @@ def test_stacking_in_place_is_torchs_stack_and_holds_the_weights_once():
     assert all(p.grad is not None for p in networks[1].parameters() if p.requires_grad)
 
 
+class _Tied(nn.Module):
+    """Two layers that share one weight, and a buffer under two names."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+        self.b.weight = self.a.weight
+        self.register_buffer("offset", torch.randn(3))
+        self.b.register_buffer("offset", self.offset)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x)) + self.offset + self.b.offset
+
+
+def test_stacking_in_place_keeps_tied_weights_tied_and_held_once():
+    networks = [_Tied(0), _Tied(1)]
+    x = torch.randn(4, 3)
+    with torch.no_grad():
+        before = [n(x) for n in networks]
+    old = [weakref.ref(n.a.weight) for n in networks] + [weakref.ref(n.offset) for n in networks]
+    params, buffers = stack_in_place(networks)
+    assert "a.weight" in params and "b.weight" not in params  # torch's dedup of tied names
+    for k, network in enumerate(networks):
+        assert network.b.weight is network.a.weight and network.b.offset is network.offset
+        assert network.a.weight.data_ptr() == params["a.weight"][k].data_ptr()
+        assert network.b.offset.data_ptr() == buffers["offset"][k].data_ptr()
+        with torch.no_grad():
+            torch.testing.assert_close(network(x), before[k], rtol=0, atol=0)
+    gc.collect()
+    assert all(ref() is None for ref in old)
+    rows = np.array([0, 1, 1, 0])
+    with torch.no_grad():  # and the ensemble of them computes each row with its network
+        out = StackedNetworks(networks)(x, rows)
+        torch.testing.assert_close(out, torch.stack([before[k][i] for i, k in enumerate(rows)]))
+
+
 def test_a_network_vmap_cannot_batch_runs_in_a_loop_and_says_why():
     networks = [_HostSync(2.0), _HostSync(3.0)]
     stacked = StackedNetworks(networks)
