@@ -23,17 +23,18 @@ Dropout (:class:`MemberDropout`) drops single feature values (``masks=
 (``masks="channel"``, as ``torch.nn.Dropout2d``) or a row's whole block
 features (``masks="block"``). An element mask is white noise on the grid, so
 it perturbs every spherical-harmonic degree alike; a channel mask removes a
-whole feature map, and its perturbation has the features' own spatial scales.
-A block mask is stochastic depth of the spectral path (Huang et al. 2016; the
-drop-path of the Spherical DYffusion interpolator): a dropped block of a row
-passes its skip path and the MLP of zero features (a constant) on, and the
-kept blocks' features are scaled by ``1 / (1 - p)``. It is on in training and off in eval mode,
-unless the call passes generators: one ``torch.Generator`` draws the masks
-of the whole batch (training, so that a resumed run draws exactly the masks
-of an uninterrupted one, whatever else used torch's global generator), one
-per batch row draws each row's masks from its own generator (sampling: a
-sample depends only on its row's seed, never on which other rows share the
-batch, so an ensemble is the same whatever the batch size).
+whole feature map, and its perturbation has the features' own spatial
+scales. A block mask is stochastic depth of the spectral path (Huang et al.
+2016; the drop-path of the Spherical DYffusion interpolator): a dropped
+block of a row passes its skip path and the MLP of zero features (a
+constant) on, and the kept blocks' features are scaled by ``1 / (1 - p)``.
+It is on in training and off in eval mode, unless the call passes
+generators: one ``torch.Generator`` draws the masks of the whole batch
+(training, so that a resumed run draws exactly the masks of an uninterrupted
+one, whatever else used torch's global generator), one per batch row draws
+each row's masks from its own generator (sampling: a sample depends only on
+its row's seed, never on which other rows share the batch, so an ensemble is
+the same whatever the batch size).
 """
 
 from __future__ import annotations
