@@ -107,16 +107,19 @@ def dyffusion_name(
     forecaster_dropout: float | None = None,
     ensemble_size: int = 1,
     masks: str = "element",
+    seed: int = 0,
 ) -> str:
     """The run directory of a DYffusion trained with these dropouts (None: the config's).
 
     ``ensemble_size > 1`` (trained on the CRPS of that many dropout samples) adds ``_ensM``;
-    channel or block dropout masks add ``_channel`` or ``_block``.
+    channel or block dropout masks add ``_channel`` or ``_block``; a training seed other
+    than 0 adds ``_seedN``.
     """
     name = "dyffusion" if dropout is None else f"dyffusion_dropout{dropout:g}"
     name = name if forecaster_dropout is None else f"{name}_fdropout{forecaster_dropout:g}"
     name = name if ensemble_size == 1 else f"{name}_ens{ensemble_size}"
-    return name if masks == "element" else f"{name}_{masks}"
+    name = name if masks == "element" else f"{name}_{masks}"
+    return name if seed == 0 else f"{name}_seed{seed}"
 
 
 def dyffusion_hparams(
@@ -145,20 +148,24 @@ def train_dyffusion(
     forecaster_dropout: float | None = None,
     ensemble_size: int = 1,
     masks: str = "element",
+    seed: int = 0,
 ) -> float:
     """Train DYffusion (``budget``: extra ``forecast train`` options); its CPU seconds.
 
     ``dropout`` and ``forecaster_dropout`` override the config's
     (:func:`dyffusion_hparams`); ``ensemble_size > 1`` trains each stage on the
     fair CRPS of that many dropout samples (``--ensemble-size``); ``masks``
-    is what one dropout mask value covers; each in its own run directory
-    (:func:`dyffusion_name`).
+    is what one dropout mask value covers; ``seed`` seeds the weights, the data
+    order and the training masks (``forecast train --seed``); each in its own run
+    directory (:func:`dyffusion_name`).
     """
-    name = dyffusion_name(dropout, forecaster_dropout, ensemble_size, masks)
+    name = dyffusion_name(dropout, forecaster_dropout, ensemble_size, masks, seed)
     run_dir = work / name
     budget = (*budget, *dyffusion_hparams(dropout, forecaster_dropout, masks))
     if ensemble_size > 1:
         budget = (*budget, "--ensemble-size", str(ensemble_size))
+    if seed != 0:
+        budget = (*budget, "--seed", str(seed))
     if not trained(run_dir):
         cpu = forecast("train", "--config", str(DYFFUSION_CONFIG), "--data", str(store),
                        "--out", str(run_dir), "--no-progress", *budget,
@@ -433,6 +440,13 @@ def parser() -> argparse.ArgumentParser:
         "..._channel or ..._block)",
     )
     parser.add_argument(
+        "--train-seed",
+        type=int,
+        default=0,
+        help="seed of DYffusion's weights, data order and training masks (forecast train "
+        "--seed; run directory ..._seedN unless 0, the default): a second run of one recipe",
+    )
+    parser.add_argument(
         "--dyffusion-grf",
         nargs="?",
         const="demo",
@@ -459,12 +473,13 @@ def main(argv: list[str] | None = None) -> int:
               (("max_steps", args.max_steps), ("interpolator_steps", args.interpolator_steps),
                ("val_every", args.max_steps)) if v]  # fmt: skip
     dy_name = dyffusion_name(
-        args.dropout, args.forecaster_dropout, args.ensemble_size, args.dropout_masks
-    )
+        args.dropout, args.forecaster_dropout, args.ensemble_size, args.dropout_masks,
+        args.train_seed,
+    )  # fmt: skip
     dy_cpu = train_dyffusion(work, store, *budget, dropout=args.dropout,
                              forecaster_dropout=args.forecaster_dropout,
                              ensemble_size=args.ensemble_size,
-                             masks=args.dropout_masks)  # fmt: skip
+                             masks=args.dropout_masks, seed=args.train_seed)  # fmt: skip
     dy_checkpoint = work / dy_name / "best.ckpt"
     print("== train the deterministic SFNO for the same CPU time", flush=True)
     sfno_cpu, sfno_steps = train_sfno(work, store, dy_cpu, args.sfno_steps)

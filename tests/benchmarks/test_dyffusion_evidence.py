@@ -103,6 +103,22 @@ def test_ensemble_size_trains_on_the_crps_in_its_own_directory(evidence, recorde
     assert evidence.dyffusion_name() == "dyffusion"  # one sample's MSE: the old directories
 
 
+def test_a_training_seed_trains_a_second_run_in_its_own_directory(evidence, recorded, tmp_path):
+    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", dropout=0.1,
+                             forecaster_dropout=0.1, ensemble_size=4, masks="block",
+                             seed=1)  # fmt: skip
+    (argv,) = recorded
+    name = "dyffusion_dropout0.1_fdropout0.1_ens4_block_seed1"
+    assert argv[argv.index("--out") + 1] == str(tmp_path / name)
+    request = resolved(argv).to_request()
+    assert request.seed == 1 and request.hparams["dropout_masks"] == "block"
+    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", dropout=0.1,
+                             forecaster_dropout=0.1, ensemble_size=4, masks="block")  # fmt: skip
+    assert "--seed" not in recorded[1]  # seed 0: the earlier runs' directory and command
+    assert recorded[1][recorded[1].index("--out") + 1] == str(tmp_path / name[: -len("_seed1")])
+    assert evidence.parser().parse_args(["--train-seed", "2"]).train_seed == 2
+
+
 def test_sfno_steps_skip_the_calibration(evidence, recorded, tmp_path):
     cpu, steps = evidence.train_sfno(tmp_path, tmp_path / "store.zarr", 170.0, steps=360)
     assert (cpu, steps) == (12.5, 360)
