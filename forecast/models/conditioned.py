@@ -63,6 +63,9 @@ __all__ = [
 DropoutMasks = Literal["element", "channel", "block"]
 DROPOUT_MASKS: tuple[str, ...] = get_args(DropoutMasks)
 
+#: torch's own dropout of the mask kinds it has, for masks from its global generator.
+_TORCH_DROPOUT = {"element": nn.functional.dropout, "channel": nn.functional.dropout2d}
+
 #: Where dropout masks come from: torch's global generator (None), one generator for the
 #: batch, or one per batch row.
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -99,17 +102,14 @@ class MemberDropout(nn.Module):
         (``torch.nn.functional.dropout`` or ``dropout2d`` for element and
         channel masks), and eval mode is the identity.
         """
-        if self.p == 0.0:
+        if self.p == 0.0 or (generators is None and not self.training):
             return x
-        if generators is None and self.masks != "block":
-            drop = nn.functional.dropout if self.masks == "element" else nn.functional.dropout2d
-            return drop(x, self.p, training=self.training)
-        if generators is None and not self.training:
-            return x
+        if generators is None and self.masks in _TORCH_DROPOUT:
+            return _TORCH_DROPOUT[self.masks](x, self.p, training=True)
         # one mask value per element, per (row, channel) or per row, broadcast over the rest
         kept = {"element": x.ndim, "channel": 2, "block": 1}[self.masks]
         shape = (*x.shape[:kept], *(1,) * (x.ndim - kept))
-        if generators is None:
+        if generators is None:  # block masks in training: torch has no per-row dropout
             keep = torch.rand(shape, device=x.device) >= self.p
         elif isinstance(generators, torch.Generator):
             keep = torch.rand(shape, generator=generators, device=generators.device) >= self.p

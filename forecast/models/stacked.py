@@ -262,20 +262,41 @@ def stack_in_place(
     with torch.inference_mode(False), torch.no_grad():
         # the names first (tied tensors under their first name only, as torch's): stacking
         # replaces the tensors that the generators would tell apart
+        aliases = [_aliases(network) for network in networks]
         for name, first in list(networks[0].named_parameters()):
-            params[name] = _stack(networks, name, first, parameter=True)
+            params[name] = _stack(networks, aliases, name, first, parameter=True)
         for name, buffer in list(networks[0].named_buffers()):
-            buffers[name] = _stack(networks, name, buffer, parameter=False)
+            buffers[name] = _stack(networks, aliases, name, buffer, parameter=False)
     return params, buffers
 
 
+def _aliases(network: nn.Module) -> dict[str, list[str]]:
+    """Every name of each of ``network``'s parameters and buffers, by its first name.
+
+    A tied tensor (one held under several names) has several; any other, its own.
+    """
+    first: dict[int, str] = {}
+    names: dict[str, list[str]] = {}
+    tensors = [
+        *network.named_parameters(remove_duplicate=False),
+        *network.named_buffers(remove_duplicate=False),
+    ]
+    for name, tensor in tensors:
+        names.setdefault(first.setdefault(id(tensor), name), []).append(name)
+    return names
+
+
 def _stack(
-    networks: Sequence[nn.Module], name: str, first: torch.Tensor, parameter: bool
+    networks: Sequence[nn.Module],
+    aliases: Sequence[dict[str, list[str]]],
+    name: str,
+    first: torch.Tensor,
+    parameter: bool,
 ) -> torch.Tensor:
     """One tensor of every network in its slice of a new stack; each network given the view.
 
-    Every name under which a network holds that tensor (tied weights) is given
-    the same view, so the tie stays and the old tensor is freed.
+    Every name under which a network holds that tensor (``aliases``, from
+    :func:`_aliases`) is given the same view, so a tie stays and the old tensor is freed.
     """
     whole = torch.empty((len(networks), *first.shape), dtype=first.dtype, device=first.device)
     for k, network in enumerate(networks):
@@ -283,24 +304,15 @@ def _stack(
         whole[k].copy_(tensor)
         view = whole[k]
         weight = nn.Parameter(view, tensor.requires_grad) if parameter else None
-        for module, leaf in _holders(network, tensor, parameter):
+        for alias in aliases[k][name]:
+            path, _, leaf = alias.rpartition(".")
+            module = network.get_submodule(path)
             if parameter:
                 module.register_parameter(leaf, weight)
             else:
                 persistent = leaf not in module._non_persistent_buffers_set
                 module.register_buffer(leaf, view, persistent=persistent)
     return whole
-
-
-def _holders(
-    network: nn.Module, tensor: torch.Tensor, parameter: bool
-) -> list[tuple[nn.Module, str]]:
-    """Every (module, attribute) of ``network`` that holds ``tensor`` as a parameter or buffer."""
-    holders = []
-    for module in network.modules():
-        owned = module._parameters if parameter else module._buffers
-        holders += [(module, leaf) for leaf, held in owned.items() if held is tensor]
-    return holders
 
 
 def _signature(network: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
