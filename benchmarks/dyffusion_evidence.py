@@ -48,6 +48,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -102,74 +103,77 @@ def trained(run_dir: Path) -> bool:
     return (run_dir / "latest.ckpt").exists() and (run_dir / "cpu.json").exists()
 
 
-def dyffusion_name(
-    dropout: float | None = None,
-    forecaster_dropout: float | None = None,
-    ensemble_size: int = 1,
-    masks: str = "element",
-    seed: int = 0,
-) -> str:
-    """The run directory of a DYffusion trained with these dropouts (None: the config's).
+@dataclass(frozen=True)
+class Recipe:
+    """What a DYffusion run changes from configs/train/dyffusion_demo.yaml, and its directory.
 
-    ``ensemble_size > 1`` (trained on the CRPS of that many dropout samples) adds ``_ensM``;
-    channel or block dropout masks add ``_channel`` or ``_block``; a training seed other
-    than 0 adds ``_seedN``.
+    Parameters
+    ----------
+    dropout : float, optional
+        The interpolator's dropout (None: the config's).
+    forecaster_dropout : float, optional
+        The forecaster's, kept on when sampling (``forecaster_sampling=true``;
+        None: the config's 0, off). Each network samples at the rate it was
+        trained with.
+    ensemble_size : int
+        Above 1, each stage trains on the fair CRPS of that many dropout samples
+        (``--ensemble-size``); 1: the MSE of one sample.
+    masks : str
+        What one dropout mask value covers in both networks (``dropout_masks``).
+    seed : int
+        Seeds the weights, the data order and the training masks (``forecast
+        train --seed``); 0 is the earlier runs' default.
     """
-    name = "dyffusion" if dropout is None else f"dyffusion_dropout{dropout:g}"
-    name = name if forecaster_dropout is None else f"{name}_fdropout{forecaster_dropout:g}"
-    name = name if ensemble_size == 1 else f"{name}_ens{ensemble_size}"
-    name = name if masks == "element" else f"{name}_{masks}"
-    return name if seed == 0 else f"{name}_seed{seed}"
+
+    dropout: float | None = None
+    forecaster_dropout: float | None = None
+    ensemble_size: int = 1
+    masks: str = "element"
+    seed: int = 0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Recipe:
+        """The recipe of this script's command line."""
+        return cls(args.dropout, args.forecaster_dropout, args.ensemble_size,
+                   args.dropout_masks, args.train_seed)  # fmt: skip
+
+    @property
+    def name(self) -> str:
+        """The run directory: ``dyffusion``, plus ``_dropoutP``, ``_fdropoutP``, ``_ensM``,
+        ``_channel`` or ``_block`` and ``_seedN`` for what differs from the defaults."""
+        name = "dyffusion" if self.dropout is None else f"dyffusion_dropout{self.dropout:g}"
+        if self.forecaster_dropout is not None:
+            name = f"{name}_fdropout{self.forecaster_dropout:g}"
+        name = name if self.ensemble_size == 1 else f"{name}_ens{self.ensemble_size}"
+        name = name if self.masks == "element" else f"{name}_{self.masks}"
+        return name if self.seed == 0 else f"{name}_seed{self.seed}"
+
+    def options(self) -> list[str]:
+        """The ``forecast train`` options of what differs from the config."""
+        values = [] if self.dropout is None else [f"dropout={self.dropout:g}"]
+        if self.forecaster_dropout is not None:
+            values += [
+                f"forecaster_dropout={self.forecaster_dropout:g}",
+                "forecaster_sampling=true",
+            ]
+        if self.masks != "element":
+            values.append(f"dropout_masks={self.masks}")
+        options = ["--hparams", ",".join(values)] if values else []
+        if self.ensemble_size > 1:
+            options += ["--ensemble-size", str(self.ensemble_size)]
+        return options + (["--seed", str(self.seed)] if self.seed != 0 else [])
 
 
-def dyffusion_hparams(
-    dropout: float | None, forecaster_dropout: float | None, masks: str = "element"
-) -> list[str]:
-    """``forecast train`` options that override the config's dropouts.
+def train_dyffusion(work: Path, store: Path, recipe: Recipe = Recipe(), *budget: str) -> float:
+    """Train DYffusion with ``recipe`` in ``work / recipe.name``; its CPU seconds.
 
-    ``dropout``: the interpolator's; ``forecaster_dropout``: the forecaster's,
-    kept on when sampling (``forecaster_sampling=true``). Each network samples
-    at the rate it was trained with. ``masks``: what one mask value covers
-    (``dropout_masks``), in both networks.
+    ``budget``: extra ``forecast train`` options (steps). A run that is there is reused.
     """
-    values = [] if dropout is None else [f"dropout={dropout:g}"]
-    if forecaster_dropout is not None:
-        values += [f"forecaster_dropout={forecaster_dropout:g}", "forecaster_sampling=true"]
-    if masks != "element":
-        values.append(f"dropout_masks={masks}")
-    return ["--hparams", ",".join(values)] if values else []
-
-
-def train_dyffusion(
-    work: Path,
-    store: Path,
-    *budget: str,
-    dropout: float | None = None,
-    forecaster_dropout: float | None = None,
-    ensemble_size: int = 1,
-    masks: str = "element",
-    seed: int = 0,
-) -> float:
-    """Train DYffusion (``budget``: extra ``forecast train`` options); its CPU seconds.
-
-    ``dropout`` and ``forecaster_dropout`` override the config's
-    (:func:`dyffusion_hparams`); ``ensemble_size > 1`` trains each stage on the
-    fair CRPS of that many dropout samples (``--ensemble-size``); ``masks``
-    is what one dropout mask value covers; ``seed`` seeds the weights, the data
-    order and the training masks (``forecast train --seed``); each in its own run
-    directory (:func:`dyffusion_name`).
-    """
-    name = dyffusion_name(dropout, forecaster_dropout, ensemble_size, masks, seed)
-    run_dir = work / name
-    budget = (*budget, *dyffusion_hparams(dropout, forecaster_dropout, masks))
-    if ensemble_size > 1:
-        budget = (*budget, "--ensemble-size", str(ensemble_size))
-    if seed != 0:
-        budget = (*budget, "--seed", str(seed))
+    run_dir = work / recipe.name
     if not trained(run_dir):
         cpu = forecast("train", "--config", str(DYFFUSION_CONFIG), "--data", str(store),
-                       "--out", str(run_dir), "--no-progress", *budget,
-                       log=work / f"{name}.log")  # fmt: skip
+                       "--out", str(run_dir), "--no-progress", *budget, *recipe.options(),
+                       log=work / f"{recipe.name}.log")  # fmt: skip
         atomic_write(
             run_dir / "cpu.json", lambda temporary: temporary.write_text(json.dumps({"cpu_s": cpu}))
         )
@@ -472,14 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = [f"--{k.replace('_', '-')}={v}" for k, v in
               (("max_steps", args.max_steps), ("interpolator_steps", args.interpolator_steps),
                ("val_every", args.max_steps)) if v]  # fmt: skip
-    dy_name = dyffusion_name(
-        args.dropout, args.forecaster_dropout, args.ensemble_size, args.dropout_masks,
-        args.train_seed,
-    )  # fmt: skip
-    dy_cpu = train_dyffusion(work, store, *budget, dropout=args.dropout,
-                             forecaster_dropout=args.forecaster_dropout,
-                             ensemble_size=args.ensemble_size,
-                             masks=args.dropout_masks, seed=args.train_seed)  # fmt: skip
+    recipe = Recipe.from_args(args)
+    dy_name = recipe.name
+    dy_cpu = train_dyffusion(work, store, recipe, *budget)
     dy_checkpoint = work / dy_name / "best.ckpt"
     print("== train the deterministic SFNO for the same CPU time", flush=True)
     sfno_cpu, sfno_steps = train_sfno(work, store, dy_cpu, args.sfno_steps)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ def evidence():
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules["dyffusion_evidence"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     yield module
     sys.modules.pop("dyffusion_evidence", None)
@@ -58,8 +60,8 @@ def resolved(argv: list[str]):
 
 
 def test_dropout_trains_a_separate_dyffusion_with_that_rate(evidence, recorded, tmp_path):
-    cpu = evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", "--max-steps=500",
-                                   dropout=0.3)  # fmt: skip
+    recipe = evidence.Recipe(dropout=0.3)
+    cpu = evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", recipe, "--max-steps=500")
     assert cpu == 12.5
     (argv,) = recorded
     assert argv[argv.index("--out") + 1] == str(tmp_path / "dyffusion_dropout0.3")
@@ -73,7 +75,7 @@ def test_dropout_trains_a_separate_dyffusion_with_that_rate(evidence, recorded, 
         "cpu_s": 12.5
     }
     # Trained once: a rerun reuses it; the config's own rate trains in "dyffusion".
-    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", dropout=0.3)
+    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", recipe)
     assert len(recorded) == 1
     evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr")
     assert recorded[1][recorded[1].index("--out") + 1] == str(tmp_path / "dyffusion")
@@ -81,42 +83,41 @@ def test_dropout_trains_a_separate_dyffusion_with_that_rate(evidence, recorded, 
 
 
 def test_forecaster_dropout_trains_it_and_keeps_it_on_when_sampling(evidence, recorded, tmp_path):
-    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", dropout=0.3,
-                             forecaster_dropout=0.2)  # fmt: skip
+    recipe = evidence.Recipe(dropout=0.3, forecaster_dropout=0.2)
+    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", recipe)
     (argv,) = recorded
     assert argv[argv.index("--out") + 1] == str(tmp_path / "dyffusion_dropout0.3_fdropout0.2")
     hparams = resolved(argv).to_request().hparams
     assert (hparams["dropout"], hparams["forecaster_dropout"]) == (0.3, 0.2)
     assert hparams["forecaster_sampling"] is True
     args = evidence.parser().parse_args(["--forecaster-dropout", "0.2"])
-    assert (args.dropout, args.forecaster_dropout) == (None, 0.2)
+    assert evidence.Recipe.from_args(args) == evidence.Recipe(forecaster_dropout=0.2)
 
 
 def test_ensemble_size_trains_on_the_crps_in_its_own_directory(evidence, recorded, tmp_path):
-    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", dropout=0.3,
-                             forecaster_dropout=0.3, ensemble_size=4)  # fmt: skip
+    recipe = evidence.Recipe(dropout=0.3, forecaster_dropout=0.3, ensemble_size=4)
+    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", recipe)
     (argv,) = recorded
     assert argv[argv.index("--out") + 1] == str(tmp_path / "dyffusion_dropout0.3_fdropout0.3_ens4")
     request = resolved(argv).to_request()
     assert request.ensemble_size == 4 and request.hparams["forecaster_sampling"] is True
     assert evidence.parser().parse_args([]).ensemble_size == 1
-    assert evidence.dyffusion_name() == "dyffusion"  # one sample's MSE: the old directories
+    assert evidence.Recipe().name == "dyffusion"  # one sample's MSE: the old directories
 
 
 def test_a_training_seed_trains_a_second_run_in_its_own_directory(evidence, recorded, tmp_path):
-    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", dropout=0.1,
-                             forecaster_dropout=0.1, ensemble_size=4, masks="block",
-                             seed=1)  # fmt: skip
+    recipe = evidence.Recipe(0.1, 0.1, ensemble_size=4, masks="block", seed=1)
+    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", recipe)
     (argv,) = recorded
     name = "dyffusion_dropout0.1_fdropout0.1_ens4_block_seed1"
     assert argv[argv.index("--out") + 1] == str(tmp_path / name)
     request = resolved(argv).to_request()
     assert request.seed == 1 and request.hparams["dropout_masks"] == "block"
-    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", dropout=0.1,
-                             forecaster_dropout=0.1, ensemble_size=4, masks="block")  # fmt: skip
+    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", replace(recipe, seed=0))
     assert "--seed" not in recorded[1]  # seed 0: the earlier runs' directory and command
     assert recorded[1][recorded[1].index("--out") + 1] == str(tmp_path / name[: -len("_seed1")])
-    assert evidence.parser().parse_args(["--train-seed", "2"]).train_seed == 2
+    args = evidence.parser().parse_args(["--train-seed", "2", "--dropout-masks", "block"])
+    assert evidence.Recipe.from_args(args) == evidence.Recipe(masks="block", seed=2)
 
 
 def test_sfno_steps_skip_the_calibration(evidence, recorded, tmp_path):
