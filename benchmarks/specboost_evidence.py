@@ -8,7 +8,12 @@ Stages (each skipped when its product exists; the store is the one of
 1. ``first``: the first model, ``forecast train --config configs/demo/train.yaml
    --model FIRST`` (default the FNO of that config: SpecBoost's premise is the
    FNO's under-learnt high frequencies), ``--first-steps`` steps with the
-   demo's curriculum scaled (K = 1, 2 from 50%, 4 from 80% of the steps).
+   demo's curriculum scaled (K = 1, 2 from 50%, 4 from 80% of the steps);
+   ``--first-hparams`` overrides the config's hyperparameters (for example
+   ``modes_lat=8,modes_lon=8``, a first model that keeps fewer modes and so
+   leaves the booster more of the spectrum). Its run directory is
+   ``first_FIRST`` (``first_FIRST_modes_lat8_modes_lon8`` with those options),
+   called LABEL below after its ``first_``.
 2. ``boosted``: ``forecast train --boost first/best.ckpt --model BOOSTER`` for
    ``--boost-steps`` steps on the curriculum ``--boost-schedule`` (default
    ``0:1``: one-step residuals); its process CPU time measured. The booster's
@@ -32,7 +37,8 @@ Stages (each skipped when its product exists; the store is the one of
 
 CPU times are process CPU seconds (user + system of the training process and
 its loader workers). Prints a markdown table; writes
-``specboost_FIRST_BOOSTER[TAG].json``.
+``specboost_LABEL_BOOSTER[TAG].json`` (the booster's run is
+``boosted_LABEL_BOOSTER[TAG]``, the fair comparison's ``first_LABEL_STEPS``).
 """
 
 from __future__ import annotations
@@ -81,6 +87,12 @@ def first_budget(steps: int | None) -> list[str]:
     return ["--max-steps", str(steps), "--rollout-schedule", schedule, "--val-every", str(steps)]
 
 
+def first_name(model: str, hparams: str) -> str:
+    """The first model's run directory: ``first_fno``, or ``first_fno_modes_lat8_modes_lon8``."""
+    overrides = [item.replace("=", "") for item in hparams.split(",") if item]
+    return "_".join(["first", model, *overrides])
+
+
 def child(*argv: str) -> float:
     """This script in a child process; its CPU seconds."""
     import os
@@ -107,11 +119,16 @@ def rmse_by_lead(checkpoint: Path, store: Path) -> tuple[dict[str, list[float]],
     return dict(zip(scores.channels, scores.model.T.tolist(), strict=True)), scores.samples
 
 
-def train_first(work: Path, store: Path, name: str, model: str, steps: int | None) -> float:
-    """The first model's recipe (configs/demo/train.yaml) for ``steps`` steps in ``work/name``; CPU s."""
+def train_first(
+    work: Path, store: Path, name: str, model: str, hparams: str, steps: int | None
+) -> float:
+    """The first model's recipe (configs/demo/train.yaml, ``hparams`` over its own) for
+    ``steps`` steps in ``work/name``; its CPU seconds."""
+    overrides = ["--hparams", hparams] if hparams else []
     return forecast(
-        "train", "--config", str(DEMO / "train.yaml"), "--model", model, "--data", str(store),
-        "--out", str(work / name), "--no-progress", *first_budget(steps), log=work / f"{name}.log",
+        "train", "--config", str(DEMO / "train.yaml"), "--model", model, *overrides,
+        "--data", str(store), "--out", str(work / name), "--no-progress", *first_budget(steps),
+        log=work / f"{name}.log",
     )  # fmt: skip
 
 
@@ -121,6 +138,11 @@ def main() -> int:
     )
     parser.add_argument("--workdir", default="work/dyffusion_evidence")
     parser.add_argument("--first", default="fno", help="backbone of the first model")
+    parser.add_argument(
+        "--first-hparams",
+        default="",
+        help="the first model's hyperparameters over the config's, e.g. modes_lat=8,modes_lon=8",
+    )
     parser.add_argument("--booster", default="fno", help="backbone of the booster")
     parser.add_argument("--booster-hparams", default="embed_dim=32,num_layers=4")
     parser.add_argument("--boost-steps", type=int, default=400)
@@ -144,7 +166,8 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(args.workdir)
     store = work / "store.zarr"
-    first_dir = work / f"first_{args.first}"
+    first_dir = work / first_name(args.first, args.first_hparams)
+    label = first_dir.name.removeprefix("first_")
     if args.only == "continue":
         continue_training(
             first_dir / "best.ckpt", store, Path(args.out), args.steps, args.continue_rollout_steps
@@ -152,19 +175,19 @@ def main() -> int:
         return 0
     work.mkdir(parents=True, exist_ok=True)
     store = build_store(work)
-    record_path = work / f"specboost_{args.first}_{args.booster}{args.tag}.json"
+    record_path = work / f"specboost_{label}_{args.booster}{args.tag}.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     if args.fair_from and "fair_cpu_s" not in record:
         shared = json.loads((work / args.fair_from).read_text())
         keys = ("first_cpu_s", "fair", "fair_cpu_s", "fair_steps", "fair_checkpoint")
         record.update({key: shared[key] for key in keys})
     if "first_cpu_s" not in record:
-        print(f"== first model ({args.first})", flush=True)
+        print(f"== first model ({label})", flush=True)
         record["first_cpu_s"] = train_first(
-            work, store, f"first_{args.first}", args.first, args.first_steps
+            work, store, first_dir.name, args.first, args.first_hparams, args.first_steps
         )
         atomic_write(record_path, lambda temporary: temporary.write_text(json.dumps(record)))
-    boosted_dir = work / f"boosted_{args.first}_{args.booster}{args.tag}"
+    boosted_dir = work / f"boosted_{label}_{args.booster}{args.tag}"
     schedule = RolloutCurriculum.parse_milestones(args.boost_schedule)
     if "boost_cpu_s" not in record:
         print(f"== booster ({args.booster}) on the frozen first model's residual", flush=True)
@@ -174,7 +197,7 @@ def main() -> int:
             "--rollout-steps", str(max(k for _, k in schedule)), "--rollout-schedule", args.boost_schedule,
             "--batch-size", "4", "--val-fraction", "0.15", "--workers", "1", "--device", "cpu",
             "--channel-weights", "t2m=4,msl=2,u500=1.5,u850=1.5,u10m=1.5,v10m=1.5",
-            "--out", str(boosted_dir), *TRAIN_OPTIONS, log=work / f"boosted_{args.first}{args.tag}.log",
+            "--out", str(boosted_dir), *TRAIN_OPTIONS, log=work / f"boosted_{label}{args.tag}.log",
         )  # fmt: skip
         atomic_write(record_path, lambda temporary: temporary.write_text(json.dumps(record)))
     if "fair_cpu_s" not in record:
@@ -182,9 +205,11 @@ def main() -> int:
             steps = int(
                 round(args.first_steps * (1 + record["boost_cpu_s"] / record["first_cpu_s"]))
             )
-            fair_dir = work / f"first_{args.first}_{steps}"
+            fair_dir = work / f"{first_dir.name}_{steps}"
             print(f"== the first model's recipe for {steps} steps", flush=True)
-            record["fair_cpu_s"] = train_first(work, store, fair_dir.name, args.first, steps)
+            record["fair_cpu_s"] = train_first(
+                work, store, fair_dir.name, args.first, args.first_hparams, steps
+            )
             record["fair_checkpoint"] = str(fair_dir / "best.ckpt")
         else:
             print("== the first model trained on for the same CPU time", flush=True)
@@ -192,16 +217,18 @@ def main() -> int:
             calibration = {}
             for calibration_steps in (10, 30):
                 calibration[calibration_steps] = child(
-                    "--workdir", str(work), "--first", args.first, "--only", "continue",
+                    "--workdir", str(work), "--first", args.first,
+                    "--first-hparams", args.first_hparams, "--only", "continue",
                     "--steps", str(calibration_steps),
                     "--out", str(work / f"calibrate_continue_{calibration_steps}"),
                     "--continue-rollout-steps", str(args.continue_rollout_steps),
                 )  # fmt: skip
             per_step = max(calibration[30] - calibration[10], 1e-3) / 20
             steps = max(int(record["boost_cpu_s"] / per_step), 1)
-            fair_dir = work / f"continued_{args.first}"
+            fair_dir = work / f"continued_{label}"
             record["fair_cpu_s"] = child(
-                "--workdir", str(work), "--first", args.first, "--only", "continue", "--steps", str(steps),
+                "--workdir", str(work), "--first", args.first, "--first-hparams", args.first_hparams,
+                "--only", "continue", "--steps", str(steps),
                 "--out", str(fair_dir), "--continue-rollout-steps", str(args.continue_rollout_steps),
             )  # fmt: skip
             record["fair_checkpoint"] = str(fair_dir / "latest.ckpt")

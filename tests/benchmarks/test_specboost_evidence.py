@@ -1,0 +1,61 @@
+"""benchmarks/specboost_evidence.py: ``--first-hparams`` trains the first model it names.
+
+As in ``test_dyffusion_evidence``, the script's ``forecast`` calls are recorded
+instead of run and resolved by the real command-line parser and config merging.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.benchmarks.test_dyffusion_evidence import REPO, resolved
+
+
+@pytest.fixture(scope="module")
+def specboost():
+    spec = importlib.util.spec_from_file_location(
+        "specboost_evidence", REPO / "benchmarks" / "specboost_evidence.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("dyffusion_evidence", None)
+
+
+@pytest.fixture
+def recorded(specboost, monkeypatch):
+    calls: list[list[str]] = []
+
+    def fake(*argv: str, log=None) -> float:
+        calls.append(list(argv))
+        return 7.0
+
+    monkeypatch.setattr(specboost, "forecast", fake)
+    return calls
+
+
+def test_first_hparams_train_the_configs_first_model_with_fewer_modes(
+    specboost, recorded, tmp_path
+):
+    name = specboost.first_name("fno", "modes_lat=8,modes_lon=8")
+    assert name == "first_fno_modes_lat8_modes_lon8"
+    assert specboost.first_name("fno", "") == "first_fno"  # the earlier runs' directory
+    cpu = specboost.train_first(
+        tmp_path, tmp_path / "store.zarr", name, "fno", "modes_lat=8,modes_lon=8", 300
+    )
+    assert cpu == 7.0
+    (argv,) = recorded
+    assert argv[argv.index("--out") + 1] == str(tmp_path / name)
+    request = resolved(argv).to_request()
+    assert request.model == "fno" and request.max_steps == 300
+    # the overrides replace the config's modes and keep the rest of its fno section
+    assert (request.hparams["modes_lat"], request.hparams["modes_lon"]) == (8, 8)
+    assert (request.hparams["embed_dim"], request.hparams["num_layers"]) == (32, 4)
+    assert request.rollout_schedule == ((0, 1), (150, 2), (240, 4))
+    specboost.train_first(tmp_path, tmp_path / "store.zarr", "first_fno", "fno", "", None)
+    assert "--hparams" not in recorded[1] and "--max-steps" not in recorded[1]
