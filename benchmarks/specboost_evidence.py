@@ -11,9 +11,11 @@ Stages (each skipped when its product exists; the store is the one of
    demo's curriculum scaled (K = 1, 2 from 50%, 4 from 80% of the steps);
    ``--first-hparams`` overrides the config's hyperparameters (for example
    ``modes_lat=8,modes_lon=8``, a first model that keeps fewer modes and so
-   leaves the booster more of the spectrum). Its run directory is
-   ``first_FIRST`` (``first_FIRST_modes_lat8_modes_lon8`` with those options),
-   called LABEL below after its ``first_``.
+   leaves the booster more of the spectrum), and ``--first-history N`` its
+   number of input states (the config's 2). Its run directory is
+   ``first_FIRST`` (``first_FIRST_modes_lat8_modes_lon8`` with those
+   hyperparameters, ``..._history3`` with three states), called LABEL below
+   after its ``first_``.
 2. ``boosted``: ``forecast train --boost first/best.ckpt --model BOOSTER`` for
    ``--boost-steps`` steps on the curriculum ``--boost-schedule`` (default
    ``0:1``: one-step residuals); its process CPU time measured. The booster's
@@ -87,10 +89,11 @@ def first_budget(steps: int | None) -> list[str]:
     return ["--max-steps", str(steps), "--rollout-schedule", schedule, "--val-every", str(steps)]
 
 
-def first_name(model: str, hparams: str) -> str:
-    """The first model's run directory: ``first_fno``, or ``first_fno_modes_lat8_modes_lon8``."""
+def first_name(model: str, hparams: str, history: int | None = None) -> str:
+    """The first model's run directory: ``first_fno``, ``first_fno_modes_lat8_modes_lon8``,
+    ``first_fno_history3``."""
     overrides = [item.replace("=", "") for item in hparams.split(",") if item]
-    return "_".join(["first", model, *overrides])
+    return "_".join(["first", model, *overrides, *([f"history{history}"] if history else [])])
 
 
 def child(*argv: str) -> float:
@@ -120,11 +123,18 @@ def rmse_by_lead(checkpoint: Path, store: Path) -> tuple[dict[str, list[float]],
 
 
 def train_first(
-    work: Path, store: Path, name: str, model: str, hparams: str, steps: int | None
+    work: Path,
+    store: Path,
+    name: str,
+    model: str,
+    hparams: str,
+    steps: int | None,
+    history: int | None = None,
 ) -> float:
-    """The first model's recipe (configs/demo/train.yaml, ``hparams`` over its own) for
-    ``steps`` steps in ``work/name``; its CPU seconds."""
+    """The first model's recipe (configs/demo/train.yaml, ``hparams`` and ``history`` over
+    its own) for ``steps`` steps in ``work/name``; its CPU seconds."""
     overrides = ["--hparams", hparams] if hparams else []
+    overrides += ["--history", str(history)] if history else []
     return forecast(
         "train", "--config", str(DEMO / "train.yaml"), "--model", model, *overrides,
         "--data", str(store), "--out", str(work / name), "--no-progress", *first_budget(steps),
@@ -142,6 +152,9 @@ def main() -> int:
         "--first-hparams",
         default="",
         help="the first model's hyperparameters over the config's, e.g. modes_lat=8,modes_lon=8",
+    )
+    parser.add_argument(
+        "--first-history", type=int, help="the first model's input states (the config's 2)"
     )
     parser.add_argument("--booster", default="fno", help="backbone of the booster")
     parser.add_argument("--booster-hparams", default="embed_dim=32,num_layers=4")
@@ -166,7 +179,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(args.workdir)
     store = work / "store.zarr"
-    first_dir = work / first_name(args.first, args.first_hparams)
+    first_dir = work / first_name(args.first, args.first_hparams, args.first_history)
     label = first_dir.name.removeprefix("first_")
     if args.only == "continue":
         continue_training(
@@ -184,8 +197,9 @@ def main() -> int:
     if "first_cpu_s" not in record:
         print(f"== first model ({label})", flush=True)
         record["first_cpu_s"] = train_first(
-            work, store, first_dir.name, args.first, args.first_hparams, args.first_steps
-        )
+            work, store, first_dir.name, args.first, args.first_hparams, args.first_steps,
+            args.first_history,
+        )  # fmt: skip
         atomic_write(record_path, lambda temporary: temporary.write_text(json.dumps(record)))
     boosted_dir = work / f"boosted_{label}_{args.booster}{args.tag}"
     schedule = RolloutCurriculum.parse_milestones(args.boost_schedule)
@@ -208,28 +222,30 @@ def main() -> int:
             fair_dir = work / f"{first_dir.name}_{steps}"
             print(f"== the first model's recipe for {steps} steps", flush=True)
             record["fair_cpu_s"] = train_first(
-                work, store, fair_dir.name, args.first, args.first_hparams, steps
-            )
+                work, store, fair_dir.name, args.first, args.first_hparams, steps,
+                args.first_history,
+            )  # fmt: skip
             record["fair_checkpoint"] = str(fair_dir / "best.ckpt")
         else:
             print("== the first model trained on for the same CPU time", flush=True)
             # marginal cost per step: 30 minus 10 steps, so that the process start cancels
+            # the child trains on from this run's first model
+            history = ["--first-history", str(args.first_history)] if args.first_history else []
+            first_args = ["--workdir", str(work), "--first", args.first,
+                          "--first-hparams", args.first_hparams, *history, "--only", "continue"]  # fmt: skip
             calibration = {}
             for calibration_steps in (10, 30):
                 calibration[calibration_steps] = child(
-                    "--workdir", str(work), "--first", args.first,
-                    "--first-hparams", args.first_hparams, "--only", "continue",
-                    "--steps", str(calibration_steps),
-                    "--out", str(work / f"calibrate_continue_{calibration_steps}"),
+                    *first_args, "--steps", str(calibration_steps),
+                    "--out", str(work / f"calibrate_continue_{label}_{calibration_steps}"),
                     "--continue-rollout-steps", str(args.continue_rollout_steps),
                 )  # fmt: skip
             per_step = max(calibration[30] - calibration[10], 1e-3) / 20
             steps = max(int(record["boost_cpu_s"] / per_step), 1)
             fair_dir = work / f"continued_{label}"
             record["fair_cpu_s"] = child(
-                "--workdir", str(work), "--first", args.first, "--first-hparams", args.first_hparams,
-                "--only", "continue", "--steps", str(steps),
-                "--out", str(fair_dir), "--continue-rollout-steps", str(args.continue_rollout_steps),
+                *first_args, "--steps", str(steps), "--out", str(fair_dir),
+                "--continue-rollout-steps", str(args.continue_rollout_steps),
             )  # fmt: skip
             record["fair_checkpoint"] = str(fair_dir / "latest.ckpt")
         record.update(fair=args.fair, fair_steps=steps)

@@ -1,4 +1,5 @@
-"""benchmarks/specboost_evidence.py: ``--first-hparams`` trains the first model it names.
+"""benchmarks/specboost_evidence.py: ``--first-hparams`` and ``--first-history`` train the
+first model they name.
 
 As in ``test_dyffusion_evidence``, the script's ``forecast`` calls are recorded
 instead of run and resolved by the real command-line parser and config merging.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -59,3 +59,13 @@ def test_first_hparams_train_the_configs_first_model_with_fewer_modes(
     assert request.rollout_schedule == ((0, 1), (150, 2), (240, 4))
     specboost.train_first(tmp_path, tmp_path / "store.zarr", "first_fno", "fno", "", None)
     assert "--hparams" not in recorded[1] and "--max-steps" not in recorded[1]
+
+
+def test_first_history_trains_the_first_model_on_more_input_states(specboost, recorded, tmp_path):
+    name = specboost.first_name("fno", "", 3)
+    assert name == "first_fno_history3"
+    specboost.train_first(tmp_path, tmp_path / "store.zarr", name, "fno", "", 300, 3)
+    (argv,) = recorded
+    request = resolved(argv).to_request()
+    assert request.history == 3 and request.diurnal_baseline is True  # the rest of the config
+    assert request.hparams["embed_dim"] == 32 and request.hparams.get("modes_lat") is None
