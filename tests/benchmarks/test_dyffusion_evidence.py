@@ -8,31 +8,18 @@ commands would train and sample with.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from forecast.cli.config import resolve
-from forecast.cli.main import COMMANDS, build_parser
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmarks.scripts import REPO, loaded, resolved
 
 
 @pytest.fixture(scope="module")
 def evidence():
-    spec = importlib.util.spec_from_file_location(
-        "dyffusion_evidence", REPO / "benchmarks" / "dyffusion_evidence.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dyffusion_evidence"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("dyffusion_evidence", None)
+    yield from loaded("dyffusion_evidence")
 
 
 @pytest.fixture
@@ -50,13 +37,6 @@ def recorded(evidence, monkeypatch):
 
     monkeypatch.setattr(evidence, "forecast", fake)
     return calls
-
-
-def resolved(argv: list[str]):
-    """The validated config of a ``forecast`` command line, as the CLI builds it."""
-    namespace = build_parser().parse_args(argv)
-    model = __import__(COMMANDS[argv[0]][0], fromlist=["Config"]).Config
-    return resolve(model, namespace, namespace.config, argv[0])
 
 
 def test_dropout_trains_a_separate_dyffusion_with_that_rate(evidence, recorded, tmp_path):

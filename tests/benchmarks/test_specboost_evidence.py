@@ -7,24 +7,14 @@ instead of run and resolved by the real command-line parser and config merging.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
-from tests.benchmarks.test_dyffusion_evidence import REPO, resolved
+from tests.benchmarks.scripts import loaded, resolved
 
 
 @pytest.fixture(scope="module")
 def specboost():
-    spec = importlib.util.spec_from_file_location(
-        "specboost_evidence", REPO / "benchmarks" / "specboost_evidence.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("dyffusion_evidence", None)
+    yield from loaded("specboost_evidence")
 
 
 @pytest.fixture
