@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from forecast.scoring.plots import _channel_units, _panels
+from forecast.scoring.plots import _channel_units, _panels, add_coastlines
 
 MONTH_NAMES = "JFMAMJJASOND"
 
@@ -41,7 +41,7 @@ def plot_bias_maps(scores: xr.Dataset, path: Path) -> Path:
             vmax=limit,
             shading="nearest",
         )
-        axis.coastlines(linewidth=0.5)
+        add_coastlines(axis, linewidth=0.5)
         axis.set_global()
         rmse = float(scores["time_mean_rmse"].sel(channel=channel))
         axis.set_title(f"{channel}: time-mean bias (RMSE {rmse:.3g})", fontsize=9)

@@ -1,7 +1,8 @@
 """Plots of a scores Dataset: skill against lead, spread-skill, rank histograms, spectra, maps.
 
 Figures are built with :class:`matplotlib.figure.Figure` (no pyplot state)
-and maps with cartopy (coastlines from ``CARTOPY_DATA_DIR`` offline). Every
+and maps with cartopy (coastlines from ``CARTOPY_DATA_DIR`` offline, or none
+with a warning where cartopy can neither find nor download them). Every
 axis names its quantity and units.
 
 Import this module (it imports cartopy, hence pyproj) *before* any NetCDF
@@ -12,6 +13,8 @@ interpreter aborts at exit (``free(): invalid pointer``).
 
 from __future__ import annotations
 
+import functools
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -192,6 +195,36 @@ def plot_spectra(scores: xr.Dataset, path: Path) -> Path:
     return path
 
 
+@functools.cache
+def coastlines_available(resolution: str) -> bool:
+    """Whether cartopy has the Natural Earth coastlines at ``resolution`` or can download them.
+
+    Where it can do neither (no internet and no ``CARTOPY_DATA_DIR`` that holds
+    them), one line on stderr says so, once per process: the maps are then
+    drawn without coastlines rather than not at all.
+    """
+    from cartopy.io import shapereader
+
+    try:
+        shapereader.natural_earth(resolution=resolution, category="physical", name="coastline")
+    except (urllib.error.URLError, ConnectionError) as err:
+        print(
+            f"warning: maps drawn without coastlines: cartopy has no {resolution} Natural Earth "
+            f"coastlines and could not download them ({err}); set CARTOPY_DATA_DIR to a folder "
+            "that holds them, or run once with internet",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def add_coastlines(axis, resolution: str = "110m", linewidth: float = 0.6) -> None:
+    """Coastlines at ``resolution`` on a cartopy map ``axis``, where they can be had
+    (:func:`coastlines_available`)."""
+    if coastlines_available(resolution):
+        axis.coastlines(resolution=resolution, linewidth=linewidth)
+
+
 def plot_maps(
     forecast: xr.Dataset, store: xr.Dataset, lead: np.timedelta64, directory: Path
 ) -> list[Path]:
@@ -268,7 +301,7 @@ def plot_maps(
                 vmax=high,
                 shading="nearest",
             )
-            axis.coastlines(linewidth=0.6)
+            add_coastlines(axis, "110m" if extent is None else "50m")
             if extent is None:
                 axis.set_global()
             else:
@@ -304,11 +337,5 @@ def draw_all(
         written.append(plot_rank_histograms(scores, region, directory / "rank_histograms.png"))
     if "power_spectrum" in scores:
         written.append(plot_spectra(scores, directory / "spectra.png"))
-    try:
-        written.extend(plot_maps(forecast, store, lead_for_maps, directory))
-    except (urllib.error.URLError, ConnectionError) as err:
-        raise DataError(
-            f"cannot draw the maps: cartopy could not download the Natural Earth coastlines ({err})",
-            hint="run once with internet, or set CARTOPY_DATA_DIR to a folder that holds them",
-        ) from err
+    written.extend(plot_maps(forecast, store, lead_for_maps, directory))
     return written

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import urllib.error
+
+import cartopy.crs as ccrs
 import numpy as np
+import pytest
 import xarray as xr
+from cartopy.io import shapereader
+from cartopy.mpl.feature_artist import FeatureArtist
+from matplotlib.figure import Figure
 
 from forecast.cli.main import main
+from forecast.scoring import plots as plots_module
 from forecast.scoring.scores_file import open_scores
+from tests.conftest import SHARED_CARTOPY
 from tests.forecast.scoring.conftest import make_forecast
 
 
@@ -60,6 +69,45 @@ def test_score_command_writes_scores_table_and_plots(tiny_store, tmp_path, capsy
         ]
     )
     assert all((plots / n).stat().st_size > 10_000 for n in names)
+
+
+@pytest.fixture
+def fresh_coastline_check():
+    """Forget what :func:`coastlines_available` found, before and after the test."""
+    plots_module.coastlines_available.cache_clear()
+    yield
+    plots_module.coastlines_available.cache_clear()
+
+
+def test_maps_are_drawn_without_coastlines_where_cartopy_cannot_get_them(
+    tiny_store, tmp_path, capsys, monkeypatch, fresh_coastline_check
+):
+    def offline(**kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    # cartopy reads and downloads Natural Earth through this function: offline, no data dir
+    monkeypatch.setattr(shapereader, "natural_earth", offline)
+    path, truth, _ = tiny_store(shape=(17, 32), n_times=10)
+    forecast_path = tmp_path / "fc.nc"
+    make_forecast(truth, [0, 2], n_leads=6, members=4, noise=0.05).to_netcdf(forecast_path)
+    plots = tmp_path / "plots"
+    argv = ["score", str(forecast_path), "--truth", str(path), "--plots", str(plots),
+            "--lead-for-maps", "12h", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0  # it failed here: the scores were lost to the coastlines
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "coastlines" in line]
+    assert len(warnings) == 1  # once, not once per map
+    assert warnings[0].startswith("warning: maps drawn without coastlines")
+    assert "CARTOPY_DATA_DIR" in warnings[0] and "Name or service not known" in warnings[0]
+    for name in ("maps_z500_12h.png", "maps_t850_12h.png"):
+        assert (plots / name).stat().st_size > 10_000
+
+
+def test_coastlines_are_drawn_where_cartopy_has_them(fresh_coastline_check):
+    if not SHARED_CARTOPY.exists():
+        pytest.skip(f"no offline Natural Earth data at {SHARED_CARTOPY}")
+    axis = Figure().add_subplot(projection=ccrs.PlateCarree())
+    plots_module.add_coastlines(axis)
+    assert sum(isinstance(child, FeatureArtist) for child in axis.get_children()) == 1
 
 
 def test_score_command_errors_are_one_line(tiny_store, tmp_path, capsys):
