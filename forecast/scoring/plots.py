@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import sys
 import urllib.error
+import warnings
 from pathlib import Path
 
 import cartopy.crs as ccrs
@@ -203,10 +204,12 @@ def coastlines_available(resolution: str) -> bool:
     them), one line on stderr says so, once per process: the maps are then
     drawn without coastlines rather than not at all.
     """
-    from cartopy.io import shapereader
+    from cartopy.io import DownloadWarning, shapereader
 
     try:
-        shapereader.natural_earth(resolution=resolution, category="physical", name="coastline")
+        with warnings.catch_warnings():  # cartopy's "Downloading: URL"; a failure is said below
+            warnings.simplefilter("ignore", DownloadWarning)
+            shapereader.natural_earth(resolution=resolution, category="physical", name="coastline")
     except (urllib.error.URLError, ConnectionError) as err:
         print(
             f"warning: maps drawn without coastlines: cartopy has no {resolution} Natural Earth "
