@@ -35,7 +35,7 @@ Stages (each skipped when its product exists; the store is the one of
      decay the restart made it worse, which is why ``longer`` replaced it.
 4. The 24 h (4-step) area-weighted RMSE per channel of the first model, the
    fair comparison and the boosted one, on the held-out last 15% of the store
-   (32 initial times), and the ratios boosted / fair and boosted / first.
+   (32 initial times, the same for a model of any history), and the ratios boosted / fair and boosted / first.
 
 CPU times are process CPU seconds (user + system of the training process and
 its loader workers). Prints a markdown table; writes
@@ -108,13 +108,20 @@ def child(*argv: str) -> float:
 
 
 def rmse_by_lead(checkpoint: Path, store: Path) -> tuple[dict[str, list[float]], int]:
-    """Area-weighted RMSE per channel at 6, 12, 18 and 24 h on the held-out last 15% of the store."""
+    """Area-weighted RMSE per channel at 6, 12, 18 and 24 h on the held-out last 15% of the store.
+
+    The initial times are the same whatever the model's history: those of a
+    two-state model whose windows start at the 85% mark (a model of more
+    states reads its earlier ones from before it).
+    """
+    from forecast.checkpoint import read_metadata
     from forecast.store import open_store
     from forecast.time import format_time
     from forecast.training.evaluate import evaluate_checkpoint
 
     times = open_store(store)["time"].values
-    start = format_time(times[int(round(len(times) * 0.85))])
+    history = int(read_metadata(checkpoint)["history"])
+    start = format_time(times[int(round(len(times) * 0.85)) - (history - 2)])
     scores = evaluate_checkpoint(
         checkpoint, store, 4, start=start, end=format_time(times[-1]), max_samples=32,
         with_climatology=False,
