@@ -48,6 +48,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,7 +165,9 @@ class Recipe:
         return options + (["--seed", str(self.seed)] if self.seed != 0 else [])
 
 
-def train_dyffusion(work: Path, store: Path, recipe: Recipe = Recipe(), *budget: str) -> float:
+def train_dyffusion(
+    work: Path, store: Path, recipe: Recipe = Recipe(), budget: Sequence[str] = ()
+) -> float:
     """Train DYffusion with ``recipe`` in ``work / recipe.name``; its CPU seconds.
 
     ``budget``: extra ``forecast train`` options (steps). A run that is there is reused.
@@ -478,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
                ("val_every", args.max_steps)) if v]  # fmt: skip
     recipe = Recipe.from_args(args)
     dy_name = recipe.name
-    dy_cpu = train_dyffusion(work, store, recipe, *budget)
+    dy_cpu = train_dyffusion(work, store, recipe, budget)
     dy_checkpoint = work / dy_name / "best.ckpt"
     print("== train the deterministic SFNO for the same CPU time", flush=True)
     sfno_cpu, sfno_steps = train_sfno(work, store, dy_cpu, args.sfno_steps)

@@ -41,7 +41,7 @@ def recorded(evidence, monkeypatch):
 
 def test_dropout_trains_a_separate_dyffusion_with_that_rate(evidence, recorded, tmp_path):
     recipe = evidence.Recipe(dropout=0.3)
-    cpu = evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", recipe, "--max-steps=500")
+    cpu = evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", recipe, ["--max-steps=500"])
     assert cpu == 12.5
     (argv,) = recorded
     assert argv[argv.index("--out") + 1] == str(tmp_path / "dyffusion_dropout0.3")
