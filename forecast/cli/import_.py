@@ -20,6 +20,7 @@ import sys
 from typing import Literal
 
 from forecast.cli.config import CommandConfig, option
+from forecast.cli.progress import HIDE_HELP, shows_progress
 
 #: Published model families (``forecast.importers.IMPORTERS``; listed here so ``--help`` stays fast).
 MODELS = ("fourcastnet-v2-small", "fourcastnet")
@@ -67,7 +68,7 @@ class Config(CommandConfig):
         None, "fourcastnet-v2-small: real or cartesian complex ReLU (publisher's default real)"
     )
     overwrite: bool = option(False, "replace an existing checkpoint written by this software")
-    no_progress: bool = option(False, "no progress bar", flags=("--no-progress", "--quiet"))
+    no_progress: bool = option(False, HIDE_HELP, flags=("--no-progress", "--quiet"))
 
 
 def _check_out(path, overwrite: bool, inputs: list[str]) -> None:
@@ -119,7 +120,7 @@ def run(args: Config) -> int:
             total=2,
             desc=f"import {args.model}",
             unit="stage",
-            disable=args.no_progress,
+            disable=not shows_progress(args.no_progress),
             leave=False,
         ) as bar:
             imported = convert_published(args.model, args.weights, args.means, args.stds, given)

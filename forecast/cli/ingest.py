@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Literal
 
 from forecast.cli.config import CommandConfig, option
+from forecast.cli.progress import HIDE_HELP, shows_progress
 
 
 class Config(CommandConfig):
@@ -75,7 +76,7 @@ class Config(CommandConfig):
         "and takes another only with --recompute-statistics)",
         metavar="DAYS",
     )
-    no_progress: bool = option(False, "no progress bar", flags=("--no-progress", "--quiet"))
+    no_progress: bool = option(False, HIDE_HELP, flags=("--no-progress", "--quiet"))
 
 
 def run(args: Config) -> int:
@@ -97,7 +98,7 @@ def run(args: Config) -> int:
         overwrite=args.overwrite,
         scheduler=args.scheduler,
         climatology_window_days=args.climatology_window,
-        progress=not args.no_progress,
+        progress=shows_progress(args.no_progress),
     )
     verb = "appended to" if report.appended else "wrote"
     print(

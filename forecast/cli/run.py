@@ -72,6 +72,7 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel
 
 from forecast.cli.config import CommandConfig, option
+from forecast.cli.progress import HIDE_HELP, shows_progress
 from forecast.errors import CheckpointError, ConfigError, DataError, with_path
 from inference.perturbations.base import DEFAULT_AMPLITUDE
 from inference.perturbations.bred import BredPerturbation
@@ -211,7 +212,7 @@ class Config(CommandConfig):
         "it, but it writes ~10x slower), none, or auto: zstd for Zarr, none for NetCDF "
         "(docs/performance.md)",
     )
-    no_progress: bool = option(False, "no progress bar")
+    no_progress: bool = option(False, HIDE_HELP)
 
     def perturbation_option_values(self) -> dict[str, Any]:
         """``--perturbation-options`` with the ``--length-scale`` and ``--bred-cycles`` shorthands."""
@@ -449,7 +450,7 @@ def run(args: Config) -> int:
                 [build_perturbation(spec, model) for model in models.steppers],
                 writer,
                 request,
-                show_progress=not args.no_progress,
+                show_progress=shows_progress(args.no_progress),
                 log=log,
             )
         except OSError as err:

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Iterator
 
 from forecast.cli.config import CommandConfig, option
+from forecast.cli.progress import HIDE_HELP, shows_progress
 
 
 class Config(CommandConfig):
@@ -62,7 +63,7 @@ class Config(CommandConfig):
         False,
         "score an unfinished forecast (its manifest says running or failed): only its finished init times",
     )
-    no_progress: bool = option(False, "hide the progress bar")
+    no_progress: bool = option(False, HIDE_HELP)
     climate: bool = option(
         False,
         "score a climate run's products (time-mean RMSE and bias maps, annual cycle, drift, "
@@ -86,7 +87,7 @@ def run_climate(args: Config) -> int:
     scores = climate_scores(
         open_products(args.forecast),
         open_store(args.truth, chunk_bytes=CHUNK_BYTES),
-        progress=not args.no_progress,
+        progress=shows_progress(args.no_progress),
     )
     print(format_climate_table(scores))
     if args.out:
@@ -137,7 +138,7 @@ def run(args: Config) -> int:
             table_region=args.table_region,
             baselines=() if args.no_baselines else BASELINES,
             spectra=not args.no_spectra,
-            progress=not args.no_progress,
+            progress=shows_progress(args.no_progress),
             init_indices=init_indices,
         )
     print(table)

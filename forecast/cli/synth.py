@@ -18,6 +18,7 @@ example:
 from __future__ import annotations
 
 from forecast.cli.config import CommandConfig, option
+from forecast.cli.progress import HIDE_HELP, shows_progress
 
 
 class Config(CommandConfig):
@@ -43,7 +44,7 @@ class Config(CommandConfig):
         "also write a slowly varying sea-surface temperature (sst) for a forcing store: "
         "forecast ingest ... --channels sst --out sst.zarr",
     )
-    no_progress: bool = option(False, "no progress bar", flags=("--no-progress", "--quiet"))
+    no_progress: bool = option(False, HIDE_HELP, flags=("--no-progress", "--quiet"))
 
 
 def run(args: Config) -> int:
@@ -63,7 +64,7 @@ def run(args: Config) -> int:
         pack_int16=bool(args.pack_int16),
         spinup_days=float(args.spinup_days),
         sst=bool(args.sst),
-        progress=not args.no_progress,
+        progress=shows_progress(args.no_progress),
     )
     print(
         f"wrote {len(paths)} file(s) ({grid.describe()}) to {args.out_dir}: {', '.join(p.name for p in paths)}"

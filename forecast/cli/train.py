@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from forecast.cli.config import CommandConfig, option
+from forecast.cli.progress import shows_progress
 from forecast.models import hparams_to_dict
 from forecast.training.families import FAMILIES, family, family_names, validate_family_hparams
 from forecast.training.request import TrainRequest, parse_schedule
@@ -209,6 +210,8 @@ def run(args: Any) -> int:
     from forecast.training import train
 
     request = args.to_request()
+    if request.progress and not shows_progress(False):
+        request = dataclasses.replace(request, progress=False)
     rank = int(os.environ.get("RANK", "0"))
     local = storage.is_local(request.out)
     existed = False

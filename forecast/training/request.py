@@ -163,7 +163,9 @@ class TrainRequest:
     log_every: int = _option(10, "log the training loss every N steps", ge=1)
     device: Literal["auto", "cpu", "cuda"] = _option("auto", "device")
     resume: bool = _option(False, "continue the run in --out exactly where it stopped")
-    progress: bool = _option(True, "show a progress bar")
+    progress: bool = _option(
+        True, "show a progress bar (forecast train: only where stderr is a terminal)"
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", _location(self.data))
