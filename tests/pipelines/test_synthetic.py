@@ -287,15 +287,6 @@ def test_cli_bad_arguments_give_one_line_errors(tmp_path, capsys, option, value,
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-@pytest.mark.parametrize("quiet", [False, True])
-def test_cli_no_progress_silences_the_bar(tmp_path, capsys, quiet):
-    args = ["synth", str(tmp_path / "out"), "--grid", "8x16", "--days", "0.5", "--spinup-days", "0"]
-    assert main(args + (["--no-progress"] if quiet else [])) == 0
-    captured = capsys.readouterr()
-    assert "wrote 1 file(s)" in captured.out
-    assert ("synth" in captured.err) is not quiet  # the bar, labelled "synth", writes to stderr
-
-
 @pytest.mark.slow
 def test_a_year_is_steady_with_a_seasonal_cycle(tmp_path):
     """365 days (noleap): kinetic energy steady month by month, seasons in t2m and the jet."""
