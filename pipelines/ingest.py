@@ -73,6 +73,27 @@ class IngestReport:
     sources: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """What an ingest takes from its sources (the arguments of :func:`ingest` of that name)."""
+
+    channels: Sequence[str] | None = None
+    grid: str | Grid = "source"
+    grid_kind: str = "equiangular"
+    start: str | None = None
+    end: str | None = None
+    step: str | dt.timedelta | None = None
+    member: int | None = None
+
+    def target_grid(self, source: Grid) -> Grid:
+        """The grid to write, given the sources' grid."""
+        if isinstance(self.grid, Grid):
+            return self.grid
+        if self.grid in (None, "source"):
+            return source
+        return Grid.parse(self.grid, kind=self.grid_kind)
+
+
 @dataclass
 class Prepared:
     """The sources, lazily selected, regridded and checked: what the pass reads."""
@@ -148,6 +169,7 @@ def _select_times(
 def ingest(
     sources: Sequence[str | Path],
     out: str | Path,
+    *,
     channels: list[str] | None = None,
     grid: str | Grid = "source",
     grid_kind: str = "equiangular",
@@ -239,9 +261,8 @@ def ingest(
                 out, inputs=list(sources), kinds=("store",)
             )  # an ingest of ours that was killed
         existing = open_store(out) if append else None
-        prepared = _prepare(
-            sources, out, channels, grid, grid_kind, start, end, step, member, existing
-        )
+        selection = Selection(channels, grid, grid_kind, start, end, step, member)
+        prepared = _prepare(sources, out, selection, existing)
         # NumPy's BLAS threads busy-wait between the statistics' matrix-vector products and
         # then compete with the reader and writer threads for the cores (2 CPU-s per GB on 2 cores)
         with dask_scheduler(scheduler) as where, threadpool_limits(limits=1, user_api="blas"):
@@ -315,44 +336,39 @@ def _progress_time(leftover: str) -> float:
 
 
 def _prepare(
-    sources, out, channels, grid, grid_kind, start, end, step, member, existing
+    sources: Sequence[str | Path], out: str, selection: Selection, existing: xr.Dataset | None
 ) -> Prepared:
-    opened = open_sources(sources, member=member)
+    """Open, select and regrid the sources lazily; for an append, check that they continue ``existing``."""
+    opened = open_sources(sources, member=selection.member)
     dataset, spans = combine(opened)
     label = opened[0].path if len(opened) == 1 else f"{len(opened)} sources"
+    channels = selection.channels
     if existing is not None and channels is None:
         channels = store_channels(existing)
-    data = select_channels(dataset, channels, path=label)
-    channels = [str(c) for c in data["channel"].values]
+    data = select_channels(dataset, None if channels is None else list(channels), path=label)
     calendar = time_calendar(data["time"].values)
-    step_td = (
-        parse_step(step)
-        if step is not None
-        else (store_step(existing) if existing is not None else None)
-    )
-    data, step_td = _select_times(data, start, end, step_td, calendar, spans)
-    source_grid = Grid.from_coords(data["latitude"].values, data["longitude"].values)
-    if existing is not None:
-        target_grid = store_grid(existing)
-    elif isinstance(grid, Grid):
-        target_grid = grid
-    elif grid in (None, "source"):
-        target_grid = source_grid
+    if selection.step is not None:
+        step: dt.timedelta | None = parse_step(selection.step)
     else:
-        target_grid = Grid.parse(grid, kind=grid_kind)
+        step = store_step(existing) if existing is not None else None
+    data, step = _select_times(data, selection.start, selection.end, step, calendar, spans)
+    source_grid = Grid.from_coords(data["latitude"].values, data["longitude"].values)
+    target_grid = (
+        store_grid(existing) if existing is not None else selection.target_grid(source_grid)
+    )
     regridder = Regridder(source_grid, target_grid, path=label)
     data = regrid_dataarray(data, regridder)
     prepared = Prepared(
-        data,
-        data["time"].values,
-        channels,
-        target_grid,
-        step_td,
-        calendar,
-        regridder,
-        opened,
-        spans,
-        member,
+        data=data,
+        times=data["time"].values,
+        channels=[str(c) for c in data["channel"].values],
+        grid=target_grid,
+        step=step,
+        calendar=calendar,
+        regridder=regridder,
+        opened=opened,
+        spans=spans,
+        member=selection.member,
     )
     if existing is not None:
         from pipelines.append import check_append

@@ -261,32 +261,30 @@ def test_a_killed_copy_under_this_process_id_is_itself_adopted(
 def test_the_request_differs_for_every_option_that_changes_the_store(tmp_path: Path) -> None:
     """The source order (the provenance lists it), --channels, --grid, --grid-kind, --member, --start,
     --step and the climatology window each make another request; the same options the same one."""
+    from dataclasses import replace
+
     from pipelines import graph
-    from pipelines.ingest import _prepare
+    from pipelines.ingest import Selection, _prepare
     from pipelines.resume import request
     from tests.pipelines.sources_factory import era5_like, hours, write_netcdf
 
     ds = era5_like(hours("2020-01-01", 8)).expand_dims(number=[0, 1])
     a = write_netcdf(ds.isel(valid_time=slice(0, 4)), tmp_path / "a.nc")
     b = write_netcdf(ds.isel(valid_time=slice(4, None)), tmp_path / "b.nc")
-    base = dict(sources=[a, b], channels=None, grid=None, kind="equiangular", start=None)
-    base |= dict(step=None, member=0, window=31)
+    base = Selection(member=0)
 
-    def of(**changed) -> dict:
-        o = base | changed
-        prepared = _prepare(
-            [str(s) for s in o["sources"]], str(tmp_path / "s.zarr"), o["channels"], o["grid"],
-            o["kind"], o["start"], None, o["step"], o["member"], None,
-        )  # fmt: skip
-        return request(prepared, o["window"], graph.BLOCK_BYTES, graph.SEGMENT_BLOCKS)
+    def of(sources=(a, b), window: int = 31, **changed) -> dict:
+        selection = replace(base, **changed)
+        prepared = _prepare([str(s) for s in sources], str(tmp_path / "s.zarr"), selection, None)
+        return request(prepared, window, graph.BLOCK_BYTES, graph.SEGMENT_BLOCKS)
 
     first = of()
     assert of() == first
     others = {
-        "order": of(sources=[b, a]),
+        "order": of(sources=(b, a)),
         "channels": of(channels=["t2m", "z500"]),
         "grid": of(grid="10x20"),
-        "grid kind": of(grid="10x20", kind="legendre-gauss"),
+        "grid kind": of(grid="10x20", grid_kind="legendre-gauss"),
         "member": of(member=1),
         "start": of(start="2020-01-01T06"),
         "step": of(step="12h"),
