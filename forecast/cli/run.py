@@ -65,9 +65,12 @@ so that nothing half-written is ever seen as complete (docs/formats.md).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import sys
-from typing import Any, Literal, cast
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel
 
@@ -79,6 +82,9 @@ from inference.perturbations.bred import BredPerturbation
 from inference.perturbations.grf import GRFPerturbation
 from inference.request import RunRequest, request_default
 from inference.writers.compression import DEFAULT_COMPRESSION
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _option_default(options: type[BaseModel], name: str) -> Any:
@@ -321,30 +327,86 @@ def build_writer(args: Config, out, stepper, climate: bool, output_every: int):
     )
 
 
+def resolve_output(args: Config, store, history: int) -> tuple[np.ndarray, Path, str | None, bool]:
+    """The init times, the output path, its URL on object storage and whether it is finished.
+
+    An ``--out`` on object storage is written in a local stage and published
+    afterwards (:mod:`inference.remote`): the path is then the stage's and the
+    URL the published one (else ``None``). ``finished`` is True only for
+    ``--init latest`` whose local forecast is already complete.
+    """
+    from forecast import staging, storage
+    from forecast.store import store_calendar
+    from inference.initial import available_init_times, parse_init_spec
+    from inference.schedule import output_for, resolve_latest
+
+    remote = not storage.is_local(args.out)
+    template = str(staging.stage(args.out)) if remote else args.out
+    finished = False
+    if str(args.init).strip().lower() == "latest":
+        init_times, out, finished = resolve_latest(available_init_times(store, history), template)
+        finished = finished and not remote  # a finished stage is still to be published
+    else:
+        init_times = parse_init_spec(args.init, store_calendar(store))
+        out = output_for(template, init_times[0])
+    return init_times, out, staging.remote_for(args.out, out) if remote else None, finished
+
+
+def output_every_of(args: Config, step, climate: bool) -> int:
+    """Steps between the snapshots written: ``--output-every``, or every step (none for a climate run)."""
+    if args.output_every is not None:
+        return steps_of(args.output_every, step, "--output-every")
+    return 0 if climate else 1
+
+
+@contextlib.contextmanager
+def disk_full_names(out: str | Path) -> Iterator[None]:
+    """A full disk inside the block is a :class:`DataError` that names the file and the fix."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise DataError(
+            f"{err.strerror or 'No space left on device'}: the disk is full, the forecast could not be written",
+            path=err.filename or out,
+            hint="free some disk space and rerun the same command (a Zarr output resumes)",
+        ) from err
+
+
+def summary(
+    result, written: str, counts: tuple[int, int, int], checkpoints: int, seconds: float
+) -> str:
+    """The line a finished run prints; ``counts`` are its init times, members and steps."""
+    init_times, members, steps = counts
+    blowups = (
+        f"; {len(result.blowups)} member(s) blew up (see the manifest)" if result.blowups else ""
+    )
+    stacking = result.manifest.get("checkpoint_stacking")
+    stacked = f", {checkpoints} checkpoints stacked: {stacking['strategy']}" if stacking else ""
+    return (
+        f"forecast run: wrote {written}: {init_times} init time(s) x {members} member(s) x "
+        f"{steps} step(s) in {seconds:.1f} s (batch size {result.batch_size}{stacked}){blowups}"
+    )
+
+
 def run(args: Config) -> int:
     """Run ``forecast run``: build the collaborators from the options and hand them to the workflow."""
-    import contextlib
     import time
 
-    from forecast import staging, storage
+    from forecast import storage
     from forecast.grid import Grid
     from forecast.locking import lock
     from forecast.prescribed import connect_forcing_store
     from forecast.stepper import PrescribedStepper
-    from forecast.store import open_store, store_calendar
+    from forecast.store import open_store
     from forecast.time import format_time
     from inference import distributed
     from inference.ensemble import run_forecast
-    from inference.initial import (
-        InitialStates,
-        available_init_times,
-        parse_init_spec,
-        run_valid_times,
-    )
+    from inference.initial import InitialStates, run_valid_times
     from inference.members import load_member_models
     from inference.perturbations import build_perturbation, perturbation_spec
     from inference.remote import decide_remote, publish_run
-    from inference.schedule import output_for, resolve_latest
 
     started = time.perf_counter()
     device = _device(args.device)
@@ -354,24 +416,13 @@ def run(args: Config) -> int:
     models = load_member_models(args.checkpoint, device)  # member m runs checkpoint m mod K
     stepper, metadata = models.first, models.metadata[0]
     members = members_of(args, len(models))
-    named = " ".join(args.checkpoint)
-    # an --out on object storage is written in a local stage, then published (inference.remote)
-    remote = not storage.is_local(args.out)
-    out_template = str(staging.stage(args.out)) if remote else args.out
-    if str(args.init).strip().lower() == "latest":
-        init_times, out, finished = resolve_latest(
-            available_init_times(store, stepper.history), out_template
-        )
-        if finished and not remote:  # a staged forecast that is finished is published below
-            if rank == 0:
-                print(
-                    f"forecast run: {out}: the forecast from {format_time(init_times[0])} is already finished; nothing to do"
-                )
-            return 0
-    else:
-        init_times = parse_init_spec(args.init, store_calendar(store))
-        out = output_for(out_template, init_times[0])
-    url = staging.remote_for(args.out, out) if remote else None
+    init_times, out, url, finished = resolve_output(args, store, stepper.history)
+    if finished:
+        if rank == 0:
+            print(
+                f"forecast run: {out}: the forecast from {format_time(init_times[0])} is already finished; nothing to do"
+            )
+        return 0
     steps = run_steps(args, init_times[0], stepper.step)
     climate = bool(args.reduce) or args.histograms > 0 or args.output_every is not None
     if climate and url:
@@ -379,15 +430,12 @@ def run(args: Config) -> int:
             f"{args.out}: a climate run (--reduce, --histograms, --output-every) writes to a local path only",
             hint="give a local --out and copy its products afterwards",
         )
-    if args.output_every is not None:
-        output_every = steps_of(args.output_every, stepper.step, "--output-every")
-    else:
-        output_every = 0 if climate else 1
+    output_every = output_every_of(args, stepper.step, climate)
     writer = build_writer(args, out, stepper, climate, output_every)
     try:
         initial = InitialStates(store, init_times, stepper)
     except CheckpointError as err:  # the checks see datasets: name the files
-        raise with_path(err, f"{named} with {args.data}") from err
+        raise with_path(err, f"{' '.join(args.checkpoint)} with {args.data}") from err
     except DataError as err:
         raise with_path(err, args.data) from err
     forcing_store = connect_forcing_store(  # every check of the forcing store, before any compute
@@ -443,7 +491,7 @@ def run(args: Config) -> int:
                     f"{url}: the forecast from {format_time(init_times[0])} is already finished; nothing to do"
                 )
             return 0
-        try:
+        with disk_full_names(out):
             result = run_forecast(
                 models,
                 initial,
@@ -453,32 +501,13 @@ def run(args: Config) -> int:
                 show_progress=shows_progress(args.no_progress),
                 log=log,
             )
-        except OSError as err:
-            if err.errno != errno.ENOSPC:
-                raise
-            raise DataError(
-                f"{err.strerror or 'No space left on device'}: the disk is full, the forecast could not be written",
-                path=err.filename or out,
-                hint="free some disk space and rerun the same command (a Zarr output resumes)",
-            ) from err
         if url and rank == 0:
             publish_run(out, url)
     if rank == 0 and result.status == "finished":
-        blowups = (
-            f"; {len(result.blowups)} member(s) blew up (see the manifest)"
-            if result.blowups
-            else ""
-        )
-        stacking = result.manifest.get("checkpoint_stacking")
-        stacked = (
-            f", {len(args.checkpoint)} checkpoints stacked: {stacking['strategy']}"
-            if stacking
-            else ""
-        )
-        print(
-            f"forecast run: wrote {url or _written(result)}: {len(init_times)} init time(s) x {members} member(s) x "
-            f"{steps} step(s) in {time.perf_counter() - started:.1f} s (batch size {result.batch_size}{stacked}){blowups}"
-        )
+        written = url or _written(result)
+        seconds = time.perf_counter() - started
+        counts = (len(init_times), members, steps)
+        print(summary(result, written, counts, len(args.checkpoint), seconds))
     return 0
 
 
