@@ -113,18 +113,8 @@ def train(
             calendar=str(ds.attrs.get("calendar", "standard")),
             path=path,
         )
-        remote = None if isinstance(request.out, Path) else request.out
-        if remote is not None:  # built in a local stage, each save published (forecast.staging)
-            out_dir = staging.stage(remote)
-            if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-                _pull_run(remote, out_dir)
-            context.barrier()
-            request = request.replace(out=out_dir)
+        request, remote = _run_directory(request, context)
         out_dir = Path(request.out)
-        _check_run_directory(out_dir, request.resume, shown=remote)
-        if context.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        context.barrier()
         state = None
         if request.resume:
             stepper, state = _resume(out_dir, channels, store_grid(ds), store_step(ds))
@@ -136,27 +126,7 @@ def train(
             )
         trained = stepper if stepper is not None else first
         assert trained is not None, "built, resumed, given or boosted"
-        taken = tuple(getattr(trained, "prescribed_names", ()))
-        if request.forcing_vars and tuple(request.forcing_vars) != taken:
-            raise ConfigError(
-                f"the model takes the prescribed forcings {list(taken)}, not --forcing-vars "
-                f"{','.join(request.forcing_vars)}",
-                path=out_dir if request.resume else None,
-                hint="resume with the original --forcing-vars, or drop the option",
-            )
-        if forcing is not None:  # opened and checked above, for the fresh model's statistics
-            assert isinstance(trained, PrescribedStepper), "built with prescribed forcings"
-            trained.use_forcing_store(forcing)
-        else:
-            connect_forcing_store(
-                trained,
-                request.forcing_store,
-                calendar,
-                times,
-                model=_model_label(request),
-                what="the training store",
-                hint=TRAINING_COVERAGE_HINT,
-            )
+        _connect_forcings(trained, request, forcing, calendar, times, out_dir)
         model_channels = list(trained.channels)
         if model_channels != channels:
             raise DataError(
@@ -176,19 +146,7 @@ def train(
             torch.manual_seed(request.seed)
             stepper = boosted_stepper(first, request, windows, context.device)
         assert stepper is not None
-        provenance = {
-            "store": storage.normalise(path),
-            "model": stepper.config().get("model", request.model),
-            "max_steps": request.max_steps,
-            "rollout_steps": request.rollout_steps,
-            "batch_size": request.batch_size,
-            "seed": request.seed,
-            "world_size": context.world_size,
-        }
-        if request.boost is not None:
-            provenance["boost"] = storage.normalise(request.boost)
-        if request.forcing_store is not None:
-            provenance["forcing_store"] = storage.normalise(request.forcing_store)
+        provenance = _provenance(request, stepper, context.world_size)
         on_save = None if remote is None else _publisher(out_dir, remote)
         loop = TrainingLoop(
             stepper, windows, context, request, provenance=provenance, on_save=on_save
@@ -200,6 +158,87 @@ def train(
         return loop.run(stop_after=stop_after)
     finally:
         context.close()
+
+
+def _run_directory(request: TrainRequest, context) -> tuple[TrainRequest, str | None]:
+    """Check and create the run directory; returns the request with its local ``out`` and the URL.
+
+    A run directory on object storage is built in a local stage, where an
+    earlier run of it is pulled to resume, and each save is published
+    (:mod:`forecast.staging`); the URL is ``None`` for a local one.
+    """
+    remote = None if isinstance(request.out, Path) else request.out
+    if remote is not None:
+        stage = staging.stage(remote)
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            _pull_run(remote, stage)
+        context.barrier()
+        request = request.replace(out=stage)
+    out_dir = Path(request.out)
+    _check_run_directory(out_dir, request.resume, shown=remote)
+    if context.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    context.barrier()
+    return request, remote
+
+
+def _connect_forcings(
+    trained: TrainableStepper,
+    request: TrainRequest,
+    forcing: ForcingStore | None,
+    calendar: str,
+    times: np.ndarray,
+    out_dir: Path,
+) -> None:
+    """Give the model its prescribed forcings: ``forcing`` if opened already, else ``request``'s store.
+
+    Raises
+    ------
+    ConfigError
+        ``--forcing-vars`` other than those the model takes.
+    DataError
+        The forcing store does not cover the training store (see
+        :func:`~forecast.prescribed.connect_forcing_store`).
+    """
+    taken = tuple(getattr(trained, "prescribed_names", ()))
+    if request.forcing_vars and tuple(request.forcing_vars) != taken:
+        raise ConfigError(
+            f"the model takes the prescribed forcings {list(taken)}, not --forcing-vars "
+            f"{','.join(request.forcing_vars)}",
+            path=out_dir if request.resume else None,
+            hint="resume with the original --forcing-vars, or drop the option",
+        )
+    if forcing is not None:  # opened and checked before, for the fresh model's statistics
+        assert isinstance(trained, PrescribedStepper), "built with prescribed forcings"
+        trained.use_forcing_store(forcing)
+        return
+    connect_forcing_store(
+        trained,
+        request.forcing_store,
+        calendar,
+        times,
+        model=_model_label(request),
+        what="the training store",
+        hint=TRAINING_COVERAGE_HINT,
+    )
+
+
+def _provenance(request: TrainRequest, stepper: TrainableStepper, world_size: int) -> dict:
+    """What the checkpoints record of how they were trained."""
+    provenance = {
+        "store": storage.normalise(request.data),
+        "model": stepper.config().get("model", request.model),
+        "max_steps": request.max_steps,
+        "rollout_steps": request.rollout_steps,
+        "batch_size": request.batch_size,
+        "seed": request.seed,
+        "world_size": world_size,
+    }
+    if request.boost is not None:
+        provenance["boost"] = storage.normalise(request.boost)
+    if request.forcing_store is not None:
+        provenance["forcing_store"] = storage.normalise(request.forcing_store)
+    return provenance
 
 
 def _model_label(request: TrainRequest) -> str:
