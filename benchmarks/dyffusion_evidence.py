@@ -263,17 +263,24 @@ def grf_options(amplitude: str | None) -> tuple[str, list[str]]:
 
 
 def run_and_score(work: Path, store: Path, name: str, checkpoint: Path, inits: str, *extra: str):
+    """Run and score the 16-member ensemble ``name`` from ``inits``; its scores.
+
+    Scores already there are reused only when they are of the same initial times
+    (``{name}_run_cpu.json`` records them).
+    """
     out, scores = work / f"{name}.zarr", work / f"{name}_scores.nc"
-    if not scores.exists():
+    record = work / f"{name}_run_cpu.json"
+    same_inits = record.exists() and json.loads(record.read_text()).get("inits") == inits
+    if not (scores.exists() and same_inits):
         cpu = forecast("run", "--checkpoint", str(checkpoint), "--data", str(store), "--init", inits,
                        "--steps", "20", "--members", "16", "--seed", "0", "--out", str(out),
                        "--no-progress", "--overwrite", *extra, log=work / f"{name}_run.log")  # fmt: skip
-        atomic_write(
-            work / f"{name}_run_cpu.json",
-            lambda temporary: temporary.write_text(json.dumps({"cpu_s": cpu})),
-        )
         forecast("score", str(out), "--truth", str(store), "--out", str(scores),
                  "--region", "global", "--no-progress", log=work / f"{name}_score.log")  # fmt: skip
+        atomic_write(
+            record,
+            lambda temporary: temporary.write_text(json.dumps({"cpu_s": cpu, "inits": inits})),
+        )
     from forecast.scoring.scores_file import open_scores
 
     return open_scores(scores)
