@@ -146,6 +146,7 @@ def append_to(
     out: str,
     existing: xr.Dataset,
     prepared,
+    *,
     recompute: bool,
     window: int | None,
     where: Scheduler,

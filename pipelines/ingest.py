@@ -268,7 +268,7 @@ def ingest(
         with dask_scheduler(scheduler) as where, threadpool_limits(limits=1, user_api="blas"):
             if existing is None:
                 window = WINDOW_DAYS if climatology_window_days is None else climatology_window_days
-                _write_new(out, prepared, window, where, progress, held)
+                _write_new(out, prepared, window, where=where, progress=progress, held=held)
                 times = prepared.times
             else:
                 from pipelines.append import append_to
@@ -277,12 +277,12 @@ def ingest(
                     out,
                     existing,
                     prepared,
-                    recompute_statistics,
-                    climatology_window_days,
-                    where,
-                    progress,
-                    _provenance_entry(),
-                    held,
+                    recompute=recompute_statistics,
+                    window=climatology_window_days,
+                    where=where,
+                    progress=progress,
+                    now=_provenance_entry(),
+                    held=held,
                 )
     index = time_index(times)
     return IngestReport(
@@ -455,8 +455,9 @@ def still_held(held, out: str) -> None:
 
 
 def _write_new(
-    out: str, prepared: Prepared, window: int, where: Scheduler, progress: bool, held=None
+    out: str, prepared: Prepared, window: int, *, where: Scheduler, progress: bool, held=None
 ) -> None:
+    """Write a new store from ``prepared`` (resuming a killed ingest's staging copy) and publish it."""
     from pipelines import graph
 
     local = storage.is_local(out)
