@@ -266,12 +266,15 @@ def run_and_score(work: Path, store: Path, name: str, checkpoint: Path, inits: s
     """Run and score the 16-member ensemble ``name`` from ``inits``; its scores.
 
     Scores already there are reused only when they are of the same initial times
-    (``{name}_run_cpu.json`` records them).
+    and checkpoint (``{name}_run_cpu.json`` records both, the checkpoint by its SHA-256).
     """
+    from forecast.checkpoint import checkpoint_digest
+
     out, scores = work / f"{name}.zarr", work / f"{name}_scores.nc"
     record = work / f"{name}_run_cpu.json"
-    same_inits = record.exists() and json.loads(record.read_text()).get("inits") == inits
-    if not (scores.exists() and same_inits):
+    of = {"inits": inits, "checkpoint": checkpoint_digest(checkpoint)}
+    recorded = json.loads(record.read_text()) if record.exists() else {}
+    if not (scores.exists() and all(recorded.get(key) == value for key, value in of.items())):
         cpu = forecast("run", "--checkpoint", str(checkpoint), "--data", str(store), "--init", inits,
                        "--steps", "20", "--members", "16", "--seed", "0", "--out", str(out),
                        "--no-progress", "--overwrite", *extra, log=work / f"{name}_run.log")  # fmt: skip
@@ -279,7 +282,7 @@ def run_and_score(work: Path, store: Path, name: str, checkpoint: Path, inits: s
                  "--region", "global", "--no-progress", log=work / f"{name}_score.log")  # fmt: skip
         atomic_write(
             record,
-            lambda temporary: temporary.write_text(json.dumps({"cpu_s": cpu, "inits": inits})),
+            lambda temporary: temporary.write_text(json.dumps({"cpu_s": cpu, **of})),
         )
     from forecast.scoring.scores_file import open_scores
 

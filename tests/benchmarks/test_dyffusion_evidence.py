@@ -207,3 +207,37 @@ def test_the_needed_rmse_ratio_is_the_target_where_the_sfno_is_calibrated(eviden
     # a deterministic SFNO: calibration alone is worth 1 / sqrt(2) of its CRPS
     assert evidence.rmse_ratio_needed(0.0) == pytest.approx(0.9 * np.sqrt(2))
     assert evidence.rmse_ratio_needed(0.3) > evidence.rmse_ratio_needed(0.9) > 0.9
+
+
+def test_scores_are_reused_only_for_the_same_inits_and_checkpoint(evidence, monkeypatch, tmp_path):
+    """A rerun takes the scores already there only when they are of its inits and checkpoint."""
+    import forecast.scoring.scores_file as scores_file
+
+    commands: list[str] = []
+
+    def fake(*argv: str, log=None) -> float:
+        commands.append(argv[0])
+        if argv[0] == "score":
+            Path(argv[argv.index("--out") + 1]).write_bytes(b"scores")
+        return 3.0
+
+    monkeypatch.setattr(evidence, "forecast", fake)
+    monkeypatch.setattr(scores_file, "open_scores", lambda path: path)
+    checkpoint = tmp_path / "m.ckpt"
+    checkpoint.write_bytes(b"one")
+    inits = "2020-04-12T06:00/2020-04-24T18:00/24h"
+
+    def run() -> list[str]:
+        commands.clear()
+        evidence.run_and_score(tmp_path, tmp_path / "s.zarr", "dy", checkpoint, inits)
+        return list(commands)
+
+    assert run() == ["run", "score"]
+    assert run() == []  # the same inits and checkpoint: reused
+    inits = "2020-04-12T06:00/2020-04-24T18:00/12h"
+    assert run() == ["run", "score"]
+    assert run() == []
+    checkpoint.write_bytes(b"two")  # retrained
+    assert run() == ["run", "score"]
+    record = json.loads((tmp_path / "dy_run_cpu.json").read_text())
+    assert record["inits"] == inits and record["cpu_s"] == 3.0
