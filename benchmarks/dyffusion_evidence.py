@@ -124,6 +124,9 @@ class Recipe:
     seed : int
         Seeds the weights, the data order and the training masks (``forecast
         train --seed``); 0 is the earlier runs' default.
+    chain_steps : int
+        The last optimiser steps that fine-tune both networks on the sampled
+        horizon (``forecast train --chain-steps``); 0: none.
     """
 
     dropout: float | None = None
@@ -131,22 +134,24 @@ class Recipe:
     ensemble_size: int = 1
     masks: str = "element"
     seed: int = 0
+    chain_steps: int = 0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Recipe:
         """The recipe of this script's command line."""
         return cls(args.dropout, args.forecaster_dropout, args.ensemble_size,
-                   args.dropout_masks, args.train_seed)  # fmt: skip
+                   args.dropout_masks, args.train_seed, args.chain_steps)  # fmt: skip
 
     @property
     def name(self) -> str:
         """The run directory: ``dyffusion``, plus ``_dropoutP``, ``_fdropoutP``, ``_ensM``,
-        ``_channel`` or ``_block`` and ``_seedN`` for what differs from the defaults."""
+        ``_channel`` or ``_block``, ``_chainN`` and ``_seedN`` for what differs from the defaults."""
         name = "dyffusion" if self.dropout is None else f"dyffusion_dropout{self.dropout:g}"
         if self.forecaster_dropout is not None:
             name = f"{name}_fdropout{self.forecaster_dropout:g}"
         name = name if self.ensemble_size == 1 else f"{name}_ens{self.ensemble_size}"
         name = name if self.masks == "element" else f"{name}_{self.masks}"
+        name = name if self.chain_steps == 0 else f"{name}_chain{self.chain_steps}"
         return name if self.seed == 0 else f"{name}_seed{self.seed}"
 
     def options(self) -> list[str]:
@@ -162,6 +167,8 @@ class Recipe:
         options = ["--hparams", ",".join(values)] if values else []
         if self.ensemble_size > 1:
             options += ["--ensemble-size", str(self.ensemble_size)]
+        if self.chain_steps:
+            options += ["--chain-steps", str(self.chain_steps)]
         return options + (["--seed", str(self.seed)] if self.seed != 0 else [])
 
 
@@ -462,6 +469,13 @@ def parser() -> argparse.ArgumentParser:
         default=0,
         help="seed of DYffusion's weights, data order and training masks (forecast train "
         "--seed; run directory ..._seedN unless 0, the default): a second run of one recipe",
+    )
+    parser.add_argument(
+        "--chain-steps",
+        type=int,
+        default=0,
+        help="end DYffusion's training with this many steps of both networks on the sampled "
+        "horizon, out of --max-steps (forecast train --chain-steps; run directory ..._chainN)",
     )
     parser.add_argument(
         "--dyffusion-grf",

@@ -272,10 +272,14 @@ class StagedStepper(TrainableStepper, Protocol):
         Future states a training window must hold.
     trained_steps : dict of str to int
         Optimiser steps each stage has had (saved in the checkpoint's config).
+    joint_stage : str or None
+        A stage that trains every network at once on the block it samples,
+        after ``stages`` (optional: fine-tuning); None: the stepper has none.
     """
 
     stages: tuple[str, ...]
     stage: str
+    joint_stage: str | None
     window_targets: int
     trained_steps: dict[str, int]
 

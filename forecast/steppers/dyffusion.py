@@ -64,6 +64,8 @@ __all__ = ["DYffusionHParams", "DYffusionStepper"]
 
 #: The training stages, in order.
 STAGES = ("interpolator", "forecaster")
+#: The optional last stage: both networks at once, on the cold-sampled horizon.
+CHAIN = "chain"
 
 
 class DYffusionHParams(SFNOHParams):
@@ -120,6 +122,11 @@ class DYffusionHParams(SFNOHParams):
         return hparams
 
 
+def _copies(value: torch.Tensor, members: int) -> torch.Tensor:
+    """``members`` member-major copies of a batch: row ``m * batch + b`` is member ``m`` of row ``b``."""
+    return value.repeat(members, *([1] * (value.ndim - 1)))
+
+
 class DYffusionStepper(StateStepper):
     """Interpolator and forecaster of DYffusion as one :class:`~forecast.stepper.SamplingStepper`.
 
@@ -163,6 +170,7 @@ class DYffusionStepper(StateStepper):
 
     kind = "dyffusion"
     stages = STAGES
+    joint_stage = CHAIN
 
     def __init__(
         self,
@@ -214,7 +222,10 @@ class DYffusionStepper(StateStepper):
             frequencies=spec.time_frequencies,
             dropout_masks=spec.dropout_masks,
         )
-        self.trained_steps = {name: int((trained_steps or {}).get(name, 0)) for name in STAGES}
+        given = dict(trained_steps or {})
+        self.trained_steps = {name: int(given.get(name, 0)) for name in STAGES}
+        if given.get(CHAIN):  # the optional stage is listed once it has trained
+            self.trained_steps[CHAIN] = int(given[CHAIN])
         if (diurnal is not None or seasonal is not None) and not forcings:
             raise DataError(
                 "the diurnal and seasonal baselines need time forcings",
@@ -460,12 +471,15 @@ class DYffusionStepper(StateStepper):
 
     # -- training ---------------------------------------------------------------------------------
     def set_stage(self, stage: str) -> None:
-        """Train ``stage`` (``"interpolator"`` or ``"forecaster"``); freeze the other network."""
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; DYffusion has {', '.join(STAGES)}")
+        """Train ``stage``: ``"interpolator"`` or ``"forecaster"`` (the other network frozen),
+        or ``"chain"`` (both)."""
+        if stage not in (*STAGES, CHAIN):
+            raise ValueError(
+                f"unknown stage {stage!r}; DYffusion has {', '.join((*STAGES, CHAIN))}"
+            )
         self.stage = stage
         for name in STAGES:
-            getattr(self, name).requires_grad_(name == stage)
+            getattr(self, name).requires_grad_(stage in (name, CHAIN))
 
     def training_pairs(
         self,
@@ -484,6 +498,10 @@ class DYffusionStepper(StateStepper):
         dropout on (``x~_t = x_t``). One ``i`` per window and every dropout
         mask are drawn from ``generator`` (never from torch's global generator,
         which data loaders also draw from), so a resumed run repeats them.
+        Stage ``"chain"``: the ``h`` states of the horizon that cold sampling
+        draws from ``x_t`` (both networks' dropout on, gradients through every
+        call) against ``x_{t+1} .. x_{t+h}``; prediction and target then hold
+        the ``h`` states of each window as rows ``k * batch + b``.
 
         With ``members > 1`` each window is sampled ``members`` times at the
         same ``i``, each copy with its own dropout masks (the interpolator's,
@@ -500,6 +518,8 @@ class DYffusionStepper(StateStepper):
             )
         if members < 1:
             raise ValueError(f"members must be at least 1, got {members}")
+        if self.stage == CHAIN:
+            return self._chain_pairs(history, targets, forcings, generator, members)
         end = targets[:, self.horizon - 1]
         rows = torch.arange(batch, device=history.device)
         low = 1 if self.stage == "interpolator" else 0
@@ -507,16 +527,9 @@ class DYffusionStepper(StateStepper):
             low, self.horizon, (batch,), generator=generator, device=generator.device
         ).to(history.device)
         target = targets[rows, offset - 1] if self.stage == "interpolator" else end
-        if members > 1:  # member-major copies: row m * batch + b is member m of window b
-            history, end, offset = (
-                history.repeat(members, *([1] * (history.ndim - 1))),
-                end.repeat(members, 1, 1, 1),
-                offset.repeat(members),
-            )
-            forcings = {
-                name: value.repeat(members, *([1] * (value.ndim - 1)))
-                for name, value in forcings.items()
-            }
+        if members > 1:
+            history, end, offset = (_copies(value, members) for value in (history, end, offset))
+            forcings = {name: _copies(value, members) for name, value in forcings.items()}
         if self.stage == "interpolator":
             prediction = self.interpolate(history, end, offset, forcings, generator)
         else:
@@ -531,6 +544,34 @@ class DYffusionStepper(StateStepper):
         if members > 1:
             prediction = prediction.reshape(members, batch, *prediction.shape[1:])
         return prediction, target
+
+    def _chain_pairs(
+        self,
+        history: torch.Tensor,
+        targets: torch.Tensor,
+        forcings: Forcings,
+        generator: torch.Generator,
+        members: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage ``"chain"`` of :meth:`training_pairs`: the sampled horizon against the truth."""
+        batch, h = history.shape[0], self.horizon
+        if members > 1:
+            history = _copies(history, members)
+            forcings = {name: _copies(value, members) for name, value in forcings.items()}
+        # as forecast run samples: the forecaster's dropout only with forecaster_sampling
+        quiet = self.forecaster.training and not self.spec.forecaster_sampling
+        if quiet:
+            self.forecaster.eval()
+        try:
+            states = self.forward_block_normalized(history, forcings, generator)  # (h, rows, ...)
+        finally:
+            if quiet:
+                self.forecaster.train()
+        target = targets[:, :h].transpose(0, 1).reshape(h * batch, *targets.shape[2:])
+        if members > 1:  # (h, member, batch, ...) -> (member, h * batch, ...)
+            states = states.reshape(h, members, batch, *states.shape[2:]).transpose(0, 1)
+            return states.reshape(members, h * batch, *states.shape[3:]), target
+        return states.reshape(h * batch, *states.shape[2:]), target
 
     # -- physical step (inference) ----------------------------------------------------------------
     @torch.no_grad()

@@ -109,6 +109,13 @@ class TrainRequest:
         "interpolator frozen) takes the rest of --max-steps (default: half)",
         ge=1,
     )
+    chain_steps: int = _option(
+        0,
+        "dyffusion: the last N of --max-steps fine-tune both networks together on the loss "
+        "(with --ensemble-size, the fair CRPS) of every state of the cold-sampled horizon, "
+        "the chain that forecast run samples (0: no such stage)",
+        ge=0,
+    )
     rollout_schedule: tuple[tuple[int, int], ...] | None = _option(
         None,
         "explicit curriculum as step:K pairs, e.g. 0:1,500:2,1000:4 "

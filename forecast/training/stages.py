@@ -4,7 +4,9 @@ A single-network stepper has one stage, ``"model"``, over the whole run. A
 :class:`~forecast.stepper.StagedStepper` (DYffusion: ``"interpolator"``, then
 ``"forecaster"``) has one stage per network: the first ``first_stage_steps``
 optimiser steps train the first, the rest the second, each with its own
-optimiser and its own warm-up and cosine decay (:class:`StagePlan`).
+optimiser and its own warm-up and cosine decay (:class:`StagePlan`); a
+stepper with a joint stage (DYffusion's ``"chain"``, every network at once on
+its sampled block) may end with ``final_steps`` of it.
 :class:`StageObjective` is the module the loop (and DistributedDataParallel)
 calls for a staged stepper's loss; :func:`score_interpolation` validates an
 interpolator against the linear interpolation between the true ends.
@@ -56,26 +58,54 @@ class StagePlan:
 
     @classmethod
     def split(
-        cls, names: Iterable[str], max_steps: int, first_stage_steps: int | None
+        cls,
+        names: Iterable[str],
+        max_steps: int,
+        first_stage_steps: int | None,
+        final_steps: int = 0,
+        final_name: str | None = None,
     ) -> StagePlan:
         """Two stages: ``first_stage_steps`` (default half) of ``max_steps``, then the rest.
+
+        With ``final_steps``, the last ``final_steps`` of ``max_steps`` are a
+        third stage, ``final_name`` (the stepper's joint stage), and the second
+        takes what is between; the default first stage is then half of what
+        is left before it.
 
         Raises
         ------
         ConfigError
-            Not two stages, or a first stage that leaves no step to the second.
+            Not two stages, a final stage without a name, or a stage left with no step.
         """
         names = tuple(names)
         if len(names) != 2:
             raise ConfigError(f"a staged model needs two stages, this one has {list(names)}")
-        first = max_steps // 2 if first_stage_steps is None else int(first_stage_steps)
-        if not 1 <= first < max_steps:
+        if final_steps and final_name is None:
+            raise ConfigError(
+                "--chain-steps fine-tunes every network of a model with a joint stage; "
+                "this model has none",
+                hint="drop --chain-steps",
+            )
+        separate = max_steps - final_steps
+        if final_steps and separate < 2:
+            raise ConfigError(
+                f"--chain-steps {final_steps} leaves fewer than 2 of --max-steps {max_steps} "
+                f"to the {names[0]} and the {names[1]}",
+                hint="raise --max-steps or lower --chain-steps",
+            )
+        first = separate // 2 if first_stage_steps is None else int(first_stage_steps)
+        if not 1 <= first < separate:
             raise ConfigError(
                 f"--interpolator-steps {first} leaves no step to the {names[1]} "
-                f"(--max-steps {max_steps})",
-                hint="give --interpolator-steps between 1 and --max-steps - 1",
+                f"(--max-steps {max_steps}"
+                + (f", --chain-steps {final_steps})" if final_steps else ")"),
+                hint=f"give --interpolator-steps between 1 and {separate - 1}",
             )
-        return cls(names, ((0, first), (first, max_steps)))
+        plan = cls(names, ((0, first), (first, separate)))
+        if final_steps:
+            assert final_name is not None
+            plan = cls((*names, final_name), (*plan.bounds, (separate, max_steps)))
+        return plan
 
     def stage_at(self, step: int) -> str:
         """The stage optimiser step ``step`` (0-based) belongs to (the last one past the end)."""

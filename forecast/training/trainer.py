@@ -144,7 +144,9 @@ class TrainingLoop:
     differ by their dropout masks), plus the zonal-mean term with
     ``zonal_mean_weight``; ``input_noise`` perturbs the history at the start of
     each window (not its end, which the interpolator sees, nor the targets);
-    ``best.ckpt`` is chosen in the last stage only.
+    ``best.ckpt`` is chosen in the last stage only. With ``chain_steps`` the
+    run ends with the stepper's joint stage (DYffusion's ``"chain"``): every
+    network at once, on the same loss of the whole sampled block.
     """
 
     def __init__(
@@ -214,7 +216,17 @@ class TrainingLoop:
                     hint="drop --rollout-steps and --rollout-schedule (the horizon is a hyperparameter)",
                 )
             self.plan = StagePlan.split(
-                stepper.stages, request.max_steps, request.interpolator_steps
+                stepper.stages,
+                request.max_steps,
+                request.interpolator_steps,
+                request.chain_steps,
+                stepper.joint_stage,
+            )
+        elif request.chain_steps:
+            raise ConfigError(
+                f"--chain-steps fine-tunes the networks of a staged model (dyffusion) together; "
+                f"a {stepper.kind} model has one network",
+                hint="drop --chain-steps",
             )
         else:
             self.plan = StagePlan.single(request.max_steps)
@@ -414,7 +426,8 @@ class TrainingLoop:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         if self.staged:
-            self.stepper.trained_steps[self.stage] += 1
+            trained = self.stepper.trained_steps
+            trained[self.stage] = trained.get(self.stage, 0) + 1
         self._pending.append(
             (self.step, channel_loss, grad_norm.detach().float().reshape(1), n_steps, lr)
         )
@@ -520,7 +533,7 @@ class TrainingLoop:
             prefetch=self.request.prefetch,
             pin_memory=self.device.type == "cuda",
         )
-        if self.staged and not self.plan.is_last(self.stage):
+        if self.staged and self.stage == self.plan.names[0]:
             scores = score_interpolation(
                 self.stepper,
                 loader,

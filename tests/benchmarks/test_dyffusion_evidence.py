@@ -100,6 +100,19 @@ def test_a_training_seed_trains_a_second_run_in_its_own_directory(evidence, reco
     assert evidence.Recipe.from_args(args) == evidence.Recipe(masks="block", seed=2)
 
 
+def test_chain_steps_train_in_their_own_directory(evidence, recorded, tmp_path):
+    recipe = evidence.Recipe(0.1, 0.1, ensemble_size=2, masks="block", chain_steps=100)
+    evidence.train_dyffusion(tmp_path, tmp_path / "store.zarr", recipe, ["--max-steps=3100"])
+    (argv,) = recorded
+    name = "dyffusion_dropout0.1_fdropout0.1_ens2_block_chain100"
+    assert argv[argv.index("--out") + 1] == str(tmp_path / name)
+    request = resolved(argv).to_request()
+    assert request.chain_steps == 100 and request.max_steps == 3100
+    args = evidence.parser().parse_args(["--chain-steps", "50"])
+    assert evidence.Recipe.from_args(args) == evidence.Recipe(chain_steps=50)
+    assert "--chain-steps" not in evidence.Recipe().options()
+
+
 def test_sfno_steps_skip_the_calibration(evidence, recorded, tmp_path):
     cpu, steps = evidence.train_sfno(tmp_path, tmp_path / "store.zarr", 170.0, steps=360)
     assert (cpu, steps) == (12.5, 360)

@@ -48,6 +48,138 @@ def test_stage_plan_splits_the_run_and_restarts_the_schedule():
         StagePlan.split(("interpolator", "forecaster"), 10, 10)
 
 
+def test_stage_plan_ends_with_the_joint_stage_when_asked():
+    plan = StagePlan.split(("interpolator", "forecaster"), 12, 5, 3, "chain")
+    assert plan.names == ("interpolator", "forecaster", "chain")
+    assert plan.bounds == ((0, 5), (5, 9), (9, 12))
+    assert [plan.stage_at(s) for s in (4, 5, 8, 9, 11, 12)] == [
+        "interpolator", "forecaster", "forecaster", "chain", "chain", "chain",
+    ]  # fmt: skip
+    assert plan.lr_factor(9, 2, 0.01) == plan.lr_factor(0, 2, 0.01) == 0.5  # its own warm-up
+    assert plan.is_last("chain") and not plan.is_last("forecaster")
+    # the default first stage is half of what the joint stage leaves
+    assert StagePlan.split(("a", "b"), 12, None, 4, "c").bounds == ((0, 4), (4, 8), (8, 12))
+    assert StagePlan.split(("a", "b"), 12, 5, 0, "c") == StagePlan.split(("a", "b"), 12, 5)
+    with pytest.raises(ConfigError, match="leaves no step to the forecaster"):
+        StagePlan.split(("interpolator", "forecaster"), 12, 9, 3, "chain")
+    with pytest.raises(ConfigError, match="--chain-steps 11 leaves fewer than 2"):
+        StagePlan.split(("interpolator", "forecaster"), 12, None, 11, "chain")
+    with pytest.raises(ConfigError, match="has none"):
+        StagePlan.split(("a", "b"), 12, None, 3, None)
+
+
+def _tiny_dyffusion(
+    toy_store, **hparams
+) -> tuple[DYffusionStepper, torch.Tensor, torch.Tensor, dict]:
+    """A 16x32 DYffusion of horizon 3 on the toy store, and one window of it (normalised)."""
+    from forecast.normalize import Normalizer
+    from forecast.store import open_store, store_channels, store_grid, store_step
+
+    ds = open_store(toy_store)
+    channels = store_channels(ds)
+    torch.manual_seed(0)
+    stepper = DYffusionStepper(
+        {**DYFFUSION, **hparams}, channels, store_grid(ds), store_step(ds),
+        Normalizer.from_store(ds, channels), history=2,
+    )  # fmt: skip
+    data = torch.as_tensor(ds["data"].values[: 2 * 5].reshape(2, 5, *ds["data"].shape[1:]))
+    states = stepper.normalize(data)
+    forcings = stepper.forcings(ds["time"].values[[1, 6]])
+    return stepper, states[:, :2], states[:, 2:], forcings
+
+
+def test_chain_stage_samples_the_horizon_with_gradients_through_both_networks(toy_store):
+    stepper, history, targets, forcings = _tiny_dyffusion(toy_store, dropout=0.0)
+    stepper.set_stage("chain")
+    assert all(p.requires_grad for p in stepper.parameters())
+    generator = torch.Generator().manual_seed(0)
+    prediction, target = stepper.training_pairs(history, targets, forcings, generator)
+    # rows k * batch + b: state k of window b, the cold-sampled horizon against its truth
+    with torch.no_grad():
+        sampled = stepper.forward_block_normalized(history, forcings)  # (h, batch, ...)
+    assert prediction.shape == (3 * 2, *targets.shape[2:])
+    torch.testing.assert_close(prediction.detach(), sampled.reshape(prediction.shape))
+    for k in range(3):
+        for b in range(2):
+            assert torch.equal(target[k * 2 + b], targets[b, k])
+    ((prediction - target) ** 2).mean().backward()
+    for network in (stepper.interpolator, stepper.forecaster):
+        grads = [p.grad for p in network.parameters() if p.grad is not None]
+        assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+    # an ensemble: members x (h * batch) rows, each member with its own masks
+    noisy, _, _, _ = _tiny_dyffusion(toy_store, dropout=0.3)
+    with torch.no_grad():  # a fresh network's output layer is zero, where masks change nothing
+        for parameter in noisy.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    noisy.set_stage("chain")
+    members, target = noisy.training_pairs(history, targets, forcings, generator, members=2)
+    assert members.shape == (2, 3 * 2, *targets.shape[2:]) and target.shape == members.shape[1:]
+    assert not torch.allclose(members[0], members[1])
+    # the stage after the two others: both networks trained, only the frozen stages freeze
+    noisy.set_stage("forecaster")
+    assert not any(p.requires_grad for p in noisy.interpolator.parameters())
+    # as forecast run samples: without forecaster_sampling the forecaster's dropout is off
+    quiet, _, _, _ = _tiny_dyffusion(toy_store, dropout=0.0, forecaster_dropout=0.5)
+    with torch.no_grad():
+        for parameter in quiet.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    quiet.set_stage("chain")
+    quiet.train()
+    draws = [
+        quiet.training_pairs(history, targets, forcings, torch.Generator().manual_seed(seed))[0]
+        for seed in (1, 2)
+    ]
+    torch.testing.assert_close(draws[0], draws[1])
+    assert quiet.forecaster.training  # back in training mode
+    quiet.spec = quiet.spec.model_copy(update={"forecaster_sampling": True})
+    loud = quiet.training_pairs(history, targets, forcings, torch.Generator().manual_seed(1))[0]
+    assert not torch.allclose(loud, draws[0])
+
+
+def test_chain_stage_trains_both_networks_and_resumes_exactly(toy_store, tmp_path):
+    hparams = {**DYFFUSION, "dropout": 0.2, "forecaster_dropout": 0.2, "forecaster_sampling": True}
+    options = dict(
+        hparams=hparams, max_steps=9, interpolator_steps=3, chain_steps=3, val_every=3,
+        ensemble_size=2, **OPTIONS,
+    )  # fmt: skip
+    whole = TrainRequest(toy_store, "dyffusion", tmp_path / "whole", workers=0, **options)
+    train(whole, stop_after=6)
+    before, meta = load_checkpoint(tmp_path / "whole" / "latest.ckpt")
+    assert meta["trained_steps"] == {"interpolator": 3, "forecaster": 3}
+    assert train(whole.replace(resume=True)).steps == 9
+    after, meta = load_checkpoint(tmp_path / "whole" / "latest.ckpt")
+    assert meta["trained_steps"] == {"interpolator": 3, "forecaster": 3, "chain": 3}
+    for network in ("interpolator", "forecaster"):  # the chain stage moves both
+        old, new = getattr(before, network).state_dict(), getattr(after, network).state_dict()
+        assert any(not torch.equal(old[name], new[name]) for name in old), network
+    validation = _records(tmp_path / "whole", "validation")
+    assert [(r["step"], r["stage"]) for r in validation] == [
+        (3, "interpolator"), (6, "forecaster"), (9, "chain"),
+    ]  # fmt: skip
+    assert "rmse_3" in validation[1] and "rmse_3" in validation[2]  # rollouts after stage 1
+    _, best = load_checkpoint(tmp_path / "whole" / "best.ckpt")
+    assert best["provenance"]["step"] == 9
+    lrs = {r["step"]: r["lr"] for r in _records(tmp_path / "whole", "train")}
+    assert lrs[7] == pytest.approx(lrs[1]) and lrs[7] > lrs[6]  # the chain warms up anew
+    # killed in the middle of the chain stage, resumed: the same weights and records
+    split = TrainRequest(toy_store, "dyffusion", tmp_path / "split", workers=1, **options)
+    assert train(split, stop_after=7).steps == 7
+    assert load_checkpoint(tmp_path / "split" / "latest.ckpt")[1]["trained_steps"]["chain"] == 1
+    assert train(split.replace(resume=True)).steps == 9
+    again = load_checkpoint(tmp_path / "split" / "latest.ckpt")[0].state_dict()
+    for name, tensor in after.state_dict().items():
+        assert torch.equal(tensor, again[name]), name
+    assert _records(tmp_path / "whole", "train") == _records(tmp_path / "split", "train")
+
+
+def test_chain_steps_are_refused_for_a_single_network(toy_store, tmp_path):
+    with pytest.raises(ConfigError, match="a backbone model has one network"):
+        train(TrainRequest(
+            toy_store, "sfno", tmp_path / "b", hparams={"embed_dim": 8, "num_layers": 1},
+            max_steps=4, chain_steps=2, workers=0, **OPTIONS,
+        ))  # fmt: skip
+
+
 def test_two_stages_in_one_run_with_one_checkpoint(toy_store, tmp_path):
     run_dir = tmp_path / "dy"
     result = train(TrainRequest(
