@@ -127,6 +127,8 @@ class Recipe:
     chain_steps : int
         The last optimiser steps that fine-tune both networks on the sampled
         horizon (``forecast train --chain-steps``); 0: none.
+    chain_lr : float, optional
+        That stage's peak learning rate (``--chain-lr``; None: the config's ``lr``).
     """
 
     dropout: float | None = None
@@ -135,23 +137,27 @@ class Recipe:
     masks: str = "element"
     seed: int = 0
     chain_steps: int = 0
+    chain_lr: float | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Recipe:
         """The recipe of this script's command line."""
         return cls(args.dropout, args.forecaster_dropout, args.ensemble_size,
-                   args.dropout_masks, args.train_seed, args.chain_steps)  # fmt: skip
+                   args.dropout_masks, args.train_seed, args.chain_steps,
+                   args.chain_lr)  # fmt: skip
 
     @property
     def name(self) -> str:
         """The run directory: ``dyffusion``, plus ``_dropoutP``, ``_fdropoutP``, ``_ensM``,
-        ``_channel`` or ``_block``, ``_chainN`` and ``_seedN`` for what differs from the defaults."""
+        ``_channel`` or ``_block``, ``_chainN`` (``_chainN_lrX``) and ``_seedN`` for what differs
+        from the defaults."""
         name = "dyffusion" if self.dropout is None else f"dyffusion_dropout{self.dropout:g}"
         if self.forecaster_dropout is not None:
             name = f"{name}_fdropout{self.forecaster_dropout:g}"
         name = name if self.ensemble_size == 1 else f"{name}_ens{self.ensemble_size}"
         name = name if self.masks == "element" else f"{name}_{self.masks}"
         name = name if self.chain_steps == 0 else f"{name}_chain{self.chain_steps}"
+        name = name if self.chain_lr is None else f"{name}_lr{self.chain_lr:g}"
         return name if self.seed == 0 else f"{name}_seed{self.seed}"
 
     def options(self) -> list[str]:
@@ -169,6 +175,8 @@ class Recipe:
             options += ["--ensemble-size", str(self.ensemble_size)]
         if self.chain_steps:
             options += ["--chain-steps", str(self.chain_steps)]
+        if self.chain_lr is not None:
+            options += ["--chain-lr", f"{self.chain_lr:g}"]
         return options + (["--seed", str(self.seed)] if self.seed != 0 else [])
 
 
@@ -476,6 +484,12 @@ def parser() -> argparse.ArgumentParser:
         default=0,
         help="end DYffusion's training with this many steps of both networks on the sampled "
         "horizon, out of --max-steps (forecast train --chain-steps; run directory ..._chainN)",
+    )
+    parser.add_argument(
+        "--chain-lr",
+        type=float,
+        help="peak learning rate of the --chain-steps stage (forecast train --chain-lr; run "
+        "directory ..._chainN_lrX; default: the config's lr)",
     )
     parser.add_argument(
         "--dyffusion-grf",

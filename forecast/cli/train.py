@@ -67,7 +67,7 @@ GROUPS = {
               "seasonal_baseline", "boost"),
     "optimisation": (
         "out", "max_steps", "rollout_steps", "rollout_schedule", "interpolator_steps",
-        "chain_steps", "batch_size", "accumulation",
+        "chain_steps", "chain_lr", "batch_size", "accumulation",
         "lr", "weight_decay", "warmup_steps", "min_lr_factor", "grad_clip", "precision",
         "channel_weights", "tendency_loss", "zonal_mean_weight", "ensemble_size", "ensemble_noise", "input_noise",
         "seed",

@@ -116,6 +116,12 @@ class TrainRequest:
         "the chain that forecast run samples (0: no such stage)",
         ge=0,
     )
+    chain_lr: float | None = _option(
+        None,
+        "dyffusion: peak learning rate of the --chain-steps stage (default: --lr); lower "
+        "fine-tunes the two trained networks more gently",
+        gt=0,
+    )
     rollout_schedule: tuple[tuple[int, int], ...] | None = _option(
         None,
         "explicit curriculum as step:K pairs, e.g. 0:1,500:2,1000:4 "

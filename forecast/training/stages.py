@@ -143,9 +143,11 @@ class StageObjective(nn.Module):
         generator: torch.Generator,
         members: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(prediction, target)``, each ``(batch, channel, lat, lon)``, normalised.
+        """``(prediction, target)``, each ``(rows, channel, lat, lon)``, normalised.
 
-        With ``members > 1`` the prediction is an ensemble ``(members, batch, ...)``.
+        ``rows`` is the batch (``h`` times the batch in DYffusion's ``"chain"``
+        stage: every state of the sampled horizon). With ``members > 1`` the
+        prediction is an ensemble ``(members, rows, ...)``.
         """
         return self.stepper.training_pairs(history, targets, forcings, generator, members)
 

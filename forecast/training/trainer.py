@@ -255,10 +255,15 @@ class TrainingLoop:
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = nn.parallel.DistributedDataParallel(module, device_ids=ids)
         self.rollout = module
-        self.optimizer = build_optimizer(
-            self.stepper.parameters(), lr=self.request.lr, weight_decay=self.request.weight_decay
-        )
         self.stage = stage
+        self.optimizer = build_optimizer(
+            self.stepper.parameters(), lr=self._peak_lr(), weight_decay=self.request.weight_decay
+        )
+
+    def _peak_lr(self) -> float:
+        """The current stage's peak learning rate: ``chain_lr`` in the joint stage, else ``lr``."""
+        joint = self.staged and self.stage == getattr(self.stepper, "joint_stage", None)
+        return self.request.chain_lr if joint and self.request.chain_lr else self.request.lr
 
     def targets_at(self, step: int) -> int:
         """Future states each window of optimiser step ``step`` holds."""
@@ -391,7 +396,7 @@ class TrainingLoop:
             self._enter_stage(stage)
             self.best_score = None  # best.ckpt is chosen among the last stage's checkpoints
         factor = self.plan.lr_factor(self.step, request.warmup_steps, request.min_lr_factor)
-        lr = request.lr * factor
+        lr = self._peak_lr() * factor
         set_learning_rate(self.optimizer, lr)
         channel_loss = torch.zeros(len(self.channels), device=self.device)
         for micro in range(self.accumulation):

@@ -111,6 +111,9 @@ def test_chain_steps_train_in_their_own_directory(evidence, recorded, tmp_path):
     args = evidence.parser().parse_args(["--chain-steps", "50"])
     assert evidence.Recipe.from_args(args) == evidence.Recipe(chain_steps=50)
     assert "--chain-steps" not in evidence.Recipe().options()
+    gentle = evidence.Recipe(chain_steps=200, chain_lr=0.001)
+    assert gentle.name == "dyffusion_chain200_lr0.001"
+    assert gentle.options()[-4:] == ["--chain-steps", "200", "--chain-lr", "0.001"]
 
 
 def test_sfno_steps_skip_the_calibration(evidence, recorded, tmp_path):

@@ -172,6 +172,18 @@ def test_chain_stage_trains_both_networks_and_resumes_exactly(toy_store, tmp_pat
     assert _records(tmp_path / "whole", "train") == _records(tmp_path / "split", "train")
 
 
+def test_chain_lr_sets_the_peak_learning_rate_of_the_chain_stage_only(toy_store, tmp_path):
+    run_dir = tmp_path / "gentle"
+    train(TrainRequest(
+        toy_store, "dyffusion", run_dir, hparams=DYFFUSION, max_steps=6, interpolator_steps=2,
+        chain_steps=2, chain_lr=1e-4, val_every=6, workers=0, **{**OPTIONS, "warmup_steps": 0},
+    ))  # fmt: skip
+    lrs = {r["step"]: r["lr"] for r in _records(run_dir, "train")}
+    # no warm-up: each stage starts at its peak; the chain's is --chain-lr, the others --lr
+    assert lrs[1] == lrs[3] == pytest.approx(5e-3) and lrs[5] == pytest.approx(1e-4)
+    assert lrs[6] < lrs[5]
+
+
 def test_chain_steps_are_refused_for_a_single_network(toy_store, tmp_path):
     with pytest.raises(ConfigError, match="a backbone model has one network"):
         train(TrainRequest(
