@@ -203,6 +203,7 @@ class TrainRequest:
         for item in dataclasses.fields(self):
             _check_bounds(item.name, getattr(self, item.name), item.metadata)
         _check_rollout_applies(self)
+        _check_chain_applies(self)
         if self.rollout_schedule is not None:
             _check_schedule(self.rollout_schedule, self.rollout_steps, self.max_steps)
         if self.ensemble_size > 1 and self.ensemble_noise == 0 and not _staged(self.model):
@@ -269,6 +270,25 @@ def _check_rollout_applies(request: TrainRequest) -> None:
             "stage on windows of its horizon",
             hint=f"drop {' and '.join(g.split()[0] for g in given)}; the horizon is "
             f"--hparams horizon=N",
+        )
+
+
+def _check_chain_applies(request: TrainRequest) -> None:
+    """``--chain-steps`` needs a staged family (dyffusion), ``--chain-lr`` needs ``--chain-steps``.
+
+    Checked when the request is made, as :func:`_check_rollout_applies`.
+    """
+    if request.chain_steps and not _staged(request.model):
+        raise ConfigError(
+            f"--chain-steps {request.chain_steps} fine-tunes the two networks of a staged model; "
+            f"--model {request.model} has one",
+            hint="drop --chain-steps, or train --model dyffusion",
+        )
+    if request.chain_lr is not None and not request.chain_steps:
+        raise ConfigError(
+            f"--chain-lr {request.chain_lr:g} is the learning rate of the --chain-steps stage, "
+            "and this run has none",
+            hint="give --chain-steps N, or drop --chain-lr",
         )
 
 

@@ -184,12 +184,18 @@ def test_chain_lr_sets_the_peak_learning_rate_of_the_chain_stage_only(toy_store,
     assert lrs[6] < lrs[5]
 
 
-def test_chain_steps_are_refused_for_a_single_network(toy_store, tmp_path):
-    with pytest.raises(ConfigError, match="a backbone model has one network"):
-        train(TrainRequest(
-            toy_store, "sfno", tmp_path / "b", hparams={"embed_dim": 8, "num_layers": 1},
-            max_steps=4, chain_steps=2, workers=0, **OPTIONS,
-        ))  # fmt: skip
+def test_chain_options_are_refused_where_they_do_not_apply(toy_store, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="--model sfno has one"):
+        TrainRequest(toy_store, "sfno", tmp_path / "b", max_steps=4, chain_steps=2)
+    with pytest.raises(ConfigError, match="--chain-lr 0.001 is the learning rate of the"):
+        TrainRequest(toy_store, "dyffusion", tmp_path / "c", max_steps=4, chain_lr=1e-3)
+    code = main([
+        "train", "--data", str(toy_store), "--model", "fno", "--out", str(tmp_path / "runs" / "d"),
+        "--max-steps", "4", "--chain-steps", "2", "--device", "cpu", "--no-progress",
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and not (tmp_path / "runs").exists()
+    assert len(err.strip().splitlines()) == 1 and "drop --chain-steps" in err
 
 
 def test_two_stages_in_one_run_with_one_checkpoint(toy_store, tmp_path):
