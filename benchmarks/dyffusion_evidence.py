@@ -11,7 +11,9 @@ Stages (each skipped when its product exists, so a rerun continues):
    (stage 1 the interpolator, stage 2 the forecaster), its process CPU time
    measured (user + system of the training process and its loader workers);
    ``--dropout P`` trains it with interpolator dropout ``P`` instead, in
-   ``dyffusion_dropoutP`` (so both can live in one work directory).
+   ``dyffusion_dropoutP`` (so both can live in one work directory);
+   ``--chain-steps N`` ends it with N steps of both networks on the sampled
+   horizon (``--chain-lr``: that stage's learning rate), in ``..._chainN``.
 3. ``sfno``: the deterministic SFNO of configs/demo/train.yaml, trained for the
    same total CPU time: its number of steps is set from a calibration of its
    marginal CPU cost per step (30 minus 10 steps, at K = 1 and at K = 4), or ``--sfno-steps``,
