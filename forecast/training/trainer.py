@@ -222,13 +222,7 @@ class TrainingLoop:
                 request.chain_steps,
                 stepper.joint_stage,
             )
-        elif request.chain_steps:
-            raise ConfigError(
-                f"--chain-steps fine-tunes the networks of a staged model (dyffusion) together; "
-                f"a {stepper.kind} model has one network",
-                hint="drop --chain-steps",
-            )
-        else:
+        else:  # --chain-steps is refused for a single-network model when the request is made
             self.plan = StagePlan.single(request.max_steps)
         self.stage = ""
         self._enter_stage(self.plan.stage_at(0))
@@ -262,8 +256,9 @@ class TrainingLoop:
 
     def _peak_lr(self) -> float:
         """The current stage's peak learning rate: ``chain_lr`` in the joint stage, else ``lr``."""
-        joint = self.staged and self.stage == getattr(self.stepper, "joint_stage", None)
-        return self.request.chain_lr if joint and self.request.chain_lr else self.request.lr
+        request = self.request
+        joint = request.chain_steps > 0 and self.stage == self.plan.names[-1]
+        return request.chain_lr if joint and request.chain_lr is not None else request.lr
 
     def targets_at(self, step: int) -> int:
         """Future states each window of optimiser step ``step`` holds."""
